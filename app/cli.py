@@ -1,0 +1,179 @@
+"""The ``qcf-studio`` command: serve, validate, data, run.
+
+Exit codes: 0 success; 1 a run that did not complete (stopped or failed); 2 invalid input (the
+message names the file and field); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"qcf-studio: error: {message}", file=sys.stderr)
+    return code
+
+
+def _load(path: str):  # -> Spec, imported lazily so that `--help` is instant
+    from engine.spec import load_spec
+
+    return load_spec(path)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    spec = _load(args.spec)
+    t = spec.training
+    print(
+        f"{args.spec}: valid — {spec.problem.kind}, {spec.problem.events} events/observable, "
+        f"{t.method} {t.steps} steps, {spec.ensemble.members} member(s)"
+    )
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from engine.results import write_netcdf_atomic
+    from engine.runner import measured_data
+
+    spec = _load(args.spec)
+    ds = measured_data(spec).to_xarray()
+    ds.attrs["spec"] = spec.to_yaml()
+    ds.attrs["resolution"] = spec.detector.resolution
+    print(write_netcdf_atomic(ds, args.out))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    spec = _load(args.spec)
+    from tqdm import tqdm
+
+    from app.cluster import close, connect
+    from engine.distributed import start_run
+    from engine.results import build_results, write_netcdf_atomic
+    from engine.runner import measured_data, qcf_grid, run_name
+
+    out_dir = Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        return _fail(f"--out {out_dir}: exists and is not a directory")
+    data = measured_data(spec)
+    workers = args.workers if args.workers is not None else spec.cluster.workers
+    client = connect(args.scheduler, workers)
+    total = spec.training.steps * spec.ensemble.members
+    bar = tqdm(total=total, unit="step", file=sys.stderr, desc=spec.name, mininterval=0.5, dynamic_ncols=True)
+    last_step: dict[int, int] = {}
+
+    def on_message(msg: dict[str, Any]) -> None:
+        if msg["type"] == "metrics":
+            m = msg["member"]
+            bar.update(msg["step"] - last_step.get(m, 0))
+            last_step[m] = msg["step"]
+            met = msg["metrics"]
+            bar.set_postfix(loss_g=f"{met['loss_g']:.3f}", loss_d=f"{met['loss_d']:.3f}", refresh=False)
+
+    code = 0
+    try:
+        handle = start_run(client, spec, data, on_message)
+        try:
+            members = handle.results()
+        except KeyboardInterrupt:
+            bar.write("stopping: members finish their current step and keep what they produced ...")
+            handle.stop()
+            members = handle.results()
+            code = 130
+        bar.close()
+        ds = build_results(spec, data, members, handle.wall_seconds, qcf_grid(spec))
+        path = write_netcdf_atomic(ds, out_dir / f"{run_name(spec, out_dir)}.nc")
+    finally:
+        close(client)
+    status = ds.attrs["status"]
+    if "closure_passed" in ds.attrs:
+        verdict = "passed" if ds.attrs["closure_passed"] else "FAILED"
+        print(
+            f"closure {verdict}: max |pull| {ds.attrs['closure_max_abs_pull']:.2f} (≤ 3), "
+            f"max QCF deviation {ds.attrs['closure_max_qcf_dev_sigma']:.2f} σ (≤ 2), "
+            f"max relative deviation {100 * ds.attrs['closure_max_qcf_rel_dev']:.1f}% on the core range",
+            file=sys.stderr,
+        )
+    print(f"status {status}, {ds.attrs['wall_seconds']:.1f} s, {ds.attrs['events_per_second']:.3g} events/s",
+          file=sys.stderr)
+    if ds.attrs.get("errors"):
+        print(ds.attrs["errors"], file=sys.stderr)
+    print(path)
+    if code:
+        return code
+    return 0 if status == "completed" else 1
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from app.server import serve
+
+    spec = _load(args.spec) if args.spec else None
+    return serve(
+        port=args.port,
+        address=args.address,
+        scheduler=args.scheduler,
+        workers=args.workers,
+        runs_dir=Path(args.runs_dir),
+        spec=spec,
+        show=args.show,
+    )
+
+
+def _add_cluster_args(p: argparse.ArgumentParser, default_workers: int | None) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--scheduler", metavar="ADDR", help="address of an existing Dask scheduler (tcp://host:port)")
+    g.add_argument("--workers", type=int, default=default_workers, metavar="N",
+                   help="worker processes of the embedded LocalCluster" + (" (default: the spec's cluster.workers)"
+                                                                           if default_workers is None else ""))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qcf-studio", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="open the dashboard (embedded LocalCluster unless --scheduler)")
+    p.add_argument("--port", type=int, default=5006)
+    p.add_argument("--address", default="127.0.0.1", help="interface to listen on (default: loopback only)")
+    _add_cluster_args(p, default_workers=2)
+    p.add_argument("--runs-dir", default="runs", help="where finished runs are saved (default: runs/)")
+    p.add_argument("--spec", help="spec loaded at start (default: the proxy1d closure spec)")
+    p.add_argument("--show", action="store_true", help="open a browser tab")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("validate", help="check a spec; exit 2 with one message if it is invalid")
+    p.add_argument("spec")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("data", help="write the spec's pseudo-data as NetCDF")
+    p.add_argument("spec")
+    p.add_argument("--out", required=True, metavar="FILE.nc")
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("run", help="train headless; prints the results file as the last line")
+    p.add_argument("spec")
+    p.add_argument("--out", required=True, metavar="DIR")
+    _add_cluster_args(p, default_workers=None)
+    p.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from engine.spec import SpecError
+
+    try:
+        return args.func(args)
+    except SpecError as e:
+        return _fail(f"{getattr(args, 'spec', '') or 'spec'}: {e}")
+    except (FileNotFoundError, ValueError) as e:
+        return _fail(str(e))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Connecting to Dask: an embedded LocalCluster by default, or an existing scheduler."""
+
+from __future__ import annotations
+
+import logging
+
+from distributed import Client, LocalCluster
+
+__all__ = ["connect", "close"]
+
+
+def connect(scheduler: str | None = None, workers: int = 2) -> Client:
+    """A client on ``scheduler``, or on a new LocalCluster of ``workers`` single-threaded processes.
+
+    Each worker process runs one training task at a time with one torch thread (set explicitly by
+    the task; ``OMP_NUM_THREADS=1`` keeps other libraries from oversubscribing the cores).
+    The embedded cluster is closed with the client.
+    """
+    if scheduler:
+        return Client(scheduler, timeout="20s")
+    if workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}")
+    cluster = LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        silence_logs=logging.WARNING,
+        env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
+    )
+    client = Client(cluster)
+    client._qcf_owned_cluster = cluster  # closed in close()
+    return client
+
+
+def close(client: Client) -> None:
+    cluster = getattr(client, "_qcf_owned_cluster", None)
+    client.close()
+    if cluster is not None:
+        cluster.close()

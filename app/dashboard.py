@@ -1,0 +1,189 @@
+"""The dashboard page: spec editor, Start/Stop, progress, and the live plots of the current run."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import holoviews as hv
+import numpy as np
+import panel as pn
+import torch
+
+from app.runs import LiveRun, RunBusyError, RunManager
+from engine.problems import get_problem
+from engine.runner import measured_data
+from engine.spec import Spec, SpecError, parse_spec_text
+from engine.training import histogram_edges
+from layouts.live import LivePlots
+
+__all__ = ["Dashboard"]
+
+POLL_MS = 400  # how often a session pulls new metrics from the shared run
+
+
+def _spec_summary(spec: Spec) -> str:
+    truth = ", ".join(f"{k} = {v:g}" for k, v in spec.problem.truth.items())
+    t = spec.training
+    return (
+        f"| | |\n|---|---|\n| **problem** | `{spec.problem.kind}` — {get_problem(spec.problem.kind).description} |\n"
+        f"| **truth** | {truth} |\n| **events** | {spec.problem.events:,} per observable (seed {spec.problem.seed}) |\n"
+        f"| **detector resolution** | {spec.detector.resolution:g} |\n"
+        f"| **training** | {t.method}, {t.steps:,} steps |\n| **ensemble members** | {spec.ensemble.members} |\n"
+    )
+
+
+class Dashboard(pn.viewable.Viewer):
+    """One browser session's view of the shared :class:`RunManager`."""
+
+    def __init__(self, manager: RunManager, spec_text: str, **params: Any) -> None:
+        super().__init__(**params)
+        self.manager = manager
+        self.editor = pn.widgets.TextAreaInput(
+            name="Spec (YAML)", value=spec_text, height=330, sizing_mode="stretch_width",
+            stylesheets=[":host textarea { font-family: monospace; font-size: 12px; }"],
+        )
+        self.summary = pn.pane.Markdown(sizing_mode="stretch_width")
+        self.message = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width",
+                                     css_classes=["spec-error"])
+        self.start_button = pn.widgets.Button(name="Start", button_type="primary", width=110)
+        self.stop_button = pn.widgets.Button(name="Stop", button_type="danger", width=110, disabled=True)
+        self.progress = pn.indicators.Progress(value=0, max=1, sizing_mode="stretch_width", bar_color="primary")
+        self.status = pn.pane.Markdown("Ready.", css_classes=["run-status"], sizing_mode="stretch_width")
+        self.start_button.on_click(self._on_start)
+        self.stop_button.on_click(lambda _: self.manager.stop())
+        self.editor.param.watch(self._on_edit, "value_input")
+        self.plot_area = pn.Column(sizing_mode="stretch_width")
+        self._run: LiveRun | None = None
+        self._seen = 0
+        self._snapshot_version = -1
+        self._plots: LivePlots | None = None
+        self._hist_data: dict[str, Any] | None = None
+        self.spec = self._validate(spec_text)
+        if self.spec is not None:
+            self._build_plots(self.spec)
+        if manager.current is not None:  # a new session joins the run in progress
+            self._attach(manager.current)
+        self._callback = pn.state.add_periodic_callback(self._poll, period=POLL_MS)
+
+    # --- spec ------------------------------------------------------------------------------------
+
+    def _validate(self, text: str) -> Spec | None:
+        try:
+            spec = parse_spec_text(text)
+        except SpecError as e:
+            self.message.object = f"**Invalid spec** — `{e.field}`: {e.message}"
+            self.message.visible = True
+            self.summary.object = ""
+            return None
+        self.message.visible = False
+        self.summary.object = _spec_summary(spec)
+        return spec
+
+    def _on_edit(self, event: Any) -> None:
+        self.spec = self._validate(event.new)
+
+    # --- run control --------------------------------------------------------------------------
+
+    def _on_start(self, _: Any) -> None:
+        spec = self._validate(self.editor.value_input or self.editor.value)
+        if spec is None:
+            return  # the red message says why; nothing is started
+        self.spec = spec
+        try:
+            run = self.manager.start(spec)
+        except RunBusyError as e:
+            self.message.object = str(e)
+            self.message.visible = True
+            return
+        self._attach(run)
+
+    def _attach(self, run: LiveRun) -> None:
+        self._run = run
+        self._seen = 0
+        self._snapshot_version = -1
+        self._build_plots(run.spec)
+
+    def _build_plots(self, spec: Spec) -> None:
+        problem = get_problem(spec.problem.kind)
+        truth = spec.truth_values() if spec.problem.data is None else None
+        self._plots = plots = LivePlots(problem.param_names, problem.qcf_names, problem.observable_names, truth)
+        qcf_true = None
+        if truth is not None:
+            x = problem.grid(181, dtype=torch.float64)
+            q = problem.qcfs(torch.tensor([truth], dtype=torch.float64), x)[0].numpy()
+            qcf_true = {n: (x.numpy(), q[i]) for i, n in enumerate(problem.qcf_names)}
+        self._hist_data = None
+        self.plot_area[:] = [
+            pn.Row(pn.pane.HoloViews(plots.losses(), sizing_mode="stretch_width", name="losses"),
+                   pn.pane.HoloViews(plots.accuracy(), sizing_mode="stretch_width", name="accuracy")),
+            pn.pane.Markdown("### Parameters (mean of the generator's distribution; dashed: truth)"),
+            pn.pane.HoloViews(plots.parameters(), sizing_mode="stretch_width"),
+            pn.pane.Markdown("### QCFs: 68% band over the generator's parameters vs truth"),
+            pn.pane.HoloViews(plots.qcfs(qcf_true), sizing_mode="stretch_width"),
+            pn.pane.Markdown("### Observables: data vs generated events"),
+            pn.pane.HoloViews(plots.observables(), sizing_mode="stretch_width"),
+        ]
+
+    def _data_histograms(self, spec: Spec) -> dict[str, Any]:
+        data = measured_data(spec)
+        edges = histogram_edges(data)
+        return {
+            o: (e, np.histogram(ev, bins=e, density=True)[0])
+            for o, e, ev in zip(get_problem(spec.problem.kind).observable_names, edges, data.events)
+        }
+
+    def _poll(self) -> None:
+        if self.manager.current is not None and self.manager.current is not self._run:
+            self._attach(self.manager.current)  # another session started a run
+        run, plots = self._run, self._plots
+        busy = self.manager.busy
+        self.start_button.disabled = busy
+        self.stop_button.disabled = not (busy and run is not None and run.status in ("starting", "running"))
+        if run is None or plots is None:
+            return
+        rows, self._seen = run.metrics_since(self._seen)
+        plots.push_metrics(rows)
+        if run.snapshot_version != self._snapshot_version:
+            self._snapshot_version = run.snapshot_version
+            if self._hist_data is None:
+                self._hist_data = self._data_histograms(run.spec)
+            with run.lock:
+                snaps = dict(run.snapshots)
+            plots.push_snapshot(snaps, self._hist_data)
+        self._update_status(run)
+
+    def _update_status(self, run: LiveRun) -> None:
+        total, done = run.total_steps, run.done_steps
+        self.progress.max = max(total, 1)
+        self.progress.value = min(done, total)
+        per_member = ", ".join(f"member {m}: step {s:,}" for m, s in sorted(run.steps.items()))
+        eta = run.eta_seconds()
+        elapsed = (run.finished or time.time()) - run.started
+        text = f"**{run.status}** — step {done:,} of {total:,} ({per_member or 'waiting for workers'})"
+        text += f" · elapsed {elapsed:.0f} s"
+        if eta is not None:
+            text += f" · about {eta:.0f} s left"
+        if run.result_path is not None:
+            text += f"\n\nSaved: `{run.result_path}`"
+        if run.closure:
+            ok = "passed ✅" if run.closure.get("closure_passed") else "failed ❌"
+            text += (f"\n\nClosure {ok}: max |pull| {run.closure['closure_max_abs_pull']:.2f} (≤ 3), "
+                     f"max QCF deviation {run.closure['closure_max_qcf_dev_sigma']:.2f} σ (≤ 2)")
+        if run.error:
+            text += f"\n\n```\n{run.error}\n```"
+        self.status.object = text
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        sidebar = pn.Column(
+            pn.pane.Markdown("## qcf-studio\nClosure test of a SAGIPS-style GAN fit"),
+            self.editor, self.message, pn.Row(self.start_button, self.stop_button), self.progress, self.status,
+            self.summary, width=430,
+        )
+        return pn.Row(sidebar, self.plot_area, sizing_mode="stretch_width")
+
+    def dispose(self) -> None:
+        self._callback.stop()
+
+
+hv.extension("bokeh", logo=False)

@@ -1,0 +1,137 @@
+"""Run control shared by every browser session: start, stop, live metrics, saving results.
+
+No Panel imports: the dashboard polls :class:`LiveRun` for what arrived since it last looked
+(pull-based streaming), so any number of sessions can watch one run.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distributed import Client
+
+from engine.distributed import RunHandle, start_run
+from engine.results import build_results, write_netcdf_atomic
+from engine.runner import measured_data, qcf_grid, run_name
+from engine.spec import Spec
+
+__all__ = ["LiveRun", "RunManager", "RunBusyError"]
+
+MAX_METRICS = 50_000  # metric messages kept per run (bounded memory for long runs)
+
+
+class RunBusyError(RuntimeError):
+    pass
+
+
+@dataclass
+class LiveRun:
+    """State of one run as the dashboard sees it."""
+
+    spec: Spec
+    status: str = "starting"  # starting | running | stopping | completed | stopped | failed
+    started: float = field(default_factory=time.time)
+    finished: float | None = None
+    metrics: list[dict[str, Any]] = field(default_factory=list)  # {"member", "step", **metrics}
+    dropped: int = 0  # metric messages dropped from the front (bounded buffer)
+    snapshots: dict[int, dict[str, Any]] = field(default_factory=dict)  # member -> latest snapshot
+    snapshot_version: int = 0
+    steps: dict[int, int] = field(default_factory=dict)  # member -> last step reported
+    result_path: Path | None = None
+    error: str = ""
+    closure: dict[str, Any] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    handle: RunHandle | None = None
+
+    @property
+    def total_steps(self) -> int:
+        return self.spec.training.steps * self.spec.ensemble.members
+
+    @property
+    def done_steps(self) -> int:
+        return sum(self.steps.values())
+
+    def eta_seconds(self) -> float | None:
+        done = self.done_steps
+        if done == 0 or self.status != "running":
+            return None
+        elapsed = time.time() - self.started
+        return elapsed * (self.total_steps - done) / done
+
+    def on_message(self, msg: dict[str, Any]) -> None:
+        with self.lock:
+            if msg["type"] == "metrics":
+                self.status = "running" if self.status == "starting" else self.status
+                self.steps[msg["member"]] = msg["step"]
+                self.metrics.append({"member": msg["member"], "step": msg["step"], **msg["metrics"]})
+                if len(self.metrics) > MAX_METRICS:
+                    cut = len(self.metrics) - MAX_METRICS
+                    del self.metrics[:cut]
+                    self.dropped += cut
+            elif msg["type"] == "snapshot":
+                self.snapshots[msg["member"]] = {"step": msg["step"], **msg["snapshot"]}
+                self.snapshot_version += 1
+
+    def metrics_since(self, seen: int) -> tuple[list[dict[str, Any]], int]:
+        """Metric rows after the first ``seen`` ever received, and the new count seen."""
+        with self.lock:
+            start = max(seen - self.dropped, 0)
+            rows = self.metrics[start:]
+            return rows, self.dropped + len(self.metrics)
+
+
+class RunManager:
+    """Starts runs on the Dask client, one at a time, and saves them to ``runs_dir``."""
+
+    def __init__(self, client: Client, runs_dir: Path) -> None:
+        self.client = client
+        self.runs_dir = Path(runs_dir)
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        self.current: LiveRun | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def busy(self) -> bool:
+        run = self.current
+        return run is not None and run.status in ("starting", "running", "stopping")
+
+    def start(self, spec: Spec) -> LiveRun:
+        """Start ``spec`` (already validated); raises :class:`RunBusyError` while a run is active."""
+        with self._lock:
+            if self.busy:
+                raise RunBusyError("a run is in progress; stop it before starting another")
+            run = LiveRun(spec)
+            self.current = run
+        threading.Thread(target=self._drive, args=(run,), name="qcf-run", daemon=True).start()
+        return run
+
+    def stop(self) -> None:
+        run = self.current
+        if run is not None and run.handle is not None and run.status in ("starting", "running"):
+            run.status = "stopping"
+            run.handle.stop()
+
+    def _drive(self, run: LiveRun) -> None:
+        try:
+            data = measured_data(run.spec)
+            run.handle = start_run(self.client, run.spec, data, run.on_message)
+            members = run.handle.results()
+            ds = build_results(run.spec, data, members, run.handle.wall_seconds, qcf_grid(run.spec))
+            path = self.runs_dir / f"{run_name(run.spec, self.runs_dir)}.nc"
+            run.result_path = write_netcdf_atomic(ds, path)
+            run.closure = {k: v for k, v in ds.attrs.items() if k.startswith("closure_")}
+            run.error = ds.attrs.get("errors", "")
+            run.status = ds.attrs["status"]
+        except Exception as e:  # the app stays up; the user sees why
+            run.error = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"
+            run.status = "failed"
+        finally:
+            run.finished = time.time()
+
+    def saved_runs(self) -> list[Path]:
+        return sorted(self.runs_dir.glob("*.nc"), key=lambda p: p.stat().st_mtime, reverse=True)

@@ -1,0 +1,41 @@
+"""Registry of proxy problems keyed by ``problem.kind``.
+
+A user adds a problem by subclassing :class:`Problem` and decorating it with
+:func:`register_problem`; it then appears in the spec validation, the CLI and the dashboard.
+"""
+
+from __future__ import annotations
+
+from engine.problems.base import Problem
+
+__all__ = ["Problem", "register_problem", "get_problem", "problem_kinds"]
+
+_REGISTRY: dict[str, type[Problem]] = {}
+
+
+def register_problem(cls: type[Problem]) -> type[Problem]:
+    """Class decorator that makes ``cls`` available as ``problem.kind: cls.kind``."""
+    n = len(cls.param_names)
+    for name in ("truth", "lo", "hi"):
+        if len(getattr(cls, name)) != n:
+            raise ValueError(f"{cls.__name__}.{name} has {len(getattr(cls, name))} values, expected {n}")
+    if any(lo >= hi for lo, hi in zip(cls.lo, cls.hi)):
+        raise ValueError(f"{cls.__name__}: every lower bound must be below its upper bound")
+    _REGISTRY[cls.kind] = cls
+    return cls
+
+
+def get_problem(kind: str) -> Problem:
+    """An instance of the problem registered as ``kind``; ``KeyError`` names the known kinds."""
+    try:
+        return _REGISTRY[kind]()
+    except KeyError:
+        raise KeyError(f"unknown problem kind {kind!r}; known: {', '.join(problem_kinds())}") from None
+
+
+def problem_kinds() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+# Built-in problems register themselves on import.
+from engine.problems import proxy1d  # noqa: E402,F401

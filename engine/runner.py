@@ -1,0 +1,97 @@
+"""Everything about one run that does not depend on where it runs: data, seeds, member training."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+import xarray as xr
+
+from engine.problems import get_problem
+from engine.pseudodata import MeasuredData, make_pseudo_data
+from engine.sinks import MetricsSink
+from engine.spec import Spec
+from engine.training import HIST_BINS, GANTrainer, MemberResult
+
+__all__ = ["measured_data", "train_member", "member_seed", "qcf_grid", "run_name", "failed_member"]
+
+
+def measured_data(spec: Spec) -> MeasuredData:
+    """The spec's measured data: its NetCDF file if given, else pseudo-data from its truth."""
+    problem = get_problem(spec.problem.kind)
+    if spec.problem.data:
+        with xr.open_dataset(spec.problem.data, engine="h5netcdf") as ds:
+            data = MeasuredData.from_xarray(ds.load(), source=spec.problem.data)
+        if data.kind != problem.kind:
+            raise ValueError(f"{spec.problem.data}: data are for {data.kind!r}, the spec asks for {problem.kind!r}")
+        return data
+    return make_pseudo_data(
+        problem, np.asarray(spec.truth_values()), spec.problem.events, spec.problem.seed, spec.detector.resolution
+    )
+
+
+def member_seed(spec: Spec, member: int) -> int:
+    """Distinct, reproducible training seed per ensemble member (independent of the data seed)."""
+    return 1_000_003 * (spec.problem.seed + 1) + 7919 * (member + 1)
+
+
+def qcf_grid(spec: Spec) -> np.ndarray:
+    return get_problem(spec.problem.kind).grid(181, dtype=torch.float64).numpy()
+
+
+def train_member(
+    spec: Spec,
+    member: int,
+    data: MeasuredData,
+    sink: MetricsSink,
+    stop_requested: Callable[[], bool] = lambda: False,
+) -> MemberResult:
+    """Train ensemble member ``member`` of ``spec`` on ``data`` and return what it produced."""
+    problem = get_problem(spec.problem.kind)
+    lo, hi = spec.bounds_values()
+    trainer = GANTrainer(
+        problem,
+        data,
+        spec.training.config(),
+        resolution=spec.detector.resolution,
+        seed=member_seed(spec, member),
+        qcf_x=torch.as_tensor(qcf_grid(spec), dtype=torch.float32),
+        bounds=(torch.tensor(lo), torch.tensor(hi)),
+    )
+    return trainer.fit(member, sink, stop_requested)
+
+
+def failed_member(spec: Spec, member: int, metrics: dict[str, list[float]], error: str) -> MemberResult:
+    """A placeholder result for a member that died: its streamed metrics are kept, predictions NaN."""
+    problem = get_problem(spec.problem.kind)
+    n_p, n_q, n_o = len(problem.param_names), len(problem.qcf_names), len(problem.observable_names)
+    nx = qcf_grid(spec).shape[0]
+    nan = np.full
+    return MemberResult(
+        member=member,
+        status="failed",
+        steps_done=int(metrics["step"][-1]) if metrics.get("step") else 0,
+        wall_seconds=float(metrics["elapsed"][-1]) if metrics.get("elapsed") else 0.0,
+        events_processed=0,
+        metrics=metrics,
+        params_pred=nan(n_p, np.nan),
+        params_pred_std=nan(n_p, np.nan),
+        qcf_pred=nan((n_q, nx), np.nan),
+        qcf_pred_std=nan((n_q, nx), np.nan),
+        hist_gen=nan((n_o, HIST_BINS), np.nan),
+        error=error,
+    )
+
+
+def run_name(spec: Spec, runs_dir: Path) -> str:
+    """``<spec name>-<UTC time>``, made unique within ``runs_dir``."""
+    stem = f"{re.sub(r'[^A-Za-z0-9._-]', '_', spec.name)}-{datetime.utcnow():%Y%m%d-%H%M%S}"
+    name, i = stem, 1
+    while (runs_dir / f"{name}.nc").exists():
+        i += 1
+        name = f"{stem}-{i}"
+    return name

@@ -1,0 +1,279 @@
+"""The run specification: a versioned YAML document, validated before anything is dispatched.
+
+Unknown keys are errors, every error names the field (``problem.truth.Nu``) and what is wrong,
+and a validated :class:`Spec` is frozen into every result file as YAML.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from engine.problems import get_problem, problem_kinds
+from engine.training import TrainingConfig
+
+__all__ = ["Spec", "SpecError", "load_spec", "parse_spec", "parse_spec_text", "default_spec"]
+
+SPEC_VERSION = 1
+METHODS = ("gan",)  # mle arrives with the statistical workflow
+CLUSTER_MODES = ("ensemble",)  # data_parallel arrives with generator-gradient sharing
+
+
+class SpecError(ValueError):
+    """An invalid spec: ``field`` is the dotted path of the offending key."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass
+class ProblemSpec:
+    kind: str = "proxy1d"
+    truth: dict[str, float] = field(default_factory=dict)
+    bounds: dict[str, list[float]] = field(default_factory=dict)
+    events: int = 100_000
+    seed: int = 1
+    data: str | None = None
+
+
+@dataclass
+class DetectorSpec:
+    resolution: float = 0.0
+
+
+@dataclass
+class TrainingSpec(TrainingConfig):
+    method: str = "gan"
+
+    def config(self) -> TrainingConfig:
+        return TrainingConfig(**{n: getattr(self, n) for n in TrainingConfig.field_names()})
+
+
+@dataclass
+class EnsembleSpec:
+    members: int = 2
+
+
+@dataclass
+class ClusterSpec:
+    workers: int = 2
+    mode: str = "ensemble"
+    ranks: int = 1
+
+
+@dataclass
+class Spec:
+    version: int = SPEC_VERSION
+    name: str = "closure"
+    problem: ProblemSpec = field(default_factory=ProblemSpec)
+    detector: DetectorSpec = field(default_factory=DetectorSpec)
+    training: TrainingSpec = field(default_factory=TrainingSpec)
+    ensemble: EnsembleSpec = field(default_factory=EnsembleSpec)
+    cluster: ClusterSpec = field(default_factory=ClusterSpec)
+
+    def truth_values(self) -> list[float]:
+        """The truth as a list in the problem's parameter order."""
+        return list(self.problem.truth.values())
+
+    def bounds_values(self) -> tuple[list[float], list[float]]:
+        """Lower and upper bounds of the generator's output, in the problem's parameter order."""
+        pairs = list(self.problem.bounds.values())
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["training"] = {"method": d["training"].pop("method"), **d["training"]}
+        return d
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# --- validation --------------------------------------------------------------------------------
+
+
+def _number(path: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SpecError(path, f"expected a number, got {value!r}")
+    if not math.isfinite(value):
+        raise SpecError(path, f"expected a finite number, got {value!r}")
+    return float(value)
+
+
+def _integer(path: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpecError(path, f"expected a whole number, got {value!r}")
+    if value < minimum:
+        raise SpecError(path, f"must be at least {minimum}, got {value}")
+    return value
+
+
+def _fill(section: str, target: Any, raw: Any) -> None:
+    """Copy ``raw`` onto dataclass ``target`` with type checks; unknown keys raise."""
+    if raw is None:
+        return
+    if not isinstance(raw, dict):
+        raise SpecError(section, f"expected a mapping, got {raw!r}")
+    known = {f.name: f for f in fields(target)}
+    for key, value in raw.items():
+        path = f"{section}.{key}"
+        if key not in known:
+            raise SpecError(path, f"unknown key; allowed: {', '.join(known)}")
+        default = getattr(target, key)
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise SpecError(path, f"expected true or false, got {value!r}")
+        elif isinstance(default, int):
+            value = _integer(path, value, minimum=0)
+        elif isinstance(default, float):
+            value = _number(path, value)
+        elif isinstance(default, str) and not isinstance(value, str):
+            raise SpecError(path, f"expected text, got {value!r}")
+        setattr(target, key, value)
+
+
+_POSITIVE_TRAINING = (
+    "steps", "batch_params", "events_per_param", "noise_dim", "gen_width", "disc_width",
+    "metrics_every", "snapshot_every",
+)  # fmt: skip
+
+
+def parse_spec(raw: Any, base_dir: Path | None = None) -> Spec:
+    """Validate a spec given as a mapping (parsed YAML) and return it; raise :class:`SpecError`."""
+    if not isinstance(raw, dict):
+        raise SpecError("spec", "expected a mapping of sections (problem, training, ...)")
+    spec = Spec()
+    spec.problem.kind = ""  # set (and the standard truth filled in) by _parse_problem
+    allowed = {f.name for f in fields(Spec)}
+    for key in raw:
+        if key not in allowed:
+            raise SpecError(str(key), f"unknown section; allowed: {', '.join(sorted(allowed))}")
+    version = raw.get("version", SPEC_VERSION)
+    if version != SPEC_VERSION:
+        raise SpecError("version", f"unsupported spec version {version!r}; this tool reads version {SPEC_VERSION}")
+    name = raw.get("name", spec.name)
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
+        raise SpecError("name", f"use 1-64 letters, digits, '.', '_' or '-', got {name!r}")
+    spec.name = name
+
+    _parse_problem(spec.problem, raw.get("problem") or {}, base_dir)
+    _fill("detector", spec.detector, raw.get("detector"))
+    if spec.detector.resolution < 0 or spec.detector.resolution > 0.5:
+        raise SpecError("detector.resolution", f"must lie in [0, 0.5], got {spec.detector.resolution}")
+    _fill("training", spec.training, raw.get("training"))
+    t = spec.training
+    if t.method not in METHODS:
+        raise SpecError("training.method", f"{t.method!r} is not available; choose one of {', '.join(METHODS)}")
+    for key in _POSITIVE_TRAINING:
+        if getattr(t, key) < 1:
+            raise SpecError(f"training.{key}", f"must be at least 1, got {getattr(t, key)}")
+    for key in ("lr_g", "lr_d"):
+        if not 0 < getattr(t, key) < 1:
+            raise SpecError(f"training.{key}", f"must lie in (0, 1), got {getattr(t, key)}")
+    if not 0 < t.lr_final <= 1:
+        raise SpecError("training.lr_final", f"must lie in (0, 1], got {t.lr_final}")
+    if t.grid_points < 16:
+        raise SpecError("training.grid_points", f"must be at least 16, got {t.grid_points}")
+    for key in ("xsec_start", "xsec_ramp"):
+        if not 0 <= getattr(t, key) <= 1:
+            raise SpecError(f"training.{key}", f"must lie in [0, 1], got {getattr(t, key)}")
+    _fill("ensemble", spec.ensemble, raw.get("ensemble"))
+    if spec.ensemble.members < 1:
+        raise SpecError("ensemble.members", f"must be at least 1, got {spec.ensemble.members}")
+    _fill("cluster", spec.cluster, raw.get("cluster"))
+    c = spec.cluster
+    if c.workers < 1:
+        raise SpecError("cluster.workers", f"must be at least 1, got {c.workers}")
+    if c.mode not in CLUSTER_MODES:
+        raise SpecError("cluster.mode", f"{c.mode!r} is not available yet; choose one of {', '.join(CLUSTER_MODES)}")
+    if c.ranks != 1:
+        raise SpecError("cluster.ranks", f"only 1 rank per member is supported in ensemble mode, got {c.ranks}")
+    return spec
+
+
+def _parse_problem(target: ProblemSpec, raw: Any, base_dir: Path | None) -> None:
+    if not isinstance(raw, dict):
+        raise SpecError("problem", f"expected a mapping, got {raw!r}")
+    kind = raw.get("kind", ProblemSpec.kind)
+    if kind not in problem_kinds():
+        raise SpecError("problem.kind", f"unknown problem {kind!r}; choose one of {', '.join(problem_kinds())}")
+    problem = get_problem(kind)
+    events = raw.get("events", target.events)
+    if not isinstance(events, bool) and isinstance(events, int) and events < 100:
+        raise SpecError("problem.events", f"must be at least 100 events per observable, got {events}")
+    rest = {k: v for k, v in raw.items() if k not in ("truth", "bounds", "data")}
+    _fill("problem", target, rest)
+    target.kind = kind
+
+    lo, hi = dict(zip(problem.param_names, problem.lo)), dict(zip(problem.param_names, problem.hi))
+    bounds = raw.get("bounds") or {}
+    if not isinstance(bounds, dict):
+        raise SpecError("problem.bounds", f"expected a mapping of parameter: [low, high], got {bounds!r}")
+    for name, pair in bounds.items():
+        path = f"problem.bounds.{name}"
+        if name not in lo:
+            raise SpecError(path, f"unknown parameter; {kind} has {', '.join(problem.param_names)}")
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise SpecError(path, f"expected [low, high], got {pair!r}")
+        a, b = _number(path, pair[0]), _number(path, pair[1])
+        if not a < b:
+            raise SpecError(path, f"low bound {a} must be below high bound {b}")
+        lo[name], hi[name] = a, b
+
+    truth = raw.get("truth") or {}
+    if not isinstance(truth, dict):
+        raise SpecError("problem.truth", f"expected a mapping of parameter: value, got {truth!r}")
+    for name, value in truth.items():
+        path = f"problem.truth.{name}"
+        if name not in lo:
+            raise SpecError(path, f"unknown parameter; {kind} has {', '.join(problem.param_names)}")
+        v = _number(path, value)
+        if not lo[name] <= v <= hi[name]:
+            raise SpecError(path, f"{v} lies outside the bounds [{lo[name]}, {hi[name]}]")
+    for name, t in zip(problem.param_names, problem.truth):
+        if name not in truth and not lo[name] <= t <= hi[name]:
+            raise SpecError(f"problem.bounds.{name}", f"the standard truth {t} lies outside [{lo[name]}, {hi[name]}]")
+    # The validated spec is explicit: every parameter's truth and bounds are written out.
+    target.truth = {n: float(truth.get(n, t)) for n, t in zip(problem.param_names, problem.truth)}
+    target.bounds = {n: [lo[n], hi[n]] for n in problem.param_names}
+
+    data = raw.get("data")
+    if data is not None:
+        if not isinstance(data, str):
+            raise SpecError("problem.data", f"expected a NetCDF file path or null, got {data!r}")
+        path = Path(data) if base_dir is None or Path(data).is_absolute() else base_dir / data
+        if not path.is_file():
+            raise SpecError("problem.data", f"file not found: {path}")
+        target.data = str(path)
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and validate a YAML spec file; a :class:`SpecError` names the file's field."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SpecError("spec", f"cannot read {path}: {e.strerror}") from None
+    return parse_spec_text(text, base_dir=path.parent)
+
+
+def parse_spec_text(text: str, base_dir: Path | None = None) -> Spec:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        raise SpecError("spec", f"not valid YAML{line}: {getattr(e, 'problem', e)}") from None
+    return parse_spec(raw, base_dir)
+
+
+def default_spec() -> Spec:
+    """The default ``proxy1d`` closure spec."""
+    return parse_spec({"name": "closure-1d"})

@@ -1,0 +1,101 @@
+"""Theory, pseudo-data, detector, training step and results of the engine (no Dask)."""
+
+import numpy as np
+import torch
+import xarray as xr
+
+from engine.detector import ResolutionSmearing
+from engine.problems import problem_kinds
+from engine.pseudodata import MeasuredData, make_pseudo_data
+from engine.results import build_results, write_netcdf_atomic
+from engine.runner import qcf_grid, train_member
+from engine.training import GANTrainer, TrainingConfig
+from tests.conftest import small_spec
+
+
+class _Null:
+    def log_metrics(self, *a):
+        pass
+
+    def log_snapshot(self, *a):
+        pass
+
+
+def test_proxy1d_observables_are_the_stated_combinations(proxy1d):
+    x = torch.linspace(0.1, 1.0, 11)
+    theta = proxy1d.truth_tensor()[None]
+    q = proxy1d.qcfs(theta, x)[0]
+    u_expected = 2.1875 * x**-0.5 * (1 - x) ** 3
+    torch.testing.assert_close(q[0], u_expected)
+    s = proxy1d.observables(theta, x)[0]
+    torch.testing.assert_close(s[0], 4 * q[0] + q[1])
+    torch.testing.assert_close(s[1], 4 * q[1] + q[0])
+    assert "proxy1d" in problem_kinds()
+
+
+def test_pseudo_data_are_seeded_and_carry_cross_sections(proxy1d):
+    a = make_pseudo_data(proxy1d, np.asarray(proxy1d.truth), 3000, seed=9)
+    b = make_pseudo_data(proxy1d, np.asarray(proxy1d.truth), 3000, seed=9)
+    c = make_pseudo_data(proxy1d, np.asarray(proxy1d.truth), 3000, seed=10)
+    assert np.array_equal(a.events, b.events) and not np.array_equal(a.events, c.events)
+    assert a.events.shape == (2, 3000) and a.events.min() >= 0.1 and a.events.max() <= 1.0
+    # integrated cross sections agree with the exact integral within their (1/sqrt(N)) errors
+    x = torch.linspace(0.1, 1.0, 100_001, dtype=torch.float64)
+    exact = torch.trapezoid(proxy1d.observables(proxy1d.truth_tensor(torch.float64)[None], x)[0], x).numpy()
+    assert np.all(np.abs(a.xsec - exact) < 5 * a.xsec_err)
+    back = MeasuredData.from_xarray(a.to_xarray())
+    assert np.array_equal(back.events, a.events)
+
+
+def test_smearing_is_identity_at_zero_and_has_the_stated_width():
+    x = torch.full((200_000,), 0.5)
+    assert torch.equal(ResolutionSmearing(0.0)(x), x)
+    y = ResolutionSmearing(0.1)(x, generator=torch.Generator().manual_seed(0))
+    assert abs(float((1 - y / x).std()) - 0.1) < 0.002
+
+
+def test_training_step_moves_every_generator_weight(proxy1d, proxy1d_data):
+    tr = GANTrainer(proxy1d, proxy1d_data, TrainingConfig(steps=100, batch_params=16, events_per_param=16), seed=0)
+    before = [p.detach().clone() for p in tr.generator.parameters()]
+    tr.xsec_weight = lambda: 1.0  # both loss terms active from the first step
+    m = tr.train_step()
+    assert {"loss_g", "loss_d", "d_acc_real", "d_acc_fake"} <= set(m)
+    assert all(np.isfinite(list(m.values())))
+    assert all(not torch.equal(a, b) for a, b in zip(before, tr.generator.parameters()))
+    theta = tr.generator.sample(500)
+    lo, hi = proxy1d.bounds()
+    assert (theta >= lo).all() and (theta <= hi).all()
+
+
+def test_member_stops_when_asked_and_keeps_what_it_made(proxy1d_data):
+    spec = small_spec(steps=500)
+    calls = {"n": 0}
+
+    def stop():
+        calls["n"] += 1
+        return calls["n"] > 2  # stop at the third check (step 40)
+
+    r = train_member(spec, 0, proxy1d_data, _Null(), stop)
+    assert r.status == "stopped" and r.steps_done == 40
+    assert r.metrics["step"] == [10, 20, 30, 40]
+    assert np.isfinite(r.params_pred).all()
+
+
+def test_results_follow_the_contract_and_are_written_atomically(tmp_path, proxy1d_data):
+    spec = small_spec(steps=20)
+    members = [train_member(spec, m, proxy1d_data, _Null()) for m in range(2)]
+    ds = build_results(spec, proxy1d_data, members, 1.5, qcf_grid(spec))
+    for var, dims in {
+        "loss_g": ("member", "step"), "loss_d": ("member", "step"), "d_acc_real": ("member", "step"),
+        "d_acc_fake": ("member", "step"), "params_pred": ("member", "param"),
+        "params_pred_std": ("member", "param"), "params_true": ("param",), "qcf_pred": ("member", "qcf", "x"),
+        "qcf_true": ("qcf", "x"), "hist_data": ("observable", "bin"), "hist_gen": ("member", "observable", "bin"),
+    }.items():
+        assert ds[var].dims == dims, var
+    assert ds.attrs["status"] == "completed"
+    assert {"spec", "wall_seconds", "events_per_second", "versions"} <= set(ds.attrs)
+    path = write_netcdf_atomic(ds, tmp_path / "r.nc")
+    assert [p.name for p in tmp_path.iterdir()] == ["r.nc"]
+    with xr.open_dataset(path, engine="h5netcdf") as back:
+        assert "proxy1d" in back.attrs["spec"]
+        np.testing.assert_allclose(back["params_pred"].values, ds["params_pred"].values)

@@ -1,0 +1,111 @@
+"""Spec validation and the CLI contract: validate, data, bad input, exit codes."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import xarray as xr
+
+from app.cli import main
+from engine.spec import SpecError, default_spec, load_spec, parse_spec
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "sample_data" / "closure-1d.yaml"
+
+
+def test_sample_spec_is_the_default_closure_spec():
+    spec = load_spec(SAMPLE)
+    assert spec.problem.kind == "proxy1d"
+    assert spec.truth_values() == [2.1875, -0.5, 3.0, 1.09375, -0.5, 4.0]
+    assert spec.to_dict() == default_spec().to_dict()
+
+
+def test_spec_roundtrips_through_yaml():
+    spec = load_spec(SAMPLE)
+    from engine.spec import parse_spec_text
+
+    assert parse_spec_text(spec.to_yaml()).to_dict() == spec.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("raw", "field", "words"),
+    [
+        ({"problem": {"kind": "proxy1d", "colour": 1}}, "problem.colour", "unknown key"),
+        ({"problem": {"bounds": {"Nu": [3, 0]}}}, "problem.bounds.Nu", "must be below"),
+        ({"problem": {"events": -10}}, "problem.events", "at least 100"),
+        ({"problem": {"truth": {"Nu": "abc"}}}, "problem.truth.Nu", "expected a number"),
+        ({"problem": {"truth": {"Zz": 1.0}}}, "problem.truth.Zz", "unknown parameter"),
+        ({"problem": {"kind": "nope"}}, "problem.kind", "unknown problem"),
+        ({"training": {"steps": 0}}, "training.steps", "at least 1"),
+        ({"training": {"lr_g": 2.0}}, "training.lr_g", "(0, 1)"),
+        ({"detector": {"resolution": -0.1}}, "detector.resolution", "[0, 0.5]"),
+        ({"trainin": {}}, "trainin", "unknown section"),
+        ({"version": 7}, "version", "unsupported"),
+    ],
+)
+def test_bad_spec_values_name_the_field(raw, field, words):
+    with pytest.raises(SpecError) as err:
+        parse_spec(raw)
+    assert err.value.field == field
+    assert words in str(err.value)
+
+
+def _write(tmp_path, text, name="spec.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("problem: {kind: proxy1d, colour: red}\n", "problem.colour"),
+        ("problem: {bounds: {au: [1, -1]}}\n", "problem.bounds.au"),
+        ("problem: {events: -5}\n", "problem.events"),
+        ("problem: {truth: {Nu: abc}}\n", "problem.truth.Nu"),
+        ("problem: [unclosed\n", "not valid YAML"),
+    ],
+)
+def test_validate_and_run_exit_2_with_one_message(tmp_path, capsys, text, field):
+    spec = _write(tmp_path, text)
+    assert main(["validate", str(spec)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and field in err[0] and str(spec) in err[0]
+    out = tmp_path / "runs"
+    assert main(["run", str(spec), "--out", str(out)]) == 2
+    assert field in capsys.readouterr().err
+    assert not out.exists()  # nothing started, nothing written
+
+
+def test_validate_accepts_the_sample_spec(capsys):
+    assert main(["validate", str(SAMPLE)]) == 0
+    assert "valid" in capsys.readouterr().out
+
+
+def test_data_writes_pseudo_data_netcdf(tmp_path):
+    spec = _write(tmp_path, "problem: {kind: proxy1d, events: 2000, seed: 4}\n")
+    out = tmp_path / "data.nc"
+    assert main(["data", str(spec), "--out", str(out)]) == 0
+    with xr.open_dataset(out, engine="h5netcdf") as ds:
+        assert ds["events"].shape == (2, 2000)
+        assert list(ds["observable"].values) == ["sigma1", "sigma2"]
+        assert ds["xsec"].shape == (2,) and (ds["xsec"] > 0).all()
+        assert list(ds["params_true"].values) == [2.1875, -0.5, 3.0, 1.09375, -0.5, 4.0]
+        again = tmp_path / "again.nc"
+        main(["data", str(spec), "--out", str(again)])
+        with xr.open_dataset(again, engine="h5netcdf") as ds2:
+            assert (ds2["events"].values == ds["events"].values).all()  # seeded: reproducible
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_missing_data_file_is_named(tmp_path, capsys):
+    spec = _write(tmp_path, "problem: {kind: proxy1d, data: nowhere.nc}\n")
+    assert main(["validate", str(spec)]) == 2
+    assert "problem.data" in capsys.readouterr().err
+
+
+def test_console_script_is_installed():
+    exe = Path(sys.executable).parent / "qcf-studio"
+    r = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "validate" in r.stdout
