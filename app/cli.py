@@ -28,10 +28,9 @@ def _load(path: str):  # -> Spec, imported lazily so that `--help` is instant
 def cmd_validate(args: argparse.Namespace) -> int:
     spec = _load(args.spec)
     t = spec.training
-    print(
-        f"{args.spec}: valid — {spec.problem.kind}, {spec.problem.events} events/observable, "
-        f"{t.method} {t.steps} steps, {spec.ensemble.members} member(s)"
-    )
+    data = f"data {spec.problem.data}" if spec.problem.data else f"{spec.problem.events} events/observable"
+    print(f"{args.spec}: valid — {spec.problem.kind}, {data}, {t.method} {t.steps} steps, "
+          f"{spec.ensemble.members} member(s)")
     return 0
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-__all__ = ["MetricsSink", "MultiSink"]
+__all__ = ["MetricsSink"]
 
 
 class MetricsSink(Protocol):
@@ -18,18 +18,3 @@ class MetricsSink(Protocol):
 
     def log_snapshot(self, member: int, step: int, snapshot: dict[str, Any]) -> None:
         """Heavier state: QCF bands, parameter spread, generated histograms (lists of floats)."""
-
-
-class MultiSink:
-    """Forwards every call to each of ``sinks``."""
-
-    def __init__(self, *sinks: MetricsSink) -> None:
-        self.sinks = sinks
-
-    def log_metrics(self, member: int, step: int, metrics: dict[str, float]) -> None:
-        for s in self.sinks:
-            s.log_metrics(member, step, metrics)
-
-    def log_snapshot(self, member: int, step: int, snapshot: dict[str, Any]) -> None:
-        for s in self.sinks:
-            s.log_snapshot(member, step, snapshot)
