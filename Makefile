@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 serve: $(STAMP)
-	$(BIN)/qcf-studio serve
+	$(BIN)/qcf-studio serve --spec sample_data/closure-1d.yaml
 
 chromium:
 	@test -x $(CHROMIUM) || bash .ci/install-chromium

@@ -119,6 +119,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         runs_dir=Path(args.runs_dir),
         spec=spec,
         show=args.show,
+        data_dir=Path(args.data_dir),
     )
 
 
@@ -140,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_args(p, default_workers=2)
     p.add_argument("--runs-dir", default="runs", help="where finished runs are saved (default: runs/)")
     p.add_argument("--spec", help="spec loaded at start (default: the proxy1d closure spec)")
+    p.add_argument("--data-dir", default="sample_data",
+                   help="measured-data files the browser may use (problem.data) live here (default: sample_data/)")
     p.add_argument("--show", action="store_true", help="open a browser tab")
     p.set_defaults(func=cmd_serve)
 

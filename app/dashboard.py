@@ -70,7 +70,8 @@ class Dashboard(pn.viewable.Viewer):
 
     def _validate(self, text: str) -> Spec | None:
         try:
-            spec = parse_spec_text(text)
+            spec = parse_spec_text(text, base_dir=self.manager.data_dir)
+            self.manager.check_readable(spec)
         except SpecError as e:
             self.message.object = f"**Invalid spec** — `{e.field}`: {e.message}"
             self.message.visible = True

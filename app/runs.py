@@ -18,7 +18,7 @@ from distributed import Client
 from engine.distributed import RunHandle, start_run
 from engine.results import build_results, write_netcdf_atomic
 from engine.runner import measured_data, qcf_grid, run_name
-from engine.spec import Spec
+from engine.spec import Spec, SpecError
 
 __all__ = ["LiveRun", "RunManager", "RunBusyError"]
 
@@ -88,10 +88,11 @@ class LiveRun:
 class RunManager:
     """Starts runs on the Dask client, one at a time, and saves them to ``runs_dir``."""
 
-    def __init__(self, client: Client, runs_dir: Path) -> None:
+    def __init__(self, client: Client, runs_dir: Path, data_dir: Path = Path("sample_data")) -> None:
         self.client = client
         self.runs_dir = Path(runs_dir)
         self.runs_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = Path(data_dir)
         self.current: LiveRun | None = None
         self._lock = threading.Lock()
 
@@ -99,6 +100,15 @@ class RunManager:
     def busy(self) -> bool:
         run = self.current
         return run is not None and run.status in ("starting", "running", "stopping")
+
+    def check_readable(self, spec: Spec) -> None:
+        """Specs from the browser may only read measured data under the data or runs directory."""
+        if spec.problem.data is None:
+            return
+        path = Path(spec.problem.data).resolve()
+        allowed = [self.data_dir.resolve(), self.runs_dir.resolve()]
+        if not any(path.is_relative_to(d) for d in allowed):
+            raise SpecError("problem.data", f"only files under {' or '.join(map(str, allowed))} can be read here")
 
     def start(self, spec: Spec) -> LiveRun:
         """Start ``spec`` (already validated); raises :class:`RunBusyError` while a run is active."""

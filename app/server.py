@@ -22,13 +22,14 @@ def serve(
     runs_dir: Path = Path("runs"),
     spec: Spec | None = None,
     show: bool = False,
+    data_dir: Path = Path("sample_data"),
 ) -> int:
     """Serve the dashboard until interrupted; every browser session shares one cluster and run manager."""
     spec = spec or default_spec()
     spec_text = spec.to_yaml()
     print(f"qcf-studio: starting Dask ({scheduler or f'LocalCluster, {workers} workers'}) ...", file=sys.stderr)
     client = connect(scheduler, workers)
-    manager = RunManager(client, runs_dir)
+    manager = RunManager(client, runs_dir, data_dir)
     print(f"qcf-studio: Dask dashboard-less cluster ready: {client.scheduler_info()['address']}", file=sys.stderr)
 
     def page() -> pn.viewable.Viewable:
