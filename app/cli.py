@@ -48,8 +48,6 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     spec = _load(args.spec)
-    from tqdm import tqdm
-
     from app.cluster import close, connect
     from engine.distributed import start_run
     from engine.results import build_results, write_netcdf_atomic
@@ -61,25 +59,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     data = measured_data(spec)
     workers = args.workers if args.workers is not None else spec.cluster.workers
     client = connect(args.scheduler, workers)
-    total = spec.training.steps * spec.ensemble.members
-    bar = tqdm(total=total, unit="step", file=sys.stderr, desc=spec.name, mininterval=0.5, dynamic_ncols=True)
-    last_step: dict[int, int] = {}
-
-    def on_message(msg: dict[str, Any]) -> None:
-        if msg["type"] == "metrics":
-            m = msg["member"]
-            bar.update(msg["step"] - last_step.get(m, 0))
-            last_step[m] = msg["step"]
-            met = msg["metrics"]
-            bar.set_postfix(loss_g=f"{met['loss_g']:.3f}", loss_d=f"{met['loss_d']:.3f}", refresh=False)
-
+    bar = ProgressBarSink(spec.training.steps * spec.ensemble.members, spec.name)
     code = 0
     try:
-        handle = start_run(client, spec, data, on_message)
+        handle = start_run(client, spec, data, sink=bar)
         try:
             members = handle.results()
         except KeyboardInterrupt:
-            bar.write("stopping: members finish their current step and keep what they produced ...")
+            bar.bar.write("stopping: members finish their current step and keep what they produced ...")
             handle.stop()
             members = handle.results()
             code = 130
@@ -105,6 +92,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     if code:
         return code
     return 0 if status == "completed" else 1
+
+
+class ProgressBarSink:
+    """A MetricsSink drawing one tqdm bar on stderr over all members' steps."""
+
+    def __init__(self, total: int, desc: str) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="step", file=sys.stderr, desc=desc, mininterval=0.5, dynamic_ncols=True)
+        self.last_step: dict[int, int] = {}
+
+    def log_metrics(self, member: int, step: int, metrics: dict[str, float]) -> None:
+        self.bar.update(step - self.last_step.get(member, 0))
+        self.last_step[member] = step
+        self.bar.set_postfix(loss_g=f"{metrics['loss_g']:.3f}", loss_d=f"{metrics['loss_d']:.3f}", refresh=False)
+
+    def log_snapshot(self, member: int, step: int, snapshot: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

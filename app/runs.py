@@ -63,19 +63,21 @@ class LiveRun:
         elapsed = time.time() - self.started
         return elapsed * (self.total_steps - done) / done
 
-    def on_message(self, msg: dict[str, Any]) -> None:
+    # MetricsSink: the worker's reports, replayed from the Dask event stream.
+    def log_metrics(self, member: int, step: int, metrics: dict[str, float]) -> None:
         with self.lock:
-            if msg["type"] == "metrics":
-                self.status = "running" if self.status == "starting" else self.status
-                self.steps[msg["member"]] = msg["step"]
-                self.metrics.append({"member": msg["member"], "step": msg["step"], **msg["metrics"]})
-                if len(self.metrics) > MAX_METRICS:
-                    cut = len(self.metrics) - MAX_METRICS
-                    del self.metrics[:cut]
-                    self.dropped += cut
-            elif msg["type"] == "snapshot":
-                self.snapshots[msg["member"]] = {"step": msg["step"], **msg["snapshot"]}
-                self.snapshot_version += 1
+            self.status = "running" if self.status == "starting" else self.status
+            self.steps[member] = step
+            self.metrics.append({"member": member, "step": step, **metrics})
+            if len(self.metrics) > MAX_METRICS:
+                cut = len(self.metrics) - MAX_METRICS
+                del self.metrics[:cut]
+                self.dropped += cut
+
+    def log_snapshot(self, member: int, step: int, snapshot: dict[str, Any]) -> None:
+        with self.lock:
+            self.snapshots[member] = {"step": step, **snapshot}
+            self.snapshot_version += 1
 
     def metrics_since(self, seen: int) -> tuple[list[dict[str, Any]], int]:
         """Metric rows after the first ``seen`` ever received, and the new count seen."""
@@ -129,7 +131,7 @@ class RunManager:
     def _drive(self, run: LiveRun) -> None:
         try:
             data = measured_data(run.spec)
-            run.handle = start_run(self.client, run.spec, data, run.on_message)
+            run.handle = start_run(self.client, run.spec, data, sink=run)
             members = run.handle.results()
             ds = build_results(run.spec, data, members, run.handle.wall_seconds, qcf_grid(run.spec))
             path = self.runs_dir / f"{run_name(run.spec, self.runs_dir)}.nc"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -19,10 +18,11 @@ from distributed import Client, Event, Future, get_worker, wait
 
 from engine.pseudodata import MeasuredData
 from engine.runner import failed_member, train_member
+from engine.sinks import HistorySink, MetricsSink
 from engine.spec import Spec, parse_spec_text
 from engine.training import MemberResult
 
-__all__ = ["DaskEventSink", "RunHandle", "start_run", "topic_for", "STOP_CHECK_EVERY"]
+__all__ = ["DaskEventSink", "RunHandle", "start_run", "replay", "topic_for", "STOP_CHECK_EVERY"]
 
 STOP_CHECK_EVERY = 20  # steps between checks of the stop Event (each is a scheduler round trip)
 
@@ -45,6 +45,14 @@ class DaskEventSink:
         self.worker.log_event(self.topic, {"type": "snapshot", "member": member, "step": step, "snapshot": snapshot})
 
 
+def replay(msg: dict[str, Any], sink: MetricsSink) -> None:
+    """Turn one message of the event stream back into the call a worker's sink received."""
+    if msg["type"] == "metrics":
+        sink.log_metrics(msg["member"], msg["step"], msg["metrics"])
+    elif msg["type"] == "snapshot":
+        sink.log_snapshot(msg["member"], msg["step"], msg["snapshot"])
+
+
 def run_member_task(spec_yaml: str, member: int, data: MeasuredData, run_id: str) -> dict[str, Any]:
     """Dask task: train one member on this worker with as many torch threads as it has threads."""
     worker = get_worker()
@@ -59,14 +67,14 @@ def run_member_task(spec_yaml: str, member: int, data: MeasuredData, run_id: str
 
 @dataclass
 class RunHandle:
-    """A run in flight on a Dask cluster; metrics arrive through ``on_message`` callbacks."""
+    """A run in flight on a Dask cluster; members report to the ``sink`` given to :func:`start_run`."""
 
     client: Client
     spec: Spec
     run_id: str
     futures: list[Future]
     started: float = field(default_factory=time.perf_counter)
-    metrics: dict[int, dict[str, list[float]]] = field(default_factory=dict)
+    history: HistorySink = field(default_factory=HistorySink)  # kept for members that die
     workers: dict[int, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -76,12 +84,8 @@ class RunHandle:
 
     def record(self, msg: dict[str, Any]) -> None:
         with self.lock:
-            if msg["type"] == "metrics":
-                cols = self.metrics.setdefault(msg["member"], {"step": []})
-                cols["step"].append(msg["step"])
-                for k, v in msg["metrics"].items():
-                    cols.setdefault(k, []).append(v)
-            elif msg["type"] == "started":
+            replay(msg, self.history)
+            if msg["type"] == "started":
                 self.workers[msg["member"]] = msg["worker"]
 
     def results(self, timeout: float | None = None) -> list[MemberResult]:
@@ -94,7 +98,7 @@ class RunHandle:
             else:
                 exc = fut.exception()
                 with self.lock:
-                    metrics = {k: list(v) for k, v in self.metrics.get(member, {"step": []}).items()}
+                    metrics = self.history.of(member)
                 out.append(failed_member(self.spec, member, metrics, f"member {member}: {exc!r}"))
         self.client.unsubscribe_topic(topic_for(self.run_id))
         return out
@@ -108,17 +112,17 @@ def start_run(
     client: Client,
     spec: Spec,
     data: MeasuredData,
-    on_message: Callable[[dict[str, Any]], None] | None = None,
+    sink: MetricsSink | None = None,
 ) -> RunHandle:
-    """Submit every ensemble member of ``spec`` as its own task and start following its metrics."""
+    """Submit every ensemble member of ``spec`` as its own task; their reports reach ``sink`` here."""
     run_id = uuid.uuid4().hex[:12]
     handle = RunHandle(client, spec, run_id, futures=[])
 
     def handler(event: tuple[float, dict[str, Any]]) -> None:
         msg = event[1]
         handle.record(msg)
-        if on_message is not None:
-            on_message(msg)
+        if sink is not None:
+            replay(msg, sink)
 
     client.subscribe_topic(topic_for(run_id), handler)
     Event(f"stop-{run_id}", client=client).clear()

@@ -52,7 +52,7 @@ def build_results(
     members = sorted(members, key=lambda m: m.member)
     steps = sorted({s for m in members for s in m.metrics.get("step", [])})
     step_index = {s: i for i, s in enumerate(steps)}
-    metric_names = ["loss_g", "loss_d", "d_acc_real", "d_acc_fake", "loss_xsec"]
+    metric_names = ["loss_g", "loss_d", "d_acc_real", "d_acc_fake", "loss_xsec", "loss_d_xsec"]
     metric_arrays = {n: np.full((len(members), len(steps)), np.nan) for n in metric_names}
     for i, m in enumerate(members):
         for n in metric_names:

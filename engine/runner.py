@@ -13,7 +13,7 @@ import xarray as xr
 
 from engine.problems import get_problem
 from engine.pseudodata import MeasuredData, make_pseudo_data
-from engine.sinks import MetricsSink
+from engine.sinks import HistorySink, MetricsSink, MultiSink
 from engine.spec import Spec
 from engine.training import HIST_BINS, GANTrainer, MemberResult
 
@@ -62,7 +62,10 @@ def train_member(
         qcf_x=torch.as_tensor(qcf_grid(spec), dtype=torch.float32),
         bounds=(torch.tensor(lo), torch.tensor(hi)),
     )
-    return trainer.fit(member, sink, stop_requested)
+    history = HistorySink()
+    result = trainer.fit(member, MultiSink(sink, history), stop_requested)
+    result.metrics = history.of(member)
+    return result
 
 
 def failed_member(spec: Spec, member: int, metrics: dict[str, list[float]], error: str) -> MemberResult:

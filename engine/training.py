@@ -142,7 +142,6 @@ class GANTrainer:
         names = problem.normalisation_params
         self.norm_mask = torch.tensor([n in names for n in problem.param_names]) if names else None
         self.step = 0
-        self.history: dict[str, list[float]] = {"step": []}
 
     @property
     def events_per_step(self) -> int:
@@ -191,9 +190,10 @@ class GANTrainer:
         # Discriminator step: real and (detached) generated events in one pass.
         logits = self.discriminator(torch.cat([real.reshape(-1), fake.detach().reshape(-1)]), both_labels)
         logits_x = self._xsec_logits(torch.cat([xsec_real, xsec.detach()]))
-        loss_d = self.bce(logits, target_d) + self.bce(logits_x, target_x)
+        loss_d = 2.0 * self.bce(logits, target_d)  # sum of the real and fake BCEs: ln 4 at equilibrium
+        loss_d_xsec = 2.0 * self.bce(logits_x, target_x)
         self.opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
+        (loss_d + loss_d_xsec).backward()
         self.opt_d.step()
 
         # Generator step: non-saturating loss against both discriminators.
@@ -217,6 +217,7 @@ class GANTrainer:
             "loss_g": float(loss_adv.detach()),
             "loss_d": float(loss_d.detach()),
             "loss_xsec": float(loss_xsec.detach()),
+            "loss_d_xsec": float(loss_d_xsec.detach()),
             "d_acc_real": float(acc_real),
             "d_acc_fake": float(acc_fake),
         }
@@ -246,11 +247,6 @@ class GANTrainer:
         p = self.predict(n_params=400, events_per_param=25)
         return {"x": self.qcf_x.tolist(), **{k: v.tolist() for k, v in p.items()}}
 
-    def _record(self, metrics: dict[str, float]) -> None:
-        self.history["step"].append(self.step)
-        for k, v in metrics.items():
-            self.history.setdefault(k, []).append(v)
-
     def fit(
         self,
         member: int,
@@ -271,7 +267,6 @@ class GANTrainer:
                 if not all(math.isfinite(v) for v in metrics.values()):
                     raise FloatingPointError(f"non-finite metrics at step {self.step}: {metrics}")
                 metrics["elapsed"] = time.perf_counter() - t0
-                self._record(metrics)
                 sink.log_metrics(member, self.step, metrics)
             if self.step % c.snapshot_every == 0 or self.step == c.steps:
                 sink.log_snapshot(member, self.step, self.snapshot())
@@ -283,7 +278,7 @@ class GANTrainer:
             steps_done=self.step,
             wall_seconds=wall,
             events_processed=self.step * self.events_per_step,
-            metrics=self.history,
+            metrics={},  # filled from a HistorySink by the caller
             params_pred=p["params_mean"],
             params_pred_std=p["params_std"],
             qcf_pred=p["qcf_mean"],

@@ -10,19 +10,20 @@ import xarray as xr
 
 from engine.distributed import start_run
 from engine.runner import measured_data
+from engine.sinks import HistorySink
 from tests.conftest import small_spec
 
 
 def test_members_run_as_dask_tasks_and_stream_metrics(dask_client):
     spec = small_spec(steps=40)
-    received = []
-    handle = start_run(dask_client, spec, measured_data(spec), received.append)
+    received = HistorySink()  # any MetricsSink receives the workers' reports here
+    handle = start_run(dask_client, spec, measured_data(spec), sink=received)
     members = handle.results(timeout=120)
     assert [m.status for m in members] == ["completed", "completed"]
     assert [m.steps_done for m in members] == [40, 40]
     # metrics arrived from the workers while training ran, for every member
-    streamed = {(m["member"], m["step"]) for m in received if m["type"] == "metrics"}
-    assert streamed == {(m, s) for m in (0, 1) for s in (10, 20, 30, 40)}
+    assert {m: received.of(m)["step"] for m in (0, 1)} == {0: [10, 20, 30, 40], 1: [10, 20, 30, 40]}
+    assert members[0].metrics["step"] == [10, 20, 30, 40]  # the history written into results
     assert set(handle.workers) == {0, 1}
     # distinct seeds: members differ
     assert (members[0].params_pred != members[1].params_pred).any()
@@ -32,7 +33,7 @@ def test_stop_event_ends_members_early_and_keeps_results(dask_client):
     spec = small_spec(steps=100_000)
     handle = start_run(dask_client, spec, measured_data(spec))
     deadline = time.time() + 60
-    while sum(len(v["step"]) for v in handle.metrics.values()) < 4 and time.time() < deadline:
+    while sum(len(handle.history.of(m)["step"]) for m in (0, 1)) < 4 and time.time() < deadline:
         time.sleep(0.2)
     handle.stop()
     members = handle.results(timeout=60)

@@ -8,19 +8,15 @@ from engine.spec import SpecError, parse_spec
 from tests.conftest import small_spec
 
 
-def _metrics(member, step):
-    return {"type": "metrics", "member": member, "step": step, "metrics": {"loss_g": 0.7}}
-
-
 def test_sessions_pull_only_new_metrics_and_memory_stays_bounded(monkeypatch):
     monkeypatch.setattr(runs, "MAX_METRICS", 100)
     run = LiveRun(small_spec())
     for s in range(1, 51):
-        run.on_message(_metrics(0, s))
+        run.log_metrics(0, s, {"loss_g": 0.7})
     rows, seen = run.metrics_since(0)
     assert len(rows) == 50 and seen == 50 and run.status == "running"
     for s in range(51, 301):
-        run.on_message(_metrics(0, s))
+        run.log_metrics(0, s, {"loss_g": 0.7})
     assert len(run.metrics) == 100  # bounded
     rows, seen2 = run.metrics_since(seen)
     assert seen2 == 300 and [r["step"] for r in rows] == list(range(201, 301))  # the oldest scrolled out
