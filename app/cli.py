@@ -1,4 +1,4 @@
-"""The ``qcf-studio`` command: serve, validate, data, run.
+"""The ``qcf-studio`` command: serve, validate, data, run, bench.
 
 Exit codes: 0 success; 1 a run that did not complete (stopped or failed); 2 invalid input (the
 message names the file and field); 130 interrupted.
@@ -115,6 +115,18 @@ class ProgressBarSink:
         self.bar.close()
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from benchmarks.bench import run
+    from engine.problems import problem_kinds
+
+    if args.problem not in problem_kinds():
+        return _fail(f"--problem: unknown problem {args.problem!r}; choose one of {', '.join(problem_kinds())}")
+    for name in ("events", "width", "depth", "threads", "repeats"):
+        if getattr(args, name) < 1:
+            return _fail(f"--{name}: must be at least 1, got {getattr(args, name)}")
+    return run(args)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from app.server import serve
 
@@ -168,6 +180,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR")
     _add_cluster_args(p, default_workers=None)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("bench", help="throughput of the sampler or of full GAN steps (medians)")
+    p.add_argument("what", choices=["sampler", "gan"])
+    p.add_argument("--problem", default="proxy1d", help="a registered problem kind (default: proxy1d)")
+    p.add_argument("--events", type=int, default=10_000, help="events per step (default: 10000)")
+    p.add_argument("--width", type=int, default=64, help="discriminator width (gan)")
+    p.add_argument("--depth", type=int, default=2, help="discriminator hidden layers (gan)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default: 1, one Dask worker's share)")
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--json", action="store_true", help="print one JSON line")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

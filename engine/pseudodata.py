@@ -96,9 +96,11 @@ def make_pseudo_data(
     n_obs = density.shape[0]
     uniforms = torch.rand((n_obs, events), generator=gen, dtype=torch.float64)
     x, xsec = sample_inverse_cdf(density, grid, uniforms)
-    x = ResolutionSmearing(resolution)(x, generator=gen)
     rel_err = 1.0 / np.sqrt(events)
     fluct = torch.randn(n_obs, generator=gen, dtype=torch.float64).numpy()
+    # Smearing draws last, so the same seed gives the same truth-level events and cross sections
+    # with and without detector effects.
+    x = ResolutionSmearing(resolution)(x, generator=gen)
     xsec = xsec.numpy()
     return MeasuredData(
         kind=problem.kind,

@@ -131,8 +131,8 @@ class GANTrainer:
         self.edges = histogram_edges(data)
         betas = (0.5, 0.999)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=c.lr_g, betas=betas)
-        d_params = [*self.discriminator.parameters(), *self.xsec_discriminator.parameters()]
-        self.opt_d = torch.optim.Adam(d_params, lr=c.lr_d, betas=betas)
+        self.d_params = [*self.discriminator.parameters(), *self.xsec_discriminator.parameters()]
+        self.opt_d = torch.optim.Adam(self.d_params, lr=c.lr_d, betas=betas)
         gamma = c.lr_final ** (1.0 / max(c.steps, 1))
         self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.opt_g, gamma)
         self.sched_d = torch.optim.lr_scheduler.ExponentialLR(self.opt_d, gamma)
@@ -166,6 +166,10 @@ class GANTrainer:
         idx = torch.randint(0, self.real.shape[1], (self.real.shape[0], n), generator=self.rng)
         return torch.gather(self.real, 1, idx)
 
+    def _freeze_discriminators(self, frozen: bool) -> None:
+        for p in self.d_params:
+            p.requires_grad_(not frozen)
+
     def xsec_weight(self) -> float:
         """Cross-section weight at the current step: shapes settle first, then normalisations."""
         c = self.config
@@ -196,13 +200,16 @@ class GANTrainer:
         (loss_d + loss_d_xsec).backward()
         self.opt_d.step()
 
-        # Generator step: non-saturating loss against both discriminators.
+        # Generator step: non-saturating loss against both discriminators. The discriminators are
+        # frozen for it, so the backward pass skips their weight gradients (unused here).
+        self._freeze_discriminators(True)
         logits_gen = self.discriminator(fake.reshape(-1), self.labels)
         loss_adv = self.bce(logits_gen, target_d[:n])
         loss_xsec = self.bce(self._xsec_logits(xsec), target_x[: xsec.shape[0]])
         loss_g = loss_adv + self.xsec_weight() * loss_xsec
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
+        self._freeze_discriminators(False)
         self.opt_g.step()
         self.sched_g.step()
         self.sched_d.step()

@@ -99,3 +99,14 @@ def test_results_follow_the_contract_and_are_written_atomically(tmp_path, proxy1
     with xr.open_dataset(path, engine="h5netcdf") as back:
         assert "proxy1d" in back.attrs["spec"]
         np.testing.assert_allclose(back["params_pred"].values, ds["params_pred"].values)
+
+
+def test_pseudo_data_are_smeared_by_the_spec_resolution(proxy1d):
+    truth = np.asarray(proxy1d.truth)
+    sharp = make_pseudo_data(proxy1d, truth, 50_000, seed=3, resolution=0.0)
+    smeared = make_pseudo_data(proxy1d, truth, 50_000, seed=3, resolution=0.1)
+    assert sharp.events.max() <= 1.0 < smeared.events.max()  # smearing leaks events past x = 1
+    # x(1 - R): the spread of log(x) grows by about the resolution in quadrature
+    grow = np.var(np.log(smeared.events), axis=1) - np.var(np.log(sharp.events), axis=1)
+    assert np.all(np.abs(grow - 0.01) < 0.003)
+    np.testing.assert_allclose(smeared.xsec, sharp.xsec)  # cross sections are truth-level counts

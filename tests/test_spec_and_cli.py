@@ -109,3 +109,19 @@ def test_console_script_is_installed():
     exe = Path(sys.executable).parent / "qcf-studio"
     r = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "validate" in r.stdout
+
+
+@pytest.mark.parametrize("what", ["sampler", "gan"])
+def test_bench_prints_one_json_line_with_a_rate(capsys, what):
+    import json
+
+    assert main(["bench", what, "--events", "2000", "--repeats", "2", "--json"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1
+    out = json.loads(lines[0])
+    assert out["bench"] == what and out["events_per_second"] > 0 and out["events"] <= 2000
+
+
+def test_bench_rejects_an_unknown_problem(capsys):
+    assert main(["bench", "gan", "--problem", "nope"]) == 2
+    assert "--problem" in capsys.readouterr().err
