@@ -6,7 +6,6 @@ import time
 from typing import Any
 
 import holoviews as hv
-import numpy as np
 import panel as pn
 import torch
 
@@ -14,7 +13,7 @@ from app.runs import LiveRun, RunBusyError, RunManager
 from engine.problems import get_problem
 from engine.runner import measured_data
 from engine.spec import Spec, SpecError, parse_spec_text
-from engine.training import histogram_edges
+from engine.training import density_histograms, histogram_edges
 from layouts.live import LivePlots
 
 __all__ = ["Dashboard"]
@@ -129,10 +128,8 @@ class Dashboard(pn.viewable.Viewer):
     def _data_histograms(self, spec: Spec) -> dict[str, Any]:
         data = measured_data(spec)
         edges = histogram_edges(data)
-        return {
-            o: (e, np.histogram(ev, bins=e, density=True)[0])
-            for o, e, ev in zip(get_problem(spec.problem.kind).observable_names, edges, data.events)
-        }
+        names = get_problem(spec.problem.kind).observable_names
+        return dict(zip(names, zip(edges, density_histograms(data.events, edges))))
 
     def _poll(self) -> None:
         if self.manager.current is not None and self.manager.current is not self._run:

@@ -16,7 +16,7 @@ import xarray as xr
 from engine.problems import get_problem
 from engine.pseudodata import MeasuredData
 from engine.spec import Spec
-from engine.training import MemberResult, histogram_edges
+from engine.training import MemberResult, density_histograms, histogram_edges
 
 __all__ = ["build_results", "closure_metrics", "write_netcdf_atomic", "package_versions"]
 
@@ -60,9 +60,7 @@ def build_results(
                 metric_arrays[n][i, step_index[s]] = v
 
     edges = histogram_edges(data)
-    hist_data = np.stack(
-        [np.histogram(e, bins=ed, density=True)[0] for e, ed in zip(data.events, edges)]
-    )
+    hist_data = density_histograms(data.events, edges)
     ds = xr.Dataset(
         coords={
             "member": [m.member for m in members],

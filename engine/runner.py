@@ -73,7 +73,6 @@ def failed_member(spec: Spec, member: int, metrics: dict[str, list[float]], erro
     problem = get_problem(spec.problem.kind)
     n_p, n_q, n_o = len(problem.param_names), len(problem.qcf_names), len(problem.observable_names)
     nx = qcf_grid(spec).shape[0]
-    nan = np.full
     return MemberResult(
         member=member,
         status="failed",
@@ -81,11 +80,11 @@ def failed_member(spec: Spec, member: int, metrics: dict[str, list[float]], erro
         wall_seconds=float(metrics["elapsed"][-1]) if metrics.get("elapsed") else 0.0,
         events_processed=0,
         metrics=metrics,
-        params_pred=nan(n_p, np.nan),
-        params_pred_std=nan(n_p, np.nan),
-        qcf_pred=nan((n_q, nx), np.nan),
-        qcf_pred_std=nan((n_q, nx), np.nan),
-        hist_gen=nan((n_o, HIST_BINS), np.nan),
+        params_pred=np.full(n_p, np.nan),
+        params_pred_std=np.full(n_p, np.nan),
+        qcf_pred=np.full((n_q, nx), np.nan),
+        qcf_pred_std=np.full((n_q, nx), np.nan),
+        hist_gen=np.full((n_o, HIST_BINS), np.nan),
         error=error,
     )
 

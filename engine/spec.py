@@ -198,6 +198,17 @@ def parse_spec(raw: Any, base_dir: Path | None = None) -> Spec:
     return spec
 
 
+def _per_parameter(raw: dict, key: str, what: str, names: tuple[str, ...], kind: str) -> list[tuple[str, str, Any]]:
+    """``(path, name, value)`` of the mapping ``problem.<key>``; raises for a non-mapping or an unknown name."""
+    mapping = raw.get(key) or {}
+    if not isinstance(mapping, dict):
+        raise SpecError(f"problem.{key}", f"expected a mapping of parameter: {what}, got {mapping!r}")
+    for name in mapping:
+        if name not in names:
+            raise SpecError(f"problem.{key}.{name}", f"unknown parameter; {kind} has {', '.join(names)}")
+    return [(f"problem.{key}.{name}", name, value) for name, value in mapping.items()]
+
+
 def _parse_problem(target: ProblemSpec, raw: Any, base_dir: Path | None) -> None:
     if not isinstance(raw, dict):
         raise SpecError("problem", f"expected a mapping, got {raw!r}")
@@ -213,13 +224,7 @@ def _parse_problem(target: ProblemSpec, raw: Any, base_dir: Path | None) -> None
     target.kind = kind
 
     lo, hi = dict(zip(problem.param_names, problem.lo)), dict(zip(problem.param_names, problem.hi))
-    bounds = raw.get("bounds") or {}
-    if not isinstance(bounds, dict):
-        raise SpecError("problem.bounds", f"expected a mapping of parameter: [low, high], got {bounds!r}")
-    for name, pair in bounds.items():
-        path = f"problem.bounds.{name}"
-        if name not in lo:
-            raise SpecError(path, f"unknown parameter; {kind} has {', '.join(problem.param_names)}")
+    for path, name, pair in _per_parameter(raw, "bounds", "[low, high]", problem.param_names, kind):
         if not isinstance(pair, (list, tuple)) or len(pair) != 2:
             raise SpecError(path, f"expected [low, high], got {pair!r}")
         a, b = _number(path, pair[0]), _number(path, pair[1])
@@ -227,14 +232,9 @@ def _parse_problem(target: ProblemSpec, raw: Any, base_dir: Path | None) -> None
             raise SpecError(path, f"low bound {a} must be below high bound {b}")
         lo[name], hi[name] = a, b
 
-    truth = raw.get("truth") or {}
-    if not isinstance(truth, dict):
-        raise SpecError("problem.truth", f"expected a mapping of parameter: value, got {truth!r}")
-    for name, value in truth.items():
-        path = f"problem.truth.{name}"
-        if name not in lo:
-            raise SpecError(path, f"unknown parameter; {kind} has {', '.join(problem.param_names)}")
-        v = _number(path, value)
+    truth = {}
+    for path, name, value in _per_parameter(raw, "truth", "value", problem.param_names, kind):
+        v = truth[name] = _number(path, value)
         if not lo[name] <= v <= hi[name]:
             raise SpecError(path, f"{v} lies outside the bounds [{lo[name]}, {hi[name]}]")
     for name, t in zip(problem.param_names, problem.truth):

@@ -27,7 +27,7 @@ from engine.pseudodata import MeasuredData
 from engine.samplers import cumulative_trapezoid, sample_inverse_cdf
 from engine.sinks import MetricsSink
 
-__all__ = ["TrainingConfig", "GANTrainer", "MemberResult", "histogram_edges", "HIST_BINS"]
+__all__ = ["TrainingConfig", "GANTrainer", "MemberResult", "histogram_edges", "density_histograms", "HIST_BINS"]
 
 
 @dataclass
@@ -85,9 +85,13 @@ def histogram_edges(data: MeasuredData, bins: int = HIST_BINS) -> np.ndarray:
     return np.stack([np.linspace(a, b, bins + 1) for a, b in zip(lo, hi)])
 
 
-def _density_histogram(events: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    counts, _ = np.histogram(events, bins=edges)
-    return counts / max(counts.sum(), 1) / np.diff(edges)
+def density_histograms(events: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Normalised histograms of ``events (O, N)`` in ``edges (O, bins + 1)``: shape ``(O, bins)``."""
+    out = []
+    for e, ed in zip(events, edges):
+        counts, _ = np.histogram(e, bins=ed)
+        out.append(counts / max(counts.sum(), 1) / np.diff(ed))
+    return np.stack(out)
 
 
 class GANTrainer:
@@ -238,7 +242,7 @@ class GANTrainer:
         q = self.problem.qcfs(theta, self.qcf_x)  # (B, Q, X)
         lo, hi = torch.quantile(q, torch.tensor([0.16, 0.84]), dim=0)
         _, events, _ = self.generate(n_params, events_per_param)
-        hist = np.stack([_density_histogram(e, ed) for e, ed in zip(events.numpy(), self.edges)])
+        hist = density_histograms(events.numpy(), self.edges)
         return {
             "params_mean": theta.mean(0).numpy(),
             "params_std": theta.std(0).numpy(),

@@ -74,3 +74,24 @@ def test_reduced_proxy1d_closure(tmp_path):
         core = ds.sel(x=slice(0.1, 0.6))
         rel = abs(core["qcf_pred"].mean("member") / core["qcf_true"] - 1)
         assert float(rel.max()) < 0.10
+
+
+def test_a_member_that_dies_is_marked_failed_and_the_run_still_writes(dask_client, tmp_path):
+    import dataclasses
+
+    import numpy as np
+
+    from engine.results import build_results, write_netcdf_atomic
+    from engine.runner import qcf_grid
+
+    spec = small_spec(steps=40)
+    good = measured_data(spec)
+    broken = dataclasses.replace(good, events=np.full_like(good.events, np.nan))  # poisons every loss
+    handle = start_run(dask_client, spec, broken)
+    members = handle.results(timeout=120)
+    assert [m.status for m in members] == ["failed", "failed"]
+    assert all("non-finite" in m.error for m in members)
+    ds = build_results(spec, good, members, handle.wall_seconds, qcf_grid(spec))
+    assert ds.attrs["status"] == "failed" and "non-finite" in ds.attrs["errors"]
+    write_netcdf_atomic(ds, tmp_path / "failed.nc")
+    assert (tmp_path / "failed.nc").exists()
