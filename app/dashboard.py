@@ -18,7 +18,7 @@ from layouts.live import LivePlots
 
 __all__ = ["Dashboard"]
 
-POLL_MS = 400  # how often a session pulls new metrics from the shared run
+POLL_MS = 1000  # how often a session pulls new metrics from the shared run (re-rendering costs CPU)
 
 
 def _spec_summary(spec: Spec) -> str:
@@ -30,6 +30,11 @@ def _spec_summary(spec: Spec) -> str:
         f"| **detector resolution** | {spec.detector.resolution:g} |\n"
         f"| **training** | {t.method}, {t.steps:,} steps |\n| **ensemble members** | {spec.ensemble.members} |\n"
     )
+
+
+def _grid(panels: list[hv.DynamicMap], ncols: int) -> pn.GridBox:
+    return pn.GridBox(*(pn.pane.HoloViews(p, sizing_mode="stretch_width") for p in panels), ncols=ncols,
+                      sizing_mode="stretch_width")
 
 
 class Dashboard(pn.viewable.Viewer):
@@ -107,7 +112,10 @@ class Dashboard(pn.viewable.Viewer):
     def _build_plots(self, spec: Spec) -> None:
         problem = get_problem(spec.problem.kind)
         truth = spec.truth_values() if spec.problem.data is None else None
-        self._plots = plots = LivePlots(problem.param_names, problem.qcf_names, problem.observable_names, truth)
+        self._plots = plots = LivePlots(
+            problem.param_names, problem.qcf_names, problem.observable_names, truth, spec.ensemble.members,
+            spec.bounds_values(),
+        )
         qcf_true = None
         if truth is not None:
             x = problem.grid(181, dtype=torch.float64)
@@ -117,12 +125,12 @@ class Dashboard(pn.viewable.Viewer):
         self.plot_area[:] = [
             pn.Row(pn.pane.HoloViews(plots.losses(), sizing_mode="stretch_width", name="losses"),
                    pn.pane.HoloViews(plots.accuracy(), sizing_mode="stretch_width", name="accuracy")),
-            pn.pane.Markdown("### Parameters (mean of the generator's distribution; dashed: truth)"),
+            pn.pane.Markdown("### Parameters: mean of the generator's distribution against the truth"),
             pn.pane.HoloViews(plots.parameters(), sizing_mode="stretch_width"),
             pn.pane.Markdown("### QCFs: 68% band over the generator's parameters vs truth"),
-            pn.pane.HoloViews(plots.qcfs(qcf_true), sizing_mode="stretch_width"),
+            _grid(plots.qcfs(qcf_true), ncols=2),
             pn.pane.Markdown("### Observables: data vs generated events"),
-            pn.pane.HoloViews(plots.observables(), sizing_mode="stretch_width"),
+            _grid(plots.observables(), ncols=2),
         ]
 
     def _data_histograms(self, spec: Spec) -> dict[str, Any]:

@@ -1,5 +1,8 @@
 """Live plots of a GAN fit, fed by HoloViews streams.
 
+Every panel is its own DynamicMap (the page lays them out), so each keeps its own axis ranges
+as data arrive; DynamicMaps combined into one ``hv.Layout`` keep their first frame's ranges.
+
 Scalar metrics go into one bounded :class:`holoviews.streams.Buffer` (rows: member, step, metrics);
 snapshots (QCF bands, histograms) are pushed through :class:`holoviews.streams.Pipe`.
 """
@@ -20,12 +23,23 @@ BUFFER_LENGTH = 20_000  # rows kept in the browser-side plots; older rows scroll
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]  # Category10
 
 
+_EMPTY_SNAPSHOT: dict[str, Any] = {"x": [], "qcf_lo": None, "qcf_hi": None, "qcf_mean": None}
+
+
+def _row(table: Any, i: int) -> np.ndarray:
+    """Row ``i`` of a snapshot table (nested lists), or an empty row before the first snapshot."""
+    return np.asarray(table)[i] if table is not None else np.zeros(0)
+
+
 class LivePlots:
     """The live view of one problem: losses, accuracies, parameters, QCF bands, observables.
 
     Arguments:
         param_names, qcf_names, observable_names: the problem's names.
         truth: true parameter values (or ``None`` for real data).
+        bounds: lower and upper bounds of the parameters (their range scales the parameter panel).
+        members: ensemble members; every overlay has the same elements in every frame (HoloViews
+            updates a frame's data in place and cannot add elements later), empty until data arrive.
     """
 
     def __init__(
@@ -34,7 +48,11 @@ class LivePlots:
         qcf_names: Sequence[str],
         observable_names: Sequence[str],
         truth: Sequence[float] | None,
+        members: int,
+        bounds: tuple[Sequence[float], Sequence[float]],
     ) -> None:
+        self.members = list(range(members))
+        self.lo, self.hi = list(bounds[0]), list(bounds[1])
         self.param_names = list(param_names)
         self.qcf_names = list(qcf_names)
         self.observable_names = list(observable_names)
@@ -61,15 +79,14 @@ class LivePlots:
 
     def _curves(self, data: pd.DataFrame, columns: Sequence[str], ylabel: str) -> hv.Overlay:
         curves = []
-        for m, df in data.groupby("member") if len(data) else []:
+        for m in self.members:
+            df = data[data["member"] == m]
             for i, c in enumerate(columns):
                 curves.append(
-                    hv.Curve(df, "step", c, label=f"{c} · member {int(m)}").opts(
-                        color=COLORS[i % len(COLORS)], line_dash=["solid", "dashed", "dotted", "dashdot"][int(m) % 4]
+                    hv.Curve(df, "step", c, label=f"{c} · member {m}").opts(
+                        color=COLORS[i % len(COLORS)], line_dash=["solid", "dashed", "dotted", "dashdot"][m % 4]
                     )
                 )
-        if not curves:
-            curves = [hv.Curve([], "step", columns[0])]
         return hv.Overlay(curves).opts(
             ylabel=ylabel, legend_position="top_right", responsive=True, height=260, framewise=True
         )
@@ -85,61 +102,73 @@ class LivePlots:
         return hv.DynamicMap(plot, streams=[self.metrics])
 
     def parameters(self) -> hv.DynamicMap:
-        def plot(data: pd.DataFrame) -> hv.Layout:
-            panels = []
-            for i, p in enumerate(self.param_names):
-                o = self._curves(data, [f"param_{p}"], p).opts(show_legend=False, height=180, framewise=True)
-                if self.truth is not None:
-                    o = o * hv.HLine(self.truth[i]).opts(color="black", line_dash="dashed")
-                panels.append(o.opts(title=p))
-            return hv.Layout(panels).cols(3).opts(shared_axes=False)
+        """All parameters in one panel: (mean − truth) / (hi − lo) per member; closure is the line at 0.
+
+        One DynamicMap instead of one per parameter keeps the server's work per update small.
+        """
+        span = [h - lo for lo, h in zip(self.lo, self.hi)]
+        ref = self.truth if self.truth is not None else [0.0] * len(self.param_names)
+
+        def plot(data: pd.DataFrame) -> hv.Overlay:
+            curves = []
+            for m in self.members:
+                df = data[data["member"] == m]
+                for i, p in enumerate(self.param_names):
+                    y = (df[f"param_{p}"] - ref[i]) / span[i]
+                    curves.append(hv.Curve((df["step"], y), "step", "deviation", label=f"{p} · member {m}").opts(
+                        color=COLORS[i % len(COLORS)], line_dash=["solid", "dashed", "dotted", "dashdot"][m % 4]))
+            zero = hv.HLine(0.0).opts(color="black", line_dash="dashed")
+            ylabel = "(mean − truth) / range" if self.truth is not None else "mean / range"
+            return (hv.Overlay(curves) * zero).opts(ylabel=ylabel, legend_position="right", responsive=True,
+                                                    height=320, framewise=True, title="Parameters vs truth")
 
         return hv.DynamicMap(plot, streams=[self.metrics])
 
-    def qcfs(self, qcf_true: dict[str, tuple[np.ndarray, np.ndarray]] | None) -> hv.DynamicMap:
-        def plot(data: dict[str, Any]) -> hv.Layout:
-            panels = []
-            members = (data or {}).get("members", {})
-            for qi, q in enumerate(self.qcf_names):
+    def qcfs(self, qcf_true: dict[str, tuple[np.ndarray, np.ndarray]] | None) -> list[hv.DynamicMap]:
+        """One panel per QCF: each member's mean and 68% band over its generator, the truth dashed."""
+
+        def panel(qi: int, q: str) -> hv.DynamicMap:
+            def plot(data: dict[str, Any]) -> hv.Overlay:
                 items = []
-                for m, snap in sorted(members.items()):
+                snaps = (data or {}).get("members", {})
+                for m in self.members:
+                    snap = snaps.get(m, _EMPTY_SNAPSHOT)
                     x = np.asarray(snap["x"])
-                    color = COLORS[int(m) % len(COLORS)]
-                    lo, hi = np.asarray(snap["qcf_lo"])[qi], np.asarray(snap["qcf_hi"])[qi]
+                    color = COLORS[m % len(COLORS)]
+                    lo, hi = _row(snap["qcf_lo"], qi), _row(snap["qcf_hi"], qi)
                     items.append(hv.Area((x, lo, hi), "x", ["lo", "hi"], label=f"68% band · member {m}").opts(
-                        alpha=0.3, color=color, line_alpha=0))
-                    items.append(hv.Curve((x, np.asarray(snap["qcf_mean"])[qi]), "x", q, label=f"mean · member {m}")
-                                 .opts(color=color))
-                if qcf_true is not None:
-                    x, y = qcf_true[q]
-                    items.append(hv.Curve((x, y), "x", q, label="truth").opts(color="black", line_dash="dashed"))
-                if not items:
-                    items = [hv.Curve([], "x", q)]
-                panels.append(hv.Overlay(items).opts(title=f"{q}(x)", ylabel=f"{q}(x)", responsive=True, height=300,
-                                                     legend_position="top_right", framewise=True))
-            return hv.Layout(panels).cols(2).opts(shared_axes=False)
+                        alpha=0.3, color=color, line_alpha=0, framewise=True))
+                    items.append(hv.Curve((x, _row(snap["qcf_mean"], qi)), "x", "qcf", label=f"mean · member {m}")
+                                 .opts(color=color, framewise=True))
+                x, y = qcf_true[q] if qcf_true is not None else ([], [])
+                items.append(hv.Curve((x, y), "x", "qcf", label="truth").opts(color="black", line_dash="dashed",
+                                                                               framewise=True))
+                return hv.Overlay(items).opts(
+                    title=f"{q}(x)", ylabel=f"{q}(x)", responsive=True, height=300, legend_position="top_right",
+                    framewise=True)
 
-        return hv.DynamicMap(plot, streams=[self.snapshot])
+            return hv.DynamicMap(plot, streams=[self.snapshot])
 
-    def observables(self) -> hv.DynamicMap:
-        def plot(data: dict[str, Any]) -> hv.Layout:
-            panels = []
-            members = (data or {}).get("members", {})
-            hist_data = (data or {}).get("data") or {}
-            for oi, o in enumerate(self.observable_names):
-                items = []
-                if o in hist_data:
-                    edges, dens = hist_data[o]
-                    items.append(hv.Histogram((edges, dens), kdims=["x"], vdims=["density"], label="data").opts(
-                        alpha=0.35, color="gray", line_alpha=0))
-                    for m, snap in sorted(members.items()):
-                        items.append(hv.Histogram((edges, np.asarray(snap["hist_gen"])[oi]), kdims=["x"],
-                                                  vdims=["density"], label=f"generated · member {m}").opts(
-                            fill_alpha=0, line_color=COLORS[int(m) % len(COLORS)], line_width=2))
-                if not items:
-                    items = [hv.Histogram(([0, 1], [0]), kdims=["x"], vdims=["density"])]
-                panels.append(hv.Overlay(items).opts(title=f"{o}: data vs generated", responsive=True, height=300,
-                                                     legend_position="top_right", framewise=True))
-            return hv.Layout(panels).cols(2).opts(shared_axes=False)
+        return [panel(i, q) for i, q in enumerate(self.qcf_names)]
 
-        return hv.DynamicMap(plot, streams=[self.snapshot])
+    def observables(self) -> list[hv.DynamicMap]:
+        """One panel per observable: the data histogram against each member's generated events."""
+
+        def panel(oi: int, o: str) -> hv.DynamicMap:
+            def plot(data: dict[str, Any]) -> hv.Overlay:
+                hist_data = (data or {}).get("data") or {}
+                snaps = (data or {}).get("members", {})
+                edges, dens = hist_data.get(o, ([0.0, 1.0], [0.0]))
+                items = [hv.Histogram((edges, dens), kdims=["x"], vdims=["density"], label="data").opts(
+                    alpha=0.35, color="gray", line_alpha=0, framewise=True)]
+                for m in self.members:
+                    gen = _row(snaps[m]["hist_gen"], oi) if m in snaps and o in hist_data else np.zeros(len(dens))
+                    items.append(hv.Histogram((edges, gen), kdims=["x"], vdims=["density"],
+                                              label=f"generated · member {m}").opts(
+                        fill_alpha=0, line_color=COLORS[m % len(COLORS)], line_width=2, framewise=True))
+                return hv.Overlay(items).opts(title=f"{o}: data vs generated", responsive=True, height=300,
+                                              legend_position="top_right", framewise=True)
+
+            return hv.DynamicMap(plot, streams=[self.snapshot])
+
+        return [panel(i, o) for i, o in enumerate(self.observable_names)]

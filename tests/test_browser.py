@@ -107,13 +107,14 @@ def test_start_streams_live_plots_and_stop_saves_the_run(server, page):
     first = page.evaluate(_COLUMN_LENGTH, "loss_g")
     assert "running" in _status(page)
     page.wait_for_function(f"() => ({_COLUMN_LENGTH})('loss_g') > {first}", timeout=60_000)
-    assert page.evaluate(_COLUMN_LENGTH, "param_Nu") > 0  # parameter traces
-    page.wait_for_function(f"() => ({_COLUMN_LENGTH})('u') > 0", timeout=60_000)  # QCF band of a snapshot
+    assert page.evaluate(_COLUMN_LENGTH, "deviation") > 0  # parameter traces (deviation from truth)
+    # QCF bands (patches, column `y`) are empty until the first snapshot arrives from a worker
+    page.wait_for_function(f"() => ({_COLUMN_LENGTH})('y') > 0", timeout=60_000)
     assert "running" in _status(page)  # all of this arrived while training ran
     assert "step" in _status(page) and "left" in _status(page)
 
     page.get_by_role("button", name="Stop").click()
-    _wait_status(page, "Saved", timeout=60)
+    _wait_status(page, "Saved", timeout=150)  # see README "Known limits": Stop can lag on a busy 2-core machine
     assert "stopped" in _status(page)
     saved = list(runs.glob("*.nc"))
     assert len(saved) == 1
