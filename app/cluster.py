@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import dask
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, Worker, WorkerPlugin
 
 __all__ = ["connect", "close"]
 
@@ -29,7 +30,22 @@ def connect(scheduler: str | None = None, workers: int = 2) -> Client:
         cluster = _local_cluster(workers)
     client = Client(cluster)
     client._qcf_owned_cluster = cluster  # closed in close()
+    # Training fills every core; at normal priority it starved the web server and the browser on a 2-core
+    # machine (a Stop click took 20-30 s to arrive). At nice 10 the workers still get all idle CPU.
+    client.register_plugin(LowerPriority(10))
     return client
+
+
+class LowerPriority(WorkerPlugin):
+    """Raise the niceness of each worker process (restarted workers included) by ``increment``."""
+
+    name = "qcf-studio-lower-priority"
+
+    def __init__(self, increment: int) -> None:
+        self.increment = increment
+
+    def setup(self, worker: Worker) -> None:
+        os.nice(self.increment)
 
 
 def _local_cluster(workers: int) -> LocalCluster:

@@ -140,6 +140,11 @@ class Dashboard(pn.viewable.Viewer):
         return dict(zip(names, zip(edges, density_histograms(data.events, edges))))
 
     def _poll(self) -> None:
+        # One document patch per poll instead of one per changed model: less for the browser to apply.
+        with pn.io.hold():
+            self._update()
+
+    def _update(self) -> None:
         if self.manager.current is not None and self.manager.current is not self._run:
             self._attach(self.manager.current)  # another session started a run
         run, plots = self._run, self._plots

@@ -23,6 +23,21 @@ BUFFER_LENGTH = 20_000  # rows kept in the browser-side plots; older rows scroll
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]  # Category10
 
 
+MAX_POINTS = 300  # points drawn per curve: a constant cost per update however long the run
+
+
+def _thin(df: pd.DataFrame) -> pd.DataFrame:
+    """Every k-th row (and always the last) so that at most MAX_POINTS are drawn; the full history
+    is in the results file."""
+    if len(df) <= MAX_POINTS:
+        return df
+    stride = -(-len(df) // MAX_POINTS)
+    keep = np.zeros(len(df), dtype=bool)
+    keep[::stride] = True
+    keep[-1] = True
+    return df[keep]
+
+
 _EMPTY_SNAPSHOT: dict[str, Any] = {"x": [], "qcf_lo": None, "qcf_hi": None, "qcf_mean": None}
 
 
@@ -80,7 +95,7 @@ class LivePlots:
     def _curves(self, data: pd.DataFrame, columns: Sequence[str], ylabel: str) -> hv.Overlay:
         curves = []
         for m in self.members:
-            df = data[data["member"] == m]
+            df = _thin(data[data["member"] == m])
             for i, c in enumerate(columns):
                 curves.append(
                     hv.Curve(df, "step", c, label=f"{c} · member {m}").opts(
@@ -112,7 +127,7 @@ class LivePlots:
         def plot(data: pd.DataFrame) -> hv.Overlay:
             curves = []
             for m in self.members:
-                df = data[data["member"] == m]
+                df = _thin(data[data["member"] == m])
                 for i, p in enumerate(self.param_names):
                     y = (df[f"param_{p}"] - ref[i]) / span[i]
                     curves.append(hv.Curve((df["step"], y), "step", "deviation", label=f"{p} · member {m}").opts(

@@ -34,3 +34,15 @@ def test_browser_specs_read_data_only_under_the_data_and_runs_dirs(tmp_path):
     with pytest.raises(SpecError) as err:
         manager.check_readable(parse_spec({"problem": {"data": str(data_dir / ".." / "outside.nc")}}))
     assert err.value.field == "problem.data"
+
+
+def test_live_curves_draw_a_bounded_number_of_points():
+    import pandas as pd
+
+    from layouts.live import MAX_POINTS, _thin
+
+    df = pd.DataFrame({"step": range(10, 100_001, 10)})
+    thin = _thin(df)
+    assert len(thin) <= MAX_POINTS + 1
+    assert thin["step"].iloc[0] == 10 and thin["step"].iloc[-1] == 100_000  # ends kept
+    assert _thin(df.head(50)).equals(df.head(50))  # short histories untouched
