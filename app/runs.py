@@ -144,6 +144,3 @@ class RunManager:
             run.status = "failed"
         finally:
             run.finished = time.time()
-
-    def saved_runs(self) -> list[Path]:
-        return sorted(self.runs_dir.glob("*.nc"), key=lambda p: p.stat().st_mtime, reverse=True)

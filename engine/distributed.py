@@ -22,9 +22,7 @@ from engine.sinks import HistorySink, MetricsSink
 from engine.spec import Spec, parse_spec_text
 from engine.training import MemberResult
 
-__all__ = ["DaskEventSink", "RunHandle", "start_run", "replay", "topic_for", "STOP_CHECK_EVERY"]
-
-STOP_CHECK_EVERY = 20  # steps between checks of the stop Event (each is a scheduler round trip)
+__all__ = ["DaskEventSink", "RunHandle", "start_run", "replay", "topic_for"]
 
 
 def topic_for(run_id: str) -> str:

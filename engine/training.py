@@ -263,7 +263,7 @@ class GANTrainer:
         member: int,
         sink: MetricsSink,
         stop_requested: Callable[[], bool] = lambda: False,
-        stop_check_every: int = 20,
+        stop_check_every: int = 20,  # each check of a Dask Event is a scheduler round trip
     ) -> MemberResult:
         """Train to ``config.steps`` or until ``stop_requested()``; return what was produced."""
         c = self.config
