@@ -178,7 +178,7 @@ class Dashboard(pn.viewable.Viewer):
         if run.result_path is not None:
             text += f"\n\nSaved: `{run.result_path}`"
         if run.closure:
-            ok = "passed ✅" if run.closure.get("closure_passed") else "failed ❌"
+            ok = "PASSED" if run.closure.get("closure_passed") else "FAILED"
             text += (f"\n\nClosure {ok}: max |pull| {run.closure['closure_max_abs_pull']:.2f} (≤ 3), "
                      f"max QCF deviation {run.closure['closure_max_qcf_dev_sigma']:.2f} σ (≤ 2)")
         if run.error:
