@@ -11,9 +11,7 @@ import torch
 
 from app.runs import LiveRun, RunBusyError, RunManager
 from engine.problems import get_problem
-from engine.runner import measured_data
 from engine.spec import Spec, SpecError, parse_spec_text
-from engine.training import density_histograms, histogram_edges
 from layouts.live import LivePlots
 
 __all__ = ["Dashboard"]
@@ -62,7 +60,6 @@ class Dashboard(pn.viewable.Viewer):
         self._seen = 0
         self._snapshot_version = -1
         self._plots: LivePlots | None = None
-        self._hist_data: dict[str, Any] | None = None
         self.spec = self._validate(spec_text)
         if self.spec is not None:
             self._build_plots(self.spec)
@@ -121,7 +118,6 @@ class Dashboard(pn.viewable.Viewer):
             x = problem.grid(181, dtype=torch.float64)
             q = problem.qcfs(torch.tensor([truth], dtype=torch.float64), x)[0].numpy()
             qcf_true = {n: (x.numpy(), q[i]) for i, n in enumerate(problem.qcf_names)}
-        self._hist_data = None
         self.plot_area[:] = [
             pn.Row(pn.pane.HoloViews(plots.losses(), sizing_mode="stretch_width", name="losses"),
                    pn.pane.HoloViews(plots.accuracy(), sizing_mode="stretch_width", name="accuracy")),
@@ -132,12 +128,6 @@ class Dashboard(pn.viewable.Viewer):
             pn.pane.Markdown("### Observables: data vs generated events"),
             _grid(plots.observables(), ncols=2),
         ]
-
-    def _data_histograms(self, spec: Spec) -> dict[str, Any]:
-        data = measured_data(spec)
-        edges = histogram_edges(data)
-        names = get_problem(spec.problem.kind).observable_names
-        return dict(zip(names, zip(edges, density_histograms(data.events, edges))))
 
     def _poll(self) -> None:
         # One document patch per poll instead of one per changed model: less for the browser to apply.
@@ -157,11 +147,9 @@ class Dashboard(pn.viewable.Viewer):
         plots.push_metrics(rows)
         if run.snapshot_version != self._snapshot_version:
             self._snapshot_version = run.snapshot_version
-            if self._hist_data is None:
-                self._hist_data = self._data_histograms(run.spec)
             with run.lock:
                 snaps = dict(run.snapshots)
-            plots.push_snapshot(snaps, self._hist_data)
+            plots.push_snapshot(snaps, run.hist_data)  # the data histograms are made once per run
         self._update_status(run)
 
     def _update_status(self, run: LiveRun) -> None:

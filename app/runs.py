@@ -16,9 +16,11 @@ from typing import Any
 from distributed import Client
 
 from engine.distributed import RunHandle, start_run
+from engine.problems import get_problem
 from engine.results import build_results, write_netcdf_atomic
 from engine.runner import measured_data, qcf_grid, run_name
 from engine.spec import Spec, SpecError
+from engine.training import density_histograms, histogram_edges
 
 __all__ = ["LiveRun", "RunManager", "RunBusyError"]
 
@@ -45,6 +47,7 @@ class LiveRun:
     result_path: Path | None = None
     error: str = ""
     closure: dict[str, Any] = field(default_factory=dict)
+    hist_data: dict[str, tuple[Any, Any]] | None = None  # observable -> (edges, density) of the measured data
     lock: threading.Lock = field(default_factory=threading.Lock)
     handle: RunHandle | None = None
 
@@ -131,6 +134,9 @@ class RunManager:
     def _drive(self, run: LiveRun) -> None:
         try:
             data = measured_data(run.spec)
+            edges = histogram_edges(data)
+            names = get_problem(run.spec.problem.kind).observable_names
+            run.hist_data = dict(zip(names, zip(edges, density_histograms(data.events, edges))))
             run.handle = start_run(self.client, run.spec, data, sink=run)
             members = run.handle.results()
             ds = build_results(run.spec, data, members, run.handle.wall_seconds, qcf_grid(run.spec))
