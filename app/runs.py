@@ -20,7 +20,7 @@ from engine.problems import get_problem
 from engine.results import build_results, write_netcdf_atomic
 from engine.runner import measured_data, qcf_grid, run_name
 from engine.spec import Spec, SpecError
-from engine.training import density_histograms, histogram_edges
+from engine.training import data_histograms
 
 __all__ = ["LiveRun", "RunManager", "RunBusyError"]
 
@@ -134,9 +134,8 @@ class RunManager:
     def _drive(self, run: LiveRun) -> None:
         try:
             data = measured_data(run.spec)
-            edges = histogram_edges(data)
             names = get_problem(run.spec.problem.kind).observable_names
-            run.hist_data = dict(zip(names, zip(edges, density_histograms(data.events, edges))))
+            run.hist_data = dict(zip(names, zip(*data_histograms(data))))
             run.handle = start_run(self.client, run.spec, data, sink=run)
             members = run.handle.results()
             ds = build_results(run.spec, data, members, run.handle.wall_seconds, qcf_grid(run.spec))

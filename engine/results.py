@@ -16,7 +16,7 @@ import xarray as xr
 from engine.problems import get_problem
 from engine.pseudodata import MeasuredData
 from engine.spec import Spec
-from engine.training import MemberResult, density_histograms, histogram_edges
+from engine.training import MemberResult, data_histograms
 
 __all__ = ["build_results", "closure_metrics", "write_netcdf_atomic", "package_versions"]
 
@@ -59,8 +59,7 @@ def build_results(
             for s, v in zip(m.metrics.get("step", []), m.metrics.get(n, [])):
                 metric_arrays[n][i, step_index[s]] = v
 
-    edges = histogram_edges(data)
-    hist_data = density_histograms(data.events, edges)
+    edges, hist_data = data_histograms(data)
     ds = xr.Dataset(
         coords={
             "member": [m.member for m in members],

@@ -27,7 +27,8 @@ from engine.pseudodata import MeasuredData
 from engine.samplers import cumulative_trapezoid, sample_inverse_cdf
 from engine.sinks import MetricsSink
 
-__all__ = ["TrainingConfig", "GANTrainer", "MemberResult", "histogram_edges", "density_histograms", "HIST_BINS"]
+__all__ = ["TrainingConfig", "GANTrainer", "MemberResult", "histogram_edges", "density_histograms", "data_histograms",
+           "HIST_BINS"]
 
 
 @dataclass
@@ -83,6 +84,12 @@ def histogram_edges(data: MeasuredData, bins: int = HIST_BINS) -> np.ndarray:
     lo = np.percentile(data.events, 0.01, axis=1)
     hi = np.percentile(data.events, 99.99, axis=1)
     return np.stack([np.linspace(a, b, bins + 1) for a, b in zip(lo, hi)])
+
+
+def data_histograms(data: MeasuredData) -> tuple[np.ndarray, np.ndarray]:
+    """Bin edges ``(O, bins + 1)`` and normalised histograms ``(O, bins)`` of the measured events."""
+    edges = histogram_edges(data)
+    return edges, density_histograms(data.events, edges)
 
 
 def density_histograms(events: np.ndarray, edges: np.ndarray) -> np.ndarray:
