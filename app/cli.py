@@ -66,7 +66,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             members = handle.results()
         except KeyboardInterrupt:
-            bar.bar.write("stopping: members finish their current step and keep what they produced ...")
+            bar.write("stopping: members finish their current step and keep what they produced ...")
             handle.stop()
             members = handle.results()
             code = 130
@@ -110,6 +110,10 @@ class ProgressBarSink:
 
     def log_snapshot(self, member: int, step: int, snapshot: dict[str, Any]) -> None:
         pass
+
+    def write(self, line: str) -> None:
+        """A message above the bar, without breaking it."""
+        self.bar.write(line)
 
     def close(self) -> None:
         self.bar.close()

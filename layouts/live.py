@@ -23,6 +23,7 @@ BUFFER_LENGTH = 20_000  # rows kept in the browser-side plots; older rows scroll
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]  # Category10
 
 
+DASHES = ["solid", "dashed", "dotted", "dashdot"]  # one line style per ensemble member
 MAX_POINTS = 300  # points drawn per curve: a constant cost per update however long the run
 
 
@@ -99,7 +100,7 @@ class LivePlots:
             for i, c in enumerate(columns):
                 curves.append(
                     hv.Curve(df, "step", c, label=f"{c} · member {m}").opts(
-                        color=COLORS[i % len(COLORS)], line_dash=["solid", "dashed", "dotted", "dashdot"][m % 4]
+                        color=COLORS[i % len(COLORS)], line_dash=DASHES[m % len(DASHES)]
                     )
                 )
         return hv.Overlay(curves).opts(
@@ -131,7 +132,7 @@ class LivePlots:
                 for i, p in enumerate(self.param_names):
                     y = (df[f"param_{p}"] - ref[i]) / span[i]
                     curves.append(hv.Curve((df["step"], y), "step", "deviation", label=f"{p} · member {m}").opts(
-                        color=COLORS[i % len(COLORS)], line_dash=["solid", "dashed", "dotted", "dashdot"][m % 4]))
+                        color=COLORS[i % len(COLORS)], line_dash=DASHES[m % len(DASHES)]))
             zero = hv.HLine(0.0).opts(color="black", line_dash="dashed")
             ylabel = "(mean − truth) / range" if self.truth is not None else "mean / range"
             return (hv.Overlay(curves) * zero).opts(ylabel=ylabel, legend_position="right", responsive=True,
