@@ -51,7 +51,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from app.cluster import close, connect
     from engine.distributed import start_run
     from engine.results import build_results, write_netcdf_atomic
-    from engine.runner import measured_data, qcf_grid, run_name
+    from engine.runner import measured_data, run_name
 
     out_dir = Path(args.out)
     if out_dir.exists() and not out_dir.is_dir():
@@ -71,7 +71,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             members = handle.results()
             code = 130
         bar.close()
-        ds = build_results(spec, data, members, handle.wall_seconds, qcf_grid(spec))
+        ds = build_results(spec, data, members, handle.wall_seconds)
         path = write_netcdf_atomic(ds, out_dir / f"{run_name(spec, out_dir)}.nc")
     finally:
         close(client)

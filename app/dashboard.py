@@ -115,15 +115,18 @@ class Dashboard(pn.viewable.Viewer):
         )
         qcf_true = None
         if truth is not None:
-            x = problem.grid(181, dtype=torch.float64)
-            q = problem.qcfs(torch.tensor([truth], dtype=torch.float64), x)[0].numpy()
-            qcf_true = {n: (x.numpy(), q[i]) for i, n in enumerate(problem.qcf_names)}
+            grids = problem.qcf_grids()
+            q = problem.qcfs(torch.tensor([truth], dtype=torch.float64), *grids)[0]
+            if len(grids) == 2:
+                q = torch.trapezoid(q, grids[1], dim=-1)  # 2D QCFs are shown projected onto x
+            qcf_true = {n: (grids[0].numpy(), q[i].numpy()) for i, n in enumerate(problem.qcf_names)}
         self.plot_area[:] = [
             pn.Row(pn.pane.HoloViews(plots.losses(), sizing_mode="stretch_width", name="losses"),
                    pn.pane.HoloViews(plots.accuracy(), sizing_mode="stretch_width", name="accuracy")),
             pn.pane.Markdown("### Parameters: mean of the generator's distribution against the truth"),
             pn.pane.HoloViews(plots.parameters(), sizing_mode="stretch_width"),
-            pn.pane.Markdown("### QCFs: 68% band over the generator's parameters vs truth"),
+            pn.pane.Markdown("### QCFs: 68% band over the generator's parameters vs truth"
+                             + (" (projected onto x: ∫ dy)" if problem.event_dims == 2 else "")),
             _grid(plots.qcfs(qcf_true), ncols=2),
             pn.pane.Markdown("### Observables: data vs generated events"),
             _grid(plots.observables(), ncols=2),

@@ -18,9 +18,9 @@ from distributed import Client
 from engine.distributed import RunHandle, start_run
 from engine.problems import get_problem
 from engine.results import build_results, write_netcdf_atomic
-from engine.runner import measured_data, qcf_grid, run_name
+from engine.runner import measured_data, run_name
 from engine.spec import Spec, SpecError
-from engine.training import data_histograms
+from engine.training import data_histograms, marginal_x
 
 __all__ = ["LiveRun", "RunManager", "RunBusyError"]
 
@@ -135,10 +135,11 @@ class RunManager:
         try:
             data = measured_data(run.spec)
             names = get_problem(run.spec.problem.kind).observable_names
-            run.hist_data = dict(zip(names, zip(*data_histograms(data))))
+            edges, hist = data_histograms(data)  # x-marginals for the live 1D views of 2D events
+            run.hist_data = dict(zip(names, zip(edges[:, 0], marginal_x(hist, edges))))
             run.handle = start_run(self.client, run.spec, data, sink=run)
             members = run.handle.results()
-            ds = build_results(run.spec, data, members, run.handle.wall_seconds, qcf_grid(run.spec))
+            ds = build_results(run.spec, data, members, run.handle.wall_seconds)
             path = self.runs_dir / f"{run_name(run.spec, self.runs_dir)}.nc"
             run.result_path = write_netcdf_atomic(ds, path)
             run.closure = {k: v for k, v in ds.attrs.items() if k.startswith("closure_")}

@@ -42,27 +42,45 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
     """An MLP on per-event features plus a one-hot observable label; returns logits ``(N,)``.
 
-    Features of an event ``x`` on the domain ``[a, b]`` are the scaled position and the logs of
-    its distances to both ends, so that the power-law behaviour near the edges (which fixes the
-    exponents of the QCFs) is as visible to the network as the bulk.
+    Features of an event coordinate ``x`` on the domain ``[a, b]`` are its scaled position and,
+    with ``edge_features``, the logs of its distances to both ends, so that the power-law
+    behaviour near the edges (which fixes the exponents of the QCFs) is as visible to the
+    network as the bulk. With one observable there is no label input.
+
+    Arguments:
+        n_observables: observables (data sets) told apart by a one-hot label.
+        domain: ``(a, b)`` per event coordinate.
+        width, depth: hidden layers.
+        edge_features: add the log-distance features.
     """
 
-    def __init__(self, n_observables: int, x_range: tuple[float, float], width: int = 64, depth: int = 2) -> None:
+    def __init__(
+        self,
+        n_observables: int,
+        domain: tuple[tuple[float, float], ...],
+        width: int = 64,
+        depth: int = 2,
+        edge_features: bool = True,
+    ) -> None:
         super().__init__()
         self.n_observables = n_observables
-        self.a, self.b = float(x_range[0]), float(x_range[1])
-        self.net = mlp(3 + n_observables, width, depth, 1)
+        self.edge_features = edge_features
+        self.register_buffer("a", torch.tensor([float(a) for a, _ in domain]))
+        self.register_buffer("span", torch.tensor([float(b - a) for a, b in domain]))
+        per_coord = 3 if edge_features else 1
+        n_labels = n_observables if n_observables > 1 else 0
+        self.net = mlp(per_coord * len(domain) + n_labels, width, depth, 1)
 
     def features(self, events: Tensor, labels: Tensor) -> Tensor:
-        span = self.b - self.a
-        t = (events - self.a) / span
-        eps = 1e-4
-        f = torch.stack(
-            [2.0 * t - 1.0, torch.log(torch.clamp(t, min=eps)), torch.log(torch.clamp(1.0 - t, min=eps))],
-            dim=-1,
-        )
-        onehot = nn.functional.one_hot(labels, self.n_observables).to(events.dtype)
-        return torch.cat([f, onehot], dim=-1)
+        """``events (N, D)`` and ``labels (N,)`` → features ``(N, F)``."""
+        t = (events - self.a) / self.span
+        parts = [2.0 * t - 1.0]
+        if self.edge_features:
+            eps = 1e-4
+            parts += [torch.log(torch.clamp(t, min=eps)), torch.log(torch.clamp(1.0 - t, min=eps))]
+        if self.n_observables > 1:
+            parts.append(nn.functional.one_hot(labels, self.n_observables).to(events.dtype))
+        return torch.cat(parts, dim=-1)
 
     def forward(self, events: Tensor, labels: Tensor) -> Tensor:
         return self.net(self.features(events, labels)).squeeze(-1)

@@ -16,12 +16,8 @@ import xarray as xr
 
 from engine.detector import ResolutionSmearing
 from engine.problems import Problem, get_problem
-from engine.samplers import sample_inverse_cdf
 
 __all__ = ["MeasuredData", "make_pseudo_data"]
-
-_FINE_GRID = 200_001
-
 
 @dataclass
 class MeasuredData:
@@ -29,7 +25,7 @@ class MeasuredData:
 
     Attributes:
         kind: the problem kind.
-        events: shape ``(O, N)``, events per observable (detector level).
+        events: shape ``(O, N, D)``, events per observable (detector level), ``D`` coordinates each.
         xsec: integrated cross section per observable, shape ``(O,)``.
         xsec_err: its statistical error, shape ``(O,)``.
         truth: the parameters the pseudo-data were made from, or ``None`` for real data.
@@ -41,11 +37,24 @@ class MeasuredData:
     xsec_err: np.ndarray
     truth: np.ndarray | None = None
 
+    def __post_init__(self) -> None:
+        if self.events.ndim == 2:  # 1D events stored without their coordinate axis
+            self.events = self.events[..., None]
+
+    @property
+    def events_1d(self) -> np.ndarray:
+        """The events of the first coordinate, ``(O, N)``."""
+        return self.events[..., 0]
+
     def to_xarray(self) -> xr.Dataset:
         problem = get_problem(self.kind)
+        if self.events.shape[-1] == 1:
+            events = (("observable", "event"), self.events[..., 0])
+        else:
+            events = (("observable", "event", "coord"), self.events)
         ds = xr.Dataset(
             {
-                "events": (("observable", "event"), self.events),
+                "events": events,
                 "xsec": (("observable",), self.xsec),
                 "xsec_err": (("observable",), self.xsec_err),
             },
@@ -58,6 +67,8 @@ class MeasuredData:
         )
         ds["events"].attrs["description"] = "detector-level events per observable"
         ds["xsec"].attrs["description"] = "integrated cross section per observable"
+        if self.events.shape[-1] > 1:
+            ds = ds.assign_coords(coord=["x", "y"][: self.events.shape[-1]])
         if self.truth is not None:
             ds["params_true"] = (("param",), self.truth)
         return ds
@@ -77,6 +88,9 @@ class MeasuredData:
                 f"{source}: 'events' has {ds['events'].shape[0]} observables, "
                 f"{kind} has {len(problem.observable_names)}"
             )
+        dims = ds["events"].shape[2] if ds["events"].ndim == 3 else 1
+        if dims != problem.event_dims:
+            raise ValueError(f"{source}: 'events' have {dims} coordinates, {kind} events have {problem.event_dims}")
         truth = ds["params_true"].values if "params_true" in ds else None
         return cls(kind, ds["events"].values, ds["xsec"].values, ds["xsec_err"].values, truth)
 
@@ -90,12 +104,9 @@ def make_pseudo_data(
 ) -> MeasuredData:
     """Pseudo-data of ``events`` events per observable from ``truth``, reproducible under ``seed``."""
     gen = torch.Generator().manual_seed(int(seed))
-    theta = torch.as_tensor(truth, dtype=torch.float64)[None, :]
-    grid = problem.grid(_FINE_GRID, dtype=torch.float64)
-    density = problem.observables(theta, grid)[0]  # (O, G)
-    n_obs = density.shape[0]
-    uniforms = torch.rand((n_obs, events), generator=gen, dtype=torch.float64)
-    x, xsec = sample_inverse_cdf(density, grid, uniforms)
+    theta = torch.as_tensor(truth, dtype=torch.float64)
+    x, xsec = problem.pseudo_events(theta, events, gen)  # (O, N, D), (O,)
+    n_obs = x.shape[0]
     rel_err = 1.0 / np.sqrt(events)
     fluct = torch.randn(n_obs, generator=gen, dtype=torch.float64).numpy()
     # Smearing draws last, so the same seed gives the same truth-level events and cross sections

@@ -18,7 +18,8 @@ from engine.pseudodata import MeasuredData
 from engine.spec import Spec
 from engine.training import MemberResult, data_histograms
 
-__all__ = ["build_results", "closure_metrics", "write_netcdf_atomic", "package_versions"]
+__all__ = ["build_results", "closure_metrics", "closure_variables", "qcf_grids", "write_netcdf_atomic",
+           "package_versions"]
 
 _PACKAGES = ("torch", "numpy", "xarray", "h5netcdf", "dask", "distributed", "panel", "holoviews", "bokeh")
 
@@ -45,49 +46,67 @@ def build_results(
     data: MeasuredData,
     members: Sequence[MemberResult],
     wall_seconds: float,
-    qcf_x: np.ndarray,
+    reference: MemberResult | None = None,
 ) -> xr.Dataset:
-    """Assemble member results into the contract's Dataset (see design.md, "Results")."""
+    """Assemble member results into the contract's Dataset (see design.md, "Results").
+
+    ``reference`` is an optional maximum-likelihood fit of the same data: its parameters and
+    Hessian errors are stored as ``params_mle``/``params_mle_err`` and give the GAN/MLE error ratio.
+    """
     problem = get_problem(spec.problem.kind)
+    grids = qcf_grids(spec)
+    two_d = problem.event_dims == 2
     members = sorted(members, key=lambda m: m.member)
     steps = sorted({s for m in members for s in m.metrics.get("step", [])})
     step_index = {s: i for i, s in enumerate(steps)}
-    metric_names = ["loss_g", "loss_d", "d_acc_real", "d_acc_fake", "loss_xsec", "loss_d_xsec"]
+    metric_names = ["loss_g", "loss_d", "d_acc_real", "d_acc_fake", "loss_xsec", "loss_d_xsec", "nll"]
+    metric_names = [n for n in metric_names if any(n in m.metrics for m in members)]
     metric_arrays = {n: np.full((len(members), len(steps)), np.nan) for n in metric_names}
     for i, m in enumerate(members):
         for n in metric_names:
             for s, v in zip(m.metrics.get("step", []), m.metrics.get(n, [])):
                 metric_arrays[n][i, step_index[s]] = v
 
-    edges, hist_data = data_histograms(data)
-    ds = xr.Dataset(
-        coords={
-            "member": [m.member for m in members],
-            "step": np.asarray(steps, dtype=np.int64),
-            "param": list(problem.param_names),
-            "qcf": list(problem.qcf_names),
-            "x": qcf_x,
-            "observable": list(problem.observable_names),
-            "bin": np.arange(edges.shape[1] - 1),
-        }
-    )
+    edges, hist_data = data_histograms(data)  # (O, D, bins + 1), (O, bins[, bins])
+    qdims = ("qcf", "x", "y") if two_d else ("qcf", "x")
+    hdims = ("observable", "bin", "bin_y") if two_d else ("observable", "bin")
+    coords = {
+        "member": [m.member for m in members],
+        "step": np.asarray(steps, dtype=np.int64),
+        "param": list(problem.param_names),
+        "qcf": list(problem.qcf_names),
+        "x": grids[0],
+        "observable": list(problem.observable_names),
+        "bin": np.arange(edges.shape[-1] - 1),
+    }
+    if two_d:
+        coords.update({"y": grids[1], "bin_y": np.arange(edges.shape[-1] - 1), "coord": ["x", "y"]})
+    ds = xr.Dataset(coords=coords)
     for n, arr in metric_arrays.items():
         ds[n] = (("member", "step"), arr)
     ds["params_pred"] = (("member", "param"), np.stack([m.params_pred for m in members]))
     ds["params_pred_std"] = (("member", "param"), np.stack([m.params_pred_std for m in members]))
-    ds["qcf_pred"] = (("member", "qcf", "x"), np.stack([m.qcf_pred for m in members]))
-    ds["qcf_pred_std"] = (("member", "qcf", "x"), np.stack([m.qcf_pred_std for m in members]))
-    ds["hist_data"] = (("observable", "bin"), hist_data)
-    ds["hist_gen"] = (("member", "observable", "bin"), np.stack([m.hist_gen for m in members]))
-    ds["bin_edges"] = (("observable", "bin_edge"), edges)
+    ds["qcf_pred"] = (("member", *qdims), np.stack([m.qcf_pred for m in members]))
+    ds["qcf_pred_std"] = (("member", *qdims), np.stack([m.qcf_pred_std for m in members]))
+    ds["hist_data"] = (hdims, hist_data)
+    ds["hist_gen"] = (("member", *hdims), np.stack([m.hist_gen for m in members]))
+    ds["chi2_ndf"] = (("member", "observable"), np.stack([m.chi2_ndf for m in members]))
+    ds["chi2_ndf"].attrs["description"] = "χ²/ndf of generated vs measured histograms (shapes)"
+    if two_d:
+        ds["bin_edges"] = (("observable", "coord", "bin_edge"), edges)
+    else:
+        ds["bin_edges"] = (("observable", "bin_edge"), edges[:, 0])
     ds["xsec_data"] = (("observable",), data.xsec)
     ds["xsec_data_err"] = (("observable",), data.xsec_err)
     ds["steps_done"] = (("member",), np.asarray([m.steps_done for m in members]))
+    if reference is not None:
+        ds["params_mle"] = (("param",), reference.params_pred)
+        ds["params_mle_err"] = (("param",), reference.params_pred_std)
+        ds["params_mle"].attrs["description"] = "unbinned maximum-likelihood fit of the same data (Hessian errors)"
     if data.truth is not None:
         ds["params_true"] = (("param",), np.asarray(data.truth))
         truth = torch.as_tensor(data.truth, dtype=torch.float64)[None]
-        x = torch.as_tensor(qcf_x, dtype=torch.float64)
-        ds["qcf_true"] = (("qcf", "x"), problem.qcfs(truth, x)[0].numpy())
+        ds["qcf_true"] = (qdims, problem.qcfs(truth, *(torch.as_tensor(g) for g in grids))[0].numpy())
 
     events = sum(m.events_processed for m in members)
     ds.attrs.update(
@@ -106,37 +125,81 @@ def build_results(
     if errors:
         ds.attrs["errors"] = "\n".join(errors)
     if data.truth is not None:
+        ds.update(closure_variables(ds))
         ds.attrs.update(closure_metrics(ds, core=problem.core_range))
     return ds
+
+
+def qcf_grids(spec: Spec) -> tuple[np.ndarray, ...]:
+    """Where the spec's QCFs are reported: ``(x,)`` or ``(x, y)``."""
+    return tuple(g.numpy() for g in get_problem(spec.problem.kind).qcf_grids())
+
+
+def _ensemble(pred: xr.DataArray, std: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray]:
+    """Ensemble mean and standard deviation: ``σ² = mean(σ_m²) + var(mean_m)`` (generator spread plus
+    the spread between members)."""
+    ok = pred.notnull().all([d for d in pred.dims if d != "member"])
+    pred, std = pred.sel(member=ok), std.sel(member=ok)
+    var = (std**2).mean("member")
+    if pred.sizes["member"] > 1:
+        var = var + pred.var("member", ddof=1)
+    return pred.mean("member"), np.sqrt(var)
+
+
+def closure_variables(ds: xr.Dataset) -> dict[str, xr.DataArray]:
+    """Per-parameter closure numbers: the ensemble's estimate, error, pull and GAN/MLE error ratio."""
+    mean, err = _ensemble(ds["params_pred"], ds["params_pred_std"])
+    out = {"params_ensemble": mean, "params_ensemble_err": err, "pull": (mean - ds["params_true"]) / err}
+    out["pull"].attrs["description"] = "(ensemble mean − truth) / ensemble error"
+    if "params_mle_err" in ds:
+        out["error_ratio"] = err / ds["params_mle_err"]
+        out["error_ratio"].attrs["description"] = "ensemble error / maximum-likelihood (Hessian) error"
+    return out
+
+
+# A QCF is judged only where it is not negligible: |truth| above this fraction of its maximum
+# (deviations in units of σ are 0/0 far in the tails of e.g. gauss6's Gaussians).
+_QCF_FLOOR = 1e-3
+ERROR_RATIO_LIMIT = 1.5
 
 
 def closure_metrics(ds: xr.Dataset, core: tuple[float, float]) -> dict[str, float | int]:
     """Closure numbers of a result with known truth (floats, so they fit in NetCDF attributes).
 
-    The ensemble's parameter uncertainty combines the spread of each member's generator and the
-    spread between members: ``σ² = mean(σ_m²) + var(mean_m)``; the same for QCFs pointwise.
+    - pulls of the ensemble-mean parameters (max |pull|, mean and RMS over parameters);
+    - the ensemble-mean QCF's deviation from the truth in units of its error over the core range
+      (along x; the whole y range in 2D), and its relative deviation;
+    - the worst χ²/ndf of generated vs measured histograms over members and observables;
+    - the worst GAN/MLE error ratio when a maximum-likelihood reference exists.
+    ``closure_passed`` is 1 when max |pull| ≤ 3, the QCF lies within 2σ everywhere in the core
+    range and (when known) the error ratio is at most 1.5.
     """
-    mean = ds["params_pred"].mean("member")
-    var = (ds["params_pred_std"] ** 2).mean("member")
-    if ds.sizes["member"] > 1:
-        var = var + ds["params_pred"].var("member", ddof=1)
-    pulls = (mean - ds["params_true"]) / np.sqrt(var)
-    q_mean = ds["qcf_pred"].mean("member")
-    q_var = (ds["qcf_pred_std"] ** 2).mean("member")
-    if ds.sizes["member"] > 1:
-        q_var = q_var + ds["qcf_pred"].var("member", ddof=1)
-    in_core = (ds["x"] >= core[0]) & (ds["x"] <= core[1])
-    truth = ds["qcf_true"].where(in_core, drop=True)
-    dev_sigma = np.abs(q_mean.where(in_core, drop=True) - truth) / np.sqrt(q_var.where(in_core, drop=True))
-    rel = np.abs(q_mean.where(in_core, drop=True) / truth - 1.0)
+    mean, err = _ensemble(ds["params_pred"], ds["params_pred_std"])
+    pulls = (mean - ds["params_true"]) / err
+    q_mean, q_err = _ensemble(ds["qcf_pred"], ds["qcf_pred_std"])
+    truth = ds["qcf_true"]
+    spatial = [d for d in truth.dims if d != "qcf"]
+    judged = (ds["x"] >= core[0]) & (ds["x"] <= core[1]) & (np.abs(truth) >= _QCF_FLOOR * np.abs(truth).max(spatial))
+    dev_sigma = (np.abs(q_mean - truth) / q_err).where(judged)
+    rel = np.abs(q_mean / truth - 1.0).where(judged)
     max_pull = float(np.abs(pulls).max())
     max_dev = float(dev_sigma.max())
-    return {
+    out: dict[str, float | int] = {
         "closure_max_abs_pull": max_pull,
+        "closure_pull_mean": float(pulls.mean()),
+        "closure_pull_rms": float(np.sqrt((pulls**2).mean())),
         "closure_max_qcf_dev_sigma": max_dev,
         "closure_max_qcf_rel_dev": float(rel.max()),
-        "closure_passed": int(max_pull <= 3.0 and max_dev <= 2.0),
     }
+    if "chi2_ndf" in ds and bool(ds["chi2_ndf"].notnull().any()):
+        out["closure_max_chi2_ndf"] = float(ds["chi2_ndf"].max())
+    passed = max_pull <= 3.0 and max_dev <= 2.0
+    if "params_mle_err" in ds:
+        ratio = float((err / ds["params_mle_err"]).max())
+        out["closure_max_error_ratio"] = ratio
+        passed = passed and ratio <= ERROR_RATIO_LIMIT
+    out["closure_passed"] = int(passed)
+    return out
 
 
 def write_netcdf_atomic(ds: xr.Dataset, path: str | Path) -> Path:

@@ -13,11 +13,12 @@ import xarray as xr
 
 from engine.problems import get_problem
 from engine.pseudodata import MeasuredData, make_pseudo_data
+from engine.results import qcf_grids
 from engine.sinks import HistorySink, MetricsSink, MultiSink
 from engine.spec import Spec
-from engine.training import HIST_BINS, GANTrainer, MemberResult
+from engine.training import HIST_BINS, HIST_BINS_2D, GANTrainer, MemberResult
 
-__all__ = ["measured_data", "train_member", "member_seed", "qcf_grid", "run_name", "failed_member"]
+__all__ = ["measured_data", "train_member", "member_seed", "qcf_grids", "run_name", "failed_member"]
 
 
 def measured_data(spec: Spec) -> MeasuredData:
@@ -39,10 +40,6 @@ def member_seed(spec: Spec, member: int) -> int:
     return 1_000_003 * (spec.problem.seed + 1) + 7919 * (member + 1)
 
 
-def qcf_grid(spec: Spec) -> np.ndarray:
-    return get_problem(spec.problem.kind).grid(181, dtype=torch.float64).numpy()
-
-
 def train_member(
     spec: Spec,
     member: int,
@@ -59,7 +56,7 @@ def train_member(
         spec.training.config(),
         resolution=spec.detector.resolution,
         seed=member_seed(spec, member),
-        qcf_x=torch.as_tensor(qcf_grid(spec), dtype=torch.float32),
+        qcf_grids=tuple(torch.as_tensor(g, dtype=torch.float32) for g in qcf_grids(spec)),
         bounds=(torch.tensor(lo), torch.tensor(hi)),
     )
     history = HistorySink()
@@ -72,7 +69,8 @@ def failed_member(spec: Spec, member: int, metrics: dict[str, list[float]], erro
     """A placeholder result for a member that died: its streamed metrics are kept, predictions NaN."""
     problem = get_problem(spec.problem.kind)
     n_p, n_q, n_o = len(problem.param_names), len(problem.qcf_names), len(problem.observable_names)
-    nx = qcf_grid(spec).shape[0]
+    grid_shape = tuple(g.shape[0] for g in qcf_grids(spec))
+    bins = (HIST_BINS,) if problem.event_dims == 1 else (HIST_BINS_2D,) * 2
     return MemberResult(
         member=member,
         status="failed",
@@ -82,9 +80,10 @@ def failed_member(spec: Spec, member: int, metrics: dict[str, list[float]], erro
         metrics=metrics,
         params_pred=np.full(n_p, np.nan),
         params_pred_std=np.full(n_p, np.nan),
-        qcf_pred=np.full((n_q, nx), np.nan),
-        qcf_pred_std=np.full((n_q, nx), np.nan),
-        hist_gen=np.full((n_o, HIST_BINS), np.nan),
+        qcf_pred=np.full((n_q, *grid_shape), np.nan),
+        qcf_pred_std=np.full((n_q, *grid_shape), np.nan),
+        hist_gen=np.full((n_o, *bins), np.nan),
+        chi2_ndf=np.full(n_o, np.nan),
         error=error,
     )
 

@@ -179,8 +179,8 @@ def parse_spec(raw: Any, base_dir: Path | None = None) -> Spec:
             raise SpecError(f"training.{key}", f"must lie in (0, 1), got {getattr(t, key)}")
     if not 0 < t.lr_final <= 1:
         raise SpecError("training.lr_final", f"must lie in (0, 1], got {t.lr_final}")
-    if t.grid_points < 16:
-        raise SpecError("training.grid_points", f"must be at least 16, got {t.grid_points}")
+    if 0 < t.grid_points < 16:
+        raise SpecError("training.grid_points", f"must be 0 (problem default) or at least 16, got {t.grid_points}")
     for key in ("xsec_start", "xsec_ramp"):
         if not 0 <= getattr(t, key) <= 1:
             raise SpecError(f"training.{key}", f"must lie in [0, 1], got {getattr(t, key)}")

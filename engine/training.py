@@ -24,11 +24,10 @@ from engine.detector import ResolutionSmearing
 from engine.models import Discriminator, Generator, mlp
 from engine.problems import Problem
 from engine.pseudodata import MeasuredData
-from engine.samplers import cumulative_trapezoid, sample_inverse_cdf
 from engine.sinks import MetricsSink
 
-__all__ = ["TrainingConfig", "GANTrainer", "MemberResult", "histogram_edges", "density_histograms", "data_histograms",
-           "HIST_BINS"]
+__all__ = ["TrainingConfig", "GANTrainer", "MemberResult", "histogram_edges", "histogram_counts",
+           "density_histograms", "data_histograms", "chi2_per_ndf", "marginal_x", "HIST_BINS"]
 
 
 @dataclass
@@ -46,7 +45,7 @@ class TrainingConfig:
     gen_depth: int = 2
     disc_width: int = 64
     disc_depth: int = 2
-    grid_points: int = 512  # tabulation grid of the differentiable sampler
+    grid_points: int = 0  # tabulation grid of the differentiable sampler, points per axis (0: the problem's default)
     xsec_weight: float = 1.0  # weight of the cross-section discriminator in the generator loss
     xsec_start: float = 0.3  # fraction of the steps fitted on event shapes alone before ...
     xsec_ramp: float = 0.2  # ... the cross-section weight ramps up linearly over this fraction
@@ -73,32 +72,77 @@ class MemberResult:
     qcf_pred: np.ndarray
     qcf_pred_std: np.ndarray
     hist_gen: np.ndarray
+    chi2_ndf: np.ndarray
     error: str = ""
 
 
-HIST_BINS = 40
+HIST_BINS = 40  # per axis for 1D events
+HIST_BINS_2D = 20  # per axis for 2D events
 
 
-def histogram_edges(data: MeasuredData, bins: int = HIST_BINS) -> np.ndarray:
-    """Common bin edges for data and generated histograms, shape ``(O, bins + 1)``."""
-    lo = np.percentile(data.events, 0.01, axis=1)
-    hi = np.percentile(data.events, 99.99, axis=1)
-    return np.stack([np.linspace(a, b, bins + 1) for a, b in zip(lo, hi)])
+def histogram_edges(events: np.ndarray, bins: int | None = None) -> np.ndarray:
+    """Common bin edges for data and generated histograms of ``events (O, N, D)``: ``(O, D, bins + 1)``.
+
+    The edges span the 0.01 to 99.99 percentiles of the events along each coordinate.
+    """
+    d = events.shape[-1]
+    bins = bins or (HIST_BINS if d == 1 else HIST_BINS_2D)
+    lo = np.percentile(events, 0.01, axis=1)  # (O, D)
+    hi = np.percentile(events, 99.99, axis=1)
+    return np.stack([[np.linspace(a, b, bins + 1) for a, b in zip(lo_o, hi_o)] for lo_o, hi_o in zip(lo, hi)])
+
+
+def histogram_counts(events: np.ndarray, edges: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """(Weighted) counts of ``events (O, N, D)`` in ``edges (O, D, bins + 1)``: ``(O, bins[, bins])``."""
+    out = []
+    for o, (e, ed) in enumerate(zip(events, edges)):
+        w = None if weights is None else weights[o]
+        counts, _ = np.histogramdd(e, bins=list(ed), weights=w)
+        out.append(counts)
+    return np.stack(out)
+
+
+def density_histograms(events: np.ndarray, edges: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Normalised histograms (unit integral) of ``events (O, N, D)``: ``(O, bins[, bins])``."""
+    counts = histogram_counts(events, edges, weights)
+    out = []
+    for c, ed in zip(counts, edges):
+        area = np.diff(ed[0])
+        for axis_edges in ed[1:]:
+            area = np.multiply.outer(area, np.diff(axis_edges))
+        out.append(c / max(c.sum(), 1e-300) / area)
+    return np.stack(out)
 
 
 def data_histograms(data: MeasuredData) -> tuple[np.ndarray, np.ndarray]:
-    """Bin edges ``(O, bins + 1)`` and normalised histograms ``(O, bins)`` of the measured events."""
-    edges = histogram_edges(data)
+    """Bin edges ``(O, D, bins + 1)`` and normalised histograms ``(O, bins[, bins])`` of the measured events."""
+    edges = histogram_edges(data.events)
     return edges, density_histograms(data.events, edges)
 
 
-def density_histograms(events: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Normalised histograms of ``events (O, N)`` in ``edges (O, bins + 1)``: shape ``(O, bins)``."""
+def chi2_per_ndf(data_counts: np.ndarray, gen_counts: np.ndarray, gen_sumw2: np.ndarray | None = None) -> np.ndarray:
+    """χ²/ndf of the shapes of two histograms per observable, ``(O, bins...)`` → ``(O,)``.
+
+    Both are normalised to unit sum; each bin's variance is the sum of the two Poisson (or
+    sum-of-squared-weights) variances. Bins empty in both are skipped; ndf = bins used − 1.
+    """
     out = []
-    for e, ed in zip(events, edges):
-        counts, _ = np.histogram(e, bins=ed)
-        out.append(counts / max(counts.sum(), 1) / np.diff(ed))
-    return np.stack(out)
+    for o in range(data_counts.shape[0]):
+        d, g = data_counts[o].ravel(), gen_counts[o].ravel()
+        w2 = g if gen_sumw2 is None else gen_sumw2[o].ravel()
+        nd, ng = d.sum(), g.sum()
+        var = d / nd**2 + w2 / ng**2
+        use = var > 0
+        chi2 = np.sum((d[use] / nd - g[use] / ng) ** 2 / var[use])
+        out.append(chi2 / max(int(use.sum()) - 1, 1))
+    return np.asarray(out)
+
+
+def marginal_x(hist: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """The x-marginal ``(O, bins)`` of normalised histograms ``(O, bins[, bins])`` with ``edges (O, D, bins + 1)``."""
+    if hist.ndim == 2:
+        return hist
+    return np.stack([(h * np.diff(ed[1])[None, :]).sum(axis=1) for h, ed in zip(hist, edges)])
 
 
 class GANTrainer:
@@ -110,7 +154,7 @@ class GANTrainer:
         config: hyperparameters.
         resolution: detector resolution applied to generated events.
         seed: seeds weights, noise and data batches; distinct per ensemble member.
-        qcf_x: points where QCFs are reported.
+        qcf_grids: where QCFs are reported (the problem's :meth:`~Problem.qcf_grids` by default).
         bounds: lower and upper bounds of the generator's output (the problem's by default).
     """
 
@@ -121,7 +165,7 @@ class GANTrainer:
         config: TrainingConfig,
         resolution: float = 0.0,
         seed: int = 0,
-        qcf_x: Tensor | None = None,
+        qcf_grids: tuple[Tensor, ...] | None = None,
         bounds: tuple[Tensor, Tensor] | None = None,
     ) -> None:
         self.problem = problem
@@ -131,18 +175,25 @@ class GANTrainer:
         lo, hi = bounds if bounds is not None else problem.bounds()
         self.generator = Generator(lo, hi, c.noise_dim, c.gen_width, c.gen_depth)
         n_obs = len(problem.observable_names)
-        self.discriminator = Discriminator(n_obs, problem.x_range, c.disc_width, c.disc_depth)
-        self.xsec_discriminator = mlp(n_obs, 32, 2, 1)
+        self.discriminator = Discriminator(n_obs, problem.domain, c.disc_width, c.disc_depth, problem.edge_features)
+        names = problem.normalisation_params
+        # Cross sections steer only the normalisation parameters; problems without any ignore them.
+        self.norm_mask = torch.tensor([n in names for n in problem.param_names]) if names else None
+        self.xsec_discriminator = mlp(n_obs, 32, 2, 1) if names else None
         self.detector = ResolutionSmearing(resolution)
-        self.grid = problem.grid(c.grid_points)
-        self.qcf_x = qcf_x if qcf_x is not None else problem.grid(181)
-        self.real = torch.as_tensor(data.events, dtype=torch.float32)
+        self.grids = problem.tabulation_grids(c.grid_points or None)
+        grids = qcf_grids if qcf_grids is not None else problem.qcf_grids()
+        self.qcf_grids = tuple(g.to(torch.float32) for g in grids)
+        self.real = torch.as_tensor(data.events, dtype=torch.float32)  # (O, N, D)
         self.xsec = torch.as_tensor(data.xsec, dtype=torch.float32)
         self.xsec_err = torch.as_tensor(data.xsec_err, dtype=torch.float32)
-        self.edges = histogram_edges(data)
+        self.edges = histogram_edges(data.events)
+        self.data_counts = histogram_counts(data.events, self.edges)
         betas = (0.5, 0.999)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=c.lr_g, betas=betas)
-        self.d_params = [*self.discriminator.parameters(), *self.xsec_discriminator.parameters()]
+        self.d_params = list(self.discriminator.parameters())
+        if self.xsec_discriminator is not None:
+            self.d_params += list(self.xsec_discriminator.parameters())
         self.opt_d = torch.optim.Adam(self.d_params, lr=c.lr_d, betas=betas)
         gamma = c.lr_final ** (1.0 / max(c.steps, 1))
         self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.opt_g, gamma)
@@ -150,8 +201,6 @@ class GANTrainer:
         n_gen = c.batch_params * c.events_per_param
         self.labels = torch.arange(n_obs).repeat_interleave(n_gen)
         self.bce = nn.BCEWithLogitsLoss()
-        names = problem.normalisation_params
-        self.norm_mask = torch.tensor([n in names for n in problem.param_names]) if names else None
         self.step = 0
 
     @property
@@ -159,22 +208,26 @@ class GANTrainer:
         """Events analysed by the discriminator per step (real + generated, all observables)."""
         return 2 * self.labels.shape[0]
 
-    def generate(self, n_params: int, events_per_param: int) -> tuple[Tensor, Tensor, Tensor]:
-        """Parameter sets, detector-level events ``(O, n_params * events_per_param)`` and cross sections ``(B, O)``."""
+    def generate(self, n_params: int, events_per_param: int) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Parameter sets ``(B, P)``, detector-level events ``(O, B * n, D)`` and cross sections ``(B, O)``.
+
+        The cross sections carry gradients only to the normalisation parameters; ``None`` for
+        problems without normalisations.
+        """
         theta = self.generator.sample(n_params, generator=self.rng)
-        density = self.problem.observables(theta, self.grid)  # (B, O, G)
-        b, o, g = density.shape
-        uniforms = torch.rand((b * o, events_per_param), generator=self.rng)
-        x, xsec = sample_inverse_cdf(density.reshape(b * o, g), self.grid, uniforms)
-        x = self.detector(x.reshape(b, o, events_per_param), generator=self.rng)
-        if self.norm_mask is not None and torch.is_grad_enabled():
-            # Cross sections steer only the normalisations: the shape parameters enter detached.
+        events, _ = self.problem.simulate(theta, events_per_param, self.rng, self.grids)  # (B, O, n, D)
+        events = self.detector(events, generator=self.rng)
+        b, o, n, d = events.shape
+        xsec = None
+        if self.norm_mask is not None:
+            # The shape parameters enter detached: event shapes steer them, not the cross sections.
             theta_n = torch.where(self.norm_mask, theta, theta.detach())
-            xsec = cumulative_trapezoid(self.problem.observables(theta_n, self.grid), self.grid)[..., -1]
-        return theta, x.permute(1, 0, 2).reshape(o, -1), xsec.reshape(b, o)
+            xsec = self.problem.cross_sections(theta_n, self.grids)
+        return theta, events.transpose(0, 1).reshape(o, b * n, d), xsec
 
     def _real_batch(self, n: int) -> Tensor:
-        idx = torch.randint(0, self.real.shape[1], (self.real.shape[0], n), generator=self.rng)
+        o, total, d = self.real.shape
+        idx = torch.randint(0, total, (o, n, 1), generator=self.rng).expand(o, n, d)
         return torch.gather(self.real, 1, idx)
 
     def _freeze_discriminators(self, frozen: bool) -> None:
@@ -189,35 +242,41 @@ class GANTrainer:
 
     def _xsec_logits(self, xsec: Tensor) -> Tensor:
         # asinh keeps early pulls of hundreds on a scale the network handles, and is linear near 0.
+        assert self.xsec_discriminator is not None
         pull = (xsec - self.xsec) / self.xsec_err
         return self.xsec_discriminator(torch.asinh(pull)).squeeze(-1)
 
     def train_step(self) -> dict[str, float]:
         c = self.config
         theta, fake, xsec = self.generate(c.batch_params, c.events_per_param)
+        d = fake.shape[-1]
         real = self._real_batch(fake.shape[1])
         n = self.labels.shape[0]
         both_labels = torch.cat([self.labels, self.labels])
         target_d = torch.cat([torch.ones(n), torch.zeros(n)])
-        xsec_real = self.xsec + self.xsec_err * torch.randn(xsec.shape, generator=self.rng)
-        target_x = torch.cat([torch.ones(xsec.shape[0]), torch.zeros(xsec.shape[0])])
 
         # Discriminator step: real and (detached) generated events in one pass.
-        logits = self.discriminator(torch.cat([real.reshape(-1), fake.detach().reshape(-1)]), both_labels)
-        logits_x = self._xsec_logits(torch.cat([xsec_real, xsec.detach()]))
+        logits = self.discriminator(torch.cat([real.reshape(-1, d), fake.detach().reshape(-1, d)]), both_labels)
         loss_d = 2.0 * self.bce(logits, target_d)  # sum of the real and fake BCEs: ln 4 at equilibrium
-        loss_d_xsec = 2.0 * self.bce(logits_x, target_x)
+        loss_d_total = loss_d
+        if xsec is not None:
+            xsec_real = self.xsec + self.xsec_err * torch.randn(xsec.shape, generator=self.rng)
+            target_x = torch.cat([torch.ones(xsec.shape[0]), torch.zeros(xsec.shape[0])])
+            loss_d_xsec = 2.0 * self.bce(self._xsec_logits(torch.cat([xsec_real, xsec.detach()])), target_x)
+            loss_d_total = loss_d + loss_d_xsec
         self.opt_d.zero_grad(set_to_none=True)
-        (loss_d + loss_d_xsec).backward()
+        loss_d_total.backward()
         self.opt_d.step()
 
         # Generator step: non-saturating loss against both discriminators. The discriminators are
         # frozen for it, so the backward pass skips their weight gradients (unused here).
         self._freeze_discriminators(True)
-        logits_gen = self.discriminator(fake.reshape(-1), self.labels)
+        logits_gen = self.discriminator(fake.reshape(-1, d), self.labels)
         loss_adv = self.bce(logits_gen, target_d[:n])
-        loss_xsec = self.bce(self._xsec_logits(xsec), target_x[: xsec.shape[0]])
-        loss_g = loss_adv + self.xsec_weight() * loss_xsec
+        loss_g = loss_adv
+        if xsec is not None:
+            loss_xsec = self.bce(self._xsec_logits(xsec), target_x[: xsec.shape[0]])
+            loss_g = loss_adv + self.xsec_weight() * loss_xsec
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self._freeze_discriminators(False)
@@ -234,36 +293,54 @@ class GANTrainer:
         metrics = {
             "loss_g": float(loss_adv.detach()),
             "loss_d": float(loss_d.detach()),
-            "loss_xsec": float(loss_xsec.detach()),
-            "loss_d_xsec": float(loss_d_xsec.detach()),
             "d_acc_real": float(acc_real),
             "d_acc_fake": float(acc_fake),
         }
+        if xsec is not None:
+            metrics["loss_xsec"] = float(loss_xsec.detach())
+            metrics["loss_d_xsec"] = float(loss_d_xsec.detach())
         metrics.update({f"param_{n}": float(v) for n, v in zip(self.problem.param_names, mean)})
         return metrics
 
     @torch.no_grad()
-    def predict(self, n_params: int = 2000, events_per_param: int = 50) -> dict[str, np.ndarray]:
-        """Parameter mean/std, QCF mean/std/quantile band and generated histograms."""
+    def predict(self, n_params: int | None = None, events_per_param: int = 50) -> dict[str, np.ndarray]:
+        """Parameter mean/std, QCF mean/std/quantile band, generated histograms and their χ²/ndf vs data."""
+        n_params = n_params or (2000 if self.problem.event_dims == 1 else 400)
         theta = self.generator.sample(n_params, generator=self.rng)
-        q = self.problem.qcfs(theta, self.qcf_x)  # (B, Q, X)
-        lo, hi = torch.quantile(q, torch.tensor([0.16, 0.84]), dim=0)
+        q = self.problem.qcfs(theta, *self.qcf_grids)  # (B, Q, X[, Y])
+        lo, hi = torch.quantile(q.flatten(2), torch.tensor([0.16, 0.84]), dim=0)
         _, events, _ = self.generate(n_params, events_per_param)
-        hist = density_histograms(events.numpy(), self.edges)
-        return {
+        counts = histogram_counts(events.numpy(), self.edges)
+        out = {
             "params_mean": theta.mean(0).numpy(),
             "params_std": theta.std(0).numpy(),
             "qcf_mean": q.mean(0).numpy(),
             "qcf_std": q.std(0).numpy(),
-            "qcf_lo": lo.numpy(),
-            "qcf_hi": hi.numpy(),
-            "hist_gen": hist,
+            "qcf_lo": lo.reshape(q.shape[1:]).numpy(),
+            "qcf_hi": hi.reshape(q.shape[1:]).numpy(),
+            "hist_gen": density_histograms(events.numpy(), self.edges),
+            "chi2_ndf": chi2_per_ndf(self.data_counts, counts),
         }
+        if self.problem.event_dims == 2:
+            # Projections onto x (integrated over y) for 1D views of 2D densities.
+            y = self.qcf_grids[1]
+            proj = torch.trapezoid(q, y, dim=-1)
+            plo, phi = torch.quantile(proj, torch.tensor([0.16, 0.84]), dim=0)
+            out.update({"qcfx_mean": proj.mean(0).numpy(), "qcfx_lo": plo.numpy(), "qcfx_hi": phi.numpy()})
+        return out
 
     def snapshot(self) -> dict[str, Any]:
-        """A compact, JSON-friendly view of the current state for live plots."""
-        p = self.predict(n_params=400, events_per_param=25)
-        return {"x": self.qcf_x.tolist(), **{k: v.tolist() for k, v in p.items()}}
+        """A compact, JSON-friendly view of the current state for live plots (x-projections in 2D)."""
+        p = self.predict(n_params=400 if self.problem.event_dims == 1 else 100, events_per_param=25)
+        snap = {"x": self.qcf_grids[0].tolist(), "params_mean": p["params_mean"].tolist(),
+                "params_std": p["params_std"].tolist(), "chi2_ndf": p["chi2_ndf"].tolist(),
+                "hist_gen": marginal_x(p["hist_gen"], self.edges).tolist()}
+        prefix = "qcf" if self.problem.event_dims == 1 else "qcfx"
+        snap.update({f"qcf_{k}": p[f"{prefix}_{k}"].tolist() for k in ("mean", "lo", "hi")})
+        if self.problem.event_dims == 2:
+            snap["y"] = self.qcf_grids[1].tolist()
+            snap["qcf2d_mean"] = p["qcf_mean"].tolist()
+        return snap
 
     def fit(
         self,
@@ -302,4 +379,5 @@ class GANTrainer:
             qcf_pred=p["qcf_mean"],
             qcf_pred_std=p["qcf_std"],
             hist_gen=p["hist_gen"],
+            chi2_ndf=p["chi2_ndf"],
         )

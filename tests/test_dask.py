@@ -82,7 +82,6 @@ def test_a_member_that_dies_is_marked_failed_and_the_run_still_writes(dask_clien
     import numpy as np
 
     from engine.results import build_results, write_netcdf_atomic
-    from engine.runner import qcf_grid
 
     spec = small_spec(steps=40)
     good = measured_data(spec)
@@ -91,7 +90,7 @@ def test_a_member_that_dies_is_marked_failed_and_the_run_still_writes(dask_clien
     members = handle.results(timeout=120)
     assert [m.status for m in members] == ["failed", "failed"]
     assert all("non-finite" in m.error for m in members)
-    ds = build_results(spec, good, members, handle.wall_seconds, qcf_grid(spec))
+    ds = build_results(spec, good, members, handle.wall_seconds)
     assert ds.attrs["status"] == "failed" and "non-finite" in ds.attrs["errors"]
     write_netcdf_atomic(ds, tmp_path / "failed.nc")
     assert (tmp_path / "failed.nc").exists()

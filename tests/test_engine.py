@@ -8,7 +8,7 @@ from engine.detector import ResolutionSmearing
 from engine.problems import problem_kinds
 from engine.pseudodata import MeasuredData, make_pseudo_data
 from engine.results import build_results, write_netcdf_atomic
-from engine.runner import qcf_grid, train_member
+from engine.runner import train_member
 from engine.training import GANTrainer, TrainingConfig
 from tests.conftest import small_spec
 
@@ -38,7 +38,7 @@ def test_pseudo_data_are_seeded_and_carry_cross_sections(proxy1d):
     b = make_pseudo_data(proxy1d, np.asarray(proxy1d.truth), 3000, seed=9)
     c = make_pseudo_data(proxy1d, np.asarray(proxy1d.truth), 3000, seed=10)
     assert np.array_equal(a.events, b.events) and not np.array_equal(a.events, c.events)
-    assert a.events.shape == (2, 3000) and a.events.min() >= 0.1 and a.events.max() <= 1.0
+    assert a.events.shape == (2, 3000, 1) and a.events.min() >= 0.1 and a.events.max() <= 1.0
     # integrated cross sections agree with the exact integral within their (1/sqrt(N)) errors
     x = torch.linspace(0.1, 1.0, 100_001, dtype=torch.float64)
     exact = torch.trapezoid(proxy1d.observables(proxy1d.truth_tensor(torch.float64)[None], x)[0], x).numpy()
@@ -84,7 +84,7 @@ def test_member_stops_when_asked_and_keeps_what_it_made(proxy1d_data):
 def test_results_follow_the_contract_and_are_written_atomically(tmp_path, proxy1d_data):
     spec = small_spec(steps=20)
     members = [train_member(spec, m, proxy1d_data, _Null()) for m in range(2)]
-    ds = build_results(spec, proxy1d_data, members, 1.5, qcf_grid(spec))
+    ds = build_results(spec, proxy1d_data, members, 1.5)
     for var, dims in {
         "loss_g": ("member", "step"), "loss_d": ("member", "step"), "d_acc_real": ("member", "step"),
         "d_acc_fake": ("member", "step"), "params_pred": ("member", "param"),

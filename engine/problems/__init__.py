@@ -38,4 +38,4 @@ def problem_kinds() -> list[str]:
 
 
 # Built-in problems register themselves on import.
-from engine.problems import proxy1d  # noqa: E402,F401
+from engine.problems import gauss6, proxy1d, proxy2d  # noqa: E402,F401
