@@ -50,7 +50,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = _load(args.spec)
     from app.cluster import close, connect
     from engine.distributed import start_run
-    from engine.results import build_results, write_netcdf_atomic
+    from engine.results import build_results, closure_summary, write_netcdf_atomic
     from engine.runner import measured_data, run_name
 
     out_dir = Path(args.out)
@@ -77,13 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         close(client)
     status = ds.attrs["status"]
     if "closure_passed" in ds.attrs:
-        verdict = "passed" if ds.attrs["closure_passed"] else "FAILED"
-        print(
-            f"closure {verdict}: max |pull| {ds.attrs['closure_max_abs_pull']:.2f} (≤ 3), "
-            f"max QCF deviation {ds.attrs['closure_max_qcf_dev_sigma']:.2f} σ (≤ 2), "
-            f"max relative deviation {100 * ds.attrs['closure_max_qcf_rel_dev']:.1f}% on the core range",
-            file=sys.stderr,
-        )
+        print(closure_summary(ds.attrs), file=sys.stderr)
     print(f"status {status}, {ds.attrs['wall_seconds']:.1f} s, {ds.attrs['events_per_second']:.3g} events/s",
           file=sys.stderr)
     if ds.attrs.get("errors"):

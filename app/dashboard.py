@@ -10,8 +10,9 @@ import panel as pn
 import torch
 
 from app.runs import LiveRun, RunBusyError, RunManager
-from engine.problems import get_problem
-from engine.spec import Spec, SpecError, parse_spec_text
+from engine.problems import get_problem, problem_kinds
+from engine.results import closure_summary
+from engine.spec import Spec, SpecError, default_spec, parse_spec_text
 from layouts.live import LivePlots
 
 __all__ = ["Dashboard"]
@@ -45,6 +46,11 @@ class Dashboard(pn.viewable.Viewer):
             name="Spec (YAML)", value=spec_text, height=330, sizing_mode="stretch_width",
             stylesheets=[":host textarea { font-family: monospace; font-size: 12px; }"],
         )
+        self.problem_select = pn.widgets.Select(
+            name="Problem", options=problem_kinds(), width=200,
+            description="Loads the problem's standard closure spec into the editor (every registered problem).",
+        )
+        self.problem_select.param.watch(self._on_problem, "value")
         self.summary = pn.pane.Markdown(sizing_mode="stretch_width")
         self.message = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width",
                                      css_classes=["spec-error"])
@@ -62,6 +68,7 @@ class Dashboard(pn.viewable.Viewer):
         self._plots: LivePlots | None = None
         self.spec = self._validate(spec_text)
         if self.spec is not None:
+            self.problem_select.value = self.spec.problem.kind
             self._build_plots(self.spec)
         if manager.current is not None:  # a new session joins the run in progress
             self._attach(manager.current)
@@ -84,6 +91,14 @@ class Dashboard(pn.viewable.Viewer):
 
     def _on_edit(self, event: Any) -> None:
         self.spec = self._validate(event.new)
+
+    def _on_problem(self, event: Any) -> None:
+        if self.spec is not None and self.spec.problem.kind == event.new:
+            return  # the editor already holds a spec of this problem
+        text = default_spec(event.new).to_yaml()
+        self.editor.value = text
+        self.editor.value_input = text
+        self.spec = self._validate(text)
 
     # --- run control --------------------------------------------------------------------------
 
@@ -169,9 +184,7 @@ class Dashboard(pn.viewable.Viewer):
         if run.result_path is not None:
             text += f"\n\nSaved: `{run.result_path}`"
         if run.closure:
-            ok = "PASSED" if run.closure.get("closure_passed") else "FAILED"
-            text += (f"\n\nClosure {ok}: max |pull| {run.closure['closure_max_abs_pull']:.2f} (≤ 3), "
-                     f"max QCF deviation {run.closure['closure_max_qcf_dev_sigma']:.2f} σ (≤ 2)")
+            text += f"\n\n{closure_summary(run.closure)}"
         if run.error:
             text += f"\n\n```\n{run.error}\n```"
         self.status.object = text
@@ -179,8 +192,8 @@ class Dashboard(pn.viewable.Viewer):
     def __panel__(self) -> pn.viewable.Viewable:
         sidebar = pn.Column(
             pn.pane.Markdown("## qcf-studio\nClosure test of a SAGIPS-style GAN fit"),
-            self.editor, self.message, pn.Row(self.start_button, self.stop_button), self.progress, self.status,
-            self.summary, width=430,
+            self.problem_select, self.editor, self.message, pn.Row(self.start_button, self.stop_button),
+            self.progress, self.status, self.summary, width=430,
         )
         return pn.Row(sidebar, self.plot_area, sizing_mode="stretch_width")
 

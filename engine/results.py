@@ -18,8 +18,8 @@ from engine.pseudodata import MeasuredData
 from engine.spec import Spec
 from engine.training import MemberResult, data_histograms
 
-__all__ = ["build_results", "closure_metrics", "closure_variables", "qcf_grids", "write_netcdf_atomic",
-           "package_versions"]
+__all__ = ["build_results", "closure_metrics", "closure_summary", "closure_variables", "qcf_grids",
+           "write_netcdf_atomic", "package_versions"]
 
 _PACKAGES = ("torch", "numpy", "xarray", "h5netcdf", "dask", "distributed", "panel", "holoviews", "bokeh")
 
@@ -200,6 +200,21 @@ def closure_metrics(ds: xr.Dataset, core: tuple[float, float]) -> dict[str, floa
         passed = passed and ratio <= ERROR_RATIO_LIMIT
     out["closure_passed"] = int(passed)
     return out
+
+
+def closure_summary(attrs: dict) -> str:
+    """One line on the closure of a result: its verdict and each criterion's number against its limit."""
+    verdict = "passed" if attrs["closure_passed"] else "FAILED"
+    parts = [
+        f"max |pull| {attrs['closure_max_abs_pull']:.2f} (≤ 3)",
+        f"max QCF deviation {attrs['closure_max_qcf_dev_sigma']:.2f} σ (≤ 2)",
+        f"max relative QCF deviation {100 * attrs['closure_max_qcf_rel_dev']:.1f}%",
+    ]
+    if "closure_max_chi2_ndf" in attrs:
+        parts.append(f"max χ²/ndf {attrs['closure_max_chi2_ndf']:.2f}")
+    if "closure_max_error_ratio" in attrs:
+        parts.append(f"max GAN/MLE error ratio {attrs['closure_max_error_ratio']:.2f} (≤ {ERROR_RATIO_LIMIT})")
+    return f"closure {verdict}: " + ", ".join(parts)
 
 
 def write_netcdf_atomic(ds: xr.Dataset, path: str | Path) -> Path:

@@ -274,6 +274,10 @@ def parse_spec_text(text: str, base_dir: Path | None = None) -> Spec:
     return parse_spec(raw, base_dir)
 
 
-def default_spec() -> Spec:
-    """The default ``proxy1d`` closure spec."""
-    return parse_spec({"name": "closure-1d"})
+def default_spec(kind: str = "proxy1d") -> Spec:
+    """The standard closure spec of problem ``kind`` (its ``spec_defaults`` over the generic defaults)."""
+    raw: dict[str, Any] = {"name": f"closure-{kind}"}
+    for section, values in get_problem(kind).spec_defaults.items():
+        raw[section] = dict(values)
+    raw.setdefault("problem", {})["kind"] = kind
+    return parse_spec(raw)

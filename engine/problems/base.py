@@ -37,6 +37,8 @@ class Problem:
         edge_features: whether the discriminator sees the logs of the distances to the domain's
             ends (power laws at the edges); off for problems with Gaussian tails.
         grid_points: default points per axis of the tabulation grid of the training sampler.
+        spec_defaults: spec sections that differ from the generic defaults in this problem's
+            standard closure spec (e.g. ``{"training": {"steps": 800}}``).
     """
 
     kind: ClassVar[str]
@@ -53,6 +55,7 @@ class Problem:
     normalisation_params: ClassVar[tuple[str, ...]] = ()
     edge_features: ClassVar[bool] = True
     grid_points: ClassVar[int] = 512
+    spec_defaults: ClassVar[dict[str, dict]] = {}
 
     @property
     def event_dims(self) -> int:
