@@ -39,3 +39,23 @@ def problem_kinds() -> list[str]:
 
 # Built-in problems register themselves on import.
 from engine.problems import gauss6, proxy1d, proxy2d  # noqa: E402,F401
+
+
+def _load_user_problems() -> None:
+    """Import the modules that register user problems: the ``qcf_studio.problems`` entry points of
+    installed packages and the comma-separated module names in ``$QCF_STUDIO_PROBLEMS``. Dask
+    workers import this package too, so they know the same problems."""
+    import importlib
+    import os
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="qcf_studio.problems"):
+        ep.load()
+    for name in filter(None, (m.strip() for m in os.environ.get("QCF_STUDIO_PROBLEMS", "").split(","))):
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise ImportError(f"QCF_STUDIO_PROBLEMS: cannot import {name!r}: {e}") from e
+
+
+_load_user_problems()
