@@ -16,10 +16,10 @@ from engine.spec import default_spec, parse_spec
 @pytest.mark.parametrize("kind", problem_kinds())
 def test_problem_contract(kind):
     p = get_problem(kind)
-    n_p, n_q, n_o = len(p.param_names), len(p.qcf_names), len(p.observable_names)
+    n_q, n_o = len(p.qcf_names), len(p.observable_names)
     lo, hi = p.bounds(torch.float64)
     truth = p.truth_tensor(torch.float64)
-    assert bool(((lo <= truth) & (truth <= hi)).all())
+    assert truth.shape == (len(p.param_names),) and bool(((lo <= truth) & (truth <= hi)).all())
     theta = torch.stack([truth, lo + 0.3 * (hi - lo)])
     grids = p.qcf_grids(points=33)
     shape = tuple(g.shape[0] for g in grids)
