@@ -71,7 +71,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             members = handle.results()
             code = 130
         bar.close()
-        ds = build_results(spec, data, members, handle.wall_seconds)
+        ds = build_results(spec, data, members, handle.wall_seconds, handle.reference())
         path = write_netcdf_atomic(ds, out_dir / f"{run_name(spec, out_dir)}.nc")
     finally:
         close(client)

@@ -139,7 +139,7 @@ class RunManager:
             run.hist_data = dict(zip(names, zip(edges[:, 0], marginal_x(hist, edges))))
             run.handle = start_run(self.client, run.spec, data, sink=run)
             members = run.handle.results()
-            ds = build_results(run.spec, data, members, run.handle.wall_seconds)
+            ds = build_results(run.spec, data, members, run.handle.wall_seconds, run.handle.reference())
             path = self.runs_dir / f"{run_name(run.spec, self.runs_dir)}.nc"
             run.result_path = write_netcdf_atomic(ds, path)
             run.closure = {k: v for k, v in ds.attrs.items() if k.startswith("closure_")}

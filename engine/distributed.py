@@ -17,7 +17,7 @@ import torch
 from distributed import Client, Event, Future, get_worker, wait
 
 from engine.pseudodata import MeasuredData
-from engine.runner import failed_member, train_member
+from engine.runner import failed_member, reference_fit, train_member
 from engine.sinks import HistorySink, MetricsSink
 from engine.spec import Spec, parse_spec_text
 from engine.training import MemberResult
@@ -63,6 +63,12 @@ def run_member_task(spec_yaml: str, member: int, data: MeasuredData, run_id: str
     return asdict(result)
 
 
+def run_reference_task(spec_yaml: str, data: MeasuredData) -> dict[str, Any]:
+    """Dask task: the maximum-likelihood reference fit of a GAN run's data (not streamed)."""
+    torch.set_num_threads(max(1, get_worker().state.nthreads))
+    return asdict(reference_fit(parse_spec_text(spec_yaml), data))
+
+
 @dataclass
 class RunHandle:
     """A run in flight on a Dask cluster; members report to the ``sink`` given to :func:`start_run`."""
@@ -75,10 +81,13 @@ class RunHandle:
     history: HistorySink = field(default_factory=HistorySink)  # kept for members that die
     workers: dict[int, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    reference_future: Future | None = None
 
     def stop(self) -> None:
         """Ask every member to stop at its next check; they return what they have so far."""
         Event(f"stop-{self.run_id}", client=self.client).set()
+        if self.reference_future is not None:
+            self.reference_future.cancel()
 
     def record(self, msg: dict[str, Any]) -> None:
         with self.lock:
@@ -100,6 +109,15 @@ class RunHandle:
                 out.append(failed_member(self.spec, member, metrics, f"member {member}: {exc!r}"))
         self.client.unsubscribe_topic(topic_for(self.run_id))
         return out
+
+    def reference(self, timeout: float | None = None) -> MemberResult | None:
+        """The maximum-likelihood reference fit, if the spec asked for one and it succeeded."""
+        if self.reference_future is None:
+            return None
+        wait([self.reference_future], timeout=timeout)
+        if self.reference_future.status != "finished":
+            return None
+        return MemberResult(**self.reference_future.result())
 
     @property
     def wall_seconds(self) -> float:
@@ -130,4 +148,7 @@ def start_run(
         client.submit(run_member_task, spec_yaml, m, data_future, run_id, key=f"member-{m}-{run_id}", pure=False)
         for m in range(spec.ensemble.members)
     ]
+    if spec.training.method == "gan" and spec.training.mle_reference:
+        handle.reference_future = client.submit(run_reference_task, spec_yaml, data_future,
+                                                key=f"mle-reference-{run_id}", pure=False, priority=-1)
     return handle

@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,7 +19,11 @@ from engine.sinks import HistorySink, MetricsSink, MultiSink
 from engine.spec import Spec
 from engine.training import HIST_BINS, HIST_BINS_2D, GANTrainer, MemberResult
 
-__all__ = ["measured_data", "train_member", "member_seed", "qcf_grids", "run_name", "failed_member"]
+if TYPE_CHECKING:
+    from engine.mle import MLEFit
+
+__all__ = ["measured_data", "train_member", "make_trainer", "reference_fit", "member_seed", "qcf_grids", "run_name",
+           "failed_member"]
 
 
 def measured_data(spec: Spec) -> MeasuredData:
@@ -40,6 +45,28 @@ def member_seed(spec: Spec, member: int) -> int:
     return 1_000_003 * (spec.problem.seed + 1) + 7919 * (member + 1)
 
 
+def make_trainer(spec: Spec, data: MeasuredData, member: int, method: str) -> GANTrainer | MLEFit:
+    """The GAN trainer or maximum-likelihood fit of ``spec`` for ``member`` (both have ``fit``)."""
+    from engine.mle import MLEFit
+
+    lo, hi = spec.bounds_values()
+    cls = {"gan": GANTrainer, "mle": MLEFit}[method]
+    return cls(
+        get_problem(spec.problem.kind),
+        data,
+        spec.training.config(),
+        resolution=spec.detector.resolution,
+        seed=member_seed(spec, member),
+        qcf_grids=tuple(torch.as_tensor(g, dtype=torch.float32) for g in qcf_grids(spec)),
+        bounds=(torch.tensor(lo), torch.tensor(hi)),
+    )
+
+
+def reference_fit(spec: Spec, data: MeasuredData) -> MemberResult:
+    """The maximum-likelihood fit of the same data that a GAN run is compared with."""
+    return make_trainer(spec, data, 0, "mle").fit(0, HistorySink())
+
+
 def train_member(
     spec: Spec,
     member: int,
@@ -48,17 +75,7 @@ def train_member(
     stop_requested: Callable[[], bool] = lambda: False,
 ) -> MemberResult:
     """Train ensemble member ``member`` of ``spec`` on ``data`` and return what it produced."""
-    problem = get_problem(spec.problem.kind)
-    lo, hi = spec.bounds_values()
-    trainer = GANTrainer(
-        problem,
-        data,
-        spec.training.config(),
-        resolution=spec.detector.resolution,
-        seed=member_seed(spec, member),
-        qcf_grids=tuple(torch.as_tensor(g, dtype=torch.float32) for g in qcf_grids(spec)),
-        bounds=(torch.tensor(lo), torch.tensor(hi)),
-    )
+    trainer = make_trainer(spec, data, member, spec.training.method)
     history = HistorySink()
     result = trainer.fit(member, MultiSink(sink, history), stop_requested)
     result.metrics = history.of(member)

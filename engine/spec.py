@@ -20,7 +20,7 @@ from engine.training import TrainingConfig
 __all__ = ["Spec", "SpecError", "load_spec", "parse_spec", "parse_spec_text", "default_spec"]
 
 SPEC_VERSION = 1
-METHODS = ("gan",)  # mle arrives with the statistical workflow
+METHODS = ("gan", "mle")
 CLUSTER_MODES = ("ensemble",)  # data_parallel arrives with generator-gradient sharing
 
 
@@ -51,6 +51,7 @@ class DetectorSpec:
 @dataclass
 class TrainingSpec(TrainingConfig):
     method: str = "gan"
+    mle_reference: bool = False  # gan runs: also fit the data by maximum likelihood (GAN/MLE error ratio)
 
     def config(self) -> TrainingConfig:
         return TrainingConfig(**{n: getattr(self, n) for n in TrainingConfig.field_names()})
@@ -187,6 +188,8 @@ def parse_spec(raw: Any, base_dir: Path | None = None) -> Spec:
     _fill("ensemble", spec.ensemble, raw.get("ensemble"))
     if spec.ensemble.members < 1:
         raise SpecError("ensemble.members", f"must be at least 1, got {spec.ensemble.members}")
+    if t.method == "mle" and spec.ensemble.members != 1:
+        raise SpecError("ensemble.members", f"an mle fit is deterministic: use 1, got {spec.ensemble.members}")
     _fill("cluster", spec.cluster, raw.get("cluster"))
     c = spec.cluster
     if c.workers < 1:
