@@ -47,10 +47,13 @@ def member_seed(spec: Spec, member: int) -> int:
 
 def make_trainer(spec: Spec, data: MeasuredData, member: int, method: str) -> GANTrainer | MLEFit:
     """The GAN trainer or maximum-likelihood fit of ``spec`` for ``member`` (both have ``fit``)."""
-    from engine.mle import MLEFit
-
     lo, hi = spec.bounds_values()
-    cls = {"gan": GANTrainer, "mle": MLEFit}[method]
+    if method == "mle":
+        from engine.mle import MLEFit  # noqa: F811  (only the mle method needs it)
+
+        cls: type[GANTrainer] | type[MLEFit] = MLEFit
+    else:
+        cls = GANTrainer
     return cls(
         get_problem(spec.problem.kind),
         data,

@@ -127,7 +127,7 @@ class Problem:
 
         Drawn on a fine grid, so the training sampler's grid bias is not baked into the data.
         """
-        points = 200_001 if self.event_dims == 1 else 2001
+        points = 200_001 if self.event_dims == 1 else 1025
         grids = self.tabulation_grids(points, dtype=torch.float64)
         events, xsec = self.simulate(theta[None], n, generator, grids)
         return events[0], xsec[0]
