@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from engine.detector import ResolutionSmearing
+from engine.detector import DetectorChain, ResolutionSmearing
 from engine.problems import Problem, get_problem
 
 __all__ = ["MeasuredData", "make_pseudo_data"]
@@ -100,18 +100,29 @@ def make_pseudo_data(
     truth: np.ndarray,
     events: int,
     seed: int,
-    resolution: float = 0.0,
+    resolution: float | DetectorChain = 0.0,
 ) -> MeasuredData:
-    """Pseudo-data of ``events`` events per observable from ``truth``, reproducible under ``seed``."""
+    """Pseudo-data of ``events`` events per observable from ``truth``, reproducible under ``seed``.
+
+    ``resolution`` is a relative resolution or a whole detector chain (acceptance, background, ...).
+    With an acceptance the events kept are fewer than ``events`` and the cross sections are the
+    visible ones (times the fraction of events kept).
+    """
     gen = torch.Generator().manual_seed(int(seed))
     theta = torch.as_tensor(truth, dtype=torch.float64)
     x, xsec = problem.pseudo_events(theta, events, gen)  # (O, N, D), (O,)
     n_obs = x.shape[0]
     rel_err = 1.0 / np.sqrt(events)
     fluct = torch.randn(n_obs, generator=gen, dtype=torch.float64).numpy()
-    # Smearing draws last, so the same seed gives the same truth-level events and cross sections
-    # with and without detector effects.
-    x = ResolutionSmearing(resolution)(x, generator=gen)
+    # Detector effects draw last, so the same seed gives the same truth-level events and cross
+    # sections with and without them.
+    if isinstance(resolution, DetectorChain):
+        if resolution.weighted:  # the visible (signal) cross section: σ times the mean detector efficiency
+            _, eff = resolution(x, None, torch.Generator().manual_seed(int(seed) + 1))
+            xsec = xsec * eff.mean(-1)
+        x = resolution.apply_to_data(x, gen)
+    else:
+        x = ResolutionSmearing(resolution)(x, generator=gen)
     xsec = xsec.numpy()
     return MeasuredData(
         kind=problem.kind,

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from engine.detector import DetectorChain, build_detector
 from engine.problems import get_problem
 from engine.pseudodata import MeasuredData, make_pseudo_data
 from engine.results import qcf_grids
@@ -22,8 +23,8 @@ from engine.training import HIST_BINS, HIST_BINS_2D, GANTrainer, MemberResult
 if TYPE_CHECKING:
     from engine.mle import MLEFit
 
-__all__ = ["measured_data", "train_member", "make_trainer", "reference_fit", "member_seed", "qcf_grids", "run_name",
-           "failed_member"]
+__all__ = ["measured_data", "detector_for", "train_member", "make_trainer", "reference_fit", "member_seed",
+           "qcf_grids", "run_name", "failed_member"]
 
 
 def measured_data(spec: Spec) -> MeasuredData:
@@ -36,8 +37,14 @@ def measured_data(spec: Spec) -> MeasuredData:
             raise ValueError(f"{spec.problem.data}: data are for {data.kind!r}, the spec asks for {problem.kind!r}")
         return data
     return make_pseudo_data(
-        problem, np.asarray(spec.truth_values()), spec.problem.events, spec.problem.seed, spec.detector.resolution
+        problem, np.asarray(spec.truth_values()), spec.problem.events, spec.problem.seed, detector_for(spec)
     )
+
+
+def detector_for(spec: Spec, validate_only: bool = False) -> DetectorChain:
+    """The spec's detector chain (a learned surrogate is trained here unless ``validate_only``)."""
+    problem = get_problem(spec.problem.kind)
+    return build_detector(spec.detector.section(), problem.domain, coord_axis=True, validate_only=validate_only)
 
 
 def member_seed(spec: Spec, member: int) -> int:

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from engine.detector import DetectorConfigError, build_detector
 from engine.problems import get_problem, problem_kinds
 from engine.training import TrainingConfig
 
@@ -45,7 +46,16 @@ class ProblemSpec:
 
 @dataclass
 class DetectorSpec:
+    """The ``detector`` section; see :func:`engine.detector.build_detector` for every key."""
+
     resolution: float = 0.0
+    acceptance: dict[str, Any] | None = None
+    background: dict[str, Any] | None = None
+    surrogate: dict[str, Any] | None = None
+
+    def section(self) -> dict[str, Any]:
+        """The section as a mapping for :func:`~engine.detector.build_detector` (switched-off effects left out)."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 @dataclass
@@ -166,8 +176,11 @@ def parse_spec(raw: Any, base_dir: Path | None = None) -> Spec:
 
     _parse_problem(spec.problem, raw.get("problem") or {}, base_dir)
     _fill("detector", spec.detector, raw.get("detector"))
-    if spec.detector.resolution < 0 or spec.detector.resolution > 0.5:
-        raise SpecError("detector.resolution", f"must lie in [0, 0.5], got {spec.detector.resolution}")
+    try:
+        build_detector(spec.detector.section(), get_problem(spec.problem.kind).domain, coord_axis=True,
+                       validate_only=True)
+    except DetectorConfigError as e:
+        raise SpecError(e.field, e.message) from None
     _fill("training", spec.training, raw.get("training"))
     t = spec.training
     if t.method not in METHODS:
@@ -281,6 +294,6 @@ def default_spec(kind: str = "proxy1d") -> Spec:
     """The standard closure spec of problem ``kind`` (its ``spec_defaults`` over the generic defaults)."""
     raw: dict[str, Any] = {"name": f"closure-{kind}"}
     for section, values in get_problem(kind).spec_defaults.items():
-        raw[section] = dict(values)
+        raw[section] = dict(values) if isinstance(values, dict) else values
     raw.setdefault("problem", {})["kind"] = kind
     return parse_spec(raw)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -38,7 +38,7 @@ class Problem:
             ends (power laws at the edges); off for problems with Gaussian tails.
         grid_points: default points per axis of the tabulation grid of the training sampler.
         spec_defaults: spec sections that differ from the generic defaults in this problem's
-            standard closure spec (e.g. ``{"training": {"steps": 800}}``).
+            standard closure spec (e.g. ``{"name": "closure-x", "training": {"steps": 800}}``).
     """
 
     kind: ClassVar[str]
@@ -55,7 +55,7 @@ class Problem:
     normalisation_params: ClassVar[tuple[str, ...]] = ()
     edge_features: ClassVar[bool] = True
     grid_points: ClassVar[int] = 512
-    spec_defaults: ClassVar[dict[str, dict]] = {}
+    spec_defaults: ClassVar[dict[str, Any]] = {}
 
     @property
     def event_dims(self) -> int:

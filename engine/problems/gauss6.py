@@ -31,6 +31,7 @@ class Gauss6(Problem):
     core_range = (-25.0, 20.0)
     edge_features = False
     grid_points = 1024
+    spec_defaults = {"problem": {"events": 10_000}, "training": {"steps": 600, "events_per_param": 16}}
 
     def means(self, theta: Tensor) -> Tensor:
         """``c_k · p`` for each parameter set: ``(B, 6)``."""

@@ -37,6 +37,7 @@ class Proxy1D(Problem):
     observable_names = ("sigma1", "sigma2")
     x_range = (0.1, 1.0)
     core_range = (0.1, 0.9)
+    spec_defaults = {"name": "closure-1d"}
 
     def qcfs(self, theta: Tensor, x: Tensor) -> Tensor:
         u = beta_shape(theta[:, 0], theta[:, 1], theta[:, 2], x)
