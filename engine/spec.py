@@ -201,6 +201,11 @@ def parse_spec(raw: Any, base_dir: Path | None = None) -> Spec:
     _fill("ensemble", spec.ensemble, raw.get("ensemble"))
     if spec.ensemble.members < 1:
         raise SpecError("ensemble.members", f"must be at least 1, got {spec.ensemble.members}")
+    if t.method == "mle" or t.mle_reference:
+        unsupported = [k for k in ("acceptance", "background", "surrogate") if getattr(spec.detector, k) is not None]
+        if unsupported:
+            field = "training.method" if t.method == "mle" else "training.mle_reference"
+            raise SpecError(field, f"the likelihood fit models resolution smearing only, not detector.{unsupported[0]}")
     if t.method == "mle" and spec.ensemble.members != 1:
         raise SpecError("ensemble.members", f"an mle fit is deterministic: use 1, got {spec.ensemble.members}")
     _fill("cluster", spec.cluster, raw.get("cluster"))

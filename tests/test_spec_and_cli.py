@@ -44,6 +44,8 @@ def test_spec_roundtrips_through_yaml():
         ({"detector": {"acceptance": {"widht": 0.1}}}, "detector.acceptance.widht", "unknown key"),
         ({"detector": {"surrogate": {"events": 10}}}, "detector.surrogate", "resolution > 0"),
         ({"training": {"method": "mle"}}, "ensemble.members", "use 1"),
+        ({"training": {"mle_reference": True}, "detector": {"acceptance": {"max": 0.9}}}, "training.mle_reference",
+         "resolution smearing only"),
         ({"training": {"method": "vae"}}, "training.method", "not available"),
         ({"trainin": {}}, "trainin", "unknown section"),
         ({"version": 7}, "version", "unsupported"),
