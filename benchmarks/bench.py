@@ -23,7 +23,7 @@ import torch
 
 from engine.problems import get_problem
 from engine.pseudodata import make_pseudo_data
-from engine.samplers import sample_inverse_cdf
+from engine.samplers import SAMPLERS
 from engine.training import GANTrainer, TrainingConfig
 
 __all__ = ["bench_sampler", "bench_gan"]
@@ -40,42 +40,130 @@ def _median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 3) -> 
     return statistics.median(times)
 
 
-def bench_sampler(kind: str, events: int, batch: int = 64, grid_points: int = 512, repeats: int = 20) -> dict[str, Any]:
+def bench_sampler(
+    kind: str, events: int, batch: int = 64, grid_points: int | None = None, repeats: int = 20
+) -> dict[str, Any]:
+    """Differentiable sampler, forward (θ → observables on the grid → events) + backward to θ.
+
+    1D problems use ``inverse_cdf_1d``, 2D problems (``problem.event_dims == 2``) ``loits_2d``;
+    ``grid_points`` per axis defaults to the problem's own (512 for proxy1d, 128 for proxy2d).
+    ``events`` is split over ``batch`` parameter sets × observables.
+    """
     problem = get_problem(kind)
+    dims = getattr(problem, "event_dims", 1)
+    sampler = SAMPLERS["inverse_cdf_1d" if dims == 1 else "loits_2d"]
+    points = grid_points or getattr(problem, "grid_points", 512)
+    grids = problem.tabulation_grids(points) if hasattr(problem, "tabulation_grids") else (problem.grid(points),)
     lo, hi = problem.bounds()
     gen = torch.Generator().manual_seed(0)
     theta0 = lo + (hi - lo) * (0.25 + 0.5 * torch.rand((batch, lo.shape[0]), generator=gen))
-    grid = problem.grid(grid_points)
     n_obs = len(problem.observable_names)
     per_row = max(1, events // (batch * n_obs))
-    uniforms = torch.rand((batch * n_obs, per_row), generator=gen)
+    uniforms = torch.rand((batch * n_obs, per_row, sampler.n_uniforms(dims)), generator=gen)
 
     def step() -> None:
         theta = theta0.clone().requires_grad_(True)
-        density = problem.observables(theta, grid).reshape(batch * n_obs, -1)
-        x, integral = sample_inverse_cdf(density, grid, uniforms)
+        density = problem.observables(theta, *grids)
+        x, integral = sampler.sample(density.reshape(batch * n_obs, *density.shape[2:]), grids, uniforms)
         (x.sum() + integral.sum()).backward()
 
-    seconds = _median_seconds(step, repeats)
+    for _ in range(3):
+        step()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    seconds = statistics.median(times)
     n = batch * n_obs * per_row
-    return {"bench": "sampler", "problem": kind, "events": n, "batch": batch, "grid_points": grid_points,
-            "median_seconds": seconds, "events_per_second": n / seconds}
+    return {"bench": "sampler", "problem": kind, "sampler": sampler.name, "events": n, "batch": batch,
+            "grid_points": [points] * dims, "median_seconds": seconds, "events_per_second": n / seconds,
+            "min_seconds": min(times), "events_per_second_best": n / min(times)}
 
 
-def bench_gan(kind: str, events: int, width: int = 64, depth: int = 2, repeats: int = 20) -> dict[str, Any]:
+def bench_gan(
+    kind: str,
+    events: int,
+    width: int = 64,
+    depth: int = 2,
+    repeats: int = 20,
+    batch_params: int | None = None,
+    edge_features: bool | None = False,
+) -> dict[str, Any]:
+    """Seconds per full GAN training step and the analysis rates they give.
+
+    A step is what :meth:`GANTrainer.train_step` does: generation (generator → theory on the
+    tabulation grid → sampler → detector), the discriminator update on as many real events as
+    generated ones, and the generator update. Counting:
+
+    - ``events_per_second``: generated events per step (``--events``, summed over observables)
+      divided by the median seconds per step.
+    - ``events_analysed_per_second``: rows through the discriminator per step (generated + real,
+      i.e. twice the above) divided by the same seconds.
+
+    The headline figures use the reference discriminator: event coordinates (plus a one-hot
+    observable label with several observables) → ``width`` × ``depth`` → 1, i.e. 2-64-64-1 for
+    ``proxy2d`` (``edge_features=False``). The ``*_problem_disc`` figures repeat the measurement
+    with the discriminator the problem trains with by default (log-distance edge features where
+    the problem uses them). 2D problems draw fewer parameter sets per step (16 rather than 64):
+    their theory is tabulated on a 2D grid per parameter set.
+    """
     problem = get_problem(kind)
     data = make_pseudo_data(problem, np.asarray(problem.truth), 100_000, seed=1)
     n_obs = len(problem.observable_names)
-    batch = 64
+    batch = batch_params or (64 if problem.event_dims == 1 else 16)
     per_param = max(1, events // (batch * n_obs))
-    config = TrainingConfig(steps=10_000, batch_params=batch, events_per_param=per_param, disc_width=width,
-                            disc_depth=depth)
-    trainer = GANTrainer(problem, data, config, seed=0)
-    seconds = _median_seconds(trainer.train_step, repeats)
     n = batch * per_param * n_obs
-    return {"bench": "gan", "problem": kind, "events": n, "disc_width": width, "disc_depth": depth,
-            "median_seconds": seconds, "events_per_second": n / seconds,
-            "events_analysed_per_second": 2 * n / seconds}
+
+    def measure(edges: bool | None) -> tuple[str, list[float]]:
+        config = TrainingConfig(
+            steps=10_000,
+            batch_params=batch,
+            events_per_param=per_param,
+            disc_width=width,
+            disc_depth=depth,
+            disc_edge_features=edges,
+        )
+        trainer = GANTrainer(problem, data, config, seed=0)
+        for _ in range(3):  # warm-up
+            trainer.train_step()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            trainer.train_step()
+            times.append(time.perf_counter() - t0)
+        layers = [trainer.discriminator.net[0].in_features] + [width] * depth + [1]
+        return "-".join(map(str, layers)), times
+
+    disc, times = measure(edge_features)
+    seconds = statistics.median(times)
+    out: dict[str, Any] = {
+        "bench": "gan",
+        "problem": kind,
+        "events": n,
+        "batch_params": batch,
+        "events_per_param": per_param,
+        "grid_points": problem.grid_points,
+        "disc": disc,
+        "disc_width": width,
+        "disc_depth": depth,
+        "median_seconds": seconds,
+        "min_seconds": min(times),
+        "events_per_second": n / seconds,
+        "events_analysed_per_second": 2 * n / seconds,
+    }
+    if edge_features is not None and edge_features != problem.edge_features:
+        disc, times = measure(None)
+        seconds = statistics.median(times)
+        out.update(
+            {
+                "disc_problem": disc,
+                "median_seconds_problem_disc": seconds,
+                "events_per_second_problem_disc": n / seconds,
+                "events_analysed_per_second_problem_disc": 2 * n / seconds,
+            }
+        )
+    return out
 
 
 def run(args: Any) -> int:

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from engine.detector import ResolutionSmearing
-from engine.models import Discriminator, Generator, mlp
+from engine.models import Discriminator, Generator, adversarial_pass, mlp
 from engine.problems import Problem
 from engine.pseudodata import MeasuredData
 from engine.sinks import MetricsSink
@@ -45,6 +45,7 @@ class TrainingConfig:
     gen_depth: int = 2
     disc_width: int = 64
     disc_depth: int = 2
+    disc_edge_features: bool | None = None  # log-distance features of the discriminator (None: the problem's)
     grid_points: int = 0  # tabulation grid of the differentiable sampler, points per axis (0: the problem's default)
     xsec_weight: float = 1.0  # weight of the cross-section discriminator in the generator loss
     xsec_start: float = 0.3  # fraction of the steps fitted on event shapes alone before ...
@@ -175,7 +176,8 @@ class GANTrainer:
         lo, hi = bounds if bounds is not None else problem.bounds()
         self.generator = Generator(lo, hi, c.noise_dim, c.gen_width, c.gen_depth)
         n_obs = len(problem.observable_names)
-        self.discriminator = Discriminator(n_obs, problem.domain, c.disc_width, c.disc_depth, problem.edge_features)
+        edge = problem.edge_features if c.disc_edge_features is None else c.disc_edge_features
+        self.discriminator = Discriminator(n_obs, problem.domain, c.disc_width, c.disc_depth, edge)
         names = problem.normalisation_params
         # Cross sections steer only the normalisation parameters; problems without any ignore them.
         self.norm_mask = torch.tensor([n in names for n in problem.param_names]) if names else None
@@ -185,22 +187,26 @@ class GANTrainer:
         grids = qcf_grids if qcf_grids is not None else problem.qcf_grids()
         self.qcf_grids = tuple(g.to(torch.float32) for g in grids)
         self.real = torch.as_tensor(data.events, dtype=torch.float32)  # (O, N, D)
+        with torch.no_grad():  # the measured events' features, once: a real batch is a gather of rows
+            o, total, d = self.real.shape
+            obs = torch.arange(o).repeat_interleave(total)
+            self.real_features = self.discriminator.features(self.real.reshape(-1, d), obs).reshape(o, total, -1)
         self.xsec = torch.as_tensor(data.xsec, dtype=torch.float32)
         self.xsec_err = torch.as_tensor(data.xsec_err, dtype=torch.float32)
         self.edges = histogram_edges(data.events)
         self.data_counts = histogram_counts(data.events, self.edges)
         betas = (0.5, 0.999)
-        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=c.lr_g, betas=betas)
+        # fused: one kernel updates all tensors (the per-tensor loop costs more than the arithmetic here)
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=c.lr_g, betas=betas, fused=True)
         self.d_params = list(self.discriminator.parameters())
         if self.xsec_discriminator is not None:
             self.d_params += list(self.xsec_discriminator.parameters())
-        self.opt_d = torch.optim.Adam(self.d_params, lr=c.lr_d, betas=betas)
+        self.opt_d = torch.optim.Adam(self.d_params, lr=c.lr_d, betas=betas, fused=True)
         gamma = c.lr_final ** (1.0 / max(c.steps, 1))
         self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.opt_g, gamma)
         self.sched_d = torch.optim.lr_scheduler.ExponentialLR(self.opt_d, gamma)
         n_gen = c.batch_params * c.events_per_param
         self.labels = torch.arange(n_obs).repeat_interleave(n_gen)
-        self.bce = nn.BCEWithLogitsLoss()
         self.step = 0
 
     @property
@@ -226,13 +232,10 @@ class GANTrainer:
         return theta, events.transpose(0, 1).reshape(o, b * n, d), xsec
 
     def _real_batch(self, n: int) -> Tensor:
-        o, total, d = self.real.shape
-        idx = torch.randint(0, total, (o, n, 1), generator=self.rng).expand(o, n, d)
-        return torch.gather(self.real, 1, idx)
-
-    def _freeze_discriminators(self, frozen: bool) -> None:
-        for p in self.d_params:
-            p.requires_grad_(not frozen)
+        """Discriminator features ``(O * n, F)`` of ``n`` measured events per observable, drawn at random."""
+        o, total, f = self.real_features.shape
+        idx = torch.randint(0, total, (o, n), generator=self.rng) + total * torch.arange(o)[:, None]
+        return self.real_features.reshape(o * total, f).index_select(0, idx.reshape(-1))
 
     def xsec_weight(self) -> float:
         """Cross-section weight at the current step: shapes settle first, then normalisations."""
@@ -240,67 +243,55 @@ class GANTrainer:
         ramp = (self.step / max(c.steps, 1) - c.xsec_start) / max(c.xsec_ramp, 1e-9)
         return c.xsec_weight * min(max(ramp, 0.0), 1.0)
 
-    def _xsec_logits(self, xsec: Tensor) -> Tensor:
-        # asinh keeps early pulls of hundreds on a scale the network handles, and is linear near 0.
-        assert self.xsec_discriminator is not None
-        pull = (xsec - self.xsec) / self.xsec_err
-        return self.xsec_discriminator(torch.asinh(pull)).squeeze(-1)
-
     def train_step(self) -> dict[str, float]:
+        """One simultaneous update of the discriminators and the generator; returns the step's metrics.
+
+        Real and generated events go through the event discriminator once, with hand-written
+        backprop (:func:`~engine.models.adversarial_pass`): it sets the discriminator's gradients
+        of ``BCE(real, 1) + BCE(generated, 0)`` and returns the gradient of the generator's
+        non-saturating loss ``BCE(generated, 1)`` w.r.t. the generated events' features, which
+        autograd carries on through the detector, the sampler and the theory to the generator.
+        Both losses see the discriminator as it was before this step (simultaneous updates).
+        The cross sections are judged alike by their own small discriminator.
+        """
         c = self.config
         theta, fake, xsec = self.generate(c.batch_params, c.events_per_param)
-        d = fake.shape[-1]
-        real = self._real_batch(fake.shape[1])
+        weights = None  # per-event weights (O, N) of generated events, once a detector supplies them
         n = self.labels.shape[0]
-        both_labels = torch.cat([self.labels, self.labels])
-        target_d = torch.cat([torch.ones(n), torch.zeros(n)])
-
-        # Discriminator step: real and (detached) generated events in one pass.
-        logits = self.discriminator(torch.cat([real.reshape(-1, d), fake.detach().reshape(-1, d)]), both_labels)
-        loss_d = 2.0 * self.bce(logits, target_d)  # sum of the real and fake BCEs: ln 4 at equilibrium
-        loss_d_total = loss_d
+        real = self._real_batch(fake.shape[1])
+        fake_features = self.discriminator.features(fake.reshape(n, -1), self.labels)
+        ev = self.discriminator.adversarial_pass(
+            torch.cat([real, fake_features.detach()]), n, None if weights is None else weights.reshape(n)
+        )
+        # Autograd continues from the generated features: d(loss_g)/d(features) = ev.grad_inputs.
+        surrogate_g = (fake_features * ev.grad_inputs).sum()
+        if weights is not None and ev.grad_weights is not None:
+            surrogate_g = surrogate_g + (weights.reshape(n) * ev.grad_weights).sum()
+        with torch.no_grad():
+            acc_real, acc_fake = (ev.logits[:n] > 0).float().mean(), (ev.logits[n:] < 0).float().mean()
+        keys, scalars = ["loss_g", "loss_d", "d_acc_real", "d_acc_fake"], [ev.loss_g, ev.loss_d, acc_real, acc_fake]
         if xsec is not None:
+            assert self.xsec_discriminator is not None
+            # asinh keeps early pulls of hundreds on a scale the network handles, and is linear near 0.
             xsec_real = self.xsec + self.xsec_err * torch.randn(xsec.shape, generator=self.rng)
-            target_x = torch.cat([torch.ones(xsec.shape[0]), torch.zeros(xsec.shape[0])])
-            loss_d_xsec = 2.0 * self.bce(self._xsec_logits(torch.cat([xsec_real, xsec.detach()])), target_x)
-            loss_d_total = loss_d + loss_d_xsec
-        self.opt_d.zero_grad(set_to_none=True)
-        loss_d_total.backward()
-        self.opt_d.step()
-
-        # Generator step: non-saturating loss against both discriminators. The discriminators are
-        # frozen for it, so the backward pass skips their weight gradients (unused here).
-        self._freeze_discriminators(True)
-        logits_gen = self.discriminator(fake.reshape(-1, d), self.labels)
-        loss_adv = self.bce(logits_gen, target_d[:n])
-        loss_g = loss_adv
-        if xsec is not None:
-            loss_xsec = self.bce(self._xsec_logits(xsec), target_x[: xsec.shape[0]])
-            loss_g = loss_adv + self.xsec_weight() * loss_xsec
+            pulls = torch.asinh((torch.cat([xsec_real, xsec]) - self.xsec) / self.xsec_err)
+            b = xsec.shape[0]
+            xp = adversarial_pass(self.xsec_discriminator, pulls.detach(), b)
+            weight = self.xsec_weight()
+            if weight > 0:
+                surrogate_g = surrogate_g + weight * (pulls[b:] * xp.grad_inputs).sum()
+            keys, scalars = keys + ["loss_xsec", "loss_d_xsec"], scalars + [xp.loss_g, xp.loss_d]
         self.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        self._freeze_discriminators(False)
+        surrogate_g.backward()
+        self.opt_d.step()  # the discriminators' gradients were set by adversarial_pass
         self.opt_g.step()
         self.sched_g.step()
         self.sched_d.step()
         self.step += 1
 
-        logits_real, logits_fake = logits[:n].detach(), logits[n:].detach()
-        with torch.no_grad():
-            acc_real = (logits_real > 0).float().mean()
-            acc_fake = (logits_fake < 0).float().mean()
-            mean = theta.mean(0)
-        metrics = {
-            "loss_g": float(loss_adv.detach()),
-            "loss_d": float(loss_d.detach()),
-            "d_acc_real": float(acc_real),
-            "d_acc_fake": float(acc_fake),
-        }
-        if xsec is not None:
-            metrics["loss_xsec"] = float(loss_xsec.detach())
-            metrics["loss_d_xsec"] = float(loss_d_xsec.detach())
-        metrics.update({f"param_{n}": float(v) for n, v in zip(self.problem.param_names, mean)})
-        return metrics
+        keys += [f"param_{name}" for name in self.problem.param_names]
+        values = torch.cat([torch.stack(scalars), theta.detach().mean(0)]).tolist()  # one conversion
+        return dict(zip(keys, values))
 
     @torch.no_grad()
     def predict(self, n_params: int | None = None, events_per_param: int = 50) -> dict[str, np.ndarray]:
