@@ -69,6 +69,7 @@ def make_trainer(spec: Spec, data: MeasuredData, member: int, method: str) -> GA
         seed=member_seed(spec, member),
         qcf_grids=tuple(torch.as_tensor(g, dtype=torch.float32) for g in qcf_grids(spec)),
         bounds=(torch.tensor(lo), torch.tensor(hi)),
+        **({"detector": detector_for(spec)} if method == "gan" else {}),
     )
 
 

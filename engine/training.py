@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from engine.detector import ResolutionSmearing
+from engine.detector import DetectorChain, ResolutionSmearing
 from engine.models import Discriminator, Generator, adversarial_pass, mlp
 from engine.problems import Problem
 from engine.pseudodata import MeasuredData
@@ -153,10 +153,12 @@ class GANTrainer:
         problem: the proxy problem (theory).
         data: measured events and integrated cross sections.
         config: hyperparameters.
-        resolution: detector resolution applied to generated events.
+        resolution: detector resolution applied to generated events (when no ``detector`` is given).
         seed: seeds weights, noise and data batches; distinct per ensemble member.
         qcf_grids: where QCFs are reported (the problem's :meth:`~Problem.qcf_grids` by default).
         bounds: lower and upper bounds of the generator's output (the problem's by default).
+        detector: the detector chain applied to generated events (smearing, acceptance weights,
+            background); replaces ``resolution``.
     """
 
     def __init__(
@@ -168,6 +170,7 @@ class GANTrainer:
         seed: int = 0,
         qcf_grids: tuple[Tensor, ...] | None = None,
         bounds: tuple[Tensor, Tensor] | None = None,
+        detector: DetectorChain | None = None,
     ) -> None:
         self.problem = problem
         self.config = c = config
@@ -182,7 +185,7 @@ class GANTrainer:
         # Cross sections steer only the normalisation parameters; problems without any ignore them.
         self.norm_mask = torch.tensor([n in names for n in problem.param_names]) if names else None
         self.xsec_discriminator = mlp(n_obs, 32, 2, 1) if names else None
-        self.detector = ResolutionSmearing(resolution)
+        self.detector = detector if detector is not None else DetectorChain([ResolutionSmearing(resolution)])
         self.grids = problem.tabulation_grids(c.grid_points or None)
         grids = qcf_grids if qcf_grids is not None else problem.qcf_grids()
         self.qcf_grids = tuple(g.to(torch.float32) for g in grids)
@@ -214,22 +217,32 @@ class GANTrainer:
         """Events analysed by the discriminator per step (real + generated, all observables)."""
         return 2 * self.labels.shape[0]
 
-    def generate(self, n_params: int, events_per_param: int) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Parameter sets ``(B, P)``, detector-level events ``(O, B * n, D)`` and cross sections ``(B, O)``.
+    def generate(
+        self, n_params: int, events_per_param: int
+    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """Parameter sets ``(B, P)``, detector-level events ``(O, B * n, D)``, cross sections ``(B, O)``
+        and per-event weights ``(O, B * n)`` (``None`` without an acceptance).
 
         The cross sections carry gradients only to the normalisation parameters; ``None`` for
-        problems without normalisations.
+        problems without normalisations. With an acceptance they are the visible ones (times the
+        mean weight of each parameter set's events, as the pseudo-data's).
         """
         theta = self.generator.sample(n_params, generator=self.rng)
+        if not bool(torch.isfinite(theta).all()):
+            raise FloatingPointError(f"non-finite generator output at step {self.step}")
         events, _ = self.problem.simulate(theta, events_per_param, self.rng, self.grids)  # (B, O, n, D)
-        events = self.detector(events, generator=self.rng)
+        events, weights = self.detector(events, None, self.rng)
         b, o, n, d = events.shape
         xsec = None
         if self.norm_mask is not None:
             # The shape parameters enter detached: event shapes steer them, not the cross sections.
             theta_n = torch.where(self.norm_mask, theta, theta.detach())
             xsec = self.problem.cross_sections(theta_n, self.grids)
-        return theta, events.transpose(0, 1).reshape(o, b * n, d), xsec
+            if weights is not None:
+                xsec = xsec * weights.detach().mean(-1)
+        if weights is not None:
+            weights = weights.transpose(0, 1).reshape(o, b * n)
+        return theta, events.transpose(0, 1).reshape(o, b * n, d), xsec, weights
 
     def _real_batch(self, n: int) -> Tensor:
         """Discriminator features ``(O * n, F)`` of ``n`` measured events per observable, drawn at random."""
@@ -255,8 +268,7 @@ class GANTrainer:
         The cross sections are judged alike by their own small discriminator.
         """
         c = self.config
-        theta, fake, xsec = self.generate(c.batch_params, c.events_per_param)
-        weights = None  # per-event weights (O, N) of generated events, once a detector supplies them
+        theta, fake, xsec, weights = self.generate(c.batch_params, c.events_per_param)
         n = self.labels.shape[0]
         real = self._real_batch(fake.shape[1])
         fake_features = self.discriminator.features(fake.reshape(n, -1), self.labels)
@@ -300,8 +312,10 @@ class GANTrainer:
         theta = self.generator.sample(n_params, generator=self.rng)
         q = self.problem.qcfs(theta, *self.qcf_grids)  # (B, Q, X[, Y])
         lo, hi = torch.quantile(q.flatten(2), torch.tensor([0.16, 0.84]), dim=0)
-        _, events, _ = self.generate(n_params, events_per_param)
-        counts = histogram_counts(events.numpy(), self.edges)
+        _, events, _, weights = self.generate(n_params, events_per_param)
+        w = None if weights is None else weights.numpy()
+        counts = histogram_counts(events.numpy(), self.edges, w)
+        sumw2 = None if w is None else histogram_counts(events.numpy(), self.edges, w * w)
         out = {
             "params_mean": theta.mean(0).numpy(),
             "params_std": theta.std(0).numpy(),
@@ -309,8 +323,8 @@ class GANTrainer:
             "qcf_std": q.std(0).numpy(),
             "qcf_lo": lo.reshape(q.shape[1:]).numpy(),
             "qcf_hi": hi.reshape(q.shape[1:]).numpy(),
-            "hist_gen": density_histograms(events.numpy(), self.edges),
-            "chi2_ndf": chi2_per_ndf(self.data_counts, counts),
+            "hist_gen": density_histograms(events.numpy(), self.edges, w),
+            "chi2_ndf": chi2_per_ndf(self.data_counts, counts, sumw2),
         }
         if self.problem.event_dims == 2:
             # Projections onto x (integrated over y) for 1D views of 2D densities.

@@ -5,7 +5,7 @@ import torch
 import xarray as xr
 
 from engine.detector import ResolutionSmearing
-from engine.problems import problem_kinds
+from engine.problems import get_problem, problem_kinds
 from engine.pseudodata import MeasuredData, make_pseudo_data
 from engine.results import build_results, write_netcdf_atomic
 from engine.runner import train_member
@@ -110,3 +110,22 @@ def test_pseudo_data_are_smeared_by_the_spec_resolution(proxy1d):
     grow = np.var(np.log(smeared.events), axis=1) - np.var(np.log(sharp.events), axis=1)
     assert np.all(np.abs(grow - 0.01) < 0.003)
     np.testing.assert_allclose(smeared.xsec, sharp.xsec)  # cross sections are truth-level counts
+
+
+def test_training_through_a_full_detector_chain():
+    # Acceptance weights, background and smearing act on generated events and on the pseudo-data alike.
+    from engine.runner import measured_data
+    from engine.sinks import HistorySink
+    from engine.spec import parse_spec
+
+    spec = parse_spec({"problem": {"kind": "proxy1d", "events": 5000, "seed": 3},
+                       "detector": {"resolution": 0.02, "acceptance": {"turn_on": 0.2, "width": 0.03, "max": 0.9},
+                                    "background": {"fraction": 0.05}},
+                       "training": {"steps": 40, "metrics_every": 10, "snapshot_every": 20},
+                       "ensemble": {"members": 1}})
+    data = measured_data(spec)
+    assert data.events.shape[1] < 5000  # accept-reject thinned the pseudo-data
+    assert np.all(data.xsec < make_pseudo_data(get_problem("proxy1d"), np.asarray(spec.truth_values()), 5000, 3).xsec)
+    result = train_member(spec, 0, data, HistorySink())
+    assert result.status == "completed" and result.steps_done == 40
+    assert np.all(np.isfinite(result.params_pred)) and np.all(np.isfinite(result.chi2_ndf))
