@@ -46,6 +46,7 @@ class Proxy2D(Problem):
     y_range = (0.001, 0.999)
     core_range = (0.001, 0.999)
     grid_points = 128
+    spec_defaults = {"name": "closure-2d", "training": {"steps": 1500}}
 
     def qcfs(self, theta: Tensor, *grids: Tensor) -> Tensor:
         return rho2d(theta, *grids)[:, None]
@@ -69,6 +70,7 @@ class MultiSet2D(Problem):
     core_range = (0.001, 0.999)
     grid_points = 96
     mixing = MIXING
+    spec_defaults = {"problem": {"events": 50_000}, "training": {"steps": 1500, "batch_params": 32}}
 
     def qcfs(self, theta: Tensor, *grids: Tensor) -> Tensor:
         return torch.stack([rho2d(theta[:, 5 * k : 5 * k + 5], *grids) for k in range(3)], dim=1)
