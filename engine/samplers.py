@@ -117,7 +117,7 @@ def _locate(cum: Tensor, u: Tensor) -> Tensor:
     # the cell of any u in bucket q - 1.
     buckets = _bucket_count(width)
     bucket_start = torch.arange(rows, device=device) * (buckets + 1)
-    keys = (cum[:, 1:] * buckets).clamp_(0, buckets).long()
+    keys = (cum[:, 1:] * buckets).clamp_(0, buckets).nan_to_num_(buckets).long()  # nan: garbage in, no crash
     keys += bucket_start[:, None]
     counts = torch.bincount(keys.view(-1), minlength=rows * (buckets + 1)).view(rows, buckets + 1)
     guide = counts.cumsum(1).sub_(counts).add_(row_start[:, None]).view(-1)
@@ -322,7 +322,7 @@ class _Transport(torch.autograd.Function):
     the bilinear interpolant and an event at (s, t) in cell (i, j),
     Z F_X(x) = C_i + hx s lerp(L_i, L_i+1, s/2),  Z p_X(x) = ℓ = lerp(L_i, L_i+1, s),
     F(y | x) = lerp(G_i(y), G_i+1(y), s) / ℓ,  G_i(y) = G_ij + hy t lerp(f_ij, f_i,j+1, t/2).
-    The forward pass returns the events unchanged; the backward pass scatters these derivatives
+    The forward pass just assembles the events; the backward pass scatters these derivatives
     into the tables C, G (and so L = G[..., -1]) and the corner values f, and into Z; autograd
     takes them on to θ.
     """
@@ -332,7 +332,10 @@ class _Transport(torch.autograd.Function):
                 y0: Tensor) -> Tensor:
         ctx.tables = (line_cum.detach(), col_cum.detach(), integral.detach())
         ctx.cell_data = c
-        return torch.stack([x0 + c.dx, y0 + c.dy], -1)
+        events = x0.new_empty((x0.shape[0], 2))
+        torch.add(x0, c.dx, out=events[:, 0])
+        torch.add(y0, c.dy, out=events[:, 1])
+        return events
 
     @staticmethod
     @once_differentiable
@@ -347,7 +350,7 @@ class _Transport(torch.autograd.Function):
         c_i = line_cum.view(-1).index_select(0, c.column)
         g_i, g_i1 = cols.index_select(0, c.cell), cols[ny:].index_select(0, c.cell)
 
-        # Distribution functions at the event (unnormalised by Z and by ℓ).
+        # The event's distribution functions: Z F_X(x) and F(y | x).
         half_s, half_t = 0.5 * s, 0.5 * t
         ell = torch.lerp(l_i, l_i1, s).clamp_(min=torch.finfo(s.dtype).tiny)
         cdf_x = torch.addcmul(c_i, c.dx, torch.lerp(l_i, l_i1, half_s))
