@@ -164,7 +164,8 @@ ERROR_RATIO_LIMIT = 1.5
 
 
 def closure_metrics(ds: xr.Dataset, core: tuple[float, float]) -> dict[str, float | int]:
-    """Closure numbers of a result with known truth (floats, so they fit in NetCDF attributes).
+    """Closure numbers of a result with known truth and :func:`closure_variables` (floats, so they fit in
+    NetCDF attributes).
 
     - pulls of the ensemble-mean parameters (max |pull|, mean and RMS over parameters);
     - the ensemble-mean QCF's deviation from the truth in units of its error over the core range
@@ -174,8 +175,7 @@ def closure_metrics(ds: xr.Dataset, core: tuple[float, float]) -> dict[str, floa
     ``closure_passed`` is 1 when max |pull| ≤ 3, the QCF lies within 2σ everywhere in the core
     range and (when known) the error ratio is at most 1.5.
     """
-    mean, err = _ensemble(ds["params_pred"], ds["params_pred_std"])
-    pulls = (mean - ds["params_true"]) / err
+    pulls, err = ds["pull"], ds["params_ensemble_err"]  # from closure_variables
     q_mean, q_err = _ensemble(ds["qcf_pred"], ds["qcf_pred_std"])
     truth = ds["qcf_true"]
     spatial = [d for d in truth.dims if d != "qcf"]
