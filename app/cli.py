@@ -62,7 +62,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     bar = ProgressBarSink(spec.training.steps * spec.ensemble.members, spec.name)
     code = 0
     try:
-        handle = start_run(client, spec, data, sink=bar)
+        try:
+            handle = start_run(client, spec, data, sink=bar)
+        except ValueError as e:  # the cluster cannot host the spec (data_parallel ranks)
+            bar.close()
+            return _fail(str(e))
         try:
             members = handle.results()
         except KeyboardInterrupt:
@@ -119,9 +123,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.problem not in problem_kinds():
         return _fail(f"--problem: unknown problem {args.problem!r}; choose one of {', '.join(problem_kinds())}")
-    for name in ("events", "width", "depth", "threads", "repeats"):
+    for name in ("events", "width", "depth", "threads", "repeats", "members", "steps"):
         if getattr(args, name) < 1:
             return _fail(f"--{name}: must be at least 1, got {getattr(args, name)}")
+    if min(args.ranks) < 1:
+        return _fail(f"--ranks: every rank count must be at least 1, got {args.ranks}")
     return run(args)
 
 
@@ -180,13 +186,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("bench", help="throughput of the sampler or of full GAN steps (medians)")
-    p.add_argument("what", choices=["sampler", "gan"])
+    p.add_argument("what", choices=["sampler", "gan", "ensemble", "dp"],
+                   help="sampler, gan: one process; ensemble, dp: whole runs on a LocalCluster")
     p.add_argument("--problem", default="proxy1d", help="a registered problem kind (default: proxy1d)")
     p.add_argument("--events", type=int, default=10_000, help="events per step (default: 10000)")
     p.add_argument("--width", type=int, default=64, help="discriminator width (gan)")
     p.add_argument("--depth", type=int, default=2, help="discriminator hidden layers (gan)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default: 1, one Dask worker's share)")
     p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--members", type=int, default=2, help="ensemble: members (and workers) (default: 2)")
+    p.add_argument("--ranks", type=lambda s: [int(r) for r in s.split(",")], default=[1, 2], metavar="R[,R...]",
+                   help="dp: ranks to compare (default: 1,2)")
+    p.add_argument("--steps", type=int, default=300, help="ensemble, dp: training steps per run (default: 300)")
+    p.add_argument("--schedule", choices=["sync", "grouped"], default="sync", help="dp: sharing schedule")
     p.add_argument("--json", action="store_true", help="print one JSON line")
     p.set_defaults(func=cmd_bench)
     return parser

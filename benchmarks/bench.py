@@ -1,5 +1,7 @@
 """``qcf-studio bench sampler|gan``: throughput of the differentiable sampler and of full GAN steps.
 
+(``bench ensemble|dp``, the scaling of whole runs on Dask workers, lives in ``benchmarks.scaleout``.)
+
 Both report medians over repeated timings after a warm-up, on the threads torch is given
 (``--threads``, default 1: one Dask worker's share). Counting rules:
 
@@ -170,8 +172,15 @@ def run(args: Any) -> int:
     torch.set_num_threads(args.threads)
     if args.what == "sampler":
         out = bench_sampler(args.problem, args.events, repeats=args.repeats)
-    else:
+    elif args.what == "gan":
         out = bench_gan(args.problem, args.events, args.width, args.depth, repeats=args.repeats)
+    else:  # whole runs on a LocalCluster: imports Dask
+        from benchmarks.scaleout import bench_data_parallel, bench_ensemble
+
+        if args.what == "ensemble":
+            out = bench_ensemble(args.problem, args.members, args.steps)
+        else:
+            out = bench_data_parallel(args.problem, args.ranks, args.steps, args.schedule)
     out.update({"threads": torch.get_num_threads(), "torch": torch.__version__, "device": "cpu"})
     if args.json:
         print(json.dumps(out))

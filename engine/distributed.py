@@ -1,7 +1,18 @@
-"""Running ensembles on Dask: one task per member, metrics streamed back, stop via a Dask Event.
+"""Running members on Dask: tasks, metrics streamed back, stop via a Dask Event, checkpoints, ranks.
 
-The only engine module that imports Dask. Members are independent tasks with distinct seeds;
-each worker reports through :class:`DaskEventSink` (``Worker.log_event``) on the run's topic,
+The only engine module that imports Dask. Two modes (``cluster.mode``):
+
+- ``ensemble``: each member is one task with its own seed, placed on its own worker when there
+  are enough. It saves a checkpoint every ``cluster.checkpoint_every`` steps into a Dask
+  ``Variable`` on the scheduler; if its worker dies, Dask runs the task again elsewhere and it
+  resumes from there (its metric history up to the checkpoint kept).
+- ``data_parallel``: each member is ``ranks`` tasks on distinct workers that train one generator
+  together (``engine.parallel``). Rank 0 opens a ``TCPStore`` on its worker's host and publishes
+  its address in a Dask ``Variable``; the other ranks read it from there (the rendezvous). Rank 0
+  streams the member's metrics and returns its result. A rank that fails or disappears aborts the
+  group; its peers raise at once or after ``cluster.timeout`` seconds, never hang.
+
+Each worker reports through :class:`DaskEventSink` (``Worker.log_event``) on the run's topic,
 which the client follows with ``Client.subscribe_topic``.
 """
 
@@ -11,18 +22,23 @@ import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from typing import Any
+from urllib.parse import urlparse
 
+import numpy as np
 import torch
-from distributed import Client, Event, Future, get_worker, wait
+import torch.distributed as dist
+from distributed import Client, Event, Future, Variable, get_worker, wait
 
+from engine.parallel import GradientSharing, ShareSchedule
 from engine.pseudodata import MeasuredData
-from engine.runner import failed_member, reference_fit, train_member
+from engine.runner import failed_member, reference_fit, train_member, train_rank
 from engine.sinks import HistorySink, MetricsSink
 from engine.spec import Spec, parse_spec_text
 from engine.training import MemberResult
 
-__all__ = ["DaskEventSink", "RunHandle", "start_run", "replay", "topic_for"]
+__all__ = ["DaskEventSink", "DaskCheckpointStore", "RunHandle", "start_run", "replay", "topic_for"]
 
 
 def topic_for(run_id: str) -> str:
@@ -43,12 +59,56 @@ class DaskEventSink:
         self.worker.log_event(self.topic, {"type": "snapshot", "member": member, "step": step, "snapshot": snapshot})
 
 
+class RankEventSink:
+    """A data-parallel rank other than 0: its losses go to the topic as ``rank_metrics`` (no snapshots)."""
+
+    def __init__(self, topic: str, rank: int) -> None:
+        self.topic, self.rank = topic, rank
+        self.worker = get_worker()
+
+    def log_metrics(self, member: int, step: int, metrics: dict[str, float]) -> None:
+        msg = {"type": "rank_metrics", "member": member, "rank": self.rank, "step": step, "metrics": metrics}
+        self.worker.log_event(self.topic, msg)
+
+    def log_snapshot(self, member: int, step: int, snapshot: dict[str, Any]) -> None:
+        pass
+
+
+class DaskCheckpointStore:
+    """A member's latest checkpoint in a Dask ``Variable`` on the scheduler: it outlives the worker.
+
+    The client creates it empty (:meth:`create`) before the task runs, so reading never waits.
+    """
+
+    def __init__(self, name: str, client: Client | None = None) -> None:
+        self.variable = Variable(name, client=client)
+        self.step = 0
+
+    @classmethod
+    def create(cls, name: str, client: Client) -> DaskCheckpointStore:
+        store = cls(name, client)
+        store.variable.set({"step": 0, "blob": b""})
+        return store
+
+    def load(self) -> bytes | None:
+        value = self.variable.get(timeout=30)
+        self.step = int(value["step"])
+        return value["blob"] or None
+
+    def save(self, blob: bytes, step: int) -> None:
+        self.variable.set({"step": step, "blob": blob})
+
+
 def replay(msg: dict[str, Any], sink: MetricsSink) -> None:
     """Turn one message of the event stream back into the call a worker's sink received."""
     if msg["type"] == "metrics":
         sink.log_metrics(msg["member"], msg["step"], msg["metrics"])
     elif msg["type"] == "snapshot":
         sink.log_snapshot(msg["member"], msg["step"], msg["snapshot"])
+
+
+def _checkpoint_name(run_id: str, member: int) -> str:
+    return f"qcf-checkpoint-{run_id}-{member}"
 
 
 def run_member_task(spec_yaml: str, member: int, data: MeasuredData, run_id: str) -> dict[str, Any]:
@@ -58,8 +118,61 @@ def run_member_task(spec_yaml: str, member: int, data: MeasuredData, run_id: str
     spec = parse_spec_text(spec_yaml)
     stop = Event(f"stop-{run_id}")
     sink = DaskEventSink(topic_for(run_id))
-    sink.worker.log_event(topic_for(run_id), {"type": "started", "member": member, "worker": worker.address})
-    result = train_member(spec, member, data, sink, stop_requested=stop.is_set)
+    store = None
+    if spec.cluster.checkpoint_every and spec.training.method == "gan":
+        store = DaskCheckpointStore(_checkpoint_name(run_id, member))
+        store.load()
+    event = {"type": "started", "member": member, "worker": worker.address}
+    if store is not None and store.step:
+        event.update(type="resumed", step=store.step)
+    sink.worker.log_event(topic_for(run_id), event)
+    result = train_member(spec, member, data, sink, stop_requested=stop.is_set, checkpoints=store)
+    return asdict(result)
+
+
+def _rendezvous(run_id: str, member: int, rank: int, ranks: int, timeout: float) -> dist.Store:
+    """Rank 0 hosts a TCPStore on its worker's host; the others find its address in a Dask Variable."""
+    address = Variable(f"qcf-rendezvous-{run_id}-{member}")
+    wait_for = timedelta(seconds=timeout)
+    if rank == 0:
+        host = urlparse(get_worker().address).hostname or "127.0.0.1"
+        store = dist.TCPStore(host, 0, ranks, True, timeout=wait_for, wait_for_workers=False)
+        address.set(f"{host}:{store.port}")
+        return store
+    try:
+        host, port = str(address.get(timeout=timeout)).rsplit(":", 1)
+    except TimeoutError:
+        raise TimeoutError(f"member {member} rank {rank}: rank 0 did not start within {timeout:g} s") from None
+    return dist.TCPStore(host, int(port), ranks, False, timeout=wait_for)
+
+
+def run_rank_task(spec_yaml: str, member: int, rank: int, data: MeasuredData, run_id: str) -> dict[str, Any]:
+    """Dask task: one rank of data-parallel member ``member``; rank 0 streams metrics and returns the result."""
+    worker = get_worker()
+    torch.set_num_threads(max(1, worker.state.nthreads))
+    spec = parse_spec_text(spec_yaml)
+    c = spec.cluster
+    lost = Event(f"qcf-rank-lost-{run_id}-{member}")
+    if lost.is_set():  # a rerun of a rank whose worker died: its group has already given up
+        raise RuntimeError(f"member {member}: a data-parallel rank was lost; the group stopped")
+    topic = topic_for(run_id)
+    worker.log_event(topic, {"type": "started", "member": member, "rank": rank, "worker": worker.address})
+    sharing = None
+    try:
+        store = _rendezvous(run_id, member, rank, c.ranks, c.timeout)
+        sharing = GradientSharing(store, rank, c.ranks, ShareSchedule(c.schedule, c.group_size, c.sync_every),
+                                  c.timeout)
+        if rank == 0:
+            sink: MetricsSink = DaskEventSink(topic)
+            stop = Event(f"stop-{run_id}").is_set
+        else:
+            sink, stop = RankEventSink(topic, rank), lambda: False
+        result = train_rank(spec, member, rank, data, sink, sharing, stop_requested=stop)
+    except BaseException as e:
+        lost.set()
+        if sharing is not None:
+            sharing.close()  # peers blocked on this rank get an error now, not after the timeout
+        raise RuntimeError(f"member {member} rank {rank}: {e}") from e
     return asdict(result)
 
 
@@ -79,9 +192,13 @@ class RunHandle:
     futures: list[Future]
     started: float = field(default_factory=time.perf_counter)
     history: HistorySink = field(default_factory=HistorySink)  # kept for members that die
-    workers: dict[int, str] = field(default_factory=dict)
+    workers: dict[int, str] = field(default_factory=dict)  # member → worker of its task (rank 0's)
+    rank_workers: dict[tuple[int, int], str] = field(default_factory=dict)  # (member, rank) → worker
+    rank_history: dict[int, HistorySink] = field(default_factory=dict)  # member → metrics of its ranks > 0
+    resumed: dict[int, list[int]] = field(default_factory=dict)  # member → steps it resumed from
     lock: threading.Lock = field(default_factory=threading.Lock)
     reference_future: Future | None = None
+    rank_futures: dict[int, list[Future]] = field(default_factory=dict)  # data_parallel: member → ranks 1..R-1
 
     def stop(self) -> None:
         """Ask every member to stop at its next check; they return what they have so far."""
@@ -91,24 +208,55 @@ class RunHandle:
 
     def record(self, msg: dict[str, Any]) -> None:
         with self.lock:
-            replay(msg, self.history)
-            if msg["type"] == "started":
-                self.workers[msg["member"]] = msg["worker"]
+            kind, member = msg["type"], msg.get("member")
+            if kind == "rank_metrics":
+                sink = self.rank_history.setdefault(member, HistorySink())
+                sink.log_metrics(msg["rank"], msg["step"], msg["metrics"])
+            else:
+                replay(msg, self.history)
+            if kind in ("started", "resumed"):
+                self.rank_workers[(member, msg.get("rank", 0))] = msg["worker"]
+                if msg.get("rank", 0) == 0:
+                    self.workers[member] = msg["worker"]
+            if kind == "resumed":  # metrics after the checkpoint will come again
+                self.resumed.setdefault(member, []).append(msg["step"])
+                cols = self.history.columns.get(member)
+                if cols:
+                    keep = sum(1 for s in cols["step"] if s <= msg["step"])
+                    for values in cols.values():
+                        del values[keep:]
 
     def results(self, timeout: float | None = None) -> list[MemberResult]:
-        """Wait for every member; a member whose task failed is kept as ``failed`` with its metrics."""
-        wait(self.futures, timeout=timeout)
+        """Wait for every member; a member whose task (or any of its ranks) failed is kept as ``failed``
+        with the metrics it streamed."""
+        wait(self.futures + [f for fs in self.rank_futures.values() for f in fs], timeout=timeout)
         out = []
         for member, fut in enumerate(self.futures):
-            if fut.status == "finished":
-                out.append(MemberResult(**fut.result()))
+            group = [fut, *self.rank_futures.get(member, [])]
+            broken = [f for f in group if f.status != "finished"]
+            if not broken:
+                ranks = [MemberResult(**f.result()) for f in group]
+                result = ranks[0]  # the generator is one; every rank analysed its own events
+                result.events_processed = sum(r.events_processed for r in ranks)
+                result.comm_seconds = float(np.mean([r.comm_seconds for r in ranks]))
+                out.append(result)
             else:
-                exc = fut.exception()
+                errors = [repr(f.exception()) if f.status == "error" else f.status for f in broken]
                 with self.lock:
                     metrics = self.history.of(member)
-                out.append(failed_member(self.spec, member, metrics, f"member {member}: {exc!r}"))
+                out.append(failed_member(self.spec, member, metrics, f"member {member}: {'; '.join(errors)}"))
         self.client.unsubscribe_topic(topic_for(self.run_id))
+        self._forget()
         return out
+
+    def _forget(self) -> None:
+        """Drop the run's checkpoints and rendezvous addresses from the scheduler."""
+        for member in range(len(self.futures)):
+            for name in (_checkpoint_name(self.run_id, member), f"qcf-rendezvous-{self.run_id}-{member}"):
+                try:
+                    Variable(name, client=self.client).delete()
+                except Exception:  # noqa: BLE001 (never created, or the scheduler is gone)
+                    pass
 
     def reference(self, timeout: float | None = None) -> MemberResult | None:
         """The maximum-likelihood reference fit, if the spec asked for one and it succeeded."""
@@ -140,14 +288,38 @@ def start_run(
         if sink is not None:
             replay(msg, sink)
 
+    members, c = spec.ensemble.members, spec.cluster
+    workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+    if c.mode == "data_parallel":
+        slots = sum(w["nthreads"] for w in client.scheduler_info(n_workers=-1)["workers"].values())
+        if len(workers) < c.ranks or slots < members * c.ranks:
+            raise ValueError(f"cluster.ranks: data_parallel runs {members} × {c.ranks} ranks at once on distinct "
+                             f"workers; the cluster has {len(workers)} workers with {slots} threads")
     client.subscribe_topic(topic_for(run_id), handler)
     Event(f"stop-{run_id}", client=client).clear()
     data_future = client.scatter(data, broadcast=True, hash=False)
     spec_yaml = spec.to_yaml()
-    handle.futures = [
-        client.submit(run_member_task, spec_yaml, m, data_future, run_id, key=f"member-{m}-{run_id}", pure=False)
-        for m in range(spec.ensemble.members)
-    ]
+
+    def place(slot: int) -> dict[str, Any]:
+        # One task per worker where possible; a loose restriction, so a rerun may go anywhere.
+        return {"workers": [workers[slot % len(workers)]], "allow_other_workers": True} if workers else {}
+
+    if c.mode == "data_parallel":
+        for m in range(members):
+            ranks = [client.submit(run_rank_task, spec_yaml, m, r, data_future, run_id, key=f"member-{m}-rank-{r}-"
+                                   f"{run_id}", pure=False, priority=-m, **place(m * c.ranks + r))
+                     for r in range(c.ranks)]
+            handle.futures.append(ranks[0])
+            handle.rank_futures[m] = ranks[1:]
+    else:
+        if c.checkpoint_every and spec.training.method == "gan":
+            for m in range(members):
+                DaskCheckpointStore.create(_checkpoint_name(run_id, m), client)
+        handle.futures = [
+            client.submit(run_member_task, spec_yaml, m, data_future, run_id, key=f"member-{m}-{run_id}",
+                          pure=False, priority=-m, **place(m))
+            for m in range(members)
+        ]
     if spec.training.method == "gan" and spec.training.mle_reference:
         handle.reference_future = client.submit(run_reference_task, spec_yaml, data_future,
                                                 key=f"mle-reference-{run_id}", pure=False, priority=-1)

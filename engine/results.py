@@ -99,6 +99,11 @@ def build_results(
     ds["xsec_data"] = (("observable",), data.xsec)
     ds["xsec_data_err"] = (("observable",), data.xsec_err)
     ds["steps_done"] = (("member",), np.asarray([m.steps_done for m in members]))
+    ds["resumed_from"] = (("member",), np.asarray([m.resumed_from for m in members]))
+    ds["resumed_from"].attrs["description"] = "step a member went on from after its worker died (0: never)"
+    if spec.cluster.mode == "data_parallel":
+        ds["comm_seconds"] = (("member",), np.asarray([m.comm_seconds for m in members]))
+        ds["comm_seconds"].attrs["description"] = "mean time per rank spent in collectives (gradient sharing)"
     if reference is not None:
         ds["params_mle"] = (("param",), reference.params_pred)
         ds["params_mle_err"] = (("param",), reference.params_pred_std)

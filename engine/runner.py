@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from engine.checkpoint import CheckpointStore, load_checkpoint, save_checkpoint
 from engine.detector import DetectorChain, build_detector
 from engine.problems import get_problem
 from engine.pseudodata import MeasuredData, make_pseudo_data
@@ -22,9 +23,10 @@ from engine.training import HIST_BINS, HIST_BINS_2D, GANTrainer, MemberResult
 
 if TYPE_CHECKING:
     from engine.mle import MLEFit
+    from engine.parallel import GradientSharing
 
-__all__ = ["measured_data", "detector_for", "train_member", "make_trainer", "reference_fit", "member_seed",
-           "qcf_grids", "run_name", "failed_member"]
+__all__ = ["measured_data", "detector_for", "train_member", "train_rank", "make_trainer", "reference_fit",
+           "member_seed", "qcf_grids", "run_name", "failed_member"]
 
 
 def measured_data(spec: Spec) -> MeasuredData:
@@ -52,8 +54,14 @@ def member_seed(spec: Spec, member: int) -> int:
     return 1_000_003 * (spec.problem.seed + 1) + 7919 * (member + 1)
 
 
-def make_trainer(spec: Spec, data: MeasuredData, member: int, method: str) -> GANTrainer | MLEFit:
-    """The GAN trainer or maximum-likelihood fit of ``spec`` for ``member`` (both have ``fit``)."""
+def make_trainer(
+    spec: Spec, data: MeasuredData, member: int, method: str, shard: tuple[int, int] | None = None
+) -> GANTrainer | MLEFit:
+    """The GAN trainer or maximum-likelihood fit of ``spec`` for ``member`` (both have ``fit``).
+
+    ``shard = (rank, ranks)`` makes a data-parallel rank's trainer (GAN only): its own share of the
+    measured events and its own seed.
+    """
     lo, hi = spec.bounds_values()
     if method == "mle":
         from engine.mle import MLEFit  # noqa: F811  (only the mle method needs it)
@@ -66,10 +74,10 @@ def make_trainer(spec: Spec, data: MeasuredData, member: int, method: str) -> GA
         data,
         spec.training.config(),
         resolution=spec.detector.resolution,
-        seed=member_seed(spec, member),
+        seed=member_seed(spec, member) + (0 if shard is None else 104_729 * shard[0]),
         qcf_grids=tuple(torch.as_tensor(g, dtype=torch.float32) for g in qcf_grids(spec)),
         bounds=(torch.tensor(lo), torch.tensor(hi)),
-        **({"detector": detector_for(spec)} if method == "gan" else {}),
+        **({"detector": detector_for(spec), "shard": shard} if method == "gan" else {}),
     )
 
 
@@ -84,12 +92,58 @@ def train_member(
     data: MeasuredData,
     sink: MetricsSink,
     stop_requested: Callable[[], bool] = lambda: False,
+    checkpoints: CheckpointStore | None = None,
 ) -> MemberResult:
-    """Train ensemble member ``member`` of ``spec`` on ``data`` and return what it produced."""
+    """Train ensemble member ``member`` of ``spec`` on ``data`` and return what it produced.
+
+    With ``checkpoints``, a GAN member saves its state every ``cluster.checkpoint_every`` steps and,
+    if the store already holds a checkpoint (its previous worker died), resumes from it: its
+    metric history up to that step is kept and ``result.resumed_from`` says where it went on.
+    """
     trainer = make_trainer(spec, data, member, spec.training.method)
+    history = HistorySink()
+    resumed_from = 0
+    blob = checkpoints.load() if checkpoints is not None and isinstance(trainer, GANTrainer) else None
+    if blob is not None:
+        history.columns[member] = load_checkpoint(trainer, blob)
+        resumed_from = trainer.step
+        elapsed = history.columns[member].get("elapsed")
+        trainer.elapsed_offset = elapsed[-1] if elapsed else 0.0
+
+    def save(t: GANTrainer) -> None:
+        assert checkpoints is not None
+        checkpoints.save(save_checkpoint(t, history.of(member)), t.step)
+
+    every = spec.cluster.checkpoint_every if checkpoints is not None else 0
+    kwargs = {"checkpoint": save, "checkpoint_every": every} if isinstance(trainer, GANTrainer) else {}
+    result = trainer.fit(member, MultiSink(sink, history), stop_requested, **kwargs)
+    result.metrics = history.of(member)
+    result.resumed_from = resumed_from
+    return result
+
+
+def train_rank(
+    spec: Spec,
+    member: int,
+    rank: int,
+    data: MeasuredData,
+    sink: MetricsSink,
+    sharing: GradientSharing,
+    stop_requested: Callable[[], bool] = lambda: False,
+) -> MemberResult:
+    """Train rank ``rank`` of data-parallel member ``member``; every rank returns the member's result.
+
+    The ranks start from rank 0's generator weights and share its gradients through ``sharing``;
+    only rank 0 should be given a sink that reaches the user.
+    """
+    trainer = make_trainer(spec, data, member, "gan", shard=(rank, spec.cluster.ranks))
+    assert isinstance(trainer, GANTrainer)
+    trainer.sharing = sharing
+    sharing.broadcast_parameters(trainer.generator.parameters())
     history = HistorySink()
     result = trainer.fit(member, MultiSink(sink, history), stop_requested)
     result.metrics = history.of(member)
+    result.comm_seconds = sharing.comm_seconds
     return result
 
 

@@ -15,14 +15,16 @@ from typing import Any
 import yaml
 
 from engine.detector import DetectorConfigError, build_detector
+from engine.parallel import SCHEDULES
 from engine.problems import get_problem, problem_kinds
 from engine.training import TrainingConfig
 
-__all__ = ["Spec", "SpecError", "load_spec", "parse_spec", "parse_spec_text", "default_spec"]
+__all__ = ["Spec", "SpecError", "load_spec", "parse_spec", "parse_spec_text", "default_spec", "METHODS",
+           "CLUSTER_MODES", "SCHEDULES"]
 
 SPEC_VERSION = 1
 METHODS = ("gan", "mle")
-CLUSTER_MODES = ("ensemble",)  # data_parallel arrives with generator-gradient sharing
+CLUSTER_MODES = ("ensemble", "data_parallel")
 
 
 class SpecError(ValueError):
@@ -74,9 +76,16 @@ class EnsembleSpec:
 
 @dataclass
 class ClusterSpec:
-    workers: int = 2
-    mode: str = "ensemble"
-    ranks: int = 1
+    """Where and how members train; see ``engine.distributed`` and ``engine.parallel``."""
+
+    workers: int = 2  # processes of the embedded LocalCluster (ignored with a remote scheduler)
+    mode: str = "ensemble"  # ensemble: a member per task; data_parallel: ``ranks`` tasks share one generator
+    ranks: int = 1  # data_parallel: ranks per member, each with its own data shard and discriminator
+    schedule: str = "sync"  # data_parallel: sync (all-reduce every step) | grouped (groups sync every sync_every)
+    group_size: int = 1  # grouped: ranks per group (gradients shared every step inside a group)
+    sync_every: int = 10  # grouped: steps between the group leaders' weight averages
+    timeout: float = 60.0  # seconds a rank waits for its peers before it gives up (a lost rank stops the rest)
+    checkpoint_every: int = 100  # steps between checkpoints a member resumes from if its worker dies (0: none)
 
 
 @dataclass
@@ -212,11 +221,33 @@ def parse_spec(raw: Any, base_dir: Path | None = None) -> Spec:
     c = spec.cluster
     if c.workers < 1:
         raise SpecError("cluster.workers", f"must be at least 1, got {c.workers}")
-    if c.mode not in CLUSTER_MODES:
-        raise SpecError("cluster.mode", f"{c.mode!r} is not available yet; choose one of {', '.join(CLUSTER_MODES)}")
-    if c.ranks != 1:
-        raise SpecError("cluster.ranks", f"only 1 rank per member is supported in ensemble mode, got {c.ranks}")
+    _check_cluster(c, t.method)
     return spec
+
+
+def _check_cluster(c: ClusterSpec, method: str) -> None:
+    # Whether the cluster has a worker for every rank is checked against the real cluster when a run starts.
+    if c.mode not in CLUSTER_MODES:
+        raise SpecError("cluster.mode", f"{c.mode!r} is not available; choose one of {', '.join(CLUSTER_MODES)}")
+    if c.mode == "ensemble" and c.ranks != 1:
+        raise SpecError("cluster.ranks", f"ranks share one generator in mode data_parallel; ensemble mode has 1, "
+                                         f"got {c.ranks}")
+    if c.ranks < 1:
+        raise SpecError("cluster.ranks", f"must be at least 1, got {c.ranks}")
+    if c.mode == "data_parallel":
+        if method != "gan":
+            raise SpecError("cluster.mode", f"data_parallel shares generator gradients: it needs training.method gan, "
+                                            f"got {method}")
+    if c.schedule not in SCHEDULES:
+        raise SpecError("cluster.schedule", f"unknown schedule {c.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    for key in ("group_size", "sync_every"):
+        if getattr(c, key) < 1:
+            raise SpecError(f"cluster.{key}", f"must be at least 1, got {getattr(c, key)}")
+    if c.schedule == "grouped" and c.ranks % c.group_size:
+        raise SpecError("cluster.group_size", f"must divide cluster.ranks ({c.ranks}) into equal groups, "
+                                              f"got {c.group_size}")
+    if not c.timeout >= 1:
+        raise SpecError("cluster.timeout", f"must be at least 1 second, got {c.timeout}")
 
 
 def _per_parameter(raw: dict, key: str, what: str, names: tuple[str, ...], kind: str) -> list[tuple[str, str, Any]]:

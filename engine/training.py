@@ -22,6 +22,7 @@ from torch import Tensor
 
 from engine.detector import DetectorChain, ResolutionSmearing
 from engine.models import Discriminator, Generator, adversarial_pass, mlp
+from engine.parallel import GradientSharing
 from engine.problems import Problem
 from engine.pseudodata import MeasuredData
 from engine.sinks import MetricsSink
@@ -75,6 +76,8 @@ class MemberResult:
     hist_gen: np.ndarray
     chi2_ndf: np.ndarray
     error: str = ""
+    resumed_from: int = 0  # the step a member went on from after its worker died (0: never restarted)
+    comm_seconds: float = 0.0  # data-parallel: time this rank spent waiting in collectives
 
 
 HIST_BINS = 40  # per axis for 1D events
@@ -159,6 +162,11 @@ class GANTrainer:
         bounds: lower and upper bounds of the generator's output (the problem's by default).
         detector: the detector chain applied to generated events (smearing, acceptance weights,
             background); replaces ``resolution``.
+        shard: ``(rank, ranks)`` of data-parallel training: this trainer's discriminator sees every
+            ``ranks``-th measured event from ``rank`` on; histograms and χ² still use all of them.
+
+    Set :attr:`sharing` (a :class:`~engine.parallel.GradientSharing`) to share the generator's
+    gradients with other ranks.
     """
 
     def __init__(
@@ -171,6 +179,7 @@ class GANTrainer:
         qcf_grids: tuple[Tensor, ...] | None = None,
         bounds: tuple[Tensor, Tensor] | None = None,
         detector: DetectorChain | None = None,
+        shard: tuple[int, int] | None = None,
     ) -> None:
         self.problem = problem
         self.config = c = config
@@ -189,7 +198,8 @@ class GANTrainer:
         self.grids = problem.tabulation_grids(c.grid_points or None)
         grids = qcf_grids if qcf_grids is not None else problem.qcf_grids()
         self.qcf_grids = tuple(g.to(torch.float32) for g in grids)
-        self.real = torch.as_tensor(data.events, dtype=torch.float32)  # (O, N, D)
+        events = data.events if shard is None else data.events[:, shard[0] :: shard[1]]
+        self.real = torch.as_tensor(events, dtype=torch.float32)  # (O, N, D)
         with torch.no_grad():  # the measured events' features, once: a real batch is a gather of rows
             o, total, d = self.real.shape
             obs = torch.arange(o).repeat_interleave(total)
@@ -211,6 +221,8 @@ class GANTrainer:
         n_gen = c.batch_params * c.events_per_param
         self.labels = torch.arange(n_obs).repeat_interleave(n_gen)
         self.step = 0
+        self.sharing: GradientSharing | None = None
+        self.elapsed_offset = 0.0  # seconds trained before a restart from a checkpoint
 
     @property
     def events_per_step(self) -> int:
@@ -295,11 +307,15 @@ class GANTrainer:
             keys, scalars = keys + ["loss_xsec", "loss_d_xsec"], scalars + [xp.loss_g, xp.loss_d]
         self.opt_g.zero_grad(set_to_none=True)
         surrogate_g.backward()
+        if self.sharing is not None:
+            self.sharing.average_gradients(self.generator.parameters())
         self.opt_d.step()  # the discriminators' gradients were set by adversarial_pass
         self.opt_g.step()
         self.sched_g.step()
         self.sched_d.step()
         self.step += 1
+        if self.sharing is not None:
+            self.sharing.after_step(self.step, self.generator.parameters())
 
         keys += [f"param_{name}" for name in self.problem.param_names]
         values = torch.cat([torch.stack(scalars), theta.detach().mean(0)]).tolist()  # one conversion
@@ -353,15 +369,25 @@ class GANTrainer:
         sink: MetricsSink,
         stop_requested: Callable[[], bool] = lambda: False,
         stop_check_every: int = 20,  # each check of a Dask Event is a scheduler round trip
+        checkpoint: Callable[[GANTrainer], None] | None = None,
+        checkpoint_every: int = 0,
     ) -> MemberResult:
-        """Train to ``config.steps`` or until ``stop_requested()``; return what was produced."""
+        """Train to ``config.steps`` or until ``stop_requested()``; return what was produced.
+
+        ``checkpoint(self)`` is called every ``checkpoint_every`` steps (not after the last). With
+        :attr:`sharing` set, all ranks stop at the same step when any rank's ``stop_requested()``.
+        """
         c = self.config
-        t0 = time.perf_counter()
+        t0 = time.perf_counter() - self.elapsed_offset
         status = "completed"
         while self.step < c.steps:
-            if self.step % stop_check_every == 0 and stop_requested():
-                status = "stopped"
-                break
+            if self.step % stop_check_every == 0:
+                stop = stop_requested()
+                if self.sharing is not None:
+                    stop = self.sharing.any(stop)
+                if stop:
+                    status = "stopped"
+                    break
             metrics = self.train_step()
             if self.step % c.metrics_every == 0 or self.step == c.steps:
                 if not all(math.isfinite(v) for v in metrics.values()):
@@ -370,6 +396,9 @@ class GANTrainer:
                 sink.log_metrics(member, self.step, metrics)
             if self.step % c.snapshot_every == 0 or self.step == c.steps:
                 sink.log_snapshot(member, self.step, self.snapshot())
+            due = checkpoint_every and self.step % checkpoint_every == 0 and self.step < c.steps
+            if checkpoint is not None and due:
+                checkpoint(self)
         wall = time.perf_counter() - t0
         p = self.predict()
         return MemberResult(

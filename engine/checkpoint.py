@@ -1,0 +1,88 @@
+"""Checkpoints of a GAN trainer: state dicts and the metric history, as bytes.
+
+A checkpoint holds the generator, the discriminators, their optimisers and learning-rate
+schedules, the random-number state, the step and the metric history so far. It is written with
+``torch.save`` and read back with ``torch.load(weights_only=True)``: tensors, numbers, strings
+and containers only, never pickled code. Where the bytes are kept (a Dask variable on the
+scheduler, a file) is the caller's business.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import TYPE_CHECKING, Any, Protocol
+
+import torch
+
+if TYPE_CHECKING:
+    from engine.training import GANTrainer
+
+__all__ = ["CheckpointStore", "MemoryCheckpointStore", "save_checkpoint", "load_checkpoint", "CHECKPOINT_FORMAT"]
+
+CHECKPOINT_FORMAT = 1
+
+
+class CheckpointStore(Protocol):
+    """Keeps the latest checkpoint of one ensemble member (or data-parallel rank)."""
+
+    def load(self) -> bytes | None:
+        """The latest checkpoint, or ``None`` if there is none."""
+
+    def save(self, blob: bytes, step: int) -> None:
+        """Replace the latest checkpoint by ``blob``, taken after ``step`` steps."""
+
+
+class MemoryCheckpointStore:
+    """A checkpoint store in this process's memory (tests, single-process runs)."""
+
+    def __init__(self) -> None:
+        self.blob: bytes | None = None
+        self.steps: list[int] = []  # every step saved at
+
+    def load(self) -> bytes | None:
+        return self.blob
+
+    def save(self, blob: bytes, step: int) -> None:
+        self.blob = blob
+        self.steps.append(step)
+
+
+def _modules(trainer: GANTrainer) -> dict[str, Any]:
+    parts = {
+        "generator": trainer.generator,
+        "discriminator": trainer.discriminator,
+        "opt_g": trainer.opt_g,
+        "opt_d": trainer.opt_d,
+        "sched_g": trainer.sched_g,
+        "sched_d": trainer.sched_d,
+    }
+    if trainer.xsec_discriminator is not None:
+        parts["xsec_discriminator"] = trainer.xsec_discriminator
+    return parts
+
+
+def save_checkpoint(trainer: GANTrainer, metrics: dict[str, list[float]]) -> bytes:
+    """The trainer's state after ``trainer.step`` steps and the metric history, as bytes."""
+    state = {name: part.state_dict() for name, part in _modules(trainer).items()}
+    state.update(format=CHECKPOINT_FORMAT, step=trainer.step, rng=trainer.rng.get_state(),
+                 torch_rng=torch.get_rng_state(), metrics=metrics)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()
+
+
+def load_checkpoint(trainer: GANTrainer, blob: bytes) -> dict[str, list[float]]:
+    """Restore ``trainer`` from ``blob`` (``weights_only`` loading); return the metric history it held."""
+    state = torch.load(io.BytesIO(blob), weights_only=True)
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"checkpoint format {state.get('format')!r} is not {CHECKPOINT_FORMAT}")
+    parts = _modules(trainer)
+    missing = set(parts) - set(state)
+    if missing:
+        raise ValueError(f"checkpoint lacks {', '.join(sorted(missing))}: it is of a different problem or spec")
+    for name, part in parts.items():
+        part.load_state_dict(state[name])
+    trainer.step = int(state["step"])
+    trainer.rng.set_state(state["rng"])
+    torch.set_rng_state(state["torch_rng"])
+    return {k: list(v) for k, v in state["metrics"].items()}
