@@ -18,7 +18,7 @@ from engine.pseudodata import MeasuredData
 from engine.spec import Spec
 from engine.training import MemberResult, data_histograms
 
-__all__ = ["build_results", "closure_metrics", "closure_summary", "closure_variables", "qcf_grids",
+__all__ = ["build_results", "closure_metrics", "closure_summary", "closure_variables", "ensemble_estimate", "qcf_grids",
            "write_netcdf_atomic", "package_versions"]
 
 _PACKAGES = ("torch", "numpy", "xarray", "h5netcdf", "dask", "distributed", "panel", "holoviews", "bokeh")
@@ -140,7 +140,7 @@ def qcf_grids(spec: Spec) -> tuple[np.ndarray, ...]:
     return tuple(g.numpy() for g in get_problem(spec.problem.kind).qcf_grids())
 
 
-def _ensemble(pred: xr.DataArray, std: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray]:
+def ensemble_estimate(pred: xr.DataArray, std: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray]:
     """Ensemble mean and standard deviation: ``σ² = mean(σ_m²) + var(mean_m)`` (generator spread plus
     the spread between members)."""
     ok = pred.notnull().all([d for d in pred.dims if d != "member"])
@@ -153,7 +153,7 @@ def _ensemble(pred: xr.DataArray, std: xr.DataArray) -> tuple[xr.DataArray, xr.D
 
 def closure_variables(ds: xr.Dataset) -> dict[str, xr.DataArray]:
     """Per-parameter closure numbers: the ensemble's estimate, error, pull and GAN/MLE error ratio."""
-    mean, err = _ensemble(ds["params_pred"], ds["params_pred_std"])
+    mean, err = ensemble_estimate(ds["params_pred"], ds["params_pred_std"])
     out = {"params_ensemble": mean, "params_ensemble_err": err, "pull": (mean - ds["params_true"]) / err}
     out["pull"].attrs["description"] = "(ensemble mean − truth) / ensemble error"
     if "params_mle_err" in ds:
@@ -181,7 +181,7 @@ def closure_metrics(ds: xr.Dataset, core: tuple[float, float]) -> dict[str, floa
     range and (when known) the error ratio is at most 1.5.
     """
     pulls, err = ds["pull"], ds["params_ensemble_err"]  # from closure_variables
-    q_mean, q_err = _ensemble(ds["qcf_pred"], ds["qcf_pred_std"])
+    q_mean, q_err = ensemble_estimate(ds["qcf_pred"], ds["qcf_pred_std"])
     truth = ds["qcf_true"]
     spatial = [d for d in truth.dims if d != "qcf"]
     judged = (ds["x"] >= core[0]) & (ds["x"] <= core[1]) & (np.abs(truth) >= _QCF_FLOOR * np.abs(truth).max(spatial))
