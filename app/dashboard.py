@@ -126,7 +126,7 @@ class Dashboard(pn.viewable.Viewer):
         truth = spec.truth_values() if spec.problem.data is None else None
         self._plots = plots = LivePlots(
             problem.param_names, problem.qcf_names, problem.observable_names, truth, spec.ensemble.members,
-            spec.bounds_values(),
+            spec.bounds_values(), ranks=spec.cluster.ranks if spec.cluster.mode == "data_parallel" else 1,
         )
         qcf_true = None
         if truth is not None:

@@ -39,7 +39,7 @@ class LiveRun:
     status: str = "starting"  # starting | running | stopping | completed | stopped | failed
     started: float = field(default_factory=time.time)
     finished: float | None = None
-    metrics: list[dict[str, Any]] = field(default_factory=list)  # {"member", "step", **metrics}
+    metrics: list[dict[str, Any]] = field(default_factory=list)  # {"member", "rank", "step", **metrics}
     dropped: int = 0  # metric messages dropped from the front (bounded buffer)
     snapshots: dict[int, dict[str, Any]] = field(default_factory=dict)  # member -> latest snapshot
     snapshot_version: int = 0
@@ -71,11 +71,19 @@ class LiveRun:
         with self.lock:
             self.status = "running" if self.status == "starting" else self.status
             self.steps[member] = step
-            self.metrics.append({"member": member, "step": step, **metrics})
-            if len(self.metrics) > MAX_METRICS:
-                cut = len(self.metrics) - MAX_METRICS
-                del self.metrics[:cut]
-                self.dropped += cut
+            self._append({"member": member, "rank": 0, "step": step, **metrics})
+
+    def log_rank_metrics(self, member: int, rank: int, step: int, metrics: dict[str, float]) -> None:
+        """A data-parallel rank other than 0 (its own discriminator's losses); progress counts rank 0 only."""
+        with self.lock:
+            self._append({"member": member, "rank": rank, "step": step, **metrics})
+
+    def _append(self, row: dict[str, Any]) -> None:
+        self.metrics.append(row)
+        if len(self.metrics) > MAX_METRICS:
+            cut = len(self.metrics) - MAX_METRICS
+            del self.metrics[:cut]
+            self.dropped += cut
 
     def log_snapshot(self, member: int, step: int, snapshot: dict[str, Any]) -> None:
         with self.lock:

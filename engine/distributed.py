@@ -105,6 +105,8 @@ def replay(msg: dict[str, Any], sink: MetricsSink) -> None:
         sink.log_metrics(msg["member"], msg["step"], msg["metrics"])
     elif msg["type"] == "snapshot":
         sink.log_snapshot(msg["member"], msg["step"], msg["snapshot"])
+    elif msg["type"] == "rank_metrics" and hasattr(sink, "log_rank_metrics"):  # sinks that show every rank
+        sink.log_rank_metrics(msg["member"], msg["rank"], msg["step"], msg["metrics"])
 
 
 def _checkpoint_name(run_id: str, member: int) -> str:

@@ -56,6 +56,8 @@ class LivePlots:
         bounds: lower and upper bounds of the parameters (their range scales the parameter panel).
         members: ensemble members; every overlay has the same elements in every frame (HoloViews
             updates a frame's data in place and cannot add elements later), empty until data arrive.
+        ranks: data-parallel ranks per member; losses and accuracies get a curve per rank (each rank
+            has its own discriminator), parameters and snapshots are rank 0's (the shared generator).
     """
 
     def __init__(
@@ -66,14 +68,16 @@ class LivePlots:
         truth: Sequence[float] | None,
         members: int,
         bounds: tuple[Sequence[float], Sequence[float]],
+        ranks: int = 1,
     ) -> None:
         self.members = list(range(members))
+        self.lines = [(m, r) for m in self.members for r in range(ranks)]  # one loss curve per (member, rank)
         self.lo, self.hi = list(bounds[0]), list(bounds[1])
         self.param_names = list(param_names)
         self.qcf_names = list(qcf_names)
         self.observable_names = list(observable_names)
         self.truth = None if truth is None else list(truth)
-        columns = ["member", "step", *METRIC_COLUMNS, *(f"param_{p}" for p in self.param_names)]
+        columns = ["member", "rank", "step", *METRIC_COLUMNS, *(f"param_{p}" for p in self.param_names)]
         self.metrics = hv.streams.Buffer(pd.DataFrame({c: [] for c in columns}), length=BUFFER_LENGTH, index=False)
         self.snapshot = hv.streams.Pipe(data={})
 
@@ -81,8 +85,8 @@ class LivePlots:
 
     def push_metrics(self, rows: list[dict[str, Any]]) -> None:
         if rows:
-            df = pd.DataFrame(rows)
-            self.metrics.send(df[list(self.metrics.data.columns)])
+            df = pd.DataFrame(rows)  # rows of ranks > 0 carry losses and accuracies only
+            self.metrics.send(df.reindex(columns=self.metrics.data.columns))
 
     def push_snapshot(self, snapshots: dict[int, dict[str, Any]], hist_data: dict[str, Any] | None) -> None:
         self.snapshot.send({"members": snapshots, "data": hist_data})
@@ -95,12 +99,14 @@ class LivePlots:
 
     def _curves(self, data: pd.DataFrame, columns: Sequence[str], ylabel: str) -> hv.Overlay:
         curves = []
-        for m in self.members:
-            df = _thin(data[data["member"] == m])
+        several_ranks = len(self.lines) > len(self.members)
+        for k, (m, r) in enumerate(self.lines):
+            df = _thin(data[(data["member"] == m) & (data["rank"] == r)])
+            who = f"member {m} rank {r}" if several_ranks else f"member {m}"
             for i, c in enumerate(columns):
                 curves.append(
-                    hv.Curve(df, "step", c, label=f"{c} · member {m}").opts(
-                        color=COLORS[i % len(COLORS)], line_dash=DASHES[m % len(DASHES)]
+                    hv.Curve(df, "step", c, label=f"{c} · {who}").opts(
+                        color=COLORS[i % len(COLORS)], line_dash=DASHES[k % len(DASHES)]
                     )
                 )
         return hv.Overlay(curves).opts(
@@ -128,7 +134,7 @@ class LivePlots:
         def plot(data: pd.DataFrame) -> hv.Overlay:
             curves = []
             for m in self.members:
-                df = _thin(data[data["member"] == m])
+                df = _thin(data[(data["member"] == m) & (data["rank"] == 0)])
                 for i, p in enumerate(self.param_names):
                     y = (df[f"param_{p}"] - ref[i]) / span[i]
                     curves.append(hv.Curve((df["step"], y), "step", "deviation", label=f"{p} · member {m}").opts(

@@ -46,3 +46,27 @@ def test_live_curves_draw_a_bounded_number_of_points():
     assert len(thin) <= MAX_POINTS + 1
     assert thin["step"].iloc[0] == 10 and thin["step"].iloc[-1] == 100_000  # ends kept
     assert _thin(df.head(50)).equals(df.head(50))  # short histories untouched
+
+
+def test_live_view_draws_a_loss_curve_for_every_data_parallel_rank():
+    import holoviews as hv
+    import holoviews.plotting.bokeh  # noqa: F401 (options need a plotting extension)
+
+    from engine.distributed import replay
+    from layouts.live import LivePlots
+
+    spec = parse_spec({"problem": {"kind": "proxy1d"}, "ensemble": {"members": 1},
+                       "cluster": {"mode": "data_parallel", "ranks": 2, "workers": 2}})
+    run = LiveRun(spec)
+    for step in (10, 20):
+        replay({"type": "metrics", "member": 0, "step": step, "metrics": {"loss_d": 1.0, "param_Nu": 2.0}}, run)
+        replay({"type": "rank_metrics", "member": 0, "rank": 1, "step": step, "metrics": {"loss_d": 3.0}}, run)
+    assert run.steps == {0: 20}  # progress counts rank 0 only
+    plots = LivePlots(("Nu",), ("u",), ("s",), [2.0], 1, ([0.0], [3.0]), ranks=2)
+    rows, _ = run.metrics_since(0)
+    plots.push_metrics(rows)
+    overlay = plots.losses()[()]
+    loss_d = {c.label: list(c.dframe()["loss_d"]) for c in overlay if "loss_d" in c.label}
+    assert loss_d == {"loss_d · member 0 rank 0": [1.0, 1.0], "loss_d · member 0 rank 1": [3.0, 3.0]}
+    params = [c for c in plots.parameters()[()] if isinstance(c, hv.Curve)]
+    assert len(params) == 1 and list(params[0].dframe()["deviation"]) == [0.0, 0.0]  # rank 0's generator only
