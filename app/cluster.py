@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+from typing import Any
 
 import dask
 from distributed import Client, LocalCluster, Worker, WorkerPlugin
 
-__all__ = ["connect", "close"]
+__all__ = ["connect", "close", "describe_task", "worker_rows"]
 
 
 def connect(scheduler: str | None = None, workers: int = 2) -> Client:
@@ -82,3 +84,41 @@ def close(client: Client) -> None:
     client.close()
     if cluster is not None:
         cluster.close()
+
+
+_TASK_KEY = re.compile(  # the keys engine.distributed.start_run gives its tasks
+    r"^(?:member-(?P<member>\d+)-(?:rank-(?P<rank>\d+)-)?|(?P<mle>mle-reference)-)(?P<run>[0-9a-f]{12})$"
+)
+
+
+def describe_task(key: Any, run_names: dict[str, str]) -> str:
+    """What a task key of :func:`engine.distributed.start_run` is: ``closure-1d · member 1 · rank 0``."""
+    text = key if isinstance(key, str) else str(key)
+    m = _TASK_KEY.match(text)
+    if m is None:
+        return text  # another client's task on a shared scheduler
+    run = run_names.get(m["run"], f"run {m['run']}")
+    if m["mle"]:
+        return f"{run} · MLE reference"
+    rank = f" · rank {m['rank']}" if m["rank"] is not None else ""
+    return f"{run} · member {m['member']}{rank}"
+
+
+def worker_rows(client: Client, run_names: dict[str, str]) -> list[dict[str, Any]]:
+    """One row per worker of the cluster: its name, host, threads, CPU load, memory, resources (GPUs) and
+    the tasks it holds (``run · member · rank``). ``run_names`` maps a run id to its spec name."""
+    workers = client.scheduler_info(n_workers=-1)["workers"]  # refreshed by the client every few seconds
+    processing = client.processing()
+    rows = []
+    for address, w in sorted(workers.items(), key=lambda kv: str(kv[1].get("name"))):
+        metrics = w.get("metrics", {})
+        tasks = [describe_task(k, run_names) for k in processing.get(address, ())]
+        rows.append({
+            "worker": str(w.get("name", address)), "address": address, "host": w.get("host", ""),
+            "threads": int(w.get("nthreads", 0)), "cpu_percent": float(metrics.get("cpu", 0.0)),
+            "memory_mb": float(metrics.get("memory", 0)) / 2**20,
+            "memory_limit_mb": float(w.get("memory_limit") or 0) / 2**20,
+            "resources": ", ".join(f"{k}={v:g}" for k, v in sorted((w.get("resources") or {}).items())),
+            "tasks": "; ".join(tasks) if tasks else "idle",
+        })
+    return rows

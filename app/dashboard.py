@@ -1,16 +1,21 @@
-"""The dashboard page: spec editor, Start/Stop, progress, and the live plots of the current run."""
+"""The dashboard page: the spec (form and YAML), Start/Stop, progress, the live plots of the current run,
+and the cluster."""
 
 from __future__ import annotations
 
+import io
 import time
 from typing import Any
 
 import holoviews as hv
 import panel as pn
 import torch
+import yaml
 
+from app.cluster_view import ClusterView
 from app.runs import LiveRun, RunBusyError, RunManager
-from engine.problems import get_problem, problem_kinds
+from app.spec_form import SpecForm
+from engine.problems import get_problem
 from engine.results import closure_summary
 from engine.spec import Spec, SpecError, default_spec, parse_spec_text
 from layouts.live import LivePlots
@@ -18,6 +23,7 @@ from layouts.live import LivePlots
 __all__ = ["Dashboard"]
 
 POLL_MS = 1000  # how often a session pulls new metrics from the shared run (re-rendering costs CPU)
+MAX_SPEC_BYTES = 1_000_000  # a spec file loaded in the browser
 
 
 def _spec_summary(spec: Spec) -> str:
@@ -46,11 +52,11 @@ class Dashboard(pn.viewable.Viewer):
             name="Spec (YAML)", value=spec_text, height=330, sizing_mode="stretch_width",
             stylesheets=[":host textarea { font-family: monospace; font-size: 12px; }"],
         )
-        self.problem_select = pn.widgets.Select(
-            name="Problem", options=problem_kinds(), width=200,
-            description="Loads the problem's standard closure spec into the editor (every registered problem).",
-        )
-        self.problem_select.param.watch(self._on_problem, "value")
+        self.form = SpecForm(on_edit=self._on_form_edit)
+        self.spec_file = pn.widgets.FileInput(accept=".yaml,.yml", name="Load spec", multiple=False)
+        self.spec_file.param.watch(self._on_spec_file, "value")
+        self.save_spec = pn.widgets.FileDownload(callback=self._spec_download, filename="spec.yaml",
+                                                 label="Save spec (YAML)", button_type="default", width=200)
         self.summary = pn.pane.Markdown(sizing_mode="stretch_width")
         self.message = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width",
                                      css_classes=["spec-error"])
@@ -68,11 +74,14 @@ class Dashboard(pn.viewable.Viewer):
         self._plots: LivePlots | None = None
         self.spec = self._validate(spec_text)
         if self.spec is not None:
-            self.problem_select.value = self.spec.problem.kind
             self._build_plots(self.spec)
         if manager.current is not None:  # a new session joins the run in progress
             self._attach(manager.current)
         self._callback = pn.state.add_periodic_callback(self._poll, period=POLL_MS)
+        self.cluster = ClusterView(manager, is_shown=lambda: self.tabs.active == 1)
+        self.tabs = pn.Tabs(("Live", self.plot_area), ("Cluster", self.cluster), sizing_mode="stretch_width",
+                            dynamic=False)
+        self.tabs.param.watch(lambda e: e.new == 1 and self.cluster.refresh(), "active")
 
     # --- spec ------------------------------------------------------------------------------------
 
@@ -84,21 +93,66 @@ class Dashboard(pn.viewable.Viewer):
             self.message.object = f"**Invalid spec** — `{e.field}`: {e.message}"
             self.message.visible = True
             self.summary.object = ""
+            self.form.show_error(e.field, e.message)
             return None
         self.message.visible = False
         self.summary.object = _spec_summary(spec)
+        self.form.show(spec.to_dict())
+        self.form.show_error(None)
+        self.save_spec.filename = f"{spec.name}.yaml"
         return spec
+
+    def _set_text(self, text: str) -> None:
+        self.editor.value = text
+        self.editor.value_input = text
+        self.spec = self._validate(text)
 
     def _on_edit(self, event: Any) -> None:
         self.spec = self._validate(event.new)
 
-    def _on_problem(self, event: Any) -> None:
-        if self.spec is not None and self.spec.problem.kind == event.new:
-            return  # the editor already holds a spec of this problem
-        text = default_spec(event.new).to_yaml()
-        self.editor.value = text
-        self.editor.value_input = text
-        self.spec = self._validate(text)
+    def _on_form_edit(self, section: str, key: str, value: Any) -> None:
+        """A form field changed: write it into the YAML (the one source of the spec) and validate."""
+        if (section, key) == ("problem", "kind"):
+            if self.spec is None or self.spec.problem.kind != value:  # another problem: its standard spec
+                self._set_text(default_spec(value).to_yaml())
+            return
+        try:
+            raw = yaml.safe_load(self.editor.value_input or self.editor.value)
+        except yaml.YAMLError:
+            raw = None
+        if not isinstance(raw, dict):  # the YAML is broken: edit the last valid spec instead
+            raw = self.spec.to_dict() if self.spec is not None else default_spec().to_dict()
+        if section:
+            if not isinstance(raw.get(section), dict):
+                raw[section] = {}
+            raw[section][key] = value
+        else:
+            raw[key] = value
+        self._set_text(yaml.safe_dump(raw, sort_keys=False))
+
+    def _on_spec_file(self, event: Any) -> None:
+        name = self.spec_file.filename or "the file"
+        data = event.new
+        if not data:
+            return
+        if len(data) > MAX_SPEC_BYTES:
+            self._file_error(f"{name}: {len(data):,} bytes; a spec is at most {MAX_SPEC_BYTES:,}")
+            return
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            self._file_error(f"{name}: not a text (UTF-8) file")
+            return
+        self._set_text(text)
+        if self.spec is None:
+            self.message.object = f"**{name}** — {self.message.object}"
+
+    def _file_error(self, text: str) -> None:
+        self.message.object = f"**Cannot load the spec** — {text}"
+        self.message.visible = True
+
+    def _spec_download(self) -> io.BytesIO:
+        return io.BytesIO((self.editor.value_input or self.editor.value).encode())
 
     # --- run control --------------------------------------------------------------------------
 
@@ -190,15 +244,21 @@ class Dashboard(pn.viewable.Viewer):
         self.status.object = text
 
     def __panel__(self) -> pn.viewable.Viewable:
+        spec_tabs = pn.Tabs(
+            ("Form", pn.Column(self.form, scroll=True, sizing_mode="stretch_both")),
+            ("YAML", pn.Column(self.editor, pn.Row(self.spec_file), self.save_spec, sizing_mode="stretch_width")),
+            sizing_mode="stretch_width", height=560, dynamic=False,
+        )
         sidebar = pn.Column(
             pn.pane.Markdown("## qcf-studio\nClosure test of a SAGIPS-style GAN fit"),
-            self.problem_select, self.editor, self.message, pn.Row(self.start_button, self.stop_button),
+            spec_tabs, self.message, pn.Row(self.start_button, self.stop_button),
             self.progress, self.status, self.summary, width=430,
         )
-        return pn.Row(sidebar, self.plot_area, sizing_mode="stretch_width")
+        return pn.Row(sidebar, self.tabs, sizing_mode="stretch_width")
 
     def dispose(self) -> None:
         self._callback.stop()
+        self.cluster.dispose()
 
 
 hv.extension("bokeh", logo=False)

@@ -108,6 +108,10 @@ class RunManager:
         self.data_dir = Path(data_dir)
         self.current: LiveRun | None = None
         self._lock = threading.Lock()
+        self._names: dict[str, str] = {}  # run id (Dask task keys) -> spec name, for the cluster view
+
+    def run_names(self) -> dict[str, str]:
+        return dict(self._names)
 
     @property
     def busy(self) -> bool:
@@ -146,6 +150,9 @@ class RunManager:
             edges, hist = data_histograms(data)  # x-marginals for the live 1D views of 2D events
             run.hist_data = dict(zip(names, zip(edges[:, 0], marginal_x(hist, edges))))
             run.handle = start_run(self.client, run.spec, data, sink=run)
+            self._names[run.handle.run_id] = run.spec.name
+            while len(self._names) > 100:
+                self._names.pop(next(iter(self._names)))
             members = run.handle.results()
             ds = build_results(run.spec, data, members, run.handle.wall_seconds, run.handle.reference())
             path = self.runs_dir / f"{run_name(run.spec, self.runs_dir)}.nc"

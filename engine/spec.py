@@ -20,11 +20,14 @@ from engine.problems import get_problem, problem_kinds
 from engine.training import TrainingConfig
 
 __all__ = ["Spec", "SpecError", "load_spec", "parse_spec", "parse_spec_text", "default_spec", "METHODS",
-           "CLUSTER_MODES", "SCHEDULES"]
+           "CLUSTER_MODES", "SCHEDULES", "FIELD_CHOICES"]
 
 SPEC_VERSION = 1
 METHODS = ("gan", "mle")
 CLUSTER_MODES = ("ensemble", "data_parallel")
+# Fields that take one of a fixed set of values (problem.kind: the registered problems), for forms.
+FIELD_CHOICES: dict[str, tuple[str, ...]] = {"training.method": METHODS, "cluster.mode": CLUSTER_MODES,
+                                             "cluster.schedule": SCHEDULES}
 
 
 class SpecError(ValueError):

@@ -95,6 +95,10 @@ def _wait_status(page, text: str, timeout: float) -> None:
         time.sleep(0.3)
 
 
+def _tab(page, title: str) -> None:
+    page.locator(".bk-tab", has_text=title).first.click()
+
+
 def test_start_streams_live_plots_and_stop_saves_the_run(server, page):
     url, runs = server
     page.goto(url)
@@ -128,6 +132,7 @@ def test_bad_spec_shows_a_red_message_and_starts_nothing(server, page):
     url, runs = server
     page.goto(url)
     page.get_by_role("button", name="Start").wait_for(timeout=60_000)
+    _tab(page, "YAML")
     editor = page.locator("textarea")
     editor.fill(editor.input_value().replace("events: 5000", "events: -5"))
     message = page.locator(".spec-error div")
@@ -137,3 +142,20 @@ def test_bad_spec_shows_a_red_message_and_starts_nothing(server, page):
     time.sleep(2)
     assert "Ready" in _status(page)
     assert not list(runs.glob("*.nc"))
+
+
+def test_a_bad_form_field_shows_its_message_beside_it(server, page):
+    url, runs = server
+    page.goto(url)
+    page.get_by_role("button", name="Start").wait_for(timeout=60_000)
+    events = page.locator(".field-problem-events input")
+    events.fill("-5")
+    events.press("Enter")
+    message = page.locator(".field-error p")
+    message.first.wait_for(state="visible", timeout=10_000)
+    assert "problem.events" in message.first.inner_text() and "at least 100" in message.first.inner_text()
+    events.fill("3000")
+    events.press("Enter")
+    message.first.wait_for(state="hidden", timeout=10_000)
+    _tab(page, "YAML")
+    assert "events: 3000" in page.locator("textarea").input_value()  # the form wrote the spec

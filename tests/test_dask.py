@@ -30,11 +30,17 @@ def test_members_run_as_dask_tasks_and_stream_metrics(dask_client):
 
 
 def test_stop_event_ends_members_early_and_keeps_results(dask_client):
+    from app.cluster import worker_rows
+
     spec = small_spec(steps=100_000)
     handle = start_run(dask_client, spec, measured_data(spec))
     deadline = time.time() + 60
     while sum(len(handle.history.of(m)["step"]) for m in (0, 1)) < 4 and time.time() < deadline:
         time.sleep(0.2)
+    # the cluster view: each worker holds one member of this run, named after the spec
+    rows = worker_rows(dask_client, {handle.run_id: spec.name})
+    assert sorted(r["tasks"] for r in rows) == ["test-small · member 0", "test-small · member 1"]
+    assert all(r["threads"] == 1 and r["memory_mb"] > 50 for r in rows)
     handle.stop()
     members = handle.results(timeout=60)
     assert [m.status for m in members] == ["stopped", "stopped"]

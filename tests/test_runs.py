@@ -70,3 +70,14 @@ def test_live_view_draws_a_loss_curve_for_every_data_parallel_rank():
     assert loss_d == {"loss_d · member 0 rank 0": [1.0, 1.0], "loss_d · member 0 rank 1": [3.0, 3.0]}
     params = [c for c in plots.parameters()[()] if isinstance(c, hv.Curve)]
     assert len(params) == 1 and list(params[0].dframe()["deviation"]) == [0.0, 0.0]  # rank 0's generator only
+
+
+def test_cluster_view_names_the_run_member_and_rank_of_each_task():
+    from app.cluster import describe_task
+
+    names = {"0123456789ab": "closure-2d"}
+    assert describe_task("member-1-0123456789ab", names) == "closure-2d · member 1"
+    assert describe_task("member-0-rank-3-0123456789ab", names) == "closure-2d · member 0 · rank 3"
+    assert describe_task("mle-reference-0123456789ab", names) == "closure-2d · MLE reference"
+    assert describe_task("member-2-fedcba987654", names) == "run fedcba987654 · member 2"  # another client's run
+    assert describe_task(("sum-abc", 0), names) == "('sum-abc', 0)"
