@@ -18,7 +18,7 @@ import yaml
 
 from engine.results import _QCF_FLOOR, ERROR_RATIO_LIMIT, ensemble_estimate
 
-__all__ = ["Criterion", "closure_report", "closure_verdict", "verdict_text", "report_markdown",
+__all__ = ["Criterion", "closure_report", "closure_verdict", "verdict_text", "report_markdown", "core_range",
            "PULL_LIMIT", "QCF_SIGMA_LIMIT", "ERROR_RATIO_LIMIT"]
 
 PULL_LIMIT = 3.0  # max |pull| of any parameter (design.md: pulls centred on 0 with width ≈ 1)
@@ -84,7 +84,8 @@ def _status(ds: xr.Dataset) -> Criterion:
     return Criterion(STATUS, None, None, False, text)
 
 
-def _core_range(ds: xr.Dataset) -> tuple[float, float]:
+def core_range(ds: xr.Dataset) -> tuple[float, float]:
+    """Where QCFs are judged along x: the problem's core range (the whole grid for an unregistered problem)."""
     from engine.problems import get_problem
 
     try:
@@ -96,7 +97,7 @@ def _core_range(ds: xr.Dataset) -> tuple[float, float]:
 
 def qcf_deviation(ds: xr.Dataset) -> xr.DataArray:
     """|ensemble-mean QCF − truth| / error where the QCF is judged (core range, not negligible), else NaN."""
-    lo, hi = _core_range(ds)
+    lo, hi = core_range(ds)
     mean, err = ensemble_estimate(ds["qcf_pred"], ds["qcf_pred_std"])
     truth = ds["qcf_true"]
     spatial = [d for d in truth.dims if d != "qcf"]
@@ -106,7 +107,7 @@ def qcf_deviation(ds: xr.Dataset) -> xr.DataArray:
 
 
 def _qcf(ds: xr.Dataset, dev: xr.DataArray) -> Criterion:
-    lo, hi = _core_range(ds)
+    lo, hi = core_range(ds)
     where = f"x ∈ [{lo:g}, {hi:g}]" + (" (all y)" if "y" in dev.dims else "")
     if not bool(dev.notnull().any()):
         return Criterion(QCF, None, QCF_SIGMA_LIMIT, None, f"No QCF point of {where} could be judged.")
