@@ -19,6 +19,7 @@ import yaml
 from engine.results import _QCF_FLOOR, ERROR_RATIO_LIMIT, ensemble_estimate
 
 __all__ = ["Criterion", "closure_report", "closure_verdict", "verdict_text", "report_markdown", "core_range",
+           "criterion_label", "parameter_table", "value_error",
            "PULL_LIMIT", "QCF_SIGMA_LIMIT", "ERROR_RATIO_LIMIT"]
 
 PULL_LIMIT = 3.0  # max |pull| of any parameter (design.md: pulls centred on 0 with width ≈ 1)
@@ -269,7 +270,7 @@ def verdict_text(criteria: list[Criterion]) -> str:
     return "Closure not judged: no truth is known"
 
 
-def _label(c: Criterion) -> str:
+def criterion_label(c: Criterion) -> str:
     """pass/FAIL for a decisive criterion (n/a when not judged); ok/warn/info for an informative one."""
     if c.decisive:
         return "n/a" if c.passed is None else ("pass" if c.passed else "FAIL")
@@ -278,6 +279,14 @@ def _label(c: Criterion) -> str:
 
 def _fmt(v: float) -> str:
     return "—" if v is None or not np.isfinite(v) else format(float(v), ".4g").replace("-", "−")
+
+
+def value_error(value: float, error: float) -> str:
+    """``value ± error`` with the error to two significant digits and the value to the same decimals."""
+    if not (np.isfinite(value) and np.isfinite(error)) or error <= 0:
+        return f"{_fmt(value)} ± {_fmt(error)}"
+    decimals = max(0, 1 - int(math.floor(math.log10(error))))
+    return f"{_n(value, f'.{decimals}f')} ± {_n(error, f'.{decimals}f')}"
 
 
 def parameter_table(ds: xr.Dataset) -> tuple[list[str], list[list[str]]]:
@@ -293,11 +302,11 @@ def parameter_table(ds: xr.Dataset) -> tuple[list[str], list[list[str]]]:
         row = [str(p)]
         if "params_true" in ds:
             row.append(_fmt(ds["params_true"].sel(param=p)))
-        row.append(f"{_fmt(mean.sel(param=p))} ± {_fmt(err.sel(param=p))}")
+        row.append(value_error(float(mean.sel(param=p)), float(err.sel(param=p))))
         if "pull" in ds:
             row.append(_n(ds["pull"].sel(param=p)))
         if mle:
-            row.append(f"{_fmt(ds['params_mle'].sel(param=p))} ± {_fmt(ds['params_mle_err'].sel(param=p))}")
+            row.append(value_error(float(ds["params_mle"].sel(param=p)), float(ds["params_mle_err"].sel(param=p))))
             row.append(_n(err.sel(param=p) / ds["params_mle_err"].sel(param=p)))
         rows.append(row)
     return cols, rows
@@ -320,7 +329,7 @@ def report_markdown(ds: xr.Dataset, criteria: list[Criterion] | None = None) -> 
     """The closure report as Markdown: title, run summary, verdict, one line per criterion, parameter table."""
     criteria = closure_report(ds) if criteria is None else criteria
     lines = [f"# {run_title(ds)}", "", run_summary(ds), "", f"**Verdict: {verdict_text(criteria)}**", ""]
-    lines += [f"- **{_label(c)}** — {c.text}" for c in criteria]
+    lines += [f"- **{criterion_label(c)}** — {c.text}" for c in criteria]
     cols, rows = parameter_table(ds)
     lines += ["", "## Parameters", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
