@@ -211,7 +211,7 @@ def _fig_parameters(ds: xr.Dataset) -> Figure:
         ax.set_title(p, fontsize=10)
     for ax in axes[len(names):]:
         ax.set_visible(False)
-    axes[0].legend(fontsize=6, frameon=False)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=3, fontsize=8, frameon=False)
     fig.suptitle("parameter estimates (no truth known)")
     return fig
 

@@ -72,11 +72,12 @@ def _status(ds: xr.Dataset) -> Criterion:
         return Criterion(STATUS, None, None, True, "The run completed: every member trained all its steps.")
     done = ""
     if "steps_done" in ds:
+        lo, hi = int(ds["steps_done"].min()), int(ds["steps_done"].max())
+        done = f" after {lo}" if lo == hi else f" after {lo}–{hi}"
         try:
-            steps = int(yaml.safe_load(ds.attrs["spec"])["training"]["steps"])
-            done = f" after {int(ds['steps_done'].min())}–{int(ds['steps_done'].max())} of {steps} steps"
+            done += f" of {int(yaml.safe_load(ds.attrs['spec'])['training']['steps'])} steps"
         except (KeyError, TypeError, ValueError, yaml.YAMLError):
-            done = f" after {int(ds['steps_done'].min())} steps"
+            done += " steps"
     why = {"stopped": "it was stopped", "failed": "it failed"}.get(status, f"its status is {status!r}")
     text = f"The run did not complete: {why}{done}, so its fit is not final and closure cannot pass."
     errors = str(ds.attrs.get("errors", "")).strip()
