@@ -173,7 +173,7 @@ def _fig_parameters(ds: xr.Dataset) -> Figure:
         pull = (mean - ds["params_true"]) / err
         shift = 0.15 if mle else 0.0
         ax.errorbar(pos - shift, pull, yerr=1.0, fmt="o", color=ENSEMBLE, capsize=3, label="ensemble (GAN)"
-                    if ds.attrs.get("method") != "mle" else "fit")
+                    if ds.attrs.get("method") != "mle" else "maximum likelihood")
         if mle:
             mpull = (ds["params_mle"] - ds["params_true"]) / ds["params_mle_err"]
             ax.errorbar(pos + shift, mpull, yerr=1.0, fmt="s", color=MLE, capsize=3, label="maximum likelihood")
@@ -284,7 +284,8 @@ def _fig_observables(ds: xr.Dataset) -> Figure:
                 label += rf", $\chi^2$/ndf {float(ds['chi2_ndf'].sel(member=member, observable=o)):.2f}"
             ax.stairs(gen, xe, color=_member_color(i), lw=1.0, label=label)
             with np.errstate(divide="ignore", invalid="ignore"):
-                axr.stairs(np.where(data > 0, gen / data, np.nan), xe, color=_member_color(i), lw=1.0)
+                axr.stairs(np.where(data > 0, gen / data, np.nan), xe, color=_member_color(i), lw=1.0,
+                           baseline=None)
         axr.axhline(1.0, color="black", lw=0.8)
         axr.set_ylim(0.5, 1.5)
         ax.set_title(rf"${_sym(o)}$" + (" (x-marginal)" if two_d else ""))
