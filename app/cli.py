@@ -1,4 +1,4 @@
-"""The ``qcf-studio`` command: serve, validate, data, run, bench.
+"""The ``qcf-studio`` command: serve, validate, data, run, export, bench.
 
 Exit codes: 0 success; 1 a run that did not complete (stopped or failed); 2 invalid input (the
 message names the file and field); 130 interrupted.
@@ -90,6 +90,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     if code:
         return code
     return 0 if status == "completed" else 1
+
+
+EXPORT_FORMATS = "png,pdf,html"  # figures for slides, for papers (+ multipage report), and the standalone report
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from app.export import export_run, parse_formats
+
+    formats = parse_formats(args.format)  # before the file, so a bad flag never reaches the disk
+    for path in export_run(args.run, formats, args.out):
+        print(path)
+    return 0
 
 
 class ProgressBarSink:
@@ -184,6 +196,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR")
     _add_cluster_args(p, default_workers=None)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("export", help="a run's figures and closure report, a copy of its NetCDF and its spec")
+    p.add_argument("run", metavar="RUN.nc", help="a results file written by `qcf-studio run`")
+    p.add_argument("--format", default=EXPORT_FORMATS, metavar="FMT[,FMT...]",
+                   help=f"any of png, svg, pdf, html, comma-separated (default: {EXPORT_FORMATS}); pdf adds a "
+                        "multipage report, html one standalone report page")
+    p.add_argument("--out", required=True, metavar="DIR", help="where the files go (created if missing)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("bench", help="throughput of the sampler or of full GAN steps (medians)")
     p.add_argument("what", choices=["sampler", "gan", "ensemble", "dp"],

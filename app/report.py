@@ -1,0 +1,337 @@
+"""The closure report of one run: a verdict per criterion of design.md ("Closure criteria"), in words.
+
+Each criterion is a :class:`Criterion` with its number, its limit and a sentence a physicist reads
+("the largest |pull| is 1.47 (bu), within the 3σ limit ..."). The numbers come from the result's
+variables (``pull``, ``qcf_pred`` ...) rather than from its ``closure_*`` attributes, so a report
+always describes the data it is given. :func:`report_markdown` is the report as Markdown; the
+dashboard and ``qcf-studio export`` show it. No Panel or HoloViews here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import xarray as xr
+import yaml
+
+from engine.results import _QCF_FLOOR, ERROR_RATIO_LIMIT, ensemble_estimate
+
+__all__ = ["Criterion", "closure_report", "closure_verdict", "verdict_text", "report_markdown", "core_range",
+           "criterion_label", "parameter_table", "value_error",
+           "PULL_LIMIT", "QCF_SIGMA_LIMIT", "ERROR_RATIO_LIMIT"]
+
+PULL_LIMIT = 3.0  # max |pull| of any parameter (design.md: pulls centred on 0 with width ≈ 1)
+QCF_SIGMA_LIMIT = 2.0  # ensemble-mean QCF within 2σ of the truth everywhere in the core range
+
+# Criterion names (stable: the dashboard and tests look criteria up by them).
+STATUS, QCF, PULLS, COVERAGE, CHI2, ERRORS = (
+    "Run status", "QCF closure", "Parameter pulls", "Coverage", "χ²/ndf", "GAN/MLE errors")
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """One line of the closure report.
+
+    Attributes:
+        name: what is judged (``"Parameter pulls"``, ...).
+        value: the judged number (e.g. the largest |pull|), ``None`` where there is none.
+        limit: the number ``value`` is held against, ``None`` where there is none.
+        passed: ``True``/``False``; ``None`` when not applicable or unknown (no truth, no reference).
+        text: one or two sentences saying what was found, in the words of a closure test.
+        decisive: whether the criterion enters the closure verdict (coverage and χ²/ndf are informative).
+    """
+
+    name: str
+    value: float | None
+    limit: float | None
+    passed: bool | None
+    text: str
+    decisive: bool = True
+
+
+def _n(v: float, fmt: str = ".2f") -> str:
+    """A number for prose: typographic minus sign."""
+    return format(float(v), fmt).replace("-", "−")
+
+
+def _pct(f: float) -> str:
+    return f"{100 * f:.0f}%"
+
+
+def _chi2_quantile(p_z: float, ndf: int) -> float:
+    """Quantile of χ²/ndf at the standard-normal quantile ``p_z`` (Wilson–Hilferty; no SciPy needed)."""
+    a = 2.0 / (9.0 * ndf)
+    return (1.0 - a + p_z * math.sqrt(a)) ** 3
+
+
+def _status(ds: xr.Dataset) -> Criterion:
+    status = str(ds.attrs.get("status", "unknown"))
+    if status == "completed":
+        return Criterion(STATUS, None, None, True, "The run completed: every member trained all its steps.")
+    done = ""
+    if "steps_done" in ds:
+        lo, hi = int(ds["steps_done"].min()), int(ds["steps_done"].max())
+        done = f" after {lo}" if lo == hi else f" after {lo}–{hi}"
+        try:
+            done += f" of {int(yaml.safe_load(ds.attrs['spec'])['training']['steps'])} steps"
+        except (KeyError, TypeError, ValueError, yaml.YAMLError):
+            done += " steps"
+    why = {"stopped": "it was stopped", "failed": "it failed"}.get(status, f"its status is {status!r}")
+    text = f"The run did not complete: {why}{done}, so its fit is not final and closure cannot pass."
+    errors = str(ds.attrs.get("errors", "")).strip()
+    if errors:
+        text += f" Error: {errors.splitlines()[0]}"
+    return Criterion(STATUS, None, None, False, text)
+
+
+def core_range(ds: xr.Dataset) -> tuple[float, float]:
+    """Where QCFs are judged along x: the problem's core range (the whole grid for an unregistered problem)."""
+    from engine.problems import get_problem
+
+    try:
+        lo, hi = get_problem(str(ds.attrs.get("problem"))).core_range
+        return float(lo), float(hi)
+    except KeyError:  # a user problem not registered in this process
+        return float(ds["x"].min()), float(ds["x"].max())
+
+
+def qcf_deviation(ds: xr.Dataset) -> xr.DataArray:
+    """|ensemble-mean QCF − truth| / error where the QCF is judged (core range, not negligible), else NaN."""
+    lo, hi = core_range(ds)
+    mean, err = ensemble_estimate(ds["qcf_pred"], ds["qcf_pred_std"])
+    truth = ds["qcf_true"]
+    spatial = [d for d in truth.dims if d != "qcf"]
+    judged = (ds["x"] >= lo) & (ds["x"] <= hi) & (np.abs(truth) >= _QCF_FLOOR * np.abs(truth).max(spatial))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (np.abs(mean - truth) / err).where(judged)
+
+
+def _qcf(ds: xr.Dataset, dev: xr.DataArray) -> Criterion:
+    lo, hi = core_range(ds)
+    where = f"x ∈ [{lo:g}, {hi:g}]" + (" (all y)" if "y" in dev.dims else "")
+    if not bool(dev.notnull().any()):
+        return Criterion(QCF, None, QCF_SIGMA_LIMIT, None, f"No QCF point of {where} could be judged.")
+    worst = float(dev.max())
+    idx = dev.fillna(-1.0).argmax(...)
+    point = {d: dev[d].values[int(i)] for d, i in idx.items()}
+    at = f"{point['qcf']} at x = {float(point['x']):.3g}" + (f", y = {float(point['y']):.3g}" if "y" in point else "")
+    passed = worst <= QCF_SIGMA_LIMIT
+    text = (f"QCF closure: the ensemble-mean QCF lies within {_n(worst)}σ of the truth everywhere in {where}; "
+            f"the largest deviation is for {at}, " +
+            ("within" if passed else "outside") + f" the {QCF_SIGMA_LIMIT:g}σ limit.")
+    if not passed:
+        frac = float((dev > QCF_SIGMA_LIMIT).sum() / dev.notnull().sum())
+        text = (f"QCF closure: the ensemble-mean QCF deviates from the truth by up to {_n(worst)}σ ({at}), "
+                f"beyond the {QCF_SIGMA_LIMIT:g}σ limit; {_pct(frac)} of the points in {where} lie outside 2σ.")
+    return Criterion(QCF, worst, QCF_SIGMA_LIMIT, passed, text)
+
+
+def _pulls(ds: xr.Dataset) -> Criterion:
+    pulls = ds["pull"]
+    n = int(pulls.sizes["param"])
+    absp = np.abs(pulls)
+    worst = float(absp.max())
+    name = str(pulls["param"].values[int(np.nanargmax(absp.values))])
+    mean, rms = float(pulls.mean()), float(np.sqrt((pulls**2).mean()))
+    # 95% ranges of the mean and the RMS of n draws from N(0, 1)
+    mean_lim = 1.96 / math.sqrt(n)
+    rms_lo, rms_hi = math.sqrt(_chi2_quantile(-1.96, n)), math.sqrt(_chi2_quantile(1.96, n))
+    passed = worst <= PULL_LIMIT
+    shape = []
+    if abs(mean) > mean_lim:
+        shape.append(f"the mean is {'above' if mean > 0 else 'below'} 0 by more than 1.96/√{n}")
+    if rms > rms_hi:
+        shape.append("the spread is wider than N(0, 1): errors underestimated or a bias")
+    elif rms < rms_lo:
+        shape.append("the spread is narrower than N(0, 1): errors overestimated")
+    consistent = ("consistent with N(0, 1)" if not shape else "not quite N(0, 1): " + "; ".join(shape))
+    text = (f"Parameter pulls: the largest |pull| is {_n(worst)} ({name}), "
+            + ("within" if passed else "beyond") + f" the {PULL_LIMIT:g}σ limit; the mean pull is {_n(mean)} "
+            f"and the RMS {_n(rms)}, {consistent} for {n} parameters.")
+    return Criterion(PULLS, worst, PULL_LIMIT, passed, text)
+
+
+def _coverage(ds: xr.Dataset, dev: xr.DataArray | None) -> Criterion:
+    absp = np.abs(ds["pull"].values)
+    n = absp.size
+    f1, f2 = float(np.mean(absp <= 1)), float(np.mean(absp <= 2))
+    tol = 2 * math.sqrt(0.68 * 0.32 / n)  # two binomial standard deviations at 68%
+    if f1 > 0.68 + tol:
+        verdict = "over-covers (errors look too large)"
+    elif f1 < 0.68 - tol:
+        verdict = "under-covers (errors look too small)"
+    else:
+        verdict = "is consistent with 68%"
+    text = (f"Coverage: {_pct(f1)} of the {n} parameters lie within 1σ of the truth and {_pct(f2)} within 2σ "
+            f"(expected 68% and 95%); the parameter coverage {verdict}.")
+    if dev is not None and bool(dev.notnull().any()):
+        v = dev.values[~np.isnan(dev.values)]
+        q1, q2 = float(np.mean(v <= 1)), float(np.mean(v <= 2))
+        text += (f" Of the {v.size} judged QCF points, {_pct(q1)} lie within 1σ and {_pct(q2)} within 2σ "
+                 "(neighbouring points are correlated, so this is indicative).")
+    return Criterion(COVERAGE, f1, 0.68, None, text, decisive=False)
+
+
+def _chi2(ds: xr.Dataset) -> Criterion:
+    chi2 = ds["chi2_ndf"]
+    if not bool(chi2.notnull().any()):
+        return Criterion(CHI2, None, None, None, "χ²/ndf: no histograms to compare.", decisive=False)
+    parts, passed, worst, worst_limit = [], True, -1.0, None
+    for obs in chi2["observable"].values:
+        c = chi2.sel(observable=obs)
+        if not bool(c.notnull().any()):
+            continue
+        m = int(np.nanargmax(c.values))
+        value = float(c.values[m])
+        used = (ds["hist_data"].sel(observable=obs) > 0) | (ds["hist_gen"].sel(observable=obs).isel(member=m) > 0)
+        ndf = max(int(used.sum()) - 1, 1)
+        limit = _chi2_quantile(3.09, ndf)  # p = 0.001
+        ok = value <= limit
+        passed = passed and ok
+        parts.append(f"{obs} {_n(value)} (ndf {ndf}, limit {_n(limit)})" + ("" if ok else " — too large"))
+        if value > worst:
+            worst, worst_limit = value, limit
+    text = ("χ²/ndf of generated vs measured histograms (worst member): " + ", ".join(parts) + ". "
+            + ("The generated events describe the data (p > 0.001)." if passed
+               else "The generated events do not describe the data everywhere (p < 0.001)."))
+    return Criterion(CHI2, worst, worst_limit, passed, text, decisive=False)
+
+
+def _errors(ds: xr.Dataset) -> Criterion:
+    if ds.attrs.get("method") == "mle":
+        return Criterion(ERRORS, None, ERROR_RATIO_LIMIT, None,
+                         "GAN/MLE errors: this run is the maximum-likelihood fit, the statistical reference itself.")
+    if "params_mle_err" not in ds:
+        return Criterion(ERRORS, None, ERROR_RATIO_LIMIT, None,
+                         "GAN/MLE errors: the run has no maximum-likelihood reference "
+                         "(training.mle_reference: true adds one), so the errors are not compared with the "
+                         "statistical limit.")
+    err = ds["params_ensemble_err"] if "params_ensemble_err" in ds else \
+        ensemble_estimate(ds["params_pred"], ds["params_pred_std"])[1]
+    ratio = err / ds["params_mle_err"]
+    worst = float(ratio.max())
+    name = str(ratio["param"].values[int(np.nanargmax(ratio.values))])
+    passed = worst <= ERROR_RATIO_LIMIT
+    text = (f"GAN/MLE errors: the largest ratio of the ensemble error to the maximum-likelihood error is "
+            f"{_n(worst)} ({name}), " + ("within" if passed else "above")
+            + f" the limit of {ERROR_RATIO_LIMIT:g}.")
+    low = float(ratio.min())
+    if low < 1 / ERROR_RATIO_LIMIT:
+        narrow = ratio["param"].values[int(np.nanargmin(ratio.values))]
+        text += (f" The error of {narrow} is {_n(low)}× the statistical limit, "
+                 "narrower than the data allow.")
+    return Criterion(ERRORS, worst, ERROR_RATIO_LIMIT, passed, text)
+
+
+def has_truth(ds: xr.Dataset) -> bool:
+    return "params_true" in ds and "pull" in ds and "qcf_true" in ds
+
+
+def closure_report(ds: xr.Dataset) -> list[Criterion]:
+    """The closure criteria of design.md for one result, in the order status, QCF, pulls, coverage,
+    χ²/ndf, GAN/MLE errors.
+
+    Without a truth (a fit of measured data) the QCF, pull and coverage criteria say that closure
+    cannot be judged; χ²/ndf and the GAN/MLE errors are still reported.
+    """
+    out = [_status(ds)]
+    if has_truth(ds):
+        dev = qcf_deviation(ds)
+        out += [_qcf(ds, dev), _pulls(ds), _coverage(ds, dev)]
+    else:
+        why = "no truth is known (measured data), so closure cannot be judged"
+        out += [Criterion(QCF, None, QCF_SIGMA_LIMIT, None, f"QCF closure: {why}."),
+                Criterion(PULLS, None, PULL_LIMIT, None, f"Parameter pulls: {why}."),
+                Criterion(COVERAGE, None, 0.68, None, f"Coverage: {why}.", decisive=False)]
+    if "chi2_ndf" in ds:
+        out.append(_chi2(ds))
+    out.append(_errors(ds))
+    return out
+
+
+def closure_verdict(criteria: list[Criterion]) -> bool | None:
+    """``False`` if a decisive criterion failed; ``None`` if closure was not judged (no truth); else ``True``."""
+    if any(c.decisive and c.passed is False for c in criteria):
+        return False
+    judged = {c.name: c.passed for c in criteria}
+    if judged.get(QCF) is None or judged.get(PULLS) is None:
+        return None
+    return True
+
+
+def verdict_text(criteria: list[Criterion]) -> str:
+    """``"Closure passed"``, ``"Closure FAILED: <criteria>"`` or ``"Closure not judged: ..."``."""
+    v = closure_verdict(criteria)
+    if v is True:
+        return "Closure passed"
+    if v is False:
+        return "Closure FAILED: " + ", ".join(c.name for c in criteria if c.decisive and c.passed is False)
+    return "Closure not judged: no truth is known"
+
+
+def criterion_label(c: Criterion) -> str:
+    """pass/FAIL for a decisive criterion (n/a when not judged); ok/warn/info for an informative one."""
+    if c.decisive:
+        return "n/a" if c.passed is None else ("pass" if c.passed else "FAIL")
+    return "info" if c.passed is None else ("ok" if c.passed else "warn")
+
+
+def _fmt(v: float) -> str:
+    return "—" if v is None or not np.isfinite(v) else format(float(v), ".4g").replace("-", "−")
+
+
+def value_error(value: float, error: float) -> str:
+    """``value ± error`` with the error to two significant digits and the value to the same decimals."""
+    if not (np.isfinite(value) and np.isfinite(error)) or error <= 0:
+        return f"{_fmt(value)} ± {_fmt(error)}"
+    decimals = max(0, 1 - int(math.floor(math.log10(error))))
+    return f"{_n(value, f'.{decimals}f')} ± {_n(error, f'.{decimals}f')}"
+
+
+def parameter_table(ds: xr.Dataset) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the parameter table: truth, ensemble mean ± error, pull, MLE ± error, ratio."""
+    mean, err = (ds["params_ensemble"], ds["params_ensemble_err"]) if "params_ensemble" in ds else \
+        ensemble_estimate(ds["params_pred"], ds["params_pred_std"])
+    cols = ["parameter"] + (["truth"] if "params_true" in ds else []) + ["ensemble mean ± error"]
+    cols += ["pull"] if "pull" in ds else []
+    mle = "params_mle" in ds and "params_mle_err" in ds
+    cols += ["MLE ± error", "error ratio"] if mle else []
+    rows = []
+    for p in ds["param"].values:
+        row = [str(p)]
+        if "params_true" in ds:
+            row.append(_fmt(ds["params_true"].sel(param=p)))
+        row.append(value_error(float(mean.sel(param=p)), float(err.sel(param=p))))
+        if "pull" in ds:
+            row.append(_n(ds["pull"].sel(param=p)))
+        if mle:
+            row.append(value_error(float(ds["params_mle"].sel(param=p)), float(ds["params_mle_err"].sel(param=p))))
+            row.append(_n(err.sel(param=p) / ds["params_mle_err"].sel(param=p)))
+        rows.append(row)
+    return cols, rows
+
+
+def run_title(ds: xr.Dataset) -> str:
+    return f"Closure report: {ds.attrs.get('name', 'run')}"
+
+
+def run_summary(ds: xr.Dataset) -> str:
+    """One line: problem, method, status, wall time, members."""
+    a = ds.attrs
+    members = int(ds.sizes.get("member", 0))
+    wall = float(a.get("wall_seconds", float("nan")))
+    return (f"problem {a.get('problem', '?')} · method {a.get('method', '?')} · status {a.get('status', '?')} · "
+            f"wall time {wall:.1f} s · {members} member{'s' if members != 1 else ''}")
+
+
+def report_markdown(ds: xr.Dataset, criteria: list[Criterion] | None = None) -> str:
+    """The closure report as Markdown: title, run summary, verdict, one line per criterion, parameter table."""
+    criteria = closure_report(ds) if criteria is None else criteria
+    lines = [f"# {run_title(ds)}", "", run_summary(ds), "", f"**Verdict: {verdict_text(criteria)}**", ""]
+    lines += [f"- **{criterion_label(c)}** — {c.text}" for c in criteria]
+    cols, rows = parameter_table(ds)
+    lines += ["", "## Parameters", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,239 @@
+"""Closure report and `qcf-studio export`: real (small) result files, real matplotlib output files."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+import yaml
+from matplotlib.image import imread
+
+from app import export as export_module
+from app.cli import main
+from app.export import export_run, figures, markdown_to_html, open_results
+from app.report import PULLS, QCF, STATUS, closure_report, closure_verdict, report_markdown, verdict_text
+from engine.results import build_results, write_netcdf_atomic
+from engine.runner import measured_data, reference_fit, train_member
+from engine.sinks import HistorySink
+from engine.spec import parse_spec
+
+TINY = {"metrics_every": 5, "snapshot_every": 10, "batch_params": 16, "events_per_param": 32}
+
+
+def _result(directory: Path, raw: dict) -> Path:
+    spec = parse_spec(raw)
+    data = measured_data(spec)
+    members = [train_member(spec, m, data, HistorySink()) for m in range(spec.ensemble.members)]
+    reference = reference_fit(spec, data) if spec.training.mle_reference else None
+    ds = build_results(spec, data, members, 1.5, reference)
+    return write_netcdf_atomic(ds, directory / f"{spec.name}.nc")
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """Three results files, built once: a 1D GAN run, a 1D MLE fit, a 2D GAN run with an MLE reference."""
+    d = tmp_path_factory.mktemp("runs")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # on a busy 2-core machine two threads spin against each other (4× slower)
+    try:
+        return {
+            "gan1d": _result(d, {"name": "gan1d", "problem": {"kind": "proxy1d", "events": 3000, "seed": 3},
+                                 "training": {"steps": 20, **TINY}, "ensemble": {"members": 2}}),
+            "mle1d": _result(d, {"name": "mle1d", "problem": {"kind": "proxy1d", "events": 3000, "seed": 3},
+                                 "training": {"method": "mle", "steps": 30, **TINY}, "ensemble": {"members": 1}}),
+            "gan2d": _result(d, {"name": "gan2d", "problem": {"kind": "proxy2d", "events": 3000, "seed": 3},
+                                 "training": {"steps": 20, "mle_reference": True, **TINY},
+                                 "ensemble": {"members": 2}}),
+        }
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _load(path: Path) -> xr.Dataset:
+    with xr.open_dataset(path, engine="h5netcdf") as f:
+        return f.load()
+
+
+def _criterion(criteria, name):
+    (c,) = [c for c in criteria if c.name == name]
+    return c
+
+
+def _pdf_pages(data: bytes) -> int:
+    """Page objects (``/Type /Page``, not the ``/Pages`` tree) of a PDF that matplotlib wrote."""
+    return len(re.findall(rb"/Type\s*/Page(?![a-zA-Z])", data))
+
+
+def test_export_writes_every_format_of_a_gan_run(runs, tmp_path):
+    out = tmp_path / "out"
+    written = export_run(runs["gan1d"], "png,svg,pdf,html", out)
+    names = ["qcfs", "parameters", "training", "observables"]
+    expected = {f"gan1d-{n}.{fmt}" for n in names for fmt in ("png", "svg", "pdf")}
+    expected |= {"gan1d-report.pdf", "gan1d-report.html", "gan1d.nc", "gan1d-spec.yaml"}
+    assert {p.name for p in written} == expected
+    assert {p.name for p in out.iterdir()} == expected  # no temporaries left behind
+
+    for n in names:
+        png = out / f"gan1d-{n}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        img = imread(png)
+        assert img.shape[0] >= 400 and img.shape[1] >= 600  # 7 × 4.5 in at 150 dpi is 1050 × 675
+        ink = (img[..., :3] < 0.9).any(axis=-1).mean()
+        assert 0.01 < ink < 0.9 and img[..., :3].std() > 0.05, f"{n}: blank-looking image"
+        root = ET.parse(out / f"gan1d-{n}.svg").getroot()
+        assert root.tag.endswith("svg")
+        pdf = (out / f"gan1d-{n}.pdf").read_bytes()
+        assert pdf.startswith(b"%PDF-") and pdf.rstrip().endswith(b"%%EOF") and _pdf_pages(pdf) == 1
+
+    report = (out / "gan1d-report.pdf").read_bytes()
+    assert report.startswith(b"%PDF-") and report.rstrip().endswith(b"%%EOF")
+    assert _pdf_pages(report) == len(names) + 1  # the text page, then every figure
+
+    page = (out / "gan1d-report.html").read_text(encoding="utf-8")
+    ds = _load(runs["gan1d"])
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*https?://""", page, re.IGNORECASE)
+    assert "<script" not in page.lower() and "<link" not in page.lower()
+    assert verdict_text(closure_report(ds)) in page
+    assert page.count("<svg") >= len(names) and "<table>" in page and "name: gan1d" in page
+
+    assert (out / "gan1d.nc").read_bytes() == runs["gan1d"].read_bytes()
+    assert yaml.safe_load((out / "gan1d-spec.yaml").read_text())["name"] == "gan1d"
+
+
+def test_2d_result_has_heat_maps_and_x_projections(runs, tmp_path):
+    ds = _load(runs["gan2d"])
+    figs = figures(ds)
+    assert {"qcfs", "qcf_maps", "parameters", "training", "observables"} <= set(figs)
+    (truth_line,) = [line for line in figs["qcfs"].axes[0].lines if line.get_label() == "truth"]
+    y = ds["y"].values
+    expected = np.trapezoid(ds["qcf_true"].isel(qcf=0).values, y, axis=-1)
+    np.testing.assert_allclose(truth_line.get_ydata(), expected, rtol=1e-12)
+    written = export_run(runs["gan2d"], ["png"], tmp_path)
+    assert tmp_path / "gan2d-qcf_maps.png" in written
+    assert "error ratio" in report_markdown(ds)  # the MLE reference's columns
+
+
+def test_mle_result_has_no_training_figure(runs):
+    figs = figures(_load(runs["mle1d"]))
+    assert "training" not in figs and "likelihood" in figs
+    errors = _criterion(closure_report(_load(runs["mle1d"])), "GAN/MLE errors")
+    assert errors.passed is None and "reference itself" in errors.text
+
+
+@pytest.mark.parametrize("run", ["gan1d", "mle1d", "gan2d"])
+def test_report_verdict_agrees_with_the_engines_closure_numbers(runs, run):
+    ds = _load(runs[run])
+    criteria = closure_report(ds)
+    assert closure_verdict(criteria) is bool(ds.attrs["closure_passed"])
+    assert _criterion(criteria, PULLS).value == pytest.approx(ds.attrs["closure_max_abs_pull"])
+    assert _criterion(criteria, QCF).value == pytest.approx(ds.attrs["closure_max_qcf_dev_sigma"])
+
+
+def _closing(ds: xr.Dataset) -> xr.Dataset:
+    """The result with every member at the truth: pulls 0 and QCFs equal to the truth."""
+    ds = ds.copy(deep=True)
+    ds["params_pred"][:] = ds["params_true"].values
+    ds["params_ensemble"][:] = ds["params_true"].values
+    ds["pull"][:] = 0.0
+    ds["qcf_pred"][:] = ds["qcf_true"].values
+    return ds
+
+
+def test_a_result_at_the_truth_passes(runs):
+    ds = _closing(_load(runs["gan1d"]))
+    criteria = closure_report(ds)
+    assert closure_verdict(criteria) is True
+    assert "**Verdict: Closure passed**" in report_markdown(ds)
+    assert _criterion(criteria, QCF).value == pytest.approx(0.0, abs=1e-4)  # float32 predictions
+
+
+def test_a_pull_of_5_fails_the_pull_criterion_naming_the_parameter(runs):
+    ds = _closing(_load(runs["gan1d"]))
+    ds["pull"].loc[{"param": "bu"}] = 5.0
+    criteria = closure_report(ds)
+    pulls = _criterion(criteria, PULLS)
+    assert pulls.passed is False and pulls.value == 5.0
+    assert "5.00 (bu)" in pulls.text and "beyond the 3σ limit" in pulls.text
+    assert closure_verdict(criteria) is False
+    assert verdict_text(criteria) == "Closure FAILED: Parameter pulls"
+
+
+def test_a_stopped_run_does_not_pass(runs):
+    ds = _closing(_load(runs["gan1d"]))
+    ds.attrs["status"] = "stopped"
+    criteria = closure_report(ds)
+    status = _criterion(criteria, STATUS)
+    assert status.passed is False and "stopped" in status.text
+    assert closure_verdict(criteria) is False and "FAILED" in report_markdown(ds)
+
+
+def test_without_truth_closure_is_not_judged_but_chi2_is_reported(runs, tmp_path):
+    ds = _load(runs["gan1d"])
+    real = ds.drop_vars([v for v in ("params_true", "qcf_true", "pull", "params_ensemble", "params_ensemble_err")])
+    real.attrs = {k: v for k, v in ds.attrs.items() if not k.startswith("closure_")}
+    criteria = closure_report(real)
+    assert closure_verdict(criteria) is None
+    assert "cannot be judged" in _criterion(criteria, QCF).text
+    chi2 = _criterion(criteria, "χ²/ndf")
+    assert chi2.value == pytest.approx(float(ds["chi2_ndf"].max()))
+    path = write_netcdf_atomic(real, tmp_path / "real.nc")
+    written = export_run(path, "html", tmp_path / "out")
+    assert "not judged" in (tmp_path / "out" / "real-report.html").read_text(encoding="utf-8")
+    assert len(written) == 3  # report, NetCDF copy, spec
+
+
+def test_a_failed_export_leaves_no_files(runs, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(export_module, "report_html", broken)
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError):
+        export_run(runs["mle1d"], "png,html", out)
+    assert list(out.iterdir()) == []
+
+
+def test_report_html_escapes_markup():
+    html = markdown_to_html("# run <b>\n\n- **FAIL** — a < b & **c**\n\n| p | v |\n|---|---|\n| <x> | 1 |\n")
+    assert "<b>" not in html and "&lt;b&gt;" in html and "&lt;x&gt;" in html
+    assert '<span class="label fail">FAIL</span>' in html and "<strong>c</strong>" in html
+
+
+def test_open_results_rejects_files_that_are_not_results(runs, tmp_path):
+    text = tmp_path / "notes.nc"
+    text.write_text("not a NetCDF file")
+    with pytest.raises(ValueError, match="notes.nc: not a NetCDF"):
+        open_results(text)
+    ds = _load(runs["mle1d"])
+    bare = write_netcdf_atomic(ds[["hist_data"]].assign_attrs(spec=ds.attrs["spec"]), tmp_path / "data.nc")
+    with pytest.raises(ValueError, match="data.nc: not a qcf-studio results file"):
+        open_results(bare)
+
+
+def test_cli_export_prints_the_written_files(runs, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["export", str(runs["mle1d"]), "--format", "svg", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out.split()
+    assert len(printed) == 6  # qcfs, parameters, likelihood, observables; NetCDF copy; spec
+    assert all(Path(p).is_file() and Path(p).parent == out for p in printed)
+
+
+def test_cli_export_of_a_missing_file_exits_2_naming_it(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "nope.nc"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("qcf-studio: error:") and "nope.nc" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_export_with_an_unknown_format_exits_2_and_writes_nothing(runs, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    assert main(["export", str(runs["mle1d"]), "--format", "png,bmp", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--format" in err and "bmp" in err and "png, svg, pdf, html" in err
+    assert list(out.iterdir()) == []
