@@ -81,8 +81,9 @@ class LivePlots:
 
     def push_metrics(self, rows: list[dict[str, Any]]) -> None:
         if rows:
-            df = pd.DataFrame(rows)
-            self.metrics.send(df[list(self.metrics.data.columns)])
+            # Rows carry what the method reports (an MLE fit has no GAN losses): absent columns are NaN.
+            df = pd.DataFrame(rows).reindex(columns=self.metrics.data.columns)
+            self.metrics.send(df)
 
     def push_snapshot(self, snapshots: dict[int, dict[str, Any]], hist_data: dict[str, Any] | None) -> None:
         self.snapshot.send({"members": snapshots, "data": hist_data})
