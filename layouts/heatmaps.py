@@ -11,11 +11,15 @@ from collections.abc import Sequence
 
 import holoviews as hv
 import numpy as np
+import torch
 import xarray as xr
 
+from engine.problems import Problem
 from engine.results import ensemble_estimate
+from layouts.live import LivePlots
 
-__all__ = ["RATIO_RANGE", "TRUTH_FLOOR", "ratio_map", "qcf_heatmaps", "results_heatmaps", "observable_heatmaps"]
+__all__ = ["RATIO_RANGE", "TRUTH_FLOOR", "ratio_map", "qcf_heatmaps", "results_heatmaps", "observable_heatmaps",
+           "true_qcfs_2d", "live_heatmaps"]
 
 RATIO_RANGE = (0.5, 1.5)  # colour range of predicted/true: a diverging map centred on 1, clipped beyond
 TRUTH_FLOOR = 1e-3  # the ratio is masked where |truth| is below this fraction of its maximum (0/0 in the tails)
@@ -65,7 +69,8 @@ def qcf_heatmaps(x: np.ndarray, y: np.ndarray, pred_mean: np.ndarray, pred_err: 
     pred = np.asarray(pred_mean, dtype=float)
     err = None if pred_err is None else np.asarray(pred_err, dtype=float)
     true = None if truth is None else np.asarray(truth, dtype=float)
-    density_range = (0.0, float(np.nanmax(true if true is not None else pred)))
+    top = np.nanmax(true if true is not None else pred) if np.isfinite(true if true is not None else pred).any() else 0
+    density_range = (0.0, float(top) if top > 0 else 1.0)
     items: list[hv.Element | hv.Overlay] = [
         _mesh(x, y, pred, name, f"{name} predicted").opts(cmap=DENSITY_CMAP, clim=density_range)]
     if true is not None:
@@ -119,3 +124,37 @@ def observable_heatmaps(ds: xr.Dataset) -> hv.Layout:
         rows.append([_hist_mesh(ex, ey, data, f"{o}: data", clim),
                      _hist_mesh(ex, ey, gen.sel(observable=o).values, f"{o}: generated", clim)])
     return _rows(rows)
+
+
+def true_qcfs_2d(problem: Problem, truth: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(x, y, q)``: the true 2D QCFs ``q (Q, X, Y)`` on the problem's reporting grid."""
+    x, y = problem.qcf_grids()
+    q = problem.qcfs(torch.tensor([list(truth)], dtype=torch.float64), x, y)[0]
+    return x.numpy(), y.numpy(), q.numpy()
+
+
+def live_heatmaps(plots: LivePlots, x: np.ndarray, y: np.ndarray, truth: np.ndarray | None = None,
+                  clip: tuple[float, float] = RATIO_RANGE) -> list[list[hv.DynamicMap]]:
+    """Live heat maps on :attr:`LivePlots.snapshot`: per QCF a row of DynamicMaps (predicted | true | ratio |
+    x-projection | y-projection) of the mean over members of the snapshots' ``qcf2d_mean``.
+
+    Live snapshots carry no 2D spread, so the projections have no band here; ``truth`` is ``(Q, X, Y)``
+    (see :func:`true_qcfs_2d`) or ``None``.
+    """
+    shape = (len(x), len(y))
+
+    def mean_of(data: dict, qi: int) -> np.ndarray:
+        snaps = [s for s in ((data or {}).get("members") or {}).values() if "qcf2d_mean" in s]
+        if not snaps:
+            return np.zeros(shape)  # before the first snapshot: same elements, empty maps
+        return np.mean([np.asarray(s["qcf2d_mean"])[qi] for s in snaps], axis=0)
+
+    def cell(qi: int, name: str, k: int) -> hv.DynamicMap:
+        def plot(data: dict) -> hv.Element | hv.Overlay:
+            true = None if truth is None else np.asarray(truth)[qi]
+            return qcf_heatmaps(x, y, mean_of(data, qi), None, true, name=name, clip=clip)[k]
+
+        return hv.DynamicMap(plot, streams=[plots.snapshot])
+
+    n = 5 if truth is not None else 3
+    return [[cell(qi, name, k) for k in range(n)] for qi, name in enumerate(plots.qcf_names)]
