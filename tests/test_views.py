@@ -22,10 +22,12 @@ hv.extension("bokeh", logo=False)
 T0 = 1_800_000_000  # file mtimes, seconds: the catalogue sorts by them
 
 
-def _spec(kind: str, method: str = "gan", members: int = 1, steps: int = 30, events: int = 2000):
+def _spec(kind: str, method: str = "gan", members: int = 1, steps: int = 20, events: int = 2000):
+    training = {"method": method, "steps": steps, "metrics_every": 10, "snapshot_every": steps}
+    if method == "gan":  # tiny networks and batches: these runs only need to exist, not to close
+        training.update(batch_params=16, events_per_param=16, gen_width=16, disc_width=16)
     return parse_spec({"name": f"{kind}-{method}", "problem": {"kind": kind, "events": events, "seed": 3},
-                       "training": {"method": method, "steps": steps, "metrics_every": 10, "snapshot_every": steps},
-                       "ensemble": {"members": members}})
+                       "training": training, "ensemble": {"members": members}})
 
 
 def _train(spec, data):
@@ -37,14 +39,14 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     """CLI-like result files: proxy1d GAN (2 members, MLE reference), proxy1d MLE, proxy2d GAN, multiset2d GAN."""
     d = tmp_path_factory.mktemp("runs")
     out = {}
-    gan_spec, mle_spec = _spec("proxy1d", members=2, events=5000), _spec("proxy1d", "mle", events=5000)
+    gan_spec, mle_spec = _spec("proxy1d", members=2), _spec("proxy1d", "mle")
     data = measured_data(gan_spec)
     (mle,) = _train(mle_spec, data)
     out["mle"] = write_netcdf_atomic(build_results(mle_spec, data, [mle], 1.5), d / "proxy1d-mle-20261201-100000.nc")
     gan = build_results(gan_spec, data, _train(gan_spec, data), 12.5, reference=mle)
     out["gan"] = write_netcdf_atomic(gan, d / "proxy1d-gan-20261201-110000.nc")
-    for kind, steps in (("proxy2d", 20), ("multiset2d", 10)):
-        spec = _spec(kind, steps=steps)
+    for kind in ("proxy2d", "multiset2d"):
+        spec = _spec(kind, steps=10)
         data2 = measured_data(spec)
         out[kind] = write_netcdf_atomic(build_results(spec, data2, _train(spec, data2), 3.0), d / f"{kind}-gan.nc")
     for i, key in enumerate(("mle", "gan", "proxy2d", "multiset2d")):
@@ -193,8 +195,8 @@ def test_replayed_mle_run_has_no_losses_but_its_parameters(runs):
 
 
 def test_replayed_2d_run_shows_x_projections_like_the_live_view(runs):
-    from layouts.results import replay, true_qcf_projections
     from engine.problems import get_problem
+    from layouts.results import replay, true_qcf_projections
 
     ref = _open(runs["proxy2d"])
     plots, qcf_true = replay(load_run(runs["proxy2d"]))
@@ -254,9 +256,9 @@ def test_multiset2d_heatmaps_have_one_row_per_density_and_one_per_data_set(runs)
 
 
 def test_live_heatmaps_follow_the_snapshot_stream(runs):
+    from engine.problems import get_problem
     from layouts.heatmaps import live_heatmaps, true_qcfs_2d
     from layouts.results import replay
-    from engine.problems import get_problem
 
     ds = load_run(runs["proxy2d"])
     x, y, truth = true_qcfs_2d(get_problem("proxy2d"), ds["params_true"].values)
