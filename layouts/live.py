@@ -85,8 +85,9 @@ class LivePlots:
 
     def push_metrics(self, rows: list[dict[str, Any]]) -> None:
         if rows:
-            df = pd.DataFrame(rows)  # rows of ranks > 0 carry losses and accuracies only
-            self.metrics.send(df.reindex(columns=self.metrics.data.columns))
+            # Rows carry what the run reports: an MLE fit has no GAN losses, ranks > 0 no parameters (NaN).
+            df = pd.DataFrame(rows).reindex(columns=self.metrics.data.columns)
+            self.metrics.send(df)
 
     def push_snapshot(self, snapshots: dict[int, dict[str, Any]], hist_data: dict[str, Any] | None) -> None:
         self.snapshot.send({"members": snapshots, "data": hist_data})

@@ -1,0 +1,31 @@
+"""The live view's page layout, shared by the dashboard (a run in progress) and the runs browser (a finished run)."""
+
+from __future__ import annotations
+
+import holoviews as hv
+import panel as pn
+
+from layouts.live import LivePlots
+from layouts.results import QcfCurves
+
+__all__ = ["grid", "live_panels"]
+
+
+def grid(panels: list[hv.DynamicMap], ncols: int) -> pn.GridBox:
+    return pn.GridBox(*(pn.pane.HoloViews(p, sizing_mode="stretch_width") for p in panels), ncols=ncols,
+                      sizing_mode="stretch_width")
+
+
+def live_panels(plots: LivePlots, qcf_true: QcfCurves | None, two_d: bool) -> list[pn.viewable.Viewable]:
+    """Losses and accuracy, parameters, QCF bands (x-projections in 2D) and observables, top to bottom."""
+    return [
+        pn.Row(pn.pane.HoloViews(plots.losses(), sizing_mode="stretch_width", name="losses"),
+               pn.pane.HoloViews(plots.accuracy(), sizing_mode="stretch_width", name="accuracy")),
+        pn.pane.Markdown("### Parameters: mean of the generator's distribution against the truth"),
+        pn.pane.HoloViews(plots.parameters(), sizing_mode="stretch_width"),
+        pn.pane.Markdown("### QCFs: 68% band over the generator's parameters vs truth"
+                         + (" (projected onto x: ∫ dy)" if two_d else "")),
+        grid(plots.qcfs(qcf_true), ncols=2),
+        pn.pane.Markdown("### Observables: data vs generated events"),
+        grid(plots.observables(), ncols=2),
+    ]

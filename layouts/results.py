@@ -1,0 +1,151 @@
+"""A finished run shown with the live view's plots: its results Dataset replayed into :class:`LivePlots`.
+
+The results file holds the metric history per (member, step) and the final state of each member; these
+are pushed through the same streams the live view uses, so a reopened run looks like the run did live
+at its last step. Parameter trajectories are not stored: the parameter panel shows each member's final
+generator mean at its last step only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+import yaml
+
+from engine.problems import Problem, get_problem
+from layouts.live import METRIC_COLUMNS, LivePlots
+
+__all__ = ["QcfCurves", "true_qcf_projections", "qcf_true_from_results", "project_x", "metric_rows",
+           "member_snapshots", "data_histograms_x", "replay"]
+
+QcfCurves = dict[str, tuple[np.ndarray, np.ndarray]]  # QCF name -> (x, values): what LivePlots.qcfs draws
+
+
+def true_qcf_projections(problem: Problem, truth: Sequence[float]) -> QcfCurves:
+    """The true QCFs on the problem's reporting grid; 2D QCFs projected onto x (∫ dy), as the live view shows."""
+    grids = problem.qcf_grids()
+    q = problem.qcfs(torch.tensor([list(truth)], dtype=torch.float64), *grids)[0]
+    if len(grids) == 2:
+        q = torch.trapezoid(q, grids[1], dim=-1)
+    return {n: (grids[0].numpy(), q[i].numpy()) for i, n in enumerate(problem.qcf_names)}
+
+
+def project_x(values: xr.DataArray) -> xr.DataArray:
+    """∫ dy of a QCF-like array with dims (…, x, y); 1D arrays are returned as they are."""
+    return values.integrate("y") if "y" in values.dims else values
+
+
+def qcf_true_from_results(ds: xr.Dataset) -> QcfCurves | None:
+    """The stored true QCFs (x-projections in 2D), or ``None`` when the truth is unknown."""
+    if "qcf_true" not in ds:
+        return None
+    q = project_x(ds["qcf_true"])
+    x = ds["x"].values
+    return {str(n): (x, q.sel(qcf=n).values) for n in ds["qcf"].values}
+
+
+def metric_rows(ds: xr.Dataset, param_names: Sequence[str]) -> list[dict[str, Any]]:
+    """The stored metric history as the live view's rows (member = position in the file, 0, 1, …).
+
+    Missing metrics (an MLE fit has no GAN losses) are NaN; ``param_<name>`` holds the member's final
+    generator mean at its last finite step (trajectories are not stored) and NaN before.
+    """
+    steps = ds["step"].values
+    rows: list[dict[str, Any]] = []
+    for i in range(ds.sizes["member"]):
+        values = {c: ds[c].isel(member=i).values if c in ds else np.full(len(steps), np.nan) for c in METRIC_COLUMNS}
+        extra = {c: ds[c].isel(member=i).values for c in ("nll",) if c in ds}
+        reported = np.zeros(len(steps), dtype=bool)
+        for v in (*values.values(), *extra.values()):
+            reported |= np.isfinite(v)
+        last = int(np.flatnonzero(reported)[-1]) if reported.any() else -1
+        final = ds["params_pred"].isel(member=i).values
+        for j in np.flatnonzero(reported):
+            row: dict[str, Any] = {"member": i, "step": int(steps[j])}
+            row.update({c: float(v[j]) for c, v in values.items()})
+            row.update({c: float(v[j]) for c, v in extra.items()})
+            row.update({f"param_{p}": float(final[k]) if j == last else np.nan for k, p in enumerate(param_names)})
+            rows.append(row)
+    return rows
+
+
+def _bin_edges_x(ds: xr.Dataset) -> np.ndarray:
+    """Bin edges along x per observable, ``(O, bins + 1)``."""
+    edges = ds["bin_edges"]
+    return (edges.sel(coord="x") if "coord" in edges.dims else edges).values
+
+
+def _marginal_x(hist: xr.DataArray, ds: xr.Dataset) -> np.ndarray:
+    """x-marginal ``(O, bins)`` of normalised histograms (…, observable, bin[, bin_y])."""
+    if "bin_y" not in hist.dims:
+        return hist.values
+    width_y = xr.DataArray(np.diff(ds["bin_edges"].sel(coord="y").values, axis=-1), dims=("observable", "bin_y"))
+    return (hist * width_y).sum("bin_y").values
+
+
+def data_histograms_x(ds: xr.Dataset) -> dict[str, tuple[list[float], list[float]]]:
+    """The measured data's histograms as the live view takes them: observable -> (x edges, density)."""
+    edges, dens = _bin_edges_x(ds), _marginal_x(ds["hist_data"], ds)
+    return {str(o): (edges[k].tolist(), dens[k].tolist()) for k, o in enumerate(ds["observable"].values)}
+
+
+def member_snapshots(ds: xr.Dataset) -> dict[int, dict[str, Any]]:
+    """One final snapshot per member in the live format (keys as :meth:`GANTrainer.snapshot`).
+
+    The band is mean ± the generator's standard deviation (live: its 16–84% quantiles). In 2D the
+    x-projection's error is ∫ σ dy, i.e. taken fully correlated along y (an upper bound).
+    """
+    steps_done = ds["steps_done"].values if "steps_done" in ds else None
+    out = {}
+    for i in range(ds.sizes["member"]):
+        mean = ds["qcf_pred"].isel(member=i)
+        std = ds["qcf_pred_std"].isel(member=i)
+        pm, ps = project_x(mean), project_x(std)
+        snap: dict[str, Any] = {
+            "step": int(steps_done[i]) if steps_done is not None else int(ds["step"].max()) if ds.sizes["step"] else 0,
+            "x": ds["x"].values.tolist(),
+            "params_mean": ds["params_pred"].isel(member=i).values.tolist(),
+            "params_std": ds["params_pred_std"].isel(member=i).values.tolist(),
+            "qcf_mean": pm.values.tolist(),
+            "qcf_lo": (pm - ps).values.tolist(),
+            "qcf_hi": (pm + ps).values.tolist(),
+            "hist_gen": _marginal_x(ds["hist_gen"].isel(member=i), ds).tolist(),
+        }
+        if "chi2_ndf" in ds:
+            snap["chi2_ndf"] = ds["chi2_ndf"].isel(member=i).values.tolist()
+        if "y" in mean.dims:
+            snap["y"] = ds["y"].values.tolist()
+            snap["qcf2d_mean"] = mean.values.tolist()
+        out[i] = snap
+    return out
+
+
+def _bounds(ds: xr.Dataset, problem: Problem) -> tuple[list[float], list[float]]:
+    """The run's parameter bounds from its frozen spec (the problem's defaults if the spec has none)."""
+    lo, hi = list(problem.lo), list(problem.hi)
+    try:
+        bounds = (yaml.safe_load(ds.attrs["spec"]).get("problem") or {}).get("bounds") or {}
+    except (yaml.YAMLError, AttributeError):
+        bounds = {}
+    for k, name in enumerate(problem.param_names):
+        if name in bounds and len(bounds[name]) == 2:
+            lo[k], hi[k] = float(bounds[name][0]), float(bounds[name][1])
+    return lo, hi
+
+
+def replay(ds: xr.Dataset) -> tuple[LivePlots, QcfCurves | None]:
+    """A :class:`LivePlots` holding the finished run ``ds`` and its true QCFs for :meth:`LivePlots.qcfs`.
+
+    Lay it out like the live view with :func:`layouts.page.live_panels`.
+    """
+    problem = get_problem(str(ds.attrs["problem"]))
+    truth = ds["params_true"].values.tolist() if "params_true" in ds else None
+    plots = LivePlots(problem.param_names, problem.qcf_names, problem.observable_names, truth, ds.sizes["member"],
+                      _bounds(ds, problem))
+    plots.push_metrics(metric_rows(ds, problem.param_names))
+    plots.push_snapshot(member_snapshots(ds), data_histograms_x(ds))
+    return plots, qcf_true_from_results(ds)

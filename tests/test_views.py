@@ -1,0 +1,381 @@
+"""Runs browser, replay of finished runs, heat maps, comparison: on small result files written in-process."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import holoviews as hv
+import numpy as np
+import pytest
+import xarray as xr
+
+import app.catalog as catalog
+from app.catalog import NotARunError, list_runs, load_run
+from engine.results import build_results, write_netcdf_atomic
+from engine.runner import measured_data, train_member
+from engine.sinks import HistorySink
+from engine.spec import parse_spec
+
+hv.extension("bokeh", logo=False)
+
+T0 = 1_800_000_000  # file mtimes, seconds: the catalogue sorts by them
+
+
+def _spec(kind: str, method: str = "gan", members: int = 1, steps: int = 20, events: int = 2000):
+    training = {"method": method, "steps": steps, "metrics_every": 10, "snapshot_every": steps}
+    if method == "gan":  # tiny networks and batches: these runs only need to exist, not to close
+        training.update(batch_params=16, events_per_param=16, gen_width=16, disc_width=16)
+    return parse_spec({"name": f"{kind}-{method}", "problem": {"kind": kind, "events": events, "seed": 3},
+                       "training": training, "ensemble": {"members": members}})
+
+
+def _train(spec, data):
+    return [train_member(spec, m, data, HistorySink()) for m in range(spec.ensemble.members)]
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """CLI-like result files: proxy1d GAN (2 members, MLE reference), proxy1d MLE, proxy2d GAN, multiset2d GAN."""
+    d = tmp_path_factory.mktemp("runs")
+    out = {}
+    gan_spec, mle_spec = _spec("proxy1d", members=2), _spec("proxy1d", "mle")
+    data = measured_data(gan_spec)
+    (mle,) = _train(mle_spec, data)
+    out["mle"] = write_netcdf_atomic(build_results(mle_spec, data, [mle], 1.5), d / "proxy1d-mle-20261201-100000.nc")
+    gan = build_results(gan_spec, data, _train(gan_spec, data), 12.5, reference=mle)
+    out["gan"] = write_netcdf_atomic(gan, d / "proxy1d-gan-20261201-110000.nc")
+    for kind in ("proxy2d", "multiset2d"):
+        spec = _spec(kind, steps=10)
+        data2 = measured_data(spec)
+        out[kind] = write_netcdf_atomic(build_results(spec, data2, _train(spec, data2), 3.0), d / f"{kind}-gan.nc")
+    for i, key in enumerate(("mle", "gan", "proxy2d", "multiset2d")):
+        os.utime(out[key], (T0 + i, T0 + i))
+    return out
+
+
+def _open(path: Path) -> xr.Dataset:
+    with xr.open_dataset(path, engine="h5netcdf") as ds:
+        return ds.load()
+
+
+def _copy_to(src: Path, dst: Path, edit=None) -> Path:
+    ds = _open(src)
+    if edit is not None:
+        ds = edit(ds)
+    return write_netcdf_atomic(ds, dst)
+
+
+# --- catalogue ------------------------------------------------------------------------------------------------
+
+
+def test_catalog_lists_cli_runs_newest_first_with_status_method_duration_and_verdict(runs, tmp_path):
+    for key in ("gan", "mle"):
+        _copy_to(runs[key], tmp_path / runs[key].name)
+
+    def passed_dp(ds):  # a passed verdict and a data-parallel spec, as the attributes say
+        ds.attrs.update(closure_passed=1, spec=ds.attrs["spec"].replace("mode: ensemble", "mode: data_parallel"))
+        return ds
+
+    def no_truth(ds):
+        ds = ds.drop_vars([v for v in ds.data_vars if v in ("params_true", "qcf_true", "pull")])
+        ds.attrs = {k: v for k, v in ds.attrs.items() if not k.startswith("closure_")}
+        return ds
+
+    _copy_to(runs["gan"], tmp_path / "passed.nc", passed_dp)
+    _copy_to(runs["gan"], tmp_path / "real-data.nc", no_truth)
+    for i, name in enumerate((runs["mle"].name, runs["gan"].name, "passed.nc", "real-data.nc")):
+        os.utime(tmp_path / name, (T0 + i, T0 + i))
+
+    infos = list_runs(tmp_path)
+    assert [r.name for r in infos] == ["real-data", "passed", "proxy1d-gan-20261201-110000",
+                                       "proxy1d-mle-20261201-100000"]
+    by = {r.name: r for r in infos}
+    gan, mle = by["proxy1d-gan-20261201-110000"], by["proxy1d-mle-20261201-100000"]
+    assert (gan.problem, gan.method, gan.status, gan.members, gan.mode) == ("proxy1d", "gan", "completed", 2,
+                                                                            "ensemble")
+    assert (mle.method, mle.members) == ("mle", 1)
+    assert gan.wall_seconds == 12.5 and mle.wall_seconds == 1.5
+    assert gan.modified.timestamp() == pytest.approx(T0 + 1)
+    assert gan.closure == ("passed" if _open(runs["gan"]).attrs["closure_passed"] else "FAILED")
+    assert by["passed"].closure == "passed" and by["passed"].mode == "data_parallel"
+    assert by["real-data"].closure == "n/a"
+    assert all(r.error == "" for r in infos)
+
+
+def test_catalog_skips_temporary_files_and_lists_garbage_with_an_error(runs, tmp_path):
+    _copy_to(runs["mle"], tmp_path / "ok.nc")
+    (tmp_path / ".x.nc.part").write_bytes(Path(runs["mle"]).read_bytes())  # a run being written
+    (tmp_path / "y.nc.part").write_bytes(b"partial")
+    (tmp_path / "garbage.nc").write_bytes(b"this is not HDF5")
+    xr.Dataset({"a": ("t", [1.0, 2.0])}).to_netcdf(tmp_path / "foreign.nc", engine="h5netcdf")
+    (tmp_path / "notes.txt").write_text("not a run")
+
+    by = {r.name: r for r in list_runs(tmp_path)}
+    assert set(by) == {"ok", "garbage", "foreign"}
+    assert by["ok"].error == "" and by["ok"].method == "mle"
+    assert by["garbage"].error and by["garbage"].problem == ""
+    assert "params_pred" in by["foreign"].error
+    with pytest.raises(NotARunError, match="foreign.nc"):
+        load_run(tmp_path / "foreign.nc")
+    with pytest.raises(NotARunError, match="garbage.nc"):
+        load_run(tmp_path / "garbage.nc")
+    assert list_runs(tmp_path / "missing") == []
+
+
+def test_catalog_reads_a_file_again_only_when_it_changes(runs, tmp_path, monkeypatch):
+    for key in ("gan", "mle"):
+        _copy_to(runs[key], tmp_path / runs[key].name)
+    reads = []
+    original = catalog.read_run_info
+    monkeypatch.setattr(catalog, "read_run_info", lambda p: reads.append(Path(p).name) or original(p))
+
+    first = list_runs(tmp_path)
+    assert len(reads) == 2
+    assert list_runs(tmp_path) == first and len(reads) == 2  # polling again costs no file reads
+
+    def stopped(ds):
+        ds.attrs["status"] = "stopped"
+        return ds
+
+    target = tmp_path / runs["mle"].name
+    _copy_to(runs["mle"], target, stopped)  # rewritten (renamed into place) by a later save
+    os.utime(target, (T0 + 100, T0 + 100))
+    again = list_runs(tmp_path)
+    assert reads[2:] == [runs["mle"].name]
+    assert {r.name: r.status for r in again}[target.stem] == "stopped"
+
+
+# --- replay of finished runs --------------------------------------------------------------------------------------
+
+
+def _sources(obj) -> list[dict]:
+    fig = hv.render(obj, backend="bokeh")
+    return [r.data_source.data for r in fig.renderers if hasattr(r, "data_source")]
+
+
+def test_replayed_gan_run_pushes_each_members_history_and_the_loss_plot_draws_it(runs):
+    from layouts.results import replay
+
+    ref = _open(runs["gan"])
+    plots, qcf_true = replay(load_run(runs["gan"]))
+    rows = plots.metrics.data
+    for m in range(2):
+        mine = rows[rows["member"] == m]
+        assert len(mine) == int(np.isfinite(ref["loss_g"].isel(member=m)).sum()) == ref.sizes["step"]
+        np.testing.assert_allclose(mine["loss_d"], ref["loss_d"].isel(member=m))
+        # Trajectories are not stored: the final generator mean, at the last step only.
+        np.testing.assert_allclose(mine["param_Nu"].iloc[-1], ref["params_pred"].isel(member=m).sel(param="Nu"))
+        assert mine["param_Nu"].iloc[:-1].isna().all()
+
+    drawn = [np.asarray(s["loss_g"]) for s in _sources(plots.losses()) if "loss_g" in s]
+    for m in range(2):
+        expected = ref["loss_g"].isel(member=m).values
+        assert any(len(d) == len(expected) and np.allclose(d, expected) for d in drawn)
+
+    snap = plots.snapshot.data["members"][1]
+    q, s = ref["qcf_pred"].isel(member=1).values, ref["qcf_pred_std"].isel(member=1).values
+    np.testing.assert_allclose(snap["qcf_mean"], q)
+    np.testing.assert_allclose(snap["qcf_lo"], q - s)
+    np.testing.assert_allclose(snap["qcf_hi"], q + s)
+    np.testing.assert_allclose(qcf_true["d"][1], ref["qcf_true"].sel(qcf="d"))
+    for dm in (plots.accuracy(), plots.parameters(), *plots.qcfs(qcf_true), *plots.observables()):
+        hv.render(dm, backend="bokeh")
+
+
+def test_replayed_mle_run_has_no_losses_but_its_parameters(runs):
+    from layouts.results import replay
+
+    ref = _open(runs["mle"])
+    plots, _ = replay(load_run(runs["mle"]))
+    rows = plots.metrics.data
+    assert len(rows) == int(np.isfinite(ref["nll"]).sum()) and rows["loss_g"].isna().all()
+    np.testing.assert_allclose(rows["param_bd"].iloc[-1], ref["params_pred"].sel(param="bd")[0])
+    hv.render(plots.losses(), backend="bokeh")
+
+
+def test_replayed_2d_run_shows_x_projections_like_the_live_view(runs):
+    from engine.problems import get_problem
+    from layouts.results import replay, true_qcf_projections
+
+    ref = _open(runs["proxy2d"])
+    plots, qcf_true = replay(load_run(runs["proxy2d"]))
+    snap = plots.snapshot.data["members"][0]
+    y = ref["y"].values
+    np.testing.assert_allclose(snap["qcf_mean"], np.trapezoid(ref["qcf_pred"].values[0], y, axis=-1), rtol=1e-6)
+    assert np.asarray(snap["qcf2d_mean"]).shape == ref["qcf_pred"].shape[1:]
+    edges, dens = plots.snapshot.data["data"]["rho"]
+    width_y = np.diff(ref["bin_edges"].sel(coord="y").values[0])
+    np.testing.assert_allclose(dens, (ref["hist_data"].values[0] * width_y).sum(axis=1))
+    # The stored truth and the dashboard's computation from the problem agree.
+    p = get_problem("proxy2d")
+    np.testing.assert_allclose(true_qcf_projections(p, ref["params_true"].values)["rho"][1], qcf_true["rho"][1],
+                               rtol=1e-5)
+
+
+# --- heat maps ----------------------------------------------------------------------------------------------------
+
+
+def test_heatmap_ratio_is_prediction_over_truth_and_masked_where_the_truth_vanishes():
+    from layouts.heatmaps import qcf_heatmaps
+
+    x, y = np.linspace(0.0, 1.0, 11), np.linspace(0.0, 1.0, 21)
+    truth = np.outer(x * (1 - x), np.ones_like(y)) + 0.0  # zero along x = 0 and x = 1
+    pred = truth.copy()
+    pred[3, 7] *= 1.25
+    pred[5, 2] *= 0.4  # beyond the colour range: the value stays, only its colour is clipped
+    items = qcf_heatmaps(x, y, pred, 0.1 * truth, truth, name="rho")
+    assert len(items) == 5
+    ratio = items[2]
+    values = ratio.dimension_values("ratio", flat=False)  # (len(y), len(x))
+    assert values[7, 3] == pytest.approx(1.25) and values[2, 5] == pytest.approx(0.4)
+    assert values[4, 4] == pytest.approx(1.0)
+    assert np.isnan(values[:, 0]).all() and np.isnan(values[:, -1]).all()
+    assert ratio.opts.get().kwargs["clim"] == (0.5, 1.5)
+    xproj = items[3].get(1)  # the predicted curve: ∫ pred dy
+    np.testing.assert_allclose(xproj.dimension_values(1)[3], np.trapezoid(pred[3], y))
+    hv.render(hv.Layout(items).cols(5), backend="bokeh")
+    assert len(qcf_heatmaps(x, y, pred, None, None)) == 3  # no truth: predicted and projections
+
+
+def test_multiset2d_heatmaps_have_one_row_per_density_and_one_per_data_set(runs):
+    from layouts.heatmaps import observable_heatmaps, results_heatmaps
+
+    ds = load_run(runs["multiset2d"])
+    qcfs = results_heatmaps(ds)
+    assert len(qcfs) == 3 * 5
+    titles = [el.opts.get().kwargs.get("title", "") for el in qcfs]
+    assert [t for t in titles if t.endswith("predicted / true")] == [f"{q} predicted / true" for q in "ABC"]
+    obs = observable_heatmaps(ds)
+    assert len(obs) == 4 * 2
+    np.testing.assert_allclose(list(obs)[2].dimension_values(2, flat=False), ds["hist_data"].sel(observable="set2").T)
+    hv.render(qcfs, backend="bokeh")
+    hv.render(obs, backend="bokeh")
+    with pytest.raises(ValueError, match="1D"):
+        results_heatmaps(load_run(runs["mle"]))
+
+
+def test_live_heatmaps_follow_the_snapshot_stream(runs):
+    from engine.problems import get_problem
+    from layouts.heatmaps import live_heatmaps, true_qcfs_2d
+    from layouts.results import replay
+
+    ds = load_run(runs["proxy2d"])
+    x, y, truth = true_qcfs_2d(get_problem("proxy2d"), ds["params_true"].values)
+    plots, _ = replay(ds)
+    (row,) = live_heatmaps(plots, x, y, truth)
+    ratio = row[2][()]
+    expected = ds["qcf_pred"].values[0, 0, 10, 20] / ds["qcf_true"].values[0, 10, 20]
+    assert ratio.dimension_values(2, flat=False)[20, 10] == pytest.approx(expected, rel=1e-5)
+    for dm in row:
+        hv.render(dm, backend="bokeh")
+
+
+# --- comparison ---------------------------------------------------------------------------------------------------
+
+
+def test_compare_refuses_runs_of_different_problems_and_names_them(runs):
+    from layouts.compare import compare_qcfs
+
+    with pytest.raises(ValueError, match="different problems") as err:
+        compare_qcfs({"gan 1d": load_run(runs["gan"]), "the 2d one": load_run(runs["proxy2d"])})
+    assert "gan 1d" in str(err.value) and "the 2d one" in str(err.value)
+
+
+def test_compare_overlays_runs_with_bands_against_the_truth_and_ratio_panels(runs):
+    from layouts.compare import compare_qcfs
+
+    gan, mle = _open(runs["gan"]), _open(runs["mle"])
+    panels = compare_qcfs({"gan": load_run(runs["gan"]), "mle": load_run(runs["mle"])})
+    assert len(panels) == 2  # u, d
+    top, bottom = list(panels[0])
+    curves = {c.label: c for c in top if type(c) is hv.Curve}  # hv.Area is a Curve too
+    assert set(curves) == {"gan", "mle", "truth"}
+    i = 40
+    gan_mean = gan["qcf_pred"].values[:, 0, i].mean()  # two members: the plain mean
+    assert curves["gan"].dimension_values(1)[i] == pytest.approx(gan_mean)
+    ratio_curves = [c for c in bottom if type(c) is hv.Curve]
+    assert ratio_curves[0].dimension_values(1)[i] == pytest.approx(gan_mean / gan["qcf_true"].values[0, i])
+    assert ratio_curves[1].dimension_values(1)[i] == pytest.approx(mle["qcf_pred"].values[0, 0, i]
+                                                                   / mle["qcf_true"].values[0, i])
+    for p in panels:
+        hv.render(p, backend="bokeh")
+    hv.render(compare_qcfs({"a": load_run(runs["proxy2d"]), "b": load_run(runs["proxy2d"])})[0], backend="bokeh")
+
+
+def test_parameter_table_pulls_and_error_ratio_come_from_the_runs(runs):
+    from layouts.compare import parameter_table
+
+    gan, mle = _open(runs["gan"]), _open(runs["mle"])
+    table = parameter_table({"gan": load_run(runs["gan"]), "mle": load_run(runs["mle"])})
+    assert len(table) == 12 and list(table["param"][:6]) == ["Nu", "au", "bu", "Nd", "ad", "bd"]
+    g = table[table["run"] == "gan"].set_index("param")
+    est, err, true = (gan[v].values for v in ("params_ensemble", "params_ensemble_err", "params_true"))
+    np.testing.assert_allclose(g["pull"], (est - true) / err, rtol=1e-5)
+    np.testing.assert_allclose(g["truth"], [2.1875, -0.5, 3.0, 1.09375, -0.5, 4.0])
+    # The GAN run's reference is the MLE run's fit of the same data.
+    np.testing.assert_allclose(g["mle_estimate"], mle["params_pred"].values[0])
+    np.testing.assert_allclose(g["error_ratio"], err / mle["params_pred_std"].values[0], rtol=1e-5)
+    m = table[table["run"] == "mle"]
+    np.testing.assert_allclose(m["estimate"], mle["params_pred"].values[0])
+    assert m["error_ratio"].isna().all()
+
+
+# --- Panel views --------------------------------------------------------------------------------------------------
+
+
+def test_runs_browser_opens_the_selected_run_below_the_table(runs):
+    from app.views import RunsBrowser
+
+    d = runs["gan"].parent
+    browser = RunsBrowser(d, period_ms=None)
+    browser.__panel__()
+    assert browser.table.name == "runs-table"
+    names = list(browser.table.value["name"])
+    assert names[:2] == ["multiset2d-gan", "proxy2d-gan"]
+    assert {"name", "problem", "method", "status", "duration", "closure", "modified"} <= set(browser.table.value)
+    assert len(browser.plot_area) == 0
+
+    i = names.index("proxy1d-gan-20261201-110000")
+    browser.table.selection = [i]
+    assert browser.selected == [runs["gan"]] and browser.opened == runs["gan"]
+    panes = [o for o in browser.plot_area.select(lambda o: getattr(o, "name", "") == "losses")]
+    assert len(panes) == 1
+    browser.table.selection = [i, names.index("proxy2d-gan")]
+    assert browser.selected == [runs["proxy2d"], runs["gan"]] or browser.selected == [runs["gan"], runs["proxy2d"]]
+    assert browser.opened == runs["proxy2d"]
+    assert browser.plot_area.select(lambda o: getattr(o, "name", "") == "qcf-heatmaps")
+
+
+def test_runs_browser_refresh_shows_new_runs_and_keeps_the_selection(runs, tmp_path):
+    from app.views import RunsBrowser
+
+    _copy_to(runs["mle"], tmp_path / "old.nc")
+    os.utime(tmp_path / "old.nc", (T0, T0))
+    browser = RunsBrowser(tmp_path, period_ms=None)
+    browser.table.selection = [0]
+    _copy_to(runs["gan"], tmp_path / "new.nc")
+    (tmp_path / "broken.nc").write_bytes(b"nope")
+    browser.refresh()
+    names = list(browser.table.value["name"])
+    assert set(names) == {"old", "new", "broken"}
+    assert browser.selected == [tmp_path / "old.nc"] and browser.table.selection == [names.index("old")]
+    browser.table.selection = [names.index("old"), names.index("broken")]
+    assert browser.message.visible and "broken.nc" in browser.message.object
+    assert browser.opened == tmp_path / "old.nc"  # the last good run stays on screen
+
+
+def test_compare_view_plots_two_runs_and_explains_when_they_cannot_be_compared(runs):
+    from app.views import CompareView
+
+    view = CompareView(runs["gan"].parent, period_ms=None)
+    view.__panel__()
+    assert set(view.picker.options) == {p.stem for p in runs.values()}
+    view.picker.value = [str(runs["gan"])]
+    assert view.message.visible and not view.table.visible
+    view.picker.value = [str(runs["gan"]), str(runs["mle"])]
+    assert not view.message.visible and len(view.plot_area) == 2
+    assert view.table.visible and len(view.table.value) == 12 and view.table.name == "compare-table"
+    view.picker.value = [str(runs["gan"]), str(runs["proxy2d"])]
+    assert view.message.visible and "different problems" in view.message.object
+    assert len(view.plot_area) == 0 and not view.table.visible
