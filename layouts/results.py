@@ -65,7 +65,7 @@ def metric_rows(ds: xr.Dataset, param_names: Sequence[str]) -> list[dict[str, An
         last = int(np.flatnonzero(reported)[-1]) if reported.any() else -1
         final = ds["params_pred"].isel(member=i).values
         for j in np.flatnonzero(reported):
-            row: dict[str, Any] = {"member": i, "step": int(steps[j])}
+            row: dict[str, Any] = {"member": i, "rank": 0, "step": int(steps[j])}
             row.update({c: float(v[j]) for c, v in values.items()})
             row.update({c: float(v[j]) for c, v in extra.items()})
             row.update({f"param_{p}": float(final[k]) if j == last else np.nan for k, p in enumerate(param_names)})

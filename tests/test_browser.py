@@ -99,7 +99,7 @@ def _tab(page, title: str) -> None:
     page.locator(".bk-tab", has_text=title).first.click()
 
 
-def test_start_streams_live_plots_and_stop_saves_the_run(server, page):
+def test_start_streams_live_plots_to_two_sessions_and_stop_saves_the_run(server, page):
     url, runs = server
     page.goto(url)
     page.get_by_role("button", name="Start").wait_for(timeout=60_000)
@@ -117,10 +117,18 @@ def test_start_streams_live_plots_and_stop_saves_the_run(server, page):
     assert "running" in _status(page)  # all of this arrived while training ran
     assert "step" in _status(page) and "left" in _status(page)
 
-    page.get_by_role("button", name="Stop").click()
+    # A second browser session on the same server joins the run in progress and can stop it.
+    other = page.context.browser.new_page()
+    other.goto(url)
+    other.get_by_role("button", name="Stop").wait_for(timeout=60_000)
+    _wait_status(other, "running", timeout=30)
+    other.wait_for_function(f"() => ({_COLUMN_LENGTH})('loss_g') >= 2", timeout=60_000)
+    other.get_by_role("button", name="Stop").click()
     _wait_status(page, "stop", timeout=15)  # "stopping"/"stopped": the click got through while both cores train
     _wait_status(page, "Saved", timeout=60)
     assert "stopped" in _status(page)
+    _wait_status(other, "Saved", timeout=15)
+    other.close()
     saved = list(runs.glob("*.nc"))
     assert len(saved) == 1
     with xr.open_dataset(saved[0], engine="h5netcdf") as ds:
