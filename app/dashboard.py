@@ -9,16 +9,19 @@ from typing import Any
 
 import holoviews as hv
 import panel as pn
-import torch
 import yaml
 
 from app.cluster_view import ClusterView
 from app.runs import LiveRun, RunBusyError, RunManager
 from app.spec_form import SpecForm
+from app.views import CompareView, RunsBrowser
 from engine.problems import get_problem
 from engine.results import closure_summary
 from engine.spec import Spec, SpecError, default_spec, parse_spec_text
+from layouts.heatmaps import live_heatmaps, true_qcfs_2d
 from layouts.live import LivePlots
+from layouts.page import grid, live_panels
+from layouts.results import true_qcf_projections
 
 __all__ = ["Dashboard"]
 
@@ -35,11 +38,6 @@ def _spec_summary(spec: Spec) -> str:
         f"| **detector resolution** | {spec.detector.resolution:g} |\n"
         f"| **training** | {t.method}, {t.steps:,} steps |\n| **ensemble members** | {spec.ensemble.members} |\n"
     )
-
-
-def _grid(panels: list[hv.DynamicMap], ncols: int) -> pn.GridBox:
-    return pn.GridBox(*(pn.pane.HoloViews(p, sizing_mode="stretch_width") for p in panels), ncols=ncols,
-                      sizing_mode="stretch_width")
 
 
 class Dashboard(pn.viewable.Viewer):
@@ -78,10 +76,12 @@ class Dashboard(pn.viewable.Viewer):
         if manager.current is not None:  # a new session joins the run in progress
             self._attach(manager.current)
         self._callback = pn.state.add_periodic_callback(self._poll, period=POLL_MS)
-        self.cluster = ClusterView(manager, is_shown=lambda: self.tabs.active == 1)
-        self.tabs = pn.Tabs(("Live", self.plot_area), ("Cluster", self.cluster), sizing_mode="stretch_width",
-                            dynamic=False)
-        self.tabs.param.watch(lambda e: e.new == 1 and self.cluster.refresh(), "active")
+        self.runs = RunsBrowser(manager.runs_dir)
+        self.compare = CompareView(manager.runs_dir)
+        self.cluster = ClusterView(manager, is_shown=lambda: self.tabs.active == 3)
+        self.tabs = pn.Tabs(("Live", self.plot_area), ("Runs", self.runs), ("Compare", self.compare),
+                            ("Cluster", self.cluster), sizing_mode="stretch_width", dynamic=False)
+        self.tabs.param.watch(lambda e: e.new == 3 and self.cluster.refresh(), "active")
 
     # --- spec ------------------------------------------------------------------------------------
 
@@ -182,24 +182,16 @@ class Dashboard(pn.viewable.Viewer):
             problem.param_names, problem.qcf_names, problem.observable_names, truth, spec.ensemble.members,
             spec.bounds_values(), ranks=spec.cluster.ranks if spec.cluster.mode == "data_parallel" else 1,
         )
-        qcf_true = None
-        if truth is not None:
-            grids = problem.qcf_grids()
-            q = problem.qcfs(torch.tensor([truth], dtype=torch.float64), *grids)[0]
-            if len(grids) == 2:
-                q = torch.trapezoid(q, grids[1], dim=-1)  # 2D QCFs are shown projected onto x
-            qcf_true = {n: (grids[0].numpy(), q[i].numpy()) for i, n in enumerate(problem.qcf_names)}
-        self.plot_area[:] = [
-            pn.Row(pn.pane.HoloViews(plots.losses(), sizing_mode="stretch_width", name="losses"),
-                   pn.pane.HoloViews(plots.accuracy(), sizing_mode="stretch_width", name="accuracy")),
-            pn.pane.Markdown("### Parameters: mean of the generator's distribution against the truth"),
-            pn.pane.HoloViews(plots.parameters(), sizing_mode="stretch_width"),
-            pn.pane.Markdown("### QCFs: 68% band over the generator's parameters vs truth"
-                             + (" (projected onto x: ∫ dy)" if problem.event_dims == 2 else "")),
-            _grid(plots.qcfs(qcf_true), ncols=2),
-            pn.pane.Markdown("### Observables: data vs generated events"),
-            _grid(plots.observables(), ncols=2),
-        ]
+        qcf_true = true_qcf_projections(problem, truth) if truth is not None else None
+        two_d = problem.event_dims == 2
+        panels = live_panels(plots, qcf_true, two_d)
+        if two_d:  # heat maps of the members' mean predicted density, the truth and their ratio
+            x, y, q = true_qcfs_2d(problem, truth if truth is not None else problem.truth)
+            rows = live_heatmaps(plots, x, y, q if truth is not None else None)
+            panels.append(pn.pane.Markdown("### 2D QCFs: predicted (mean over members) | true | predicted / true"))
+            panels.append(pn.Column(*(grid(row, ncols=len(row)) for row in rows), name="qcf-heatmaps",
+                                    sizing_mode="stretch_width"))
+        self.plot_area[:] = panels
 
     def _poll(self) -> None:
         # One document patch per poll instead of one per changed model: less for the browser to apply.
@@ -258,7 +250,8 @@ class Dashboard(pn.viewable.Viewer):
 
     def dispose(self) -> None:
         self._callback.stop()
-        self.cluster.dispose()
+        for view in (self.cluster, self.runs, self.compare):
+            view.dispose()
 
 
 hv.extension("bokeh", logo=False)

@@ -37,7 +37,8 @@ from app.report import (
     verdict_text,
 )
 
-__all__ = ["FORMATS", "export_run", "figures", "open_results", "parse_formats", "markdown_to_html", "report_html"]
+__all__ = ["FORMATS", "DOWNLOADS", "download_filename", "export_download", "export_run",
+           "figures", "open_results", "parse_formats", "markdown_to_html", "report_html"]
 
 FORMATS = ("png", "svg", "pdf", "html")
 DPI = 150
@@ -286,3 +287,44 @@ def _report_pdf(f: IO[bytes], ds: xr.Dataset, criteria: list[Criterion], figs: d
         pdf.savefig(report_page(ds, criteria))
         for fig in figs.values():
             pdf.savefig(fig)
+
+
+DOWNLOADS = {  # the dashboard's download buttons: label -> format exported, and the file(s) it gives
+    "PNG figures (zip)": "png",
+    "SVG figures (zip)": "svg",
+    "PDF report": "pdf",
+    "HTML report": "html",
+    "NetCDF": "nc",
+    "Spec (YAML)": "spec",
+}
+
+
+def download_filename(path: str | Path, label: str) -> str:
+    """The name :func:`export_download` gives its file."""
+    stem, kind = Path(path).stem, DOWNLOADS[label]
+    return {"nc": Path(path).name, "spec": f"{stem}-spec.yaml", "png": f"{stem}-figures-png.zip",
+            "svg": f"{stem}-figures-svg.zip"}.get(kind, f"{stem}-report.{kind}")
+
+
+def export_download(path: str | Path, label: str) -> tuple[str, bytes]:
+    """One download of :data:`DOWNLOADS` for the run at ``path``: ``(file name, content)``. Figures come
+    as one zip; reports are made by :func:`export_run` in a temporary directory (nothing is left behind)."""
+    import zipfile
+
+    path, kind = Path(path), DOWNLOADS[label]
+    name = download_filename(path, label)
+    ds = open_results(path)  # the same checks as an export
+    if kind == "nc":
+        return name, path.read_bytes()
+    if kind == "spec":
+        return name, str(ds.attrs["spec"]).encode("utf-8")
+    with tempfile.TemporaryDirectory(prefix="qcf-export-") as tmp:
+        files = export_run(path, [kind], tmp)
+        if kind in ("png", "svg"):
+            buf = io.BytesIO()
+            with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+                for f in files:
+                    if f.suffix == f".{kind}":
+                        z.write(f, f.name)
+            return name, buf.getvalue()
+        return name, (Path(tmp) / name).read_bytes()

@@ -5,6 +5,7 @@ Thin on purpose: what is listed comes from :mod:`app.catalog`, what is drawn fro
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ import param
 import xarray as xr
 
 from app.catalog import NotARunError, RunInfo, list_runs, load_run
+from app.export import DOWNLOADS, download_filename, export_download
+from app.report import report_markdown
 from engine.results import closure_summary
 from layouts.compare import compare_qcfs, parameter_table
 from layouts.heatmaps import observable_heatmaps, results_heatmaps
@@ -49,13 +52,26 @@ def _summary(ds: xr.Dataset, path: Path) -> str:
     return text
 
 
+def downloads(path: Path) -> pn.FlexBox:
+    """A button per export of :data:`app.export.DOWNLOADS` (made when clicked, on the server, with matplotlib)."""
+
+    def button(label: str) -> pn.widgets.FileDownload:
+        return pn.widgets.FileDownload(callback=lambda: io.BytesIO(export_download(path, label)[1]),
+                                       filename=download_filename(path, label), label=label, width=170,
+                                       button_type="light", css_classes=["download"])
+
+    return pn.FlexBox(*(button(label) for label in DOWNLOADS), css_classes=["run-downloads"])
+
+
 def run_panels(path: Path) -> list[pn.viewable.Viewable]:
-    """A finished run as the live view showed it, plus heat maps for 2D problems."""
+    """A finished run as the live view showed it, its closure report and downloads, heat maps for 2D problems."""
     ds = load_run(path)
     plots, qcf_true = replay(ds)
     two_d = "y" in ds["qcf_pred"].dims
+    report = pn.Card(pn.pane.Markdown(report_markdown(ds), sizing_mode="stretch_width"), title="Closure report",
+                     collapsed=False, sizing_mode="stretch_width", css_classes=["closure-report"])
     items: list[pn.viewable.Viewable] = [pn.pane.Markdown(_summary(ds, path), sizing_mode="stretch_width"),
-                                         *live_panels(plots, qcf_true, two_d)]
+                                         downloads(path), report, *live_panels(plots, qcf_true, two_d)]
     if two_d:
         items += [pn.pane.Markdown("### 2D QCFs: predicted | true | predicted / true, projections with ±1σ"),
                   pn.pane.HoloViews(results_heatmaps(ds), name="qcf-heatmaps"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -237,3 +238,25 @@ def test_cli_export_with_an_unknown_format_exits_2_and_writes_nothing(runs, tmp_
     err = capsys.readouterr().err
     assert "--format" in err and "bmp" in err and "png, svg, pdf, html" in err
     assert list(out.iterdir()) == []
+
+
+def test_dashboard_downloads_give_valid_files_and_leave_nothing_behind(runs, tmp_path, monkeypatch):
+    import tempfile
+    import zipfile
+
+    from app.export import DOWNLOADS, download_filename, export_download
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the exports are made
+    path = runs["gan1d"]
+    got = {label: export_download(path, label) for label in DOWNLOADS}
+    assert {label: name for label, (name, _) in got.items()} == {
+        label: download_filename(path, label) for label in DOWNLOADS}
+    with zipfile.ZipFile(io.BytesIO(got["PNG figures (zip)"][1])) as z:
+        names = z.namelist()
+        assert f"{path.stem}-qcfs.png" in names and all(n.endswith(".png") for n in names)
+        assert all(z.read(n).startswith(b"\x89PNG\r\n\x1a\n") for n in names)
+    pdf = got["PDF report"][1]
+    assert pdf.startswith(b"%PDF-") and _pdf_pages(pdf) == len(names) + 1  # the report page, then every figure
+    assert b"<svg" in got["HTML report"][1] and got["NetCDF"][1] == path.read_bytes()
+    assert got["Spec (YAML)"][1].decode() == _load(path).attrs["spec"]
+    assert list(tmp_path.iterdir()) == []
