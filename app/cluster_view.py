@@ -28,7 +28,8 @@ class ClusterView(pn.viewable.Viewer):
         self.is_shown = is_shown
         self.summary = pn.pane.Markdown(sizing_mode="stretch_width", css_classes=["cluster-summary"])
         self.table = pn.widgets.Tabulator(
-            pd.DataFrame(columns=list(_TITLES)), name="workers-table", disabled=True, show_index=False,
+            pd.DataFrame(columns=list(_TITLES)), name="workers-table", css_classes=["workers-table"], disabled=True,
+            show_index=False,
             titles=_TITLES, hidden_columns=["address"], sizing_mode="stretch_width", height=300,
             formatters={"cpu_percent": {"type": "progress", "max": 100, "legend": True},
                         "memory_mb": {"type": "money", "precision": 0},

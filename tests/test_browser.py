@@ -37,6 +37,20 @@ _COLUMN_LENGTH = """(name) => {
   return n;
 }"""
 
+# JS: the largest finite value in any column called `name` (0 when there is none).
+_COLUMN_MAX = """(name) => {
+  let top = 0;
+  for (const doc of Bokeh.documents)
+    for (const m of doc._all_models.values()) {
+      const d = m.data;
+      if (d == null || typeof d !== "object") continue;
+      const col = typeof d.get === "function" ? d.get(name) : d[name];
+      if (col == null || col.length === undefined) continue;
+      for (const v of col) if (Number.isFinite(v) && v > top) top = v;
+    }
+  return top;
+}"""
+
 
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args):
@@ -167,3 +181,106 @@ def test_a_bad_form_field_shows_its_message_beside_it(server, page):
     message.first.wait_for(state="hidden", timeout=10_000)
     _tab(page, "YAML")
     assert "events: 3000" in page.locator("textarea").input_value()  # the form wrote the spec
+
+
+def _field(page, path: str):
+    return page.locator(f".field-{path.replace('.', '-')} input")
+
+
+def _set_field(page, path: str, value: str) -> None:
+    box = _field(page, path)
+    box.fill(value)
+    box.press("Enter")
+
+
+def test_configure_and_start_a_proxy2d_run_in_the_form_and_watch_the_cluster(server, page):
+    url, runs = server
+    page.goto(url)
+    page.get_by_role("button", name="Start").wait_for(timeout=60_000)
+    page.locator(".field-problem-kind select").select_option("proxy2d")  # loads proxy2d's standard spec
+    deadline = time.time() + 20
+    while _field(page, "problem.truth").count() != 5:  # the form is rebuilt for p0..p4 (proxy1d has 6)
+        assert time.time() < deadline
+        time.sleep(0.2)
+    _set_field(page, "problem.events", "3000")
+    page.locator(".form-training .card-header").first.click()  # the training section starts collapsed
+    _set_field(page, "training.steps", "600")
+    _set_field(page, "training.snapshot_every", "20")
+    _tab(page, "YAML")
+    text = page.locator("textarea").input_value()
+    assert "kind: proxy2d" in text and "events: 3000" in text and "steps: 600" in text
+    page.get_by_role("button", name="Start").click()
+    _wait_status(page, "running", timeout=60)
+    # live heat maps: the predicted density rho(x, y) arrives with the first snapshot (zeros before)
+    page.wait_for_function(f"() => ({_COLUMN_MAX})('rho') > 0", timeout=90_000)
+    _tab(page, "Cluster")  # both workers hold a member of this run
+    cells = page.locator(".workers-table .tabulator").first
+    deadline = time.time() + 20
+    while "member 1" not in cells.inner_text() or "member 0" not in cells.inner_text():
+        assert time.time() < deadline, cells.inner_text()
+        time.sleep(0.5)
+    assert "closure-2d · member 0" in cells.inner_text()  # the spec name of proxy2d's standard spec
+    _wait_status(page, "Saved", timeout=240)
+    (saved,) = runs.glob("*.nc")
+    with xr.open_dataset(saved, engine="h5netcdf") as ds:
+        assert ds.attrs["problem"] == "proxy2d" and ds.attrs["status"] == "completed"
+        assert ds["qcf_pred"].dims == ("member", "qcf", "x", "y")
+
+
+def _finished_run(runs: Path, seed: int) -> Path:
+    from engine.results import build_results, write_netcdf_atomic
+    from engine.runner import measured_data, train_member
+    from engine.sinks import HistorySink
+    from engine.spec import parse_spec
+
+    spec = parse_spec({"name": f"seed{seed}", "problem": {"kind": "proxy1d", "events": 3000, "seed": seed},
+                       "training": {"steps": 40, "metrics_every": 10, "snapshot_every": 20},
+                       "ensemble": {"members": 2}})
+    data = measured_data(spec)
+    members = [train_member(spec, m, data, HistorySink()) for m in range(2)]
+    return write_netcdf_atomic(build_results(spec, data, members, 1.0), runs / f"seed{seed}.nc")
+
+
+def test_compare_two_finished_runs_and_export_png_and_pdf(server, page, tmp_path):
+    import zipfile
+
+    url, runs = server
+    first, second = _finished_run(runs, 3), _finished_run(runs, 4)  # written as the CLI would, server running
+    page.goto(url)
+    page.get_by_role("button", name="Start").wait_for(timeout=60_000)
+    _tab(page, "Compare")
+    picker = page.locator(".compare-picker input").first
+    for name in ("seed3", "seed4"):
+        deadline = time.time() + 20  # the views look for new runs every 5 s
+        while True:
+            picker.click()
+            picker.fill(name)
+            option = page.locator(".choices__list--dropdown .choices__item--choice", has_text=name)
+            if option.count():
+                option.first.click()
+                break
+            assert time.time() < deadline, f"{name} never offered"
+            time.sleep(1)
+    table = page.locator(".compare-table .tabulator")
+    table.wait_for(timeout=30_000)
+    text = table.inner_text()
+    assert "seed3" in text and "seed4" in text and "Nu" in text
+    page.wait_for_function(f"() => ({_COLUMN_LENGTH})('ratio') > 0", timeout=30_000)  # ratio panels drawn
+
+    _tab(page, "Runs")
+    row = page.locator(".runs-table .tabulator-row", has_text="seed3")
+    row.wait_for(timeout=20_000)
+    row.locator("input[type=checkbox]").click()
+    page.locator(".closure-report").get_by_text("Parameter pulls").wait_for(timeout=30_000)  # the report in words
+    for label, check in (("PNG figures (zip)", "png"), ("PDF report", "pdf")):
+        with page.expect_download(timeout=60_000) as info:
+            page.locator(".run-downloads").get_by_text(label).click()
+        target = tmp_path / info.value.suggested_filename
+        info.value.save_as(target)
+        data = target.read_bytes()
+        if check == "png":
+            with zipfile.ZipFile(target) as z:
+                assert z.namelist() and all(z.read(n).startswith(b"\x89PNG\r\n\x1a\n") for n in z.namelist())
+        else:
+            assert data.startswith(b"%PDF-") and data.rstrip().endswith(b"%%EOF")
+    assert first.exists() and second.exists()
