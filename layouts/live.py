@@ -3,12 +3,16 @@
 Every panel is its own DynamicMap (the page lays them out), so each keeps its own axis ranges
 as data arrive; DynamicMaps combined into one ``hv.Layout`` keep their first frame's ranges.
 
-Scalar metrics go into one bounded :class:`holoviews.streams.Buffer` (rows: member, step, metrics);
-snapshots (QCF bands, histograms) are pushed through :class:`holoviews.streams.Pipe`.
+Scalar metrics go into one bounded :class:`holoviews.streams.Buffer` per (member, rank) line, and each
+curve is a DynamicMap returning that Buffer's own frame, so Bokeh receives only the new rows
+(``ColumnDataSource.stream`` with rollover at the Buffer's length) instead of whole curves. Snapshots
+(QCF bands, histograms) are pushed through :class:`holoviews.streams.Pipe`.
 """
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,24 +23,11 @@ import pandas as pd
 __all__ = ["LivePlots", "METRIC_COLUMNS"]
 
 METRIC_COLUMNS = ("loss_g", "loss_d", "d_acc_real", "d_acc_fake")
-BUFFER_LENGTH = 20_000  # rows kept in the browser-side plots; older rows scroll out
+BUFFER_LENGTH = 5_000  # rows per curve kept on the server and in the browser; older rows scroll out
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]  # Category10
 
 
-DASHES = ["solid", "dashed", "dotted", "dashdot"]  # one line style per ensemble member
-MAX_POINTS = 300  # points drawn per curve: a constant cost per update however long the run
-
-
-def _thin(df: pd.DataFrame) -> pd.DataFrame:
-    """Every k-th row (and always the last) so that at most MAX_POINTS are drawn; the full history
-    is in the results file."""
-    if len(df) <= MAX_POINTS:
-        return df
-    stride = -(-len(df) // MAX_POINTS)
-    keep = np.zeros(len(df), dtype=bool)
-    keep[::stride] = True
-    keep[-1] = True
-    return df[keep]
+DASHES = ["solid", "dashed", "dotted", "dashdot"]  # one line style per ensemble member (or rank)
 
 
 _EMPTY_SNAPSHOT: dict[str, Any] = {"x": [], "qcf_lo": None, "qcf_hi": None, "qcf_mean": None}
@@ -77,75 +68,89 @@ class LivePlots:
         self.qcf_names = list(qcf_names)
         self.observable_names = list(observable_names)
         self.truth = None if truth is None else list(truth)
-        columns = ["member", "rank", "step", *METRIC_COLUMNS, *(f"param_{p}" for p in self.param_names)]
-        self.metrics = hv.streams.Buffer(pd.DataFrame({c: [] for c in columns}), length=BUFFER_LENGTH, index=False)
+        self.span = [h - lo for lo, h in zip(self.lo, self.hi)]
+        self.ref = self.truth if self.truth is not None else [0.0] * len(self.param_names)
+        # Parameters are drawn as (mean − truth) / range, computed as rows arrive, so that every curve's data
+        # is its Buffer's frame (the condition for HoloViews to stream only new rows to the browser).
+        self.columns = ["step", *METRIC_COLUMNS, *(f"param_{p}" for p in self.param_names),
+                        *(f"dev_{p}" for p in self.param_names)]
+        empty = pd.DataFrame({c: np.zeros(0) for c in self.columns})
+        self.buffers = {line: hv.streams.Buffer(empty.copy(), length=BUFFER_LENGTH, index=False)
+                        for line in self.lines}
         self.snapshot = hv.streams.Pipe(data={})
 
     # --- feeding --------------------------------------------------------------------------------
 
     def push_metrics(self, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            # Rows carry what the run reports: an MLE fit has no GAN losses, ranks > 0 no parameters (NaN).
-            df = pd.DataFrame(rows).reindex(columns=self.metrics.data.columns)
-            self.metrics.send(df)
+        """Rows ``{"member", "rank", "step", **metrics}``; each line's Buffer gets its own new rows."""
+        if not rows:
+            return
+        df = pd.DataFrame(rows)
+        if "rank" not in df:
+            df["rank"] = 0
+        for p, ref, span in zip(self.param_names, self.ref, self.span):
+            if f"param_{p}" in df:
+                df[f"dev_{p}"] = (df[f"param_{p}"] - ref) / span
+        for (m, r), part in df.groupby(["member", "rank"], sort=False):
+            buffer = self.buffers.get((int(m), int(r)))
+            if buffer is not None:
+                # What the run does not report is NaN: an MLE fit has no GAN losses, ranks > 0 no parameters.
+                buffer.send(part.reindex(columns=self.columns).astype(float))
+
+    def rows(self) -> pd.DataFrame:
+        """Every line's buffered rows, with their member and rank (for tests and exports)."""
+        frames = [b.data.assign(member=m, rank=r) for (m, r), b in self.buffers.items()]
+        return pd.concat(frames, ignore_index=True)
 
     def push_snapshot(self, snapshots: dict[int, dict[str, Any]], hist_data: dict[str, Any] | None) -> None:
         self.snapshot.send({"members": snapshots, "data": hist_data})
 
     def clear(self) -> None:
-        self.metrics.clear()
+        for buffer in self.buffers.values():
+            buffer.clear()
         self.snapshot.send({})
 
     # --- plots ----------------------------------------------------------------------------------
 
-    def _curves(self, data: pd.DataFrame, columns: Sequence[str], ylabel: str) -> hv.Overlay:
-        curves = []
+    def _line(self, line: tuple[int, int], column: str, label: str, **style: Any) -> hv.DynamicMap:
+        """One curve of one (member, rank): its Buffer's frame as it is, so Bokeh streams the new rows."""
+        buffer = self.buffers[line]
+        return hv.DynamicMap(lambda data: hv.Curve(data, "step", column, label=label).opts(**style),
+                             streams=[buffer])
+
+    def _metric_lines(self, columns: Sequence[str]) -> list[hv.DynamicMap]:
         several_ranks = len(self.lines) > len(self.members)
+        out = []
         for k, (m, r) in enumerate(self.lines):
-            df = _thin(data[(data["member"] == m) & (data["rank"] == r)])
             who = f"member {m} rank {r}" if several_ranks else f"member {m}"
             for i, c in enumerate(columns):
-                curves.append(
-                    hv.Curve(df, "step", c, label=f"{c} · {who}").opts(
-                        color=COLORS[i % len(COLORS)], line_dash=DASHES[k % len(DASHES)]
-                    )
-                )
-        return hv.Overlay(curves).opts(
-            ylabel=ylabel, legend_position="top_right", responsive=True, height=260, framewise=True
-        )
+                out.append(self._line((m, r), c, f"{c} · {who}", color=COLORS[i % len(COLORS)],
+                                      line_dash=DASHES[k % len(DASHES)]))
+        return out
+
+    @staticmethod
+    def _overlay(items: list[Any], **opts: Any) -> hv.DynamicMap:
+        return functools.reduce(operator.mul, items).opts(
+            legend_position="top_right", responsive=True, height=260, **opts)
 
     def losses(self) -> hv.DynamicMap:
-        return hv.DynamicMap(lambda data: self._curves(data, ["loss_g", "loss_d"], "loss"), streams=[self.metrics])
+        return self._overlay(self._metric_lines(["loss_g", "loss_d"]), ylabel="loss")
 
     def accuracy(self) -> hv.DynamicMap:
-        def plot(data: pd.DataFrame) -> hv.Overlay:
-            o = self._curves(data, ["d_acc_real", "d_acc_fake"], "discriminator accuracy")
-            return (o * hv.HLine(0.5).opts(color="gray", line_dash="dotted")).opts(ylim=(0, 1.05))
-
-        return hv.DynamicMap(plot, streams=[self.metrics])
+        half = hv.HLine(0.5).opts(color="gray", line_dash="dotted")
+        return self._overlay([*self._metric_lines(["d_acc_real", "d_acc_fake"]), half],
+                             ylabel="discriminator accuracy", ylim=(0, 1.05))
 
     def parameters(self) -> hv.DynamicMap:
-        """All parameters in one panel: (mean − truth) / (hi − lo) per member; closure is the line at 0.
-
-        One DynamicMap instead of one per parameter keeps the server's work per update small.
-        """
-        span = [h - lo for lo, h in zip(self.lo, self.hi)]
-        ref = self.truth if self.truth is not None else [0.0] * len(self.param_names)
-
-        def plot(data: pd.DataFrame) -> hv.Overlay:
-            curves = []
-            for m in self.members:
-                df = _thin(data[(data["member"] == m) & (data["rank"] == 0)])
-                for i, p in enumerate(self.param_names):
-                    y = (df[f"param_{p}"] - ref[i]) / span[i]
-                    curves.append(hv.Curve((df["step"], y), "step", "deviation", label=f"{p} · member {m}").opts(
-                        color=COLORS[i % len(COLORS)], line_dash=DASHES[m % len(DASHES)]))
-            zero = hv.HLine(0.0).opts(color="black", line_dash="dashed")
-            ylabel = "(mean − truth) / range" if self.truth is not None else "mean / range"
-            return (hv.Overlay(curves) * zero).opts(ylabel=ylabel, legend_position="right", responsive=True,
-                                                    height=320, framewise=True, title="Parameters vs truth")
-
-        return hv.DynamicMap(plot, streams=[self.metrics])
+        """All parameters in one panel: (mean − truth) / (hi − lo) per member (rank 0: the shared generator);
+        closure is the line at 0."""
+        curves = [self._line((m, 0), f"dev_{p}", f"{p} · member {m}", color=COLORS[i % len(COLORS)],
+                             line_dash=DASHES[m % len(DASHES)])
+                  for m in self.members for i, p in enumerate(self.param_names)]
+        zero = hv.HLine(0.0).opts(color="black", line_dash="dashed")
+        ylabel = "(mean − truth) / range" if self.truth is not None else "mean / range"
+        return self._overlay([*curves, zero], ylabel=ylabel, title="Parameters vs truth").opts(
+            legend_position="right", height=320)
 
     def qcfs(self, qcf_true: dict[str, tuple[np.ndarray, np.ndarray]] | None) -> list[hv.DynamicMap]:
         """One panel per QCF: each member's mean and 68% band over its generator, the truth dashed."""

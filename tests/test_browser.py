@@ -125,7 +125,7 @@ def test_start_streams_live_plots_to_two_sessions_and_stop_saves_the_run(server,
     first = page.evaluate(_COLUMN_LENGTH, "loss_g")
     assert "running" in _status(page)
     page.wait_for_function(f"() => ({_COLUMN_LENGTH})('loss_g') > {first}", timeout=60_000)
-    assert page.evaluate(_COLUMN_LENGTH, "deviation") > 0  # parameter traces (deviation from truth)
+    assert page.evaluate(_COLUMN_LENGTH, "dev_Nu") > 0  # parameter traces (deviation from truth)
     # QCF bands (patches, column `y`) are empty until the first snapshot arrives from a worker
     page.wait_for_function(f"() => ({_COLUMN_LENGTH})('y') > 0", timeout=60_000)
     assert "running" in _status(page)  # all of this arrived while training ran

@@ -36,16 +36,34 @@ def test_browser_specs_read_data_only_under_the_data_and_runs_dirs(tmp_path):
     assert err.value.field == "problem.data"
 
 
-def test_live_curves_draw_a_bounded_number_of_points():
-    import pandas as pd
+def test_live_curves_stream_only_new_rows_to_the_browser_and_stay_bounded(monkeypatch):
+    import holoviews as hv
+    from bokeh.models import ColumnDataSource
 
-    from layouts.live import MAX_POINTS, _thin
+    import layouts.live as live
 
-    df = pd.DataFrame({"step": range(10, 100_001, 10)})
-    thin = _thin(df)
-    assert len(thin) <= MAX_POINTS + 1
-    assert thin["step"].iloc[0] == 10 and thin["step"].iloc[-1] == 100_000  # ends kept
-    assert _thin(df.head(50)).equals(df.head(50))  # short histories untouched
+    hv.extension("bokeh")
+    monkeypatch.setattr(live, "BUFFER_LENGTH", 50)
+    streamed = []
+    original = ColumnDataSource.stream
+
+    def record(self, new_data, rollover=None, **kw):
+        streamed.append((sorted(new_data), len(new_data["step"]), rollover))
+        return original(self, new_data, rollover, **kw)
+
+    monkeypatch.setattr(ColumnDataSource, "stream", record)
+    plots = live.LivePlots(("Nu",), ("u",), ("s",), [2.0], 2, ([0.0], [3.0]))
+    plot = hv.renderer("bokeh").get_plot(plots.losses())  # what a browser session holds
+    plots.push_metrics([{"member": m, "rank": 0, "step": s, "loss_g": float(s), "loss_d": 1.0, "param_Nu": 2.0}
+                        for s in (10, 20) for m in (0, 1)])
+    streamed.clear()
+    plots.push_metrics([{"member": 0, "rank": 0, "step": 30, "loss_g": 30.0, "loss_d": 1.0}])
+    # only member 0's two curves get one new row each, not whole curves
+    assert streamed == [(["loss_g", "step"], 1, 50), (["loss_d", "step"], 1, 50)]
+    drawn = [r.data_source.data for r in plot.state.renderers if "loss_g" in r.data_source.data]
+    assert sorted(list(d["loss_g"]) for d in drawn) == [[10.0, 20.0], [10.0, 20.0, 30.0]]
+    plots.push_metrics([{"member": 1, "rank": 0, "step": s, "loss_g": 1.0} for s in range(40, 1040, 10)])
+    assert len(plots.buffers[(1, 0)].data) == 50  # bounded on the server (and rolled over in the browser)
 
 
 def test_live_view_draws_a_loss_curve_for_every_data_parallel_rank():
@@ -69,7 +87,7 @@ def test_live_view_draws_a_loss_curve_for_every_data_parallel_rank():
     loss_d = {c.label: list(c.dframe()["loss_d"]) for c in overlay if "loss_d" in c.label}
     assert loss_d == {"loss_d · member 0 rank 0": [1.0, 1.0], "loss_d · member 0 rank 1": [3.0, 3.0]}
     params = [c for c in plots.parameters()[()] if isinstance(c, hv.Curve)]
-    assert len(params) == 1 and list(params[0].dframe()["deviation"]) == [0.0, 0.0]  # rank 0's generator only
+    assert len(params) == 1 and list(params[0].dframe()["dev_Nu"]) == [0.0, 0.0]  # rank 0's generator only
 
 
 def test_cluster_view_names_the_run_member_and_rank_of_each_task():

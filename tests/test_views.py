@@ -159,7 +159,7 @@ def test_replayed_gan_run_pushes_each_members_history_and_the_loss_plot_draws_it
 
     ref = _open(runs["gan"])
     plots, qcf_true = replay(load_run(runs["gan"]))
-    rows = plots.metrics.data
+    rows = plots.rows()
     for m in range(2):
         mine = rows[rows["member"] == m]
         assert len(mine) == int(np.isfinite(ref["loss_g"].isel(member=m)).sum()) == ref.sizes["step"]
@@ -188,7 +188,7 @@ def test_replayed_mle_run_has_no_losses_but_its_parameters(runs):
 
     ref = _open(runs["mle"])
     plots, _ = replay(load_run(runs["mle"]))
-    rows = plots.metrics.data
+    rows = plots.rows()
     assert len(rows) == int(np.isfinite(ref["nll"]).sum()) and rows["loss_g"].isna().all()
     np.testing.assert_allclose(rows["param_bd"].iloc[-1], ref["params_pred"].sel(param="bd")[0])
     hv.render(plots.losses(), backend="bokeh")
