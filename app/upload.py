@@ -227,33 +227,14 @@ def _read_csv(label: str, content: bytes, problem: Problem) -> MeasuredData:
     col_obs = header.index("observable")
     numeric = [(c, header.index(c)) for c in [*coords, "weight"] if c in header]
     n_fields = len(header)
-    per_obs: dict[str, list[list[float]]] = {n: [] for n in names}
-    lines_of: dict[str, list[int]] = {n: [] for n in names}
-    for fields, line in zip(reader, numbers[1:]):
-        if len(fields) != n_fields:
-            raise UploadError(f"{label}: line {line}: {len(fields)} fields, the header has {n_fields}")
-        obs = fields[col_obs].strip()
-        if obs not in per_obs:
-            raise UploadError(f"{label}: line {line}, column 'observable': unknown observable {obs!r}; {kind} has "
-                              f"{', '.join(names)}")
-        values = []
-        for col, j in numeric:
-            cell = fields[j].strip()
-            try:
-                v = float(cell)
-            except ValueError:
-                raise UploadError(f"{label}: line {line}, column {col!r}: {cell!r} is not a number") from None
-            if not np.isfinite(v):
-                raise UploadError(f"{label}: line {line}, column {col!r}: {cell!r} is not a finite number")
-            if col == "weight" and v < 0:
-                raise UploadError(f"{label}: line {line}, column 'weight': negative weight {cell}; weights must be "
-                                  f"non-negative")
-            values.append(v)
-        per_obs[obs].append(values)
-        lines_of[obs].append(line)
+    parsed = _parse_rows_fast(rows[1:], header, [c for c, _ in numeric], names)
+    if parsed is None:  # something is wrong: the line-by-line reader finds the first fault and says where
+        parsed = _parse_rows_slowly(label, kind, reader, numbers[1:], n_fields, col_obs, numeric, names)
+    per_obs, line_numbers = parsed
+    lines_of = {n: np.asarray(numbers[1:])[line_numbers[n]] for n in names}
 
     _check_counts(label, {n: len(v) for n, v in per_obs.items()})
-    table = np.asarray([per_obs[n] for n in names], dtype=np.float64)  # (O, N, D[+1])
+    table = np.stack([per_obs[n] for n in names]).astype(np.float64)  # (O, N, D[+1])
     d = len(coords)
     events = table[..., :d]
     weights = table[..., d] if "weight" in header else None
@@ -277,6 +258,58 @@ def _read_csv(label: str, content: bytes, problem: Problem) -> MeasuredData:
         return MeasuredData(kind, events, xsec, xsec_err, None, weights)
     except ValueError as e:
         raise UploadError(f"{label}: {e}") from None
+
+
+def _parse_rows_slowly(label, kind, reader, numbers, n_fields, col_obs, numeric, names):
+    """Events per observable ``(N, columns)`` and their row indices, reading line by line (exact messages)."""
+    per_obs: dict[str, list[list[float]]] = {n: [] for n in names}
+    rows_of: dict[str, list[int]] = {n: [] for n in names}
+    for k, (fields, line) in enumerate(zip(reader, numbers)):
+        if len(fields) != n_fields:
+            raise UploadError(f"{label}: line {line}: {len(fields)} fields, the header has {n_fields}")
+        obs = fields[col_obs].strip()
+        if obs not in per_obs:
+            raise UploadError(f"{label}: line {line}, column 'observable': unknown observable {obs!r}; {kind} has "
+                              f"{', '.join(names)}")
+        values = []
+        for col, j in numeric:
+            cell = fields[j].strip()
+            try:
+                v = float(cell)
+            except ValueError:
+                raise UploadError(f"{label}: line {line}, column {col!r}: {cell!r} is not a number") from None
+            if not np.isfinite(v):
+                raise UploadError(f"{label}: line {line}, column {col!r}: {cell!r} is not a finite number")
+            if col == "weight" and v < 0:
+                raise UploadError(f"{label}: line {line}, column 'weight': negative weight {cell}; weights must be "
+                                  f"non-negative")
+            values.append(v)
+        per_obs[obs].append(values)
+        rows_of[obs].append(k)
+    cols = len(numeric)
+    return ({n: np.asarray(v, dtype=np.float64).reshape(-1, cols) for n, v in per_obs.items()},
+            {n: np.asarray(v, dtype=np.int64) for n, v in rows_of.items()})
+
+
+def _parse_rows_fast(rows: list[str], header: list[str], columns: list[str], names: tuple[str, ...]):
+    """As :func:`_parse_rows_slowly` with pandas' C reader, or ``None`` at the first sign of trouble."""
+    import pandas as pd  # an xarray dependency
+
+    try:
+        df = pd.read_csv(io.StringIO("\n".join(rows)), header=None, names=header, dtype=str, keep_default_na=False,
+                         engine="c")
+        if len(df) != len(rows):
+            return None
+        obs = df["observable"].str.strip().to_numpy()
+        values = df[columns].apply(lambda c: c.str.strip()).astype(np.float64).to_numpy()
+    except Exception:  # any parse problem: the slow reader says which line
+        return None
+    if not np.isfinite(values).all() or ("weight" in columns and (values[:, -1] < 0).any()):
+        return None
+    if not np.isin(obs, list(names)).all():
+        return None
+    index = {n: np.flatnonzero(obs == n) for n in names}
+    return {n: values[i] for n, i in index.items()}, index
 
 
 def _csv_cross_sections(

@@ -78,6 +78,15 @@ def test_csv_round_trips_through_save_upload_into_a_spec(weighted, tmp_path):
     assert "weighted events" in upload_summary(back)
 
 
+def test_csv_columns_may_come_in_any_order_with_spaces_and_comments_between_events(weighted):
+    lines = _csv(weighted).decode().splitlines()
+    body = [", ".join([f[2], f[0], f[1]]) for f in (line.split(",") for line in lines[3:])]
+    text = "\n".join([lines[1], "weight, observable, x", body[0], "# a comment", "", *body[1:]])
+    data = read_measured_upload("swapped.csv", text.encode(), "proxy1d")
+    np.testing.assert_array_equal(data.events, weighted.events)
+    np.testing.assert_array_equal(data.weights, weighted.weights)
+
+
 def test_netcdf_written_by_qcf_studio_data_is_read_with_its_truth(cli_netcdf):
     spec_path, content = cli_netcdf
     data = read_measured_upload("data.nc", content, "proxy1d")
@@ -195,6 +204,8 @@ def test_a_weighted_upload_trains_gan_steps_and_fits_by_maximum_likelihood(weigh
     result = gan.fit(0, HistorySink())
     assert result.steps_done == 4 and np.isfinite(result.chi2_ndf).all()
     assert gan.real_weights is not None and abs(float(gan.real_weights.mean()) - 1.0) < 1e-6
+    rank = make_trainer(spec, data, 0, "gan", shard=(1, 2))  # data-parallel ranks see their share of the weights
+    assert isinstance(rank, GANTrainer) and rank.real_weights is not None and rank.real_weights.shape == (2, 500)
     mle = make_trainer(_spec(data=str(path), method="mle", steps=15), data, 0, "mle")
     assert isinstance(mle, MLEFit)
     fit = mle.fit(0, HistorySink())
