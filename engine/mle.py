@@ -19,6 +19,14 @@ two starts reach the same lowest minimum (at most ``MLEFit.starts``). Errors com
 of the NLL in θ at the optimum (covariance = H⁻¹); QCF bands from θ ~ N(θ̂, H⁻¹) drawn through the
 theory.
 
+Weighted data (``data.weights``, normalised to mean 1 per observable): the fit maximises the weighted
+log-likelihood ``Σ w log p`` (plus the cross-section term), whose Hessian alone does not give the
+errors (it would for weights that count duplicated events, not in general). The covariance is then
+the sandwich ``H⁻¹ V H⁻¹`` with ``V = Σ_i w_i² s_i s_iᵀ + J_σᵀ diag(δ⁻²) J_σ``: ``s_i`` the score
+``∂ log p(x_i) / ∂θ`` of each event at θ̂ (forward-mode derivatives; central differences for a
+problem whose theory has no forward-mode rules) and ``J_σ`` the Jacobian of the cross sections. It is
+asymptotic like ``H⁻¹`` and ignores any uncertainty of the weights themselves.
+
 Approximations (tabulated problems): linear/bilinear interpolation on the grid (1D: 4001 points,
 2001 when folding; 2D: 257², 385² when folding; shifts of θ̂ below 0.02σ at 10⁵ events); for
 smearing, the folding kernel is integrated exactly over the cells around the grid nodes
@@ -39,13 +47,14 @@ from torch import Tensor
 
 from engine.detector import ResolutionSmearing
 from engine.problems import Problem
-from engine.pseudodata import MeasuredData
+from engine.pseudodata import MeasuredData, normalise_weights
 from engine.sinks import MetricsSink
 from engine.training import (
     GANTrainer,
     MemberResult,
     TrainingConfig,
     chi2_per_ndf,
+    data_counts,
     density_histograms,
     histogram_counts,
     histogram_edges,
@@ -145,8 +154,11 @@ class MLEFit:
         self.xsec = torch.as_tensor(np.asarray(data.xsec), dtype=_F64)
         self.xsec_err = torch.as_tensor(np.asarray(data.xsec_err), dtype=_F64)
         self.use_xsec = bool(problem.normalisation_params)
+        w = normalise_weights(data.weights)
+        # (O, N) per-event weights of the log-likelihood, mean 1 per observable; None: unweighted
+        self.event_w = None if w is None else torch.as_tensor(w, dtype=_F64)
         self.edges = histogram_edges(data.events)
-        self.data_counts = histogram_counts(data.events, self.edges)
+        self.data_counts, self.data_sumw2 = data_counts(data, self.edges)
         self.warnings: list[str] = []
         self.iterations = 0
         self.evaluations = 0
@@ -210,8 +222,13 @@ class MLEFit:
         outside = int((~inside).sum())
         if outside:
             self.warnings.append(f"{outside} events outside the problem's domain were left out of the likelihood")
+        self.inside = inside
         self.event_weight = inside.to(_F64) if outside else None
-        self.counts = inside.reshape(self.n_obs, self.n_events).sum(1).to(_F64)
+        if self.event_w is not None:  # weighted: Σ w log v − Σ w log(norm)
+            self.event_weight = self.event_w.reshape(-1) * inside.to(_F64)
+            self.counts = self.event_weight.reshape(self.n_obs, self.n_events).sum(1)
+        else:
+            self.counts = inside.reshape(self.n_obs, self.n_events).sum(1).to(_F64)
         self.weights = [trapezoid_weights(g) for g in self.grids]
         obs = torch.arange(self.n_obs).repeat_interleave(self.n_events)
         if len(self.grids) == 1:
@@ -235,23 +252,36 @@ class MLEFit:
             dens = torch.matmul(torch.matmul(self.fold[0], dens), self.fold[1].T)
         return dens, torch.einsum("oij,i,j->o", dens, self.weights[0], self.weights[1])
 
+    def _at_events(self, dens: Tensor) -> Tensor:
+        """The (folded) densities ``dens`` interpolated at the events: ``(O * N,)``."""
+        flat = dens.reshape(-1)
+        b = self.base
+        if len(self.grids) == 1:
+            f = self.frac
+            return flat[b] * (1.0 - f) + flat[b + 1] * f
+        fx, fy = self.frac
+        s = self.stride_x
+        return (1.0 - fx) * ((1.0 - fy) * flat[b] + fy * flat[b + 1]) + fx * (
+            (1.0 - fy) * flat[b + s] + fy * flat[b + s + 1]
+        )
+
+    def event_log_likelihood(self, theta: Tensor) -> Tensor:
+        """``log p_j(x_ji; θ)`` of every event, ``(O, N)`` (0 for events outside the tabulated domain)."""
+        if self.analytic:
+            return self.problem.log_density(theta[None], self.events)[0]
+        dens, norm = self.densities(theta)
+        log_p = torch.log(self._at_events(dens).clamp_min(_TINY)).reshape(self.n_obs, self.n_events)
+        log_p = log_p - torch.log(norm.clamp_min(_TINY))[:, None]
+        return torch.where(self.inside.reshape(self.n_obs, self.n_events), log_p, torch.zeros_like(log_p))
+
     def nll(self, theta: Tensor) -> Tensor:
         """Negative log-likelihood of the data at ``theta (P,)`` (a scalar; differentiable)."""
         if self.analytic:
-            out = -self.problem.log_density(theta[None], self.events)[0].sum()
+            log_p = self.problem.log_density(theta[None], self.events)[0]
+            out = -(log_p.sum() if self.event_w is None else (self.event_w * log_p).sum())
         else:
             dens, norm = self.densities(theta)
-            flat = dens.reshape(-1)
-            b = self.base
-            if len(self.grids) == 1:
-                f = self.frac
-                v = flat[b] * (1.0 - f) + flat[b + 1] * f
-            else:
-                fx, fy = self.frac
-                s = self.stride_x
-                v = (1.0 - fx) * ((1.0 - fy) * flat[b] + fy * flat[b + 1]) + fx * (
-                    (1.0 - fy) * flat[b + s] + fy * flat[b + s + 1]
-                )
+            v = self._at_events(dens)
             log_v = torch.log(v.clamp_min(_TINY))
             if self.event_weight is not None:
                 log_v = self.event_weight * log_v
@@ -394,8 +424,48 @@ class MLEFit:
         h = torch.autograd.functional.hessian(self.nll, theta.detach().clone())
         return 0.5 * (h + h.T)
 
+    def scores(self, theta: Tensor | None = None) -> Tensor:
+        """Per-event scores ``∂ log p_j(x_ji) / ∂θ`` at ``theta`` (θ̂ by default): ``(O, N, P)``.
+
+        Forward-mode derivatives (one pass per parameter); central differences if the theory has
+        no forward-mode rule for some operation.
+        """
+        theta = (self.theta_hat if theta is None else theta).detach().clone()
+        cols = []
+        try:
+            import torch.autograd.forward_ad as fwad
+
+            with torch.no_grad():
+                for k in range(len(theta)):
+                    with fwad.dual_level():
+                        out = self.event_log_likelihood(fwad.make_dual(theta, torch.eye(len(theta), dtype=_F64)[k]))
+                        tangent = fwad.unpack_dual(out).tangent
+                    cols.append(torch.zeros_like(out) if tangent is None else tangent.clone())
+        except (RuntimeError, NotImplementedError):
+            cols = []
+            with torch.no_grad():
+                for k in range(len(theta)):
+                    h = 1e-6 * float(self.hi[k] - self.lo[k])
+                    step = torch.zeros_like(theta)
+                    step[k] = h
+                    up, down = self.event_log_likelihood(theta + step), self.event_log_likelihood(theta - step)
+                    cols.append((up - down) / (2 * h))
+        return torch.stack(cols, dim=-1)
+
+    def score_covariance(self, weights: Tensor) -> Tensor:
+        """``V = Σ_i w_i² s_i s_iᵀ + J_σᵀ diag(δ⁻²) J_σ`` at θ̂, the middle of the sandwich ``H⁻¹ V H⁻¹``."""
+        s = self.scores().reshape(-1, len(self.theta_hat))
+        v = (s * (weights.reshape(-1, 1) ** 2)).T @ s
+        if self.use_xsec:
+            jac = torch.autograd.functional.jacobian(
+                lambda t: self.problem.cross_sections(t[None], self.truth_grids)[0], self.theta_hat.detach().clone()
+            )  # (O, P)
+            v = v + (jac / self.xsec_err[:, None] ** 2).T @ jac
+        return 0.5 * (v + v.T)
+
     def _errors(self) -> None:
-        """Covariance ``H⁻¹`` at θ̂; NaN (with a warning) where ``H`` is not positive definite."""
+        """Covariance ``H⁻¹`` at θ̂ (weighted data: the sandwich ``H⁻¹ V H⁻¹``); NaN (with a warning) where
+        ``H`` is not positive definite."""
         h = self.hessian()
         names = self.problem.param_names
         span = self.hi - self.lo
@@ -412,6 +482,9 @@ class MLEFit:
             self.cov = torch.full_like(h, math.nan)
         else:
             self.cov = torch.cholesky_inverse(chol)
+            if self.event_w is not None:
+                self.cov = self.cov @ self.score_covariance(self.event_w) @ self.cov
+                self.cov = 0.5 * (self.cov + self.cov.T)
 
     # Predictions --------------------------------------------------------------------------------
 
@@ -456,7 +529,7 @@ class MLEFit:
             )
         events = self.simulate(n_sim)
         out["hist_gen"] = density_histograms(events, self.edges)
-        out["chi2_ndf"] = chi2_per_ndf(self.data_counts, histogram_counts(events, self.edges))
+        out["chi2_ndf"] = chi2_per_ndf(self.data_counts, histogram_counts(events, self.edges), None, self.data_sumw2)
         return out
 
     @torch.no_grad()

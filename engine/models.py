@@ -99,9 +99,12 @@ class Discriminator(nn.Module):
     def forward(self, events: Tensor, labels: Tensor) -> Tensor:
         return self.net(self.features(events, labels)).squeeze(-1)
 
-    def adversarial_pass(self, features: Tensor, n_real: int, weights: Tensor | None = None) -> AdversarialPass:
+    def adversarial_pass(
+        self, features: Tensor, n_real: int, weights: Tensor | None = None, real_weights: Tensor | None = None
+    ) -> AdversarialPass:
         """:func:`adversarial_pass` of this discriminator's network on ``features (N, F)``."""
-        return adversarial_pass(self.net, features, n_real, weights, workspace=self._workspace)
+        return adversarial_pass(self.net, features, n_real, weights, workspace=self._workspace,
+                                real_weights=real_weights)
 
 
 @dataclass
@@ -111,7 +114,8 @@ class AdversarialPass:
     Attributes:
         logits: ``(N,)``, real rows first.
         loss_d: the discriminator loss ``BCE(real, 1) + BCE(generated, 0)`` (means; weighted mean
-            for the generated rows when they carry weights): ln 4 at equilibrium.
+            for the generated rows when they carry weights, mean of weight × BCE for weighted real
+            rows): ln 4 at equilibrium.
         loss_g: the generator's non-saturating loss ``BCE(generated, 1)``.
         grad_inputs: ``∂ loss_g / ∂ input`` of the generated rows, ``(N − n_real, F)``.
         grad_weights: ``∂ loss_g / ∂ weight`` of the generated rows, ``(N − n_real,)``, if weighted.
@@ -132,6 +136,7 @@ def adversarial_pass(
     weights: Tensor | None = None,
     block_rows: int = PASS_BLOCK_ROWS,
     workspace: dict[str, Tensor] | None = None,
+    real_weights: Tensor | None = None,
 ) -> AdversarialPass:
     """Both GAN losses of an :func:`mlp` discriminator from one forward and one backward pass.
 
@@ -156,6 +161,10 @@ def adversarial_pass(
         n_real: rows of real events.
         weights: optional per-event weights of the generated rows ``(N − n_real,)`` (e.g. detector
             efficiencies); their losses are then weighted means.
+        real_weights: optional per-event weights of the real rows ``(n_real,)``, normalised to mean 1
+            over the measured data (not over the batch): the real term is then the mean of
+            ``weight × BCE(real, 1)``, an unbiased estimate of the weighted data's expectation. Weights of
+            exactly 1 give bit-identical results to ``None``.
         block_rows: rows per block.
         workspace: scratch tensors kept between calls (filled on first use); one per network, not
             shared between threads.
@@ -184,6 +193,8 @@ def adversarial_pass(
     grad_inputs = inputs.new_empty(n_fake, inputs.shape[1])
     # Each row's weight in its loss (1 / rows for the means) and its target.
     row_weights = inputs.new_full((n,), 1.0 / max(n_real, 1))
+    if real_weights is not None:
+        row_weights[:n_real] = real_weights * (1.0 / max(n_real, 1))
     row_weights[n_real:] = 1.0 / max(n_fake, 1) if weights is None else weights / weights.sum()
     targets = inputs.new_zeros(n)
     targets[:n_real] = 1.0
@@ -226,6 +237,7 @@ def adversarial_pass(
     w_fake = row_weights[n_real:]
     loss_g_rows = F.softplus(-l_fake)
     loss_g = (loss_g_rows * w_fake).sum()
-    loss_d = F.softplus(-l_real).mean() + (F.softplus(l_fake) * w_fake).sum()
+    real_terms = F.softplus(-l_real) if real_weights is None else F.softplus(-l_real) * real_weights
+    loss_d = real_terms.mean() + (F.softplus(l_fake) * w_fake).sum()
     grad_weights = None if weights is None else (loss_g_rows - loss_g) / weights.sum()
     return AdversarialPass(logits, loss_d, loss_g, grad_inputs, grad_weights)

@@ -4,6 +4,10 @@ Pseudo-data are drawn from the truth on a fine float64 grid (so the training sam
 bias is not baked into the data), smeared by the same detector model the generator sees, and
 carry the integrated cross section of each observable with its statistical error
 ``σ_tot/√N`` (the luminosity is chosen so that the expected count is the requested ``events``).
+
+Measured data may carry per-event weights ``(O, N)`` (non-negative, finite, not all zero per
+observable); ``None`` means unweighted, and every result is then exactly what it was before weights
+existed. How the fits use them: :meth:`MeasuredData.normalised_weights`.
 """
 
 from __future__ import annotations
@@ -17,7 +21,39 @@ import xarray as xr
 from engine.detector import DetectorChain, ResolutionSmearing
 from engine.problems import Problem, get_problem
 
-__all__ = ["MeasuredData", "make_pseudo_data"]
+__all__ = ["MeasuredData", "make_pseudo_data", "check_weights", "normalise_weights"]
+
+
+def normalise_weights(weights: np.ndarray | None) -> np.ndarray | None:
+    """Weights ``(O, N)`` scaled to mean 1 per observable; ``None`` if ``None`` or constant per observable."""
+    if weights is None:
+        return None
+    mean = weights.mean(axis=1, keepdims=True)
+    if np.all(weights == mean):
+        return None
+    return weights / mean
+
+
+def check_weights(weights: np.ndarray, shape: tuple[int, int], source: str, names: tuple[str, ...] = ()) -> np.ndarray:
+    """``weights`` as float64 ``shape (O, N)``; a ``ValueError`` names ``source``, the variable ``weights``
+    and the observable when they are misshapen, not finite, negative or all zero for an observable."""
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != tuple(shape):
+        raise ValueError(f"{source}: variable 'weights' has shape {w.shape}, the events need {tuple(shape)}")
+    for o in range(w.shape[0]):
+        name = names[o] if o < len(names) else str(o)
+        bad = ~np.isfinite(w[o])
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ValueError(f"{source}: variable 'weights' of observable {name!r}: event {i} has a non-finite "
+                             f"weight ({w[o, i]})")
+        if (w[o] < 0).any():
+            i = int(np.argmax(w[o] < 0))
+            raise ValueError(f"{source}: variable 'weights' of observable {name!r}: event {i} has a negative "
+                             f"weight ({w[o, i]}); negative weights are not supported")
+        if not w[o].sum() > 0:
+            raise ValueError(f"{source}: variable 'weights' of observable {name!r}: all weights are zero")
+    return w
 
 @dataclass
 class MeasuredData:
@@ -29,6 +65,8 @@ class MeasuredData:
         xsec: integrated cross section per observable, shape ``(O,)``.
         xsec_err: its statistical error, shape ``(O,)``.
         truth: the parameters the pseudo-data were made from, or ``None`` for real data.
+        weights: per-event weights ``(O, N)``, or ``None`` (unweighted). Cross sections are the
+            measured ones as given (``xsec``), never recomputed from the weights.
     """
 
     kind: str
@@ -36,10 +74,21 @@ class MeasuredData:
     xsec: np.ndarray
     xsec_err: np.ndarray
     truth: np.ndarray | None = None
+    weights: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.events.ndim == 2:  # 1D events stored without their coordinate axis
             self.events = self.events[..., None]
+        if self.weights is not None:
+            self.weights = check_weights(self.weights, self.events.shape[:2], "measured data")
+
+    def normalised_weights(self) -> np.ndarray | None:
+        """The weights scaled to mean 1 per observable, as the fits use them; ``None`` when unweighted.
+
+        Weights constant within each observable are the unweighted case (the scale drops out of
+        every fit once normalised) and give ``None``, so such data reproduce unweighted results exactly.
+        """
+        return normalise_weights(self.weights)
 
     @property
     def events_1d(self) -> np.ndarray:
@@ -71,6 +120,9 @@ class MeasuredData:
             ds = ds.assign_coords(coord=["x", "y"][: self.events.shape[-1]])
         if self.truth is not None:
             ds["params_true"] = (("param",), self.truth)
+        if self.weights is not None:
+            ds["weights"] = (("observable", "event"), self.weights)
+            ds["weights"].attrs["description"] = "per-event weights (normalised to mean 1 per observable in fits)"
         return ds
 
     @classmethod
@@ -92,7 +144,11 @@ class MeasuredData:
         if dims != problem.event_dims:
             raise ValueError(f"{source}: 'events' have {dims} coordinates, {kind} events have {problem.event_dims}")
         truth = ds["params_true"].values if "params_true" in ds else None
-        return cls(kind, ds["events"].values, ds["xsec"].values, ds["xsec_err"].values, truth)
+        events = ds["events"].values
+        weights = None
+        if "weights" in ds:
+            weights = check_weights(ds["weights"].values, events.shape[:2], source, problem.observable_names)
+        return cls(kind, events, ds["xsec"].values, ds["xsec_err"].values, truth, weights)
 
 
 def make_pseudo_data(

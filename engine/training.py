@@ -24,11 +24,11 @@ from engine.detector import DetectorChain, ResolutionSmearing
 from engine.models import Discriminator, Generator, adversarial_pass, mlp
 from engine.parallel import GradientSharing
 from engine.problems import Problem
-from engine.pseudodata import MeasuredData
+from engine.pseudodata import MeasuredData, normalise_weights
 from engine.sinks import MetricsSink
 
 __all__ = ["TrainingConfig", "GANTrainer", "MemberResult", "histogram_edges", "histogram_counts",
-           "density_histograms", "data_histograms", "chi2_per_ndf", "marginal_x", "HIST_BINS"]
+           "density_histograms", "data_histograms", "data_counts", "chi2_per_ndf", "marginal_x", "HIST_BINS"]
 
 
 @dataclass
@@ -119,12 +119,27 @@ def density_histograms(events: np.ndarray, edges: np.ndarray, weights: np.ndarra
 
 
 def data_histograms(data: MeasuredData) -> tuple[np.ndarray, np.ndarray]:
-    """Bin edges ``(O, D, bins + 1)`` and normalised histograms ``(O, bins[, bins])`` of the measured events."""
+    """Bin edges ``(O, D, bins + 1)`` and normalised (weighted) histograms ``(O, bins[, bins])`` of the
+    measured events."""
     edges = histogram_edges(data.events)
-    return edges, density_histograms(data.events, edges)
+    return edges, density_histograms(data.events, edges, data.weights)
 
 
-def chi2_per_ndf(data_counts: np.ndarray, gen_counts: np.ndarray, gen_sumw2: np.ndarray | None = None) -> np.ndarray:
+def data_counts(data: MeasuredData, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(Weighted) counts of the measured events in ``edges`` and their sums of squared weights
+    (``None`` when unweighted: the Poisson variance is the count)."""
+    if data.weights is None:
+        return histogram_counts(data.events, edges), None
+    w = data.weights
+    return histogram_counts(data.events, edges, w), histogram_counts(data.events, edges, w * w)
+
+
+def chi2_per_ndf(
+    data_counts: np.ndarray,
+    gen_counts: np.ndarray,
+    gen_sumw2: np.ndarray | None = None,
+    data_sumw2: np.ndarray | None = None,
+) -> np.ndarray:
     """χ²/ndf of the shapes of two histograms per observable, ``(O, bins...)`` → ``(O,)``.
 
     Both are normalised to unit sum; each bin's variance is the sum of the two Poisson (or
@@ -134,8 +149,9 @@ def chi2_per_ndf(data_counts: np.ndarray, gen_counts: np.ndarray, gen_sumw2: np.
     for o in range(data_counts.shape[0]):
         d, g = data_counts[o].ravel(), gen_counts[o].ravel()
         w2 = g if gen_sumw2 is None else gen_sumw2[o].ravel()
+        d2 = d if data_sumw2 is None else data_sumw2[o].ravel()
         nd, ng = d.sum(), g.sum()
-        var = d / nd**2 + w2 / ng**2
+        var = d2 / nd**2 + w2 / ng**2
         use = var > 0
         chi2 = np.sum((d[use] / nd - g[use] / ng) ** 2 / var[use])
         out.append(chi2 / max(int(use.sum()) - 1, 1))
@@ -164,6 +180,12 @@ class GANTrainer:
             background); replaces ``resolution``.
         shard: ``(rank, ranks)`` of data-parallel training: this trainer's discriminator sees every
             ``ranks``-th measured event from ``rank`` on; histograms and χ² still use all of them.
+
+    Weighted measured data (``data.weights``): each real event's term in the discriminator loss is
+    multiplied by its weight, normalised to mean 1 per observable over the events this trainer sees
+    (:meth:`~engine.pseudodata.MeasuredData.normalised_weights`; so a batch's real term estimates the
+    weighted expectation without bias); the data histograms and χ²/ndf use weighted counts with
+    sum-of-squared-weights variances. The cross sections are the file's, as given.
 
     Set :attr:`sharing` (a :class:`~engine.parallel.GradientSharing`) to share the generator's
     gradients with other ranks.
@@ -200,6 +222,10 @@ class GANTrainer:
         self.qcf_grids = tuple(g.to(torch.float32) for g in grids)
         events = data.events if shard is None else data.events[:, shard[0] :: shard[1]]
         self.real = torch.as_tensor(events, dtype=torch.float32)  # (O, N, D)
+        weights = data.weights if shard is None or data.weights is None else data.weights[:, shard[0] :: shard[1]]
+        weights = normalise_weights(weights)
+        # (O, N) real-event weights of the discriminator loss, mean 1 per observable; None: unweighted
+        self.real_weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float32)
         with torch.no_grad():  # the measured events' features, once: a real batch is a gather of rows
             o, total, d = self.real.shape
             obs = torch.arange(o).repeat_interleave(total)
@@ -207,7 +233,7 @@ class GANTrainer:
         self.xsec = torch.as_tensor(data.xsec, dtype=torch.float32)
         self.xsec_err = torch.as_tensor(data.xsec_err, dtype=torch.float32)
         self.edges = histogram_edges(data.events)
-        self.data_counts = histogram_counts(data.events, self.edges)
+        self.data_counts, self.data_sumw2 = data_counts(data, self.edges)
         betas = (0.5, 0.999)
         # fused: one kernel updates all tensors (the per-tensor loop costs more than the arithmetic here)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=c.lr_g, betas=betas, fused=True)
@@ -256,11 +282,13 @@ class GANTrainer:
             weights = weights.transpose(0, 1).reshape(o, b * n)
         return theta, events.transpose(0, 1).reshape(o, b * n, d), xsec, weights
 
-    def _real_batch(self, n: int) -> Tensor:
-        """Discriminator features ``(O * n, F)`` of ``n`` measured events per observable, drawn at random."""
+    def _real_batch(self, n: int) -> tuple[Tensor, Tensor | None]:
+        """Discriminator features ``(O * n, F)`` of ``n`` measured events per observable, drawn at random,
+        and their normalised weights ``(O * n,)`` (``None`` when unweighted)."""
         o, total, f = self.real_features.shape
-        idx = torch.randint(0, total, (o, n), generator=self.rng) + total * torch.arange(o)[:, None]
-        return self.real_features.reshape(o * total, f).index_select(0, idx.reshape(-1))
+        idx = (torch.randint(0, total, (o, n), generator=self.rng) + total * torch.arange(o)[:, None]).reshape(-1)
+        features = self.real_features.reshape(o * total, f).index_select(0, idx)
+        return features, None if self.real_weights is None else self.real_weights.reshape(-1).index_select(0, idx)
 
     def xsec_weight(self) -> float:
         """Cross-section weight at the current step: shapes settle first, then normalisations."""
@@ -282,10 +310,11 @@ class GANTrainer:
         c = self.config
         theta, fake, xsec, weights = self.generate(c.batch_params, c.events_per_param)
         n = self.labels.shape[0]
-        real = self._real_batch(fake.shape[1])
+        real, real_weights = self._real_batch(fake.shape[1])
         fake_features = self.discriminator.features(fake.reshape(n, -1), self.labels)
         ev = self.discriminator.adversarial_pass(
-            torch.cat([real, fake_features.detach()]), n, None if weights is None else weights.reshape(n)
+            torch.cat([real, fake_features.detach()]), n, None if weights is None else weights.reshape(n),
+            real_weights=real_weights,
         )
         # Autograd continues from the generated features: d(loss_g)/d(features) = ev.grad_inputs.
         surrogate_g = (fake_features * ev.grad_inputs).sum()
@@ -340,7 +369,7 @@ class GANTrainer:
             "qcf_lo": lo.reshape(q.shape[1:]).numpy(),
             "qcf_hi": hi.reshape(q.shape[1:]).numpy(),
             "hist_gen": density_histograms(events.numpy(), self.edges, w),
-            "chi2_ndf": chi2_per_ndf(self.data_counts, counts, sumw2),
+            "chi2_ndf": chi2_per_ndf(self.data_counts, counts, sumw2, self.data_sumw2),
         }
         if self.problem.event_dims == 2:
             # Projections onto x (integrated over y) for 1D views of 2D densities.
