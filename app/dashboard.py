@@ -14,6 +14,7 @@ import yaml
 from app.cluster_view import ClusterView
 from app.runs import LiveRun, RunBusyError, RunManager
 from app.spec_form import SpecForm
+from app.upload import MAX_UPLOAD_BYTES, UploadError, read_measured_upload, save_upload, upload_summary
 from app.views import CompareView, RunsBrowser
 from engine.problems import get_problem
 from engine.results import closure_summary
@@ -53,6 +54,9 @@ class Dashboard(pn.viewable.Viewer):
         self.form = SpecForm(on_edit=self._on_form_edit)
         self.spec_file = pn.widgets.FileInput(accept=".yaml,.yml", name="Load spec", multiple=False)
         self.spec_file.param.watch(self._on_spec_file, "value")
+        self.data_file = pn.widgets.FileInput(accept=".nc,.csv", name="Upload measured data", multiple=False)
+        self.data_file.param.watch(self._on_data_file, "value")
+        self.data_note = pn.pane.Markdown("", sizing_mode="stretch_width", css_classes=["upload-note"])
         self.save_spec = pn.widgets.FileDownload(callback=self._spec_download, filename="spec.yaml",
                                                  label="Save spec (YAML)", button_type="default", width=200)
         self.summary = pn.pane.Markdown(sizing_mode="stretch_width")
@@ -147,6 +151,24 @@ class Dashboard(pn.viewable.Viewer):
         if self.spec is None:
             self.message.object = f"**{name}** — {self.message.object}"
 
+    def _on_data_file(self, event: Any) -> None:
+        """Measured events uploaded (NetCDF or CSV): checked, saved under the runs directory's ``uploads/``,
+        and named in ``problem.data``; a bad file is explained and changes nothing."""
+        if not event.new:
+            return
+        name = self.data_file.filename or "upload"
+        kind = self.spec.problem.kind if self.spec is not None else default_spec().problem.kind
+        try:
+            data = read_measured_upload(name, event.new, kind)
+            path = save_upload(data, self.manager.runs_dir / "uploads", name)
+        except UploadError as e:
+            self.data_note.object = ""
+            self.message.object = f"**Upload refused** — {e}"
+            self.message.visible = True
+            return
+        self._on_form_edit("problem", "data", str(path.resolve()))
+        self.data_note.object = f"Uploaded `{name}` → `{path}`: {upload_summary(data)}"
+
     def _file_error(self, text: str) -> None:
         self.message.object = f"**Cannot load the spec** — {text}"
         self.message.visible = True
@@ -239,6 +261,11 @@ class Dashboard(pn.viewable.Viewer):
         spec_tabs = pn.Tabs(
             ("Form", pn.Column(self.form, scroll=True, sizing_mode="stretch_both")),
             ("YAML", pn.Column(self.editor, pn.Row(self.spec_file), self.save_spec, sizing_mode="stretch_width")),
+            ("Data", pn.Column(
+                pn.pane.Markdown("Measured events instead of pseudo-data: NetCDF (as `qcf-studio data` writes) or "
+                                 "CSV with columns `observable`, `x` (and `y` in 2D), optional `weight`; "
+                                 f"up to {MAX_UPLOAD_BYTES // 2**20} MiB. See the README."),
+                self.data_file, self.data_note, sizing_mode="stretch_width")),
             sizing_mode="stretch_width", height=560, dynamic=False,
         )
         sidebar = pn.Column(

@@ -9,6 +9,7 @@ import panel as pn
 
 from app.cluster import close, connect
 from app.runs import RunManager
+from app.upload import MAX_UPLOAD_BYTES
 from engine.spec import Spec, default_spec
 
 __all__ = ["serve"]
@@ -43,7 +44,8 @@ def serve(
     print(f"qcf-studio: dashboard on http://{address}:{port}  (runs saved in {runs_dir.resolve()})", file=sys.stderr)
     try:
         pn.serve({"/": page}, port=port, address=address, show=show, title="qcf-studio",
-                 websocket_origin=origins, threaded=False, print_url=False)
+                 websocket_origin=origins, threaded=False, print_url=False,
+                 websocket_max_message_size=MAX_UPLOAD_BYTES + 2**20)  # uploads of measured data
     except KeyboardInterrupt:
         pass
     finally:

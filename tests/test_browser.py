@@ -11,6 +11,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 import xarray as xr
 
@@ -166,7 +167,7 @@ def test_bad_spec_shows_a_red_message_and_starts_nothing(server, page):
     assert not list(runs.glob("*.nc"))
 
 
-def test_a_bad_form_field_shows_its_message_beside_it(server, page):
+def test_a_bad_form_field_shows_its_message_beside_it_and_uploads_are_checked(server, page, tmp_path):
     url, runs = server
     page.goto(url)
     page.get_by_role("button", name="Start").wait_for(timeout=60_000)
@@ -181,6 +182,30 @@ def test_a_bad_form_field_shows_its_message_beside_it(server, page):
     message.first.wait_for(state="hidden", timeout=10_000)
     _tab(page, "YAML")
     assert "events: 3000" in page.locator("textarea").input_value()  # the form wrote the spec
+
+    # Measured data uploaded as CSV: a malformed file is refused with its name and line, a good one is used.
+    from engine.problems import get_problem
+    from engine.pseudodata import make_pseudo_data
+
+    p = get_problem("proxy1d")
+    data = make_pseudo_data(p, np.asarray(p.truth), 200, seed=2)
+    header = "# xsec: " + ", ".join(f"{n}={v}±{e}" for n, v, e in zip(p.observable_names, data.xsec, data.xsec_err))
+    lines = [header, "observable,x,weight"] + [f"{n},{x},{1 + i % 2}" for o, n in enumerate(p.observable_names)
+                                               for i, x in enumerate(data.events[o, :, 0])]
+    good, bad = tmp_path / "events.csv", tmp_path / "broken.csv"
+    good.write_text("\n".join(lines) + "\n")
+    bad.write_text("\n".join(lines[:5] + ["sigma1,not-a-number,1.0"] + lines[5:]) + "\n")
+    _tab(page, "Data")
+    upload = page.locator("input[type=file][accept='.nc,.csv']")
+    upload.set_input_files(str(bad))
+    refused = page.locator(".spec-error div")
+    refused.first.wait_for(state="visible", timeout=20_000)
+    assert "broken.csv" in " ".join(refused.all_inner_texts()) and "line 6" in " ".join(refused.all_inner_texts())
+    upload.set_input_files(str(good))
+    page.locator(".upload-note").get_by_text("200 weighted events per observable").wait_for(timeout=20_000)
+    _tab(page, "YAML")
+    assert "uploads/events.nc" in page.locator("textarea").input_value()
+    assert (runs / "uploads" / "events.nc").is_file()
 
 
 def _field(page, path: str):
