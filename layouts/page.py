@@ -19,10 +19,10 @@ def grid(panels: list[hv.DynamicMap], ncols: int) -> pn.GridBox:
 def live_panels(plots: LivePlots, qcf_true: QcfCurves | None, two_d: bool) -> list[pn.viewable.Viewable]:
     """Losses and accuracy, parameters, QCF bands (x-projections in 2D) and observables, top to bottom."""
     return [
-        pn.Row(pn.pane.HoloViews(plots.losses(), sizing_mode="stretch_width", name="losses"),
-               pn.pane.HoloViews(plots.accuracy(), sizing_mode="stretch_width", name="accuracy")),
+        pn.Row(pn.pane.Bokeh(plots.losses(), sizing_mode="stretch_width", name="losses"),
+               pn.pane.Bokeh(plots.accuracy(), sizing_mode="stretch_width", name="accuracy")),
         pn.pane.Markdown("### Parameters: mean of the generator's distribution against the truth"),
-        pn.pane.HoloViews(plots.parameters(), sizing_mode="stretch_width"),
+        pn.pane.Bokeh(plots.parameters(), sizing_mode="stretch_width", name="parameters"),
         pn.pane.Markdown("### QCFs: 68% band over the generator's parameters vs truth"
                          + (" (projected onto x: ∫ dy)" if two_d else "")),
         grid(plots.qcfs(qcf_true), ncols=2),

@@ -1,5 +1,6 @@
 """The run manager shared by browser sessions: bounded live buffers, readable paths."""
 
+import numpy as np
 import pytest
 
 import app.runs as runs
@@ -37,39 +38,36 @@ def test_browser_specs_read_data_only_under_the_data_and_runs_dirs(tmp_path):
 
 
 def test_live_curves_stream_only_new_rows_to_the_browser_and_stay_bounded(monkeypatch):
-    import holoviews as hv
     from bokeh.models import ColumnDataSource
 
     import layouts.live as live
 
-    hv.extension("bokeh")
     monkeypatch.setattr(live, "BUFFER_LENGTH", 50)
     streamed = []
     original = ColumnDataSource.stream
 
     def record(self, new_data, rollover=None, **kw):
-        streamed.append((sorted(new_data), len(new_data["step"]), rollover))
+        streamed.append((list(new_data["step"]), rollover))
         return original(self, new_data, rollover, **kw)
 
     monkeypatch.setattr(ColumnDataSource, "stream", record)
     plots = live.LivePlots(("Nu",), ("u",), ("s",), [2.0], 2, ([0.0], [3.0]))
-    plot = hv.renderer("bokeh").get_plot(plots.losses())  # what a browser session holds
-    plots.push_metrics([{"member": m, "rank": 0, "step": s, "loss_g": float(s), "loss_d": 1.0, "param_Nu": 2.0}
-                        for s in (10, 20) for m in (0, 1)])
-    streamed.clear()
+    plots.push_metrics([{"member": 0, "rank": 0, "step": 10, "loss_g": 10.0, "param_Nu": 2.0}])  # before a view
+    fig = plots.losses()  # what a browser session holds: starts from what the Buffers hold
+    plots.push_metrics([{"member": m, "rank": 0, "step": 20, "loss_g": 20.0, "loss_d": 1.0, "param_Nu": 2.3}
+                        for m in (0, 1)])
     plots.push_metrics([{"member": 0, "rank": 0, "step": 30, "loss_g": 30.0, "loss_d": 1.0}])
-    # only member 0's two curves get one new row each, not whole curves
-    assert streamed == [(["loss_g", "step"], 1, 50), (["loss_d", "step"], 1, 50)]
-    drawn = [r.data_source.data for r in plot.state.renderers if "loss_g" in r.data_source.data]
-    assert sorted(list(d["loss_g"]) for d in drawn) == [[10.0, 20.0], [10.0, 20.0, 30.0]]
+    # one message per line and push, holding only the new rows
+    assert streamed == [([20.0], 50), ([20.0], 50), ([30.0], 50)]
+    sources = {id(r.data_source): list(r.data_source.data["loss_g"]) for r in fig.renderers}
+    assert sorted(sources.values()) == [[10.0, 20.0, 30.0], [20.0]]  # member 0's line, member 1's line
+    dev = plots.parameters().renderers[0].data_source.data["dev_Nu"]  # member 0: (mean − truth) / range
+    assert np.allclose(dev[:2], [0.0, 0.1]) and np.isnan(dev[2])
     plots.push_metrics([{"member": 1, "rank": 0, "step": s, "loss_g": 1.0} for s in range(40, 1040, 10)])
-    assert len(plots.buffers[(1, 0)].data) == 50  # bounded on the server (and rolled over in the browser)
+    assert len(plots.buffers[(1, 0)].data) == 50  # bounded on the server (the browser rolls over at 50 too)
 
 
 def test_live_view_draws_a_loss_curve_for_every_data_parallel_rank():
-    import holoviews as hv
-    import holoviews.plotting.bokeh  # noqa: F401 (options need a plotting extension)
-
     from engine.distributed import replay
     from layouts.live import LivePlots
 
@@ -83,11 +81,11 @@ def test_live_view_draws_a_loss_curve_for_every_data_parallel_rank():
     plots = LivePlots(("Nu",), ("u",), ("s",), [2.0], 1, ([0.0], [3.0]), ranks=2)
     rows, _ = run.metrics_since(0)
     plots.push_metrics(rows)
-    overlay = plots.losses()[()]
-    loss_d = {c.label: list(c.dframe()["loss_d"]) for c in overlay if "loss_d" in c.label}
+    loss_d = {item.label["value"]: list(item.renderers[0].data_source.data["loss_d"])
+              for item in plots.losses().legend[0].items if item.label["value"].startswith("loss_d")}
     assert loss_d == {"loss_d · member 0 rank 0": [1.0, 1.0], "loss_d · member 0 rank 1": [3.0, 3.0]}
-    params = [c for c in plots.parameters()[()] if isinstance(c, hv.Curve)]
-    assert len(params) == 1 and list(params[0].dframe()["dev_Nu"]) == [0.0, 0.0]  # rank 0's generator only
+    params = plots.parameters().renderers
+    assert len(params) == 1 and list(params[0].data_source.data["dev_Nu"]) == [0.0, 0.0]  # rank 0's generator only
 
 
 def test_cluster_view_names_the_run_member_and_rank_of_each_task():
