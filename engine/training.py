@@ -390,6 +390,7 @@ class GANTrainer:
         if self.problem.event_dims == 2:
             snap["y"] = self.qcf_grids[1].tolist()
             snap["qcf2d_mean"] = p["qcf_mean"].tolist()
+            snap["qcf2d_std"] = p["qcf_std"].tolist()  # the generator's spread, for the projections' bands
         return snap
 
     def fit(

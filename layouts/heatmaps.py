@@ -136,23 +136,29 @@ def true_qcfs_2d(problem: Problem, truth: Sequence[float]) -> tuple[np.ndarray, 
 def live_heatmaps(plots: LivePlots, x: np.ndarray, y: np.ndarray, truth: np.ndarray | None = None,
                   clip: tuple[float, float] = RATIO_RANGE) -> list[list[hv.DynamicMap]]:
     """Live heat maps on :attr:`LivePlots.snapshot`: per QCF a row of DynamicMaps (predicted | true | ratio |
-    x-projection | y-projection) of the mean over members of the snapshots' ``qcf2d_mean``.
-
-    Live snapshots carry no 2D spread, so the projections have no band here; ``truth`` is ``(Q, X, Y)``
-    (see :func:`true_qcfs_2d`) or ``None``.
+    x-projection | y-projection) of the ensemble estimate over the members' snapshots: the mean of their
+    ``qcf2d_mean`` and the error ``√(mean σ² + var of the means)`` from their ``qcf2d_std`` (the projections'
+    ±1σ bands, as for finished runs). ``truth`` is ``(Q, X, Y)`` (see :func:`true_qcfs_2d`) or ``None``.
     """
     shape = (len(x), len(y))
 
-    def mean_of(data: dict, qi: int) -> np.ndarray:
+    def estimate(data: dict, qi: int) -> tuple[np.ndarray, np.ndarray | None]:
         snaps = [s for s in ((data or {}).get("members") or {}).values() if "qcf2d_mean" in s]
         if not snaps:
-            return np.zeros(shape)  # before the first snapshot: same elements, empty maps
-        return np.mean([np.asarray(s["qcf2d_mean"])[qi] for s in snaps], axis=0)
+            return np.zeros(shape), None  # before the first snapshot: same elements, empty maps
+        means = np.array([np.asarray(s["qcf2d_mean"])[qi] for s in snaps])
+        if not all("qcf2d_std" in s for s in snaps):
+            return means.mean(0), None
+        var = np.mean([np.asarray(s["qcf2d_std"])[qi] ** 2 for s in snaps], axis=0)
+        if len(snaps) > 1:
+            var = var + means.var(0, ddof=1)
+        return means.mean(0), np.sqrt(var)
 
     def cell(qi: int, name: str, k: int) -> hv.DynamicMap:
         def plot(data: dict) -> hv.Element | hv.Overlay:
             true = None if truth is None else np.asarray(truth)[qi]
-            return qcf_heatmaps(x, y, mean_of(data, qi), None, true, name=name, clip=clip)[k]
+            mean, err = estimate(data, qi)
+            return qcf_heatmaps(x, y, mean, err, true, name=name, clip=clip)[k]
 
         return hv.DynamicMap(plot, streams=[plots.snapshot])
 

@@ -120,6 +120,7 @@ def member_snapshots(ds: xr.Dataset) -> dict[int, dict[str, Any]]:
         if "y" in mean.dims:
             snap["y"] = ds["y"].values.tolist()
             snap["qcf2d_mean"] = mean.values.tolist()
+            snap["qcf2d_std"] = std.values.tolist()
         out[i] = snap
     return out
 

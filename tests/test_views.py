@@ -269,6 +269,10 @@ def test_live_heatmaps_follow_the_snapshot_stream(runs):
     ratio = row[2][()]
     expected = ds["qcf_pred"].values[0, 0, 10, 20] / ds["qcf_true"].values[0, 10, 20]
     assert ratio.dimension_values(2, flat=False)[20, 10] == pytest.approx(expected, rel=1e-5)
+    x_projection = row[3][()]
+    (band,) = [e for e in x_projection if isinstance(e, hv.Area)]  # ±1σ: the generator spread, ∫ σ dy
+    sigma = np.trapezoid(ds["qcf_pred_std"].values[0, 0], y, axis=-1)
+    assert band.dimension_values("hi") - band.dimension_values("lo") == pytest.approx(2 * sigma, rel=1e-5)
     for dm in row:
         hv.render(dm, backend="bokeh")
 
