@@ -10,11 +10,12 @@ import re
 
 import numpy as np
 import xarray as xr
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from app.report import core_range
-from engine.results import _QCF_FLOOR, ERROR_RATIO_LIMIT, ensemble_estimate
+from engine.results import ERROR_RATIO_LIMIT, QCF_FLOOR, ensemble_estimate
 
 __all__ = ["figures", "FIGSIZE", "CAPTIONS"]
 
@@ -55,6 +56,19 @@ def _grid(n: int, max_cols: int = 3) -> tuple[int, int]:
     return -(-n // cols), cols
 
 
+def _with_ratio_panels(n: int) -> tuple[Figure, list[tuple[Axes, Axes]]]:
+    """A figure of ``n`` panels on a grid, each with a ratio panel below it sharing its x axis."""
+    rows, cols = _grid(n)
+    fig = Figure(figsize=(max(FIGSIZE[0], 3.4 * cols), FIGSIZE[1] * rows), layout="constrained")
+    gs = fig.add_gridspec(2 * rows, cols, height_ratios=[3, 1] * rows)
+    axes = []
+    for k in range(n):
+        r, c = divmod(k, cols)
+        ax = fig.add_subplot(gs[2 * r, c])
+        axes.append((ax, fig.add_subplot(gs[2 * r + 1, c], sharex=ax)))
+    return fig, axes
+
+
 def _project_y(da: xr.DataArray) -> xr.DataArray:
     """∫ da dy (trapezoidal rule)."""
     if "y" not in da.dims:
@@ -75,13 +89,8 @@ def _fig_qcfs(ds: xr.Dataset) -> Figure:
     x = ds["x"].values
     lo, hi = core_range(ds)
     names = [str(q) for q in ds["qcf"].values]
-    rows, cols = _grid(len(names))
-    fig = Figure(figsize=(max(FIGSIZE[0], 3.4 * cols), FIGSIZE[1] * rows), layout="constrained")
-    gs = fig.add_gridspec(2 * rows, cols, height_ratios=[3, 1] * rows)
-    for k, q in enumerate(names):
-        r, c = divmod(k, cols)
-        ax = fig.add_subplot(gs[2 * r, c])
-        axr = fig.add_subplot(gs[2 * r + 1, c], sharex=ax)
+    fig, axes = _with_ratio_panels(len(names))
+    for q, (ax, axr) in zip(names, axes):
         m, e = mean.sel(qcf=q).values, err.sel(qcf=q).values
         for i, member in enumerate(pred["member"].values):
             ax.plot(x, pred.sel(member=member, qcf=q), color=_member_color(i), lw=0.8, alpha=0.8,
@@ -93,7 +102,7 @@ def _fig_qcfs(ds: xr.Dataset) -> Figure:
             t = truth.sel(qcf=q).values
             ax.plot(x, t, **TRUTH, label="truth")
             with np.errstate(divide="ignore", invalid="ignore"):
-                ok = np.abs(t) >= _QCF_FLOOR * np.abs(t).max()
+                ok = np.abs(t) >= QCF_FLOOR * np.abs(t).max()
                 ratio, band = np.where(ok, m / t, np.nan), np.where(ok, e / np.abs(t), np.nan)
             axr.fill_between(x, ratio - band, ratio + band, color=ENSEMBLE, alpha=0.3, lw=0)
             axr.plot(x, ratio, color=ENSEMBLE, lw=1.4)
@@ -134,7 +143,7 @@ def _fig_qcf_maps(ds: xr.Dataset) -> Figure:
         if has_truth:
             t = ds["qcf_true"].sel(qcf=q).transpose("x", "y").values
             with np.errstate(divide="ignore", invalid="ignore"):
-                ratio = np.where(np.abs(t) >= _QCF_FLOOR * np.abs(t).max(), m / t, np.nan)
+                ratio = np.where(np.abs(t) >= QCF_FLOOR * np.abs(t).max(), m / t, np.nan)
             span = _finite_span(ratio, 1.0, 0.05, 1.0)
             vmax = max(np.nanmax(m), np.nanmax(t))
             panels[0] = (m, panels[0][1], "viridis", 0.0, vmax)
@@ -264,14 +273,9 @@ def _x_marginal(hist: np.ndarray, edges: np.ndarray) -> np.ndarray:
 
 def _fig_observables(ds: xr.Dataset) -> Figure:
     names = [str(o) for o in ds["observable"].values]
-    rows, cols = _grid(len(names))
     two_d = "bin_y" in ds["hist_data"].dims
-    fig = Figure(figsize=(max(FIGSIZE[0], 3.4 * cols), FIGSIZE[1] * rows), layout="constrained")
-    gs = fig.add_gridspec(2 * rows, cols, height_ratios=[3, 1] * rows)
-    for k, o in enumerate(names):
-        r, c = divmod(k, cols)
-        ax = fig.add_subplot(gs[2 * r, c])
-        axr = fig.add_subplot(gs[2 * r + 1, c], sharex=ax)
+    fig, axes = _with_ratio_panels(len(names))
+    for o, (ax, axr) in zip(names, axes):
         edges = ds["bin_edges"].sel(observable=o).values
         xe = edges[0] if two_d else edges
         data = _x_marginal(ds["hist_data"].sel(observable=o).values, edges)

@@ -16,7 +16,7 @@ import numpy as np
 import xarray as xr
 import yaml
 
-from engine.results import _QCF_FLOOR, ERROR_RATIO_LIMIT, ensemble_estimate
+from engine.results import ERROR_RATIO_LIMIT, QCF_FLOOR, ensemble_estimate
 
 __all__ = ["Criterion", "closure_report", "closure_verdict", "verdict_text", "report_markdown", "core_range",
            "criterion_label", "parameter_table", "value_error",
@@ -103,7 +103,7 @@ def qcf_deviation(ds: xr.Dataset) -> xr.DataArray:
     mean, err = ensemble_estimate(ds["qcf_pred"], ds["qcf_pred_std"])
     truth = ds["qcf_true"]
     spatial = [d for d in truth.dims if d != "qcf"]
-    judged = (ds["x"] >= lo) & (ds["x"] <= hi) & (np.abs(truth) >= _QCF_FLOOR * np.abs(truth).max(spatial))
+    judged = (ds["x"] >= lo) & (ds["x"] <= hi) & (np.abs(truth) >= QCF_FLOOR * np.abs(truth).max(spatial))
     with np.errstate(divide="ignore", invalid="ignore"):
         return (np.abs(mean - truth) / err).where(judged)
 

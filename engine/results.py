@@ -18,8 +18,8 @@ from engine.pseudodata import MeasuredData
 from engine.spec import Spec
 from engine.training import MemberResult, data_histograms
 
-__all__ = ["build_results", "closure_metrics", "closure_summary", "closure_variables", "ensemble_estimate", "qcf_grids",
-           "write_netcdf_atomic", "package_versions"]
+__all__ = ["QCF_FLOOR", "build_results", "closure_metrics", "closure_summary", "closure_variables",
+           "ensemble_estimate", "qcf_grids", "write_netcdf_atomic", "package_versions"]
 
 _PACKAGES = ("torch", "numpy", "xarray", "h5netcdf", "dask", "distributed", "panel", "holoviews", "bokeh")
 
@@ -164,7 +164,7 @@ def closure_variables(ds: xr.Dataset) -> dict[str, xr.DataArray]:
 
 # A QCF is judged only where it is not negligible: |truth| above this fraction of its maximum
 # (deviations in units of σ are 0/0 far in the tails of e.g. gauss6's Gaussians).
-_QCF_FLOOR = 1e-3
+QCF_FLOOR = 1e-3
 ERROR_RATIO_LIMIT = 1.5
 
 
@@ -184,7 +184,7 @@ def closure_metrics(ds: xr.Dataset, core: tuple[float, float]) -> dict[str, floa
     q_mean, q_err = ensemble_estimate(ds["qcf_pred"], ds["qcf_pred_std"])
     truth = ds["qcf_true"]
     spatial = [d for d in truth.dims if d != "qcf"]
-    judged = (ds["x"] >= core[0]) & (ds["x"] <= core[1]) & (np.abs(truth) >= _QCF_FLOOR * np.abs(truth).max(spatial))
+    judged = (ds["x"] >= core[0]) & (ds["x"] <= core[1]) & (np.abs(truth) >= QCF_FLOOR * np.abs(truth).max(spatial))
     dev_sigma = (np.abs(q_mean - truth) / q_err).where(judged)
     rel = np.abs(q_mean / truth - 1.0).where(judged)
     max_pull = float(np.abs(pulls).max())
