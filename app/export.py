@@ -226,6 +226,7 @@ def export_run(path: str | Path, formats: str | Sequence[str], out_dir: str | Pa
     """Export one run into ``out_dir``; returns the files written.
 
     - ``png``, ``svg``, ``pdf``: ``<stem>-<figure>.<fmt>`` for every figure of :func:`app.figures.figures`;
+      ``png`` and ``svg`` also ``<stem>-report.<fmt>``: the report's verdict and criteria as one page;
     - ``pdf`` also ``<stem>-report.pdf``: the report's text page, then every figure;
     - ``html``: ``<stem>-report.html``, standalone (figures inline as SVG, the parameter table, the spec);
     - always a copy of the run's ``.nc`` and its spec as ``<stem>-spec.yaml``.
@@ -255,6 +256,8 @@ def export_run(path: str | Path, formats: str | Sequence[str], out_dir: str | Pa
                     files.write(f"{stem}-{name}.svg", lambda f, b=svgs[name]: f.write(b))
                 else:
                     files.write(f"{stem}-{name}.{fmt}", _save(fig, fmt))
+            if fmt in ("png", "svg"):  # the report's text page as an image too (the PDF holds it as page 1)
+                files.write(f"{stem}-report.{fmt}", _save(report_page(ds, criteria), fmt))
         if "pdf" in fmts:
             files.write(f"{stem}-report.pdf", lambda f: _report_pdf(f, ds, criteria, figs))
         if "html" in fmts:

@@ -75,11 +75,12 @@ def test_export_writes_every_format_of_a_gan_run(runs, tmp_path):
     written = export_run(runs["gan1d"], "png,svg,pdf,html", out)
     names = ["qcfs", "parameters", "training", "observables"]
     expected = {f"gan1d-{n}.{fmt}" for n in names for fmt in ("png", "svg", "pdf")}
-    expected |= {"gan1d-report.pdf", "gan1d-report.html", "gan1d.nc", "gan1d-spec.yaml"}
+    expected |= {"gan1d-report.pdf", "gan1d-report.html", "gan1d-report.png", "gan1d-report.svg", "gan1d.nc",
+                 "gan1d-spec.yaml"}
     assert {p.name for p in written} == expected
     assert {p.name for p in out.iterdir()} == expected  # no temporaries left behind
 
-    for n in names:
+    for n in [*names, "report"]:
         png = out / f"gan1d-{n}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         img = imread(png)
@@ -88,6 +89,8 @@ def test_export_writes_every_format_of_a_gan_run(runs, tmp_path):
         assert 0.01 < ink < 0.9 and img[..., :3].std() > 0.05, f"{n}: blank-looking image"
         root = ET.parse(out / f"gan1d-{n}.svg").getroot()
         assert root.tag.endswith("svg")
+        if n == "report":
+            continue  # its PDF is the multipage report
         pdf = (out / f"gan1d-{n}.pdf").read_bytes()
         assert pdf.startswith(b"%PDF-") and pdf.rstrip().endswith(b"%%EOF") and _pdf_pages(pdf) == 1
 
@@ -220,7 +223,7 @@ def test_cli_export_prints_the_written_files(runs, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["export", str(runs["mle1d"]), "--format", "svg", "--out", str(out)]) == 0
     printed = capsys.readouterr().out.split()
-    assert len(printed) == 6  # qcfs, parameters, likelihood, observables; NetCDF copy; spec
+    assert len(printed) == 7  # qcfs, parameters, likelihood, observables, report page; NetCDF copy; spec
     assert all(Path(p).is_file() and Path(p).parent == out for p in printed)
 
 
@@ -256,7 +259,9 @@ def test_dashboard_downloads_give_valid_files_and_leave_nothing_behind(runs, tmp
         assert f"{path.stem}-qcfs.png" in names and all(n.endswith(".png") for n in names)
         assert all(z.read(n).startswith(b"\x89PNG\r\n\x1a\n") for n in names)
     pdf = got["PDF report"][1]
-    assert pdf.startswith(b"%PDF-") and _pdf_pages(pdf) == len(names) + 1  # the report page, then every figure
+    figures_only = [n for n in names if not n.endswith("-report.png")]
+    assert f"{path.stem}-report.png" in names  # the report's text page as an image
+    assert pdf.startswith(b"%PDF-") and _pdf_pages(pdf) == len(figures_only) + 1  # the report, then every figure
     assert b"<svg" in got["HTML report"][1] and got["NetCDF"][1] == path.read_bytes()
     assert got["Spec (YAML)"][1].decode() == _load(path).attrs["spec"]
     assert list(tmp_path.iterdir()) == []
