@@ -62,7 +62,7 @@ class Dashboard(pn.viewable.Viewer):
         self.data_note = pn.pane.Markdown("", sizing_mode="stretch_width", css_classes=["upload-note"])
         self.save_spec = pn.widgets.FileDownload(callback=self._spec_download, filename="spec.yaml",
                                                  label="Save spec (YAML)", button_type="default", width=200)
-        self.summary = pn.pane.Markdown(sizing_mode="stretch_width")
+        self.summary = pn.pane.Markdown(sizing_mode="stretch_width", css_classes=["spec-summary"])
         self.message = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width",
                                      css_classes=["spec-error"])
         self.start_button = pn.widgets.Button(name="Start", button_type="primary", width=110)

@@ -212,10 +212,13 @@ def _field(page, path: str):
     return page.locator(f".field-{path.replace('.', '-')} input")
 
 
-def _set_field(page, path: str, value: str) -> None:
+def _set_field(page, path: str, value: str, summary: str | None = None) -> None:
+    """Type ``value`` into a form field; with ``summary``, wait until the spec summary shows the edit."""
     box = _field(page, path)
     box.fill(value)
     box.press("Enter")
+    if summary is not None:
+        page.locator(".spec-summary").get_by_text(summary).wait_for(timeout=20_000)
 
 
 def test_configure_and_start_a_proxy2d_run_in_the_form_and_watch_the_cluster(server, page):
@@ -227,13 +230,13 @@ def test_configure_and_start_a_proxy2d_run_in_the_form_and_watch_the_cluster(ser
     while _field(page, "problem.truth").count() != 5:  # the form is rebuilt for p0..p4 (proxy1d has 6)
         assert time.time() < deadline
         time.sleep(0.2)
-    _set_field(page, "problem.events", "3000")
+    _set_field(page, "problem.events", "3000", summary="3,000 per observable")
     page.locator(".form-training .card-header").first.click()  # the training section starts collapsed
-    _set_field(page, "training.steps", "600")
+    _set_field(page, "training.steps", "600", summary="gan, 600 steps")
     _set_field(page, "training.snapshot_every", "20")
     _tab(page, "YAML")
     text = page.locator("textarea").input_value()
-    assert "kind: proxy2d" in text and "events: 3000" in text and "steps: 600" in text
+    assert "kind: proxy2d" in text and "events: 3000" in text and "steps: 600" in text, text
     page.get_by_role("button", name="Start").click()
     _wait_status(page, "running", timeout=60)
     # live heat maps: the predicted density rho(x, y) arrives with the first snapshot (zeros before)
