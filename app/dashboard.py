@@ -111,9 +111,9 @@ class Dashboard(pn.viewable.Viewer):
         return spec
 
     def _set_text(self, text: str) -> None:
+        """Put ``text`` in the editor; its watcher (:meth:`_on_edit`) validates it once it changed."""
         self.editor.value = text
         self.editor.value_input = text
-        self.spec = self._validate(text)
 
     def _on_edit(self, event: Any) -> None:
         self.spec = self._validate(event.new)
