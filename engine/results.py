@@ -84,6 +84,15 @@ def build_results(
     ds = xr.Dataset(coords=coords)
     for n, arr in metric_arrays.items():
         ds[n] = (("member", "step"), arr)
+    # The generator's parameter means as training went (what the live view plots), where they were reported.
+    history = np.full((len(members), len(steps), len(problem.param_names)), np.nan)
+    for i, m in enumerate(members):
+        for j, name in enumerate(problem.param_names):
+            for s, v in zip(m.metrics.get("step", []), m.metrics.get(f"param_{name}", [])):
+                history[i, step_index[s], j] = v
+    if np.isfinite(history).any():
+        ds["params_history"] = (("member", "step", "param"), history)
+        ds["params_history"].attrs["description"] = "mean of the generator's parameters at each reported step"
     ds["params_pred"] = (("member", "param"), np.stack([m.params_pred for m in members]))
     ds["params_pred_std"] = (("member", "param"), np.stack([m.params_pred_std for m in members]))
     ds["qcf_pred"] = (("member", *qdims), np.stack([m.qcf_pred for m in members]))

@@ -51,8 +51,8 @@ def qcf_true_from_results(ds: xr.Dataset) -> QcfCurves | None:
 def metric_rows(ds: xr.Dataset, param_names: Sequence[str]) -> list[dict[str, Any]]:
     """The stored metric history as the live view's rows (member = position in the file, 0, 1, …).
 
-    Missing metrics (an MLE fit has no GAN losses) are NaN; ``param_<name>`` holds the member's final
-    generator mean at its last finite step (trajectories are not stored) and NaN before.
+    Missing metrics (an MLE fit has no GAN losses) are NaN; ``param_<name>`` is the stored trajectory
+    (``params_history``), or for older files the member's final generator mean at its last step only.
     """
     steps = ds["step"].values
     rows: list[dict[str, Any]] = []
@@ -64,11 +64,15 @@ def metric_rows(ds: xr.Dataset, param_names: Sequence[str]) -> list[dict[str, An
             reported |= np.isfinite(v)
         last = int(np.flatnonzero(reported)[-1]) if reported.any() else -1
         final = ds["params_pred"].isel(member=i).values
+        history = ds["params_history"].isel(member=i).values if "params_history" in ds else None
         for j in np.flatnonzero(reported):
             row: dict[str, Any] = {"member": i, "rank": 0, "step": int(steps[j])}
             row.update({c: float(v[j]) for c, v in values.items()})
             row.update({c: float(v[j]) for c, v in extra.items()})
-            row.update({f"param_{p}": float(final[k]) if j == last else np.nan for k, p in enumerate(param_names)})
+            if history is not None:  # the stored trajectories
+                row.update({f"param_{p}": float(history[j, k]) for k, p in enumerate(param_names)})
+            else:  # files written before params_history: the final mean at the last step only
+                row.update({f"param_{p}": float(final[k]) if j == last else np.nan for k, p in enumerate(param_names)})
             rows.append(row)
     return rows
 

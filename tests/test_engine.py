@@ -94,6 +94,9 @@ def test_results_follow_the_contract_and_are_written_atomically(tmp_path, proxy1
         assert ds[var].dims == dims, var
     assert ds.attrs["status"] == "completed"
     assert {"spec", "wall_seconds", "events_per_second", "versions"} <= set(ds.attrs)
+    # the parameter means as training went, as streamed (the live view's parameter panel)
+    assert ds["params_history"].dims == ("member", "step", "param")
+    np.testing.assert_array_equal(ds["params_history"].sel(member=1, param="bu"), members[1].metrics["param_bu"])
     path = write_netcdf_atomic(ds, tmp_path / "r.nc")
     assert [p.name for p in tmp_path.iterdir()] == ["r.nc"]
     with xr.open_dataset(path, engine="h5netcdf") as back:
