@@ -74,8 +74,8 @@ class LivePlots:
         self.truth = None if truth is None else list(truth)
         self.span = [h - lo for lo, h in zip(self.lo, self.hi)]
         self.ref = self.truth if self.truth is not None else [0.0] * len(self.param_names)
-        # Parameters are drawn as (mean − truth) / range, computed as rows arrive, so that every curve's data
-        # is its Buffer's frame (the condition for HoloViews to stream only new rows to the browser).
+        # Parameters are drawn as (mean − truth) / range, computed once as rows arrive (not per session and
+        # redraw), so that each line's new rows go to the browser as they are.
         self.columns = ["step", *METRIC_COLUMNS, *(f"param_{p}" for p in self.param_names),
                         *(f"dev_{p}" for p in self.param_names)]
         empty = pd.DataFrame({c: np.zeros(0) for c in self.columns})
@@ -133,9 +133,8 @@ class LivePlots:
 
     @staticmethod
     def _figure(ylabel: str, height: int = 260, title: str | None = None) -> Any:
-        fig = figure(height=height, sizing_mode="stretch_width", x_axis_label="step", y_axis_label=ylabel,
-                     title=title, tools="pan,wheel_zoom,box_zoom,reset,save", toolbar_location="right")
-        return fig
+        return figure(height=height, sizing_mode="stretch_width", x_axis_label="step", y_axis_label=ylabel,
+                      title=title, tools="pan,wheel_zoom,box_zoom,reset,save", toolbar_location="right")
 
     @staticmethod
     def _legend(fig: Any, location: str = "top_right", outside: bool = False) -> Any:
