@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from app.report import core_range
-from engine.results import ERROR_RATIO_LIMIT, QCF_FLOOR, ensemble_estimate
+from engine.results import ERROR_RATIO_LIMIT, QCF_FLOOR, ensemble_estimate, estimate, is_bootstrap
 
 __all__ = ["figures", "FIGSIZE", "CAPTIONS"]
 
@@ -84,7 +84,7 @@ def _finite_span(values: np.ndarray, centre: float, floor: float, cap: float) ->
 def _fig_qcfs(ds: xr.Dataset) -> Figure:
     two_d = "y" in ds["qcf_pred"].dims
     pred, std = _project_y(ds["qcf_pred"]), _project_y(ds["qcf_pred_std"])
-    mean, err = ensemble_estimate(pred, std)
+    mean, err = ensemble_estimate(pred, std, is_bootstrap(ds))
     truth = _project_y(ds["qcf_true"]) if "qcf_true" in ds else None
     x = ds["x"].values
     lo, hi = core_range(ds)
@@ -131,7 +131,7 @@ def _fig_qcfs(ds: xr.Dataset) -> Figure:
 
 
 def _fig_qcf_maps(ds: xr.Dataset) -> Figure:
-    mean, err = ensemble_estimate(ds["qcf_pred"], ds["qcf_pred_std"])
+    mean, err = estimate(ds, "qcf")
     x, y = ds["x"].values, ds["y"].values
     names = [str(q) for q in ds["qcf"].values]
     has_truth = "qcf_true" in ds
@@ -166,7 +166,7 @@ def _fig_qcf_maps(ds: xr.Dataset) -> Figure:
 
 def _fig_parameters(ds: xr.Dataset) -> Figure:
     names = [str(p) for p in ds["param"].values]
-    mean, err = ensemble_estimate(ds["params_pred"], ds["params_pred_std"])
+    mean, err = estimate(ds, "params")
     mle = "params_mle" in ds and "params_mle_err" in ds
     pos = np.arange(len(names))
     if "params_true" in ds:

@@ -16,7 +16,7 @@ import numpy as np
 import xarray as xr
 import yaml
 
-from engine.results import ERROR_RATIO_LIMIT, QCF_FLOOR, ensemble_estimate
+from engine.results import ERROR_RATIO_LIMIT, QCF_FLOOR, estimate, is_bootstrap
 
 __all__ = ["Criterion", "closure_report", "closure_verdict", "verdict_text", "report_markdown", "core_range",
            "criterion_label", "parameter_table", "value_error",
@@ -100,7 +100,7 @@ def core_range(ds: xr.Dataset) -> tuple[float, float]:
 def qcf_deviation(ds: xr.Dataset) -> xr.DataArray:
     """|ensemble-mean QCF − truth| / error where the QCF is judged (core range, not negligible), else NaN."""
     lo, hi = core_range(ds)
-    mean, err = ensemble_estimate(ds["qcf_pred"], ds["qcf_pred_std"])
+    mean, err = estimate(ds, "qcf")
     truth = ds["qcf_true"]
     spatial = [d for d in truth.dims if d != "qcf"]
     judged = (ds["x"] >= lo) & (ds["x"] <= hi) & (np.abs(truth) >= QCF_FLOOR * np.abs(truth).max(spatial))
@@ -209,13 +209,15 @@ def _errors(ds: xr.Dataset) -> Criterion:
                          "(training.mle_reference: true adds one), so the errors are not compared with the "
                          "statistical limit.")
     err = ds["params_ensemble_err"] if "params_ensemble_err" in ds else \
-        ensemble_estimate(ds["params_pred"], ds["params_pred_std"])[1]
+        estimate(ds, "params")[1]
     ratio = err / ds["params_mle_err"]
     worst = float(ratio.max())
     name = str(ratio["param"].values[int(np.nanargmax(ratio.values))])
     passed = worst <= ERROR_RATIO_LIMIT
-    text = (f"GAN/MLE errors: the largest ratio of the ensemble error to the maximum-likelihood error is "
-            f"{_n(worst)} ({name}), " + ("within" if passed else "above")
+    source = (f"the spread of {int(ds.sizes['member'])} members fitted to bootstrap replicas" if is_bootstrap(ds)
+              else "the generators' spread plus the spread between members")
+    text = (f"GAN/MLE errors: the largest ratio of the ensemble error ({source}) to the maximum-likelihood "
+            f"error is {_n(worst)} ({name}), " + ("within" if passed else "above")
             + f" the limit of {ERROR_RATIO_LIMIT:g}.")
     low = float(ratio.min())
     if low < 1 / ERROR_RATIO_LIMIT:
@@ -293,7 +295,7 @@ def value_error(value: float, error: float) -> str:
 def parameter_table(ds: xr.Dataset) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the parameter table: truth, ensemble mean ± error, pull, MLE ± error, ratio."""
     mean, err = (ds["params_ensemble"], ds["params_ensemble_err"]) if "params_ensemble" in ds else \
-        ensemble_estimate(ds["params_pred"], ds["params_pred_std"])
+        estimate(ds, "params")
     cols = ["parameter"] + (["truth"] if "params_true" in ds else []) + ["ensemble mean ± error"]
     cols += ["pull"] if "pull" in ds else []
     mle = "params_mle" in ds and "params_mle_err" in ds

@@ -1,7 +1,8 @@
 """Checkpoints of a GAN trainer: state dicts and the metric history, as bytes.
 
 A checkpoint holds the generator, the discriminators, their optimisers and learning-rate
-schedules, the random-number state, the step and the metric history so far. It is written with
+schedules, the random-number state, the step, the running parameter average (``average_last``)
+and the metric history so far. It is written with
 ``torch.save`` and read back with ``torch.load(weights_only=True)``: tensors, numbers, strings
 and containers only, never pickled code. Where the bytes are kept (a Dask variable on the
 scheduler, a file) is the caller's business.
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CheckpointStore", "MemoryCheckpointStore", "save_checkpoint", "load_checkpoint", "CHECKPOINT_FORMAT"]
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
 
 
 class CheckpointStore(Protocol):
@@ -65,7 +66,8 @@ def save_checkpoint(trainer: GANTrainer, metrics: dict[str, list[float]]) -> byt
     """The trainer's state after ``trainer.step`` steps and the metric history, as bytes."""
     state = {name: part.state_dict() for name, part in _modules(trainer).items()}
     state.update(format=CHECKPOINT_FORMAT, step=trainer.step, rng=trainer.rng.get_state(),
-                 torch_rng=torch.get_rng_state(), metrics=metrics)
+                 torch_rng=torch.get_rng_state(), metrics=metrics, param_sum=trainer.param_sum,
+                 param_count=trainer.param_count)
     buf = io.BytesIO()
     torch.save(state, buf)
     return buf.getvalue()
@@ -83,6 +85,7 @@ def load_checkpoint(trainer: GANTrainer, blob: bytes) -> dict[str, list[float]]:
     for name, part in parts.items():
         part.load_state_dict(state[name])
     trainer.step = int(state["step"])
+    trainer.param_sum, trainer.param_count = state["param_sum"], int(state["param_count"])
     trainer.rng.set_state(state["rng"])
     torch.set_rng_state(state["torch_rng"])
     return {k: list(v) for k, v in state["metrics"].items()}

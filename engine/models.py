@@ -47,9 +47,10 @@ class Generator(nn.Module):
     def forward(self, noise: Tensor) -> Tensor:
         return self.lo + torch.sigmoid(self.net(noise)) * (self.hi - self.lo)
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, n: int, generator: torch.Generator | None = None, scale: float = 1.0) -> Tensor:
+        """``n`` parameter sets from noise of standard deviation ``scale`` (0: all at the noise's centre)."""
         noise = torch.randn((n, self.noise_dim), generator=generator, device=self.lo.device)
-        return self(noise)
+        return self(noise if scale == 1.0 else noise * scale)
 
 
 class Discriminator(nn.Module):
@@ -59,6 +60,10 @@ class Discriminator(nn.Module):
     with ``edge_features``, the logs of its distances to both ends, so that the power-law
     behaviour near the edges (which fixes the exponents of the QCFs) is as visible to the
     network as the bulk. With one observable there is no label input.
+
+    :meth:`standardise_to` z-scores every feature per observable with the measured events' mean
+    and standard deviation: gauss6's unit Gaussians occupy a few hundredths of their domain
+    [−25, 20], too little of the network's input range to resolve them in.
 
     Arguments:
         n_observables: observables (data sets) told apart by a one-hot label.
@@ -81,20 +86,45 @@ class Discriminator(nn.Module):
         self.register_buffer("a", torch.tensor([float(a) for a, _ in domain]))
         self.register_buffer("span", torch.tensor([float(b - a) for a, b in domain]))
         per_coord = 3 if edge_features else 1
+        self.n_event_features = per_coord * len(domain)
+        # per-observable z-scoring of the event features (identity until standardise_to)
+        self.register_buffer("loc", torch.zeros(n_observables, self.n_event_features))
+        self.register_buffer("inv_scale", torch.ones(n_observables, self.n_event_features))
+        self.standardised = False
         n_labels = n_observables if n_observables > 1 else 0
-        self.net = mlp(per_coord * len(domain) + n_labels, width, depth, 1)
+        self.net = mlp(self.n_event_features + n_labels, width, depth, 1)
         self._workspace: dict[str, Tensor] = {}  # scratch of adversarial_pass, reused between steps
 
-    def features(self, events: Tensor, labels: Tensor) -> Tensor:
-        """``events (N, D)`` and ``labels (N,)`` → features ``(N, F)``."""
+    def event_features(self, events: Tensor) -> Tensor:
+        """``events (N, D)`` → unstandardised event features ``(N, F_e)``."""
         t = (events - self.a) / self.span
         parts = [2.0 * t - 1.0]
         if self.edge_features:
             eps = 1e-4
             parts += [torch.log(torch.clamp(t, min=eps)), torch.log(torch.clamp(1.0 - t, min=eps))]
-        if self.n_observables > 1:
-            parts.append(nn.functional.one_hot(labels, self.n_observables).to(events.dtype))
         return torch.cat(parts, dim=-1)
+
+    @torch.no_grad()
+    def standardise_to(self, events: Tensor) -> None:
+        """Z-score the event features per observable with the mean and standard deviation of
+        ``events (O, N, D)`` (the measured events)."""
+        o, n, d = events.shape
+        f = self.event_features(events.reshape(o * n, d)).reshape(o, n, -1)
+        self.loc.copy_(f.mean(1))
+        self.inv_scale.copy_(1.0 / f.std(1).clamp(min=1e-6))
+        self.standardised = True
+
+    def features(self, events: Tensor, labels: Tensor) -> Tensor:
+        """``events (N, D)`` and ``labels (N,)`` → features ``(N, F)``."""
+        f = self.event_features(events)
+        if self.standardised:
+            if self.n_observables == 1:
+                f = (f - self.loc[0]) * self.inv_scale[0]
+            else:
+                f = (f - self.loc.index_select(0, labels)) * self.inv_scale.index_select(0, labels)
+        if self.n_observables > 1:
+            f = torch.cat([f, nn.functional.one_hot(labels, self.n_observables).to(events.dtype)], dim=-1)
+        return f
 
     def forward(self, events: Tensor, labels: Tensor) -> Tensor:
         return self.net(self.features(events, labels)).squeeze(-1)

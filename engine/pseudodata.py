@@ -90,6 +90,20 @@ class MeasuredData:
         """
         return normalise_weights(self.weights)
 
+    def bootstrap_replica(self, seed: int) -> MeasuredData:
+        """A bootstrap replica of these data, reproducible under ``seed``.
+
+        Each event is counted ``k ~ Poisson(1)`` times (its weight multiplied by ``k``; the events
+        themselves are shared, not copied), and each cross section is redrawn from a Gaussian of its
+        error. Fits of many replicas scatter like fits of independent measurements would, so their
+        spread estimates the statistical error of any estimator, the GAN's included.
+        """
+        rng = np.random.default_rng(int(seed))
+        counts = rng.poisson(1.0, size=self.events.shape[:2]).astype(np.float64)
+        weights = counts if self.weights is None else counts * self.weights
+        xsec = self.xsec + self.xsec_err * rng.standard_normal(self.xsec.shape)
+        return MeasuredData(self.kind, self.events, xsec, self.xsec_err, self.truth, weights)
+
     @property
     def events_1d(self) -> np.ndarray:
         """The events of the first coordinate, ``(O, N)``."""

@@ -19,7 +19,7 @@ from engine.spec import Spec
 from engine.training import MemberResult, data_histograms
 
 __all__ = ["QCF_FLOOR", "build_results", "closure_metrics", "closure_summary", "closure_variables",
-           "ensemble_estimate", "qcf_grids", "write_netcdf_atomic", "package_versions"]
+           "ensemble_estimate", "estimate", "is_bootstrap", "qcf_grids", "write_netcdf_atomic", "package_versions"]
 
 _PACKAGES = ("torch", "numpy", "xarray", "h5netcdf", "dask", "distributed", "panel", "holoviews", "bokeh")
 
@@ -133,6 +133,7 @@ def build_results(
             "wall_seconds": float(wall_seconds),
             "events_per_second": float(events / wall_seconds) if wall_seconds > 0 else 0.0,
             "versions": json.dumps(package_versions()),
+            "uncertainty": "bootstrap" if spec.ensemble.bootstrap else "generator",
         }
     )
     errors = [m.error for m in members if m.error]
@@ -149,20 +150,39 @@ def qcf_grids(spec: Spec) -> tuple[np.ndarray, ...]:
     return tuple(g.numpy() for g in get_problem(spec.problem.kind).qcf_grids())
 
 
-def ensemble_estimate(pred: xr.DataArray, std: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray]:
-    """Ensemble mean and standard deviation: ``σ² = mean(σ_m²) + var(mean_m)`` (generator spread plus
-    the spread between members)."""
+def ensemble_estimate(
+    pred: xr.DataArray, std: xr.DataArray, bootstrap: bool = False
+) -> tuple[xr.DataArray, xr.DataArray]:
+    """Ensemble mean and standard deviation over ``member`` (failed members, NaN, left out).
+
+    By default ``σ² = mean(σ_m²) + var(mean_m)``: the generator's spread plus the spread between
+    members. With ``bootstrap`` (members trained on bootstrap replicas of the data) ``σ`` is the
+    spread between the members' estimates alone: that is the statistical error, while the
+    generator's spread is not calibrated to it (see README, "Measured").
+    """
     ok = pred.notnull().all([d for d in pred.dims if d != "member"])
     pred, std = pred.sel(member=ok), std.sel(member=ok)
+    mean = pred.mean("member")
+    spread = pred.var("member", ddof=1) if pred.sizes["member"] > 1 else np.nan * mean
+    if bootstrap:
+        return mean, np.sqrt(spread)
     var = (std**2).mean("member")
-    if pred.sizes["member"] > 1:
-        var = var + pred.var("member", ddof=1)
-    return pred.mean("member"), np.sqrt(var)
+    return mean, np.sqrt(var + spread if pred.sizes["member"] > 1 else var)
+
+
+def is_bootstrap(ds: xr.Dataset) -> bool:
+    """Whether the members of a result were trained on bootstrap replicas (``uncertainty`` attribute)."""
+    return ds.attrs.get("uncertainty") == "bootstrap"
+
+
+def estimate(ds: xr.Dataset, what: str) -> tuple[xr.DataArray, xr.DataArray]:
+    """:func:`ensemble_estimate` of ``params`` or ``qcf`` of a result, with its kind of errors."""
+    return ensemble_estimate(ds[f"{what}_pred"], ds[f"{what}_pred_std"], is_bootstrap(ds))
 
 
 def closure_variables(ds: xr.Dataset) -> dict[str, xr.DataArray]:
     """Per-parameter closure numbers: the ensemble's estimate, error, pull and GAN/MLE error ratio."""
-    mean, err = ensemble_estimate(ds["params_pred"], ds["params_pred_std"])
+    mean, err = estimate(ds, "params")
     out = {"params_ensemble": mean, "params_ensemble_err": err, "pull": (mean - ds["params_true"]) / err}
     out["pull"].attrs["description"] = "(ensemble mean − truth) / ensemble error"
     if "params_mle_err" in ds:
@@ -190,7 +210,7 @@ def closure_metrics(ds: xr.Dataset, core: tuple[float, float]) -> dict[str, floa
     range and (when known) the error ratio is at most 1.5.
     """
     pulls, err = ds["pull"], ds["params_ensemble_err"]  # from closure_variables
-    q_mean, q_err = ensemble_estimate(ds["qcf_pred"], ds["qcf_pred_std"])
+    q_mean, q_err = estimate(ds, "qcf")
     truth = ds["qcf_true"]
     spatial = [d for d in truth.dims if d != "qcf"]
     judged = (ds["x"] >= core[0]) & (ds["x"] <= core[1]) & (np.abs(truth) >= QCF_FLOOR * np.abs(truth).max(spatial))

@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     from engine.mle import MLEFit
     from engine.parallel import GradientSharing
 
-__all__ = ["measured_data", "detector_for", "train_member", "train_rank", "make_trainer", "reference_fit",
-           "member_seed", "qcf_grids", "run_name", "failed_member"]
+__all__ = ["measured_data", "member_data", "detector_for", "train_member", "train_rank", "make_trainer",
+           "reference_fit", "member_seed", "qcf_grids", "run_name", "failed_member"]
 
 
 def measured_data(spec: Spec) -> MeasuredData:
@@ -52,6 +52,14 @@ def detector_for(spec: Spec, validate_only: bool = False) -> DetectorChain:
 def member_seed(spec: Spec, member: int) -> int:
     """Distinct, reproducible training seed per ensemble member (independent of the data seed)."""
     return 1_000_003 * (spec.problem.seed + 1) + 7919 * (member + 1)
+
+
+def member_data(spec: Spec, data: MeasuredData, member: int) -> MeasuredData:
+    """What member ``member`` trains on: the measured data, or with ``ensemble.bootstrap`` its own
+    bootstrap replica of them (the same for all ranks of a data-parallel member and after a restart)."""
+    if not spec.ensemble.bootstrap:
+        return data
+    return data.bootstrap_replica(1_000_033 * (spec.problem.seed + 1) + 104_723 * (member + 1))
 
 
 def make_trainer(
@@ -100,7 +108,7 @@ def train_member(
     if the store already holds a checkpoint (its previous worker died), resumes from it: its
     metric history up to that step is kept and ``result.resumed_from`` says where it went on.
     """
-    trainer = make_trainer(spec, data, member, spec.training.method)
+    trainer = make_trainer(spec, member_data(spec, data, member), member, spec.training.method)
     history = HistorySink()
     resumed_from = 0
     blob = checkpoints.load() if checkpoints is not None and isinstance(trainer, GANTrainer) else None
@@ -136,7 +144,7 @@ def train_rank(
     The ranks start from rank 0's generator weights and share its gradients through ``sharing``;
     only rank 0 should be given a sink that reaches the user.
     """
-    trainer = make_trainer(spec, data, member, "gan", shard=(rank, spec.cluster.ranks))
+    trainer = make_trainer(spec, member_data(spec, data, member), member, "gan", shard=(rank, spec.cluster.ranks))
     assert isinstance(trainer, GANTrainer)
     trainer.sharing = sharing
     sharing.broadcast_parameters(trainer.generator.parameters())

@@ -25,6 +25,7 @@ __all__ = ["Spec", "SpecError", "load_spec", "parse_spec", "parse_spec_text", "d
 SPEC_VERSION = 1
 METHODS = ("gan", "mle")
 CLUSTER_MODES = ("ensemble", "data_parallel")
+MIN_BOOTSTRAP_MEMBERS = 4  # fewer give an error estimate with too few degrees of freedom to judge pulls by
 # Fields that take one of a fixed set of values (problem.kind: the registered problems), for forms.
 FIELD_CHOICES: dict[str, tuple[str, ...]] = {"training.method": METHODS, "cluster.mode": CLUSTER_MODES,
                                              "cluster.schedule": SCHEDULES}
@@ -75,6 +76,10 @@ class TrainingSpec(TrainingConfig):
 @dataclass
 class EnsembleSpec:
     members: int = 2
+    # Train each member on its own bootstrap replica of the measured data (Poisson(1) event weights,
+    # cross sections redrawn within their errors); the ensemble's errors are then the spread of the
+    # members' estimates, the statistical error of the GAN estimator (see engine.results).
+    bootstrap: bool = False
 
 
 @dataclass
@@ -207,7 +212,7 @@ def parse_spec(raw: Any, base_dir: Path | None = None) -> Spec:
         raise SpecError("training.lr_final", f"must lie in (0, 1], got {t.lr_final}")
     if 0 < t.grid_points < 16:
         raise SpecError("training.grid_points", f"must be 0 (problem default) or at least 16, got {t.grid_points}")
-    for key in ("xsec_start", "xsec_ramp"):
+    for key in ("xsec_start", "xsec_ramp", "noise_final", "average_last"):
         if not 0 <= getattr(t, key) <= 1:
             raise SpecError(f"training.{key}", f"must lie in [0, 1], got {getattr(t, key)}")
     _fill("ensemble", spec.ensemble, raw.get("ensemble"))
@@ -218,6 +223,11 @@ def parse_spec(raw: Any, base_dir: Path | None = None) -> Spec:
         if unsupported:
             field = "training.method" if t.method == "mle" else "training.mle_reference"
             raise SpecError(field, f"the likelihood fit models resolution smearing only, not detector.{unsupported[0]}")
+    if t.method == "mle" and spec.ensemble.bootstrap:
+        raise SpecError("ensemble.bootstrap", "an mle fit has Hessian errors; bootstrap replicas are for gan ensembles")
+    if spec.ensemble.bootstrap and spec.ensemble.members < MIN_BOOTSTRAP_MEMBERS:
+        raise SpecError("ensemble.members", f"bootstrap errors are the spread of the members' estimates: use at least "
+                                            f"{MIN_BOOTSTRAP_MEMBERS}, got {spec.ensemble.members}")
     if t.method == "mle" and spec.ensemble.members != 1:
         raise SpecError("ensemble.members", f"an mle fit is deterministic: use 1, got {spec.ensemble.members}")
     _fill("cluster", spec.cluster, raw.get("cluster"))

@@ -51,6 +51,11 @@ class TrainingConfig:
     xsec_weight: float = 1.0  # weight of the cross-section discriminator in the generator loss
     xsec_start: float = 0.3  # fraction of the steps fitted on event shapes alone before ...
     xsec_ramp: float = 0.2  # ... the cross-section weight ramps up linearly over this fraction
+    # Point estimates (for bootstrap ensembles): the generator's noise scale shrinks linearly over the
+    # second half of training to noise_final (0: one parameter set), and the parameter estimate is the
+    # mean over the last average_last fraction of steps.
+    noise_final: float = 1.0
+    average_last: float = 0.0
     metrics_every: int = 10
     snapshot_every: int = 100
 
@@ -226,6 +231,10 @@ class GANTrainer:
         weights = normalise_weights(weights)
         # (O, N) real-event weights of the discriminator loss, mean 1 per observable; None: unweighted
         self.real_weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float32)
+        if not edge:
+            # Gaussian-tailed observables: z-scored positions (a data set may be a sliver of the domain).
+            # Not with edge features: z-scoring the log-distances made proxy1d's Nu run to its bound.
+            self.discriminator.standardise_to(self.real)
         with torch.no_grad():  # the measured events' features, once: a real batch is a gather of rows
             o, total, d = self.real.shape
             obs = torch.arange(o).repeat_interleave(total)
@@ -249,23 +258,40 @@ class GANTrainer:
         self.step = 0
         self.sharing: GradientSharing | None = None
         self.elapsed_offset = 0.0  # seconds trained before a restart from a checkpoint
+        # Sum and count of the generator's mean parameters over the averaging window (average_last).
+        self.param_sum = torch.zeros(len(problem.param_names), dtype=torch.float64)
+        self.param_count = 0
 
     @property
     def events_per_step(self) -> int:
         """Events analysed by the discriminator per step (real + generated, all observables)."""
         return 2 * self.labels.shape[0]
 
+    def noise_scale(self) -> float:
+        """The generator's noise scale at the current step: 1, then (with ``noise_final`` < 1) shrinking
+        linearly over the second half of training to ``noise_final``."""
+        c = self.config
+        f = min(self.step / max(c.steps, 1), 1.0)
+        return 1.0 if f <= 0.5 else 1.0 + (c.noise_final - 1.0) * (f - 0.5) / 0.5
+
+    def point_estimate(self) -> Tensor | None:
+        """The mean of the generator's mean parameters over the averaging window (``average_last``) so
+        far, ``(P,)``; ``None`` before the window or without one."""
+        return None if self.param_count == 0 else (self.param_sum / self.param_count).to(torch.float32)
+
     def generate(
-        self, n_params: int, events_per_param: int
+        self, n_params: int, events_per_param: int, theta: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
         """Parameter sets ``(B, P)``, detector-level events ``(O, B * n, D)``, cross sections ``(B, O)``
         and per-event weights ``(O, B * n)`` (``None`` without an acceptance).
 
-        The cross sections carry gradients only to the normalisation parameters; ``None`` for
-        problems without normalisations. With an acceptance they are the visible ones (times the
-        mean weight of each parameter set's events, as the pseudo-data's).
+        The parameter sets are drawn from the generator unless given as ``theta``. The cross
+        sections carry gradients only to the normalisation parameters; ``None`` for problems
+        without normalisations. With an acceptance they are the visible ones (times the mean
+        weight of each parameter set's events, as the pseudo-data's).
         """
-        theta = self.generator.sample(n_params, generator=self.rng)
+        if theta is None:
+            theta = self.generator.sample(n_params, generator=self.rng, scale=self.noise_scale())
         if not bool(torch.isfinite(theta).all()):
             raise FloatingPointError(f"non-finite generator output at step {self.step}")
         events, _ = self.problem.simulate(theta, events_per_param, self.rng, self.grids)  # (B, O, n, D)
@@ -347,22 +373,36 @@ class GANTrainer:
             self.sharing.after_step(self.step, self.generator.parameters())
 
         keys += [f"param_{name}" for name in self.problem.param_names]
-        values = torch.cat([torch.stack(scalars), theta.detach().mean(0)]).tolist()  # one conversion
+        theta_mean = theta.detach().mean(0)
+        if self.step > (1.0 - c.average_last) * c.steps:
+            self.param_sum += theta_mean.double()
+            self.param_count += 1
+        values = torch.cat([torch.stack(scalars), theta_mean]).tolist()  # one conversion
         return dict(zip(keys, values))
 
     @torch.no_grad()
     def predict(self, n_params: int | None = None, events_per_param: int = 50) -> dict[str, np.ndarray]:
-        """Parameter mean/std, QCF mean/std/quantile band, generated histograms and their χ²/ndf vs data."""
+        """Parameter mean/std, QCF mean/std/quantile band, generated histograms and their χ²/ndf vs data.
+
+        Drawn from the generator at its current noise scale; once a collapsed generator
+        (``noise_final`` 0) has an averaged :meth:`point_estimate`, everything is evaluated there.
+        """
         n_params = n_params or (2000 if self.problem.event_dims == 1 else 400)
-        theta = self.generator.sample(n_params, generator=self.rng)
+        estimate = self.point_estimate()
+        collapsed = estimate is not None and self.config.noise_final == 0
+        if collapsed:
+            theta = estimate.expand(n_params, -1)
+        else:
+            theta = self.generator.sample(n_params, generator=self.rng, scale=self.noise_scale())
         q = self.problem.qcfs(theta, *self.qcf_grids)  # (B, Q, X[, Y])
         lo, hi = torch.quantile(q.flatten(2), torch.tensor([0.16, 0.84]), dim=0)
-        _, events, _, weights = self.generate(n_params, events_per_param)
+        # (the histograms' parameter sets are a fresh draw unless collapsed, as they always were)
+        _, events, _, weights = self.generate(n_params, events_per_param, theta if collapsed else None)
         w = None if weights is None else weights.numpy()
         counts = histogram_counts(events.numpy(), self.edges, w)
         sumw2 = None if w is None else histogram_counts(events.numpy(), self.edges, w * w)
         out = {
-            "params_mean": theta.mean(0).numpy(),
+            "params_mean": (theta.mean(0) if estimate is None else estimate).numpy(),
             "params_std": theta.std(0).numpy(),
             "qcf_mean": q.mean(0).numpy(),
             "qcf_std": q.std(0).numpy(),

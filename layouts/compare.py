@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from engine.results import ensemble_estimate
+from engine.results import estimate
 from layouts.live import COLORS
 from layouts.results import project_x
 
@@ -35,7 +35,7 @@ def check_comparable(datasets: Mapping[str, xr.Dataset]) -> str:
 
 def _qcf_estimate(ds: xr.Dataset) -> tuple[xr.DataArray, xr.DataArray]:
     """Ensemble mean and error of the QCFs along x (2D: x-projections, σ integrated as fully correlated)."""
-    mean, err = ensemble_estimate(ds["qcf_pred"], ds["qcf_pred_std"])
+    mean, err = estimate(ds, "qcf")
     return project_x(mean), project_x(err)
 
 
@@ -104,7 +104,7 @@ def parameter_table(datasets: Mapping[str, xr.Dataset]) -> pd.DataFrame:
         if "params_ensemble" in ds:
             est, err = ds["params_ensemble"].values, ds["params_ensemble_err"].values
         else:
-            mean, sigma = ensemble_estimate(ds["params_pred"], ds["params_pred_std"])
+            mean, sigma = estimate(ds, "params")
             est, err = mean.values, sigma.values
         frames.append(pd.DataFrame({
             "run": label,

@@ -15,7 +15,7 @@ import torch
 import xarray as xr
 
 from engine.problems import Problem
-from engine.results import ensemble_estimate
+from engine.results import estimate
 from layouts.live import LivePlots
 
 __all__ = ["RATIO_RANGE", "TRUTH_FLOOR", "ratio_map", "qcf_heatmaps", "results_heatmaps", "observable_heatmaps",
@@ -95,7 +95,7 @@ def results_heatmaps(ds: xr.Dataset, clip: tuple[float, float] = RATIO_RANGE) ->
     """Heat maps of every 2D QCF of a results Dataset (ensemble mean and error), one row per QCF."""
     if "y" not in ds["qcf_pred"].dims:
         raise ValueError(f"run {ds.attrs.get('name', '?')!r} has 1D QCFs: heat maps need (x, y)")
-    mean, err = ensemble_estimate(ds["qcf_pred"], ds["qcf_pred_std"])
+    mean, err = estimate(ds, "qcf")
     rows = []
     for q in ds["qcf"].values:
         truth = ds["qcf_true"].sel(qcf=q).values if "qcf_true" in ds else None
