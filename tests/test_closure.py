@@ -31,3 +31,18 @@ def test_reduced_gauss6_closure_with_an_mle_reference():
     c = np.array([(1, 1), (-2, 2), (-9.46, 1.67), (4.20, 0.74), (0.921, 1.98), (-1.10, 1.90)])
     np.testing.assert_allclose(ds["params_mle_err"], np.sqrt(np.diag(np.linalg.inv(5000 * c.T @ c))), rtol=1e-3)
     assert float(ds["error_ratio"].min()) > 0 and "closure_max_error_ratio" in ds.attrs
+
+
+@pytest.mark.slow
+def test_reduced_gauss6_bootstrap_ensemble_has_errors_near_the_statistical_limit():
+    """Bootstrap members' spread estimates the statistical error; the generators' spread does not."""
+    ds = _closure({"problem": {"kind": "gauss6", "events": 5000, "seed": 2},
+                   "training": {"steps": 800, "events_per_param": 16, "mle_reference": True,
+                                "noise_final": 0.0, "average_last": 0.3},
+                   "ensemble": {"members": 4, "bootstrap": True}}, members=4)
+    assert ds.attrs["uncertainty"] == "bootstrap"
+    assert ds.attrs["closure_max_abs_pull"] <= 3.0
+    assert ds.attrs["closure_max_qcf_dev_sigma"] <= 2.0
+    ratio = ds["error_ratio"].values
+    assert np.all((ratio > 0.3) & (ratio < 2.5)), ratio  # 4 members: the spread itself is uncertain by ~40%
+    np.testing.assert_array_equal(ds["params_pred_std"], 0.0)  # members ended as point estimates
