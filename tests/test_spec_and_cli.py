@@ -49,6 +49,10 @@ def test_spec_roundtrips_through_yaml():
         ({"training": {"method": "vae"}}, "training.method", "not available"),
         ({"trainin": {}}, "trainin", "unknown section"),
         ({"version": 7}, "version", "unsupported"),
+        ({"cluster": {"device": "gpu"}}, "cluster.device", "choose one of auto, cpu, cuda"),
+        ({"cluster": {"device": 0}}, "cluster.device", "expected text"),
+        ({"training": {"method": "mle"}, "ensemble": {"members": 1}, "cluster": {"device": "cuda"}}, "cluster.device",
+         "runs on the CPU"),
     ],
 )
 def test_bad_spec_values_name_the_field(raw, field, words):
@@ -56,6 +60,12 @@ def test_bad_spec_values_name_the_field(raw, field, words):
         parse_spec(raw)
     assert err.value.field == field
     assert words in str(err.value)
+
+
+def test_cluster_device_defaults_to_auto_and_takes_cpu_or_cuda():
+    assert parse_spec({}).cluster.device == "auto"
+    for device in ("auto", "cpu", "cuda"):
+        assert parse_spec({"cluster": {"device": device}}).cluster.device == device
 
 
 def _write(tmp_path, text, name="spec.yaml"):
