@@ -122,3 +122,54 @@ def test_cuda_without_cuda_names_the_worker_and_the_field():
 ])
 def test_a_worker_picks_its_gpu_from_its_name(name, count, index):
     assert cuda_index(name, count) == index
+
+
+_TAG_STORAGES_AS: list[str] = []  # while set, torch.save records every CPU storage at this location
+
+
+def _tagger(storage) -> str | None:
+    return _TAG_STORAGES_AS[0] if _TAG_STORAGES_AS and storage.device.type == "cpu" else None
+
+
+torch.serialization.register_package(1, _tagger, lambda storage, location: None)  # inert unless tagging
+
+
+def as_gpu_checkpoint(blob: bytes) -> bytes:
+    """``blob`` as a GPU worker would write it without moving tensors to the CPU first: every storage
+    recorded on ``cuda:0`` and the random state of a CUDA generator (a different size than the CPU's)."""
+    import io
+
+    state = torch.load(io.BytesIO(blob), weights_only=True)
+    state.update(rng=torch.arange(16, dtype=torch.uint8), rng_device="cuda")
+    buf = io.BytesIO()
+    _TAG_STORAGES_AS.append("cuda:0")
+    try:
+        torch.save(state, buf)
+    finally:
+        _TAG_STORAGES_AS.clear()
+    return buf.getvalue()
+
+
+def test_a_checkpoint_taken_on_a_gpu_resumes_on_a_cpu_trainer():
+    import io
+
+    from engine.checkpoint import load_checkpoint, save_checkpoint
+
+    first = small_trainer("proxy1d")
+    for _ in range(3):
+        first.train_step()
+    blob = as_gpu_checkpoint(save_checkpoint(first, {"step": [3.0]}))
+    if not torch.cuda.is_available():  # the blob really asks for CUDA: only map_location makes it loadable here
+        with pytest.raises(RuntimeError, match="CUDA"):
+            torch.load(io.BytesIO(blob), weights_only=True)
+
+    resumed, again = small_trainer("proxy1d"), small_trainer("proxy1d")
+    assert load_checkpoint(resumed, blob) == {"step": [3.0]} and resumed.step == 3
+    load_checkpoint(again, blob)
+    for a, b in [(first.generator, resumed.generator), (first.discriminator, resumed.discriminator),
+                 (first.xsec_discriminator, resumed.xsec_discriminator)]:
+        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert all(torch.equal(x, y) for x, y in zip(trainer_tensors(first).values(), trainer_tensors(resumed).values()))
+    assert all(v.device.type == "cpu" for v in trainer_tensors(resumed).values())
+    # The CUDA random state cannot drive a CPU generator: both resumes reseed alike from it.
+    assert resumed.train_step() == again.train_step()
