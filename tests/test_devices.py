@@ -15,6 +15,7 @@ import torch
 
 from engine.detector import build_detector
 from engine.devices import cuda_index, resolve_device
+from engine.parallel import backend_for
 from engine.problems import get_problem, problem_kinds
 from engine.pseudodata import make_pseudo_data
 from engine.samplers import SAMPLERS
@@ -122,6 +123,11 @@ def test_cuda_without_cuda_names_the_worker_and_the_field():
 ])
 def test_a_worker_picks_its_gpu_from_its_name(name, count, index):
     assert cuda_index(name, count) == index
+
+
+def test_ranks_share_with_nccl_on_cuda_and_gloo_on_the_cpu():
+    assert backend_for(torch.device("cuda", 1)) == "nccl"
+    assert backend_for(torch.device("cpu")) == "gloo"
 
 
 _TAG_STORAGES_AS: list[str] = []  # while set, torch.save records every CPU storage at this location
