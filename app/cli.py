@@ -58,13 +58,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _fail(f"--out {out_dir}: exists and is not a directory")
     data = measured_data(spec)
     workers = args.workers if args.workers is not None else spec.cluster.workers
-    client = connect(args.scheduler, workers)
+    client = connect(args.scheduler, workers, spec.cluster.device)
     bar = ProgressBarSink(spec.training.steps * spec.ensemble.members, spec.name)
     code = 0
     try:
         try:
             handle = start_run(client, spec, data, sink=bar)
-        except ValueError as e:  # the cluster cannot host the spec (data_parallel ranks)
+        except ValueError as e:  # the cluster cannot host the spec (data_parallel ranks, cuda without GPU workers)
             bar.close()
             return _fail(str(e))
         try:
