@@ -140,6 +140,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
             return _fail(f"--{name}: must be at least 1, got {getattr(args, name)}")
     if min(args.ranks) < 1:
         return _fail(f"--ranks: every rank count must be at least 1, got {args.ranks}")
+    if args.device == "cuda":  # ensemble and dp run on an embedded cluster on this machine too
+        import torch
+
+        if not torch.cuda.is_available():
+            return _fail(f"--device cuda: this process has no CUDA device (torch {torch.__version__})")
     return run(args)
 
 
@@ -219,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dp: ranks to compare (default: 1,2)")
     p.add_argument("--steps", type=int, default=300, help="ensemble, dp: training steps per run (default: 300)")
     p.add_argument("--schedule", choices=["sync", "grouped"], default="sync", help="dp: sharing schedule")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="where to train (default: cpu); ensemble, dp: the runs' cluster.device")
     p.add_argument("--json", action="store_true", help="print one JSON line")
     p.set_defaults(func=cmd_bench)
     return parser
