@@ -169,7 +169,8 @@ def _add_cluster_args(p: argparse.ArgumentParser, default_workers: int | None) -
     g.add_argument("--scheduler", metavar="ADDR", help="address of an existing Dask scheduler (tcp://host:port)")
     g.add_argument("--workers", type=int, default=default_workers, metavar="N",
                    help="worker processes of the embedded LocalCluster" + (" (default: the spec's cluster.workers)"
-                                                                           if default_workers is None else ""))
+                                                                           if default_workers is None else "")
+                   + "; one per GPU instead where CUDA GPUs are visible (unless cluster.device is cpu)")
 
 
 def build_parser() -> argparse.ArgumentParser:
