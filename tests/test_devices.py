@@ -36,9 +36,12 @@ def small_trainer(kind: str, device: str = "cpu", detector: dict | None = None) 
 
 def trainer_tensors(t: GANTrainer) -> dict[str, torch.Tensor]:
     """Every tensor the trainer holds: networks, detector buffers, data, grids, labels, optimiser states."""
-    out = {f"{name}.{k}": v for name, module in [("generator", t.generator), ("discriminator", t.discriminator),
-                                                 ("xsec_discriminator", t.xsec_discriminator), ("detector", t.detector)]
-           if module is not None for k, v in [*module.named_parameters(), *module.named_buffers()]}
+    modules = {"generator": t.generator, "discriminator": t.discriminator,
+               "xsec_discriminator": t.xsec_discriminator, "detector": t.detector}
+    out = {}
+    for name, module in modules.items():
+        if module is not None:
+            out.update({f"{name}.{k}": v for k, v in [*module.named_parameters(), *module.named_buffers()]})
     out.update({f"grids.{i}": g for i, g in enumerate(t.grids)})
     out.update({f"qcf_grids.{i}": g for i, g in enumerate(t.qcf_grids)})
     for name in ("real", "real_features", "real_weights", "xsec", "xsec_err", "labels", "norm_mask", "param_sum"):
