@@ -58,13 +58,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _fail(f"--out {out_dir}: exists and is not a directory")
     data = measured_data(spec)
     workers = args.workers if args.workers is not None else spec.cluster.workers
-    client = connect(args.scheduler, workers)
+    client = connect(args.scheduler, workers, spec.cluster.device)
     bar = ProgressBarSink(spec.training.steps * spec.ensemble.members, spec.name)
     code = 0
     try:
         try:
             handle = start_run(client, spec, data, sink=bar)
-        except ValueError as e:  # the cluster cannot host the spec (data_parallel ranks)
+        except ValueError as e:  # the cluster cannot host the spec (data_parallel ranks, cuda without GPU workers)
             bar.close()
             return _fail(str(e))
         try:
@@ -140,6 +140,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
             return _fail(f"--{name}: must be at least 1, got {getattr(args, name)}")
     if min(args.ranks) < 1:
         return _fail(f"--ranks: every rank count must be at least 1, got {args.ranks}")
+    if args.device == "cuda":  # ensemble and dp run on an embedded cluster on this machine too
+        import torch
+
+        if not torch.cuda.is_available():
+            return _fail(f"--device cuda: this process has no CUDA device (torch {torch.__version__})")
     return run(args)
 
 
@@ -164,7 +169,8 @@ def _add_cluster_args(p: argparse.ArgumentParser, default_workers: int | None) -
     g.add_argument("--scheduler", metavar="ADDR", help="address of an existing Dask scheduler (tcp://host:port)")
     g.add_argument("--workers", type=int, default=default_workers, metavar="N",
                    help="worker processes of the embedded LocalCluster" + (" (default: the spec's cluster.workers)"
-                                                                           if default_workers is None else ""))
+                                                                           if default_workers is None else "")
+                   + "; one per GPU instead where CUDA GPUs are visible (unless cluster.device is cpu)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -219,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dp: ranks to compare (default: 1,2)")
     p.add_argument("--steps", type=int, default=300, help="ensemble, dp: training steps per run (default: 300)")
     p.add_argument("--schedule", choices=["sync", "grouped"], default="sync", help="dp: sharing schedule")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="where to train (default: cpu); ensemble, dp: the runs' cluster.device")
     p.add_argument("--json", action="store_true", help="print one JSON line")
     p.set_defaults(func=cmd_bench)
     return parser

@@ -3,7 +3,8 @@
 (``bench ensemble|dp``, the scaling of whole runs on Dask workers, lives in ``benchmarks.scaleout``.)
 
 Both report medians over repeated timings after a warm-up, on the threads torch is given
-(``--threads``, default 1: one Dask worker's share). Counting rules:
+(``--threads``, default 1: one Dask worker's share) and the device ``--device`` (``cpu`` or
+``cuda``; on CUDA each timing waits for the GPU to finish). Counting rules:
 
 - sampler: events drawn per second, forward (theory → tabulated densities → events) plus backward
   to the parameters, for a batch of parameter sets from the generator's bounds.
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from engine.devices import resolve_device
 from engine.problems import get_problem
 from engine.pseudodata import make_pseudo_data
 from engine.samplers import SAMPLERS
@@ -31,19 +33,28 @@ from engine.training import GANTrainer, TrainingConfig
 __all__ = ["bench_sampler", "bench_gan"]
 
 
-def _median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
+def _timings(fn: Callable[[], object], repeats: int, device: torch.device, warmup: int = 3) -> list[float]:
+    """Seconds of each of ``repeats`` calls of ``fn`` after ``warmup`` calls (until the GPU is done, on CUDA)."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
+        sync()
         t0 = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return times
 
 
 def bench_sampler(
-    kind: str, events: int, batch: int = 64, grid_points: int | None = None, repeats: int = 20
+    kind: str,
+    events: int,
+    batch: int = 64,
+    grid_points: int | None = None,
+    repeats: int = 20,
+    device: torch.device = torch.device("cpu"),
 ) -> dict[str, Any]:
     """Differentiable sampler, forward (θ → observables on the grid → events) + backward to θ.
 
@@ -56,12 +67,13 @@ def bench_sampler(
     sampler = SAMPLERS["inverse_cdf_1d" if dims == 1 else "loits_2d"]
     points = grid_points or getattr(problem, "grid_points", 512)
     grids = problem.tabulation_grids(points) if hasattr(problem, "tabulation_grids") else (problem.grid(points),)
+    grids = tuple(g.to(device) for g in grids)
     lo, hi = problem.bounds()
     gen = torch.Generator().manual_seed(0)
-    theta0 = lo + (hi - lo) * (0.25 + 0.5 * torch.rand((batch, lo.shape[0]), generator=gen))
+    theta0 = (lo + (hi - lo) * (0.25 + 0.5 * torch.rand((batch, lo.shape[0]), generator=gen))).to(device)
     n_obs = len(problem.observable_names)
     per_row = max(1, events // (batch * n_obs))
-    uniforms = torch.rand((batch * n_obs, per_row, sampler.n_uniforms(dims)), generator=gen)
+    uniforms = torch.rand((batch * n_obs, per_row, sampler.n_uniforms(dims)), generator=gen).to(device)
 
     def step() -> None:
         theta = theta0.clone().requires_grad_(True)
@@ -69,13 +81,7 @@ def bench_sampler(
         x, integral = sampler.sample(density.reshape(batch * n_obs, *density.shape[2:]), grids, uniforms)
         (x.sum() + integral.sum()).backward()
 
-    for _ in range(3):
-        step()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
+    times = _timings(step, repeats, device)
     seconds = statistics.median(times)
     n = batch * n_obs * per_row
     return {"bench": "sampler", "problem": kind, "sampler": sampler.name, "events": n, "batch": batch,
@@ -91,6 +97,7 @@ def bench_gan(
     repeats: int = 20,
     batch_params: int | None = None,
     edge_features: bool | None = False,
+    device: torch.device = torch.device("cpu"),
 ) -> dict[str, Any]:
     """Seconds per full GAN training step and the analysis rates they give.
 
@@ -126,14 +133,8 @@ def bench_gan(
             disc_depth=depth,
             disc_edge_features=edges,
         )
-        trainer = GANTrainer(problem, data, config, seed=0)
-        for _ in range(3):  # warm-up
-            trainer.train_step()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            trainer.train_step()
-            times.append(time.perf_counter() - t0)
+        trainer = GANTrainer(problem, data, config, seed=0, device=device)
+        times = _timings(trainer.train_step, repeats, device)
         layers = [trainer.discriminator.net[0].in_features] + [width] * depth + [1]
         return "-".join(map(str, layers)), times
 
@@ -170,18 +171,21 @@ def bench_gan(
 
 def run(args: Any) -> int:
     torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
     if args.what == "sampler":
-        out = bench_sampler(args.problem, args.events, repeats=args.repeats)
+        out = bench_sampler(args.problem, args.events, repeats=args.repeats, device=device)
     elif args.what == "gan":
-        out = bench_gan(args.problem, args.events, args.width, args.depth, repeats=args.repeats)
+        out = bench_gan(args.problem, args.events, args.width, args.depth, repeats=args.repeats, device=device)
     else:  # whole runs on a LocalCluster: imports Dask
         from benchmarks.scaleout import bench_data_parallel, bench_ensemble
 
         if args.what == "ensemble":
-            out = bench_ensemble(args.problem, args.members, args.steps)
+            out = bench_ensemble(args.problem, args.members, args.steps, args.device)
         else:
-            out = bench_data_parallel(args.problem, args.ranks, args.steps, args.schedule)
-    out.update({"threads": torch.get_num_threads(), "torch": torch.__version__, "device": "cpu"})
+            out = bench_data_parallel(args.problem, args.ranks, args.steps, args.schedule, device=args.device)
+    out.update({"threads": torch.get_num_threads(), "torch": torch.__version__, "device": str(device)})
+    if device.type == "cuda":
+        out["gpu"] = torch.cuda.get_device_name(device)
     if args.json:
         print(json.dumps(out))
     else:

@@ -7,7 +7,8 @@
   gradients, or the grouped schedule's exchanges) and events analysed per second over all ranks.
 
 Wall times are taken from submission to the last result, without the cluster's start-up; each
-worker uses one torch thread, as in the dashboard's embedded cluster.
+worker uses one torch thread, as in the dashboard's embedded cluster. ``device`` is the runs'
+``cluster.device``; with ``cuda`` the embedded cluster has one worker per GPU (``app.cluster``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def _spec(kind: str, steps: int, members: int, cluster: dict[str, Any]) -> Spec:
 
 
 def _timed_run(spec: Spec, workers: int) -> tuple[float, list[Any]]:
-    client = connect(workers=workers)
+    client = connect(workers=workers, device=spec.cluster.device)
     try:
         data = measured_data(spec)
         t0 = time.perf_counter()
@@ -46,22 +47,22 @@ def _timed_run(spec: Spec, workers: int) -> tuple[float, list[Any]]:
     return wall, members
 
 
-def bench_ensemble(kind: str, members: int, steps: int) -> dict[str, Any]:
+def bench_ensemble(kind: str, members: int, steps: int, device: str = "cpu") -> dict[str, Any]:
     """Wall time of ``members`` members on as many workers vs one member alone."""
-    one, _ = _timed_run(_spec(kind, steps, 1, {"workers": 1}), workers=1)
-    many, results = _timed_run(_spec(kind, steps, members, {"workers": members}), workers=members)
+    one, _ = _timed_run(_spec(kind, steps, 1, {"workers": 1, "device": device}), workers=1)
+    many, results = _timed_run(_spec(kind, steps, members, {"workers": members, "device": device}), workers=members)
     return {"bench": "ensemble", "problem": kind, "steps": steps, "members": members,
             "wall_one_member": one, "wall_members": many, "ratio": many / one,
             "member_train_seconds": [r.wall_seconds for r in results]}
 
 
 def bench_data_parallel(kind: str, ranks: list[int], steps: int, schedule: str = "sync",
-                        sync_every: int = 10) -> dict[str, Any]:
+                        sync_every: int = 10, device: str = "cpu") -> dict[str, Any]:
     """Per-step time, communication time and analysis rate of one member trained by R ranks, per R."""
     rows = []
     for r in ranks:
         cluster = {"workers": r, "mode": "data_parallel", "ranks": r, "schedule": schedule,
-                   "group_size": 1, "sync_every": sync_every}
+                   "group_size": 1, "sync_every": sync_every, "device": device}
         wall, [member] = _timed_run(_spec(kind, steps, 1, cluster), workers=r)
         rows.append({"ranks": r, "wall_seconds": wall, "train_seconds": member.wall_seconds,
                      "seconds_per_step": member.wall_seconds / steps,

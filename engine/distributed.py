@@ -14,6 +14,12 @@ The only engine module that imports Dask. Two modes (``cluster.mode``):
 
 Each worker reports through :class:`DaskEventSink` (``Worker.log_event``) on the run's topic,
 which the client follows with ``Client.subscribe_topic``.
+
+Devices (``cluster.device``): each task resolves the device on its worker
+(:func:`engine.devices.resolve_device`: ``auto`` is CUDA where the worker has it). With ``cuda``
+the tasks ask for the worker resource ``GPU`` (one unit each), so they run only on workers started
+with ``--resources GPU=1``, one per GPU; a cluster without such workers is refused before anything
+is submitted. Data-parallel ranks on CUDA share gradients with NCCL (gloo on the CPU).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import torch
 import torch.distributed as dist
 from distributed import Client, Event, Future, Variable, get_worker, wait
 
+from engine.devices import resolve_device
 from engine.parallel import GradientSharing, ShareSchedule
 from engine.pseudodata import MeasuredData
 from engine.runner import failed_member, reference_fit, train_member, train_rank
@@ -113,11 +120,21 @@ def _checkpoint_name(run_id: str, member: int) -> str:
     return f"qcf-checkpoint-{run_id}-{member}"
 
 
+def _worker_device(spec: Spec) -> torch.device:
+    """The spec's ``cluster.device`` resolved on this worker (its GPU made the current one)."""
+    worker = get_worker()
+    device = resolve_device(spec.cluster.device, worker.address, worker.name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
+
+
 def run_member_task(spec_yaml: str, member: int, data: MeasuredData, run_id: str) -> dict[str, Any]:
-    """Dask task: train one member on this worker with as many torch threads as it has threads."""
+    """Dask task: train one member on this worker's device with as many torch threads as it has threads."""
     worker = get_worker()
     torch.set_num_threads(max(1, worker.state.nthreads))
     spec = parse_spec_text(spec_yaml)
+    device = _worker_device(spec)
     stop = Event(f"stop-{run_id}")
     sink = DaskEventSink(topic_for(run_id))
     store = None
@@ -128,7 +145,7 @@ def run_member_task(spec_yaml: str, member: int, data: MeasuredData, run_id: str
     if store is not None and store.step:
         event.update(type="resumed", step=store.step)
     sink.worker.log_event(topic_for(run_id), event)
-    result = train_member(spec, member, data, sink, stop_requested=stop.is_set, checkpoints=store)
+    result = train_member(spec, member, data, sink, stop_requested=stop.is_set, checkpoints=store, device=device)
     return asdict(result)
 
 
@@ -161,15 +178,16 @@ def run_rank_task(spec_yaml: str, member: int, rank: int, data: MeasuredData, ru
     worker.log_event(topic, {"type": "started", "member": member, "rank": rank, "worker": worker.address})
     sharing = None
     try:
+        device = _worker_device(spec)
         store = _rendezvous(run_id, member, rank, c.ranks, c.timeout)
         sharing = GradientSharing(store, rank, c.ranks, ShareSchedule(c.schedule, c.group_size, c.sync_every),
-                                  c.timeout)
+                                  c.timeout, device)
         if rank == 0:
             sink: MetricsSink = DaskEventSink(topic)
             stop = Event(f"stop-{run_id}").is_set
         else:
             sink, stop = RankEventSink(topic, rank), lambda: False
-        result = train_rank(spec, member, rank, data, sink, sharing, stop_requested=stop)
+        result = train_rank(spec, member, rank, data, sink, sharing, stop_requested=stop, device=device)
     except BaseException as e:
         lost.set()
         if sharing is not None:
@@ -179,7 +197,7 @@ def run_rank_task(spec_yaml: str, member: int, rank: int, data: MeasuredData, ru
 
 
 def run_reference_task(spec_yaml: str, data: MeasuredData) -> dict[str, Any]:
-    """Dask task: the maximum-likelihood reference fit of a GAN run's data (not streamed)."""
+    """Dask task: the maximum-likelihood reference fit of a GAN run's data (not streamed; on the CPU)."""
     torch.set_num_threads(max(1, get_worker().state.nthreads))
     return asdict(reference_fit(parse_spec_text(spec_yaml), data))
 
@@ -274,13 +292,35 @@ class RunHandle:
         return time.perf_counter() - self.started
 
 
+def _hosts(client: Client, device: str) -> tuple[list[str], int, str]:
+    """The workers a run's members may use, how many members they train at once, and what those slots are.
+
+    For ``cluster.device: cuda`` only the workers offering the ``GPU`` resource count, with as many slots as
+    GPU units (and threads); a ``ValueError`` says so at once if there are none, where the tasks would
+    otherwise wait forever. Otherwise every worker counts, with a slot per thread.
+    """
+    info = client.scheduler_info(n_workers=-1)["workers"]
+    if device != "cuda":
+        return sorted(info), sum(w["nthreads"] for w in info.values()), "threads"
+    gpus = {a: min(w["nthreads"], int((w.get("resources") or {}).get("GPU", 0))) for a, w in info.items()}
+    gpus = {a: n for a, n in gpus.items() if n >= 1}
+    if not gpus:
+        raise ValueError("cluster.device is cuda but no worker offers the GPU resource; start workers with "
+                         "`dask worker --resources GPU=1` (one per GPU)")
+    return sorted(gpus), sum(gpus.values()), "GPU slots"
+
+
 def start_run(
     client: Client,
     spec: Spec,
     data: MeasuredData,
     sink: MetricsSink | None = None,
 ) -> RunHandle:
-    """Submit every ensemble member of ``spec`` as its own task; their reports reach ``sink`` here."""
+    """Submit every ensemble member of ``spec`` as its own task; their reports reach ``sink`` here.
+
+    Raises ``ValueError`` before submitting anything when the cluster cannot host the spec: too few
+    workers for the data-parallel ranks, or ``cluster.device: cuda`` and no worker offering ``GPU``.
+    """
     run_id = uuid.uuid4().hex[:12]
     handle = RunHandle(client, spec, run_id, futures=[])
 
@@ -291,25 +331,25 @@ def start_run(
             replay(msg, sink)
 
     members, c = spec.ensemble.members, spec.cluster
-    workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
-    if c.mode == "data_parallel":
-        slots = sum(w["nthreads"] for w in client.scheduler_info(n_workers=-1)["workers"].values())
-        if len(workers) < c.ranks or slots < members * c.ranks:
-            raise ValueError(f"cluster.ranks: data_parallel runs {members} × {c.ranks} ranks at once on distinct "
-                             f"workers; the cluster has {len(workers)} workers with {slots} threads")
+    workers, slots, unit = _hosts(client, c.device)
+    if c.mode == "data_parallel" and (len(workers) < c.ranks or slots < members * c.ranks):
+        raise ValueError(f"cluster.ranks: data_parallel runs {members} × {c.ranks} ranks at once on distinct "
+                         f"workers; the cluster has {len(workers)} workers with {slots} {unit}")
+    needs = {"resources": {"GPU": 1}} if c.device == "cuda" else {}
     client.subscribe_topic(topic_for(run_id), handler)
     Event(f"stop-{run_id}", client=client).clear()
     data_future = client.scatter(data, broadcast=True, hash=False)
     spec_yaml = spec.to_yaml()
 
     def place(slot: int) -> dict[str, Any]:
-        # One task per worker where possible; a loose restriction, so a rerun may go anywhere.
+        # One task per worker where possible; a loose restriction, so a rerun may go anywhere (with cuda:
+        # anywhere with a GPU, since resource restrictions are strict).
         return {"workers": [workers[slot % len(workers)]], "allow_other_workers": True} if workers else {}
 
     if c.mode == "data_parallel":
         for m in range(members):
             ranks = [client.submit(run_rank_task, spec_yaml, m, r, data_future, run_id, key=f"member-{m}-rank-{r}-"
-                                   f"{run_id}", pure=False, priority=-m, **place(m * c.ranks + r))
+                                   f"{run_id}", pure=False, priority=-m, **place(m * c.ranks + r), **needs)
                      for r in range(c.ranks)]
             handle.futures.append(ranks[0])
             handle.rank_futures[m] = ranks[1:]
@@ -319,7 +359,7 @@ def start_run(
                 DaskCheckpointStore.create(_checkpoint_name(run_id, m), client)
         handle.futures = [
             client.submit(run_member_task, spec_yaml, m, data_future, run_id, key=f"member-{m}-{run_id}",
-                          pure=False, priority=-m, **place(m))
+                          pure=False, priority=-m, **place(m), **needs)
             for m in range(members)
         ]
     if spec.training.method == "gan" and spec.training.mle_reference:

@@ -32,6 +32,9 @@ Approximations (tabulated problems): linear/bilinear interpolation on the grid (
 smearing, the folding kernel is integrated exactly over the cells around the grid nodes
 (mass-conserving) while the truth-level density enters through the trapezoid rule, and the folded
 grid extends ``fold_sigmas`` resolution widths past the domain's ends (and covers every event).
+
+The fit runs on the CPU in float64, also on GPU workers (``cluster.device`` applies to GAN training
+only; ``cuda`` with ``method: mle`` is refused by the spec's validation).
 """
 
 from __future__ import annotations
@@ -112,8 +115,9 @@ def fold_matrix(truth_grid: Tensor, folded_grid: Tensor, sigma: float) -> Tensor
 class MLEFit:
     """Unbinned maximum-likelihood fit of ``problem`` to ``data``; a drop-in for :class:`GANTrainer`.
 
-    Arguments are those of :class:`GANTrainer`. Of ``config`` only ``steps`` (the most L-BFGS
-    iterations per start) and ``metrics_every`` are used; one snapshot is logged, at the end.
+    Runs on the CPU (see the module docstring). Arguments are those of :class:`GANTrainer` except
+    ``device``. Of ``config`` only ``steps`` (the most L-BFGS iterations per start) and
+    ``metrics_every`` are used; one snapshot is logged, at the end.
     ``seed`` seeds the random starts, the QCF draws and the simulated histograms.
     """
 

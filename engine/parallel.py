@@ -10,7 +10,8 @@ shares only what concerns the one generator they train together. Two schedules:
   them on to their group (local-SGD style). Between those points groups drift apart, which
   trades a little statistical efficiency for ``sync_every``× fewer messages between groups.
 
-The groups are ``ProcessGroupGloo`` objects (``ProcessGroupNCCL`` for CUDA tensors) built on a
+The groups are ``ProcessGroupGloo`` objects for CPU ranks and ``ProcessGroupNCCL`` for CUDA ranks
+(:func:`backend_for`; the NCCL path has not been run on a GPU by this project), built on a
 store the caller provides (a ``TCPStore`` whose address the Dask scheduler passes around, see
 ``engine.distributed``), not the process-wide default group: a Dask worker may host ranks of
 several runs, one after another or at once. This module does not import Dask.
@@ -31,7 +32,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["SCHEDULES", "ShareSchedule", "GradientSharing"]
+__all__ = ["SCHEDULES", "ShareSchedule", "GradientSharing", "backend_for"]
 
 SCHEDULES = ("sync", "grouped")
 
@@ -43,6 +44,11 @@ class ShareSchedule:
     kind: str = "sync"
     group_size: int = 1
     sync_every: int = 10
+
+
+def backend_for(device: torch.device) -> str:
+    """The collective backend for tensors on ``device``: ``nccl`` for CUDA, ``gloo`` otherwise."""
+    return "nccl" if device.type == "cuda" else "gloo"
 
 
 def _process_group(store: dist.Store, rank: int, size: int, timeout: float, backend: str) -> dist.ProcessGroup:
@@ -63,7 +69,8 @@ class GradientSharing:
         schedule: ``sync`` or ``grouped`` sharing.
         timeout: seconds a collective may wait for a peer before it raises (a lost rank then stops
             its peers instead of hanging them).
-        backend: ``gloo`` (CPU tensors) or ``nccl`` (CUDA tensors).
+        device: where this rank's generator lives; the collectives run there (gloo on the CPU, NCCL
+            on CUDA, one GPU per rank).
     """
 
     def __init__(
@@ -73,12 +80,14 @@ class GradientSharing:
         world: int,
         schedule: ShareSchedule = ShareSchedule(),
         timeout: float = 60.0,
-        backend: str = "gloo",
+        device: torch.device | str = "cpu",
     ) -> None:
         if schedule.kind not in SCHEDULES:
             raise ValueError(f"unknown schedule {schedule.kind!r}; choose one of {', '.join(SCHEDULES)}")
         self.rank, self.world, self.schedule = rank, world, schedule
         self.comm_seconds = 0.0  # wall time spent in collectives (the communication cost)
+        self.device = torch.device(device)
+        backend = backend_for(self.device)
         self.world_group = _process_group(dist.PrefixStore("world", store), rank, world, timeout, backend)
         self.group = self.leaders = None
         if schedule.kind == "grouped":
@@ -151,7 +160,7 @@ class GradientSharing:
 
     def any(self, flag: bool) -> bool:
         """True on every rank if ``flag`` is true on any (so that all ranks stop at the same step)."""
-        t = torch.tensor([1.0 if flag else 0.0])
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
         self._timed(self.world_group.allreduce([t]))
         return bool(t.item() > 0)
 

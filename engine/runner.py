@@ -63,12 +63,17 @@ def member_data(spec: Spec, data: MeasuredData, member: int) -> MeasuredData:
 
 
 def make_trainer(
-    spec: Spec, data: MeasuredData, member: int, method: str, shard: tuple[int, int] | None = None
+    spec: Spec,
+    data: MeasuredData,
+    member: int,
+    method: str,
+    shard: tuple[int, int] | None = None,
+    device: torch.device | str = "cpu",
 ) -> GANTrainer | MLEFit:
     """The GAN trainer or maximum-likelihood fit of ``spec`` for ``member`` (both have ``fit``).
 
     ``shard = (rank, ranks)`` makes a data-parallel rank's trainer (GAN only): its own share of the
-    measured events and its own seed.
+    measured events and its own seed. A GAN trains on ``device``; the likelihood fit runs on the CPU.
     """
     lo, hi = spec.bounds_values()
     if method == "mle":
@@ -85,7 +90,7 @@ def make_trainer(
         seed=member_seed(spec, member) + (0 if shard is None else 104_729 * shard[0]),
         qcf_grids=tuple(torch.as_tensor(g, dtype=torch.float32) for g in qcf_grids(spec)),
         bounds=(torch.tensor(lo), torch.tensor(hi)),
-        **({"detector": detector_for(spec), "shard": shard} if method == "gan" else {}),
+        **({"detector": detector_for(spec), "shard": shard, "device": device} if method == "gan" else {}),
     )
 
 
@@ -101,14 +106,15 @@ def train_member(
     sink: MetricsSink,
     stop_requested: Callable[[], bool] = lambda: False,
     checkpoints: CheckpointStore | None = None,
+    device: torch.device | str = "cpu",
 ) -> MemberResult:
-    """Train ensemble member ``member`` of ``spec`` on ``data`` and return what it produced.
+    """Train ensemble member ``member`` of ``spec`` on ``data`` (a GAN on ``device``) and return what it produced.
 
     With ``checkpoints``, a GAN member saves its state every ``cluster.checkpoint_every`` steps and,
     if the store already holds a checkpoint (its previous worker died), resumes from it: its
     metric history up to that step is kept and ``result.resumed_from`` says where it went on.
     """
-    trainer = make_trainer(spec, member_data(spec, data, member), member, spec.training.method)
+    trainer = make_trainer(spec, member_data(spec, data, member), member, spec.training.method, device=device)
     history = HistorySink()
     resumed_from = 0
     blob = checkpoints.load() if checkpoints is not None and isinstance(trainer, GANTrainer) else None
@@ -138,13 +144,16 @@ def train_rank(
     sink: MetricsSink,
     sharing: GradientSharing,
     stop_requested: Callable[[], bool] = lambda: False,
+    device: torch.device | str = "cpu",
 ) -> MemberResult:
-    """Train rank ``rank`` of data-parallel member ``member``; every rank returns the member's result.
+    """Train rank ``rank`` of data-parallel member ``member`` on ``device``; every rank returns the member's
+    result.
 
-    The ranks start from rank 0's generator weights and share its gradients through ``sharing``;
-    only rank 0 should be given a sink that reaches the user.
+    The ranks start from rank 0's generator weights and share its gradients through ``sharing``
+    (made for the same device); only rank 0 should be given a sink that reaches the user.
     """
-    trainer = make_trainer(spec, member_data(spec, data, member), member, "gan", shard=(rank, spec.cluster.ranks))
+    trainer = make_trainer(spec, member_data(spec, data, member), member, "gan", shard=(rank, spec.cluster.ranks),
+                           device=device)
     assert isinstance(trainer, GANTrainer)
     trainer.sharing = sharing
     sharing.broadcast_parameters(trainer.generator.parameters())

@@ -15,12 +15,13 @@ from typing import Any
 import yaml
 
 from engine.detector import DetectorConfigError, build_detector
+from engine.devices import DEVICES
 from engine.parallel import SCHEDULES
 from engine.problems import get_problem, problem_kinds
 from engine.training import TrainingConfig
 
 __all__ = ["Spec", "SpecError", "load_spec", "parse_spec", "parse_spec_text", "default_spec", "METHODS",
-           "CLUSTER_MODES", "SCHEDULES", "FIELD_CHOICES"]
+           "CLUSTER_MODES", "SCHEDULES", "DEVICES", "FIELD_CHOICES"]
 
 SPEC_VERSION = 1
 METHODS = ("gan", "mle")
@@ -28,7 +29,7 @@ CLUSTER_MODES = ("ensemble", "data_parallel")
 MIN_BOOTSTRAP_MEMBERS = 4  # fewer give an error estimate with too few degrees of freedom to judge pulls by
 # Fields that take one of a fixed set of values (problem.kind: the registered problems), for forms.
 FIELD_CHOICES: dict[str, tuple[str, ...]] = {"training.method": METHODS, "cluster.mode": CLUSTER_MODES,
-                                             "cluster.schedule": SCHEDULES}
+                                             "cluster.schedule": SCHEDULES, "cluster.device": DEVICES}
 
 
 class SpecError(ValueError):
@@ -87,6 +88,7 @@ class ClusterSpec:
     """Where and how members train; see ``engine.distributed`` and ``engine.parallel``."""
 
     workers: int = 2  # processes of the embedded LocalCluster (ignored with a remote scheduler)
+    device: str = "auto"  # auto: CUDA on workers that have it, else CPU | cpu | cuda: on workers with GPU=1 only
     mode: str = "ensemble"  # ensemble: a member per task; data_parallel: ``ranks`` tasks share one generator
     ranks: int = 1  # data_parallel: ranks per member, each with its own data shard and discriminator
     schedule: str = "sync"  # data_parallel: sync (all-reduce every step) | grouped (groups sync every sync_every)
@@ -240,6 +242,10 @@ def parse_spec(raw: Any, base_dir: Path | None = None) -> Spec:
 
 def _check_cluster(c: ClusterSpec, method: str) -> None:
     # Whether the cluster has a worker for every rank is checked against the real cluster when a run starts.
+    if c.device not in DEVICES:
+        raise SpecError("cluster.device", f"{c.device!r} is not available; choose one of {', '.join(DEVICES)}")
+    if c.device == "cuda" and method == "mle":
+        raise SpecError("cluster.device", "the maximum-likelihood fit runs on the CPU; use auto or cpu, got cuda")
     if c.mode not in CLUSTER_MODES:
         raise SpecError("cluster.mode", f"{c.mode!r} is not available; choose one of {', '.join(CLUSTER_MODES)}")
     if c.mode == "ensemble" and c.ranks != 1:

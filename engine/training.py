@@ -186,6 +186,8 @@ class GANTrainer:
             background); replaces ``resolution``.
         shard: ``(rank, ranks)`` of data-parallel training: this trainer's discriminator sees every
             ``ranks``-th measured event from ``rank`` on; histograms and χ² still use all of them.
+        device: where every tensor of training lives (networks, measured events, grids, random
+            stream); :meth:`predict` and :meth:`snapshot` return CPU arrays and lists.
 
     Weighted measured data (``data.weights``): each real event's term in the discriminator loss is
     multiplied by its weight, normalised to mean 1 per observable over the events this trainer sees
@@ -208,40 +210,43 @@ class GANTrainer:
         bounds: tuple[Tensor, Tensor] | None = None,
         detector: DetectorChain | None = None,
         shard: tuple[int, int] | None = None,
+        device: torch.device | str = "cpu",
     ) -> None:
         self.problem = problem
         self.config = c = config
-        torch.manual_seed(seed)
-        self.rng = torch.Generator().manual_seed(seed)
+        self.device = dev = torch.device(device)
+        torch.manual_seed(seed)  # the networks are initialised on the CPU, so alike on every device
+        self.rng = torch.Generator(device=dev).manual_seed(seed)
         lo, hi = bounds if bounds is not None else problem.bounds()
-        self.generator = Generator(lo, hi, c.noise_dim, c.gen_width, c.gen_depth)
+        self.generator = Generator(lo, hi, c.noise_dim, c.gen_width, c.gen_depth).to(dev)
         n_obs = len(problem.observable_names)
         edge = problem.edge_features if c.disc_edge_features is None else c.disc_edge_features
-        self.discriminator = Discriminator(n_obs, problem.domain, c.disc_width, c.disc_depth, edge)
+        self.discriminator = Discriminator(n_obs, problem.domain, c.disc_width, c.disc_depth, edge).to(dev)
         names = problem.normalisation_params
         # Cross sections steer only the normalisation parameters; problems without any ignore them.
-        self.norm_mask = torch.tensor([n in names for n in problem.param_names]) if names else None
-        self.xsec_discriminator = mlp(n_obs, 32, 2, 1) if names else None
-        self.detector = detector if detector is not None else DetectorChain([ResolutionSmearing(resolution)])
-        self.grids = problem.tabulation_grids(c.grid_points or None)
+        self.norm_mask = torch.tensor([n in names for n in problem.param_names], device=dev) if names else None
+        self.xsec_discriminator = mlp(n_obs, 32, 2, 1).to(dev) if names else None
+        detector = detector if detector is not None else DetectorChain([ResolutionSmearing(resolution)])
+        self.detector = detector.to(dev)
+        self.grids = tuple(g.to(dev) for g in problem.tabulation_grids(c.grid_points or None))
         grids = qcf_grids if qcf_grids is not None else problem.qcf_grids()
-        self.qcf_grids = tuple(g.to(torch.float32) for g in grids)
+        self.qcf_grids = tuple(g.to(dev, torch.float32) for g in grids)
         events = data.events if shard is None else data.events[:, shard[0] :: shard[1]]
-        self.real = torch.as_tensor(events, dtype=torch.float32)  # (O, N, D)
+        self.real = torch.as_tensor(events, dtype=torch.float32, device=dev)  # (O, N, D)
         weights = data.weights if shard is None or data.weights is None else data.weights[:, shard[0] :: shard[1]]
         weights = normalise_weights(weights)
         # (O, N) real-event weights of the discriminator loss, mean 1 per observable; None: unweighted
-        self.real_weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float32)
+        self.real_weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float32, device=dev)
         if not edge:
             # Gaussian-tailed observables: z-scored positions (a data set may be a sliver of the domain).
             # Not with edge features: z-scoring the log-distances made proxy1d's Nu run to its bound.
             self.discriminator.standardise_to(self.real)
         with torch.no_grad():  # the measured events' features, once: a real batch is a gather of rows
             o, total, d = self.real.shape
-            obs = torch.arange(o).repeat_interleave(total)
+            obs = torch.arange(o, device=dev).repeat_interleave(total)
             self.real_features = self.discriminator.features(self.real.reshape(-1, d), obs).reshape(o, total, -1)
-        self.xsec = torch.as_tensor(data.xsec, dtype=torch.float32)
-        self.xsec_err = torch.as_tensor(data.xsec_err, dtype=torch.float32)
+        self.xsec = torch.as_tensor(data.xsec, dtype=torch.float32, device=dev)
+        self.xsec_err = torch.as_tensor(data.xsec_err, dtype=torch.float32, device=dev)
         self.edges = histogram_edges(data.events)
         self.data_counts, self.data_sumw2 = data_counts(data, self.edges)
         betas = (0.5, 0.999)
@@ -255,12 +260,12 @@ class GANTrainer:
         self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.opt_g, gamma)
         self.sched_d = torch.optim.lr_scheduler.ExponentialLR(self.opt_d, gamma)
         n_gen = c.batch_params * c.events_per_param
-        self.labels = torch.arange(n_obs).repeat_interleave(n_gen)
+        self.labels = torch.arange(n_obs, device=dev).repeat_interleave(n_gen)
         self.step = 0
         self.sharing: GradientSharing | None = None
         self.elapsed_offset = 0.0  # seconds trained before a restart from a checkpoint
         # Sum and count of the generator's mean parameters over the averaging window (average_last).
-        self.param_sum = torch.zeros(len(problem.param_names), dtype=torch.float64)
+        self.param_sum = torch.zeros(len(problem.param_names), dtype=torch.float64, device=dev)
         self.param_count = 0
 
     @property
@@ -319,7 +324,8 @@ class GANTrainer:
         """Discriminator features ``(O * n, F)`` of ``n`` measured events per observable, drawn at random,
         and their normalised weights ``(O * n,)`` (``None`` when unweighted)."""
         o, total, f = self.real_features.shape
-        idx = (torch.randint(0, total, (o, n), generator=self.rng) + total * torch.arange(o)[:, None]).reshape(-1)
+        rows = torch.randint(0, total, (o, n), generator=self.rng, device=self.device)
+        idx = (rows + total * torch.arange(o, device=self.device)[:, None]).reshape(-1)
         features = self.real_features.reshape(o * total, f).index_select(0, idx)
         return features, None if self.real_weights is None else self.real_weights.reshape(-1).index_select(0, idx)
 
@@ -359,7 +365,7 @@ class GANTrainer:
         if xsec is not None:
             assert self.xsec_discriminator is not None
             # asinh keeps early pulls of hundreds on a scale the network handles, and is linear near 0.
-            xsec_real = self.xsec + self.xsec_err * torch.randn(xsec.shape, generator=self.rng)
+            xsec_real = self.xsec + self.xsec_err * torch.randn(xsec.shape, generator=self.rng, device=self.device)
             pulls = torch.asinh((torch.cat([xsec_real, xsec]) - self.xsec) / self.xsec_err)
             b = xsec.shape[0]
             xp = adversarial_pass(self.xsec_discriminator, pulls.detach(), b)
@@ -389,7 +395,8 @@ class GANTrainer:
 
     @torch.no_grad()
     def predict(self, n_params: int | None = None, events_per_param: int = 50) -> dict[str, np.ndarray]:
-        """Parameter mean/std, QCF mean/std/quantile band, generated histograms and their χ²/ndf vs data.
+        """Parameter mean/std, QCF mean/std/quantile band, generated histograms and their χ²/ndf vs data
+        (CPU arrays).
 
         Drawn from the generator at its current noise scale; once a collapsed generator
         (``noise_final`` 0) has an averaged :meth:`point_estimate`, everything is evaluated there.
@@ -402,28 +409,30 @@ class GANTrainer:
         else:
             theta = self.generator.sample(n_params, generator=self.rng, scale=self.noise_scale())
         q = self.problem.qcfs(theta, *self.qcf_grids)  # (B, Q, X[, Y])
-        lo, hi = torch.quantile(q.flatten(2), torch.tensor([0.16, 0.84]), dim=0)
+        lo, hi = torch.quantile(q.flatten(2), torch.tensor([0.16, 0.84], device=self.device), dim=0)
         # (the histograms' parameter sets are a fresh draw unless collapsed, as they always were)
         _, events, _, weights = self.generate(n_params, events_per_param, theta if collapsed else None)
-        w = None if weights is None else weights.numpy()
-        counts = histogram_counts(events.numpy(), self.edges, w)
-        sumw2 = None if w is None else histogram_counts(events.numpy(), self.edges, w * w)
+        ev = events.cpu().numpy()
+        w = None if weights is None else weights.cpu().numpy()
+        counts = histogram_counts(ev, self.edges, w)
+        sumw2 = None if w is None else histogram_counts(ev, self.edges, w * w)
         out = {
-            "params_mean": (theta.mean(0) if estimate is None else estimate).numpy(),
-            "params_std": theta.std(0).numpy(),
-            "qcf_mean": q.mean(0).numpy(),
-            "qcf_std": q.std(0).numpy(),
-            "qcf_lo": lo.reshape(q.shape[1:]).numpy(),
-            "qcf_hi": hi.reshape(q.shape[1:]).numpy(),
-            "hist_gen": density_histograms(events.numpy(), self.edges, w),
+            "params_mean": (theta.mean(0) if estimate is None else estimate).cpu().numpy(),
+            "params_std": theta.std(0).cpu().numpy(),
+            "qcf_mean": q.mean(0).cpu().numpy(),
+            "qcf_std": q.std(0).cpu().numpy(),
+            "qcf_lo": lo.reshape(q.shape[1:]).cpu().numpy(),
+            "qcf_hi": hi.reshape(q.shape[1:]).cpu().numpy(),
+            "hist_gen": density_histograms(ev, self.edges, w),
             "chi2_ndf": chi2_per_ndf(self.data_counts, counts, sumw2, self.data_sumw2),
         }
         if self.problem.event_dims == 2:
             # Projections onto x (integrated over y) for 1D views of 2D densities.
             y = self.qcf_grids[1]
             proj = torch.trapezoid(q, y, dim=-1)
-            plo, phi = torch.quantile(proj, torch.tensor([0.16, 0.84]), dim=0)
-            out.update({"qcfx_mean": proj.mean(0).numpy(), "qcfx_lo": plo.numpy(), "qcfx_hi": phi.numpy()})
+            plo, phi = torch.quantile(proj, torch.tensor([0.16, 0.84], device=self.device), dim=0)
+            out.update({"qcfx_mean": proj.mean(0).cpu().numpy(), "qcfx_lo": plo.cpu().numpy(),
+                        "qcfx_hi": phi.cpu().numpy()})
         return out
 
     def snapshot(self) -> dict[str, Any]:

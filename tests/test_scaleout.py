@@ -8,9 +8,11 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import torch
 import xarray as xr
 
 from engine.distributed import start_run
@@ -128,9 +130,10 @@ def test_a_lost_rank_fails_its_member_promptly_and_keeps_its_metrics(fresh_clien
     assert member.metrics["step"][:4] == [10, 20, 30, 40]  # what rank 0 streamed is kept
 
 
-@pytest.mark.slow
-def test_cli_runs_data_parallel_on_a_remote_scheduler(tmp_path):
-    """A real `dask scheduler` and `dask worker` processes, as on a cluster; the CLI connects by address."""
+@contextmanager
+def dask_processes(tmp_path: Path, *workers: list[str]):
+    """A real `dask scheduler` and one `dask worker` process per argument list (after the common ones), as on
+    a cluster; yields the scheduler's address once every worker has joined."""
     bin_dir = Path(sys.executable).parent
     info = tmp_path / "scheduler.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -141,24 +144,94 @@ def test_cli_runs_data_parallel_on_a_remote_scheduler(tmp_path):
         deadline = time.time() + 60
         while not info.exists() and time.time() < deadline:
             time.sleep(0.2)
-        procs.append(subprocess.Popen([str(bin_dir / "dask"), "worker", "--scheduler-file", str(info),
-                                       "--nworkers", "2", "--nthreads", "1", "--no-dashboard"], env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for args in workers:
+            procs.append(subprocess.Popen([str(bin_dir / "dask"), "worker", "--scheduler-file", str(info),
+                                           "--nthreads", "1", "--no-dashboard", *args], env=env,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         address = json.loads(info.read_text())["address"]
-        spec_path = tmp_path / "dp.yaml"
-        spec_path.write_text(dp_spec(steps=30).to_yaml())
         from distributed import Client
 
-        with Client(address, timeout="30s") as c:  # wait for both workers
-            c.wait_for_workers(2, timeout=60)
+        with Client(address, timeout="30s") as c:
+            c.wait_for_workers(sum(int(a[a.index("--nworkers") + 1]) if "--nworkers" in a else 1 for a in workers),
+                               timeout=60)
+        yield address
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_cli_runs_data_parallel_on_a_remote_scheduler(tmp_path):
+    """A real `dask scheduler` and `dask worker` processes, as on a cluster; the CLI connects by address."""
+    with dask_processes(tmp_path, ["--nworkers", "2"]) as address:
+        spec_path = tmp_path / "dp.yaml"
+        spec_path.write_text(dp_spec(steps=30).to_yaml())
         r = subprocess.run([str(EXE), "run", str(spec_path), "--out", str(tmp_path / "runs"), "--scheduler", address],
                            capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr
         with xr.open_dataset(r.stdout.strip().splitlines()[-1], engine="h5netcdf") as ds:
             assert ds.attrs["status"] == "completed" and int(ds["steps_done"][0]) == 30
             assert float(ds["comm_seconds"][0]) > 0
-    finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=30)
+
+
+def device_spec(device: str, steps: int = 20) -> object:
+    spec = small_spec(steps=steps)
+    spec.ensemble.members = 1
+    spec.cluster.device = device
+    return parse_spec(spec.to_dict())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks what a GPU worker without CUDA does")
+def test_a_cuda_member_goes_to_the_gpu_worker_and_fails_there_without_cuda(tmp_path):
+    """`dask worker --resources GPU=1` gets the cuda member; lacking CUDA, the member fails with a message naming
+    the worker and cluster.device. A cpu run beside it completes, and the cluster stays up."""
+    from distributed import Client
+
+    with dask_processes(tmp_path, ["--resources", "GPU=1", "--name", "gpu-0"], ["--name", "cpu-0"]) as address:
+        with Client(address, timeout="30s") as client:
+            gpu_worker = next(a for a, w in client.scheduler_info(n_workers=-1)["workers"].items()
+                              if w["name"] == "gpu-0")
+            cuda, cpu = device_spec("cuda"), device_spec("cpu")
+            on_gpu = start_run(client, cuda, measured_data(cuda))
+            beside = start_run(client, cpu, measured_data(cpu))
+            [failed] = on_gpu.results(timeout=120)
+            [done] = beside.results(timeout=120)
+            assert failed.status == "failed"
+            assert f"worker {gpu_worker}: cluster.device is cuda but this worker has no CUDA device" in failed.error
+            assert done.status == "completed" and done.steps_done == 20
+            assert len(client.scheduler_info(n_workers=-1)["workers"]) == 2
+
+
+def test_cuda_without_gpu_workers_is_refused_before_anything_is_submitted(dask_client):
+    spec = device_spec("cuda")
+    tasks_before = set(dask_client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.tasks)))
+    for mode in ({}, {"mode": "data_parallel", "ranks": 2}):
+        for k, v in mode.items():
+            setattr(spec.cluster, k, v)
+        with pytest.raises(ValueError, match=r"cluster.device is cuda but no worker offers the GPU resource; start "
+                                             r"workers with `dask worker --resources GPU=1` \(one per GPU\)"):
+            start_run(dask_client, spec, measured_data(spec))
+    assert set(dask_client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.tasks))) <= tasks_before
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine's embedded cluster would have GPU workers")
+def test_cli_refuses_cuda_on_an_embedded_cluster_without_gpus(tmp_path):
+    spec = tmp_path / "cuda.yaml"
+    spec.write_text(device_spec("cuda").to_yaml())
+    r = subprocess.run([str(EXE), "run", str(spec), "--out", str(tmp_path / "runs"), "--workers", "1"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2
+    assert "cluster.device is cuda but no worker offers the GPU resource" in r.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_embedded_cluster_gives_each_gpu_a_worker_offering_it():
+    from distributed import Client
+
+    from app.cluster import _local_cluster
+
+    with _local_cluster(workers=3, gpus=1) as cluster, Client(cluster) as client:
+        [worker] = client.scheduler_info(n_workers=-1)["workers"].values()
+        assert worker["resources"] == {"GPU": 1} and worker["name"] == 0

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import xarray as xr
 
 from app.cli import main
@@ -49,6 +50,10 @@ def test_spec_roundtrips_through_yaml():
         ({"training": {"method": "vae"}}, "training.method", "not available"),
         ({"trainin": {}}, "trainin", "unknown section"),
         ({"version": 7}, "version", "unsupported"),
+        ({"cluster": {"device": "gpu"}}, "cluster.device", "choose one of auto, cpu, cuda"),
+        ({"cluster": {"device": 0}}, "cluster.device", "expected text"),
+        ({"training": {"method": "mle"}, "ensemble": {"members": 1}, "cluster": {"device": "cuda"}}, "cluster.device",
+         "runs on the CPU"),
     ],
 )
 def test_bad_spec_values_name_the_field(raw, field, words):
@@ -56,6 +61,12 @@ def test_bad_spec_values_name_the_field(raw, field, words):
         parse_spec(raw)
     assert err.value.field == field
     assert words in str(err.value)
+
+
+def test_cluster_device_defaults_to_auto_and_takes_cpu_or_cuda():
+    assert parse_spec({}).cluster.device == "auto"
+    for device in ("auto", "cpu", "cuda"):
+        assert parse_spec({"cluster": {"device": device}}).cluster.device == device
 
 
 def _write(tmp_path, text, name="spec.yaml"):
@@ -122,11 +133,18 @@ def test_console_script_is_installed():
 def test_bench_prints_one_json_line_with_a_rate(capsys, what):
     import json
 
-    assert main(["bench", what, "--events", "2000", "--repeats", "2", "--json"]) == 0
+    assert main(["bench", what, "--events", "2000", "--repeats", "2", "--device", "cpu", "--json"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1
     out = json.loads(lines[0])
     assert out["bench"] == what and out["events_per_second"] > 0 and out["events"] <= 2000
+    assert out["device"] == "cpu"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where there is no CUDA")
+def test_bench_on_cuda_without_cuda_exits_2(capsys):
+    assert main(["bench", "gan", "--events", "2000", "--device", "cuda", "--json"]) == 2
+    assert "--device cuda: this process has no CUDA device" in capsys.readouterr().err
 
 
 def test_bench_rejects_an_unknown_problem(capsys):

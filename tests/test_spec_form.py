@@ -27,6 +27,8 @@ def test_every_field_of_every_section_has_a_widget():
     assert len(form._widgets["problem.bounds"]) == 10  # low and high per parameter
     assert isinstance(form._widgets["cluster.mode"][0], pn.widgets.Select)
     assert form._widgets["cluster.mode"][0].options == ["ensemble", "data_parallel"]
+    assert isinstance(form._widgets["cluster.device"][0], pn.widgets.Select)
+    assert form._widgets["cluster.device"][0].options == ["auto", "cpu", "cuda"]
     assert isinstance(form._widgets["ensemble.members"][0], pn.widgets.IntInput)
     assert isinstance(form._widgets["detector.background"][0], pn.widgets.TextInput)  # optional: inline YAML
 
