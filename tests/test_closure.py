@@ -38,7 +38,7 @@ def test_reduced_gauss6_bootstrap_ensemble_has_errors_near_the_statistical_limit
     """Bootstrap members' spread estimates the statistical error; the generators' spread does not."""
     ds = _closure({"problem": {"kind": "gauss6", "events": 5000, "seed": 2},
                    "training": {"steps": 800, "events_per_param": 16, "mle_reference": True,
-                                "noise_final": 0.0, "average_last": 0.3},
+                                "noise_final": 0.0, "average_last": 0.5},
                    "ensemble": {"members": 4, "bootstrap": True}}, members=4)
     assert ds.attrs["uncertainty"] == "bootstrap"
     assert ds.attrs["closure_max_abs_pull"] <= 3.0
