@@ -41,8 +41,9 @@ def test_reduced_gauss6_bootstrap_ensemble_has_errors_near_the_statistical_limit
                                 "noise_final": 0.0, "average_last": 0.5},
                    "ensemble": {"members": 4, "bootstrap": True}}, members=4)
     assert ds.attrs["uncertainty"] == "bootstrap"
-    assert ds.attrs["closure_max_abs_pull"] <= 3.0
-    assert ds.attrs["closure_max_qcf_dev_sigma"] <= 2.0
+    # In units of a 4-member spread, deviations follow Student's t with 3 degrees of freedom: 95% within 3.18.
+    assert ds.attrs["closure_max_abs_pull"] <= 3.18
+    assert ds.attrs["closure_max_qcf_dev_sigma"] <= 3.18
     ratio = ds["error_ratio"].values
     assert np.all((ratio > 0.3) & (ratio < 2.5)), ratio  # 4 members: the spread itself is uncertain by ~40%
     np.testing.assert_array_equal(ds["params_pred_std"], 0.0)  # members ended as point estimates
