@@ -49,8 +49,10 @@ class TrainingConfig:
     disc_edge_features: bool | None = None  # log-distance features of the discriminator (None: the problem's)
     grid_points: int = 0  # tabulation grid of the differentiable sampler, points per axis (0: the problem's default)
     xsec_weight: float = 1.0  # weight of the cross-section discriminator in the generator loss
-    xsec_start: float = 0.3  # fraction of the steps fitted on event shapes alone before ...
-    xsec_ramp: float = 0.2  # ... the cross-section weight ramps up linearly over this fraction
+    # Fraction of the steps fitted on event shapes alone before the cross-section weight ramps up linearly over
+    # xsec_ramp. Starting late (0.3) sent proxy1d's Nu to its bound: Adam met a new gradient at full step size.
+    xsec_start: float = 0.0
+    xsec_ramp: float = 0.05
     # Point estimates (for bootstrap ensembles): the generator's noise scale shrinks linearly over the
     # first quarter of training to noise_final (0: one parameter set), and the parameter estimate is the
     # mean over the last average_last fraction of steps.
@@ -330,7 +332,7 @@ class GANTrainer:
         return features, None if self.real_weights is None else self.real_weights.reshape(-1).index_select(0, idx)
 
     def xsec_weight(self) -> float:
-        """Cross-section weight at the current step: shapes settle first, then normalisations."""
+        """Cross-section weight at the current step: 0 before ``xsec_start``, then ramping up to ``xsec_weight``."""
         c = self.config
         ramp = (self.step / max(c.steps, 1) - c.xsec_start) / max(c.xsec_ramp, 1e-9)
         return c.xsec_weight * min(max(ramp, 0.0), 1.0)
