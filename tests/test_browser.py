@@ -299,7 +299,8 @@ def test_compare_two_finished_runs_and_export_png_and_pdf(server, page, tmp_path
     row = page.locator(".runs-table .tabulator-row", has_text="seed3")
     row.wait_for(timeout=20_000)
     row.locator("input[type=checkbox]").click()
-    page.locator(".closure-report").get_by_text("Parameter pulls").wait_for(timeout=30_000)  # the report in words
+    # the report in words: the pulls criterion's own item (the verdict line may name it too)
+    page.locator(".closure-report li", has_text="Parameter pulls:").wait_for(timeout=30_000)
     for label, check in (("PNG figures (zip)", "png"), ("PDF report", "pdf")):
         with page.expect_download(timeout=60_000) as info:
             page.locator(".run-downloads").get_by_text(label).click()
