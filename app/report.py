@@ -214,7 +214,8 @@ def _errors(ds: xr.Dataset) -> Criterion:
     worst = float(ratio.max())
     name = str(ratio["param"].values[int(np.nanargmax(ratio.values))])
     passed = worst <= ERROR_RATIO_LIMIT
-    source = (f"the spread of {int(ds.sizes['member'])} members fitted to bootstrap replicas" if is_bootstrap(ds)
+    fitted = int(ds["params_pred"].notnull().all("param").sum())  # failed members (NaN) are left out of the spread
+    source = (f"the spread of {fitted} members fitted to bootstrap replicas" if is_bootstrap(ds)
               else "the generators' spread plus the spread between members")
     text = (f"GAN/MLE errors: the largest ratio of the ensemble error ({source}) to the maximum-likelihood "
             f"error is {_n(worst)} ({name}), " + ("within" if passed else "above")
