@@ -59,7 +59,7 @@ def bench_sampler(
     """Differentiable sampler, forward (θ → observables on the grid → events) + backward to θ.
 
     1D problems use ``inverse_cdf_1d``, 2D problems (``problem.event_dims == 2``) ``loits_2d``;
-    ``grid_points`` per axis defaults to the problem's own (512 for proxy1d, 128 for proxy2d).
+    ``grid_points`` per axis defaults to the problem's own (512 for proxy1d, 64 clustered for proxy2d).
     ``events`` is split over ``batch`` parameter sets × observables.
     """
     problem = get_problem(kind)
@@ -85,7 +85,8 @@ def bench_sampler(
     seconds = statistics.median(times)
     n = batch * n_obs * per_row
     return {"bench": "sampler", "problem": kind, "sampler": sampler.name, "events": n, "batch": batch,
-            "grid_points": [points] * dims, "median_seconds": seconds, "events_per_second": n / seconds,
+            "grid_points": [points] * dims, "grid_spacing": getattr(problem, "grid_spacing", "uniform"),
+            "median_seconds": seconds, "events_per_second": n / seconds,
             "min_seconds": min(times), "events_per_second_best": n / min(times)}
 
 
@@ -147,6 +148,7 @@ def bench_gan(
         "batch_params": batch,
         "events_per_param": per_param,
         "grid_points": problem.grid_points,
+        "grid_spacing": problem.grid_spacing,
         "disc": disc,
         "disc_width": width,
         "disc_depth": depth,

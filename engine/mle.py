@@ -51,6 +51,7 @@ from torch import Tensor
 from engine.detector import ResolutionSmearing
 from engine.problems import Problem
 from engine.pseudodata import MeasuredData, normalise_weights
+from engine.samplers import clustered_grid
 from engine.sinks import MetricsSink
 from engine.training import (
     GANTrainer,
@@ -67,14 +68,6 @@ __all__ = ["MLEFit", "clustered_grid", "trapezoid_weights", "fold_matrix"]
 
 _F64 = torch.float64
 _TINY = 1e-300
-
-
-def clustered_grid(a: float, b: float, n: int) -> Tensor:
-    """``n`` Chebyshev–Lobatto points on ``[a, b]``: dense at both ends, where power laws live."""
-    t = torch.linspace(0.0, math.pi, n, dtype=_F64)
-    g = a + (b - a) * 0.5 * (1.0 - torch.cos(t))
-    g[0], g[-1] = a, b
-    return g
 
 
 def trapezoid_weights(grid: Tensor) -> Tensor:

@@ -31,7 +31,10 @@ Known biases, measured against exact densities with 2^18 scrambled Sobol points 
   the sampled and exact CDFs 3e-5. The proxy2d form x^0.5 (1−x)^3 y^0.3 (1−y)^4 (1 + 0.75 x y) on
   a uniform 129² grid over [0.001, 0.999]²: marginal CDFs within 1.2e-3, integral −1.9e-3,
   covariance of (x, y) within 2.4e-3 (relative), gradients of expectations within 0.3 %; most of
-  it from the first cells, where y^0.3 and x^0.5 are steep (a finer or graded grid there helps).
+  it from the first cells, where y^0.3 and x^0.5 are steep. Small as they look, such biases move a
+  fit of 100k events by up to 1.7 standard errors (:mod:`engine.gridbias`); the 2D problems
+  therefore train on clustered grids (:func:`clustered_grid`, dense at both ends), 64² of which
+  move it by at most 0.2.
   3D, x^1.5 (1−x)^3 y^1.3 (1−y)^4 z^1.8 (1−z)^2.5 (1 + 0.75 x y z), 49³ points: marginal CDFs
   within 1.1e-3, integral −4e-4, gradients within 0.5 %.
 - Within-cell independence: none. LOITS draws y from the conditional at the drawn x, so it samples
@@ -66,6 +69,9 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 __all__ = [
+    "GRID_SPACINGS",
+    "clustered_grid",
+    "tabulation_grid",
     "cumulative_trapezoid",
     "sample_inverse_cdf",
     "sample_loits_2d",
@@ -75,6 +81,27 @@ __all__ = [
     "register_sampler",
     "draw",
 ]
+
+
+GRID_SPACINGS = ("uniform", "clustered")
+
+
+def clustered_grid(a: float, b: float, n: int, dtype: torch.dtype = torch.float64) -> Tensor:
+    """``n`` Chebyshev–Lobatto points on ``[a, b]``: dense at both ends, where power laws live."""
+    t = torch.linspace(0.0, math.pi, n, dtype=torch.float64)
+    g = a + (b - a) * 0.5 * (1.0 - torch.cos(t))
+    g[0], g[-1] = a, b
+    return g.to(dtype)
+
+
+def tabulation_grid(a: float, b: float, n: int, spacing: str = "uniform", dtype: torch.dtype = torch.float32) -> Tensor:
+    """``n`` increasing points from ``a`` to ``b``, evenly spaced (``"uniform"``) or dense at both
+    ends (``"clustered"``, :func:`clustered_grid`)."""
+    if spacing == "uniform":
+        return torch.linspace(a, b, n, dtype=dtype)
+    if spacing == "clustered":
+        return clustered_grid(a, b, n, dtype)
+    raise ValueError(f"grid spacing must be one of {', '.join(GRID_SPACINGS)}, not {spacing!r}")
 
 
 def cumulative_trapezoid(density: Tensor, grid: Tensor, dim: int = -1) -> Tensor:

@@ -18,6 +18,7 @@ from engine.detector import DetectorConfigError, build_detector
 from engine.devices import DEVICES
 from engine.parallel import SCHEDULES
 from engine.problems import get_problem, problem_kinds
+from engine.samplers import GRID_SPACINGS
 from engine.training import TrainingConfig
 
 __all__ = ["Spec", "SpecError", "load_spec", "parse_spec", "parse_spec_text", "default_spec", "METHODS",
@@ -28,8 +29,10 @@ METHODS = ("gan", "mle")
 CLUSTER_MODES = ("ensemble", "data_parallel")
 MIN_BOOTSTRAP_MEMBERS = 4  # fewer give an error estimate with too few degrees of freedom to judge pulls by
 # Fields that take one of a fixed set of values (problem.kind: the registered problems), for forms.
+GRID_SPACING_CHOICES = ("auto", *GRID_SPACINGS)
 FIELD_CHOICES: dict[str, tuple[str, ...]] = {"training.method": METHODS, "cluster.mode": CLUSTER_MODES,
-                                             "cluster.schedule": SCHEDULES, "cluster.device": DEVICES}
+                                             "cluster.schedule": SCHEDULES, "cluster.device": DEVICES,
+                                             "training.grid_spacing": GRID_SPACING_CHOICES}
 
 
 class SpecError(ValueError):
@@ -214,6 +217,10 @@ def parse_spec(raw: Any, base_dir: Path | None = None) -> Spec:
         raise SpecError("training.lr_final", f"must lie in (0, 1], got {t.lr_final}")
     if 0 < t.grid_points < 16:
         raise SpecError("training.grid_points", f"must be 0 (problem default) or at least 16, got {t.grid_points}")
+    if t.grid_spacing not in GRID_SPACING_CHOICES:
+        raise SpecError(
+            "training.grid_spacing", f"{t.grid_spacing!r} is not available; choose one of {', '.join(GRID_SPACING_CHOICES)}"
+        )
     for key in ("xsec_start", "xsec_ramp", "noise_final", "average_last"):
         if not 0 <= getattr(t, key) <= 1:
             raise SpecError(f"training.{key}", f"must lie in [0, 1], got {getattr(t, key)}")

@@ -48,6 +48,7 @@ class TrainingConfig:
     disc_depth: int = 2
     disc_edge_features: bool | None = None  # log-distance features of the discriminator (None: the problem's)
     grid_points: int = 0  # tabulation grid of the differentiable sampler, points per axis (0: the problem's default)
+    grid_spacing: str = "auto"  # uniform | clustered (dense at the domain's ends) | auto: the problem's default
     xsec_weight: float = 1.0  # weight of the cross-section discriminator in the generator loss
     # Fraction of the steps fitted on event shapes alone before the cross-section weight ramps up linearly over
     # xsec_ramp. Starting late (0.3) sent proxy1d's Nu to its bound: Adam met a new gradient at full step size.
@@ -230,7 +231,9 @@ class GANTrainer:
         self.xsec_discriminator = mlp(n_obs, 32, 2, 1).to(dev) if names else None
         detector = detector if detector is not None else DetectorChain([ResolutionSmearing(resolution)])
         self.detector = detector.to(dev)
-        self.grids = tuple(g.to(dev) for g in problem.tabulation_grids(c.grid_points or None))
+        self.grids = tuple(g.to(dev) for g in problem.tabulation_grids(
+            c.grid_points or None, spacing=None if c.grid_spacing == "auto" else c.grid_spacing
+        ))
         grids = qcf_grids if qcf_grids is not None else problem.qcf_grids()
         self.qcf_grids = tuple(g.to(dev, torch.float32) for g in grids)
         events = data.events if shard is None else data.events[:, shard[0] :: shard[1]]

@@ -48,6 +48,7 @@ def test_spec_roundtrips_through_yaml():
         ({"training": {"mle_reference": True}, "detector": {"acceptance": {"max": 0.9}}}, "training.mle_reference",
          "resolution smearing only"),
         ({"training": {"method": "vae"}}, "training.method", "not available"),
+        ({"training": {"grid_spacing": "log"}}, "training.grid_spacing", "choose one of auto, uniform, clustered"),
         ({"trainin": {}}, "trainin", "unknown section"),
         ({"version": 7}, "version", "unsupported"),
         ({"cluster": {"device": "gpu"}}, "cluster.device", "choose one of auto, cpu, cuda"),
@@ -61,6 +62,25 @@ def test_bad_spec_values_name_the_field(raw, field, words):
         parse_spec(raw)
     assert err.value.field == field
     assert words in str(err.value)
+
+
+def test_grid_spacing_reaches_the_trainer():
+    """auto takes the problem's grid (proxy2d: clustered 64); a spec may ask for another."""
+    from engine.pseudodata import make_pseudo_data
+    from engine.problems import get_problem
+    from engine.training import GANTrainer
+
+    problem = get_problem("proxy2d")
+    data = make_pseudo_data(problem, problem.truth_tensor(torch.float64).numpy(), 1000, seed=0)
+    grids = {}
+    for spacing in ("auto", "uniform"):
+        spec = parse_spec({"problem": {"kind": "proxy2d"}, "training": {"grid_spacing": spacing, "grid_points": 40}})
+        (x, y) = GANTrainer(problem, data, spec.training, seed=0).grids
+        assert x.shape == y.shape == (40,) and float(x[0]) == pytest.approx(0.001) and float(x[-1]) == pytest.approx(0.999)
+        grids[spacing] = x
+    steps_auto, steps_uniform = torch.diff(grids["auto"]), torch.diff(grids["uniform"])
+    assert float(steps_auto[0]) < 0.05 * float(steps_auto.max())  # clustered: dense at the ends
+    assert float(steps_uniform.max() - steps_uniform.min()) < 1e-6
 
 
 def test_cluster_device_defaults_to_auto_and_takes_cpu_or_cuda():

@@ -37,6 +37,11 @@ class Problem:
         edge_features: whether the discriminator sees the logs of the distances to the domain's
             ends (power laws at the edges); off for problems with Gaussian tails.
         grid_points: default points per axis of the tabulation grid of the training sampler.
+        grid_spacing: ``"uniform"`` or ``"clustered"`` (Chebyshev–Lobatto, dense at both ends): how
+            the tabulation grid's points are spread. Clustered grids resolve power laws at the
+            domain's ends: on proxy2d a uniform 128² grid shifts the parameters the sampled
+            distribution matches by up to 1.7 standard errors of 100k events, a clustered 64² one
+            by at most 0.2 (``tests/test_grid_bias.py``).
         spec_defaults: spec sections that differ from the generic defaults in this problem's
             standard closure spec (e.g. ``{"name": "closure-x", "training": {"steps": 800}}``).
     """
@@ -55,6 +60,7 @@ class Problem:
     normalisation_params: ClassVar[tuple[str, ...]] = ()
     edge_features: ClassVar[bool] = True
     grid_points: ClassVar[int] = 512
+    grid_spacing: ClassVar[str] = "uniform"
     spec_defaults: ClassVar[dict[str, Any]] = {}
 
     @property
@@ -84,10 +90,13 @@ class Problem:
 
     # Simulation (generic for tabulated densities) ----------------------------------------------
 
-    def tabulation_grids(self, points: int | None = None, dtype: torch.dtype = torch.float32) -> tuple[Tensor, ...]:
-        """Grids of the training sampler: ``points`` per axis (the problem's default if ``None``)."""
+    def tabulation_grids(
+        self, points: int | None = None, dtype: torch.dtype = torch.float32, spacing: str | None = None
+    ) -> tuple[Tensor, ...]:
+        """Grids of the training sampler: ``points`` per axis and ``spacing`` (the problem's defaults
+        if ``None``)."""
         n = points or self.grid_points
-        return tuple(torch.linspace(a, b, n, dtype=dtype) for a, b in self.domain)
+        return tuple(samplers.tabulation_grid(a, b, n, spacing or self.grid_spacing, dtype) for a, b in self.domain)
 
     def cross_sections(self, theta: Tensor, grids: tuple[Tensor, ...]) -> Tensor:
         """Integrated observables, shape ``(B, O)`` (trapezoid rule on ``grids``)."""

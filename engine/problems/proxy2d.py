@@ -45,7 +45,8 @@ class Proxy2D(Problem):
     x_range = (0.001, 0.999)
     y_range = (0.001, 0.999)
     core_range = (0.001, 0.999)
-    grid_points = 128
+    grid_points = 64
+    grid_spacing = "clustered"
     spec_defaults = {"name": "closure-2d", "training": {"steps": 1500}}
 
     def qcfs(self, theta: Tensor, *grids: Tensor) -> Tensor:
@@ -68,7 +69,8 @@ class MultiSet2D(Problem):
     x_range = (0.001, 0.999)
     y_range = (0.001, 0.999)
     core_range = (0.001, 0.999)
-    grid_points = 96
+    grid_points = 64
+    grid_spacing = "clustered"
     mixing = MIXING
     spec_defaults = {"problem": {"events": 50_000}, "training": {"steps": 1500, "batch_params": 32}}
 
