@@ -218,9 +218,8 @@ def parse_spec(raw: Any, base_dir: Path | None = None) -> Spec:
     if 0 < t.grid_points < 16:
         raise SpecError("training.grid_points", f"must be 0 (problem default) or at least 16, got {t.grid_points}")
     if t.grid_spacing not in GRID_SPACING_CHOICES:
-        raise SpecError(
-            "training.grid_spacing", f"{t.grid_spacing!r} is not available; choose one of {', '.join(GRID_SPACING_CHOICES)}"
-        )
+        choices = ", ".join(GRID_SPACING_CHOICES)
+        raise SpecError("training.grid_spacing", f"{t.grid_spacing!r} is not available; choose one of {choices}")
     for key in ("xsec_start", "xsec_ramp", "noise_final", "average_last"):
         if not 0 <= getattr(t, key) <= 1:
             raise SpecError(f"training.{key}", f"must lie in [0, 1], got {getattr(t, key)}")

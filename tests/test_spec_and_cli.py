@@ -66,8 +66,8 @@ def test_bad_spec_values_name_the_field(raw, field, words):
 
 def test_grid_spacing_reaches_the_trainer():
     """auto takes the problem's grid (proxy2d: clustered 64); a spec may ask for another."""
-    from engine.pseudodata import make_pseudo_data
     from engine.problems import get_problem
+    from engine.pseudodata import make_pseudo_data
     from engine.training import GANTrainer
 
     problem = get_problem("proxy2d")
@@ -76,7 +76,8 @@ def test_grid_spacing_reaches_the_trainer():
     for spacing in ("auto", "uniform"):
         spec = parse_spec({"problem": {"kind": "proxy2d"}, "training": {"grid_spacing": spacing, "grid_points": 40}})
         (x, y) = GANTrainer(problem, data, spec.training, seed=0).grids
-        assert x.shape == y.shape == (40,) and float(x[0]) == pytest.approx(0.001) and float(x[-1]) == pytest.approx(0.999)
+        assert x.shape == y.shape == (40,)
+        assert float(x[0]) == pytest.approx(0.001) and float(x[-1]) == pytest.approx(0.999)
         grids[spacing] = x
     steps_auto, steps_uniform = torch.diff(grids["auto"]), torch.diff(grids["uniform"])
     assert float(steps_auto[0]) < 0.05 * float(steps_auto.max())  # clustered: dense at the ends
