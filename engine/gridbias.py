@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from engine.problems import Problem
-from engine.samplers import clustered_grid
+from engine.samplers import clustered_grid, trapezoid_weights
 
 __all__ = ["parameter_shift"]
 
@@ -42,11 +42,6 @@ def _fine_grid(grid: Tensor, fine_points: int, pieces: int) -> Tensor:
     t = torch.arange(pieces, dtype=_F64) / pieces
     cut = (grid[:-1, None] + (grid[1:] - grid[:-1])[:, None] * t).reshape(-1)
     return torch.unique(torch.cat([clustered_grid(a, b, fine_points), cut, grid[-1:]]))  # sorted
-
-
-def _trapezoid_weights(grid: Tensor) -> Tensor:
-    d = grid[1:] - grid[:-1]
-    return torch.cat([d[:1] / 2, (d[1:] + d[:-1]) / 2, d[-1:] / 2])
 
 
 def _interpolant(table: Tensor, grid: Tensor, points: Tensor, dim: int, piecewise_constant: bool) -> Tensor:
@@ -87,9 +82,9 @@ def parameter_shift(
     theta = problem.truth_tensor(_F64) if theta is None else torch.as_tensor(theta, dtype=_F64)
     grids = tuple(g.to(_F64) for g in grids)
     fine = tuple(_fine_grid(g, fine_points, pieces) for g in grids)
-    weights = _trapezoid_weights(fine[0])
+    weights = trapezoid_weights(fine[0])
     if len(fine) == 2:
-        weights = weights[:, None] * _trapezoid_weights(fine[1])[None, :]
+        weights = weights[:, None] * trapezoid_weights(fine[1])[None, :]
 
     # Scores of the shape parameters, (P', O, points...): central differences of log ρ.
     shape_params = [k for k, name in enumerate(problem.param_names) if name not in problem.normalisation_params]

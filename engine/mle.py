@@ -51,7 +51,7 @@ from torch import Tensor
 from engine.detector import ResolutionSmearing
 from engine.problems import Problem
 from engine.pseudodata import MeasuredData, normalise_weights
-from engine.samplers import clustered_grid
+from engine.samplers import clustered_grid, trapezoid_weights
 from engine.sinks import MetricsSink
 from engine.training import (
     GANTrainer,
@@ -68,15 +68,6 @@ __all__ = ["MLEFit", "clustered_grid", "trapezoid_weights", "fold_matrix"]
 
 _F64 = torch.float64
 _TINY = 1e-300
-
-
-def trapezoid_weights(grid: Tensor) -> Tensor:
-    """Trapezoid-rule weights on ``grid (G,)``; also the widths of the cells between midpoints."""
-    d = grid[1:] - grid[:-1]
-    w = torch.zeros_like(grid)
-    w[:-1] += 0.5 * d
-    w[1:] += 0.5 * d
-    return w
 
 
 def _smeared_cdf(edges: Tensor, x: Tensor, sigma: float) -> tuple[Tensor, Tensor]:

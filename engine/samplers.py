@@ -72,6 +72,7 @@ __all__ = [
     "GRID_SPACINGS",
     "clustered_grid",
     "tabulation_grid",
+    "trapezoid_weights",
     "cumulative_trapezoid",
     "sample_inverse_cdf",
     "sample_loits_2d",
@@ -102,6 +103,15 @@ def tabulation_grid(a: float, b: float, n: int, spacing: str = "uniform", dtype:
     if spacing == "clustered":
         return clustered_grid(a, b, n, dtype)
     raise ValueError(f"grid spacing must be one of {', '.join(GRID_SPACINGS)}, not {spacing!r}")
+
+
+def trapezoid_weights(grid: Tensor) -> Tensor:
+    """Trapezoid-rule weights on ``grid (G,)``; also the widths of the cells between midpoints."""
+    d = grid[1:] - grid[:-1]
+    w = torch.zeros_like(grid)
+    w[:-1] += 0.5 * d
+    w[1:] += 0.5 * d
+    return w
 
 
 def cumulative_trapezoid(density: Tensor, grid: Tensor, dim: int = -1) -> Tensor:
