@@ -50,7 +50,9 @@ def _interpolant(table: Tensor, grid: Tensor, points: Tensor, dim: int, piecewis
     cell = torch.clamp(torch.searchsorted(grid, points, right=True) - 1, 0, grid.shape[0] - 2)
     s = (points - grid[cell]) / (grid[cell + 1] - grid[cell])
     if piecewise_constant:
-        s = torch.where(torch.isin(points, grid[1:-1]), s, torch.full_like(s, 0.5))  # nodes: mean of both cells
+        # Inside a cell its mean; on an interior node the node's value (between the two cells' means;
+        # the jump there costs O(fine step) in the trapezoid sums).
+        s = torch.where(torch.isin(points, grid[1:-1]), s, torch.full_like(s, 0.5))
     lo, hi = table.index_select(dim, cell), table.index_select(dim, cell + 1)
     shape = [1] * table.dim()
     shape[dim] = -1
