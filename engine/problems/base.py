@@ -35,7 +35,8 @@ class Problem:
             cross sections steer only these during training; event shapes steer the rest. A
             problem without any has shape-only observables, and its cross sections are unused.
         edge_features: whether the discriminator sees the logs of the distances to the domain's
-            ends (power laws at the edges); off for problems with Gaussian tails.
+            ends (power laws at the edges); off for problems with Gaussian tails, and for proxy2d, where they
+            biased the fit (see its class).
         grid_points: default points per axis of the tabulation grid of the training sampler.
         grid_spacing: ``"uniform"`` or ``"clustered"`` (Chebyshev–Lobatto, dense at both ends): how
             the tabulation grid's points are spread. Clustered grids resolve power laws at the
