@@ -114,8 +114,8 @@ def bench_gan(
     The headline figures use the reference discriminator: event coordinates (plus a one-hot
     observable label with several observables) → ``width`` × ``depth`` → 1, i.e. 2-64-64-1 for
     ``proxy2d`` (``edge_features=False``). The ``*_problem_disc`` figures repeat the measurement
-    with the discriminator the problem trains with by default (log-distance edge features where
-    the problem uses them). 2D problems draw fewer parameter sets per step (16 rather than 64):
+    with the discriminator the problem trains with by default (log-distance edge features and a
+    network per observable where the problem uses them). 2D problems draw fewer parameter sets per step (16 rather than 64):
     their theory is tabulated on a 2D grid per parameter set.
     """
     problem = get_problem(kind)
@@ -133,10 +133,11 @@ def bench_gan(
             disc_width=width,
             disc_depth=depth,
             disc_edge_features=edges,
+            disc_per_observable=None if edges is None else False,  # the reference: one network
         )
         trainer = GANTrainer(problem, data, config, seed=0, device=device)
         times = _timings(trainer.train_step, repeats, device)
-        layers = [trainer.discriminator.net[0].in_features] + [width] * depth + [1]
+        layers = [trainer.discriminator.networks[0][0].in_features] + [width] * depth + [1]
         return "-".join(map(str, layers)), times
 
     disc, times = measure(edge_features)
@@ -157,7 +158,7 @@ def bench_gan(
         "events_per_second": n / seconds,
         "events_analysed_per_second": 2 * n / seconds,
     }
-    if edge_features is not None and edge_features != problem.edge_features:
+    if edge_features is not None and (edge_features != problem.edge_features or problem.disc_per_observable):
         disc, times = measure(None)
         seconds = statistics.median(times)
         out.update(

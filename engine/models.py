@@ -65,11 +65,17 @@ class Discriminator(nn.Module):
     and standard deviation: gauss6's unit Gaussians occupy a few hundredths of their domain
     [−25, 20], too little of the network's input range to resolve them in.
 
+    With ``per_observable`` each observable has a network of its own (``nets[o]``, no label input)
+    instead of one network shared through the label: the same arithmetic per event, ``O`` times
+    the parameters. A shared network must tell several density ratios apart with one set of
+    hidden units.
+
     Arguments:
         n_observables: observables (data sets) told apart by a one-hot label.
         domain: ``(a, b)`` per event coordinate.
         width, depth: hidden layers.
         edge_features: add the log-distance features.
+        per_observable: one network per observable (only with more than one).
     """
 
     def __init__(
@@ -79,10 +85,12 @@ class Discriminator(nn.Module):
         width: int = 64,
         depth: int = 2,
         edge_features: bool = True,
+        per_observable: bool = False,
     ) -> None:
         super().__init__()
         self.n_observables = n_observables
         self.edge_features = edge_features
+        self.per_observable = per_observable and n_observables > 1
         self.register_buffer("a", torch.tensor([float(a) for a, _ in domain]))
         self.register_buffer("span", torch.tensor([float(b - a) for a, b in domain]))
         per_coord = 3 if edge_features else 1
@@ -91,9 +99,18 @@ class Discriminator(nn.Module):
         self.register_buffer("loc", torch.zeros(n_observables, self.n_event_features))
         self.register_buffer("inv_scale", torch.ones(n_observables, self.n_event_features))
         self.standardised = False
-        n_labels = n_observables if n_observables > 1 else 0
-        self.net = mlp(self.n_event_features + n_labels, width, depth, 1)
-        self._workspace: dict[str, Tensor] = {}  # scratch of adversarial_pass, reused between steps
+        if self.per_observable:
+            self.nets = nn.ModuleList(mlp(self.n_event_features, width, depth, 1) for _ in range(n_observables))
+        else:
+            n_labels = n_observables if n_observables > 1 else 0
+            self.net = mlp(self.n_event_features + n_labels, width, depth, 1)
+        # scratch of adversarial_pass, one per network, reused between steps
+        self._workspaces: list[dict[str, Tensor]] = [{} for _ in range(n_observables if self.per_observable else 1)]
+
+    @property
+    def networks(self) -> list[nn.Sequential]:
+        """The MLPs: one per observable with ``per_observable``, else the shared one."""
+        return list(self.nets) if self.per_observable else [self.net]
 
     def event_features(self, events: Tensor) -> Tensor:
         """``events (N, D)`` → unstandardised event features ``(N, F_e)``."""
@@ -122,19 +139,59 @@ class Discriminator(nn.Module):
                 f = (f - self.loc[0]) * self.inv_scale[0]
             else:
                 f = (f - self.loc.index_select(0, labels)) * self.inv_scale.index_select(0, labels)
-        if self.n_observables > 1:
+        if self.n_observables > 1 and not self.per_observable:
             f = torch.cat([f, nn.functional.one_hot(labels, self.n_observables).to(events.dtype)], dim=-1)
         return f
 
     def forward(self, events: Tensor, labels: Tensor) -> Tensor:
-        return self.net(self.features(events, labels)).squeeze(-1)
+        f = self.features(events, labels)
+        if not self.per_observable:
+            return self.net(f).squeeze(-1)
+        logits = f.new_empty(f.shape[0])
+        for o, net in enumerate(self.nets):
+            rows = labels == o
+            logits[rows] = net(f[rows]).squeeze(-1)
+        return logits
 
     def adversarial_pass(
         self, features: Tensor, n_real: int, weights: Tensor | None = None, real_weights: Tensor | None = None
     ) -> AdversarialPass:
-        """:func:`adversarial_pass` of this discriminator's network on ``features (N, F)``."""
-        return adversarial_pass(self.net, features, n_real, weights, workspace=self._workspace,
-                                real_weights=real_weights)
+        """:func:`adversarial_pass` of this discriminator on ``features (N, F)``.
+
+        With a network per observable the rows must come as the training step lays them out: the
+        ``n_real`` real rows in equal blocks, one per observable in order, then the generated rows
+        likewise. Each network sees its observable's rows; the losses and the generator's gradients
+        are the means over the observables of each one's (without weights, the shared network's
+        means over all rows).
+        """
+        if not self.per_observable:
+            return adversarial_pass(self.net, features, n_real, weights, workspace=self._workspaces[0],
+                                    real_weights=real_weights)
+        o = self.n_observables
+        n_fake = features.shape[0] - n_real
+        if n_real % o or n_fake % o:
+            raise ValueError(f"{n_real} real and {n_fake} generated rows do not split into {o} equal blocks")
+        r, g = n_real // o, n_fake // o
+        passes = []
+        for k, net in enumerate(self.nets):
+            rows = torch.cat([features[k * r : (k + 1) * r], features[n_real + k * g : n_real + (k + 1) * g]])
+            passes.append(adversarial_pass(
+                net, rows, r, None if weights is None else weights[k * g : (k + 1) * g],
+                workspace=self._workspaces[k],
+                real_weights=None if real_weights is None else real_weights[k * r : (k + 1) * r],
+            ))
+        scale = 1.0 / o
+        for net in self.nets:  # the mean over observables of each network's own loss
+            for p in net.parameters():
+                p.grad.mul_(scale)
+        grad_weights = None if weights is None else torch.cat([p.grad_weights for p in passes]).mul_(scale)
+        return AdversarialPass(
+            logits=torch.cat([p.logits[:r] for p in passes] + [p.logits[r:] for p in passes]),
+            loss_d=torch.stack([p.loss_d for p in passes]).mean(),
+            loss_g=torch.stack([p.loss_g for p in passes]).mean(),
+            grad_inputs=torch.cat([p.grad_inputs for p in passes]).mul_(scale),
+            grad_weights=grad_weights,
+        )
 
 
 @dataclass

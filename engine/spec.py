@@ -160,7 +160,10 @@ def _fill(section: str, target: Any, raw: Any) -> None:
         if key not in known:
             raise SpecError(path, f"unknown key; allowed: {', '.join(known)}")
         default = getattr(target, key)
-        if isinstance(default, bool):
+        if known[key].type in ("bool | None", "Optional[bool]"):  # e.g. training.disc_edge_features
+            if value is not None and not isinstance(value, bool):
+                raise SpecError(path, f"expected true, false or null (the problem's default), got {value!r}")
+        elif isinstance(default, bool):
             if not isinstance(value, bool):
                 raise SpecError(path, f"expected true or false, got {value!r}")
         elif isinstance(default, int):

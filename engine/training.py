@@ -47,6 +47,7 @@ class TrainingConfig:
     disc_width: int = 64
     disc_depth: int = 2
     disc_edge_features: bool | None = None  # log-distance features of the discriminator (None: the problem's)
+    disc_per_observable: bool | None = None  # a discriminator network per observable (None: the problem's)
     grid_points: int = 0  # tabulation grid of the differentiable sampler, points per axis (0: the problem's default)
     grid_spacing: str = "auto"  # uniform | clustered (dense at the domain's ends) | auto: the problem's default
     xsec_weight: float = 1.0  # weight of the cross-section discriminator in the generator loss
@@ -224,7 +225,10 @@ class GANTrainer:
         self.generator = Generator(lo, hi, c.noise_dim, c.gen_width, c.gen_depth).to(dev)
         n_obs = len(problem.observable_names)
         edge = problem.edge_features if c.disc_edge_features is None else c.disc_edge_features
-        self.discriminator = Discriminator(n_obs, problem.domain, c.disc_width, c.disc_depth, edge).to(dev)
+        per_obs = problem.disc_per_observable if c.disc_per_observable is None else c.disc_per_observable
+        self.discriminator = Discriminator(
+            n_obs, problem.domain, c.disc_width, c.disc_depth, edge, per_observable=per_obs
+        ).to(dev)
         names = problem.normalisation_params
         # Cross sections steer only the normalisation parameters; problems without any ignore them.
         self.norm_mask = torch.tensor([n in names for n in problem.param_names], device=dev) if names else None

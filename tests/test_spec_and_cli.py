@@ -49,6 +49,8 @@ def test_spec_roundtrips_through_yaml():
          "resolution smearing only"),
         ({"training": {"method": "vae"}}, "training.method", "not available"),
         ({"training": {"grid_spacing": "log"}}, "training.grid_spacing", "choose one of auto, uniform, clustered"),
+        ({"training": {"disc_edge_features": "yes"}}, "training.disc_edge_features", "true, false or null"),
+        ({"training": {"disc_per_observable": 1}}, "training.disc_per_observable", "true, false or null"),
         ({"trainin": {}}, "trainin", "unknown section"),
         ({"version": 7}, "version", "unsupported"),
         ({"cluster": {"device": "gpu"}}, "cluster.device", "choose one of auto, cpu, cuda"),

@@ -37,6 +37,8 @@ class Problem:
         edge_features: whether the discriminator sees the logs of the distances to the domain's
             ends (power laws at the edges); off for problems with Gaussian tails, and for proxy2d, where they
             biased the fit (see its class).
+        disc_per_observable: whether the discriminator has a network per observable (data set)
+            rather than one shared through a label input.
         grid_points: default points per axis of the tabulation grid of the training sampler.
         grid_spacing: ``"uniform"`` or ``"clustered"`` (Chebyshev–Lobatto, dense at both ends): how
             the tabulation grid's points are spread. Clustered grids resolve power laws at the
@@ -60,6 +62,7 @@ class Problem:
     description: ClassVar[str] = ""
     normalisation_params: ClassVar[tuple[str, ...]] = ()
     edge_features: ClassVar[bool] = True
+    disc_per_observable: ClassVar[bool] = False
     grid_points: ClassVar[int] = 512
     grid_spacing: ClassVar[str] = "uniform"
     spec_defaults: ClassVar[dict[str, Any]] = {}
