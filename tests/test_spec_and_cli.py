@@ -173,3 +173,18 @@ def test_bench_on_cuda_without_cuda_exits_2(capsys):
 def test_bench_rejects_an_unknown_problem(capsys):
     assert main(["bench", "gan", "--problem", "nope"]) == 2
     assert "--problem" in capsys.readouterr().err
+
+
+def test_disc_per_observable_defaults_to_the_problem_and_a_spec_overrides_it():
+    from engine.problems import get_problem
+    from engine.pseudodata import make_pseudo_data
+    from engine.training import GANTrainer
+
+    problem = get_problem("multiset2d")
+    data = make_pseudo_data(problem, problem.truth_tensor(torch.float64).numpy(), 500, seed=0)
+    for setting, networks in ((None, 4), (False, 1), (True, 4)):
+        raw = {"problem": {"kind": "multiset2d"}, "training": {"disc_per_observable": setting, "grid_points": 16}}
+        trainer = GANTrainer(problem, data, parse_spec(raw).training, seed=0)
+        assert len(trainer.discriminator.networks) == networks
+        trainer.train_step()  # the per-observable pass takes the step's layout of rows
+        assert all(p.grad is not None for p in trainer.discriminator.parameters())
