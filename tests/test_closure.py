@@ -47,3 +47,25 @@ def test_reduced_gauss6_bootstrap_ensemble_has_errors_near_the_statistical_limit
     ratio = ds["error_ratio"].values
     assert np.all((ratio > 0.3) & (ratio < 2.5)), ratio  # 4 members: the spread itself is uncertain by ~40%
     np.testing.assert_array_equal(ds["params_pred_std"], 0.0)  # members ended as point estimates
+
+
+@pytest.mark.slow
+def test_reduced_proxy2d_bootstrap_closes_its_qcf():
+    """proxy2d, 4 bootstrap members of 800 steps on 100k events (the full test: closure-2d.yaml, 8 × 3000).
+
+    The QCF and p0-p3 close; the coupling p4 is left out of the pulls: short runs put it +0.2 above the
+    likelihood fit with members that agree closely (data seed 3: pull 5.1, error ratio 0.16; see README,
+    Known limits). Data seeds 1, 2, 3 measured: QCF within 1.21, 1.45, 0.52 σ; p0-p3 pulls ≤ 1.58.
+    """
+    ds = _closure({"problem": {"kind": "proxy2d", "events": 100_000, "seed": 1},
+                   "training": {"steps": 800, "mle_reference": True, "noise_final": 0.0, "average_last": 0.5},
+                   "ensemble": {"members": 4, "bootstrap": True}}, members=4)
+    # In units of a 4-member spread, deviations follow Student's t with 3 degrees of freedom: 95% within 3.18.
+    assert ds.attrs["closure_max_qcf_dev_sigma"] <= 3.18
+    assert float(np.abs(ds["pull"].sel(param=["p0", "p1", "p2", "p3"])).max()) <= 3.18
+    assert float(ds["chi2_ndf"].max()) <= 1.5
+    ratio = ds["error_ratio"].sel(param=["p0", "p1", "p2", "p3"]).values
+    assert np.all((ratio > 0.3) & (ratio < 2.5)), ratio  # 4 members: the spread itself is uncertain by ~40%
+    # the likelihood reference closes on the same data
+    mle_pull = (ds["params_mle"] - ds["params_true"]) / ds["params_mle_err"]
+    assert float(np.abs(mle_pull).max()) <= 3.0
