@@ -115,8 +115,8 @@ def bench_gan(
     observable label with several observables) → ``width`` × ``depth`` → 1, i.e. 2-64-64-1 for
     ``proxy2d`` (``edge_features=False``). The ``*_problem_disc`` figures repeat the measurement
     with the discriminator the problem trains with by default (log-distance edge features and a
-    network per observable where the problem uses them). 2D problems draw fewer parameter sets per step (16 rather than 64):
-    their theory is tabulated on a 2D grid per parameter set.
+    network per observable where the problem uses them). 2D problems draw fewer parameter sets per
+    step (16 rather than 64): their theory is tabulated on a 2D grid per parameter set.
     """
     problem = get_problem(kind)
     data = make_pseudo_data(problem, np.asarray(problem.truth), 100_000, seed=1)
@@ -137,8 +137,9 @@ def bench_gan(
         )
         trainer = GANTrainer(problem, data, config, seed=0, device=device)
         times = _timings(trainer.train_step, repeats, device)
-        layers = [trainer.discriminator.networks[0][0].in_features] + [width] * depth + [1]
-        return "-".join(map(str, layers)), times
+        nets = trainer.discriminator.networks
+        layers = "-".join(map(str, [nets[0][0].in_features] + [width] * depth + [1]))
+        return (f"{len(nets)} × {layers}" if len(nets) > 1 else layers), times
 
     disc, times = measure(edge_features)
     seconds = statistics.median(times)

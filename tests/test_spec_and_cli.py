@@ -164,6 +164,17 @@ def test_bench_prints_one_json_line_with_a_rate(capsys, what):
     assert out["device"] == "cpu"
 
 
+def test_bench_gan_reports_the_reference_and_the_problems_own_discriminator(capsys):
+    import json
+
+    args = ["bench", "gan", "--problem", "multiset2d", "--events", "2000", "--repeats", "2", "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["disc"] == "6-64-64-1"  # 2 coordinates + 4 labels, one shared network
+    assert out["disc_problem"] == "4 × 6-64-64-1"  # a network per data set, 3 features per coordinate
+    assert out["events_per_second_problem_disc"] > 0
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where there is no CUDA")
 def test_bench_on_cuda_without_cuda_exits_2(capsys):
     assert main(["bench", "gan", "--events", "2000", "--device", "cuda", "--json"]) == 2
