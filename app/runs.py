@@ -16,11 +16,11 @@ from typing import Any
 from distributed import Client
 
 from engine.distributed import RunHandle, start_run
+from engine.histograms import data_histograms, marginal_x
 from engine.problems import get_problem
 from engine.results import build_results, write_netcdf_atomic
 from engine.runner import measured_data, run_name
 from engine.spec import Spec, SpecError
-from engine.training import data_histograms, marginal_x
 
 __all__ = ["LiveRun", "RunManager", "RunBusyError"]
 

@@ -49,20 +49,12 @@ import torch
 from torch import Tensor
 
 from engine.detector import ResolutionSmearing
+from engine.histograms import chi2_per_ndf, data_counts, density_histograms, histogram_counts, histogram_edges
 from engine.problems import Problem
 from engine.pseudodata import MeasuredData, normalise_weights
 from engine.samplers import clustered_grid, trapezoid_weights
 from engine.sinks import MetricsSink
-from engine.training import (
-    GANTrainer,
-    MemberResult,
-    TrainingConfig,
-    chi2_per_ndf,
-    data_counts,
-    density_histograms,
-    histogram_counts,
-    histogram_edges,
-)
+from engine.training import GANTrainer, MemberResult, TrainingConfig
 
 __all__ = ["MLEFit", "clustered_grid", "trapezoid_weights", "fold_matrix"]
 

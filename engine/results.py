@@ -13,10 +13,11 @@ import numpy as np
 import torch
 import xarray as xr
 
+from engine.histograms import data_histograms
 from engine.problems import get_problem
 from engine.pseudodata import MeasuredData
 from engine.spec import Spec
-from engine.training import MemberResult, data_histograms
+from engine.training import MemberResult
 
 __all__ = ["QCF_FLOOR", "build_results", "closure_metrics", "closure_summary", "closure_variables",
            "ensemble_estimate", "estimate", "is_bootstrap", "qcf_grids", "write_netcdf_atomic", "package_versions"]

@@ -14,12 +14,13 @@ import xarray as xr
 
 from engine.checkpoint import CheckpointStore, load_checkpoint, save_checkpoint
 from engine.detector import DetectorChain, build_detector
+from engine.histograms import HIST_BINS, HIST_BINS_2D
 from engine.problems import get_problem
 from engine.pseudodata import MeasuredData, make_pseudo_data
 from engine.results import qcf_grids
 from engine.sinks import HistorySink, MetricsSink, MultiSink
 from engine.spec import Spec
-from engine.training import HIST_BINS, HIST_BINS_2D, GANTrainer, MemberResult
+from engine.training import GANTrainer, MemberResult
 
 if TYPE_CHECKING:
     from engine.mle import MLEFit

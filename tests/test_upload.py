@@ -13,6 +13,7 @@ import xarray as xr
 
 from app.cli import main as cli_main
 from app.upload import UploadError, read_measured_upload, save_upload, upload_summary
+from engine.histograms import data_counts, density_histograms, histogram_edges
 from engine.mle import MLEFit
 from engine.models import adversarial_pass, mlp
 from engine.problems import get_problem
@@ -20,7 +21,7 @@ from engine.pseudodata import MeasuredData, make_pseudo_data
 from engine.runner import make_trainer, measured_data
 from engine.sinks import HistorySink
 from engine.spec import parse_spec
-from engine.training import GANTrainer, TrainingConfig, data_counts, density_histograms, histogram_edges
+from engine.training import GANTrainer, TrainingConfig
 
 
 def _spec(kind: str = "proxy1d", events: int = 1000, data: str | None = None, **training):

@@ -1,0 +1,95 @@
+"""Histograms of events for the closure and monitoring numbers: common bin edges for data and generated
+events, (weighted) counts, unit-integral densities, the χ²/ndf of two histograms' shapes and x-marginals."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.pseudodata import MeasuredData
+
+__all__ = ["HIST_BINS", "HIST_BINS_2D", "histogram_edges", "histogram_counts", "density_histograms",
+           "data_histograms", "data_counts", "chi2_per_ndf", "marginal_x"]
+
+HIST_BINS = 40  # per axis for 1D events
+HIST_BINS_2D = 20  # per axis for 2D events
+
+
+def histogram_edges(events: np.ndarray, bins: int | None = None) -> np.ndarray:
+    """Common bin edges for data and generated histograms of ``events (O, N, D)``: ``(O, D, bins + 1)``.
+
+    The edges span the 0.01 to 99.99 percentiles of the events along each coordinate.
+    """
+    d = events.shape[-1]
+    bins = bins or (HIST_BINS if d == 1 else HIST_BINS_2D)
+    lo = np.percentile(events, 0.01, axis=1)  # (O, D)
+    hi = np.percentile(events, 99.99, axis=1)
+    return np.stack([[np.linspace(a, b, bins + 1) for a, b in zip(lo_o, hi_o)] for lo_o, hi_o in zip(lo, hi)])
+
+
+def histogram_counts(events: np.ndarray, edges: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """(Weighted) counts of ``events (O, N, D)`` in ``edges (O, D, bins + 1)``: ``(O, bins[, bins])``."""
+    out = []
+    for o, (e, ed) in enumerate(zip(events, edges)):
+        w = None if weights is None else weights[o]
+        counts, _ = np.histogramdd(e, bins=list(ed), weights=w)
+        out.append(counts)
+    return np.stack(out)
+
+
+def density_histograms(events: np.ndarray, edges: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Normalised histograms (unit integral) of ``events (O, N, D)``: ``(O, bins[, bins])``."""
+    counts = histogram_counts(events, edges, weights)
+    out = []
+    for c, ed in zip(counts, edges):
+        area = np.diff(ed[0])
+        for axis_edges in ed[1:]:
+            area = np.multiply.outer(area, np.diff(axis_edges))
+        out.append(c / max(c.sum(), 1e-300) / area)
+    return np.stack(out)
+
+
+def data_histograms(data: MeasuredData) -> tuple[np.ndarray, np.ndarray]:
+    """Bin edges ``(O, D, bins + 1)`` and normalised (weighted) histograms ``(O, bins[, bins])`` of the
+    measured events."""
+    edges = histogram_edges(data.events)
+    return edges, density_histograms(data.events, edges, data.weights)
+
+
+def data_counts(data: MeasuredData, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(Weighted) counts of the measured events in ``edges`` and their sums of squared weights
+    (``None`` when unweighted: the Poisson variance is the count)."""
+    if data.weights is None:
+        return histogram_counts(data.events, edges), None
+    w = data.weights
+    return histogram_counts(data.events, edges, w), histogram_counts(data.events, edges, w * w)
+
+
+def chi2_per_ndf(
+    data_counts: np.ndarray,
+    gen_counts: np.ndarray,
+    gen_sumw2: np.ndarray | None = None,
+    data_sumw2: np.ndarray | None = None,
+) -> np.ndarray:
+    """χ²/ndf of the shapes of two histograms per observable, ``(O, bins...)`` → ``(O,)``.
+
+    Both are normalised to unit sum; each bin's variance is the sum of the two Poisson (or
+    sum-of-squared-weights) variances. Bins empty in both are skipped; ndf = bins used − 1.
+    """
+    out = []
+    for o in range(data_counts.shape[0]):
+        d, g = data_counts[o].ravel(), gen_counts[o].ravel()
+        w2 = g if gen_sumw2 is None else gen_sumw2[o].ravel()
+        d2 = d if data_sumw2 is None else data_sumw2[o].ravel()
+        nd, ng = d.sum(), g.sum()
+        var = d2 / nd**2 + w2 / ng**2
+        use = var > 0
+        chi2 = np.sum((d[use] / nd - g[use] / ng) ** 2 / var[use])
+        out.append(chi2 / max(int(use.sum()) - 1, 1))
+    return np.asarray(out)
+
+
+def marginal_x(hist: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """The x-marginal ``(O, bins)`` of normalised histograms ``(O, bins[, bins])`` with ``edges (O, D, bins + 1)``."""
+    if hist.ndim == 2:
+        return hist
+    return np.stack([(h * np.diff(ed[1])[None, :]).sum(axis=1) for h, ed in zip(hist, edges)])
