@@ -1,7 +1,8 @@
 """A form for every field of the spec, generated from the spec's dataclasses (no hand-written field list).
 
 Each field's widget follows its value's type in the validated spec: whole numbers, numbers, true/false,
-a choice (``engine.spec.FIELD_CHOICES``), per-parameter numbers (truth) and ``[low, high]`` pairs
+a choice (``engine.spec.FIELD_CHOICES``; true/off/the problem's default for
+``engine.spec.OPTIONAL_BOOL_FIELDS``), per-parameter numbers (truth) and ``[low, high]`` pairs
 (bounds); anything else (optional detector effects, lists) is edited as inline YAML. The form does not
 validate by itself: it reports each edit as the whole spec mapping, and the page shows the validator's
 message next to the field it names (:meth:`SpecForm.show_error`).
@@ -16,10 +17,12 @@ import panel as pn
 import yaml
 
 from engine.problems import problem_kinds
-from engine.spec import FIELD_CHOICES, Spec
+from engine.spec import FIELD_CHOICES, OPTIONAL_BOOL_FIELDS, Spec
 
 __all__ = ["SpecForm"]
 
+# true/false/null fields: null takes the problem's default (e.g. training.disc_edge_features)
+_OPTIONAL_BOOL_OPTIONS = {"problem's default": None, "on": True, "off": False}
 _OPEN_SECTIONS = ("problem", "ensemble", "cluster")  # shown expanded; detector and training start collapsed
 # Mappings by default (problem.truth, problem.bounds) hold a value per parameter; optional effects default to null.
 _PER_PARAMETER = {(s, k) for s, v in Spec().to_dict().items() if isinstance(v, dict)
@@ -104,6 +107,8 @@ class SpecForm(pn.viewable.Viewer):
         kind = "plain"
         if choices is not None:
             widgets = [pn.widgets.Select(label=label, options=list(choices), value=value)]
+        elif path in OPTIONAL_BOOL_FIELDS:
+            widgets = [pn.widgets.Select(label=label, options=dict(_OPTIONAL_BOOL_OPTIONS), value=value)]
         elif isinstance(value, bool):
             widgets = [pn.widgets.Checkbox(label=label, value=value)]
         elif isinstance(value, int):

@@ -22,7 +22,7 @@ from engine.samplers import GRID_SPACINGS
 from engine.training import TrainingConfig
 
 __all__ = ["Spec", "SpecError", "load_spec", "parse_spec", "parse_spec_text", "default_spec", "METHODS",
-           "CLUSTER_MODES", "SCHEDULES", "DEVICES", "FIELD_CHOICES"]
+           "CLUSTER_MODES", "SCHEDULES", "DEVICES", "FIELD_CHOICES", "OPTIONAL_BOOL_FIELDS"]
 
 SPEC_VERSION = 1
 METHODS = ("gan", "mle")
@@ -33,6 +33,9 @@ GRID_SPACING_CHOICES = ("auto", *GRID_SPACINGS)
 FIELD_CHOICES: dict[str, tuple[str, ...]] = {"training.method": METHODS, "cluster.mode": CLUSTER_MODES,
                                              "cluster.schedule": SCHEDULES, "cluster.device": DEVICES,
                                              "training.grid_spacing": GRID_SPACING_CHOICES}
+
+
+_OPTIONAL_BOOL_TYPES = ("bool | None", "Optional[bool]")  # true, false or null (null: the problem's default)
 
 
 class SpecError(ValueError):
@@ -160,7 +163,7 @@ def _fill(section: str, target: Any, raw: Any) -> None:
         if key not in known:
             raise SpecError(path, f"unknown key; allowed: {', '.join(known)}")
         default = getattr(target, key)
-        if known[key].type in ("bool | None", "Optional[bool]"):  # e.g. training.disc_edge_features
+        if known[key].type in _OPTIONAL_BOOL_TYPES:  # e.g. training.disc_edge_features
             if value is not None and not isinstance(value, bool):
                 raise SpecError(path, f"expected true, false or null (the problem's default), got {value!r}")
         elif isinstance(default, bool):
@@ -361,3 +364,10 @@ def default_spec(kind: str = "proxy1d") -> Spec:
         raw[section] = dict(values) if isinstance(values, dict) else values
     raw.setdefault("problem", {})["kind"] = kind
     return parse_spec(raw)
+
+
+# Dotted paths of the fields that take true, false or null (e.g. training.disc_edge_features), for forms.
+OPTIONAL_BOOL_FIELDS: tuple[str, ...] = tuple(
+    f"{section.name}.{f.name}" for section in fields(Spec) if section.name not in ("version", "name")
+    for f in fields(getattr(Spec(), section.name)) if f.type in _OPTIONAL_BOOL_TYPES
+)

@@ -69,3 +69,16 @@ def test_bad_inline_yaml_is_reported_at_the_field_and_not_sent():
     form, edits = _form()
     form._widgets["detector.acceptance"][0].value = "{kind: [unclosed"
     assert edits == [] and form._errors["detector.acceptance"].visible
+
+
+def test_true_false_or_default_fields_offer_the_problems_default():
+    form, edits = _form()
+    select = form._widgets["training.disc_per_observable"][0]
+    assert isinstance(select, pn.widgets.Select)
+    assert select.options == {"problem's default": None, "on": True, "off": False} and select.value is None
+    select.value = False
+    assert edits[-1] == ("training", "disc_per_observable", False)
+    raw = default_spec("multiset2d").to_dict()
+    raw["training"]["disc_edge_features"] = True
+    form.show(parse_spec(raw).to_dict())  # a pushed spec sets the select, without an edit
+    assert form._widgets["training.disc_edge_features"][0].value is True and len(edits) == 1
