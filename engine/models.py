@@ -72,7 +72,7 @@ class Discriminator(nn.Module):
     hidden units.
 
     Arguments:
-        n_observables: observables (data sets) told apart by a one-hot label.
+        n_observables: observables (data sets), told apart by a one-hot label or a network each.
         domain: ``(a, b)`` per event coordinate.
         width, depth: hidden layers.
         edge_features: add the log-distance features.
