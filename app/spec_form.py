@@ -21,8 +21,10 @@ from engine.spec import FIELD_CHOICES, OPTIONAL_BOOL_FIELDS, Spec
 
 __all__ = ["SpecForm"]
 
-# true/false/null fields: null takes the problem's default (e.g. training.disc_edge_features)
-_OPTIONAL_BOOL_OPTIONS = {"problem's default": None, "on": True, "off": False}
+# true/false/null fields: null takes the problem's default (e.g. training.disc_edge_features). The select holds
+# the labels: a None value would show as no choice at all in the browser.
+_OPTIONAL_BOOL_LABELS = {None: "problem's default", True: "on", False: "off"}
+_OPTIONAL_BOOL_VALUES = {label: value for value, label in _OPTIONAL_BOOL_LABELS.items()}
 _OPEN_SECTIONS = ("problem", "ensemble", "cluster")  # shown expanded; detector and training start collapsed
 # Mappings by default (problem.truth, problem.bounds) hold a value per parameter; optional effects default to null.
 _PER_PARAMETER = {(s, k) for s, v in Spec().to_dict().items() if isinstance(v, dict)
@@ -56,7 +58,7 @@ class SpecForm(pn.viewable.Viewer):
         self.on_edit = on_edit
         self.layout = pn.Column(sizing_mode="stretch_width", css_classes=["spec-form"])
         self._widgets: dict[str, list[pn.widgets.Widget]] = {}  # dotted path -> its widgets
-        self._kinds: dict[str, str] = {}  # dotted path -> plain | pairs | numbers | yaml
+        self._kinds: dict[str, str] = {}  # dotted path -> plain | pairs | numbers | yaml | optional_bool
         self._errors: dict[str, pn.pane.Markdown] = {}  # dotted path -> the message under its widgets
         self._shape: tuple | None = None  # sections, keys and parameter names the widgets were built for
         self._values: dict[str, Any] = {}
@@ -108,7 +110,9 @@ class SpecForm(pn.viewable.Viewer):
         if choices is not None:
             widgets = [pn.widgets.Select(label=label, options=list(choices), value=value)]
         elif path in OPTIONAL_BOOL_FIELDS:
-            widgets = [pn.widgets.Select(label=label, options=dict(_OPTIONAL_BOOL_OPTIONS), value=value)]
+            kind = "optional_bool"
+            widgets = [pn.widgets.Select(label=label, options=list(_OPTIONAL_BOOL_VALUES),
+                                         value=_OPTIONAL_BOOL_LABELS[value])]
         elif isinstance(value, bool):
             widgets = [pn.widgets.Checkbox(label=label, value=value)]
         elif isinstance(value, int):
@@ -149,6 +153,8 @@ class SpecForm(pn.viewable.Viewer):
             flat = [float(x) for x in value.values()]
         elif kind == "yaml":
             flat = [_inline_yaml(value)]
+        elif kind == "optional_bool":
+            flat = [_OPTIONAL_BOOL_LABELS[value]]
         else:
             flat = [value]
         for w, v in zip(widgets, flat):
@@ -174,6 +180,8 @@ class SpecForm(pn.viewable.Viewer):
             except yaml.YAMLError as e:
                 self.show_error(path, f"not valid YAML: {getattr(e, 'problem', e)}")
                 return
+        elif kind == "optional_bool":
+            value = _OPTIONAL_BOOL_VALUES[widgets[0].value]
         else:
             value = widgets[0].value
         section, _, key = path.rpartition(".")

@@ -236,7 +236,16 @@ def test_configure_and_start_a_proxy2d_run_in_the_form_and_watch_the_cluster(ser
     page.locator(".form-training .card-header").first.click()  # the training section starts collapsed
     _set_field(page, "training.steps", "600", summary="gan, 600 steps")
     _set_field(page, "training.snapshot_every", "20")
+    # a true/false/null field shows its null as a choice ("problem's default"), not as a blank select
+    per_obs = page.locator(".field-training-disc_per_observable select")
+    assert per_obs.evaluate("e => e.options[e.selectedIndex] ? e.options[e.selectedIndex].text : null") == \
+        "problem's default"
+    per_obs.select_option(label="off")
     _tab(page, "YAML")
+    deadline = time.time() + 10
+    while "disc_per_observable: false" not in page.locator("textarea").input_value():
+        assert time.time() < deadline, page.locator("textarea").input_value()
+        time.sleep(0.2)
     text = page.locator("textarea").input_value()
     assert "kind: proxy2d" in text and "events: 3000" in text and "steps: 600" in text, text
     page.get_by_role("button", name="Start").click()

@@ -75,10 +75,12 @@ def test_true_false_or_default_fields_offer_the_problems_default():
     form, edits = _form()
     select = form._widgets["training.disc_per_observable"][0]
     assert isinstance(select, pn.widgets.Select)
-    assert select.options == {"problem's default": None, "on": True, "off": False} and select.value is None
-    select.value = False
+    # labels as values: a None value shows as no choice at all in the browser
+    assert select.options == ["problem's default", "on", "off"] and select.value == "problem's default"
+    select.value = "off"
     assert edits[-1] == ("training", "disc_per_observable", False)
     raw = default_spec("multiset2d").to_dict()
     raw["training"]["disc_edge_features"] = True
     form.show(parse_spec(raw).to_dict())  # a pushed spec sets the select, without an edit
-    assert form._widgets["training.disc_edge_features"][0].value is True and len(edits) == 1
+    assert form._widgets["training.disc_edge_features"][0].value == "on" and len(edits) == 1
+    assert form._widgets["training.disc_per_observable"][0].value == "problem's default"
