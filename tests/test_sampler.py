@@ -318,3 +318,16 @@ def test_loits_local_gradient_is_what_finite_differences_see_but_misses_the_allo
     exact = (_Exact(_theta(2) + s).moment((1, 0)) - _Exact(_theta(2) - s).moment((1, 0))) / 2e-5
     assert abs(grads["transport"] / exact - 1) < 0.01
     assert abs(grads["local"] / exact) < 1e-3
+
+
+def test_the_transport_backward_takes_gradients_through_the_running_integrals_as_autograd_would():
+    """LOITS's backward maps table gradients to the density by hand (one autograd node); check
+    that adjoint against autograd of ``cumulative_trapezoid`` on an uneven grid, along both axes."""
+    from engine.samplers.loits import _cumulative_trapezoid_adjoint
+
+    gen = torch.Generator().manual_seed(3)
+    grid = torch.sort(torch.rand(9, generator=gen, dtype=torch.float64)).values
+    f = torch.rand(4, 7, 9, generator=gen, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 7, 9, generator=gen, dtype=torch.float64)
+    (expected,) = torch.autograd.grad((cumulative_trapezoid(f, grid) * w).sum(), f)
+    assert torch.allclose(_cumulative_trapezoid_adjoint(w, grid[1:] - grid[:-1]), expected, rtol=1e-12, atol=1e-14)

@@ -67,11 +67,12 @@ def sample_loits_2d(
     hx, hy = grid_x[1:] - grid_x[:-1], grid_y[1:] - grid_y[:-1]
 
     # Running integrals along y at every x node, G (B, Gx, Gy); the line integrals L_i = G[:, i, -1],
-    # their running integral C along x, and the total Z.
-    col_cum = cumulative_trapezoid(density, grid_y)
-    line = col_cum[..., -1]
-    line_cum = cumulative_trapezoid(line, grid_x)
-    integral = line_cum[:, -1]
+    # their running integral C along x, and the total Z. With the transport gradient they are built
+    # without autograd: _Transport's backward takes its derivatives through them itself.
+    with torch.set_grad_enabled(gradient == "local" and torch.is_grad_enabled()):
+        col_cum = cumulative_trapezoid(density, grid_y)
+        line_cum = cumulative_trapezoid(col_cum[..., -1], grid_x)
+        integral = line_cum[:, -1]
 
     with torch.no_grad():
         # Allocation. Cell (i, j) sits at its lower-left corner's flat index r*Gx*Gy + i*Gy + j,
@@ -99,7 +100,7 @@ def sample_loits_2d(
         events = torch.stack([x0 + dx, y0 + dy], -1)
     else:
         c = _Cell(cell, column, s, t, dx, dy, hx_e, hy_e, f00, f01, f10, f11, g0, g1)
-        events = _Transport.apply(line_cum, col_cum, integral, density, c, x0, y0)
+        events, integral = _Transport.apply(density, (line_cum, col_cum, integral, hx, hy), c, x0, y0)
     return events.view(rows, n, 2), integral
 
 
@@ -133,25 +134,26 @@ class _Transport(torch.autograd.Function):
     the bilinear interpolant and an event at (s, t) in cell (i, j),
     Z F_X(x) = C_i + hx s lerp(L_i, L_i+1, s/2),  Z p_X(x) = ℓ = lerp(L_i, L_i+1, s),
     F(y | x) = lerp(G_i(y), G_i+1(y), s) / ℓ,  G_i(y) = G_ij + hy t lerp(f_ij, f_i,j+1, t/2).
-    The forward pass just assembles the events; the backward pass scatters these derivatives
-    into the tables C, G (and so L = G[..., -1]) and the corner values f, and into Z; autograd
-    takes them on to θ.
+    The forward pass just assembles the events (and passes the integral Z on); the backward pass
+    scatters these derivatives into the tables C, G (and so L = G[..., -1]), the corner values f
+    and Z, and takes them back through the running trapezoid integrals to the density: one node
+    of the autograd graph instead of some forty for the tables' slices, sums and products.
     """
 
     @staticmethod
-    def forward(ctx, line_cum: Tensor, col_cum: Tensor, integral: Tensor, density: Tensor, c: _Cell, x0: Tensor,
-                y0: Tensor) -> Tensor:
-        ctx.tables = (line_cum.detach(), col_cum.detach(), integral.detach())
+    def forward(ctx, density: Tensor, tables: tuple[Tensor, ...], c: _Cell, x0: Tensor, y0: Tensor
+                ) -> tuple[Tensor, Tensor]:
+        ctx.tables = tables
         ctx.cell_data = c
         events = x0.new_empty((x0.shape[0], 2))
         torch.add(x0, c.dx, out=events[:, 0])
         torch.add(y0, c.dy, out=events[:, 1])
-        return events
+        return events, tables[2].clone()
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
-        line_cum, col_cum, integral = ctx.tables
+    def backward(ctx, grad: Tensor, grad_z: Tensor) -> tuple[Tensor | None, ...]:
+        line_cum, col_cum, integral, hx_grid, hy_grid = ctx.tables
         c: _Cell = ctx.cell_data
         rows, nx, ny = col_cum.shape
         s, t, hx = c.s, c.t, c.hx
@@ -178,12 +180,13 @@ class _Transport(torch.autograd.Function):
         # x's share: −beta δ(C_i + hx s lerp(L_i, L_i+1, s/2)) + beta F_X δZ; y's share:
         # −gamma δ(lerp(G_i(y), G_i+1(y), s)) + gamma F(y | x) δ(lerp(L_i, L_i+1, s)); the G and f
         # terms are scattered with a positive sign and their tables negated afterwards.
-        grad_integral = torch.linalg.vecdot(beta.view(rows, -1), cdf_x.view(rows, -1)) / integral
+        grad_integral = torch.linalg.vecdot(beta.view(rows, -1), cdf_x.view(rows, -1)).div_(integral).add_(grad_z)
         w1 = s * half_s
         beta_hx = beta * hx
         gamma_f = gamma * cdf_y
         gamma_f_s = gamma_f * s
         grad_line_cum = torch.zeros_like(lines).scatter_add_(0, c.column, beta).neg_()
+        grad_line_cum.view(rows, nx)[:, -1] += grad_integral  # Z = C[:, -1]
         grad_line = torch.zeros_like(lines)
         grad_line.scatter_add_(0, c.column, torch.addcmul(gamma_f.sub_(gamma_f_s), beta_hx, s - w1, value=-1))
         grad_line[1:].scatter_add_(0, c.column, torch.addcmul(gamma_f_s, beta_hx, w1, value=-1))
@@ -192,7 +195,7 @@ class _Transport(torch.autograd.Function):
         grad_cols = torch.zeros_like(cols)
         grad_cols.scatter_add_(0, c.cell, gamma_1s)
         grad_cols[ny:].scatter_add_(0, c.cell, gamma_s)
-        grad_cols.neg_().view(rows, nx, ny)[..., -1] += grad_line.view(rows, nx)  # L = G[..., -1]
+        grad_cols.neg_()
         hy_v1 = c.dy * half_t  # hy t²/2
         hy_v0 = c.dy - hy_v1  # hy (t − t²/2)
         grad_f = torch.zeros_like(cols)
@@ -201,5 +204,24 @@ class _Transport(torch.autograd.Function):
         grad_f[ny:].scatter_add_(0, c.cell, gamma_s * hy_v0)
         grad_f[ny + 1 :].scatter_add_(0, c.cell, gamma_s.mul_(hy_v1))
         grad_f.neg_()
-        return (grad_line_cum.view(rows, nx), grad_cols.view(rows, nx, ny), grad_integral, grad_f.view(rows, nx, ny),
-                None, None, None)
+
+        # Back through C = cumulative_trapezoid(L) and L = G[..., -1], then G = cumulative_trapezoid(f).
+        grad_line += _cumulative_trapezoid_adjoint(grad_line_cum.view(rows, nx), hx_grid).view(-1)
+        grad_cols = grad_cols.view(rows, nx, ny)
+        grad_cols[..., -1] += grad_line.view(rows, nx)
+        grad_density = grad_f.view(rows, nx, ny).add_(_cumulative_trapezoid_adjoint(grad_cols, hy_grid))
+        return grad_density, None, None, None, None
+
+
+def _cumulative_trapezoid_adjoint(grad_out: Tensor, h: Tensor) -> Tensor:
+    """The gradient w.r.t. ``f (..., G)`` of ``Σ grad_out · cumulative_trapezoid(f)`` along the last
+    dimension, for cell widths ``h (G - 1,)``.
+
+    Cell k, between points k and k + 1, adds h_k (f_k + f_k+1) / 2 to every running integral from
+    point k + 1 on; so f_k and f_k+1 each receive h_k / 2 times the sum of ``grad_out`` from k + 1 on.
+    """
+    tail = torch.cumsum(grad_out[..., 1:].flip(-1), -1).flip(-1).mul_(0.5 * h)  # (..., G - 1)
+    out = torch.zeros_like(grad_out)
+    out[..., :-1] = tail
+    out[..., 1:] += tail
+    return out
