@@ -136,8 +136,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.problem not in problem_kinds():
         return _fail(f"--problem: unknown problem {args.problem!r}; choose one of {', '.join(problem_kinds())}")
     for name in ("events", "width", "depth", "threads", "repeats", "members", "steps"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             return _fail(f"--{name}: must be at least 1, got {getattr(args, name)}")
+    for name in ("window", "warmup"):
+        if not getattr(args, name) > 0:
+            return _fail(f"--{name}: must be a positive number of seconds, got {getattr(args, name)}")
+    if args.members is not None and args.what not in ("ensemble", "gan"):
+        return _fail(f"--members: only for bench ensemble and bench gan, not bench {args.what}")
+    if args.what == "gan" and args.members is not None and args.device == "cuda":
+        return _fail("--members: bench gan runs its members on CPU workers; for a GPU, bench gan --device cuda")
     if min(args.ranks) < 1:
         return _fail(f"--ranks: every rank count must be at least 1, got {args.ranks}")
     if args.device == "cuda":  # ensemble and dp run on an embedded cluster on this machine too
@@ -220,7 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=int, default=2, help="discriminator hidden layers (gan)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default: 1, one Dask worker's share)")
     p.add_argument("--repeats", type=int, default=20)
-    p.add_argument("--members", type=int, default=2, help="ensemble: members (and workers) (default: 2)")
+    p.add_argument("--members", type=int, default=None,
+                   help="ensemble: members (and workers) (default: 2); gan: train this many at once on as many "
+                        "workers and count the events of all (default: one, in this process)")
+    p.add_argument("--window", type=float, default=10.0, help="gan --members: seconds counted (default: 10)")
+    p.add_argument("--warmup", type=float, default=10.0,
+                   help="gan --members: seconds from submission to the counted window (default: 10)")
     p.add_argument("--ranks", type=lambda s: [int(r) for r in s.split(",")], default=[1, 2], metavar="R[,R...]",
                    help="dp: ranks to compare (default: 1,2)")
     p.add_argument("--steps", type=int, default=300, help="ensemble, dp: training steps per run (default: 300)")

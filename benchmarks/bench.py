@@ -26,11 +26,12 @@ import torch
 
 from engine.devices import resolve_device
 from engine.problems import get_problem
-from engine.pseudodata import make_pseudo_data
+from engine.problems.base import Problem
+from engine.pseudodata import MeasuredData, make_pseudo_data
 from engine.samplers import SAMPLERS
 from engine.training import GANTrainer, TrainingConfig
 
-__all__ = ["bench_sampler", "bench_gan"]
+__all__ = ["bench_sampler", "bench_gan", "bench_data", "gan_batch", "gan_trainer", "disc_label"]
 
 
 def _timings(fn: Callable[[], object], repeats: int, device: torch.device, warmup: int = 3) -> list[float]:
@@ -119,27 +120,12 @@ def bench_gan(
     step (16 rather than 64): their theory is tabulated on a 2D grid per parameter set.
     """
     problem = get_problem(kind)
-    data = make_pseudo_data(problem, np.asarray(problem.truth), 100_000, seed=1)
-    n_obs = len(problem.observable_names)
-    batch = batch_params or (64 if problem.event_dims == 1 else 16)
-    per_param = max(1, events // (batch * n_obs))
-    n = batch * per_param * n_obs
+    data = bench_data(problem)
+    batch, per_param, n = gan_batch(problem, events, batch_params)
 
     def measure(edges: bool | None) -> tuple[str, list[float]]:
-        config = TrainingConfig(
-            steps=10_000,
-            batch_params=batch,
-            events_per_param=per_param,
-            disc_width=width,
-            disc_depth=depth,
-            disc_edge_features=edges,
-            disc_per_observable=None if edges is None else False,  # the reference: one network
-        )
-        trainer = GANTrainer(problem, data, config, seed=0, device=device)
-        times = _timings(trainer.train_step, repeats, device)
-        nets = trainer.discriminator.networks
-        layers = "-".join(map(str, [nets[0][0].in_features] + [width] * depth + [1]))
-        return (f"{len(nets)} × {layers}" if len(nets) > 1 else layers), times
+        trainer = gan_trainer(problem, data, events, width, depth, edges, batch_params, device)
+        return disc_label(trainer, width, depth), _timings(trainer.train_step, repeats, device)
 
     disc, times = measure(edge_features)
     seconds = statistics.median(times)
@@ -173,18 +159,71 @@ def bench_gan(
     return out
 
 
+def bench_data(problem: Problem) -> MeasuredData:
+    """The measured events the GAN benchmarks train on: 100 000 per observable at the truth."""
+    return make_pseudo_data(problem, np.asarray(problem.truth), 100_000, seed=1)
+
+
+def gan_batch(problem: Problem, events: int, batch_params: int | None = None) -> tuple[int, int, int]:
+    """``(parameter sets, events per set and observable, generated events)`` of a benchmark step.
+
+    2D problems draw fewer parameter sets per step (16 rather than 64): their theory is tabulated
+    on a 2D grid per parameter set.
+    """
+    n_obs = len(problem.observable_names)
+    batch = batch_params or (64 if problem.event_dims == 1 else 16)
+    per_param = max(1, events // (batch * n_obs))
+    return batch, per_param, batch * per_param * n_obs
+
+
+def gan_trainer(
+    problem: Problem,
+    data: MeasuredData,
+    events: int,
+    width: int = 64,
+    depth: int = 2,
+    edge_features: bool | None = False,
+    batch_params: int | None = None,
+    device: torch.device = torch.device("cpu"),
+) -> GANTrainer:
+    """The trainer a GAN benchmark times; ``edge_features=None`` takes the problem's own
+    discriminator (its edge features and networks per observable), anything else the reference one
+    network on the event coordinates."""
+    batch, per_param, _ = gan_batch(problem, events, batch_params)
+    config = TrainingConfig(
+        steps=10_000,
+        batch_params=batch,
+        events_per_param=per_param,
+        disc_width=width,
+        disc_depth=depth,
+        disc_edge_features=edge_features,
+        disc_per_observable=None if edge_features is None else False,  # the reference: one network
+    )
+    return GANTrainer(problem, data, config, seed=0, device=device)
+
+
+def disc_label(trainer: GANTrainer, width: int, depth: int) -> str:
+    """The discriminator's layer sizes, e.g. ``2-64-64-1`` or ``4 × 6-64-64-1``."""
+    nets = trainer.discriminator.networks
+    layers = "-".join(map(str, [nets[0][0].in_features] + [width] * depth + [1]))
+    return f"{len(nets)} × {layers}" if len(nets) > 1 else layers
+
+
 def run(args: Any) -> int:
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     if args.what == "sampler":
         out = bench_sampler(args.problem, args.events, repeats=args.repeats, device=device)
-    elif args.what == "gan":
+    elif args.what == "gan" and args.members is None:
         out = bench_gan(args.problem, args.events, args.width, args.depth, repeats=args.repeats, device=device)
-    else:  # whole runs on a LocalCluster: imports Dask
-        from benchmarks.scaleout import bench_data_parallel, bench_ensemble
+    else:  # on a LocalCluster: imports Dask
+        from benchmarks.scaleout import bench_data_parallel, bench_ensemble, bench_gan_members
 
-        if args.what == "ensemble":
-            out = bench_ensemble(args.problem, args.members, args.steps, args.device)
+        if args.what == "gan":
+            out = bench_gan_members(args.problem, args.events, args.members, args.threads, args.width, args.depth,
+                                    args.window, args.warmup)
+        elif args.what == "ensemble":
+            out = bench_ensemble(args.problem, args.members or 2, args.steps, args.device)
         else:
             out = bench_data_parallel(args.problem, args.ranks, args.steps, args.schedule, device=args.device)
     out.update({"threads": torch.get_num_threads(), "torch": torch.__version__, "device": str(device)})

@@ -175,6 +175,35 @@ def test_bench_gan_reports_the_reference_and_the_problems_own_discriminator(caps
     assert out["events_per_second_problem_disc"] > 0
 
 
+@pytest.mark.slow
+def test_bench_gan_members_counts_the_steps_of_all_members_in_one_window(capsys):
+    """Two trainers on two real LocalCluster workers at once; the rate is their steps' events over the window."""
+    import json
+
+    args = ["bench", "gan", "--problem", "proxy2d", "--events", "2000", "--members", "2", "--window", "2",
+            "--warmup", "8", "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["members"] == 2 and out["threads_per_member"] == 1 and out["disc"] == "2-64-64-1"
+    steps = out["member_steps"]
+    assert len(steps) == 2 and min(steps) > 0
+    assert all(0 < s < 2.0 for s in out["member_median_seconds"])
+    assert out["events_per_second"] == pytest.approx(sum(steps) * out["events"] / 2.0)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["bench", "dp", "--members", "2"], "--members: only for bench ensemble and bench gan"),
+        (["bench", "gan", "--members", "0"], "--members: must be at least 1"),
+        (["bench", "gan", "--members", "2", "--window", "0"], "--window: must be a positive number"),
+    ],
+)
+def test_bench_refuses_members_where_they_mean_nothing(capsys, args, message):
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where there is no CUDA")
 def test_bench_on_cuda_without_cuda_exits_2(capsys):
     assert main(["bench", "gan", "--events", "2000", "--device", "cuda", "--json"]) == 2
