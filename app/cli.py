@@ -246,6 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.func in (cmd_run, cmd_data, cmd_bench):  # heavy torch work in this process (not serve's web server)
+        from engine.malloc import retain_freed_memory
+
+        retain_freed_memory()
     from engine.spec import SpecError
 
     try:
