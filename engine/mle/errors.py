@@ -1,0 +1,149 @@
+"""Errors of :class:`~engine.mle.MLEFit` from the Hessian of the NLL (the sandwich for weighted data), and the
+predictions at the optimum drawn with them."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from engine.detector import ResolutionSmearing
+from engine.histograms import chi2_per_ndf, density_histograms, histogram_counts
+from engine.mle.likelihood import _F64, LikelihoodModel
+
+
+class ErrorsAndPredictions(LikelihoodModel):
+    """Hessian errors and predictions of :class:`~engine.mle.MLEFit`, which sets the attributes below."""
+
+    rng: torch.Generator
+    qcf_grids: tuple[Tensor, ...]
+    edges: np.ndarray
+    data_counts: np.ndarray
+    data_sumw2: np.ndarray | None
+    theta_hat: Tensor
+    cov: Tensor
+    qcf_draws: tuple[int, int]
+    simulated_events: tuple[int, int]
+
+    def hessian(self, theta: Tensor | None = None) -> Tensor:
+        """Hessian of the NLL in θ, ``(P, P)``, at ``theta`` (the optimum by default)."""
+        theta = self.theta_hat if theta is None else theta
+        h = torch.autograd.functional.hessian(self.nll, theta.detach().clone())
+        return 0.5 * (h + h.T)
+
+    def scores(self, theta: Tensor | None = None) -> Tensor:
+        """Per-event scores ``∂ log p_j(x_ji) / ∂θ`` at ``theta`` (θ̂ by default): ``(O, N, P)``.
+
+        Forward-mode derivatives (one pass per parameter); central differences if the theory has
+        no forward-mode rule for some operation.
+        """
+        theta = (self.theta_hat if theta is None else theta).detach().clone()
+        cols = []
+        try:
+            import torch.autograd.forward_ad as fwad
+
+            with torch.no_grad():
+                for k in range(len(theta)):
+                    with fwad.dual_level():
+                        out = self.event_log_likelihood(fwad.make_dual(theta, torch.eye(len(theta), dtype=_F64)[k]))
+                        tangent = fwad.unpack_dual(out).tangent
+                    cols.append(torch.zeros_like(out) if tangent is None else tangent.clone())
+        except (RuntimeError, NotImplementedError):
+            cols = []
+            with torch.no_grad():
+                for k in range(len(theta)):
+                    h = 1e-6 * float(self.hi[k] - self.lo[k])
+                    step = torch.zeros_like(theta)
+                    step[k] = h
+                    up, down = self.event_log_likelihood(theta + step), self.event_log_likelihood(theta - step)
+                    cols.append((up - down) / (2 * h))
+        return torch.stack(cols, dim=-1)
+
+    def score_covariance(self, weights: Tensor) -> Tensor:
+        """``V = Σ_i w_i² s_i s_iᵀ + J_σᵀ diag(δ⁻²) J_σ`` at θ̂, the middle of the sandwich ``H⁻¹ V H⁻¹``."""
+        s = self.scores().reshape(-1, len(self.theta_hat))
+        v = (s * (weights.reshape(-1, 1) ** 2)).T @ s
+        if self.use_xsec:
+            jac = torch.autograd.functional.jacobian(
+                lambda t: self.problem.cross_sections(t[None], self.truth_grids)[0], self.theta_hat.detach().clone()
+            )  # (O, P)
+            v = v + (jac / self.xsec_err[:, None] ** 2).T @ jac
+        return 0.5 * (v + v.T)
+
+    def _errors(self) -> None:
+        """Covariance ``H⁻¹`` at θ̂ (weighted data: the sandwich ``H⁻¹ V H⁻¹``); NaN (with a warning) where
+        ``H`` is not positive definite."""
+        h = self.hessian()
+        names = self.problem.param_names
+        span = self.hi - self.lo
+        at_bound = [n for n, t, a, b in zip(names, self.theta_hat, self.lo, span) if min(t - a, a + b - t) < 1e-4 * b]
+        if at_bound:
+            self.warnings.append(f"parameters at a bound ({', '.join(at_bound)}): their Hessian errors are unreliable")
+        chol, info = torch.linalg.cholesky_ex(h)
+        if int(info) != 0 or not bool(torch.isfinite(h).all()):
+            eig = torch.linalg.eigvalsh(h) if bool(torch.isfinite(h).all()) else torch.tensor([math.nan])
+            self.warnings.append(
+                f"the Hessian of the NLL at the optimum is not positive definite (smallest eigenvalue "
+                f"{float(eig.min()):.3g}): parameter and QCF errors are NaN"
+            )
+            self.cov = torch.full_like(h, math.nan)
+        else:
+            self.cov = torch.cholesky_inverse(chol)
+            if self.event_w is not None:
+                self.cov = self.cov @ self.score_covariance(self.event_w) @ self.cov
+                self.cov = 0.5 * (self.cov + self.cov.T)
+
+    # Predictions --------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def predict(self, n_params: int | None = None, events_per_param: int | None = None) -> dict[str, np.ndarray]:
+        """The fit's parameters and errors, QCFs at θ̂ with the std and 16–84% band of θ ~ N(θ̂, H⁻¹)
+        (clipped to the bounds), and histograms of events simulated at θ̂ with their χ²/ndf vs data.
+
+        ``n_params`` is the number of θ draws and ``n_params × events_per_param`` the number of
+        simulated events per observable (the class defaults if not given); the keys are those of
+        :meth:`GANTrainer.predict`.
+        """
+        two_d = self.problem.event_dims == 2
+        draws = n_params or self.qcf_draws[two_d]
+        n_sim = n_params * events_per_param if n_params and events_per_param else self.simulated_events[two_d]
+        theta = self.theta_hat
+        std = torch.sqrt(torch.diagonal(self.cov))
+        q_hat = self.problem.qcfs(theta[None], *self.qcf_grids)[0]  # (Q, X[, Y])
+        out = {"params_mean": theta.numpy().copy(), "params_std": std.numpy().copy(), "qcf_mean": q_hat.numpy()}
+        chol, info = torch.linalg.cholesky_ex(self.cov)
+        if int(info) == 0 and bool(torch.isfinite(chol).all()):
+            z = torch.randn((draws, len(theta)), generator=self.rng, dtype=_F64)
+            samples = torch.minimum(torch.maximum(theta + z @ chol.T, self.lo), self.hi)
+            q = self.problem.qcfs(samples, *self.qcf_grids)  # (B, Q, X[, Y])
+        else:
+            q = torch.stack([q_hat + math.nan, q_hat + math.nan])
+        levels = torch.tensor([0.16, 0.84], dtype=_F64)
+        lo, hi = torch.quantile(q.flatten(2), levels, dim=0)
+        out.update(
+            {
+                "qcf_std": q.std(0).numpy(),
+                "qcf_lo": lo.reshape(q.shape[1:]).numpy(),
+                "qcf_hi": hi.reshape(q.shape[1:]).numpy(),
+            }
+        )
+        if two_d:
+            y = self.qcf_grids[1]
+            proj = torch.trapezoid(q, y, dim=-1)
+            plo, phi = torch.quantile(proj, levels, dim=0)
+            out.update(
+                {"qcfx_mean": torch.trapezoid(q_hat, y, dim=-1).numpy(), "qcfx_lo": plo.numpy(), "qcfx_hi": phi.numpy()}
+            )
+        events = self.simulate(n_sim)
+        out["hist_gen"] = density_histograms(events, self.edges)
+        out["chi2_ndf"] = chi2_per_ndf(self.data_counts, histogram_counts(events, self.edges), None, self.data_sumw2)
+        return out
+
+    @torch.no_grad()
+    def simulate(self, n: int, theta: Tensor | None = None) -> np.ndarray:
+        """Detector-level events ``(O, n, D)`` at ``theta`` (θ̂ by default), drawn on the problem's fine grid."""
+        theta = self.theta_hat if theta is None else theta
+        events, _ = self.problem.pseudo_events(theta.to(_F64), n, self.rng)
+        return ResolutionSmearing(self.resolution)(events, generator=self.rng).numpy()
