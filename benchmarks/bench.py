@@ -111,6 +111,8 @@ def bench_gan(
       divided by the median seconds per step.
     - ``events_analysed_per_second``: rows through the discriminator per step (generated + real,
       i.e. twice the above) divided by the same seconds.
+    - ``pass_threads``: helper threads of the discriminator pass (``--threads`` − 1 on the CPU; see
+      :class:`~engine.adversarial.PassThreads`).
 
     The headline figures use the reference discriminator: event coordinates (plus a one-hot
     observable label with several observables) → ``width`` × ``depth`` → 1, i.e. 2-64-64-1 for
@@ -123,8 +125,12 @@ def bench_gan(
     data = bench_data(problem)
     batch, per_param, n = gan_batch(problem, events, batch_params)
 
+    helpers = 0
+
     def measure(edges: bool | None) -> tuple[str, list[float]]:
+        nonlocal helpers
         trainer = gan_trainer(problem, data, events, width, depth, edges, batch_params, device)
+        helpers = trainer.pass_threads.helpers if trainer.pass_threads is not None else 0
         return disc_label(trainer, width, depth), _timings(trainer.train_step, repeats, device)
 
     disc, times = measure(edge_features)
@@ -140,6 +146,7 @@ def bench_gan(
         "disc": disc,
         "disc_width": width,
         "disc_depth": depth,
+        "pass_threads": helpers,
         "median_seconds": seconds,
         "min_seconds": min(times),
         "events_per_second": n / seconds,

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CheckpointStore", "MemoryCheckpointStore", "save_checkpoint", "load_checkpoint", "CHECKPOINT_FORMAT"]
 
-CHECKPOINT_FORMAT = 2
+CHECKPOINT_FORMAT = 3  # 3: the real batches' random stream (real_rng)
 
 
 class CheckpointStore(Protocol):
@@ -96,6 +96,7 @@ def save_checkpoint(trainer: GANTrainer, metrics: dict[str, list[float]]) -> byt
     """The trainer's state after ``trainer.step`` steps and the metric history, as bytes (CPU tensors)."""
     state = {name: _on_cpu(part.state_dict()) for name, part in _modules(trainer).items()}
     state.update(format=CHECKPOINT_FORMAT, step=trainer.step, rng=trainer.rng.get_state(),
+                 real_rng=trainer.real_rng_state(),
                  rng_device=trainer.rng.device.type, torch_rng=torch.get_rng_state(), metrics=metrics,
                  param_sum=trainer.param_sum.cpu(), param_count=trainer.param_count)
     buf = io.BytesIO()
@@ -118,5 +119,7 @@ def load_checkpoint(trainer: GANTrainer, blob: bytes) -> dict[str, list[float]]:
     trainer.step = int(state["step"])
     trainer.param_sum, trainer.param_count = state["param_sum"].to(trainer.device), int(state["param_count"])
     _restore_rng(trainer.rng, state["rng"], state.get("rng_device", "cpu"))
+    _restore_rng(trainer.real_rng, state["real_rng"], state.get("rng_device", "cpu"))
+    trainer.discard_prefetch()  # begun on the discriminator just replaced
     torch.set_rng_state(state["torch_rng"])
     return {k: list(v) for k, v in state["metrics"].items()}

@@ -1,29 +1,17 @@
 """The generator (noise → bounded parameters) and the discriminator (events → real/fake logit).
 
-Training does not run the discriminator through autograd: :func:`adversarial_pass` sends real
-and generated events through it once and backpropagates by hand (see there for why that is
-exact; on 2 CPU cores it takes about half the time of the autograd D and G steps).
+Training does not run the discriminator through autograd: :mod:`engine.adversarial` does its
+forward and backward pass by hand.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
+
+from engine.adversarial import AdversarialPass, PassThreads, PendingPass, adversarial_pass
 
 __all__ = ["Generator", "Discriminator", "mlp", "AdversarialPass", "adversarial_pass"]
-
-# Rows of events per block of the hand-written pass, per torch thread: few enough that a block's
-# activations (rows × width floats) stay in cache from the forward to the backward half, enough
-# that per-operation overhead stays small. On AMD EPYC cores (1 MiB L2 each, 32 MiB L3), full
-# proxy2d steps of 20 000 rows: with 1 thread 4096 rows 2-7% faster than 8192 and 3072; with 2
-# threads 8192 4-5% faster than 4096.
-PASS_BLOCK_ROWS_PER_THREAD = 4096
-# Batches the rows of a block are split into for its weight gradients (see _add_weight_grad).
-WEIGHT_GRAD_SPLIT = 4
 
 
 def mlp(n_in: int, width: int, depth: int, n_out: int) -> nn.Sequential:
@@ -161,7 +149,7 @@ class Discriminator(nn.Module):
     def adversarial_pass(
         self, features: Tensor, n_real: int, weights: Tensor | None = None, real_weights: Tensor | None = None
     ) -> AdversarialPass:
-        """:func:`adversarial_pass` of this discriminator on ``features (N, F)``.
+        """:func:`~engine.adversarial.adversarial_pass` of this discriminator on ``features (N, F)``.
 
         With a network per observable the rows must come as the training step lays them out: the
         ``n_real`` real rows in equal blocks, one per observable in order, then the generated rows
@@ -172,26 +160,49 @@ class Discriminator(nn.Module):
         if not self.per_observable:
             return adversarial_pass(self.net, features, n_real, weights, workspace=self._workspaces[0],
                                     real_weights=real_weights)
-        o = self.n_observables
-        n_fake = features.shape[0] - n_real
-        if n_real % o or n_fake % o:
-            raise ValueError(f"{n_real} real and {n_fake} generated rows do not split into {o} equal blocks")
-        r, g = n_real // o, n_fake // o
+        r, g = self._rows_per_network(n_real, features.shape[0] - n_real)
         passes = []
         for k, net in enumerate(self.nets):
             rows = torch.cat([features[k * r : (k + 1) * r], features[n_real + k * g : n_real + (k + 1) * g]])
             passes.append(adversarial_pass(
-                net, rows, r, None if weights is None else weights[k * g : (k + 1) * g],
-                workspace=self._workspaces[k],
-                real_weights=None if real_weights is None else real_weights[k * r : (k + 1) * r],
+                net, rows, r, _rows(weights, k, g), workspace=self._workspaces[k],
+                real_weights=_rows(real_weights, k, r),
             ))
-        scale = 1.0 / o
-        for net in self.nets:  # the mean over observables of each network's own loss
+        return self._mean_over_networks(passes, weights is not None)
+
+    def begin_pass(self, threads: PassThreads, real: Tensor, real_weights: Tensor | None = None) -> PendingPass:
+        """The same pass on helper threads, in two halves: this one starts the ``real`` rows' blocks
+        (laid out as for :meth:`adversarial_pass`), :meth:`finish_pass` adds the generated rows."""
+        r, _ = self._rows_per_network(real.shape[0], 0)
+        nets = self.networks
+        return threads.begin(nets, [_rows(real, k, r) for k in range(len(nets))],
+                             [_rows(real_weights, k, r) for k in range(len(nets))])
+
+    def finish_pass(self, pending: PendingPass, fake: Tensor, weights: Tensor | None = None) -> AdversarialPass:
+        """Completes :meth:`begin_pass` with the generated rows; the same result as :meth:`adversarial_pass`
+        on all rows with the same blocks."""
+        _, g = self._rows_per_network(0, fake.shape[0])
+        n = len(self.networks)
+        passes = pending.finish([_rows(fake, k, g) for k in range(n)], [_rows(weights, k, g) for k in range(n)],
+                                self._workspaces[0])
+        return passes[0] if n == 1 else self._mean_over_networks(passes, weights is not None)
+
+    def _rows_per_network(self, n_real: int, n_fake: int) -> tuple[int, int]:
+        o = self.n_observables if self.per_observable else 1
+        if n_real % o or n_fake % o:
+            raise ValueError(f"{n_real} real and {n_fake} generated rows do not split into {o} equal blocks")
+        return n_real // o, n_fake // o
+
+    def _mean_over_networks(self, passes: list[AdversarialPass], weighted: bool) -> AdversarialPass:
+        """One network per observable: the mean over observables of each network's own loss."""
+        scale = 1.0 / len(passes)
+        for net in self.nets:
             for p in net.parameters():
                 p.grad.mul_(scale)
-        grad_weights = None if weights is None else torch.cat([p.grad_weights for p in passes]).mul_(scale)
+        grad_weights = torch.cat([p.grad_weights for p in passes]).mul_(scale) if weighted else None
         return AdversarialPass(
-            logits=torch.cat([p.logits[:r] for p in passes] + [p.logits[r:] for p in passes]),
+            logits=torch.cat([p.logits[: p.logits.shape[0] - p.grad_inputs.shape[0]] for p in passes]
+                             + [p.logits[p.logits.shape[0] - p.grad_inputs.shape[0] :] for p in passes]),
             loss_d=torch.stack([p.loss_d for p in passes]).mean(),
             loss_g=torch.stack([p.loss_g for p in passes]).mean(),
             grad_inputs=torch.cat([p.grad_inputs for p in passes]).mul_(scale),
@@ -199,155 +210,6 @@ class Discriminator(nn.Module):
         )
 
 
-def _add_weight_grad(grad: Tensor, scaled: Tensor, delta: Tensor, scratch: Callable[..., Tensor]) -> None:
-    """``grad += scaled.T @ delta`` for a block's ``scaled (m, in + 1)`` and ``delta (m, out)``.
-
-    A long reduction into a small matrix: the rows are split into :data:`WEIGHT_GRAD_SPLIT` batches
-    of one product each, summed afterwards, which keeps every core busy (the library's own threading
-    of the single product left the 3-row one of the first layer on one core; measured 110 against
-    185 µs per 8192 rows for it and 500 against 550 µs for a 64-wide layer, 2 threads).
-    """
-    m, k = scaled.shape[0], WEIGHT_GRAD_SPLIT
-    if m % k:
-        grad.addmm_(scaled.t(), delta)
-        return
-    parts = torch.bmm(scaled.view(k, m // k, -1).transpose(1, 2), delta.view(k, m // k, -1),
-                      out=scratch(f"wgrad{grad.shape[0]}x{grad.shape[1]}", k, *grad.shape))
-    grad.add_(parts.sum(0))
-
-
-@dataclass
-class AdversarialPass:
-    """What one :func:`adversarial_pass` computes (all without autograd history).
-
-    Attributes:
-        logits: ``(N,)``, real rows first.
-        loss_d: the discriminator loss ``BCE(real, 1) + BCE(generated, 0)`` (means; weighted mean
-            for the generated rows when they carry weights, mean of weight × BCE for weighted real
-            rows): ln 4 at equilibrium.
-        loss_g: the generator's non-saturating loss ``BCE(generated, 1)``.
-        grad_inputs: ``∂ loss_g / ∂ input`` of the generated rows, ``(N − n_real, F)``.
-        grad_weights: ``∂ loss_g / ∂ weight`` of the generated rows, ``(N − n_real,)``, if weighted.
-    """
-
-    logits: Tensor
-    loss_d: Tensor
-    loss_g: Tensor
-    grad_inputs: Tensor
-    grad_weights: Tensor | None = None
-
-
-@torch.no_grad()
-def adversarial_pass(
-    net: nn.Sequential,
-    inputs: Tensor,
-    n_real: int,
-    weights: Tensor | None = None,
-    block_rows: int | None = None,
-    workspace: dict[str, Tensor] | None = None,
-    real_weights: Tensor | None = None,
-) -> AdversarialPass:
-    """Both GAN losses of an :func:`mlp` discriminator from one forward and one backward pass.
-
-    Sets the ``.grad`` of every parameter of ``net`` to ``∂ loss_d / ∂ parameter`` and returns the
-    losses, the logits and the generator's gradient w.r.t. the generated inputs (to be chained
-    into the generator's autograd graph by the caller). The generator's gradient is that of the
-    discriminator as passed in, i.e. before its update (simultaneous rather than alternating
-    updates).
-
-    Why by hand: ``∂ loss / ∂ logit`` is a scalar per event, so one backward pass of a unit
-    gradient gives every event's deltas; the discriminator's weight gradients are those deltas
-    scaled by ``∂ loss_d / ∂ logit`` and the generator's input gradients the same deltas scaled by
-    ``∂ loss_g / ∂ logit``. Real and generated events share the pass, there is no second forward
-    for the generator and no autograd bookkeeping. The pass runs over blocks of rows whose
-    activations stay in cache, in place in a reused workspace (LeakyReLU's derivative is read
-    off its output): fresh multi-megabyte tensors each step would cost more in page faults than
-    the arithmetic.
-
-    Arguments:
-        net: ``Linear`` layers with ``LeakyReLU`` between them (from :func:`mlp`), one output.
-        inputs: ``(N, F)``: ``n_real`` rows of real events, then the generated ones.
-        n_real: rows of real events.
-        weights: optional per-event weights of the generated rows ``(N − n_real,)`` (e.g. detector
-            efficiencies); their losses are then weighted means.
-        real_weights: optional per-event weights of the real rows ``(n_real,)``, normalised to mean 1
-            over the measured data (not over the batch): the real term is then the mean of
-            ``weight × BCE(real, 1)``, an unbiased estimate of the weighted data's expectation. Weights of
-            exactly 1 give bit-identical results to ``None``.
-        block_rows: rows per block (default: :data:`PASS_BLOCK_ROWS_PER_THREAD` per torch thread).
-        workspace: scratch tensors kept between calls (filled on first use); one per network, not
-            shared between threads.
-    """
-    linears = [m for m in net if isinstance(m, nn.Linear)]
-    slopes = [m.negative_slope for m in net if isinstance(m, nn.LeakyReLU)]
-    if len(slopes) != len(linears) - 1 or linears[-1].out_features != 1 or any(s <= 0 for s in slopes):
-        raise ValueError("adversarial_pass needs Linear layers with LeakyReLU (slope > 0) between them, one output")
-    hidden, w_out = linears[:-1], linears[-1].weight[0]
-    n, n_fake = inputs.shape[0], inputs.shape[0] - n_real
-    rows = min(block_rows or PASS_BLOCK_ROWS_PER_THREAD * torch.get_num_threads(), n)
-    ws = {} if workspace is None else workspace
-
-    def scratch(name: str, *shape: int) -> Tensor:
-        buf = ws.get(name)
-        if buf is None or buf.shape != shape or buf.dtype != inputs.dtype or buf.device != inputs.device:
-            buf = ws[name] = inputs.new_empty(shape)
-        return buf
-
-    # The gradients of each layer accumulate as one (in + 1, out) matrix, weights transposed with
-    # the bias as the last row: x.T @ delta is a fast product when x is skinny (delta.T @ x is
-    # not; likewise W.T @ delta.T for the input gradients below).
-    grads = [inputs.new_zeros(m.in_features + 1, m.out_features) for m in linears]
-    w_in_t = linears[0].weight.t().contiguous()
-    logits = inputs.new_empty(n)
-    grad_inputs = inputs.new_empty(n_fake, inputs.shape[1])
-    # Each row's weight in its loss (1 / rows for the means) and its target.
-    row_weights = inputs.new_full((n,), 1.0 / max(n_real, 1))
-    if real_weights is not None:
-        row_weights[:n_real] = real_weights * (1.0 / max(n_real, 1))
-    row_weights[n_real:] = 1.0 / max(n_fake, 1) if weights is None else weights / weights.sum()
-    targets = inputs.new_zeros(n)
-    targets[:n_real] = 1.0
-    for start in range(0, n, rows):
-        stop = min(start + rows, n)
-        m = stop - start
-        acts = [inputs[start:stop]]  # inputs, then each hidden layer's output
-        for k, (lin, slope) in enumerate(zip(hidden, slopes)):
-            z = torch.addmm(lin.bias, acts[-1], lin.weight.t(), out=scratch(f"act{k}", rows, lin.out_features)[:m])
-            acts.append(F.leaky_relu_(z, slope))
-        logit = torch.addmv(linears[-1].bias, acts[-1], w_out, out=logits[start:stop])
-        # ∂ loss_d / ∂ logit per row: (sigmoid(l) − target) × the row's weight in its mean.
-        g_d = (torch.sigmoid(logit) - targets[start:stop]).mul_(row_weights[start:stop])
-        grads[-1][:-1, 0].add_(g_d @ acts[-1])
-        grads[-1][-1].add_(g_d.sum())
-        # Backward of a unit logit gradient (delta = ∂ logit / ∂ pre-activation, in place of the
-        # activations). The weight gradients scale each row's delta by its g_d: they are
-        # [g_d x, g_d].T @ delta for a layer with input x (the bias's input is 1).
-        delta = w_out.expand(m, -1)
-        for k in range(len(hidden) - 1, -1, -1):
-            # into a buffer of its own: written over its input, the result went through a temporary and a copy
-            delta = torch.ops.aten.leaky_relu_backward.grad_input(
-                delta, acts[k + 1], slopes[k], True, grad_input=scratch(f"back{k}", rows, acts[k + 1].shape[1])[:m]
-            )
-            width = acts[k].shape[1]
-            scaled = scratch(f"scaled{width}", rows, width + 1)[:m]
-            torch.mul(acts[k], g_d[:, None], out=scaled[:, :width])
-            scaled[:, width] = g_d
-            _add_weight_grad(grads[k], scaled, delta, scratch)
-            if k > 0:
-                delta = torch.mm(delta, hidden[k].weight, out=scratch(f"delta{width}", rows, width)[:m])
-        if stop > n_real:  # ∂ loss_g / ∂ input of the generated rows: unit deltas × ∂ loss_g / ∂ logit
-            lo = max(start, n_real) - start
-            unit = delta[lo:] if not hidden else torch.mm(w_in_t, delta[lo:].t()).t()
-            g_g = torch.sigmoid(-logit[lo:]).mul_(row_weights[start + lo : stop]).neg_()
-            torch.mul(unit, g_g[:, None], out=grad_inputs[start + lo - n_real : stop - n_real])
-    for lin, g in zip(linears, grads):
-        lin.weight.grad, lin.bias.grad = g[:-1].t().contiguous(), g[-1].clone()
-
-    l_real, l_fake = logits[:n_real], logits[n_real:]
-    w_fake = row_weights[n_real:]
-    loss_g_rows = F.softplus(-l_fake)
-    loss_g = (loss_g_rows * w_fake).sum()
-    real_terms = F.softplus(-l_real) if real_weights is None else F.softplus(-l_real) * real_weights
-    loss_d = real_terms.mean() + (F.softplus(l_fake) * w_fake).sum()
-    grad_weights = None if weights is None else (loss_g_rows - loss_g) / weights.sum()
-    return AdversarialPass(logits, loss_d, loss_g, grad_inputs, grad_weights)
+def _rows(x: Tensor | None, k: int, n: int) -> Tensor | None:
+    """Rows ``k n`` to ``(k + 1) n`` of ``x`` (network ``k``'s block), or ``None``."""
+    return None if x is None else x[k * n : (k + 1) * n]

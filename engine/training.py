@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from engine.adversarial import PassThreads, PendingPass
 from engine.detector import DetectorChain, ResolutionSmearing
 from engine.histograms import (
     chi2_per_ndf,
@@ -97,6 +98,7 @@ class MemberResult:
 
 
 NOISE_SHRINK_FRACTION = 0.25  # of the steps, over which the generator's noise goes to noise_final
+REAL_BATCH_SEED_OFFSET = 7919  # the measured-event batches' random stream: seed + this
 class GANTrainer:
     """Trains one generator/discriminator pair on measured data.
 
@@ -114,6 +116,11 @@ class GANTrainer:
             ``ranks``-th measured event from ``rank`` on; histograms and χ² still use all of them.
         device: where every tensor of training lives (networks, measured events, grids, random
             stream); :meth:`predict` and :meth:`snapshot` return CPU arrays and lists.
+        pass_threads: run the discriminator's blocks on helper threads while the generator works
+            (:class:`~engine.adversarial.PassThreads`): by default on the CPU when torch has more
+            than one thread here (``torch.get_num_threads()`` when the trainer is made), with
+            ``T − 1`` helpers for ``T`` threads. Each step then runs torch on one thread per
+            thread of Python; the results are the same up to the order of floating-point sums.
 
     Weighted measured data (``data.weights``): each real event's term in the discriminator loss is
     multiplied by its weight, normalised to mean 1 per observable over the events this trainer sees
@@ -137,12 +144,16 @@ class GANTrainer:
         detector: DetectorChain | None = None,
         shard: tuple[int, int] | None = None,
         device: torch.device | str = "cpu",
+        pass_threads: bool | None = None,
     ) -> None:
         self.problem = problem
         self.config = c = config
         self.device = dev = torch.device(device)
         torch.manual_seed(seed)  # the networks are initialised on the CPU, so alike on every device
         self.rng = torch.Generator(device=dev).manual_seed(seed)
+        # The measured events' batches draw from a stream of their own, so that drawing the next one
+        # early (pass threads) changes nothing else.
+        self.real_rng = torch.Generator(device=dev).manual_seed(seed + REAL_BATCH_SEED_OFFSET)
         lo, hi = bounds if bounds is not None else problem.bounds()
         self.generator = Generator(lo, hi, c.noise_dim, c.gen_width, c.gen_depth).to(dev)
         n_obs = len(problem.observable_names)
@@ -198,6 +209,16 @@ class GANTrainer:
         # Sum and count of the generator's mean parameters over the averaging window (average_last).
         self.param_sum = torch.zeros(len(problem.param_names), dtype=torch.float64, device=dev)
         self.param_count = 0
+        threads = torch.get_num_threads()
+        if pass_threads is None:
+            pass_threads = dev.type == "cpu" and threads > 1 and PassThreads.available()
+        elif pass_threads and (dev.type != "cpu" or threads < 2 or not PassThreads.available()):
+            raise ValueError(f"pass_threads needs the CPU, more than one torch thread and TorchScript "
+                             f"(device {dev}, {threads} threads)")
+        self.pass_threads = PassThreads(threads - 1) if pass_threads else None
+        self.torch_threads = threads
+        self._prefetched: PendingPass | None = None  # the next step's pass, real blocks under way
+        self._real_rng_before_prefetch: Tensor | None = None
 
     @property
     def events_per_step(self) -> int:
@@ -255,10 +276,21 @@ class GANTrainer:
         """Discriminator features ``(O * n, F)`` of ``n`` measured events per observable, drawn at random,
         and their normalised weights ``(O * n,)`` (``None`` when unweighted)."""
         o, total, f = self.real_features.shape
-        rows = torch.randint(0, total, (o, n), generator=self.rng, device=self.device)
+        rows = torch.randint(0, total, (o, n), generator=self.real_rng, device=self.device)
         idx = (rows + total * torch.arange(o, device=self.device)[:, None]).reshape(-1)
         features = self.real_features.reshape(o * total, f).index_select(0, idx)
         return features, None if self.real_weights is None else self.real_weights.reshape(-1).index_select(0, idx)
+
+    def real_rng_state(self) -> Tensor:
+        """The state of the real batches' random stream as of the last completed step (before a
+        batch drawn early for the next step): what a checkpoint saves."""
+        if self._prefetched is not None and self._real_rng_before_prefetch is not None:
+            return self._real_rng_before_prefetch
+        return self.real_rng.get_state()
+
+    def discard_prefetch(self) -> None:
+        """Forget the next step's pass begun early (its discriminator or batch are about to change)."""
+        self._prefetched = None
 
     def xsec_weight(self) -> float:
         """Cross-section weight at the current step: 0 before ``xsec_start``, then ramping up to ``xsec_weight``."""
@@ -277,15 +309,32 @@ class GANTrainer:
         Both losses see the discriminator as it was before this step (simultaneous updates).
         The cross sections are judged alike by their own small discriminator.
         """
+        if self.pass_threads is None:
+            return self._train_step()
+        torch.set_num_threads(1)  # one torch thread here, one on each helper
+        try:
+            return self._train_step()
+        finally:
+            torch.set_num_threads(self.torch_threads)
+
+    def _train_step(self) -> dict[str, float]:
         c = self.config
-        theta, fake, xsec, weights = self.generate(c.batch_params, c.events_per_param)
         n = self.labels.shape[0]
-        real, real_weights = self._real_batch(fake.shape[1])
+        pending, self._prefetched = self._prefetched, None
+        real = real_weights = None
+        if pending is None:
+            real, real_weights = self._real_batch(c.batch_params * c.events_per_param)
+            if self.pass_threads is not None:  # the real rows' blocks run while the generator works
+                pending = self.discriminator.begin_pass(self.pass_threads, real, real_weights)
+        theta, fake, xsec, weights = self.generate(c.batch_params, c.events_per_param)
         fake_features = self.discriminator.features(fake.reshape(n, -1), self.labels)
-        ev = self.discriminator.adversarial_pass(
-            torch.cat([real, fake_features.detach()]), n, None if weights is None else weights.reshape(n),
-            real_weights=real_weights,
-        )
+        w = None if weights is None else weights.reshape(n)
+        if pending is not None:
+            ev = self.discriminator.finish_pass(pending, fake_features.detach(), w)
+        else:
+            assert real is not None
+            ev = self.discriminator.adversarial_pass(torch.cat([real, fake_features.detach()]), n, w,
+                                                     real_weights=real_weights)
         # Autograd continues from the generated features: d(loss_g)/d(features) = ev.grad_inputs.
         surrogate_g = (fake_features * ev.grad_inputs).sum()
         if weights is not None and ev.grad_weights is not None:
@@ -304,14 +353,21 @@ class GANTrainer:
             if weight > 0:
                 surrogate_g = surrogate_g + weight * (pulls[b:] * xp.grad_inputs).sum()
             keys, scalars = keys + ["loss_xsec", "loss_d_xsec"], scalars + [xp.loss_g, xp.loss_d]
+        # The discriminators' gradients were set by the passes, and the generator's gradient above
+        # used them as they were (simultaneous updates): they step now, and with pass threads the
+        # next step's real blocks run on the updated discriminator while the generator backpropagates.
+        self.opt_d.step()
+        self.sched_d.step()
+        if self.pass_threads is not None and self.step + 1 < c.steps:
+            self._real_rng_before_prefetch = self.real_rng.get_state()
+            nxt, nxt_weights = self._real_batch(c.batch_params * c.events_per_param)
+            self._prefetched = self.discriminator.begin_pass(self.pass_threads, nxt, nxt_weights)
         self.opt_g.zero_grad(set_to_none=True)
         surrogate_g.backward()
         if self.sharing is not None:
             self.sharing.average_gradients(self.generator.parameters())
-        self.opt_d.step()  # the discriminators' gradients were set by adversarial_pass
         self.opt_g.step()
         self.sched_g.step()
-        self.sched_d.step()
         self.step += 1
         if self.sharing is not None:
             self.sharing.after_step(self.step, self.generator.parameters())
