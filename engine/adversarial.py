@@ -27,7 +27,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-__all__ = ["AdversarialPass", "adversarial_pass", "PassThreads", "PendingPass", "PASS_BLOCK_ROWS_PER_THREAD"]
+__all__ = [
+    "AdversarialPass", "adversarial_pass", "split_pass", "PassThreads", "PendingPass", "PASS_BLOCK_ROWS_PER_THREAD",
+]
 
 # Rows of events per block, per torch thread: few enough that a block's activations (rows × width
 # floats) stay in cache from the forward to the backward half, enough that per-operation overhead
@@ -285,9 +287,23 @@ def adversarial_pass(
         workspace: scratch tensors kept between calls (filled on first use); one per network, not
             shared between threads.
     """
+    return split_pass(net, inputs[:n_real], inputs[n_real:], weights, real_weights, block_rows, workspace)
+
+
+@torch.no_grad()
+def split_pass(
+    net: nn.Sequential,
+    real: Tensor,
+    fake: Tensor,
+    weights: Tensor | None = None,
+    real_weights: Tensor | None = None,
+    block_rows: int | None = None,
+    workspace: dict[str, Tensor] | None = None,
+) -> AdversarialPass:
+    """:func:`adversarial_pass` with the real and the generated rows as two tensors (no copy into one)."""
     rows = block_rows or PASS_BLOCK_ROWS_PER_THREAD * torch.get_num_threads()
-    part = _NetPass(net, inputs[:n_real], real_weights, rows)
-    part.add_generated(inputs[n_real:], weights)
+    part = _NetPass(net, real, real_weights, rows)
+    part.add_generated(fake, weights)
     ws = {} if workspace is None else workspace
     split = WEIGHT_GRAD_SPLIT if torch.get_num_threads() > 1 else 1
     for b in range(len(part.blocks)):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from engine.adversarial import AdversarialPass, PassThreads, PendingPass, adversarial_pass
+from engine.adversarial import AdversarialPass, PassThreads, PendingPass, adversarial_pass, split_pass
 
 __all__ = ["Generator", "Discriminator", "mlp", "AdversarialPass", "adversarial_pass"]
 
@@ -161,13 +161,12 @@ class Discriminator(nn.Module):
             return adversarial_pass(self.net, features, n_real, weights, workspace=self._workspaces[0],
                                     real_weights=real_weights)
         r, g = self._rows_per_network(n_real, features.shape[0] - n_real)
-        passes = []
-        for k, net in enumerate(self.nets):
-            rows = torch.cat([features[k * r : (k + 1) * r], features[n_real + k * g : n_real + (k + 1) * g]])
-            passes.append(adversarial_pass(
-                net, rows, r, _rows(weights, k, g), workspace=self._workspaces[k],
-                real_weights=_rows(real_weights, k, r),
-            ))
+        real, fake = features[:n_real], features[n_real:]
+        passes = [
+            split_pass(net, real[k * r : (k + 1) * r], fake[k * g : (k + 1) * g], _rows(weights, k, g),
+                       _rows(real_weights, k, r), workspace=self._workspaces[k])
+            for k, net in enumerate(self.nets)
+        ]
         return self._mean_over_networks(passes, weights is not None)
 
     def begin_pass(self, threads: PassThreads, real: Tensor, real_weights: Tensor | None = None) -> PendingPass:

@@ -335,13 +335,7 @@ class GANTrainer:
             assert real is not None
             ev = self.discriminator.adversarial_pass(torch.cat([real, fake_features.detach()]), n, w,
                                                      real_weights=real_weights)
-        # Autograd continues from the generated features: d(loss_g)/d(features) = ev.grad_inputs.
-        surrogate_g = (fake_features * ev.grad_inputs).sum()
-        if weights is not None and ev.grad_weights is not None:
-            surrogate_g = surrogate_g + (weights.reshape(n) * ev.grad_weights).sum()
-        with torch.no_grad():
-            acc_real, acc_fake = (ev.logits[:n] > 0).float().mean(), (ev.logits[n:] < 0).float().mean()
-        keys, scalars = ["loss_g", "loss_d", "d_acc_real", "d_acc_fake"], [ev.loss_g, ev.loss_d, acc_real, acc_fake]
+        xsec_term = None
         if xsec is not None:
             assert self.xsec_discriminator is not None
             # asinh keeps early pulls of hundreds on a scale the network handles, and is linear near 0.
@@ -351,10 +345,9 @@ class GANTrainer:
             xp = adversarial_pass(self.xsec_discriminator, pulls.detach(), b)
             weight = self.xsec_weight()
             if weight > 0:
-                surrogate_g = surrogate_g + weight * (pulls[b:] * xp.grad_inputs).sum()
-            keys, scalars = keys + ["loss_xsec", "loss_d_xsec"], scalars + [xp.loss_g, xp.loss_d]
-        # The discriminators' gradients were set by the passes, and the generator's gradient above
-        # used them as they were (simultaneous updates): they step now, and with pass threads the
+                xsec_term = weight * (pulls[b:] * xp.grad_inputs).sum()
+        # The discriminators' gradients were set by the passes, and the generator's gradient (below)
+        # uses them as they were (simultaneous updates): they step now, and with pass threads the
         # next step's real blocks run on the updated discriminator while the generator backpropagates.
         self.opt_d.step()
         self.sched_d.step()
@@ -362,6 +355,17 @@ class GANTrainer:
             self._real_rng_before_prefetch = self.real_rng.get_state()
             nxt, nxt_weights = self._real_batch(c.batch_params * c.events_per_param)
             self._prefetched = self.discriminator.begin_pass(self.pass_threads, nxt, nxt_weights)
+        # Autograd continues from the generated features: d(loss_g)/d(features) = ev.grad_inputs.
+        surrogate_g = (fake_features * ev.grad_inputs).sum()
+        if weights is not None and ev.grad_weights is not None:
+            surrogate_g = surrogate_g + (weights.reshape(n) * ev.grad_weights).sum()
+        if xsec_term is not None:
+            surrogate_g = surrogate_g + xsec_term
+        with torch.no_grad():
+            acc_real, acc_fake = (ev.logits[:n] > 0).float().mean(), (ev.logits[n:] < 0).float().mean()
+        keys, scalars = ["loss_g", "loss_d", "d_acc_real", "d_acc_fake"], [ev.loss_g, ev.loss_d, acc_real, acc_fake]
+        if xsec is not None:
+            keys, scalars = keys + ["loss_xsec", "loss_d_xsec"], scalars + [xp.loss_g, xp.loss_d]
         self.opt_g.zero_grad(set_to_none=True)
         surrogate_g.backward()
         if self.sharing is not None:
