@@ -39,13 +39,16 @@ def test_reduced_gauss6_bootstrap_ensemble_has_errors_near_the_statistical_limit
     ds = _closure({"problem": {"kind": "gauss6", "events": 5000, "seed": 2},
                    "training": {"steps": 800, "events_per_param": 16, "mle_reference": True,
                                 "noise_final": 0.0, "average_last": 0.5},
-                   "ensemble": {"members": 4, "bootstrap": True}}, members=4)
+                   "ensemble": {"members": 8, "bootstrap": True}}, members=8)
     assert ds.attrs["uncertainty"] == "bootstrap"
-    # In units of a 4-member spread, deviations follow Student's t with 3 degrees of freedom: 95% within 3.18.
-    assert ds.attrs["closure_max_abs_pull"] <= 3.18
-    assert ds.attrs["closure_max_qcf_dev_sigma"] <= 3.18
+    # In units of an 8-member spread, parameter deviations follow Student's t with 7 degrees of freedom: 95%
+    # within 2.36. The QCF's is a maximum over 181 points of six Gaussians, and at each peak the members'
+    # spread vanishes to first order, so it has a longer tail: with 4 members data seeds 1-6 gave 0.83, 4.81,
+    # 1.13, 3.33, 0.95, 1.35 (parameter pulls all ≤ 1.15); with 8, seeds 2 and 4 gave 2.49 and 1.03.
+    assert ds.attrs["closure_max_abs_pull"] <= 2.36
+    assert ds.attrs["closure_max_qcf_dev_sigma"] <= 3.5
     ratio = ds["error_ratio"].values
-    assert np.all((ratio > 0.3) & (ratio < 2.5)), ratio  # 4 members: the spread itself is uncertain by ~40%
+    assert np.all((ratio > 0.3) & (ratio < 2.5)), ratio  # 8 members: the spread itself is uncertain by ~27%
     np.testing.assert_array_equal(ds["params_pred_std"], 0.0)  # members ended as point estimates
 
 
