@@ -16,6 +16,7 @@ two threads' passes took 25-35% longer each than in separate processes.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import warnings
@@ -151,24 +152,20 @@ def _pass_block(
         torch.mul(unit, g_g[:, None], out=grad_inputs)
 
 
-_COMPILED: list[Callable[..., None] | None] = []
-
-
+@functools.cache
 def _compiled_block() -> Callable[..., None] | None:
     """:func:`_pass_block` compiled with TorchScript (``None`` where that fails): it runs without
     Python's global interpreter lock, so helper threads and the calling thread do not wait on each
     other. TorchScript is deprecated in torch 2.x but still shipped; if a release drops it, the
     pass threads are simply not used (see :meth:`PassThreads.available`)."""
-    if not _COMPILED:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                _COMPILED.append(torch.jit.script(_pass_block))
-        except Exception as err:  # noqa: BLE001 - any failure means: run the blocks as Python
-            warnings.warn(f"the discriminator pass runs without helper threads: TorchScript failed ({err})",
-                          RuntimeWarning, stacklevel=2)
-            _COMPILED.append(None)
-    return _COMPILED[0]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.jit.script(_pass_block)
+    except Exception as err:  # noqa: BLE001 - any failure means: run the blocks as Python
+        warnings.warn(f"the discriminator pass runs without helper threads: TorchScript failed ({err})",
+                      RuntimeWarning, stacklevel=2)
+        return None
 
 
 # ---------------------------------------------------------------------------------------------
