@@ -1,6 +1,8 @@
 """Differentiable samplers: the 1D inverse-CDF checks, one contract test run over every registered
 sampler, and measured biases against densities whose integrals are known exactly."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -86,6 +88,27 @@ def test_cell_search_matches_searchsorted_in_heavy_tails():
     cdf = cdf / cdf[:, -1:]
     cell = (torch.searchsorted(cdf, u, right=True) - 1).clamp(max=grid.shape[0] - 2)
     assert bool(((x >= grid[cell] - 1e-6) & (x <= grid[cell + 1] + 1e-6)).all())
+
+
+@pytest.mark.parametrize("width", [2, 3, 64, 100, 4096])
+def test_branch_free_bisection_matches_searchsorted(width):
+    """The small-draw cell search agrees with searchsorted (right) on random edges with ties,
+    at u = 0 and just below 1, for widths that are and are not powers of two."""
+    from engine.samplers.cellsearch import _bisect
+
+    g = torch.Generator().manual_seed(width)
+    rows, n = 5, 300
+    cum = torch.rand((rows, width), generator=g).sort(1).values
+    cum[:, 0] = 0.0
+    cum[:, -1] = math.inf
+    u = torch.rand((rows, n), generator=g)
+    u[:, 0], u[:, 1] = 0.0, 1 - 2**-24
+    if width >= 8:
+        tie = width // 2
+        cum[:, tie : tie + 3] = cum[:, tie : tie + 1]
+        u[:, 2] = cum[:, tie]  # a target on tied edges
+    ref = torch.searchsorted(cum, u, right=True) - 1 + (torch.arange(rows) * width)[:, None]
+    assert torch.equal(_bisect(cum, u), ref.reshape(-1))
 
 
 # Contract of every registered sampler -----------------------------------------------------------

