@@ -352,11 +352,6 @@ class PassThreads:
         rows = block_rows or PASS_BLOCK_ROWS_PER_THREAD
         return PendingPass(self, [_NetPass(n, r, w, rows) for n, r, w in zip(nets, real, real_weights)])
 
-    def submit(self, fn: Callable[..., object], *args: object) -> Future[object]:
-        """Run ``fn(*args)`` on a helper (after the jobs already queued), e.g. work that may overlap
-        the caller's but must precede the next pass."""
-        return self._pool.submit(fn, *args)
-
     def _workspace(self) -> dict[str, Tensor]:
         ws = getattr(self._workspaces, "ws", None)
         if ws is None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from concurrent.futures import wait
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from engine.adversarial import AdversarialPass, PassThreads, PendingPass
+from engine.adversarial import PassThreads, PendingPass
 from engine.detector import DetectorChain, ResolutionSmearing
 from engine.histograms import (
     chi2_per_ndf,
@@ -337,7 +336,7 @@ class GANTrainer:
             assert real is not None
             ev = self.discriminator.adversarial_pass(torch.cat([real, fake_features.detach()]), n, w,
                                                      real_weights=real_weights)
-        xsec_term, xp = None, None
+        xsec_term = None
         if xsec is not None:
             assert self.xsec_discriminator is not None
             # asinh keeps early pulls of hundreds on a scale the network handles, and is linear near 0.
@@ -349,40 +348,14 @@ class GANTrainer:
             if weight > 0:
                 xsec_term = weight * (pulls[b:] * xp.grad_inputs).sum()
         # The discriminators' gradients were set by the passes, and the generator's gradient (below)
-        # uses them as they were (simultaneous updates): they step now. With pass threads a helper
-        # steps them and begins the next step's real blocks while this thread backpropagates the
-        # generator; the step ends once it is done.
-        if self.pass_threads is None:
-            self._step_discriminators(prefetch=False)
-            after_pass = None
-        else:
-            after_pass = self.pass_threads.submit(self._step_discriminators, self.step + 1 < c.steps)
-        try:
-            return self._generator_step(theta, fake_features, weights, ev, xsec_term, xp)
-        finally:
-            if after_pass is not None:
-                wait([after_pass])  # (its error, if any, after the generator's)
-                after_pass.result()
-
-    def _step_discriminators(self, prefetch: bool) -> None:
-        """The discriminators' optimiser step; with ``prefetch``, the next step's real batch is drawn
-        and its blocks begun on the pass threads."""
+        # uses them as they were (simultaneous updates): they step now, and with pass threads the
+        # next step's real blocks run on the updated discriminator while the generator backpropagates.
         adam_step(self.opt_d)
         self.sched_d.step()
-        if prefetch:
-            assert self.pass_threads is not None
-            c = self.config
+        if self.pass_threads is not None and self.step + 1 < c.steps:
             self._real_rng_before_prefetch = self.real_rng.get_state()
             nxt, nxt_weights = self._real_batch(c.batch_params * c.events_per_param)
             self._prefetched = self.discriminator.begin_pass(self.pass_threads, nxt, nxt_weights)
-
-    def _generator_step(
-        self, theta: Tensor, fake_features: Tensor, weights: Tensor | None, ev: AdversarialPass,
-        xsec_term: Tensor | None, xp: AdversarialPass | None,
-    ) -> dict[str, float]:
-        """The generator's update from the pass's gradient w.r.t. its events; the step's metrics."""
-        c = self.config
-        n = self.labels.shape[0]
         # Autograd continues from the generated features: d(loss_g)/d(features) = ev.grad_inputs.
         surrogate_g = (fake_features * ev.grad_inputs).sum()
         if weights is not None and ev.grad_weights is not None:
@@ -392,7 +365,7 @@ class GANTrainer:
         with torch.no_grad():
             acc_real, acc_fake = (ev.logits[:n] > 0).float().mean(), (ev.logits[n:] < 0).float().mean()
         keys, scalars = ["loss_g", "loss_d", "d_acc_real", "d_acc_fake"], [ev.loss_g, ev.loss_d, acc_real, acc_fake]
-        if xp is not None:
+        if xsec is not None:
             keys, scalars = keys + ["loss_xsec", "loss_d_xsec"], scalars + [xp.loss_g, xp.loss_d]
         self.opt_g.zero_grad(set_to_none=True)
         surrogate_g.backward()
