@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -37,6 +38,8 @@ __all__ = [
 # stays small. On AMD EPYC cores (1 MiB L2 each, 32 MiB L3), full proxy2d steps of 20 000 rows:
 # with 1 thread 4096 rows 2-7% faster than 8192 and 3072; with 2 threads 8192 4-5% faster than 4096.
 PASS_BLOCK_ROWS_PER_THREAD = 4096
+T = TypeVar("T")
+
 # Batches the rows of a block are split into for its weight gradients (see _weight_grad).
 WEIGHT_GRAD_SPLIT = 4
 
@@ -351,6 +354,11 @@ class PassThreads:
         blocks of :data:`PASS_BLOCK_ROWS_PER_THREAD` rows by default, as one thread's pass)."""
         rows = block_rows or PASS_BLOCK_ROWS_PER_THREAD
         return PendingPass(self, [_NetPass(n, r, w, rows) for n, r, w in zip(nets, real, real_weights)])
+
+    def submit(self, fn: Callable[..., T], *args: object) -> Future[T]:
+        """Run ``fn(*args)`` on a helper once it is free: after the blocks queued so far, which a helper
+        takes until none are left, i.e. when it would otherwise wait for the next pass."""
+        return self._pool.submit(fn, *args)
 
     def _workspace(self) -> dict[str, Tensor]:
         ws = getattr(self._workspaces, "ws", None)

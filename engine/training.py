@@ -330,7 +330,12 @@ class GANTrainer:
         theta, fake, xsec, weights = self.generate(c.batch_params, c.events_per_param)
         fake_features = self.discriminator.features(fake.reshape(n, -1), self.labels)
         w = None if weights is None else weights.reshape(n)
+        next_batch = None
         if pending is not None:
+            if self.step + 1 < c.steps:  # the next real batch, drawn by a helper once it runs out of blocks
+                assert self.pass_threads is not None
+                self._real_rng_before_prefetch = self.real_rng.get_state()
+                next_batch = self.pass_threads.submit(self._real_batch, c.batch_params * c.events_per_param)
             ev = self.discriminator.finish_pass(pending, fake_features.detach(), w)
         else:
             assert real is not None
@@ -352,10 +357,9 @@ class GANTrainer:
         # next step's real blocks run on the updated discriminator while the generator backpropagates.
         adam_step(self.opt_d)
         self.sched_d.step()
-        if self.pass_threads is not None and self.step + 1 < c.steps:
-            self._real_rng_before_prefetch = self.real_rng.get_state()
-            nxt, nxt_weights = self._real_batch(c.batch_params * c.events_per_param)
-            self._prefetched = self.discriminator.begin_pass(self.pass_threads, nxt, nxt_weights)
+        if next_batch is not None:
+            assert self.pass_threads is not None
+            self._prefetched = self.discriminator.begin_pass(self.pass_threads, *next_batch.result())
         # Autograd continues from the generated features: d(loss_g)/d(features) = ev.grad_inputs.
         surrogate_g = (fake_features * ev.grad_inputs).sum()
         if weights is not None and ev.grad_weights is not None:
