@@ -29,6 +29,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+T = TypeVar("T")
+
 __all__ = [
     "AdversarialPass", "adversarial_pass", "split_pass", "PassThreads", "PendingPass", "PASS_BLOCK_ROWS_PER_THREAD",
 ]
@@ -38,8 +40,6 @@ __all__ = [
 # stays small. On AMD EPYC cores (1 MiB L2 each, 32 MiB L3), full proxy2d steps of 20 000 rows:
 # with 1 thread 4096 rows 2-7% faster than 8192 and 3072; with 2 threads 8192 4-5% faster than 4096.
 PASS_BLOCK_ROWS_PER_THREAD = 4096
-T = TypeVar("T")
-
 # Batches the rows of a block are split into for its weight gradients (see _weight_grad).
 WEIGHT_GRAD_SPLIT = 4
 

@@ -33,12 +33,12 @@ def _locate(cum: Tensor, u: Tensor) -> Tensor:
     """
     rows, width = cum.shape
     device = cum.device
+    if device.type == "cpu" and 4 * u.shape[-1] < width:  # too few events for a guide table
+        return _bisect(cum, u)
     row_start = torch.arange(rows, device=device) * width
     if device.type != "cpu":  # many cores
         k = torch.searchsorted(cum, u.contiguous(), right=True) - 1
         return (k + row_start[:, None]).reshape(-1)
-    if 4 * u.shape[-1] < width:  # too few events for a guide table
-        return _bisect(cum, u)
 
     # guide[r, q] = r * M + #{m >= 1 : cum[r, m] < q / K}, q = 0..K: a lower bound on the cell of
     # any u in bucket q (u * K and cum * K are exact, K being a power of two) and an upper bound on
@@ -78,7 +78,7 @@ def _bisect(cum: Tensor, u: Tensor) -> Tensor:
     ``torch.searchsorted`` bisects each target in turn, and its branches are unpredictable for random
     targets: 66 ns per target in 4096 cells on this project's CPU (proxy2d's 10 000 events per step:
     0.66 ms). Here each of the log2(M) levels is four vectorised operations over all targets (an
-    add, a gather, a comparison and an add): 35 ns per target. Rows are padded with ``+inf`` to a
+    add, a gather, a comparison and an add): 35-54 ns per target. Rows are padded with ``+inf`` to a
     power of two, so that no probe leaves its row.
     """
     rows, width = cum.shape
