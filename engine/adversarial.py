@@ -420,5 +420,8 @@ class PendingPass:
             self._work(lambda: workspace)
         finally:
             for fut in self._futures:
-                fut.result()
+                # A helper call still queued (behind other work, e.g. the next real batch) has no block
+                # to finish: the queue is empty now. Cancelled, it costs no wait for that other work.
+                if not fut.cancel():
+                    fut.result()
         return [p.result() for p in self.parts]
