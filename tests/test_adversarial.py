@@ -3,6 +3,8 @@ with a pass begun early, and no helper left waiting."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -101,3 +103,32 @@ def test_pass_threads_are_refused_where_they_cannot_run():
         assert _trainer("proxy1d", None).pass_threads is None  # the default: not with one thread
     finally:
         torch.set_num_threads(before)
+
+
+def test_finishing_a_pass_does_not_wait_for_other_work_queued_on_the_helper():
+    # The trainer queues the next real batch on the helper before finishing a pass; the helper call
+    # that finish() queues behind it has no block left to do and must not hold the caller up.
+    from engine.models import mlp
+
+    torch.manual_seed(0)
+    net = mlp(2, 16, 2, 1)
+    real, fake = torch.randn(500, 2), torch.randn(400, 2)
+    threads = PassThreads(1)
+    release = threading.Event()
+    try:
+        pending = threads.begin([net], [real], [None], block_rows=96)
+        blocker = threads.submit(release.wait, 10)  # queued behind the helper's blocks
+        passes = pending.finish([fake], [None], {})
+        assert not blocker.done()  # finish() returned while the helper is still held
+        grads = [p.grad.clone() for p in net.parameters()]
+    finally:
+        release.set()
+        threads.close()
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single = adversarial.split_pass(net, real, fake, block_rows=96)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(passes[0].logits, single.logits) and torch.equal(passes[0].grad_inputs, single.grad_inputs)
+    assert all(torch.equal(g, p.grad) for g, p in zip(grads, net.parameters()))
