@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from engine.adversarial import pass_block_kind
 from engine.devices import resolve_device
 from engine.problems import get_problem
 from engine.problems.base import Problem
@@ -113,6 +114,8 @@ def bench_gan(
       i.e. twice the above) divided by the same seconds.
     - ``pass_threads``: helper threads of the discriminator pass (``--threads`` − 1 on the CPU; see
       :class:`~engine.adversarial.PassThreads`).
+    - ``pass_block``: how its blocks ran: ``native`` (C++, :mod:`engine.native`), ``torchscript``
+      or ``python``.
 
     The headline figures use the reference discriminator: event coordinates (plus a one-hot
     observable label with several observables) → ``width`` × ``depth`` → 1, i.e. 2-64-64-1 for
@@ -147,6 +150,7 @@ def bench_gan(
         "disc_width": width,
         "disc_depth": depth,
         "pass_threads": helpers,
+        "pass_block": pass_block_kind(),
         "median_seconds": seconds,
         "min_seconds": min(times),
         "events_per_second": n / seconds,

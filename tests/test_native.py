@@ -1,0 +1,79 @@
+"""The discriminator pass's native (C++) block: the same numbers as the Python block, bit for bit,
+a fallback for what it does not take, and a clear warning where it cannot be built.
+
+The native block must build here (gcc and ninja are part of the set-up): these tests fail, rather
+than skip, if it does not, unless ``QCF_NATIVE=0`` switches it off on purpose.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import engine.adversarial as adversarial
+import engine.native as native
+from engine.models import mlp
+
+pytestmark = pytest.mark.skipif(not native.native_enabled(), reason="QCF_NATIVE=0: native code switched off")
+
+
+def _pass(net, real, fake, weights, block):
+    part = adversarial._NetPass(net, real, None, 700)
+    part.add_generated(fake, weights)
+    ws: dict[str, torch.Tensor] = {}
+    for b in range(len(part.blocks)):
+        part.run(b, ws, block, 1)
+    result = part.result()
+    return [result.logits, result.grad_inputs] + [p.grad.clone() for p in net.parameters()]
+
+
+@pytest.mark.parametrize(
+    ("n_in", "width", "depth", "weighted"), [(2, 64, 2, False), (3, 32, 3, True), (1, 16, 1, True)]
+)
+def test_the_native_block_gives_the_python_blocks_numbers_bit_for_bit(n_in, width, depth, weighted):
+    block = native.pass_block()
+    assert block is not None, "the native block did not build (see the warning)"
+    torch.manual_seed(width)
+    net = mlp(n_in, width, depth, 1)
+    real, fake = 2.0 * torch.randn(1500, n_in), 2.0 * torch.randn(1300, n_in)
+    fake[:50] = 0.0  # rows at the origin: first-layer pre-activations equal to the biases
+    weights = torch.rand(1300) + 0.5 if weighted else None
+
+    def native_block(weights, biases, slopes, w_out, b_out, w_in_t, rows, row_weights, target, grads, logits,
+                     grad_inputs, ws, split):
+        block(weights, biases, slopes, w_out, b_out, w_in_t, rows, row_weights, target, grads, logits, grad_inputs)
+
+    expected = _pass(net, real, fake, weights, adversarial._pass_block)
+    got = _pass(net, real, fake, weights, native_block)
+    assert all(torch.equal(a, b) for a, b in zip(expected, got))
+    assert adversarial.pass_block_kind() == "native"
+
+
+def test_rows_the_native_block_does_not_take_go_to_the_other_block():
+    torch.manual_seed(0)
+    net = mlp(2, 16, 2, 1).double()
+    real, fake = torch.randn(400, 2, dtype=torch.float64), torch.randn(300, 2, dtype=torch.float64)
+    expected = _pass(net, real, fake, None, adversarial._pass_block)
+    got = _pass(net, real, fake, None, adversarial._fast_block())  # float64: not the native block's
+    assert all(torch.equal(a, b) for a, b in zip(expected, got))
+
+
+def test_native_code_can_be_switched_off_and_a_failed_build_says_why(monkeypatch):
+    import torch.utils.cpp_extension as cpp_extension
+
+    native.pass_block.cache_clear()
+    try:
+        monkeypatch.setenv("QCF_NATIVE", "0")
+        assert native.pass_block() is None
+        native.pass_block.cache_clear()
+        monkeypatch.delenv("QCF_NATIVE")
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("Error building extension 'qcf_pass_block': g++ not found")
+
+        monkeypatch.setattr(cpp_extension, "load", broken)
+        expected = r"without its native block: building pass_block\.cpp failed .*g\+\+ not found"
+        with pytest.warns(RuntimeWarning, match=expected):
+            assert native.pass_block() is None
+    finally:
+        native.pass_block.cache_clear()  # later tests load the real one again
