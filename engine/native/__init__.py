@@ -34,7 +34,9 @@ def pass_block() -> Callable[..., None] | None:
     try:
         from torch.utils.cpp_extension import get_default_build_root, load
 
-        if not (Path(get_default_build_root()) / "qcf_pass_block" / "qcf_pass_block.so").exists():
+        # builds go to $TORCH_EXTENSIONS_DIR/<name>/ or to <default root>/<python and device tag>/<name>/
+        root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
+        if not any(root.glob("*/qcf_pass_block/qcf_pass_block*.so")) and not any(root.glob("qcf_pass_block/*.so")):
             print("qcf-studio: building the discriminator pass's C++ block (once, about 30 s)", file=sys.stderr)
         module = load(name="qcf_pass_block", sources=[str(source)], extra_cflags=["-O3"], verbose=False)
     except Exception as err:  # noqa: BLE001 - any failure means: the Python block
