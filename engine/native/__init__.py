@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import sys
 import warnings
 from collections.abc import Callable
@@ -34,6 +35,9 @@ def pass_block() -> Callable[..., None] | None:
     try:
         from torch.utils.cpp_extension import get_default_build_root, load
 
+        bindir = os.path.dirname(sys.executable)  # pip's ninja lives beside the interpreter of a venv not activated
+        if shutil.which("ninja") is None and shutil.which("ninja", path=bindir):
+            os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
         # builds go to $TORCH_EXTENSIONS_DIR/<name>/ or to <default root>/<python and device tag>/<name>/
         root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
         if not any(root.glob("*/qcf_pass_block/qcf_pass_block*.so")) and not any(root.glob("qcf_pass_block/*.so")):
