@@ -349,7 +349,7 @@ def split_pass(
     part.add_generated(fake, weights)
     ws = {} if workspace is None else workspace
     split = WEIGHT_GRAD_SPLIT if torch.get_num_threads() > 1 else 1
-    block = (_fast_block() if split == 1 else None) or _pass_block
+    block = (_fast_block() if split == 1 and real.device.type == "cpu" else None) or _pass_block
     for b in range(len(part.blocks)):
         part.run(b, ws, block, split)
     return part.result()
