@@ -8,8 +8,11 @@ page fault for every 4 KiB of each, every call: the 2D sampler on 1 M events too
 same call takes 49 faults and 61 ms. The process keeps the freed memory for reuse instead (at most
 its peak use plus :data:`TRIM_THRESHOLD`).
 
-Applies to allocations of the calling thread's arena, i.e. to work done on the main thread (the CLI's
-in-process benchmarks, pseudo-data and results); a no-op where the C library is not glibc.
+The thresholds are the process's: they apply to every thread's arena, and override the environment's
+``MALLOC_TRIM_THRESHOLD_``. Dask sets that to 64 KiB for the workers it starts, under which a proxy2d
+step on a one-thread worker took 561-1 033 page faults (1.6-2.4 ms of system time) and under one after
+this call (``engine.distributed`` makes it in each training task). A no-op where the C library is not
+glibc.
 """
 
 from __future__ import annotations
