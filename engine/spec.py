@@ -18,16 +18,19 @@ from engine.detector import DetectorConfigError, build_detector
 from engine.devices import DEVICES
 from engine.parallel import SCHEDULES
 from engine.problems import get_problem, problem_kinds
+from engine.safe_yaml import MAX_YAML_BYTES, YAMLRefused, load_yaml
 from engine.samplers import GRID_SPACINGS
+from engine.textlimits import clip, shown
 from engine.training import TrainingConfig
 
-__all__ = ["Spec", "SpecError", "load_spec", "parse_spec", "parse_spec_text", "default_spec", "METHODS",
-           "CLUSTER_MODES", "SCHEDULES", "DEVICES", "FIELD_CHOICES", "OPTIONAL_BOOL_FIELDS"]
+__all__ = ["Spec", "SpecError", "LimitsSpec", "load_spec", "parse_spec", "parse_spec_text", "default_spec", "METHODS",
+           "CLUSTER_MODES", "SCHEDULES", "DEVICES", "FIELD_CHOICES", "OPTIONAL_BOOL_FIELDS", "MAX_PATH_CHARS"]
 
 SPEC_VERSION = 1
 METHODS = ("gan", "mle")
 CLUSTER_MODES = ("ensemble", "data_parallel")
 MIN_BOOTSTRAP_MEMBERS = 4  # fewer give an error estimate with too few degrees of freedom to judge pulls by
+MAX_PATH_CHARS = 4096  # problem.data (Linux's PATH_MAX)
 # Fields that take one of a fixed set of values (problem.kind: the registered problems), for forms.
 GRID_SPACING_CHOICES = ("auto", *GRID_SPACINGS)
 FIELD_CHOICES: dict[str, tuple[str, ...]] = {"training.method": METHODS, "cluster.mode": CLUSTER_MODES,
@@ -42,6 +45,7 @@ class SpecError(ValueError):
     """An invalid spec: ``field`` is the dotted path of the offending key."""
 
     def __init__(self, field: str, message: str) -> None:
+        field, message = clip(str(field)), clip(message, 600)  # keys and values may come from anyone
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
@@ -105,6 +109,25 @@ class ClusterSpec:
 
 
 @dataclass
+class LimitsSpec:
+    """Upper bounds that validation checks, so that a typo or a hostile spec cannot ask for more than a
+    machine has (``events: 1e12``). A spec may raise them (``limits: {members: 500}``) where a cluster really
+    needs more; specs typed in the dashboard may not (see ``app.runs``)."""
+
+    events: int = 5_000_000  # problem.events, per observable
+    steps: int = 1_000_000  # training.steps
+    members: int = 64  # ensemble.members
+    ranks: int = 64  # cluster.ranks
+    workers: int = 64  # cluster.workers (processes of the embedded cluster)
+    grid_cells: int = 1_048_576  # training.grid_points ** (event coordinates): the sampler's tabulation grid
+    events_per_step: int = 1_000_000  # training.batch_params * training.events_per_param
+    network_width: int = 4096  # training.gen_width, disc_width, noise_dim
+    network_depth: int = 64  # training.gen_depth, disc_depth
+    metric_points: int = 100_000  # training.steps / metrics_every: rows of metrics per member
+    snapshots: int = 10_000  # training.steps / snapshot_every: QCF snapshots streamed per member
+
+
+@dataclass
 class Spec:
     version: int = SPEC_VERSION
     name: str = "closure"
@@ -113,6 +136,7 @@ class Spec:
     training: TrainingSpec = field(default_factory=TrainingSpec)
     ensemble: EnsembleSpec = field(default_factory=EnsembleSpec)
     cluster: ClusterSpec = field(default_factory=ClusterSpec)
+    limits: LimitsSpec = field(default_factory=LimitsSpec)
 
     def truth_values(self) -> list[float]:
         """The truth as a list in the problem's parameter order."""
@@ -126,6 +150,8 @@ class Spec:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["training"] = {"method": d["training"].pop("method"), **d["training"]}
+        if self.limits == LimitsSpec():  # the usual case: the limits go without saying
+            del d["limits"]
         return d
 
     def to_yaml(self) -> str:
@@ -137,18 +163,29 @@ class Spec:
 
 def _number(path: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SpecError(path, f"expected a number, got {value!r}")
-    if not math.isfinite(value):
-        raise SpecError(path, f"expected a finite number, got {value!r}")
+        raise SpecError(path, f"expected a number, got {shown(value)}")
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        finite = False
+    if not finite:
+        raise SpecError(path, f"expected a finite number, got {shown(value)}")
     return float(value)
 
 
 def _integer(path: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise SpecError(path, f"expected a whole number, got {value!r}")
+        raise SpecError(path, f"expected a whole number, got {shown(value)}")
     if value < minimum:
-        raise SpecError(path, f"must be at least {minimum}, got {value}")
+        raise SpecError(path, f"must be at least {minimum}, got {shown(value)}")
     return value
+
+
+def _at_most(path: str, value: int, limit: int, what: str = "") -> None:
+    if value > limit:
+        key = what or path.rpartition(".")[2]
+        raise SpecError(path, f"{shown(value)} is more than the limit of {limit:,}; a spec may raise it with "
+                              f"limits.{key} where the cluster really needs more")
 
 
 def _fill(section: str, target: Any, raw: Any) -> None:
@@ -156,25 +193,25 @@ def _fill(section: str, target: Any, raw: Any) -> None:
     if raw is None:
         return
     if not isinstance(raw, dict):
-        raise SpecError(section, f"expected a mapping, got {raw!r}")
+        raise SpecError(section, f"expected a mapping, got {shown(raw)}")
     known = {f.name: f for f in fields(target)}
     for key, value in raw.items():
-        path = f"{section}.{key}"
+        path = f"{section}.{clip(str(key))}"
         if key not in known:
             raise SpecError(path, f"unknown key; allowed: {', '.join(known)}")
         default = getattr(target, key)
         if known[key].type in _OPTIONAL_BOOL_TYPES:  # e.g. training.disc_edge_features
             if value is not None and not isinstance(value, bool):
-                raise SpecError(path, f"expected true, false or null (the problem's default), got {value!r}")
+                raise SpecError(path, f"expected true, false or null (the problem's default), got {shown(value)}")
         elif isinstance(default, bool):
             if not isinstance(value, bool):
-                raise SpecError(path, f"expected true or false, got {value!r}")
+                raise SpecError(path, f"expected true or false, got {shown(value)}")
         elif isinstance(default, int):
             value = _integer(path, value, minimum=0)
         elif isinstance(default, float):
             value = _number(path, value)
         elif isinstance(default, str) and not isinstance(value, str):
-            raise SpecError(path, f"expected text, got {value!r}")
+            raise SpecError(path, f"expected text, got {shown(value)}")
         setattr(target, key, value)
 
 
@@ -184,8 +221,14 @@ _POSITIVE_TRAINING = (
 )  # fmt: skip
 
 
-def parse_spec(raw: Any, base_dir: Path | None = None) -> Spec:
-    """Validate a spec given as a mapping (parsed YAML) and return it; raise :class:`SpecError`."""
+def parse_spec(raw: Any, base_dir: Path | None = None, max_limits: LimitsSpec | None = None) -> Spec:
+    """Validate a spec given as a mapping (parsed YAML) and return it; raise :class:`SpecError`.
+
+    ``max_limits``: the most a spec's ``limits`` section may raise the limits to (the dashboard passes
+    the defaults, so specs typed in a browser cannot raise them); ``None``: no bound (the command line).
+    Whether ``problem.data`` is a readable file of measured data is checked where it is read
+    (:func:`engine.runner.measured_data`), not here: workers parse the spec again where the file may not be.
+    """
     if not isinstance(raw, dict):
         raise SpecError("spec", "expected a mapping of sections (problem, training, ...)")
     spec = Spec()
@@ -196,11 +239,12 @@ def parse_spec(raw: Any, base_dir: Path | None = None) -> Spec:
             raise SpecError(str(key), f"unknown section; allowed: {', '.join(sorted(allowed))}")
     version = raw.get("version", SPEC_VERSION)
     if version != SPEC_VERSION:
-        raise SpecError("version", f"unsupported spec version {version!r}; this tool reads version {SPEC_VERSION}")
+        raise SpecError("version", f"unsupported spec version {shown(version)}; this tool reads version {SPEC_VERSION}")
     name = raw.get("name", spec.name)
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
-        raise SpecError("name", f"use 1-64 letters, digits, '.', '_' or '-', got {name!r}")
+        raise SpecError("name", f"use 1-64 letters, digits, '.', '_' or '-', got {shown(name)}")
     spec.name = name
+    _parse_limits(spec.limits, raw.get("limits"), max_limits)
 
     _parse_problem(spec.problem, raw.get("problem") or {}, base_dir)
     _fill("detector", spec.detector, raw.get("detector"))
@@ -212,7 +256,7 @@ def parse_spec(raw: Any, base_dir: Path | None = None) -> Spec:
     _fill("training", spec.training, raw.get("training"))
     t = spec.training
     if t.method not in METHODS:
-        raise SpecError("training.method", f"{t.method!r} is not available; choose one of {', '.join(METHODS)}")
+        raise SpecError("training.method", f"{shown(t.method)} is not available; choose one of {', '.join(METHODS)}")
     for key in _POSITIVE_TRAINING:
         if getattr(t, key) < 1:
             raise SpecError(f"training.{key}", f"must be at least 1, got {getattr(t, key)}")
@@ -225,7 +269,7 @@ def parse_spec(raw: Any, base_dir: Path | None = None) -> Spec:
         raise SpecError("training.grid_points", f"must be 0 (problem default) or at least 16, got {t.grid_points}")
     if t.grid_spacing not in GRID_SPACING_CHOICES:
         choices = ", ".join(GRID_SPACING_CHOICES)
-        raise SpecError("training.grid_spacing", f"{t.grid_spacing!r} is not available; choose one of {choices}")
+        raise SpecError("training.grid_spacing", f"{shown(t.grid_spacing)} is not available; choose one of {choices}")
     for key in ("xsec_start", "xsec_ramp", "noise_final", "average_last"):
         if not 0 <= getattr(t, key) <= 1:
             raise SpecError(f"training.{key}", f"must lie in [0, 1], got {getattr(t, key)}")
@@ -249,17 +293,51 @@ def parse_spec(raw: Any, base_dir: Path | None = None) -> Spec:
     if c.workers < 1:
         raise SpecError("cluster.workers", f"must be at least 1, got {c.workers}")
     _check_cluster(c, t.method)
+    _check_limits(spec)
     return spec
+
+
+def _parse_limits(target: LimitsSpec, raw: Any, max_limits: LimitsSpec | None) -> None:
+    _fill("limits", target, raw)
+    for f in fields(LimitsSpec):
+        value = getattr(target, f.name)
+        if value < 1:
+            raise SpecError(f"limits.{f.name}", f"must be at least 1, got {value}")
+        if max_limits is not None and value > getattr(max_limits, f.name):
+            raise SpecError(f"limits.{f.name}", f"may be at most {getattr(max_limits, f.name):,} here; larger runs "
+                                                f"go through the command line (qcf-studio run)")
+
+
+def _check_limits(spec: Spec) -> None:
+    """Everything that sizes memory or time against :class:`LimitsSpec`, before anything is dispatched."""
+    lim, t, c = spec.limits, spec.training, spec.cluster
+    _at_most("problem.events", spec.problem.events, lim.events)
+    _at_most("training.steps", t.steps, lim.steps)
+    _at_most("ensemble.members", spec.ensemble.members, lim.members)
+    _at_most("cluster.ranks", c.ranks, lim.ranks)
+    _at_most("cluster.workers", c.workers, lim.workers)
+    dims = get_problem(spec.problem.kind).event_dims
+    if t.grid_points ** dims > lim.grid_cells:
+        raise SpecError("training.grid_points", f"{t.grid_points}^{dims} cells are more than the limit of "
+                                                f"{lim.grid_cells:,}; a spec may raise it with limits.grid_cells")
+    _at_most("training.events_per_param", t.batch_params * t.events_per_param, lim.events_per_step,
+             "events_per_step")
+    for key in ("gen_width", "disc_width", "noise_dim"):
+        _at_most(f"training.{key}", getattr(t, key), lim.network_width, "network_width")
+    for key in ("gen_depth", "disc_depth"):
+        _at_most(f"training.{key}", getattr(t, key), lim.network_depth, "network_depth")
+    _at_most("training.metrics_every", t.steps // t.metrics_every, lim.metric_points, "metric_points")
+    _at_most("training.snapshot_every", t.steps // t.snapshot_every, lim.snapshots, "snapshots")
 
 
 def _check_cluster(c: ClusterSpec, method: str) -> None:
     # Whether the cluster has a worker for every rank is checked against the real cluster when a run starts.
     if c.device not in DEVICES:
-        raise SpecError("cluster.device", f"{c.device!r} is not available; choose one of {', '.join(DEVICES)}")
+        raise SpecError("cluster.device", f"{shown(c.device)} is not available; choose one of {', '.join(DEVICES)}")
     if c.device == "cuda" and method == "mle":
         raise SpecError("cluster.device", "the maximum-likelihood fit runs on the CPU; use auto or cpu, got cuda")
     if c.mode not in CLUSTER_MODES:
-        raise SpecError("cluster.mode", f"{c.mode!r} is not available; choose one of {', '.join(CLUSTER_MODES)}")
+        raise SpecError("cluster.mode", f"{shown(c.mode)} is not available; choose one of {', '.join(CLUSTER_MODES)}")
     if c.mode == "ensemble" and c.ranks != 1:
         raise SpecError("cluster.ranks", f"ranks share one generator in mode data_parallel; ensemble mode has 1, "
                                          f"got {c.ranks}")
@@ -270,7 +348,8 @@ def _check_cluster(c: ClusterSpec, method: str) -> None:
             raise SpecError("cluster.mode", f"data_parallel shares generator gradients: it needs training.method gan, "
                                             f"got {method}")
     if c.schedule not in SCHEDULES:
-        raise SpecError("cluster.schedule", f"unknown schedule {c.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        raise SpecError("cluster.schedule",
+                        f"unknown schedule {shown(c.schedule)}; choose one of {', '.join(SCHEDULES)}")
     for key in ("group_size", "sync_every"):
         if getattr(c, key) < 1:
             raise SpecError(f"cluster.{key}", f"must be at least 1, got {getattr(c, key)}")
@@ -285,7 +364,7 @@ def _per_parameter(raw: dict, key: str, what: str, names: tuple[str, ...], kind:
     """``(path, name, value)`` of the mapping ``problem.<key>``; raises for a non-mapping or an unknown name."""
     mapping = raw.get(key) or {}
     if not isinstance(mapping, dict):
-        raise SpecError(f"problem.{key}", f"expected a mapping of parameter: {what}, got {mapping!r}")
+        raise SpecError(f"problem.{key}", f"expected a mapping of parameter: {what}, got {shown(mapping)}")
     for name in mapping:
         if name not in names:
             raise SpecError(f"problem.{key}.{name}", f"unknown parameter; {kind} has {', '.join(names)}")
@@ -294,10 +373,10 @@ def _per_parameter(raw: dict, key: str, what: str, names: tuple[str, ...], kind:
 
 def _parse_problem(target: ProblemSpec, raw: Any, base_dir: Path | None) -> None:
     if not isinstance(raw, dict):
-        raise SpecError("problem", f"expected a mapping, got {raw!r}")
+        raise SpecError("problem", f"expected a mapping, got {shown(raw)}")
     kind = raw.get("kind", ProblemSpec.kind)
-    if kind not in problem_kinds():
-        raise SpecError("problem.kind", f"unknown problem {kind!r}; choose one of {', '.join(problem_kinds())}")
+    if not isinstance(kind, str) or kind not in problem_kinds():
+        raise SpecError("problem.kind", f"unknown problem {shown(kind)}; choose one of {', '.join(problem_kinds())}")
     problem = get_problem(kind)
     events = raw.get("events", target.events)
     if not isinstance(events, bool) and isinstance(events, int) and events < 100:
@@ -309,7 +388,7 @@ def _parse_problem(target: ProblemSpec, raw: Any, base_dir: Path | None) -> None
     lo, hi = dict(zip(problem.param_names, problem.lo)), dict(zip(problem.param_names, problem.hi))
     for path, name, pair in _per_parameter(raw, "bounds", "[low, high]", problem.param_names, kind):
         if not isinstance(pair, (list, tuple)) or len(pair) != 2:
-            raise SpecError(path, f"expected [low, high], got {pair!r}")
+            raise SpecError(path, f"expected [low, high], got {shown(pair)}")
         a, b = _number(path, pair[0]), _number(path, pair[1])
         if not a < b:
             raise SpecError(path, f"low bound {a} must be below high bound {b}")
@@ -329,11 +408,13 @@ def _parse_problem(target: ProblemSpec, raw: Any, base_dir: Path | None) -> None
 
     data = raw.get("data")
     if data is not None:
-        if not isinstance(data, str):
-            raise SpecError("problem.data", f"expected a NetCDF file path or null, got {data!r}")
+        if not isinstance(data, str) or not data.strip():
+            raise SpecError("problem.data", f"expected the path of a file of measured events or null, got "
+                                            f"{shown(data)}")
+        if len(data) > MAX_PATH_CHARS or "\x00" in data or any(len(p.encode()) > 255 for p in Path(data).parts):
+            raise SpecError("problem.data", f"not a usable file path ({len(data):,} characters; at most "
+                                            f"{MAX_PATH_CHARS}, 255 bytes per name, no NUL)")
         path = Path(data) if base_dir is None or Path(data).is_absolute() else base_dir / data
-        if not path.is_file():
-            raise SpecError("problem.data", f"file not found: {path}")
         target.data = str(path)
 
 
@@ -341,20 +422,27 @@ def load_spec(path: str | Path) -> Spec:
     """Read and validate a YAML spec file; a :class:`SpecError` names the file's field."""
     path = Path(path)
     try:
-        text = path.read_text()
+        with open(path, "rb") as f:
+            content = f.read(MAX_YAML_BYTES + 1)
     except OSError as e:
-        raise SpecError("spec", f"cannot read {path}: {e.strerror}") from None
+        raise SpecError("spec", f"cannot read {clip(str(path))}: {e.strerror}") from None
+    if len(content) > MAX_YAML_BYTES:
+        raise SpecError("spec", f"{clip(str(path))}: more than {MAX_YAML_BYTES:,} bytes; a spec is a short YAML file")
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError("spec", f"{clip(str(path))}: not UTF-8 text (byte {e.start})") from None
     return parse_spec_text(text, base_dir=path.parent)
 
 
-def parse_spec_text(text: str, base_dir: Path | None = None) -> Spec:
+def parse_spec_text(text: str, base_dir: Path | None = None, max_limits: LimitsSpec | None = None) -> Spec:
+    """Validate a spec given as YAML text; refuses over-large, deeply nested or alias-bomb documents
+    (:mod:`engine.safe_yaml`) before building them."""
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        where = getattr(e, "problem_mark", None)
-        line = f" at line {where.line + 1}" if where is not None else ""
-        raise SpecError("spec", f"not valid YAML{line}: {getattr(e, 'problem', e)}") from None
-    return parse_spec(raw, base_dir)
+        raw = load_yaml(text)
+    except YAMLRefused as e:
+        raise SpecError("spec", str(e)) from None
+    return parse_spec(raw, base_dir, max_limits)
 
 
 def default_spec(kind: str = "proxy1d") -> Spec:

@@ -16,6 +16,7 @@ from engine.detector.background import Background
 from engine.detector.chain import DetectorChain
 from engine.detector.smearing import ResolutionSmearing
 from engine.detector.surrogate import SurrogateSmearing
+from engine.textlimits import shown
 
 __all__ = ["DetectorConfigError", "build_detector"]
 
@@ -29,6 +30,9 @@ class DetectorConfigError(ValueError):
         self.message = message
 
 
+SURROGATE_MAX_EVENTS = 10_000_000  # training pairs of a learned smearing
+SURROGATE_MAX_EPOCHS = 1000
+
 _KEYS = {
     "": ("resolution", "acceptance", "background", "surrogate"),
     "acceptance": ("turn_on", "width", "max"),
@@ -39,7 +43,7 @@ _KEYS = {
 
 def _section(path: str, raw: Any, allowed: Sequence[str]) -> dict[str, Any]:
     if not isinstance(raw, Mapping):
-        raise DetectorConfigError(path, f"expected a mapping, got {raw!r}")
+        raise DetectorConfigError(path, f"expected a mapping, got {shown(raw)}")
     for key in raw:
         if key not in allowed:
             raise DetectorConfigError(f"{path}.{key}", f"unknown key; allowed: {', '.join(allowed)}")
@@ -48,7 +52,7 @@ def _section(path: str, raw: Any, allowed: Sequence[str]) -> dict[str, Any]:
 
 def _num(path: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise DetectorConfigError(path, f"expected a finite number, got {value!r}")
+        raise DetectorConfigError(path, f"expected a finite number, got {shown(value)}")
     return float(value)
 
 
@@ -60,11 +64,13 @@ def _nums(path: str, value: Any, dims: int) -> list[float]:
     return [_num(path, value)] * dims
 
 
-def _int(path: str, value: Any, minimum: int) -> int:
+def _int(path: str, value: Any, minimum: int, maximum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise DetectorConfigError(path, f"expected a whole number, got {value!r}")
+        raise DetectorConfigError(path, f"expected a whole number, got {shown(value)}")
     if value < minimum:
-        raise DetectorConfigError(path, f"must be at least {minimum}, got {value}")
+        raise DetectorConfigError(path, f"must be at least {minimum}, got {shown(value)}")
+    if maximum is not None and value > maximum:
+        raise DetectorConfigError(path, f"must be at most {maximum:,}, got {shown(value)}")
     return value
 
 
@@ -93,8 +99,8 @@ def build_detector(
             slope (number or list, -1.0): density ``∝ exp(slope · x)``; only with ``shape: exponential``.
         surrogate (mapping): learn the resolution smearing with a mixture density network and use it instead
             (needs ``resolution > 0``); trained on truth positions uniform on the domain:
-            events (int, 100000): training pairs, at least 1000;
-            epochs (int, 20): passes over the pairs (batches of 8192);
+            events (int, 100000): training pairs, 1000 to 10 000 000;
+            epochs (int, 20): passes over the pairs (batches of 8192), 1 to 1000;
             components (int, 3): Gaussian components, 1 to 16;
             hidden (int, 64): width of the two hidden layers, 4 to 512;
             seed (int, 0): seed of the pairs and of the initial weights.
@@ -129,8 +135,8 @@ def build_detector(
         s = _section(p, raw["surrogate"], _KEYS["surrogate"])
         if resolution == 0:
             raise DetectorConfigError(p, "needs detector.resolution > 0 to learn the smearing from")
-        n_events = _int(f"{p}.events", s.get("events", 100_000), 1000)
-        epochs = _int(f"{p}.epochs", s.get("epochs", 20), 1)
+        n_events = _int(f"{p}.events", s.get("events", 100_000), 1000, maximum=SURROGATE_MAX_EVENTS)
+        epochs = _int(f"{p}.epochs", s.get("epochs", 20), 1, maximum=SURROGATE_MAX_EPOCHS)
         components = _int(f"{p}.components", s.get("components", 3), 1)
         if components > 16:
             raise DetectorConfigError(f"{p}.components", f"must be at most 16, got {components}")
@@ -175,7 +181,8 @@ def build_detector(
             raise DetectorConfigError(f"{p}.fraction", f"must be in [0, 1), got {fraction:g}")
         shape = b.get("shape", "uniform")
         if shape not in Background.SHAPES:
-            raise DetectorConfigError(f"{p}.shape", f"must be one of {', '.join(Background.SHAPES)}, got {shape!r}")
+            raise DetectorConfigError(f"{p}.shape",
+                                      f"must be one of {', '.join(Background.SHAPES)}, got {shown(shape)}")
         if "slope" in b and shape != "exponential":
             raise DetectorConfigError(f"{p}.slope", "only used with shape: exponential")
         slope = _nums(f"{p}.slope", b.get("slope", -1.0), dims)
