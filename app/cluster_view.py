@@ -9,6 +9,7 @@ import pandas as pd
 import panel as pn
 
 from app.cluster import worker_rows
+from app.markup import md_text
 from app.runs import RunManager
 
 __all__ = ["ClusterView"]
@@ -46,7 +47,7 @@ class ClusterView(pn.viewable.Viewer):
         try:
             rows = worker_rows(self.manager.client, self.manager.run_names())
         except Exception as e:  # noqa: BLE001 (a scheduler that went away must not break the page)
-            self.summary.object = f"**Cluster unreachable:** {type(e).__name__}: {e}"
+            self.summary.object = f"**Cluster unreachable:** {md_text(f'{type(e).__name__}: {e}', 300)}"
             return
         df = pd.DataFrame(rows, columns=list(_TITLES) + ["address"])
         busy = int((df["tasks"] != "idle").sum()) if len(df) else 0

@@ -24,6 +24,7 @@ import xarray as xr
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
+from app.catalog import load_run
 from app.figures import CAPTIONS, figures
 from app.report import (
     Criterion,
@@ -59,20 +60,9 @@ def parse_formats(formats: str | Sequence[str]) -> list[str]:
 
 
 def open_results(path: str | Path) -> xr.Dataset:
-    """A results file written by ``qcf-studio run``, loaded into memory; errors name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    try:
-        with xr.open_dataset(path, engine="h5netcdf") as f:
-            ds = f.load()
-    except Exception as e:  # h5py/h5netcdf raise OSError, ValueError or their own types for non-HDF5 files
-        raise ValueError(f"{path}: not a NetCDF (HDF5) file ({type(e).__name__})") from None
-    if "spec" not in ds.attrs or "params_pred" not in ds:
-        hint = " (it looks like pseudo-data from `qcf-studio data`)" if "spec" in ds.attrs else ""
-        raise ValueError(f"{path}: not a qcf-studio results file: no `spec` attribute or `params_pred` "
-                         f"variable{hint}")
-    return ds
+    """A results file written by ``qcf-studio run``, loaded into memory and checked (:func:`app.catalog.load_run`:
+    the same reader as the Runs tab); errors name the file."""
+    return load_run(path)
 
 
 class _AtomicFiles:

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import xarray as xr
-import yaml
 
 from engine.results import ERROR_RATIO_LIMIT, QCF_FLOOR, estimate, is_bootstrap
+from engine.safe_yaml import load_yaml
+from engine.textlimits import clip, shown
 
 __all__ = ["Criterion", "closure_report", "closure_verdict", "verdict_text", "report_markdown", "core_range",
            "criterion_label", "parameter_table", "value_error",
@@ -75,14 +76,14 @@ def _status(ds: xr.Dataset) -> Criterion:
         lo, hi = int(ds["steps_done"].min()), int(ds["steps_done"].max())
         done = f" after {lo}" if lo == hi else f" after {lo}–{hi}"
         try:
-            done += f" of {int(yaml.safe_load(ds.attrs['spec'])['training']['steps'])} steps"
-        except (KeyError, TypeError, ValueError, yaml.YAMLError):
+            done += f" of {int(load_yaml(ds.attrs['spec'])['training']['steps'])} steps"
+        except (KeyError, TypeError, ValueError):
             done += " steps"
-    why = {"stopped": "it was stopped", "failed": "it failed"}.get(status, f"its status is {status!r}")
+    why = {"stopped": "it was stopped", "failed": "it failed"}.get(status, f"its status is {shown(status)}")
     text = f"The run did not complete: {why}{done}, so its fit is not final and closure cannot pass."
     errors = str(ds.attrs.get("errors", "")).strip()
     if errors:
-        text += f" Error: {errors.splitlines()[0]}"
+        text += f" Error: {clip(errors.splitlines()[0], 300)}"
     return Criterion(STATUS, None, None, False, text)
 
 

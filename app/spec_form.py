@@ -16,7 +16,9 @@ from typing import Any
 import panel as pn
 import yaml
 
+from app.markup import md_code, md_text
 from engine.problems import problem_kinds
+from engine.safe_yaml import YAMLRefused, load_yaml
 from engine.spec import FIELD_CHOICES, OPTIONAL_BOOL_FIELDS, Spec
 
 __all__ = ["SpecForm"]
@@ -176,9 +178,9 @@ class SpecForm(pn.viewable.Viewer):
         elif kind == "yaml":
             text = widgets[0].value.strip()
             try:
-                value = yaml.safe_load(text) if text else None
-            except yaml.YAMLError as e:
-                self.show_error(path, f"not valid YAML: {getattr(e, 'problem', e)}")
+                value = load_yaml(text) if text else None
+            except YAMLRefused as e:
+                self.show_error(path, str(e))
                 return
         elif kind == "optional_bool":
             value = _OPTIONAL_BOOL_VALUES[widgets[0].value]
@@ -199,7 +201,7 @@ class SpecForm(pn.viewable.Viewer):
                     break
         for path, pane in self._errors.items():
             if path == target:
-                pane.object = f"⚠ `{field}`: {message}"
+                pane.object = f"⚠ {md_code(field)}: {md_text(message)}"
                 pane.visible = True
                 card = self._card_of(path)
                 if card is not None:

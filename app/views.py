@@ -5,6 +5,7 @@ Thin on purpose: what is listed comes from :mod:`app.catalog`, what is drawn fro
 
 from __future__ import annotations
 
+import html
 import io
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ import param
 import xarray as xr
 
 from app.catalog import NotARunError, RunInfo, list_runs, load_run
-from app.export import DOWNLOADS, download_filename, export_download
+from app.export import DOWNLOADS, download_filename, export_download, markdown_to_html
+from app.markup import md_block, md_code, md_text
 from app.report import report_markdown
 from engine.results import closure_summary
 from layouts.compare import compare_qcfs, parameter_table
@@ -42,13 +44,15 @@ def runs_frame(infos: list[RunInfo]) -> pd.DataFrame:
 
 
 def _summary(ds: xr.Dataset, path: Path) -> str:
+    """The run's heading as Markdown; every value from the file is escaped (a file may come from anyone)."""
     a = ds.attrs
-    text = (f"### {path.stem}\n`{path}` — {a.get('problem', '?')}, {a.get('method', '?')}, **{a.get('status', '?')}**,"
-            f" {float(a.get('wall_seconds', float('nan'))):.1f} s, {ds.sizes['member']} member(s)")
+    text = (f"### {md_text(path.stem)}\n{md_code(path)} — {md_text(a.get('problem', '?'), 80)}, "
+            f"{md_text(a.get('method', '?'), 80)}, **{md_text(a.get('status', '?'), 80)}**, "
+            f"{float(a.get('wall_seconds', float('nan'))):.1f} s, {ds.sizes['member']} member(s)")
     if "closure_passed" in a:
-        text += f"\n\n{closure_summary(a)}"
+        text += f"\n\n{md_text(closure_summary(a), 0)}"
     if a.get("errors"):
-        text += f"\n\n```\n{a['errors']}\n```"
+        text += f"\n\n{md_block(a['errors'])}"
     return text
 
 
@@ -68,8 +72,10 @@ def run_panels(path: Path) -> list[pn.viewable.Viewable]:
     ds = load_run(path)
     plots, qcf_true = replay(ds)
     two_d = "y" in ds["qcf_pred"].dims
-    report = pn.Card(pn.pane.Markdown(report_markdown(ds), sizing_mode="stretch_width"), title="Closure report",
-                     collapsed=False, sizing_mode="stretch_width", css_classes=["closure-report"])
+    # The report's Markdown holds names and messages from the file: the export's converter escapes all of it.
+    report = pn.Card(pn.pane.HTML(markdown_to_html(report_markdown(ds)), sizing_mode="stretch_width"),
+                     title="Closure report", collapsed=False, sizing_mode="stretch_width",
+                     css_classes=["closure-report"])
     items: list[pn.viewable.Viewable] = [pn.pane.Markdown(_summary(ds, path), sizing_mode="stretch_width"),
                                          downloads(path), report, *live_panels(plots, qcf_true, two_d)]
     if two_d:
@@ -133,8 +139,13 @@ class RunsBrowser(pn.viewable.Viewer):
         path = Path(path)
         try:
             items = run_panels(path)
-        except (NotARunError, KeyError, ValueError) as e:
-            self.message.object = f"**Cannot open {path.name}**: {e}"
+        except (NotARunError, OSError) as e:
+            self.message.object = f"**Cannot open {md_text(path.name)}**: {md_text(e)}"
+            self.message.visible = True
+            return
+        except Exception as e:  # noqa: BLE001 (a file the checks let through and the plots cannot draw)
+            self.message.object = (f"**Cannot open {md_text(path.name)}**: its contents cannot be drawn "
+                                   f"({md_text(type(e).__name__)})")
             self.message.visible = True
             return
         self.message.visible = False
@@ -171,7 +182,8 @@ class CompareView(pn.viewable.Viewer):
 
     def refresh(self) -> None:
         """Offer every readable run (newest first), keeping the current picks that still exist."""
-        options = {r.name: str(r.path) for r in list_runs(self.runs_dir) if not r.error}
+        # Labels escaped: the picker (Choices.js in Bokeh) renders them as HTML, and file names are anyone's.
+        options = {html.escape(r.name): str(r.path) for r in list_runs(self.runs_dir) if not r.error}
         if options != self.picker.options:
             self.picker.options = options
             self.picker.value = [v for v in self.picker.value if v in options.values()]
@@ -197,7 +209,7 @@ class CompareView(pn.viewable.Viewer):
             datasets = {p.stem: self._dataset(p) for p in paths}
             panels = compare_qcfs(datasets)
         except (NotARunError, ValueError, OSError) as e:
-            self._fail(f"**These runs cannot be compared**: {e}")
+            self._fail(f"**These runs cannot be compared**: {md_text(e)}")
             return
         self.message.visible = False
         self.plot_area[:] = [pn.pane.HoloViews(p, sizing_mode="stretch_width") for p in panels]

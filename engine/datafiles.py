@@ -1,7 +1,10 @@
-"""Measured data uploaded as a file (NetCDF or CSV of events, optional per-event weights) → ``MeasuredData``.
+"""Measured data from a file (NetCDF or CSV of events, optional per-event weights) → ``MeasuredData``.
 
-No Panel here: the dashboard hands over the file's name and bytes, shows :class:`UploadError`'s message
-as it is, and saves the result with :func:`save_upload` where a spec's ``problem.data`` can name it.
+One reader for uploads (:func:`read_measured`, given the file's bytes) and for the files a spec's
+``problem.data`` names (:func:`read_measured_file`): both apply the same checks, and NetCDF files are
+opened through :mod:`engine.safe_hdf5` (no external storage, links or virtual datasets; declared sizes
+bounded before anything is read). Every refusal is a :class:`DataFileError` naming the file and the line,
+column or variable at fault; no message echoes more than a few characters of the file.
 
 Formats:
 
@@ -38,127 +41,135 @@ import re
 from pathlib import Path
 
 import numpy as np
-import xarray as xr
 
 from engine.problems import Problem, get_problem, problem_kinds
 from engine.pseudodata import MeasuredData
-from engine.results import write_netcdf_atomic
+from engine.safe_hdf5 import HDF5_SIGNATURE, open_netcdf
+from engine.textlimits import clip, shown
 
-__all__ = ["UploadError", "read_measured_upload", "save_upload", "upload_summary", "MAX_UPLOAD_BYTES", "MIN_EVENTS"]
+__all__ = ["DataFileError", "read_measured", "read_measured_file", "file_label", "MAX_UPLOAD_BYTES",
+           "MAX_DATA_FILE_BYTES", "MAX_DATA_ARRAY_BYTES", "MIN_EVENTS"]
 
-MAX_UPLOAD_BYTES = 50 * 2**20
+MAX_UPLOAD_BYTES = 50 * 2**20  # a file uploaded in the browser
+MAX_DATA_FILE_BYTES = 2**30  # a file named by problem.data
+MAX_DATA_ARRAY_BYTES = 2**30  # what a NetCDF file's datasets may declare (uncompressed), whatever its size
 MIN_EVENTS = 100  # per observable, as problem.events in a spec
 SMEARING_SIGMAS = 6.0  # events may lie this many resolution widths past the domain (the MLE's folded grid)
-_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf", ".h5", ".hdf5")
 _PLUS_MINUS = re.compile(r"\s*(?:±|\+/-|\+-)\s*")
 
 
-class UploadError(ValueError):
-    """An uploaded file that cannot be measured data; the message names the file and what is wrong."""
+class DataFileError(ValueError):
+    """A file that cannot be measured data; the message names the file and what is wrong."""
 
 
-def read_measured_upload(name: str, content: bytes, kind: str, max_bytes: int = MAX_UPLOAD_BYTES) -> MeasuredData:
-    """The measured data of problem ``kind`` in the uploaded file ``name`` with bytes ``content``.
+def file_label(name: str) -> str:
+    """What messages call a file: its last path component, clipped, control characters escaped."""
+    return clip(Path(name.replace("\x00", "")).name or "upload", 80) if name else "upload"
+
+
+def read_measured(name: str, content: bytes, kind: str, max_bytes: int = MAX_UPLOAD_BYTES) -> MeasuredData:
+    """The measured data of problem ``kind`` in the file ``name`` with bytes ``content`` (an upload).
 
     NetCDF is recognised by its HDF5 signature, anything else is read as CSV (see the module's
-    docstring for both formats). Raises :class:`UploadError` naming ``name`` and, where it can, the
+    docstring for both formats). Raises :class:`DataFileError` naming ``name`` and, where it can, the
     line, column or variable at fault.
     """
-    label = Path(name).name or "upload"
-    if kind not in problem_kinds():
-        raise UploadError(f"{label}: unknown problem {kind!r}; choose one of {', '.join(problem_kinds())}")
-    problem = get_problem(kind)
+    label = file_label(name)
+    problem = _problem(label, kind)
     if len(content) > max_bytes:
-        raise UploadError(
+        raise DataFileError(
             f"{label}: the file has {len(content) / 2**20:.1f} MiB, more than the upload limit of "
             f"{max_bytes / 2**20:.1f} MiB"
         )
+    if content.startswith(HDF5_SIGNATURE):
+        return _read_netcdf(label, content, problem, max_bytes)
+    return _read_text(label, content, problem)
+
+
+def read_measured_file(path: str | Path, kind: str, max_bytes: int = MAX_DATA_FILE_BYTES) -> MeasuredData:
+    """The measured data of problem ``kind`` in the file at ``path`` (``problem.data``): the checks of
+    :func:`read_measured`; a NetCDF file is checked before its values are read, not read into memory whole."""
+    label = clip(str(path), 200)
+    problem = _problem(label, kind)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(HDF5_SIGNATURE))
+    except (OSError, ValueError) as e:
+        raise DataFileError(f"{label}: cannot read ({getattr(e, 'strerror', None) or type(e).__name__})") from None
+    if head == HDF5_SIGNATURE:
+        return _read_netcdf(label, Path(path), problem, max_bytes)
+    size = Path(path).stat().st_size
+    if size > max_bytes:
+        raise DataFileError(f"{label}: {size / 2**20:,.1f} MiB, more than the limit of {max_bytes / 2**20:,.0f} MiB")
+    return _read_text(label, Path(path).read_bytes(), problem)
+
+
+def _problem(label: str, kind: str) -> Problem:
+    if kind not in problem_kinds():
+        raise DataFileError(f"{label}: unknown problem {shown(kind)}; choose one of {', '.join(problem_kinds())}")
+    return get_problem(kind)
+
+
+def _read_text(label: str, content: bytes, problem: Problem) -> MeasuredData:
     if not content.strip():
-        raise UploadError(f"{label}: the file is empty")
-    if content.startswith(_HDF5_MAGIC):
-        data = _read_netcdf(label, content, problem)
-    elif content.startswith(b"CDF\x01") or content.startswith(b"CDF\x02"):
-        raise UploadError(f"{label}: classic NetCDF-3 files are not read here; write NetCDF-4 (as `qcf-studio data`)")
-    elif label.lower().endswith(_NETCDF_SUFFIXES):
-        raise UploadError(f"{label}: not a NetCDF-4 file (no HDF5 signature); CSV files should end in .csv")
-    else:
-        data = _read_csv(label, content, problem)
-    return data
-
-
-def save_upload(data: MeasuredData, directory: Path, name: str) -> Path:
-    """Write ``data`` as NetCDF under ``directory`` (atomically) and return the path for ``problem.data``.
-
-    The file name is ``name``'s stem reduced to letters, digits, ``.``, ``_`` and ``-`` (at most 80
-    characters) plus ``.nc``; an existing file is never overwritten (``-2``, ``-3``, ... are appended).
-    """
-    directory = Path(directory)
-    stem = Path(Path(name).name).stem
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._-")[:80] or "upload"
-    path, i = directory / f"{stem}.nc", 1
-    while path.exists():
-        i += 1
-        path = directory / f"{stem}-{i}.nc"
-    ds = data.to_xarray()
-    ds.attrs["source"] = Path(name).name
-    return write_netcdf_atomic(ds, path)
-
-
-def upload_summary(data: MeasuredData) -> str:
-    """One line on uploaded data for the page: problem, events per observable, weights, cross sections."""
-    problem = get_problem(data.kind)
-    xs = ", ".join(f"{n} {v:.4g}±{e:.2g}" for n, v, e in zip(problem.observable_names, data.xsec, data.xsec_err))
-    weighted = "weighted" if data.weights is not None else "unweighted"
-    return f"{data.kind}: {data.events.shape[1]:,} {weighted} events per observable; cross sections {xs}"
+        raise DataFileError(f"{label}: the file is empty")
+    if content.startswith(b"CDF\x01") or content.startswith(b"CDF\x02"):
+        raise DataFileError(f"{label}: classic NetCDF-3 files are not read here; write NetCDF-4 (as `qcf-studio data`)")
+    if label.lower().endswith(_NETCDF_SUFFIXES):
+        raise DataFileError(f"{label}: not a NetCDF-4 file (no HDF5 signature); CSV files should end in .csv")
+    return _read_csv(label, content, problem)
 
 
 # NetCDF ---------------------------------------------------------------------------------------------
 
 
-def _read_netcdf(label: str, content: bytes, problem: Problem) -> MeasuredData:
+def _read_netcdf(label: str, source: bytes | Path, problem: Problem, max_bytes: int) -> MeasuredData:
     kind = problem.kind
     try:
-        with xr.open_dataset(io.BytesIO(content), engine="h5netcdf") as raw:
-            ds = raw.load()
-    except Exception as e:  # h5py/h5netcdf raise many types for damaged files
-        raise UploadError(f"{label}: not a readable NetCDF-4 file ({type(e).__name__}: {e})") from None
+        ds = open_netcdf(source, label, max_file_bytes=max_bytes,
+                         max_data_bytes=min(4 * max_bytes, MAX_DATA_ARRAY_BYTES))
+    except (ValueError, OSError) as e:
+        raise DataFileError(str(e)) from None
     if "events" not in ds:
         what = "a run result" if "params_pred" in ds else "not measured events data"
-        have = ", ".join(map(str, ds.data_vars)) or "none"
-        raise UploadError(f"{label}: {what}: no variable 'events' (variables: {have})")
+        have = clip(", ".join(map(str, ds.data_vars)) or "none")
+        raise DataFileError(f"{label}: {what}: no variable 'events' (variables: {have})")
     stored = ds.attrs.get("problem")
     if stored is not None and stored != kind:
-        raise UploadError(f"{label}: the data are for problem {stored!r}, not {kind!r}")
+        raise DataFileError(f"{label}: the data are for problem {shown(stored)}, not {kind!r}")
     names = list(problem.observable_names)
     if "observable" not in ds["events"].dims:
-        raise UploadError(f"{label}: variable 'events' has dimensions {ds['events'].dims}, needs (observable, event"
-                          f"{', coord' if problem.event_dims == 2 else ''})")
+        raise DataFileError(f"{label}: variable 'events' has dimensions {shown(ds['events'].dims)}, needs "
+                            f"(observable, event{', coord' if problem.event_dims == 2 else ''})")
     if "observable" in ds.coords:
         have = [str(v) for v in ds["observable"].values]
         unknown = [n for n in have if n not in names]
         missing = [n for n in names if n not in have]
-        if unknown or missing:
-            raise UploadError(f"{label}: observables {', '.join(have)} do not match {kind}'s {', '.join(names)}")
+        if unknown or missing or len(have) != len(names):
+            raise DataFileError(f"{label}: observables {clip(', '.join(have))} do not match {kind}'s "
+                                f"{', '.join(names)}")
         ds = ds.sel(observable=names)
     expected = ("observable", "event") if problem.event_dims == 1 else ("observable", "event", "coord")
     if ds["events"].dims != expected:
-        raise UploadError(f"{label}: variable 'events' has dimensions {ds['events'].dims}; {kind} events need "
-                          f"{expected}")
+        raise DataFileError(f"{label}: variable 'events' has dimensions {shown(ds['events'].dims)}; {kind} events "
+                            f"need {expected}")
     if problem.event_dims == 2 and "coord" in ds.coords and [str(c) for c in ds["coord"].values] != ["x", "y"]:
-        raise UploadError(f"{label}: coordinate 'coord' is {list(ds['coord'].values)}; {kind} events need ['x', 'y']")
+        raise DataFileError(f"{label}: coordinate 'coord' is {shown(list(ds['coord'].values))}; {kind} events need "
+                            f"['x', 'y']")
     for var in ("xsec", "xsec_err"):
         if var not in ds:
-            raise UploadError(f"{label}: variable {var!r} (integrated cross section per observable) is missing")
+            raise DataFileError(f"{label}: variable {var!r} (integrated cross section per observable) is missing")
         if ds[var].dims != ("observable",):
-            raise UploadError(f"{label}: variable {var!r} has dimensions {ds[var].dims}, needs (observable,)")
+            raise DataFileError(f"{label}: variable {var!r} has dimensions {shown(ds[var].dims)}, needs (observable,)")
     if "weights" in ds and ds["weights"].dims != ("observable", "event"):
-        raise UploadError(f"{label}: variable 'weights' has dimensions {ds['weights'].dims}, needs (observable, event)")
+        raise DataFileError(f"{label}: variable 'weights' has dimensions {shown(ds['weights'].dims)}, needs "
+                            f"(observable, event)")
     ds.attrs["problem"] = kind
     try:
         data = MeasuredData.from_xarray(ds, source=label)
     except ValueError as e:
-        raise UploadError(str(e)) from None
+        raise DataFileError(str(e)) from None
     if data.truth is not None and data.truth.shape != (len(problem.param_names),):
         data.truth = None  # not this problem's parameters: the data are still usable
     resolution = ds.attrs.get("resolution", 0.0)
@@ -166,7 +177,7 @@ def _read_netcdf(label: str, content: bytes, problem: Problem) -> MeasuredData:
     for o, n in enumerate(names):
         bad = ~np.isfinite(data.events[o]).all(axis=-1)
         if bad.any():
-            raise UploadError(f"{label}: variable 'events' of observable {n!r}: event {int(np.argmax(bad))} is not a "
+            raise DataFileError(f"{label}: variable 'events' of observable {n!r}: event {int(np.argmax(bad))} is not a "
                               f"finite number")
     _check_counts(label, {n: data.events.shape[1] for n in names})
     try:
@@ -187,10 +198,10 @@ def _read_csv(label: str, content: bytes, problem: Problem) -> MeasuredData:
         text = content.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = content[: e.start].count(b"\n") + 1
-        raise UploadError(f"{label}: not UTF-8 text (line {line}, byte {e.start}); a CSV must be UTF-8, "
+        raise DataFileError(f"{label}: not UTF-8 text (line {line}, byte {e.start}); a CSV must be UTF-8, "
                           f"a NetCDF file NetCDF-4") from None
     if "\x00" in text:
-        raise UploadError(f"{label}: binary data, not CSV text")
+        raise DataFileError(f"{label}: binary data, not CSV text")
     settings: dict[str, tuple[int, str]] = {}
     rows: list[str] = []
     numbers: list[int] = []
@@ -206,7 +217,7 @@ def _read_csv(label: str, content: bytes, problem: Problem) -> MeasuredData:
         rows.append(line)
         numbers.append(i)
     if not rows:
-        raise UploadError(f"{label}: no header and no events (only comments or blank lines)")
+        raise DataFileError(f"{label}: no header and no events (only comments or blank lines)")
 
     coords = ["x"] if problem.event_dims == 1 else ["x", "y"]
     allowed = ["observable", *coords, "weight"]
@@ -214,14 +225,14 @@ def _read_csv(label: str, content: bytes, problem: Problem) -> MeasuredData:
     header = [h.strip().lower() for h in next(reader)]
     unknown = [h for h in header if h not in allowed]
     if unknown:
-        raise UploadError(f"{label}: line {numbers[0]}: unknown column {unknown[0]!r}; {kind} event columns are "
+        raise DataFileError(f"{label}: line {numbers[0]}: unknown column {shown(unknown[0])}; {kind} event columns are "
                           f"{', '.join(allowed)} (weight optional)")
     dup = [h for h in header if header.count(h) > 1]
     if dup:
-        raise UploadError(f"{label}: line {numbers[0]}: column {dup[0]!r} appears twice")
+        raise DataFileError(f"{label}: line {numbers[0]}: column {shown(dup[0])} appears twice")
     missing = [h for h in allowed[:-1] if h not in header]
     if missing:
-        raise UploadError(f"{label}: line {numbers[0]}: the header lacks column(s) {', '.join(missing)}; {kind} "
+        raise DataFileError(f"{label}: line {numbers[0]}: the header lacks column(s) {', '.join(missing)}; {kind} "
                           f"events need {', '.join(allowed[:-1])} (and optionally weight)")
     names = problem.observable_names
     col_obs = header.index("observable")
@@ -241,7 +252,7 @@ def _read_csv(label: str, content: bytes, problem: Problem) -> MeasuredData:
     if weights is not None:
         for o, n in enumerate(names):
             if not weights[o].sum() > 0:
-                raise UploadError(f"{label}: column 'weight': all weights of observable {n!r} are zero")
+                raise DataFileError(f"{label}: column 'weight': all weights of observable {n!r} are zero")
     resolution = 0.0
     if "resolution" in settings:
         line, value = settings["resolution"]
@@ -250,14 +261,14 @@ def _read_csv(label: str, content: bytes, problem: Problem) -> MeasuredData:
         except ValueError:
             resolution = -1.0
         if not 0.0 <= resolution < 1.0:
-            raise UploadError(f"{label}: line {line}: resolution {value!r} must be a number in [0, 1)")
+            raise DataFileError(f"{label}: line {line}: resolution {shown(value)} must be a number in [0, 1)")
     for o, n in enumerate(names):
         _check_domain(label, problem, n, events[o], resolution, lambda i, n=n: f"line {lines_of[n][i]}")
     xsec, xsec_err = _csv_cross_sections(label, settings.get("xsec"), problem, weights, events.shape[1])
     try:
         return MeasuredData(kind, events, xsec, xsec_err, None, weights)
     except ValueError as e:
-        raise UploadError(f"{label}: {e}") from None
+        raise DataFileError(f"{label}: {e}") from None
 
 
 def _parse_rows_slowly(label, kind, reader, numbers, n_fields, col_obs, numeric, names):
@@ -266,10 +277,11 @@ def _parse_rows_slowly(label, kind, reader, numbers, n_fields, col_obs, numeric,
     rows_of: dict[str, list[int]] = {n: [] for n in names}
     for k, (fields, line) in enumerate(zip(reader, numbers)):
         if len(fields) != n_fields:
-            raise UploadError(f"{label}: line {line}: {len(fields)} fields, the header has {n_fields}")
+            raise DataFileError(f"{label}: line {line}: {len(fields)} fields, the header has {n_fields}")
         obs = fields[col_obs].strip()
         if obs not in per_obs:
-            raise UploadError(f"{label}: line {line}, column 'observable': unknown observable {obs!r}; {kind} has "
+            raise DataFileError(f"{label}: line {line}, column 'observable': unknown observable {shown(obs)}; "
+                                f"{kind} has "
                               f"{', '.join(names)}")
         values = []
         for col, j in numeric:
@@ -277,11 +289,12 @@ def _parse_rows_slowly(label, kind, reader, numbers, n_fields, col_obs, numeric,
             try:
                 v = float(cell)
             except ValueError:
-                raise UploadError(f"{label}: line {line}, column {col!r}: {cell!r} is not a number") from None
+                raise DataFileError(f"{label}: line {line}, column {col!r}: {shown(cell)} is not a number") from None
             if not np.isfinite(v):
-                raise UploadError(f"{label}: line {line}, column {col!r}: {cell!r} is not a finite number")
+                raise DataFileError(f"{label}: line {line}, column {col!r}: {shown(cell)} is not a finite number")
             if col == "weight" and v < 0:
-                raise UploadError(f"{label}: line {line}, column 'weight': negative weight {cell}; weights must be "
+                raise DataFileError(f"{label}: line {line}, column 'weight': negative weight {shown(cell)}; "
+                                    f"weights must be "
                                   f"non-negative")
             values.append(v)
         per_obs[obs].append(values)
@@ -319,7 +332,7 @@ def _csv_cross_sections(
     example = ", ".join(f"{o}=<value>±<error>" for o in names)
     if setting is None:
         if problem.normalisation_params:
-            raise UploadError(
+            raise DataFileError(
                 f"{label}: no cross sections: {problem.kind} needs the integrated cross section of each observable "
                 f"to fix its normalisations ({', '.join(problem.normalisation_params)}); add the comment line "
                 f"'# xsec: {example}'"
@@ -338,14 +351,17 @@ def _csv_cross_sections(
         except ValueError:
             value, err = None, None
         if m is None or value is None or err is None:
-            raise UploadError(f"{label}: line {line}: cannot read cross section {item!r}; write '# xsec: {example}'")
+            raise DataFileError(f"{label}: line {line}: cannot read cross section {shown(item)}; "
+                                f"write '# xsec: {example}'")
         if m.group(1) not in names:
-            raise UploadError(f"{label}: line {line}: unknown observable {m.group(1)!r} in xsec; {problem.kind} has "
+            raise DataFileError(f"{label}: line {line}: unknown observable {shown(m.group(1))} in xsec; "
+                                f"{problem.kind} has "
                               f"{', '.join(names)}")
         values[m.group(1)] = (value, err)
     missing = [o for o in names if o not in values]
     if missing:
-        raise UploadError(f"{label}: line {line}: no cross section for {', '.join(missing)}; write '# xsec: {example}'")
+        raise DataFileError(f"{label}: line {line}: no cross section for {', '.join(missing)}; "
+                            f"write '# xsec: {example}'")
     xsec = np.asarray([values[o][0] for o in names])
     xsec_err = np.asarray([values[o][1] for o in names])
     _check_cross_sections(label, xsec, xsec_err, problem, f"line {line}")
@@ -358,19 +374,20 @@ def _csv_cross_sections(
 def _check_cross_sections(label: str, xsec: np.ndarray, err: np.ndarray, problem: Problem, where: str) -> None:
     for n, v, e in zip(problem.observable_names, xsec, err):
         if not (np.isfinite(v) and np.isfinite(e)):
-            raise UploadError(f"{label}: {where}: the cross section of {n!r} is not finite ({v} ± {e})")
+            raise DataFileError(f"{label}: {where}: the cross section of {n!r} is not finite ({v} ± {e})")
         if not e > 0:
-            raise UploadError(f"{label}: {where}: the cross-section error of {n!r} must be positive, got {e}")
+            raise DataFileError(f"{label}: {where}: the cross-section error of {n!r} must be positive, got {e}")
 
 
 def _check_counts(label: str, counts: dict[str, int]) -> None:
     few = {n: c for n, c in counts.items() if c < MIN_EVENTS}
     if few:
         n, c = next(iter(few.items()))
-        raise UploadError(f"{label}: observable {n!r} has {c} events; at least {MIN_EVENTS} per observable are needed")
+        raise DataFileError(f"{label}: observable {n!r} has {c} events; at least {MIN_EVENTS} per observable are "
+                            f"needed")
     if len(set(counts.values())) > 1:
         listed = ", ".join(f"{n}: {c}" for n, c in counts.items())
-        raise UploadError(f"{label}: the observables have different numbers of events ({listed}); every observable "
+        raise DataFileError(f"{label}: the observables have different numbers of events ({listed}); every observable "
                           f"needs the same number (subsample to {min(counts.values())} each)")
 
 
@@ -386,5 +403,6 @@ def _check_domain(label: str, problem: Problem, name: str, events: np.ndarray, r
             span = f"[{lo:.6g}, {hi:.6g}]"
             if k:
                 span += f" (resolution {resolution} allows {SMEARING_SIGMAS:g} widths past [{a}, {b}])"
-            raise UploadError(f"{label}: {int(out.sum())} events of observable {name!r} lie outside the {problem.kind} "
+            raise DataFileError(f"{label}: {int(out.sum())} events of observable {name!r} lie outside the "
+                                f"{problem.kind} "
                               f"domain {coord} ∈ {span}; first at {where(i)}: {coord} = {v[i]:.6g}")

@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import xarray as xr
 
 from engine.checkpoint import CheckpointStore, load_checkpoint, save_checkpoint
+from engine.datafiles import DataFileError, read_measured_file
 from engine.detector import DetectorChain, build_detector
 from engine.histograms import HIST_BINS, HIST_BINS_2D
 from engine.problems import get_problem
 from engine.pseudodata import MeasuredData, make_pseudo_data
 from engine.results import qcf_grids
 from engine.sinks import HistorySink, MetricsSink, MultiSink
-from engine.spec import Spec
+from engine.spec import Spec, SpecError
 from engine.training import GANTrainer, MemberResult
 
 if TYPE_CHECKING:
@@ -31,14 +30,16 @@ __all__ = ["measured_data", "member_data", "detector_for", "train_member", "trai
 
 
 def measured_data(spec: Spec) -> MeasuredData:
-    """The spec's measured data: its NetCDF file if given, else pseudo-data from its truth."""
+    """The spec's measured data: its file (NetCDF or CSV) if given, else pseudo-data from its truth.
+
+    Raises :class:`~engine.spec.SpecError` for ``problem.data``, naming the file and what is wrong with
+    it, when it is not measured data of the spec's problem: the check a spec's data get before dispatch."""
     problem = get_problem(spec.problem.kind)
-    if spec.problem.data:
-        with xr.open_dataset(spec.problem.data, engine="h5netcdf") as ds:
-            data = MeasuredData.from_xarray(ds.load(), source=spec.problem.data)
-        if data.kind != problem.kind:
-            raise ValueError(f"{spec.problem.data}: data are for {data.kind!r}, the spec asks for {problem.kind!r}")
-        return data
+    if spec.problem.data:  # checked as an upload is (engine.datafiles): no external storage, sizes bounded
+        try:
+            return read_measured_file(spec.problem.data, problem.kind)
+        except DataFileError as e:
+            raise SpecError("problem.data", str(e)) from None
     return make_pseudo_data(
         problem, np.asarray(spec.truth_values()), spec.problem.events, spec.problem.seed, detector_for(spec)
     )
@@ -188,11 +189,7 @@ def failed_member(spec: Spec, member: int, metrics: dict[str, list[float]], erro
     )
 
 
-def run_name(spec: Spec, runs_dir: Path) -> str:
-    """``<spec name>-<UTC time>``, made unique within ``runs_dir``."""
-    stem = f"{re.sub(r'[^A-Za-z0-9._-]', '_', spec.name)}-{datetime.utcnow():%Y%m%d-%H%M%S}"
-    name, i = stem, 1
-    while (runs_dir / f"{name}.nc").exists():
-        i += 1
-        name = f"{stem}-{i}"
-    return name
+def run_name(spec: Spec) -> str:
+    """``<spec name>-<UTC time>``: the stem of a run's file (:func:`engine.files.save_run` adds ``-2``, ...
+    when another run of the same second took it)."""
+    return f"{re.sub(r'[^A-Za-z0-9._-]', '_', spec.name)}-{datetime.now(UTC):%Y%m%d-%H%M%S}"

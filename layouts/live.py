@@ -24,10 +24,14 @@ import pandas as pd
 from bokeh.models import ColumnDataSource, Span
 from bokeh.plotting import figure
 
-__all__ = ["LivePlots", "METRIC_COLUMNS"]
+__all__ = ["MAX_DRAWN_MEMBERS", "MAX_DRAWN_RANKS", "LivePlots", "METRIC_COLUMNS"]
 
 METRIC_COLUMNS = ("loss_g", "loss_d", "d_acc_real", "d_acc_fake")
 BUFFER_LENGTH = 5_000  # rows per curve kept on the server and in the browser; older rows scroll out
+# Curves are drawn for the first members and ranks only: every member adds a dozen glyphs to each panel, and a
+# 64-member page took 15 s of server time per session to build. The ensemble estimates use every member.
+MAX_DRAWN_MEMBERS = 8
+MAX_DRAWN_RANKS = 4
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]  # Category10
 
 
@@ -49,10 +53,12 @@ class LivePlots:
         param_names, qcf_names, observable_names: the problem's names.
         truth: true parameter values (or ``None`` for real data).
         bounds: lower and upper bounds of the parameters (their range scales the parameter panel).
-        members: ensemble members; every overlay has the same elements in every frame (HoloViews
-            updates a frame's data in place and cannot add elements later), empty until data arrive.
+        members: ensemble members, of which the first :data:`MAX_DRAWN_MEMBERS` get curves; every overlay
+            has the same elements in every frame (HoloViews updates a frame's data in place and cannot add
+            elements later), empty until data arrive.
         ranks: data-parallel ranks per member; losses and accuracies get a curve per rank (each rank
-            has its own discriminator), parameters and snapshots are rank 0's (the shared generator).
+            has its own discriminator; the first :data:`MAX_DRAWN_RANKS` are drawn), parameters and
+            snapshots are rank 0's (the shared generator).
     """
 
     def __init__(
@@ -65,8 +71,10 @@ class LivePlots:
         bounds: tuple[Sequence[float], Sequence[float]],
         ranks: int = 1,
     ) -> None:
-        self.members = list(range(members))
-        self.lines = [(m, r) for m in self.members for r in range(ranks)]  # one loss curve per (member, rank)
+        self.total_members, self.total_ranks = members, ranks
+        self.members = list(range(min(members, MAX_DRAWN_MEMBERS)))  # those drawn
+        # one loss curve per (member, rank) drawn
+        self.lines = [(m, r) for m in self.members for r in range(min(ranks, MAX_DRAWN_RANKS))]
         self.lo, self.hi = list(bounds[0]), list(bounds[1])
         self.param_names = list(param_names)
         self.qcf_names = list(qcf_names)
@@ -148,7 +156,7 @@ class LivePlots:
 
     def _metric_figure(self, columns: Sequence[str], ylabel: str) -> Any:
         fig = self._figure(ylabel)
-        several_ranks = len(self.lines) > len(self.members)
+        several_ranks = self.total_ranks > 1
         for k, (m, r) in enumerate(self.lines):
             who = f"member {m} rank {r}" if several_ranks else f"member {m}"
             for i, c in enumerate(columns):

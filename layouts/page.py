@@ -18,7 +18,15 @@ def grid(panels: list[hv.DynamicMap], ncols: int) -> pn.GridBox:
 
 def live_panels(plots: LivePlots, qcf_true: QcfCurves | None, two_d: bool) -> list[pn.viewable.Viewable]:
     """Losses and accuracy, parameters, QCF bands (x-projections in 2D) and observables, top to bottom."""
-    return [
+    note = []
+    if plots.total_members > len(plots.members) or plots.total_ranks > len({r for _, r in plots.lines}):
+        ranks = len({r for _, r in plots.lines})
+        note = [pn.pane.Markdown(
+            f"Curves of members 0–{len(plots.members) - 1} of {plots.total_members}"
+            + (f" (ranks 0–{ranks - 1} of {plots.total_ranks})" if plots.total_ranks > ranks else "")
+            + " are drawn; heat maps, estimates and the closure report use every member.",
+            css_classes=["drawn-members"])]
+    return [*note,
         pn.Row(pn.pane.Bokeh(plots.losses(), sizing_mode="stretch_width", name="losses"),
                pn.pane.Bokeh(plots.accuracy(), sizing_mode="stretch_width", name="accuracy")),
         pn.pane.Markdown("### Parameters: mean of the generator's distribution against the truth"),

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 import xarray as xr
-import yaml
 
 from engine.problems import Problem, get_problem
+from engine.safe_yaml import load_yaml
 from layouts.live import METRIC_COLUMNS, LivePlots
 
 __all__ = ["QcfCurves", "true_qcf_projections", "qcf_true_from_results", "project_x", "metric_rows",
@@ -132,13 +132,14 @@ def member_snapshots(ds: xr.Dataset) -> dict[int, dict[str, Any]]:
 def _bounds(ds: xr.Dataset, problem: Problem) -> tuple[list[float], list[float]]:
     """The run's parameter bounds from its frozen spec (the problem's defaults if the spec has none)."""
     lo, hi = list(problem.lo), list(problem.hi)
-    try:
-        bounds = (yaml.safe_load(ds.attrs["spec"]).get("problem") or {}).get("bounds") or {}
-    except (yaml.YAMLError, AttributeError):
-        bounds = {}
-    for k, name in enumerate(problem.param_names):
-        if name in bounds and len(bounds[name]) == 2:
-            lo[k], hi[k] = float(bounds[name][0]), float(bounds[name][1])
+    try:  # a file from elsewhere may hold anything here: what cannot be read leaves the defaults
+        bounds = (load_yaml(ds.attrs["spec"]).get("problem") or {}).get("bounds") or {}
+        for k, name in enumerate(problem.param_names):
+            pair = bounds.get(name)
+            if isinstance(pair, list) and len(pair) == 2:
+                lo[k], hi[k] = float(pair[0]), float(pair[1])
+    except (ValueError, TypeError, AttributeError):
+        return list(problem.lo), list(problem.hi)
     return lo, hi
 
 

@@ -267,7 +267,8 @@ def test_configure_and_start_a_proxy2d_run_in_the_form_and_watch_the_cluster(ser
 
 
 def _finished_run(runs: Path, seed: int) -> Path:
-    from engine.results import build_results, write_netcdf_atomic
+    from engine.files import write_netcdf_atomic
+    from engine.results import build_results
     from engine.runner import measured_data, train_member
     from engine.sinks import HistorySink
     from engine.spec import parse_spec
@@ -324,3 +325,45 @@ def test_compare_two_finished_runs_and_export_png_and_pdf(server, page, tmp_path
         else:
             assert data.startswith(b"%PDF-") and data.rstrip().endswith(b"%%EOF")
     assert first.exists() and second.exists()
+
+
+# JS: elements anywhere on the page (shadow roots included) matching a CSS selector.
+_FIND = """(selector) => {
+  const found = [];
+  const walk = (root) => {
+    for (const el of root.querySelectorAll("*")) {
+      if (el.matches(selector)) found.push(el.outerHTML);
+      if (el.shadowRoot) walk(el.shadowRoot);
+    }
+  };
+  walk(document);
+  return found;
+}"""
+
+
+def test_markup_in_results_files_and_their_names_shows_as_text_and_runs_no_script(server, page):
+    url, runs = server
+    # Panel's Markdown drops <img onerror> but renders <b>: both must come out as text
+    evil = '<b class="qcf-injected">x</b><img src=x onerror=window.__xss=1>'
+    path = _finished_run(runs, 5)
+    with xr.open_dataset(path, engine="h5netcdf") as ds:
+        hostile = ds.load().assign_attrs(method=evil, name=evil, errors=f"```\n{evil}\n```")
+    path.unlink()
+    from engine.files import write_netcdf_atomic
+
+    write_netcdf_atomic(hostile, runs / "<b class=qcf-injected>seed5.nc")  # a file name with markup, too
+    page.goto(url)
+    page.get_by_role("button", name="Start").wait_for(timeout=60_000)
+    _tab(page, "Runs")
+    row = page.locator(".runs-table .tabulator-row", has_text="seed5")
+    row.wait_for(timeout=20_000)
+    assert "qcf-injected" in row.inner_text()  # the table shows the text
+    row.locator("input[type=checkbox]").click()
+    page.locator(".closure-report li").first.wait_for(timeout=30_000)
+    page.locator(".run-plots").get_by_text("qcf-injected").first.wait_for(timeout=10_000)
+    _tab(page, "Compare")
+    page.locator(".compare-picker input").first.click()
+    page.locator(".choices__list--dropdown .choices__item--choice", has_text="seed5").first.wait_for(timeout=20_000)
+    time.sleep(1)  # any injected image would have failed to load by now
+    assert page.evaluate(_FIND, ".qcf-injected, img[onerror]") == []
+    assert page.evaluate("() => window.__xss") is None

@@ -25,16 +25,35 @@ def test_sessions_pull_only_new_metrics_and_memory_stays_bounded(monkeypatch):
     assert run.done_steps == 300
 
 
-def test_browser_specs_read_data_only_under_the_data_and_runs_dirs(tmp_path):
+def test_browser_specs_read_data_only_under_the_data_and_runs_dirs(tmp_path, proxy1d_data):
+    from engine.files import write_netcdf_atomic
+
     data_dir, runs_dir = tmp_path / "data", tmp_path / "runs"
     data_dir.mkdir()
-    (data_dir / "ok.nc").write_bytes(b"")
-    (tmp_path / "outside.nc").write_bytes(b"")
+    write_netcdf_atomic(proxy1d_data.to_xarray(), data_dir / "ok.nc")
+    (tmp_path / "outside.nc").write_bytes((data_dir / "ok.nc").read_bytes())
     manager = RunManager(client=None, runs_dir=runs_dir, data_dir=data_dir)
     manager.check_readable(parse_spec({"problem": {"data": str(data_dir / "ok.nc")}}))
-    with pytest.raises(SpecError) as err:
-        manager.check_readable(parse_spec({"problem": {"data": str(data_dir / ".." / "outside.nc")}}))
-    assert err.value.field == "problem.data"
+    messages = []
+    for outside in (data_dir / ".." / "outside.nc", tmp_path / "missing.nc", data_dir / "link" / ".." / ".." / "x"):
+        with pytest.raises(SpecError) as err:
+            manager.check_readable(parse_spec({"problem": {"data": str(outside)}}))
+        assert err.value.field == "problem.data"
+        messages.append(err.value.message)
+    # The same words whether a file outside exists or not: the page cannot probe the server's files.
+    assert len(set(messages)) == 1 and "can be read here" in messages[0]
+
+
+def test_browser_specs_are_refused_data_files_that_are_not_measured_data(tmp_path):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "empty.nc").write_bytes(b"")
+    (data_dir / "notes.csv").write_text("observable,x\nsigma1,banana\n")
+    manager = RunManager(client=None, runs_dir=tmp_path / "runs", data_dir=data_dir)
+    for name, words in (("empty.nc", "empty"), ("notes.csv", "not a number"), ("gone.nc", "file not found")):
+        with pytest.raises(SpecError) as err:
+            manager.check_readable(parse_spec({"problem": {"data": str(data_dir / name)}}))
+        assert err.value.field == "problem.data" and words in err.value.message, err.value.message
 
 
 def test_live_curves_stream_only_new_rows_to_the_browser_and_stay_bounded(monkeypatch):
@@ -97,3 +116,21 @@ def test_cluster_view_names_the_run_member_and_rank_of_each_task():
     assert describe_task("mle-reference-0123456789ab", names) == "closure-2d · MLE reference"
     assert describe_task("member-2-fedcba987654", names) == "run fedcba987654 · member 2"  # another client's run
     assert describe_task(("sum-abc", 0), names) == "('sum-abc', 0)"
+
+
+def test_large_ensembles_draw_curves_of_the_first_members_only_and_say_so():
+    import panel as pn
+
+    from engine.problems import get_problem
+    from layouts.live import MAX_DRAWN_MEMBERS, LivePlots
+    from layouts.page import live_panels
+
+    p = get_problem("proxy1d")
+    plots = LivePlots(p.param_names, p.qcf_names, p.observable_names, p.truth, 64, (p.lo, p.hi))
+    assert len(plots.losses().renderers) == 2 * MAX_DRAWN_MEMBERS  # loss_g and loss_d per member drawn
+    plots.push_metrics([{"member": m, "step": 10, "loss_g": 0.7} for m in range(64)])  # all reported, none fails
+    assert sorted(plots.rows()["member"].unique()) == list(range(MAX_DRAWN_MEMBERS))
+    note = [v for v in live_panels(plots, None, False) if isinstance(v, pn.pane.Markdown)][0]
+    assert "members 0–7 of 64 are drawn" in note.object
+    small = LivePlots(p.param_names, p.qcf_names, p.observable_names, p.truth, 2, (p.lo, p.hi))
+    assert "drawn" not in " ".join(str(getattr(v, "object", "")) for v in live_panels(small, None, False))

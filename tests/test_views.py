@@ -13,7 +13,8 @@ from bokeh.model import Model as BokehModel
 
 import app.catalog as catalog
 from app.catalog import NotARunError, list_runs, load_run
-from engine.results import build_results, write_netcdf_atomic
+from engine.files import write_netcdf_atomic
+from engine.results import build_results
 from engine.runner import measured_data, train_member
 from engine.sinks import HistorySink
 from engine.spec import parse_spec
@@ -64,6 +65,7 @@ def _copy_to(src: Path, dst: Path, edit=None) -> Path:
     ds = _open(src)
     if edit is not None:
         ds = edit(ds)
+    dst.unlink(missing_ok=True)  # replaced (qcf-studio itself never overwrites a file)
     return write_netcdf_atomic(ds, dst)
 
 

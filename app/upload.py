@@ -1,0 +1,68 @@
+"""Measured data uploaded in the browser: read with :mod:`engine.datafiles`, saved under the runs directory.
+
+No Panel here: the dashboard hands over the file's name and bytes, shows :class:`UploadError`'s message
+as it is, and saves the result with :func:`save_upload` where a spec's ``problem.data`` can name it.
+Uploads are capped in number and total size per directory (:data:`MAX_UPLOADS`,
+:data:`MAX_UPLOADS_TOTAL_BYTES`), so that a browser cannot fill the server's disk.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from engine.datafiles import MAX_UPLOAD_BYTES, MIN_EVENTS, file_label, read_measured
+from engine.datafiles import DataFileError as UploadError
+from engine.files import write_netcdf_unique
+from engine.problems import get_problem
+from engine.pseudodata import MeasuredData
+
+__all__ = ["UploadError", "file_label", "read_measured_upload", "save_upload", "upload_summary", "upload_usage",
+           "MAX_UPLOAD_BYTES", "MIN_EVENTS", "MAX_UPLOADS", "MAX_UPLOADS_TOTAL_BYTES"]
+
+MAX_UPLOADS = 200  # files in one uploads directory
+MAX_UPLOADS_TOTAL_BYTES = 2**30  # their total size
+
+read_measured_upload = read_measured  # the upload's bytes, as every reader of measured data checks them
+
+
+def upload_usage(directory: Path) -> tuple[int, int]:
+    """How many uploads ``directory`` holds and their total size in bytes."""
+    files = [p for p in Path(directory).glob("*.nc") if p.is_file()] if Path(directory).is_dir() else []
+    return len(files), sum(p.stat().st_size for p in files)
+
+
+def save_upload(data: MeasuredData, directory: Path, name: str, max_files: int = MAX_UPLOADS,
+                max_total_bytes: int = MAX_UPLOADS_TOTAL_BYTES) -> Path:
+    """Write ``data`` as NetCDF under ``directory`` and return the path for ``problem.data``.
+
+    The file name is ``name``'s stem reduced to letters, digits, ``.``, ``_`` and ``-`` (at most 80
+    characters) plus ``.nc``; an existing file is never overwritten (``-2``, ``-3``, ... are appended, and
+    the name is claimed atomically). Raises :class:`UploadError` when the directory already holds
+    ``max_files`` uploads or ``max_total_bytes``, or when the file cannot be written (disk full).
+    """
+    directory = Path(directory)
+    label = file_label(name)
+    count, total = upload_usage(directory)
+    if count >= max_files:
+        raise UploadError(f"{label}: the uploads folder holds {count} files, the most it may; remove some from "
+                          f"{directory} first")
+    if total + data.events.nbytes > max_total_bytes:
+        raise UploadError(f"{label}: the uploads folder holds {total / 2**20:,.0f} MiB; this upload would pass its "
+                          f"limit of {max_total_bytes / 2**20:,.0f} MiB; remove some from {directory} first")
+    stem = Path(label).stem
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._-")[:80] or "upload"
+    ds = data.to_xarray()
+    ds.attrs["source"] = label
+    try:
+        return write_netcdf_unique(ds, directory, stem)
+    except OSError as e:
+        raise UploadError(f"{label}: cannot be saved in {directory}: {e.strerror or e}") from None
+
+
+def upload_summary(data: MeasuredData) -> str:
+    """One line on uploaded data for the page: problem, events per observable, weights, cross sections."""
+    problem = get_problem(data.kind)
+    xs = ", ".join(f"{n} {v:.4g}±{e:.2g}" for n, v, e in zip(problem.observable_names, data.xsec, data.xsec_err))
+    weighted = "weighted" if data.weights is not None else "unweighted"
+    return f"{data.kind}: {data.events.shape[1]:,} {weighted} events per observable; cross sections {xs}"
