@@ -27,58 +27,86 @@ def _load(path: str):  # -> Spec, imported lazily so that `--help` is instant
 
 def cmd_validate(args: argparse.Namespace) -> int:
     spec = _load(args.spec)
+    if spec.problem.data:  # read and checked as `run` would read it, so that `run` cannot refuse it later
+        from engine.runner import measured_data
+
+        data = measured_data(spec)
+        source = f"data {spec.problem.data} ({data.events.shape[1]:,} events/observable)"
+    else:
+        source = f"{spec.problem.events} events/observable"
     t = spec.training
-    data = f"data {spec.problem.data}" if spec.problem.data else f"{spec.problem.events} events/observable"
-    print(f"{args.spec}: valid — {spec.problem.kind}, {data}, {t.method} {t.steps} steps, "
+    print(f"{args.spec}: valid — {spec.problem.kind}, {source}, {t.method} {t.steps} steps, "
           f"{spec.ensemble.members} member(s)")
     return 0
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from engine.results import write_netcdf_atomic
+    from engine.files import write_netcdf_atomic
     from engine.runner import measured_data
 
     spec = _load(args.spec)
+    out = Path(args.out)
+    if out.is_dir():
+        return _fail(f"--out {out}: is a directory; name the file to write, e.g. {out / (spec.name + '.nc')}")
+    if out.exists() or out.is_symlink():
+        return _fail(f"--out {out}: exists; results and data are never overwritten, choose another name")
     ds = measured_data(spec).to_xarray()
     ds.attrs["spec"] = spec.to_yaml()
     ds.attrs["resolution"] = spec.detector.resolution
-    print(write_netcdf_atomic(ds, args.out))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        print(write_netcdf_atomic(ds, out))
+    except FileExistsError:
+        return _fail(f"--out {out}: exists; results and data are never overwritten, choose another name")
+    except OSError as e:
+        return _fail(f"--out {out}: cannot write ({e.strerror or type(e).__name__})", 1)
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     spec = _load(args.spec)
     from app.cluster import close, connect
+    from app.signals import Interrupted, StopSignals, exit_code
     from engine.distributed import start_run
-    from engine.results import build_results, closure_summary, write_netcdf_atomic
+    from engine.files import check_writable, remove_stale_parts, save_run
+    from engine.results import build_results, closure_summary
     from engine.runner import measured_data, run_name
 
-    out_dir = Path(args.out)
-    if out_dir.exists() and not out_dir.is_dir():
-        return _fail(f"--out {out_dir}: exists and is not a directory")
-    data = measured_data(spec)
-    workers = args.workers if args.workers is not None else spec.cluster.workers
-    client = connect(args.scheduler, workers, spec.cluster.device)
-    bar = ProgressBarSink(spec.training.steps * spec.ensemble.members, spec.name)
-    code = 0
-    try:
+    out_dir = check_writable(args.out)  # before any work goes into the run
+    remove_stale_parts(out_dir)
+    with StopSignals() as signals:
         try:
-            handle = start_run(client, spec, data, sink=bar)
-        except ValueError as e:  # the cluster cannot host the spec (data_parallel ranks, cuda without GPU workers)
+            data = measured_data(spec)
+            workers = args.workers if args.workers is not None else spec.cluster.workers
+            client = connect(args.scheduler, workers, spec.cluster.device, security=_security(args))
+        except Interrupted as e:
+            print("qcf-studio: interrupted before training started; nothing to save", file=sys.stderr)
+            return exit_code(e.signum)
+        bar = ProgressBarSink(spec.training.steps * spec.ensemble.members, spec.name)
+        signals.notice = lambda text: bar.write(f"qcf-studio: {text}")
+        try:
+            try:
+                handle = start_run(client, spec, data, sink=bar)
+            except ValueError as e:  # the cluster cannot host the spec (data_parallel ranks, cuda without GPUs)
+                bar.close()
+                return _fail(str(e))
+            except Interrupted as e:
+                bar.close()
+                print("qcf-studio: interrupted before training started; nothing to save", file=sys.stderr)
+                return exit_code(e.signum)
+            try:
+                members = handle.results()
+                signals.defer()
+            except Interrupted as e:
+                bar.write(f"qcf-studio: {e}: stopping; the members finish their current step and keep what they "
+                          f"produced ...")
+                handle.stop()
+                members = handle.results()
             bar.close()
-            return _fail(str(e))
-        try:
-            members = handle.results()
-        except KeyboardInterrupt:
-            bar.write("stopping: members finish their current step and keep what they produced ...")
-            handle.stop()
-            members = handle.results()
-            code = 130
-        bar.close()
-        ds = build_results(spec, data, members, handle.wall_seconds, handle.reference())
-        path = write_netcdf_atomic(ds, out_dir / f"{run_name(spec, out_dir)}.nc")
-    finally:
-        close(client)
+            ds = build_results(spec, data, members, handle.wall_seconds, handle.reference())
+            saved = save_run(ds, out_dir, run_name(spec))
+        finally:
+            close(client)
     status = ds.attrs["status"]
     if "closure_passed" in ds.attrs:
         print(closure_summary(ds.attrs), file=sys.stderr)
@@ -86,10 +114,13 @@ def cmd_run(args: argparse.Namespace) -> int:
           file=sys.stderr)
     if ds.attrs.get("errors"):
         print(ds.attrs["errors"], file=sys.stderr)
-    print(path)
-    if code:
-        return code
-    return 0 if status == "completed" else 1
+    if saved.problem:
+        print(f"qcf-studio: error: {saved.problem}", file=sys.stderr)
+    if saved.path is not None:
+        print(saved.path)
+    if signals.received is not None:
+        return exit_code(signals.received)
+    return 0 if status == "completed" and not saved.problem else 1
 
 
 EXPORT_FORMATS = "png,pdf,html"  # figures for slides, for papers (+ multipage report), and the standalone report
@@ -116,7 +147,8 @@ class ProgressBarSink:
     def log_metrics(self, member: int, step: int, metrics: dict[str, float]) -> None:
         self.bar.update(step - self.last_step.get(member, 0))
         self.last_step[member] = step
-        self.bar.set_postfix(loss_g=f"{metrics['loss_g']:.3f}", loss_d=f"{metrics['loss_d']:.3f}", refresh=False)
+        shown = {k: f"{metrics[k]:.3f}" for k in ("loss_g", "loss_d", "nll") if k in metrics}  # gan | mle
+        self.bar.set_postfix(shown, refresh=False)
 
     def log_snapshot(self, member: int, step: int, snapshot: dict[str, Any]) -> None:
         pass
@@ -156,9 +188,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from app.server import serve
+    from app.server import Access, serve
 
     spec = _load(args.spec) if args.spec else None
+    extra = None
+    if args.oauth_extra_params:
+        import json
+
+        try:
+            extra = json.loads(args.oauth_extra_params)
+        except json.JSONDecodeError:
+            return _fail("--oauth-extra-params: not a JSON object")
+    access = Access(
+        auth=args.auth,
+        credentials=Path(args.credentials) if args.credentials else None,
+        oauth={"provider": args.oauth_provider, "key": args.oauth_key, "secret": args.oauth_secret,
+               "redirect_uri": args.oauth_redirect_uri, "extra_params": extra,
+               "encryption_key": args.oauth_encryption_key},
+        insecure=args.insecure,
+        allow_origin=args.allow_origin,
+    )
     return serve(
         port=args.port,
         address=args.address,
@@ -168,16 +217,48 @@ def cmd_serve(args: argparse.Namespace) -> int:
         spec=spec,
         show=args.show,
         data_dir=Path(args.data_dir),
+        access=access,
+        security=_security(args),
     )
+
+
+def cmd_credentials(args: argparse.Namespace) -> int:
+    import getpass
+
+    from app.auth import CredentialsError, set_user
+
+    try:
+        if args.password_stdin:
+            password = sys.stdin.readline().rstrip("\n")
+        else:
+            password = getpass.getpass(f"password for {args.user}: ")
+            if getpass.getpass("again: ") != password:
+                return _fail("the passwords differ; nothing changed")
+        set_user(args.file, args.user, password)
+    except CredentialsError as e:
+        return _fail(str(e))
+    print(f"{args.file}: user {args.user} set", file=sys.stderr)
+    return 0
+
+
+def _security(args: argparse.Namespace) -> Any:
+    from app.cluster import tls_security
+
+    return tls_security(args.tls_ca_file, args.tls_cert, args.tls_key)
 
 
 def _add_cluster_args(p: argparse.ArgumentParser, default_workers: int | None) -> None:
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--scheduler", metavar="ADDR", help="address of an existing Dask scheduler (tcp://host:port)")
+    g.add_argument("--scheduler", metavar="ADDR",
+                   help="address of an existing Dask scheduler (tcp://host:port, or tls://host:port with --tls-*)")
     g.add_argument("--workers", type=int, default=default_workers, metavar="N",
                    help="worker processes of the embedded LocalCluster" + (" (default: the spec's cluster.workers)"
                                                                            if default_workers is None else "")
                    + "; one per GPU instead where CUDA GPUs are visible (unless cluster.device is cpu)")
+    t = p.add_argument_group("TLS to a remote scheduler (tls://); default: Dask's distributed.comm.tls config")
+    t.add_argument("--tls-ca-file", metavar="PEM", help="the CA certificate that signed the scheduler's")
+    t.add_argument("--tls-cert", metavar="PEM", help="this client's certificate (may hold the key too)")
+    t.add_argument("--tls-key", metavar="PEM", help="this client's private key, if not in --tls-cert")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -193,7 +274,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default="sample_data",
                    help="measured-data files the browser may use (problem.data) live here (default: sample_data/)")
     p.add_argument("--show", action="store_true", help="open a browser tab")
+    g = p.add_argument_group("who may use the dashboard (required when --address is not loopback)")
+    g.add_argument("--auth", choices=["none", "basic", "oauth"], default="none",
+                   help="basic: users and hashed passwords from --credentials; oauth: one of Panel's providers")
+    g.add_argument("--credentials", metavar="FILE", help="users of --auth basic (`qcf-studio credentials` makes it)")
+    g.add_argument("--oauth-provider", help="github, google, azure, okta, auth0, gitlab, generic, ... (Panel's)")
+    g.add_argument("--oauth-key", help="the OAuth client id (or $PANEL_OAUTH_KEY)")
+    g.add_argument("--oauth-secret", help="the OAuth client secret (better: $PANEL_OAUTH_SECRET)")
+    g.add_argument("--oauth-redirect-uri", help="where the provider sends the browser back to")
+    g.add_argument("--oauth-extra-params", metavar="JSON", help="provider settings, e.g. '{\"tenant\": \"...\"}'")
+    g.add_argument("--oauth-encryption-key", help="encrypts the tokens kept in cookies (or $PANEL_OAUTH_ENCRYPTION)")
+    g.add_argument("--insecure", action="store_true",
+                   help="serve a non-loopback --address without a login (only on a network you trust)")
+    g.add_argument("--allow-origin", action="append", default=[], metavar="HOST[:PORT]",
+                   help="also accept the websocket from pages served as HOST:PORT (a proxy's name); repeatable")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("credentials", help="add a user (or change their password) in a --credentials file")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--user", required=True)
+    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin (one line)")
+    p.set_defaults(func=cmd_credentials)
 
     p = sub.add_parser("validate", help="check a spec; exit 2 with one message if it is invalid")
     p.add_argument("spec")
@@ -258,6 +359,9 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"{getattr(args, 'spec', '') or 'spec'}: {e}")
     except (FileNotFoundError, ValueError) as e:
         return _fail(str(e))
+    except OSError as e:  # disk full, permissions, a lost connection: a sentence, not a traceback
+        where = f"{e.filename}: " if e.filename else ""
+        return _fail(f"{where}{e.strerror or f'{type(e).__name__}: {str(e)[:300]}'}", 1)
     except KeyboardInterrupt:
         return 130
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
+import threading
 from typing import Any
 
 import dask
@@ -14,8 +16,14 @@ from distributed import Client, LocalCluster, Worker, WorkerPlugin
 __all__ = ["connect", "close", "describe_task", "worker_rows"]
 
 
-def connect(scheduler: str | None = None, workers: int = 2, device: str = "auto") -> Client:
+def connect(scheduler: str | None = None, workers: int = 2, device: str = "auto", security: Any = None) -> Client:
     """A client on ``scheduler``, or on a new LocalCluster of ``workers`` single-threaded processes.
+
+    ``security`` (a ``distributed.Security``, see :func:`tls_security`) is used for a remote scheduler
+    (``tls://`` addresses); without it, Dask's configuration (``distributed.comm.tls.*``) applies. The
+    embedded cluster listens on the loopback interface only, and its workers ignore SIGINT and SIGTERM
+    (:class:`IgnoreStopSignals`) so that a terminal's Ctrl-C or a batch system's SIGTERM reaches the client,
+    which stops the members and saves what they have, instead of killing the workers with it.
 
     Each worker process runs one training task at a time with one torch thread (set explicitly by
     the task; ``OMP_NUM_THREADS=1`` keeps other libraries from oversubscribing the cores).
@@ -25,7 +33,14 @@ def connect(scheduler: str | None = None, workers: int = 2, device: str = "auto"
     is closed with the client.
     """
     if scheduler:
-        return Client(scheduler, timeout="20s")
+        try:
+            return Client(scheduler, timeout="20s", **({"security": security} if security is not None else {}))
+        except (OSError, TypeError) as e:  # refused, unreachable, timed out, TLS handshake failed or not set up
+            hint = ""
+            if scheduler.startswith("tls://") and security is None:
+                hint = "; a TLS scheduler needs --tls-ca-file and --tls-cert (or Dask's distributed.comm.tls config)"
+            raise ValueError(f"--scheduler {scheduler}: cannot connect ({type(e).__name__}: {str(e)[:200]}){hint}") \
+                from None
     if workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}")
     # Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 in workers, which pins glibc's mmap threshold: every
@@ -39,9 +54,44 @@ def connect(scheduler: str | None = None, workers: int = 2, device: str = "auto"
     client._qcf_owned_cluster = cluster  # closed in close()
     # Training fills every core; at normal priority it starved the web server and the browser on a 2-core
     # machine (a Stop click took 20-30 s to arrive). At nice 10 the workers still get all idle CPU.
+    client.register_plugin(IgnoreStopSignals())
     client.register_plugin(LowerPriority(10))
     client.register_plugin(PreloadEngine())
     return client
+
+
+def tls_security(ca_file: str | None, cert: str | None, key: str | None) -> Any:
+    """A ``distributed.Security`` for a remote scheduler that requires TLS (``tls://``): the CA that signed
+    the scheduler's certificate, and this client's certificate and key (one file may hold both); ``None``
+    if none is given (Dask's own configuration then applies). A ``ValueError`` names a missing file."""
+    if not (ca_file or cert or key):
+        return None
+    from distributed.security import Security
+
+    for option, path in (("--tls-ca-file", ca_file), ("--tls-cert", cert), ("--tls-key", key)):
+        if path and not os.path.isfile(path):
+            raise ValueError(f"{option} {path}: no such file")
+    if not (ca_file and cert):
+        raise ValueError("--tls-ca-file and --tls-cert are both needed for a TLS scheduler (--tls-key if the "
+                         "key is in its own file)")
+    return Security(tls_ca_file=ca_file, tls_client_cert=cert, tls_client_key=key, require_encryption=True)
+
+
+class IgnoreStopSignals(WorkerPlugin):
+    """Make each embedded worker process (restarted ones included) ignore SIGINT and SIGTERM.
+
+    They are children of the client's process, so a terminal's Ctrl-C (sent to the whole process group)
+    and a batch system's SIGTERM reach them too, and used to kill them with the members' work. The client
+    handles both signals (:mod:`app.signals`); the workers still end with it, since Dask's nanny ends its
+    worker when the parent goes away, and kills it (SIGKILL) if it does not stop when asked.
+    """
+
+    name = "qcf-studio-ignore-stop-signals"
+
+    def setup(self, worker: Worker) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(s, signal.SIG_IGN)
 
 
 class LowerPriority(WorkerPlugin):
@@ -79,6 +129,7 @@ def _local_cluster(workers: int, gpus: int = 0) -> LocalCluster:
         n_workers=gpus or workers,
         threads_per_worker=1,
         processes=True,
+        host="127.0.0.1",  # scheduler and workers reachable from this machine only
         dashboard_address=None,
         silence_logs=logging.WARNING,
         env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},

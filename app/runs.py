@@ -15,16 +15,19 @@ from typing import Any
 
 from distributed import Client
 
+from engine.datafiles import DataFileError, read_measured_file
 from engine.distributed import RunHandle, start_run
+from engine.files import remove_stale_parts, save_run
 from engine.histograms import data_histograms, marginal_x
 from engine.problems import get_problem
-from engine.results import build_results, write_netcdf_atomic
+from engine.results import build_results
 from engine.runner import measured_data, run_name
 from engine.spec import Spec, SpecError
 
 __all__ = ["LiveRun", "RunManager", "RunBusyError"]
 
 MAX_METRICS = 50_000  # metric messages kept per run (bounded memory for long runs)
+_CHECKED_FILES = 32  # data files whose check result is remembered (the page validates on every edit)
 
 
 class RunBusyError(RuntimeError):
@@ -105,10 +108,14 @@ class RunManager:
         self.client = client
         self.runs_dir = Path(runs_dir)
         self.runs_dir.mkdir(parents=True, exist_ok=True)
+        for d in (self.runs_dir, self.runs_dir / "uploads"):  # left by a server killed while writing
+            remove_stale_parts(d)
         self.data_dir = Path(data_dir)
         self.current: LiveRun | None = None
         self._lock = threading.Lock()
         self._names: dict[str, str] = {}  # run id (Dask task keys) -> spec name, for the cluster view
+        self._thread: threading.Thread | None = None
+        self._checked: dict[tuple, str] = {}  # (path, mtime, size, kind) -> "" or why the file is refused
 
     def run_names(self) -> dict[str, str]:
         return dict(self._names)
@@ -119,13 +126,34 @@ class RunManager:
         return run is not None and run.status in ("starting", "running", "stopping")
 
     def check_readable(self, spec: Spec) -> None:
-        """Specs from the browser may only read measured data under the data or runs directory."""
+        """Specs from the browser may only read measured data under the data or runs directory, and only
+        files that are measured data of their problem (:mod:`engine.datafiles`; remembered per file
+        version, since the page validates on every edit). A path outside those directories gets the same
+        message whether or not it exists, so the page cannot be used to probe the server's files."""
         if spec.problem.data is None:
             return
-        path = Path(spec.problem.data).resolve()
         allowed = [self.data_dir.resolve(), self.runs_dir.resolve()]
-        if not any(path.is_relative_to(d) for d in allowed):
+        try:
+            path: Path | None = Path(spec.problem.data).resolve()
+        except (OSError, RuntimeError, ValueError):  # a symlink loop, a name too long
+            path = None
+        if path is None or not any(path.is_relative_to(d) for d in allowed):
             raise SpecError("problem.data", f"only files under {' or '.join(map(str, allowed))} can be read here")
+        try:
+            stat = path.stat()
+        except OSError:
+            raise SpecError("problem.data", f"file not found: {spec.problem.data}") from None
+        key = (path, stat.st_mtime_ns, stat.st_size, spec.problem.kind)
+        if key not in self._checked:
+            try:
+                read_measured_file(path, spec.problem.kind)
+                self._checked[key] = ""
+            except DataFileError as e:
+                self._checked[key] = str(e)
+            while len(self._checked) > _CHECKED_FILES:
+                self._checked.pop(next(iter(self._checked)))
+        if self._checked[key]:
+            raise SpecError("problem.data", self._checked[key])
 
     def start(self, spec: Spec) -> LiveRun:
         """Start ``spec`` (already validated); raises :class:`RunBusyError` while a run is active."""
@@ -134,7 +162,8 @@ class RunManager:
                 raise RunBusyError("a run is in progress; stop it before starting another")
             run = LiveRun(spec)
             self.current = run
-        threading.Thread(target=self._drive, args=(run,), name="qcf-run", daemon=True).start()
+            self._thread = threading.Thread(target=self._drive, args=(run,), name="qcf-run", daemon=True)
+            self._thread.start()
         return run
 
     def stop(self) -> None:
@@ -142,6 +171,19 @@ class RunManager:
         if run is not None and run.handle is not None and run.status in ("starting", "running"):
             run.status = "stopping"
             run.handle.stop()
+
+    def shutdown(self, timeout: float = 300.0) -> LiveRun | None:
+        """Stop the run in progress and wait (up to ``timeout`` seconds) until it is saved; the server's
+        last act on SIGINT or SIGTERM. Returns the run, if there was one."""
+        run, thread = self.current, self._thread
+        if thread is None or not thread.is_alive():
+            return run
+        deadline = time.monotonic() + timeout
+        while thread.is_alive() and run is not None and run.handle is None and time.monotonic() < deadline:
+            time.sleep(0.1)  # still preparing its data: it can be stopped once submitted
+        self.stop()
+        thread.join(max(0.0, deadline - time.monotonic()))
+        return run
 
     def _drive(self, run: LiveRun) -> None:
         try:
@@ -155,11 +197,11 @@ class RunManager:
                 self._names.pop(next(iter(self._names)))
             members = run.handle.results()
             ds = build_results(run.spec, data, members, run.handle.wall_seconds, run.handle.reference())
-            path = self.runs_dir / f"{run_name(run.spec, self.runs_dir)}.nc"
-            run.result_path = write_netcdf_atomic(ds, path)
+            saved = save_run(ds, self.runs_dir, run_name(run.spec))  # never overwrites; rescued if it must be
+            run.result_path = saved.path
             run.closure = {k: v for k, v in ds.attrs.items() if k.startswith("closure_")}
-            run.error = ds.attrs.get("errors", "")
-            run.status = ds.attrs["status"]
+            run.error = "\n".join(filter(None, [ds.attrs.get("errors", ""), saved.problem]))
+            run.status = ds.attrs["status"] if saved.path is not None else "failed"
         except Exception as e:  # the app stays up; the user sees why
             run.error = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"
             run.status = "failed"

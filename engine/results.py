@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from importlib import metadata
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,7 +17,7 @@ from engine.spec import Spec
 from engine.training import MemberResult
 
 __all__ = ["QCF_FLOOR", "build_results", "closure_metrics", "closure_summary", "closure_variables",
-           "ensemble_estimate", "estimate", "is_bootstrap", "qcf_grids", "write_netcdf_atomic", "package_versions"]
+           "ensemble_estimate", "estimate", "is_bootstrap", "qcf_grids", "package_versions"]
 
 _PACKAGES = ("torch", "numpy", "xarray", "h5netcdf", "dask", "distributed", "panel", "holoviews", "bokeh")
 
@@ -250,19 +247,3 @@ def closure_summary(attrs: dict) -> str:
     if "closure_max_error_ratio" in attrs:
         parts.append(f"max GAN/MLE error ratio {attrs['closure_max_error_ratio']:.2f} (≤ {ERROR_RATIO_LIMIT})")
     return f"closure {verdict}: " + ", ".join(parts)
-
-
-def write_netcdf_atomic(ds: xr.Dataset, path: str | Path) -> Path:
-    """Write ``ds`` with h5netcdf to a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".nc.part", dir=path.parent)
-    os.close(fd)
-    try:
-        ds.to_netcdf(tmp, engine="h5netcdf")
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

@@ -88,7 +88,8 @@ def test_a_member_that_dies_is_marked_failed_and_the_run_still_writes(dask_clien
 
     import numpy as np
 
-    from engine.results import build_results, write_netcdf_atomic
+    from engine.files import write_netcdf_atomic
+    from engine.results import build_results
 
     spec = small_spec(steps=40)
     good = measured_data(spec)

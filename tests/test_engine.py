@@ -5,9 +5,10 @@ import torch
 import xarray as xr
 
 from engine.detector import ResolutionSmearing
+from engine.files import write_netcdf_atomic
 from engine.problems import get_problem, problem_kinds
 from engine.pseudodata import MeasuredData, make_pseudo_data
-from engine.results import build_results, write_netcdf_atomic
+from engine.results import build_results
 from engine.runner import train_member
 from engine.training import GANTrainer, TrainingConfig
 from tests.conftest import small_spec
