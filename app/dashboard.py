@@ -14,13 +14,15 @@ import panel as pn
 import yaml
 
 from app.cluster_view import ClusterView
+from app.markup import md_block, md_code, md_text
 from app.runs import LiveRun, RunBusyError, RunManager
 from app.spec_form import SpecForm
-from app.upload import MAX_UPLOAD_BYTES, UploadError, read_measured_upload, save_upload, upload_summary
+from app.upload import MAX_UPLOAD_BYTES, UploadError, file_label, read_measured_upload, save_upload, upload_summary
 from app.views import CompareView, RunsBrowser
 from engine.problems import get_problem
 from engine.results import closure_summary
-from engine.spec import Spec, SpecError, default_spec, parse_spec_text
+from engine.safe_yaml import YAMLRefused, load_yaml
+from engine.spec import LimitsSpec, Spec, SpecError, default_spec, parse_spec_text
 from layouts.heatmaps import live_heatmaps, true_qcfs_2d
 from layouts.live import LivePlots
 from layouts.page import grid, live_panels
@@ -95,10 +97,11 @@ class Dashboard(pn.viewable.Viewer):
 
     def _validate(self, text: str) -> Spec | None:
         try:
-            spec = parse_spec_text(text, base_dir=self.manager.data_dir)
+            # Specs typed here may lower the limits, not raise them (that is for the command line).
+            spec = parse_spec_text(text, base_dir=self.manager.data_dir, max_limits=LimitsSpec())
             self.manager.check_readable(spec)
         except SpecError as e:
-            self.message.object = f"**Invalid spec** — `{e.field}`: {e.message}"
+            self.message.object = f"**Invalid spec** — {md_code(e.field)}: {md_text(e.message)}"
             self.message.visible = True
             self.summary.object = ""
             self.form.show_error(e.field, e.message)
@@ -125,8 +128,8 @@ class Dashboard(pn.viewable.Viewer):
                 self._set_text(default_spec(value).to_yaml())
             return
         try:
-            raw = yaml.safe_load(self.editor.value_input or self.editor.value)
-        except yaml.YAMLError:
+            raw = load_yaml(self.editor.value_input or self.editor.value)
+        except YAMLRefused:
             raw = None
         if not isinstance(raw, dict):  # the YAML is broken: edit the last valid spec instead
             raw = self.spec.to_dict() if self.spec is not None else default_spec().to_dict()
@@ -139,7 +142,7 @@ class Dashboard(pn.viewable.Viewer):
         self._set_text(yaml.safe_dump(raw, sort_keys=False))
 
     def _on_spec_file(self, event: Any) -> None:
-        name = self.spec_file.filename or "the file"
+        name = md_text(file_label(self.spec_file.filename or "the file"))
         data = event.new
         if not data:
             return
@@ -167,11 +170,11 @@ class Dashboard(pn.viewable.Viewer):
             path = save_upload(data, self.manager.runs_dir / "uploads", name)
         except UploadError as e:
             self.data_note.object = ""
-            self.message.object = f"**Upload refused** — {e}"
+            self.message.object = f"**Upload refused** — {md_text(e)}"
             self.message.visible = True
             return
         self._on_form_edit("problem", "data", str(path.resolve()))
-        self.data_note.object = f"Uploaded `{name}` → `{path}`: {upload_summary(data)}"
+        self.data_note.object = f"Uploaded {md_code(file_label(name))} → {md_code(path)}: {upload_summary(data)}"
 
     def _file_error(self, text: str) -> None:
         self.message.object = f"**Cannot load the spec** — {text}"
@@ -261,11 +264,11 @@ class Dashboard(pn.viewable.Viewer):
         if eta is not None:
             text += f" · about {eta:.0f} s left"
         if run.result_path is not None:
-            text += f"\n\nSaved: `{run.result_path}`"
+            text += f"\n\nSaved: {md_code(run.result_path)}"
         if run.closure:
             text += f"\n\n{closure_summary(run.closure)}"
         if run.error:
-            text += f"\n\n```\n{run.error}\n```"
+            text += f"\n\n{md_block(run.error)}"
         self.status.object = text
 
     def __panel__(self) -> pn.viewable.Viewable:

@@ -39,7 +39,7 @@ from distributed import Client, Event, Future, Variable, get_worker, wait
 
 from engine.devices import resolve_device
 from engine.malloc import retain_freed_memory
-from engine.parallel import GradientSharing, ShareSchedule
+from engine.parallel import GradientSharing, ShareSchedule, host_store
 from engine.pseudodata import MeasuredData
 from engine.runner import failed_member, reference_fit, train_member, train_rank
 from engine.sinks import HistorySink, MetricsSink
@@ -161,13 +161,19 @@ def run_member_task(spec_yaml: str, member: int, data: MeasuredData, run_id: str
     return asdict(result)
 
 
+def _worker_host() -> str:
+    """The address of the interface this worker talks to its peers on (loopback in the embedded cluster)."""
+    return urlparse(get_worker().address).hostname or "127.0.0.1"
+
+
 def _rendezvous(run_id: str, member: int, rank: int, ranks: int, timeout: float) -> dist.Store:
-    """Rank 0 hosts a TCPStore on its worker's host; the others find its address in a Dask Variable."""
+    """Rank 0 hosts a TCPStore on its worker's interface (:func:`engine.parallel.host_store`); the others
+    find its address in a Dask Variable."""
     address = Variable(f"qcf-rendezvous-{run_id}-{member}")
     wait_for = timedelta(seconds=timeout)
     if rank == 0:
-        host = urlparse(get_worker().address).hostname or "127.0.0.1"
-        store = dist.TCPStore(host, 0, ranks, True, timeout=wait_for, wait_for_workers=False)
+        host = _worker_host()
+        store = host_store(host, ranks, timeout)
         address.set(f"{host}:{store.port}")
         return store
     try:
@@ -193,7 +199,7 @@ def run_rank_task(spec_yaml: str, member: int, rank: int, data: MeasuredData, ru
         device = _worker_device(spec)
         store = _rendezvous(run_id, member, rank, c.ranks, c.timeout)
         sharing = GradientSharing(store, rank, c.ranks, ShareSchedule(c.schedule, c.group_size, c.sync_every),
-                                  c.timeout, device)
+                                  c.timeout, device, host=_worker_host())
         if rank == 0:
             sink: MetricsSink = DaskEventSink(topic)
             stop = Event(f"stop-{run_id}").is_set

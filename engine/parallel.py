@@ -23,6 +23,7 @@ References:
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["SCHEDULES", "ShareSchedule", "GradientSharing", "backend_for"]
+__all__ = ["SCHEDULES", "ShareSchedule", "GradientSharing", "backend_for", "host_store"]
 
 SCHEDULES = ("sync", "grouped")
 
@@ -51,12 +52,38 @@ def backend_for(device: torch.device) -> str:
     return "nccl" if device.type == "cuda" else "gloo"
 
 
-def _process_group(store: dist.Store, rank: int, size: int, timeout: float, backend: str) -> dist.ProcessGroup:
+def host_store(host: str, world: int, timeout: float) -> dist.TCPStore:
+    """Rank 0's ``TCPStore``, listening on ``host``'s interface only.
+
+    A ``TCPStore`` made the usual way listens on every interface of the machine, and anyone who reaches
+    it can write into the rendezvous; bound to the worker's own address (loopback for the embedded
+    cluster), it is reachable exactly where the Dask workers already talk to each other.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.bind((host, 0))
+        sock.listen(128)
+        port = sock.getsockname()[1]
+    except OSError:
+        sock.close()
+        raise
+    return dist.TCPStore(host, port, world, True, timedelta(seconds=timeout), wait_for_workers=False,
+                         master_listen_fd=sock.detach())  # the store owns the socket from here
+
+
+def _process_group(store: dist.Store, rank: int, size: int, timeout: float, backend: str,
+                   host: str | None = None) -> dist.ProcessGroup:
     if backend == "nccl":
         opts = dist.ProcessGroupNCCL.Options()
         opts._timeout = timedelta(seconds=timeout)
         return dist.ProcessGroupNCCL(store, rank, size, opts)
-    return dist.ProcessGroupGloo(store, rank, size, timedelta(seconds=timeout))
+    if host is None:
+        return dist.ProcessGroupGloo(store, rank, size, timedelta(seconds=timeout))
+    gloo = dist.ProcessGroupGloo._Options()  # gloo's pairs listen on this rank's own interface only
+    gloo._devices = [dist.ProcessGroupGloo.create_device(hostname=host)]
+    gloo._timeout = timedelta(seconds=timeout)
+    return dist.ProcessGroupGloo(store, rank, size, gloo)
 
 
 class GradientSharing:
@@ -71,6 +98,8 @@ class GradientSharing:
             its peers instead of hanging them).
         device: where this rank's generator lives; the collectives run there (gloo on the CPU, NCCL
             on CUDA, one GPU per rank).
+        host: the address of this rank's interface, where gloo listens for its peers (default: gloo's
+            choice, the address of the machine's host name).
     """
 
     def __init__(
@@ -81,6 +110,7 @@ class GradientSharing:
         schedule: ShareSchedule = ShareSchedule(),
         timeout: float = 60.0,
         device: torch.device | str = "cpu",
+        host: str | None = None,
     ) -> None:
         if schedule.kind not in SCHEDULES:
             raise ValueError(f"unknown schedule {schedule.kind!r}; choose one of {', '.join(SCHEDULES)}")
@@ -88,17 +118,18 @@ class GradientSharing:
         self.comm_seconds = 0.0  # wall time spent in collectives (the communication cost)
         self.device = torch.device(device)
         backend = backend_for(self.device)
-        self.world_group = _process_group(dist.PrefixStore("world", store), rank, world, timeout, backend)
+        self.world_group = _process_group(dist.PrefixStore("world", store), rank, world, timeout, backend, host)
         self.group = self.leaders = None
         if schedule.kind == "grouped":
             gs = schedule.group_size
             g, r = divmod(rank, gs)
             self.is_leader = r == 0
             if gs > 1:
-                self.group = _process_group(dist.PrefixStore(f"group-{g}", store), r, gs, timeout, backend)
+                self.group = _process_group(dist.PrefixStore(f"group-{g}", store), r, gs, timeout, backend, host)
             n_groups = world // gs
             if self.is_leader and n_groups > 1:
-                self.leaders = _process_group(dist.PrefixStore("leaders", store), g, n_groups, timeout, backend)
+                self.leaders = _process_group(dist.PrefixStore("leaders", store), g, n_groups, timeout, backend,
+                                              host)
 
     # --- collectives on flat copies of parameter lists -----------------------------------------
 
