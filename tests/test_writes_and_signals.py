@@ -144,15 +144,21 @@ def _in_full_tmpfs(mount: Path, fill_kb: int, command: str) -> str:
             f"{command}; rc=$?; ls -A {mount} > {mount}.listing; exit $rc")
 
 
-@pytest.mark.slow
-def test_a_full_disk_saves_the_run_in_the_rescue_folder_and_exits_1(tmp_path):
+@pytest.fixture
+def full(tmp_path) -> Path:
+    """Where :func:`_in_full_tmpfs` mounts its tmpfs (skips where no tmpfs can be mounted, and says why)."""
     reason = _can_mount_tmpfs()
     if reason:
         pytest.skip(reason)
+    (tmp_path / "full").mkdir()
+    return tmp_path / "full"
+
+
+@pytest.mark.slow
+def test_a_full_disk_saves_the_run_in_the_rescue_folder_and_exits_1(tmp_path, full):
     spec = tmp_path / "tiny.yaml"
     spec.write_text(_small())
-    full, rescue = tmp_path / "full", tmp_path / "rescue"
-    full.mkdir()
+    rescue = tmp_path / "rescue"
     env = {**os.environ, "QCF_STUDIO_RESCUE_DIR": str(rescue)}
     r = subprocess.run(["unshare", "-rm", "sh", "-c", _in_full_tmpfs(
         full, 250, f"{EXE} run {spec} --out {full} --workers 1")], capture_output=True, text=True, env=env,
@@ -167,12 +173,7 @@ def test_a_full_disk_saves_the_run_in_the_rescue_folder_and_exits_1(tmp_path):
 
 
 @pytest.mark.slow
-def test_an_upload_to_a_full_disk_is_a_message_and_leaves_nothing(tmp_path):
-    reason = _can_mount_tmpfs()
-    if reason:
-        pytest.skip(reason)
-    full = tmp_path / "uploads"
-    full.mkdir()
+def test_an_upload_to_a_full_disk_is_a_message_and_leaves_nothing(tmp_path, full):
     script = ("import numpy as np; from app.upload import UploadError, save_upload; "
               "from engine.problems import get_problem; from engine.pseudodata import make_pseudo_data; "
               "p = get_problem('proxy1d'); d = make_pseudo_data(p, np.asarray(p.truth), 20000, seed=1)\n"
@@ -182,7 +183,7 @@ def test_an_upload_to_a_full_disk_is_a_message_and_leaves_nothing(tmp_path):
                        capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[1])
     assert r.returncode == 3, r.stderr[-2000:]
     assert "big.csv: cannot be saved" in r.stdout and "No space left on device" in r.stdout
-    assert (tmp_path / "uploads.listing").read_text().split() == ["filler"]
+    assert (tmp_path / "full.listing").read_text().split() == ["filler"]
 
 
 # --- signals --------------------------------------------------------------------------------------------------
