@@ -124,12 +124,20 @@ class PreloadEngine(WorkerPlugin):
 
 
 def _local_cluster(workers: int, gpus: int = 0) -> LocalCluster:
-    """``workers`` CPU workers, or with ``gpus`` one worker per GPU offering ``GPU=1`` (named 0, 1, ...)."""
+    """``workers`` CPU workers, or with ``gpus`` one worker per GPU offering ``GPU=1`` (named 0, 1, ...).
+
+    The cluster listens on loopback only and speaks TLS with a certificate made for it in memory
+    (``Security.temporary``): on a shared machine (a login node) other users reach loopback too, and a Dask
+    scheduler runs whatever code its clients send; without the certificate they cannot connect.
+    """
+    from distributed.security import Security
+
     return LocalCluster(
         n_workers=gpus or workers,
         threads_per_worker=1,
         processes=True,
-        host="127.0.0.1",  # scheduler and workers reachable from this machine only
+        host="127.0.0.1",  # scheduler and workers reachable from this machine only ...
+        security=Security.temporary(),  # ... and only by this client
         dashboard_address=None,
         silence_logs=logging.WARNING,
         env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},

@@ -206,11 +206,18 @@ def test_the_rendezvous_store_and_gloo_listen_on_the_given_interface_only():
     assert _listening(os.getpid())[default.port] in ("0.0.0.0", "::")  # why host_store exists
 
 
-def test_the_embedded_cluster_listens_on_loopback_only(dask_client):
-    assert dask_client.scheduler.address.startswith("tcp://127.0.0.1:")
-    for address, pid in dask_client.run(os.getpid).items():
-        assert address.startswith("tcp://127.0.0.1:")
+def test_the_embedded_cluster_listens_on_loopback_only_and_admits_only_its_own_client(dask_client):
+    from distributed import Client
+
+    address = dask_client.scheduler.address
+    assert address.startswith("tls://127.0.0.1:")
+    for worker, pid in dask_client.run(os.getpid).items():
+        assert worker.startswith("tls://127.0.0.1:")
         assert set(_listening(pid).values()) <= {"127.0.0.1"}, _listening(pid)
+    # Another user of this machine reaches loopback too; without the cluster's certificate they get no client
+    for attempt in (address, address.replace("tls://", "tcp://")):
+        with pytest.raises((OSError, TypeError)):
+            Client(attempt, timeout="5s")
 
 
 # --- a remote scheduler that requires TLS -------------------------------------------------------------------
