@@ -5,12 +5,11 @@ No Panel imports. :func:`list_runs` is cheap enough to poll every few seconds: a
 when its (path, mtime, size) changes, and only its attributes and dimension sizes are read, never arrays.
 Results files may come from someone else: both readers open them through :mod:`engine.safe_hdf5` (no
 external storage or links, sizes bounded), and :func:`load_run` checks every variable the views and
-exports use against the results contract (:func:`check_results`) before anything is drawn.
+exports use against the results contract (:func:`engine.results.check_results`) before anything is drawn.
 """
 
 from __future__ import annotations
 
-import math
 import threading
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,16 +19,14 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from engine.problems import problem_kinds
+from engine.results import ResultsContractError, attribute_number, check_results
 from engine.safe_hdf5 import checked_hdf5, open_netcdf
-from engine.safe_yaml import MAX_YAML_BYTES, load_yaml
-from engine.textlimits import clip, shown
+from engine.safe_yaml import load_yaml
+from engine.textlimits import clip
 
-__all__ = ["RunInfo", "NotARunError", "list_runs", "load_run", "read_run_info", "check_results",
-           "MAX_RESULTS_BYTES"]
+__all__ = ["RunInfo", "NotARunError", "list_runs", "load_run", "read_run_info", "MAX_RESULTS_BYTES"]
 
 MAX_RESULTS_BYTES = 2**30  # a results file, and what its datasets may declare (a 64-member 2D run: ~30 MiB)
-STATUSES = ("completed", "stopped", "failed")
 
 
 class NotARunError(ValueError):
@@ -68,13 +65,6 @@ def _text(value: Any, limit: int = 80) -> str:
     return clip(_decoded(value), limit)
 
 
-def _number(value: Any) -> float:
-    try:
-        return float(np.asarray(value).item()) if np.asarray(value).size == 1 else float("nan")
-    except (TypeError, ValueError):
-        return float("nan")
-
-
 def _cluster_mode(spec_text: str) -> str:
     try:
         spec = load_yaml(spec_text) or {}
@@ -98,14 +88,14 @@ def read_run_info(path: Path) -> RunInfo:
         return RunInfo(path=path, name=path.stem, modified=modified, error=clip(f"{type(e).__name__}: {e}", 200))
     closure = "n/a"
     if "closure_passed" in attrs:
-        closure = "passed" if _number(attrs["closure_passed"]) == 1 else "FAILED"
+        closure = "passed" if attribute_number(attrs["closure_passed"]) == 1 else "FAILED"
     return RunInfo(
         path=path,
         name=path.stem,
         problem=_text(attrs.get("problem", "")),
         method=_text(attrs.get("method", "")),
         status=_text(attrs.get("status", "")),
-        wall_seconds=_number(attrs.get("wall_seconds", float("nan"))),
+        wall_seconds=attribute_number(attrs.get("wall_seconds", float("nan"))),
         modified=modified,
         members=members,
         mode=_cluster_mode(_decoded(attrs["spec"])),
@@ -159,7 +149,7 @@ def list_runs(runs_dir: str | Path) -> list[RunInfo]:
 
 def load_run(path: str | Path) -> xr.Dataset:
     """The results Dataset of ``path``, loaded into memory with the file closed and checked against the
-    results contract (:func:`check_results`).
+    results contract (:func:`engine.results.check_results`).
 
     Raises ``FileNotFoundError`` for a missing file and :class:`NotARunError` (a ``ValueError``) naming the
     file when it is not a qcf-studio results file, or one this version cannot show.
@@ -176,87 +166,9 @@ def load_run(path: str | Path) -> xr.Dataset:
         hint = " (it looks like pseudo-data from `qcf-studio data`)" if "events" in ds else ""
         raise NotARunError(f"{label}: not a qcf-studio results file: no `spec` attribute or `params_pred` "
                            f"variable{hint}")
-    check_results(ds, label)
+    try:
+        check_results(ds, label)
+    except ResultsContractError as e:
+        raise NotARunError(str(e)) from None
     return ds
 
-
-def _dims(two_d: bool) -> dict[str, tuple[str, ...]]:
-    q = ("qcf", "x", "y") if two_d else ("qcf", "x")
-    h = ("observable", "bin", "bin_y") if two_d else ("observable", "bin")
-    return {
-        "params_pred": ("member", "param"), "params_pred_std": ("member", "param"),
-        "qcf_pred": ("member", *q), "qcf_pred_std": ("member", *q), "hist_data": h, "hist_gen": ("member", *h),
-    }
-
-
-_OPTIONAL_DIMS = {
-    "params_true": ("param",), "params_mle": ("param",), "params_mle_err": ("param",),
-    "params_ensemble": ("param",), "params_ensemble_err": ("param",), "pull": ("param",),
-    "error_ratio": ("param",), "params_history": ("member", "step", "param"), "chi2_ndf": ("member", "observable"),
-    "steps_done": ("member",), "resumed_from": ("member",), "comm_seconds": ("member",),
-    "xsec_data": ("observable",), "xsec_data_err": ("observable",),
-    **{m: ("member", "step") for m in ("loss_g", "loss_d", "d_acc_real", "d_acc_fake", "loss_xsec", "loss_d_xsec",
-                                       "nll")},
-}
-_TEXT_ATTRS = ("spec", "name", "problem", "method", "status", "errors", "uncertainty", "versions")
-_NUMBER_ATTRS = ("wall_seconds", "events_per_second")
-
-
-def check_results(ds: xr.Dataset, label: str) -> None:
-    """Raise :class:`NotARunError` naming ``label`` and the variable or attribute when ``ds`` does not have
-    the shape of the results contract (design.md, "Results") that the views and exports rely on: every
-    variable with its dimensions, numbers where numbers belong, the labels of params, QCFs and observables,
-    histogram edges one longer than the bins, at least one member."""
-
-    def refuse(what: str) -> NotARunError:
-        return NotARunError(f"{label}: not a results file this version can show: {what}")
-
-    for key in _TEXT_ATTRS:
-        if key in ds.attrs and not isinstance(ds.attrs[key], str):
-            raise refuse(f"attribute {key!r} is not text")
-    if len(ds.attrs["spec"]) > MAX_YAML_BYTES:
-        raise refuse(f"attribute 'spec' has more than {MAX_YAML_BYTES:,} characters")
-    for key in (*_NUMBER_ATTRS, *(k for k in ds.attrs if k.startswith("closure_"))):
-        if key in ds.attrs and math.isnan(_number(ds.attrs[key])) and not _is_nan(ds.attrs[key]):
-            raise refuse(f"attribute {shown(key)} is not a number")
-    if ds.attrs.get("problem") not in problem_kinds():
-        raise refuse(f"problem {shown(ds.attrs.get('problem'))} is not registered here (a user problem: see "
-                     f"$QCF_STUDIO_PROBLEMS in the README)")
-    if "status" in ds.attrs and ds.attrs["status"] not in STATUSES:
-        raise refuse(f"attribute 'status' is {shown(ds.attrs['status'])}, not one of {', '.join(STATUSES)}")
-    two_d = "qcf_pred" in ds and "y" in ds["qcf_pred"].dims
-    required = _dims(two_d)
-    for name, dims in [*required.items(), *_OPTIONAL_DIMS.items(), *_qcf_true(two_d)]:
-        if name not in ds:
-            if name in required:
-                raise refuse(f"variable {name!r} is missing")
-            continue
-        if ds[name].dims != dims:
-            raise refuse(f"variable {name!r} has dimensions {shown(ds[name].dims)}, the contract says {dims}")
-        if not np.issubdtype(ds[name].dtype, np.number):
-            raise refuse(f"variable {name!r} is not numeric")
-    for coord in ("param", "qcf", "observable", "x", *(("y",) if two_d else ())):
-        if coord not in ds.coords or ds[coord].ndim != 1:
-            raise refuse(f"coordinate {coord!r} is missing")
-    for coord in ("x", "y", "step") if two_d else ("x", "step"):
-        if coord in ds.coords and not np.issubdtype(ds[coord].dtype, np.number):
-            raise refuse(f"coordinate {coord!r} is not numeric")
-    if ds.sizes["member"] < 1:
-        raise refuse("it has no member")
-    edges = ds.get("bin_edges")
-    edge_dims = ("observable", "coord", "bin_edge") if two_d else ("observable", "bin_edge")
-    if edges is None or edges.dims != edge_dims or ds.sizes["bin_edge"] != ds.sizes["bin"] + 1:
-        raise refuse(f"variable 'bin_edges' must have dimensions {edge_dims} with one edge more than bins")
-    if two_d and (ds.sizes["coord"] != 2 or ds.sizes.get("bin_y") != ds.sizes["bin"]):
-        raise refuse("2D histograms need coord = x, y and as many y bins as x bins")
-
-
-def _qcf_true(two_d: bool) -> list[tuple[str, tuple[str, ...]]]:
-    return [("qcf_true", ("qcf", "x", "y") if two_d else ("qcf", "x"))]
-
-
-def _is_nan(value: Any) -> bool:
-    try:
-        return bool(np.isnan(float(np.asarray(value).item())))
-    except (TypeError, ValueError):
-        return False
