@@ -95,14 +95,15 @@ def read_measured_file(path: str | Path, kind: str, max_bytes: int = MAX_DATA_FI
     try:
         with open(path, "rb") as f:
             head = f.read(len(HDF5_SIGNATURE))
+            # NetCDF is checked and read by engine.safe_hdf5; text is read here, never past the limit
+            content = b"" if head == HDF5_SIGNATURE else head + f.read(max_bytes + 1 - len(head))
     except (OSError, ValueError) as e:
         raise DataFileError(f"{label}: cannot read ({getattr(e, 'strerror', None) or type(e).__name__})") from None
     if head == HDF5_SIGNATURE:
         return _read_netcdf(label, Path(path), problem, max_bytes)
-    size = Path(path).stat().st_size
-    if size > max_bytes:
-        raise DataFileError(f"{label}: {size / 2**20:,.1f} MiB, more than the limit of {max_bytes / 2**20:,.0f} MiB")
-    return _read_text(label, Path(path).read_bytes(), problem)
+    if len(content) > max_bytes:
+        raise DataFileError(f"{label}: more than the limit of {max_bytes / 2**20:,.0f} MiB")
+    return _read_text(label, content, problem)
 
 
 def _problem(label: str, kind: str) -> Problem:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from importlib import metadata
 from typing import Any
@@ -263,12 +262,19 @@ class ResultsContractError(ValueError):
     """A results file that does not have the contract's shape; the message names the file and what is wrong."""
 
 
+def _as_number(value: Any) -> float | None:
+    """A file attribute as a float, or ``None`` if it is not one number."""
+    try:
+        array = np.asarray(value)
+        return float(array.item()) if array.size == 1 else None
+    except (TypeError, ValueError):
+        return None
+
+
 def attribute_number(value: Any) -> float:
     """A file attribute as a float (NaN if it is not one number)."""
-    try:
-        return float(np.asarray(value).item()) if np.asarray(value).size == 1 else float("nan")
-    except (TypeError, ValueError):
-        return float("nan")
+    number = _as_number(value)
+    return float("nan") if number is None else number
 
 
 def _dims(two_d: bool) -> dict[str, tuple[str, ...]]:
@@ -308,7 +314,7 @@ def check_results(ds: xr.Dataset, label: str) -> None:
     if len(ds.attrs["spec"]) > MAX_YAML_BYTES:
         raise refuse(f"attribute 'spec' has more than {MAX_YAML_BYTES:,} characters")
     for key in (*_NUMBER_ATTRS, *(k for k in ds.attrs if k.startswith("closure_"))):
-        if key in ds.attrs and math.isnan(attribute_number(ds.attrs[key])) and not _is_nan(ds.attrs[key]):
+        if key in ds.attrs and _as_number(ds.attrs[key]) is None:
             raise refuse(f"attribute {shown(key)} is not a number")
     if ds.attrs.get("problem") not in problem_kinds():
         raise refuse(f"problem {shown(ds.attrs.get('problem'))} is not registered here (a user problem: see "
@@ -344,10 +350,3 @@ def check_results(ds: xr.Dataset, label: str) -> None:
 
 def _qcf_true(two_d: bool) -> list[tuple[str, tuple[str, ...]]]:
     return [("qcf_true", ("qcf", "x", "y") if two_d else ("qcf", "x"))]
-
-
-def _is_nan(value: Any) -> bool:
-    try:
-        return bool(np.isnan(float(np.asarray(value).item())))
-    except (TypeError, ValueError):
-        return False
