@@ -1,4 +1,4 @@
-"""The ``qcf-studio`` command: serve, validate, data, run, export, bench.
+"""The ``qcf-studio`` command: serve, validate, data, run, campaign, export, bench.
 
 Exit codes: 0 success; 1 a run that did not complete (stopped or failed); 2 invalid input (the
 message names the file and field); 130 interrupted.
@@ -121,6 +121,104 @@ def cmd_run(args: argparse.Namespace) -> int:
     if signals.received is not None:
         return exit_code(signals.received)
     return 0 if status == "completed" and not saved.problem else 1
+
+
+def cmd_campaign(args: argparse.Namespace) -> int:
+    import threading
+
+    from app.cluster import close, connect
+    from app.signals import Interrupted, StopSignals, exit_code
+    from engine.campaign.plan import CampaignPlan, campaign_of
+    from engine.files import check_writable
+
+    if args.replicas is not None and args.replicas < 2:
+        return _fail(f"--replicas: a campaign needs at least 2 replicas, got {args.replicas}")
+    spec = campaign_of(_load(args.spec), args.replicas)
+    out_dir = check_writable(args.out)
+    plan = CampaignPlan(spec, out_dir)
+    plan.prepare()  # a folder holding another spec's campaign is refused before a cluster starts
+    with StopSignals() as signals:
+        try:
+            workers = args.workers if args.workers is not None else spec.cluster.workers
+            client = connect(args.scheduler, workers, spec.cluster.device, security=_security(args))
+        except Interrupted as e:
+            print("qcf-studio: interrupted before the campaign started; nothing to save", file=sys.stderr)
+            return exit_code(e.signum)
+        try:
+            from engine.campaign.driver import CampaignRunner
+
+            runner = CampaignRunner(client, plan)
+            done = runner.load_finished()
+            bar = CampaignBar(len(plan.keys), len(done), spec.name)
+            runner.on_record = bar.update
+            signals.notice = lambda text: bar.write(f"qcf-studio: {text}")
+            try:
+                if done:
+                    bar.write(f"qcf-studio: {plan.folder}: {len(done)} of {len(plan.keys)} fits done already; "
+                              f"fitting the rest")
+                outcome: dict[str, Any] = {}
+
+                def drive() -> None:
+                    try:
+                        outcome["summary"] = runner.run()
+                    except BaseException as e:  # noqa: BLE001 (reported by the main thread)
+                        outcome["error"] = e
+
+                thread = threading.Thread(target=drive, name="qcf-campaign", daemon=True)
+                thread.start()
+                while thread.is_alive():
+                    thread.join(0.5)
+            except Interrupted as e:
+                bar.write(f"qcf-studio: {e}: stopping; finished fits are kept, those in flight are dropped ...")
+                signals.defer()
+                runner.stop()
+                while thread.is_alive():
+                    thread.join(0.5)
+            signals.defer()
+            bar.close()
+        finally:
+            close(client)
+    if "error" in outcome:
+        error = outcome["error"]
+        if isinstance(error, ValueError):
+            return _fail(str(error))
+        raise error
+    summary = outcome["summary"]
+    statuses = list(summary["status"].values.ravel())
+    counts = {s: statuses.count(s) for s in ("completed", "failed", "stopped", "missing") if statuses.count(s)}
+    print(", ".join(f"{n} {s}" for s, n in counts.items()) + f" of {len(statuses)} fits", file=sys.stderr)
+    for method in summary["method"].values:
+        print(f"{method}: {summary.attrs[f'verdict_{method}']}", file=sys.stderr)
+        print(f"{method}: {summary.attrs[f'criterion_{method}']}", file=sys.stderr)
+    print(plan.summary_path)
+    if signals.received is not None:
+        return exit_code(signals.received)
+    return 0 if counts.get("completed", 0) == len(statuses) else 1
+
+
+class CampaignBar:
+    """A tqdm bar on stderr over a campaign's fits, with the time left."""
+
+    def __init__(self, total: int, done: int, desc: str) -> None:
+        from tqdm import tqdm
+
+        # initial: fits of earlier sessions count as done but not into the rate and the time left
+        self.bar = tqdm(total=total, initial=done, unit="fit", file=sys.stderr, desc=desc, mininterval=0.5,
+                        dynamic_ncols=True)
+
+    def update(self, record: Any, progress: Any) -> None:
+        if record.status in ("completed", "failed"):
+            self.bar.update(1)
+        if record.status == "failed":
+            why = record.message.splitlines()[0][:200] if record.message else "see its file in failed/"
+            self.bar.write(f"qcf-studio: fit {record.key.stem} failed: {why}")
+        self.bar.set_postfix({"failed": progress.failed}, refresh=False)
+
+    def write(self, line: str) -> None:
+        self.bar.write(line)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 EXPORT_FORMATS = "png,pdf,html"  # figures for slides, for papers (+ multipage report), and the standalone report
@@ -311,6 +409,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_args(p, default_workers=None)
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser("campaign", help="fit many pseudo-data replicas (resumable); prints the summary file last")
+    p.add_argument("spec")
+    p.add_argument("--out", required=True, metavar="DIR", help="the campaign's folder is DIR/<spec name>/")
+    p.add_argument("--replicas", type=int, default=None, metavar="N",
+                   help="pseudo-data replicas (default: the spec's campaign.replicas)")
+    _add_cluster_args(p, default_workers=None)
+    p.set_defaults(func=cmd_campaign)
+
     p = sub.add_parser("export", help="a run's figures and closure report, a copy of its NetCDF and its spec")
     p.add_argument("run", metavar="RUN.nc", help="a results file written by `qcf-studio run`")
     p.add_argument("--format", default=EXPORT_FORMATS, metavar="FMT[,FMT...]",
@@ -347,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.func in (cmd_run, cmd_data, cmd_bench):  # heavy torch work in this process (not serve's web server)
+    if args.func in (cmd_run, cmd_data, cmd_bench, cmd_campaign):  # torch work in this process (not serve's)
         from engine.malloc import retain_freed_memory
 
         retain_freed_memory()

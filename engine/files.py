@@ -17,12 +17,14 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import xarray as xr
 
-__all__ = ["netcdf_bytes", "write_new_file", "write_netcdf_atomic", "write_netcdf_unique", "save_run",
+__all__ = ["netcdf_bytes", "write_new_file", "replace_file", "write_netcdf_atomic", "write_netcdf_unique", "save_run",
            "SavedRun", "remove_stale_parts", "check_writable", "rescue_dirs", "PART_SUFFIX"]
 
 PART_SUFFIX = ".part"
@@ -54,6 +56,14 @@ def write_new_file(content: bytes, path: str | Path) -> Path:
     temporary file is left behind in any case.
     """
     path = Path(path)
+    with _synced_part(content, path) as tmp:
+        _link_new(tmp, path)
+    return path
+
+
+@contextmanager
+def _synced_part(content: bytes, path: Path) -> Iterator[str]:
+    """``content`` in a synced ``.part`` file beside ``path``, removed (if still there) afterwards."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix + PART_SUFFIX, dir=path.parent)
     try:
         try:
@@ -62,10 +72,9 @@ def write_new_file(content: bytes, path: str | Path) -> Path:
             os.fsync(fd)
         finally:
             os.close(fd)
-        _link_new(tmp, path)
+        yield tmp
     finally:
         Path(tmp).unlink(missing_ok=True)
-    return path
 
 
 def _link_new(tmp: str, path: Path) -> None:
@@ -81,6 +90,16 @@ def _link_new(tmp: str, path: Path) -> None:
     # A file system without hard links: claim the name first, then move the file over the empty claim.
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
     os.replace(tmp, path)
+
+
+def replace_file(content: bytes, path: str | Path) -> Path:
+    """Write ``content`` to ``path`` through a synced temporary file renamed over it: readers see the old
+    file or the new one, never a part. Only for files derived from others (a campaign's summary), which
+    can be made again; results themselves are never replaced (:func:`write_new_file`)."""
+    path = Path(path)
+    with _synced_part(content, path) as tmp:
+        os.replace(tmp, path)
+    return path
 
 
 def write_netcdf_atomic(ds: xr.Dataset, path: str | Path) -> Path:

@@ -97,6 +97,11 @@ def build_results(
         ds["params_history"].attrs["description"] = "mean of the generator's parameters at each reported step"
     ds["params_pred"] = (("member", "param"), np.stack([m.params_pred for m in members]))
     ds["params_pred_std"] = (("member", "param"), np.stack([m.params_pred_std for m in members]))
+    draws = [m.params_draws for m in members]
+    if all(d is not None and d.shape == draws[0].shape for d in draws):  # none from a member that failed
+        ds["params_draws"] = (("member", "draw", "param"), np.stack(draws))
+        ds["params_draws"].attrs["description"] = ("draws of each member's parameter distribution (the generator's; "
+                                                   "a likelihood fit's N(θ̂, H⁻¹)), for SBC ranks")
     ds["qcf_pred"] = (("member", *qdims), np.stack([m.qcf_pred for m in members]))
     ds["qcf_pred_std"] = (("member", *qdims), np.stack([m.qcf_pred_std for m in members]))
     ds["hist_data"] = (hdims, hist_data)

@@ -6,7 +6,6 @@ and a validated :class:`Spec` is frozen into every result file as YAML.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -14,12 +13,14 @@ from typing import Any
 
 import yaml
 
+from engine.campaign.section import CampaignSpec, parse_campaign
 from engine.detector import DetectorConfigError, build_detector
 from engine.devices import DEVICES
 from engine.parallel import SCHEDULES
 from engine.problems import get_problem, problem_kinds
 from engine.safe_yaml import MAX_YAML_BYTES, YAMLRefused, load_yaml
 from engine.samplers import GRID_SPACINGS
+from engine.specfields import OPTIONAL_BOOL_TYPES, SpecError, at_most, fill_section, number
 from engine.textlimits import clip, shown
 from engine.training import TrainingConfig
 
@@ -38,17 +39,6 @@ FIELD_CHOICES: dict[str, tuple[str, ...]] = {"training.method": METHODS, "cluste
                                              "training.grid_spacing": GRID_SPACING_CHOICES}
 
 
-_OPTIONAL_BOOL_TYPES = ("bool | None", "Optional[bool]")  # true, false or null (null: the problem's default)
-
-
-class SpecError(ValueError):
-    """An invalid spec: ``field`` is the dotted path of the offending key."""
-
-    def __init__(self, field: str, message: str) -> None:
-        field, message = clip(str(field)), clip(message, 600)  # keys and values may come from anyone
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
 
 
 @dataclass
@@ -125,6 +115,7 @@ class LimitsSpec:
     network_depth: int = 64  # training.gen_depth, disc_depth
     metric_points: int = 100_000  # training.steps / metrics_every: rows of metrics per member
     snapshots: int = 10_000  # training.steps / snapshot_every: QCF snapshots streamed per member
+    replicas: int = 10_000  # campaign.replicas: pseudo-data sets of a campaign (each fitted by every method)
 
 
 @dataclass
@@ -137,6 +128,7 @@ class Spec:
     ensemble: EnsembleSpec = field(default_factory=EnsembleSpec)
     cluster: ClusterSpec = field(default_factory=ClusterSpec)
     limits: LimitsSpec = field(default_factory=LimitsSpec)
+    campaign: CampaignSpec | None = None  # many pseudo-data replicas, each fitted (engine.campaign)
 
     def truth_values(self) -> list[float]:
         """The truth as a list in the problem's parameter order."""
@@ -152,6 +144,8 @@ class Spec:
         d["training"] = {"method": d["training"].pop("method"), **d["training"]}
         if self.limits == LimitsSpec():  # the usual case: the limits go without saying
             del d["limits"]
+        if self.campaign is None:
+            del d["campaign"]
         return d
 
     def to_yaml(self) -> str:
@@ -159,60 +153,6 @@ class Spec:
 
 
 # --- validation --------------------------------------------------------------------------------
-
-
-def _number(path: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SpecError(path, f"expected a number, got {shown(value)}")
-    try:
-        finite = math.isfinite(value)
-    except OverflowError:  # an int too large for a float
-        finite = False
-    if not finite:
-        raise SpecError(path, f"expected a finite number, got {shown(value)}")
-    return float(value)
-
-
-def _integer(path: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise SpecError(path, f"expected a whole number, got {shown(value)}")
-    if value < minimum:
-        raise SpecError(path, f"must be at least {minimum}, got {shown(value)}")
-    return value
-
-
-def _at_most(path: str, value: int, limit: int, what: str = "") -> None:
-    if value > limit:
-        key = what or path.rpartition(".")[2]
-        raise SpecError(path, f"{shown(value)} is more than the limit of {limit:,}; a spec may raise it with "
-                              f"limits.{key} where the cluster really needs more")
-
-
-def _fill(section: str, target: Any, raw: Any) -> None:
-    """Copy ``raw`` onto dataclass ``target`` with type checks; unknown keys raise."""
-    if raw is None:
-        return
-    if not isinstance(raw, dict):
-        raise SpecError(section, f"expected a mapping, got {shown(raw)}")
-    known = {f.name: f for f in fields(target)}
-    for key, value in raw.items():
-        path = f"{section}.{clip(str(key))}"
-        if key not in known:
-            raise SpecError(path, f"unknown key; allowed: {', '.join(known)}")
-        default = getattr(target, key)
-        if known[key].type in _OPTIONAL_BOOL_TYPES:  # e.g. training.disc_edge_features
-            if value is not None and not isinstance(value, bool):
-                raise SpecError(path, f"expected true, false or null (the problem's default), got {shown(value)}")
-        elif isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise SpecError(path, f"expected true or false, got {shown(value)}")
-        elif isinstance(default, int):
-            value = _integer(path, value, minimum=0)
-        elif isinstance(default, float):
-            value = _number(path, value)
-        elif isinstance(default, str) and not isinstance(value, str):
-            raise SpecError(path, f"expected text, got {shown(value)}")
-        setattr(target, key, value)
 
 
 _POSITIVE_TRAINING = (
@@ -247,13 +187,13 @@ def parse_spec(raw: Any, base_dir: Path | None = None, max_limits: LimitsSpec | 
     _parse_limits(spec.limits, raw.get("limits"), max_limits)
 
     _parse_problem(spec.problem, raw.get("problem") or {}, base_dir)
-    _fill("detector", spec.detector, raw.get("detector"))
+    fill_section("detector", spec.detector, raw.get("detector"))
     try:
         build_detector(spec.detector.section(), get_problem(spec.problem.kind).domain, coord_axis=True,
                        validate_only=True)
     except DetectorConfigError as e:
         raise SpecError(e.field, e.message) from None
-    _fill("training", spec.training, raw.get("training"))
+    fill_section("training", spec.training, raw.get("training"))
     t = spec.training
     if t.method not in METHODS:
         raise SpecError("training.method", f"{shown(t.method)} is not available; choose one of {', '.join(METHODS)}")
@@ -273,7 +213,7 @@ def parse_spec(raw: Any, base_dir: Path | None = None, max_limits: LimitsSpec | 
     for key in ("xsec_start", "xsec_ramp", "noise_final", "average_last"):
         if not 0 <= getattr(t, key) <= 1:
             raise SpecError(f"training.{key}", f"must lie in [0, 1], got {getattr(t, key)}")
-    _fill("ensemble", spec.ensemble, raw.get("ensemble"))
+    fill_section("ensemble", spec.ensemble, raw.get("ensemble"))
     if spec.ensemble.members < 1:
         raise SpecError("ensemble.members", f"must be at least 1, got {spec.ensemble.members}")
     if t.method == "mle" or t.mle_reference:
@@ -288,17 +228,32 @@ def parse_spec(raw: Any, base_dir: Path | None = None, max_limits: LimitsSpec | 
                                             f"{MIN_BOOTSTRAP_MEMBERS}, got {spec.ensemble.members}")
     if t.method == "mle" and spec.ensemble.members != 1:
         raise SpecError("ensemble.members", f"an mle fit is deterministic: use 1, got {spec.ensemble.members}")
-    _fill("cluster", spec.cluster, raw.get("cluster"))
+    fill_section("cluster", spec.cluster, raw.get("cluster"))
     c = spec.cluster
     if c.workers < 1:
         raise SpecError("cluster.workers", f"must be at least 1, got {c.workers}")
     _check_cluster(c, t.method)
     _check_limits(spec)
+    if raw.get("campaign") is not None:
+        spec.campaign = _parse_campaign(spec, raw["campaign"])
     return spec
 
 
+def _parse_campaign(spec: Spec, raw: Any) -> CampaignSpec:
+    campaign = parse_campaign(raw, spec.problem.bounds, METHODS, spec.training.method, spec.limits.replicas)
+    if spec.problem.data is not None:
+        raise SpecError("campaign", "a campaign fits pseudo-data fluctuated from a known truth; problem.data must be "
+                                    "null")
+    if "mle" in campaign.methods:
+        unsupported = [k for k in ("acceptance", "background", "surrogate") if getattr(spec.detector, k) is not None]
+        if unsupported:
+            raise SpecError("campaign.methods", f"the likelihood fit models resolution smearing only, not "
+                                                f"detector.{unsupported[0]}")
+    return campaign
+
+
 def _parse_limits(target: LimitsSpec, raw: Any, max_limits: LimitsSpec | None) -> None:
-    _fill("limits", target, raw)
+    fill_section("limits", target, raw)
     for f in fields(LimitsSpec):
         value = getattr(target, f.name)
         if value < 1:
@@ -311,23 +266,23 @@ def _parse_limits(target: LimitsSpec, raw: Any, max_limits: LimitsSpec | None) -
 def _check_limits(spec: Spec) -> None:
     """Everything that sizes memory or time against :class:`LimitsSpec`, before anything is dispatched."""
     lim, t, c = spec.limits, spec.training, spec.cluster
-    _at_most("problem.events", spec.problem.events, lim.events)
-    _at_most("training.steps", t.steps, lim.steps)
-    _at_most("ensemble.members", spec.ensemble.members, lim.members)
-    _at_most("cluster.ranks", c.ranks, lim.ranks)
-    _at_most("cluster.workers", c.workers, lim.workers)
+    at_most("problem.events", spec.problem.events, lim.events)
+    at_most("training.steps", t.steps, lim.steps)
+    at_most("ensemble.members", spec.ensemble.members, lim.members)
+    at_most("cluster.ranks", c.ranks, lim.ranks)
+    at_most("cluster.workers", c.workers, lim.workers)
     dims = get_problem(spec.problem.kind).event_dims
     if t.grid_points ** dims > lim.grid_cells:
         raise SpecError("training.grid_points", f"{t.grid_points}^{dims} cells are more than the limit of "
                                                 f"{lim.grid_cells:,}; a spec may raise it with limits.grid_cells")
-    _at_most("training.events_per_param", t.batch_params * t.events_per_param, lim.events_per_step,
+    at_most("training.events_per_param", t.batch_params * t.events_per_param, lim.events_per_step,
              "events_per_step")
     for key in ("gen_width", "disc_width", "noise_dim"):
-        _at_most(f"training.{key}", getattr(t, key), lim.network_width, "network_width")
+        at_most(f"training.{key}", getattr(t, key), lim.network_width, "network_width")
     for key in ("gen_depth", "disc_depth"):
-        _at_most(f"training.{key}", getattr(t, key), lim.network_depth, "network_depth")
-    _at_most("training.metrics_every", t.steps // t.metrics_every, lim.metric_points, "metric_points")
-    _at_most("training.snapshot_every", t.steps // t.snapshot_every, lim.snapshots, "snapshots")
+        at_most(f"training.{key}", getattr(t, key), lim.network_depth, "network_depth")
+    at_most("training.metrics_every", t.steps // t.metrics_every, lim.metric_points, "metric_points")
+    at_most("training.snapshot_every", t.steps // t.snapshot_every, lim.snapshots, "snapshots")
 
 
 def _check_cluster(c: ClusterSpec, method: str) -> None:
@@ -382,21 +337,21 @@ def _parse_problem(target: ProblemSpec, raw: Any, base_dir: Path | None) -> None
     if not isinstance(events, bool) and isinstance(events, int) and events < 100:
         raise SpecError("problem.events", f"must be at least 100 events per observable, got {events}")
     rest = {k: v for k, v in raw.items() if k not in ("truth", "bounds", "data")}
-    _fill("problem", target, rest)
+    fill_section("problem", target, rest)
     target.kind = kind
 
     lo, hi = dict(zip(problem.param_names, problem.lo)), dict(zip(problem.param_names, problem.hi))
     for path, name, pair in _per_parameter(raw, "bounds", "[low, high]", problem.param_names, kind):
         if not isinstance(pair, (list, tuple)) or len(pair) != 2:
             raise SpecError(path, f"expected [low, high], got {shown(pair)}")
-        a, b = _number(path, pair[0]), _number(path, pair[1])
+        a, b = number(path, pair[0]), number(path, pair[1])
         if not a < b:
             raise SpecError(path, f"low bound {a} must be below high bound {b}")
         lo[name], hi[name] = a, b
 
     truth = {}
     for path, name, value in _per_parameter(raw, "truth", "value", problem.param_names, kind):
-        v = truth[name] = _number(path, value)
+        v = truth[name] = number(path, value)
         if not lo[name] <= v <= hi[name]:
             raise SpecError(path, f"{v} lies outside the bounds [{lo[name]}, {hi[name]}]")
     for name, t in zip(problem.param_names, problem.truth):
@@ -456,6 +411,6 @@ def default_spec(kind: str = "proxy1d") -> Spec:
 
 # Dotted paths of the fields that take true, false or null (e.g. training.disc_edge_features), for forms.
 OPTIONAL_BOOL_FIELDS: tuple[str, ...] = tuple(
-    f"{section.name}.{f.name}" for section in fields(Spec) if section.name not in ("version", "name")
-    for f in fields(getattr(Spec(), section.name)) if f.type in _OPTIONAL_BOOL_TYPES
+    f"{section.name}.{f.name}" for section in fields(Spec) if section.name not in ("version", "name", "campaign")
+    for f in fields(getattr(Spec(), section.name)) if f.type in OPTIONAL_BOOL_TYPES
 )

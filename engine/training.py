@@ -35,7 +35,7 @@ from engine.parallel import GradientSharing
 from engine.problems import Problem
 from engine.pseudodata import MeasuredData, normalise_weights
 from engine.sinks import MetricsSink
-from engine.training_types import MemberResult, TrainingConfig
+from engine.training_types import PARAM_DRAWS, MemberResult, TrainingConfig
 
 __all__ = ["TrainingConfig", "GANTrainer", "MemberResult"]
 
@@ -357,6 +357,7 @@ class GANTrainer:
         out = {
             "params_mean": (theta.mean(0) if estimate is None else estimate).cpu().numpy(),
             "params_std": theta.std(0).cpu().numpy(),
+            "params_draws": theta[:PARAM_DRAWS].cpu().numpy(),
             "qcf_mean": q.mean(0).cpu().numpy(),
             "qcf_std": q.std(0).cpu().numpy(),
             "qcf_lo": lo.reshape(q.shape[1:]).cpu().numpy(),
@@ -438,4 +439,5 @@ class GANTrainer:
             qcf_pred_std=p["qcf_std"],
             hist_gen=p["hist_gen"],
             chi2_ndf=p["chi2_ndf"],
+            params_draws=p["params_draws"],
         )

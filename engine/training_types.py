@@ -7,7 +7,10 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-__all__ = ["TrainingConfig", "MemberResult"]
+__all__ = ["TrainingConfig", "MemberResult", "PARAM_DRAWS"]
+
+# Parameter draws a member keeps (generator draws; a likelihood fit: N(θ̂, H⁻¹)) for SBC ranks in campaigns.
+PARAM_DRAWS = 100
 
 
 @dataclass
@@ -66,3 +69,4 @@ class MemberResult:
     error: str = ""
     resumed_from: int = 0  # the step a member went on from after its worker died (0: never restarted)
     comm_seconds: float = 0.0  # data-parallel: time this rank spent waiting in collectives
+    params_draws: np.ndarray | None = None  # (PARAM_DRAWS, param): draws of the member's parameter distribution

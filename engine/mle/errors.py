@@ -12,6 +12,7 @@ from torch import Tensor
 from engine.detector import ResolutionSmearing
 from engine.histograms import chi2_per_ndf, density_histograms, histogram_counts
 from engine.mle.likelihood import _F64, LikelihoodModel
+from engine.training_types import PARAM_DRAWS
 
 
 class ErrorsAndPredictions(LikelihoodModel):
@@ -118,6 +119,7 @@ class ErrorsAndPredictions(LikelihoodModel):
             z = torch.randn((draws, len(theta)), generator=self.rng, dtype=_F64)
             samples = torch.minimum(torch.maximum(theta + z @ chol.T, self.lo), self.hi)
             q = self.problem.qcfs(samples, *self.qcf_grids)  # (B, Q, X[, Y])
+            out["params_draws"] = samples[:PARAM_DRAWS].numpy().copy()
         else:
             q = torch.stack([q_hat + math.nan, q_hat + math.nan])
         levels = torch.tensor([0.16, 0.84], dtype=_F64)

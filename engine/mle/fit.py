@@ -215,6 +215,7 @@ class MLEFit(ErrorsAndPredictions):
             hist_gen=p["hist_gen"],
             chi2_ndf=p["chi2_ndf"],
             error="; ".join(self.warnings),
+            params_draws=p.get("params_draws"),
         )
 
     # The live-plot view is the GAN's: the same keys from the same predict() outputs.

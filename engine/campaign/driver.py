@@ -1,0 +1,259 @@
+"""Running a campaign's fits on a Dask cluster: as many at once as the workers take, resumable, one failure at a time.
+
+Each fit is an ordinary run (:func:`engine.distributed.start_run`: its members as tasks, checkpoints, retries
+of a dead worker's task, data-parallel ranks); the driver keeps enough fits in flight to keep every worker
+slot busy and one more queued behind them, so a worker that finishes a fit starts the next at once.
+
+- A finished fit is written atomically as ``<method>-r<replica>.nc`` in the campaign's folder the moment it
+  completes; a rerun (:meth:`CampaignRunner.load_finished`) skips it. A failed fit goes to ``failed/``
+  and is fitted again by a rerun; a stopped one (Ctrl-C, :meth:`CampaignRunner.stop`) is not kept.
+- The summary is rebuilt from the records of every fit and replaced as fits finish (at most every
+  ``summary_every`` seconds) and at the end.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import xarray as xr
+from distributed import Client, wait
+
+from engine.campaign.plan import FIT_FILE, CampaignPlan, FitKey
+from engine.campaign.summary import FitRecord, build_summary, fit_record, missing_record
+from engine.distributed import RunHandle, start_run
+from engine.files import netcdf_bytes, remove_stale_parts, replace_file, save_run, write_new_file
+from engine.pseudodata import MeasuredData
+from engine.results import ResultsContractError, build_results, check_results
+from engine.runner import measured_data
+from engine.safe_hdf5 import open_netcdf
+
+__all__ = ["CampaignRunner", "Progress"]
+
+MAX_FIT_BYTES = 2**30  # a fit's results file (as app.catalog reads results)
+
+
+@dataclass
+class Progress:
+    """Where a campaign stands: fits done of ``total`` (finished before this session included)."""
+
+    total: int
+    done: int = 0  # completed, in all sessions
+    failed: int = 0
+    done_here: int = 0  # completed or failed in this session
+    started: float = 0.0
+
+    def eta_seconds(self) -> float | None:
+        """Seconds left at this session's pace; ``None`` before the first fit of the session finished."""
+        if self.done_here == 0:
+            return None
+        return (time.monotonic() - self.started) / self.done_here * (self.total - self.done - self.failed)
+
+
+@dataclass
+class _InFlight:
+    key: FitKey
+    handle: RunHandle
+    data: MeasuredData
+    stopped: bool = False
+
+    def futures(self) -> list:
+        h = self.handle
+        extra = [f for fs in h.rank_futures.values() for f in fs]
+        return h.futures + extra + ([h.reference_future] if h.reference_future is not None else [])
+
+    def finished(self) -> bool:
+        return all(f.done() for f in self.futures())
+
+
+class CampaignRunner:
+    """Fits ``plan`` on ``client``; ``on_record(record, progress)`` is called (from the thread that calls
+    :meth:`run`) as each fit finishes. :meth:`stop` may be called from any thread."""
+
+    def __init__(
+        self,
+        client: Client,
+        plan: CampaignPlan,
+        on_record: Callable[[FitRecord, Progress], None] | None = None,
+        in_flight: int | None = None,
+        summary_every: float = 5.0,
+    ) -> None:
+        self.client, self.plan = client, plan
+        self.on_record = on_record or (lambda record, progress: None)
+        self.records: dict[FitKey, FitRecord] = {}
+        self.progress = Progress(total=len(plan.keys))
+        self.summary_every = summary_every
+        self._in_flight = in_flight
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._last_summary = 0.0
+
+    # Resuming -----------------------------------------------------------------------------------
+
+    def load_finished(self) -> list[FitKey]:
+        """Read the fits already in the folder (a rerun); unreadable or unfinished files are moved to
+        ``failed/``. Returns the keys that need no fit."""
+        self.plan.prepare()
+        remove_stale_parts(self.plan.folder)
+        wanted = set(self.plan.keys)
+        done = []
+        for path in sorted(self.plan.folder.glob("*.nc")):
+            m = FIT_FILE.fullmatch(path.name)
+            if m is None:
+                continue
+            key = FitKey(int(m["replica"]), m["method"])
+            if key not in wanted:
+                continue  # a replica beyond --replicas this time, or a method not asked for: kept, not used
+            record = self._read_fit(path, key)
+            if record is None:
+                continue
+            self.records[key] = record
+            done.append(key)
+        self.progress.done = len(done)
+        return done
+
+    def _read_fit(self, path: Path, key: FitKey) -> FitRecord | None:
+        try:
+            with open_netcdf(path, str(path), max_file_bytes=MAX_FIT_BYTES, max_data_bytes=MAX_FIT_BYTES) as ds:
+                check_results(ds, str(path))
+                ds.load()
+                record = fit_record(ds, key, path)
+        except (ValueError, ResultsContractError, OSError, KeyError) as e:
+            self.plan.set_aside(path, "unreadable")
+            self.records[key] = missing_record(key, "failed", f"{path.name} was unreadable ({str(e)[:200]})")
+            return None
+        if record.status != "completed":
+            self.plan.set_aside(path, record.status)
+            return None
+        return record
+
+    # Running ------------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Start no more fits and ask those in flight to stop (they are not kept)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def slots_in_flight(self) -> int:
+        """Fits at once: enough for every worker slot, and one more queued behind them."""
+        if self._in_flight is not None:
+            return max(1, self._in_flight)
+        info = self.client.scheduler_info(n_workers=-1)["workers"]
+        slots = sum(w["nthreads"] for w in info.values()) or 1
+        spec = self.plan.spec
+        tasks = [spec.ensemble.members * spec.cluster.ranks if m == "gan" else 1 for m in self.plan.campaign.methods]
+        return math.ceil(slots / min(tasks)) + 1
+
+    def run(self) -> xr.Dataset:
+        """Fit every key not finished yet; returns the summary (also written to ``plan.summary_path``).
+
+        Raises ``ValueError`` when the cluster cannot host the fits (data-parallel ranks, CUDA without
+        GPUs), before any fit ran."""
+        todo = [k for k in self.plan.keys if k not in self.records or self.records[k].status != "completed"]
+        self.progress.started = time.monotonic()
+        active: list[_InFlight] = []
+        limit = self.slots_in_flight()
+        try:
+            while (todo and not self.stopping) or active:
+                while todo and len(active) < limit and not self.stopping:
+                    key = todo.pop(0)
+                    started = self._start(key)
+                    if started is not None:
+                        active.append(started)
+                if self.stopping:
+                    for fit in active:
+                        if not fit.stopped:
+                            fit.handle.stop()
+                            fit.stopped = True
+                if not active:
+                    continue
+                try:
+                    wait([f for fit in active for f in fit.futures()], timeout=0.5, return_when="FIRST_COMPLETED")
+                except TimeoutError:
+                    pass
+                for fit in [f for f in active if f.finished()]:
+                    active.remove(fit)
+                    self._finish(fit)
+        finally:
+            for fit in active:  # an exception (or KeyboardInterrupt) in this loop: nothing left running
+                fit.handle.stop()
+        for key in todo:
+            self.records.setdefault(key, missing_record(key, "stopped" if self.stopping else "missing"))
+        return self.write_summary()
+
+    def _start(self, key: FitKey) -> _InFlight | None:
+        spec = self.plan.fit_spec(key)
+        try:
+            data = measured_data(spec)
+        except Exception as e:  # noqa: BLE001 (a fit that cannot start is a failed fit; the campaign goes on)
+            self._record(missing_record(key, "failed", f"{type(e).__name__}: {str(e)[:300]}"))
+            return None
+        return _InFlight(key, start_run(self.client, spec, data), data)
+
+    def _finish(self, fit: _InFlight) -> None:
+        key, handle = fit.key, fit.handle
+        try:
+            members = handle.results()
+            ds = build_results(handle.spec, fit.data, members, handle.wall_seconds, handle.reference())
+        except Exception as e:  # noqa: BLE001
+            self._record(missing_record(key, "failed", f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=2)}"))
+            return
+        ds.attrs.update({"campaign": self.plan.spec.name, "campaign_replica": key.replica,
+                         "campaign_method": key.method})
+        status = ds.attrs["status"]
+        path = None
+        if status == "completed":
+            path = self._save_completed(ds, key)
+        elif status == "failed":
+            path = save_run(ds, self.plan.failed_dir, key.stem).path
+        record = fit_record(ds, key, path)
+        if status == "completed" and path is None:
+            record.status, record.message = "failed", "finished but could not be saved (see the log)"
+        self._record(record)
+
+    def _save_completed(self, ds: xr.Dataset, key: FitKey) -> Path | None:
+        content = netcdf_bytes(ds)
+        target = self.plan.fit_path(key)
+        try:
+            return write_new_file(content, target)
+        except FileExistsError:  # another process running the same campaign finished it first: theirs counts
+            return target
+        except OSError:
+            saved = save_run(ds, self.plan.folder, key.stem)  # rescued where it can be, never lost silently
+            return saved.path
+
+    def _record(self, record: FitRecord) -> None:
+        with self._lock:
+            self.records[record.key] = record
+            p = self.progress
+            if record.status == "completed":
+                p.done += 1
+                p.done_here += 1
+            elif record.status == "failed":
+                p.failed += 1
+                p.done_here += 1
+        self.on_record(record, self.progress)
+        if time.monotonic() - self._last_summary > self.summary_every:
+            self.write_summary()
+
+    # Summary ------------------------------------------------------------------------------------
+
+    def summary(self) -> xr.Dataset:
+        with self._lock:
+            records = dict(self.records)
+        return build_summary(self.plan, records)
+
+    def write_summary(self) -> xr.Dataset:
+        """Build the summary and replace ``summary.nc`` with it; returns it."""
+        ds = self.summary()
+        replace_file(netcdf_bytes(ds), self.plan.summary_path)
+        self._last_summary = time.monotonic()
+        return ds

@@ -1,0 +1,95 @@
+"""The spec's ``campaign`` section: how many pseudo-data replicas, where their truths come from, which methods fit them.
+
+```yaml
+campaign:
+  replicas: 50            # pseudo-data sets fluctuated from the truth (at least 2)
+  truths: fixed           # fixed: every replica from problem.truth | prior: each its own truth, drawn uniformly
+  prior_bounds: {Nu: [1.5, 2.5]}   # truths: prior only; within problem.bounds (default: the bounds)
+  methods: [gan, mle]     # every replica fitted by each (default: [training.method])
+```
+
+Validated like the rest of a spec (:mod:`engine.specfields`): unknown keys and bad values raise a
+:class:`~engine.specfields.SpecError` naming the field, before anything is dispatched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.specfields import SpecError, fill_section, number, whole_number
+from engine.textlimits import clip, shown
+
+__all__ = ["CampaignSpec", "TRUTHS", "parse_campaign"]
+
+TRUTHS = ("fixed", "prior")
+MIN_REPLICAS = 2
+
+
+@dataclass
+class CampaignSpec:
+    replicas: int = 50
+    truths: str = "fixed"
+    prior_bounds: dict[str, list[float]] = field(default_factory=dict)
+    methods: list[str] = field(default_factory=list)
+
+
+def parse_campaign(
+    raw: Any,
+    param_bounds: dict[str, list[float]],
+    methods_available: tuple[str, ...],
+    default_method: str,
+    max_replicas: int,
+) -> CampaignSpec:
+    """The validated ``campaign`` section ``raw``; ``param_bounds`` are the problem's (validated) bounds."""
+    campaign = CampaignSpec()
+    if not isinstance(raw, dict):
+        raise SpecError("campaign", f"expected a mapping (replicas, truths, prior_bounds, methods), got {shown(raw)}")
+    rest = {k: v for k, v in raw.items() if k not in ("prior_bounds", "methods")}
+    fill_section("campaign", campaign, rest)
+    if "replicas" in raw:
+        whole_number("campaign.replicas", raw["replicas"], MIN_REPLICAS)
+    if campaign.replicas > max_replicas:
+        raise SpecError("campaign.replicas", f"{campaign.replicas:,} is more than the limit of {max_replicas:,}; a "
+                                             f"spec may raise it with limits.replicas")
+    if campaign.truths not in TRUTHS:
+        raise SpecError("campaign.truths", f"{shown(campaign.truths)} is not available; choose one of "
+                                           f"{', '.join(TRUTHS)}")
+
+    prior = raw.get("prior_bounds")
+    if prior is not None and prior != {}:  # {}: none (how a validated spec writes it)
+        if campaign.truths != "prior":
+            raise SpecError("campaign.prior_bounds", "bounds the truths drawn with truths: prior; here truths is "
+                                                     "fixed")
+        if not isinstance(prior, dict):
+            raise SpecError("campaign.prior_bounds", f"expected a mapping of parameter: [low, high], got "
+                                                     f"{shown(prior)}")
+        for name, pair in prior.items():
+            path = f"campaign.prior_bounds.{clip(str(name))}"
+            if name not in param_bounds:
+                raise SpecError(path, f"unknown parameter; the problem has {', '.join(param_bounds)}")
+            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                raise SpecError(path, f"expected [low, high], got {shown(pair)}")
+            a, b = number(path, pair[0]), number(path, pair[1])
+            lo, hi = param_bounds[name]
+            if not a < b:
+                raise SpecError(path, f"low bound {a} must be below high bound {b}")
+            if a < lo or b > hi:
+                raise SpecError(path, f"[{a}, {b}] reaches outside problem.bounds [{lo}, {hi}], where no fit "
+                                      f"can follow")
+            campaign.prior_bounds[name] = [a, b]
+
+    methods = raw.get("methods", [default_method])
+    if isinstance(methods, str):
+        methods = [methods]
+    if not isinstance(methods, list) or not methods:
+        raise SpecError("campaign.methods", f"expected a list of methods ({', '.join(methods_available)}), got "
+                                            f"{shown(methods)}")
+    for m in methods:
+        if m not in methods_available:
+            raise SpecError("campaign.methods", f"{shown(m)} is not available; choose from "
+                                                f"{', '.join(methods_available)}")
+    if len(set(methods)) != len(methods):
+        raise SpecError("campaign.methods", f"each method once, got {shown(methods)}")
+    campaign.methods = list(methods)
+    return campaign
