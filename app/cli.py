@@ -35,8 +35,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     else:
         source = f"{spec.problem.events} events/observable"
     t = spec.training
+    c = spec.campaign
+    campaign = f"; campaign of {c.replicas} replicas ({c.truths} truth) × {', '.join(c.methods)}" if c else ""
     print(f"{args.spec}: valid — {spec.problem.kind}, {source}, {t.method} {t.steps} steps, "
-          f"{spec.ensemble.members} member(s)")
+          f"{spec.ensemble.members} member(s){campaign}")
     return 0
 
 
@@ -125,6 +127,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_campaign(args: argparse.Namespace) -> int:
     import threading
+    import time
 
     from app.cluster import close, connect
     from app.signals import Interrupted, StopSignals, exit_code
@@ -157,23 +160,27 @@ def cmd_campaign(args: argparse.Namespace) -> int:
                     bar.write(f"qcf-studio: {plan.folder}: {len(done)} of {len(plan.keys)} fits done already; "
                               f"fitting the rest")
                 outcome: dict[str, Any] = {}
+                finished = threading.Event()
 
                 def drive() -> None:
                     try:
                         outcome["summary"] = runner.run()
                     except BaseException as e:  # noqa: BLE001 (reported by the main thread)
                         outcome["error"] = e
+                    finally:
+                        finished.set()
 
-                thread = threading.Thread(target=drive, name="qcf-campaign", daemon=True)
-                thread.start()
-                while thread.is_alive():
-                    thread.join(0.5)
+                # The main thread sleeps while the driver works: a signal raises here (never Thread.join, which
+                # an exception from a signal handler leaves believing the thread has ended, Python < 3.13).
+                threading.Thread(target=drive, name="qcf-campaign", daemon=True).start()
+                while not finished.is_set():
+                    time.sleep(0.2)
             except Interrupted as e:
                 bar.write(f"qcf-studio: {e}: stopping; finished fits are kept, those in flight are dropped ...")
                 signals.defer()
                 runner.stop()
-                while thread.is_alive():
-                    thread.join(0.5)
+                while not finished.is_set():
+                    time.sleep(0.2)
             signals.defer()
             bar.close()
         finally:
@@ -215,7 +222,7 @@ class CampaignBar:
         self.bar.set_postfix({"failed": progress.failed}, refresh=False)
 
     def write(self, line: str) -> None:
-        self.bar.write(line)
+        self.bar.write(line, file=sys.stderr)  # tqdm.write goes to stdout unless told
 
     def close(self) -> None:
         self.bar.close()
@@ -253,7 +260,7 @@ class ProgressBarSink:
 
     def write(self, line: str) -> None:
         """A message above the bar, without breaking it."""
-        self.bar.write(line)
+        self.bar.write(line, file=sys.stderr)  # tqdm.write goes to stdout unless told
 
     def close(self) -> None:
         self.bar.close()

@@ -149,20 +149,22 @@ def verdict(n: int, pull_mean_interval: tuple[float, float], coverage_interval: 
             r_bv_bounds: tuple[float, float]) -> str:
     """A method's errors for one parameter in words, judged against the 95% intervals:
 
-    - ``biased``: the pulls' mean is away from 0 (the interval excludes it);
+    - ``biased``: the pulls' mean is away from 0 (its interval excludes 0) and that is why the errors fall
+      short, or the errors are otherwise consistent;
     - ``over-confident``: errors too small (R_bv above 1, or 1σ coverage below 68.3%, beyond the intervals);
     - ``under-confident``: errors too large (R_bv below 1, or coverage above 68.3%);
     - ``calibrated``: all consistent; ``too few fits (n)`` below :data:`MIN_FITS_FOR_VERDICT`.
+
+    Each is a test at 95%: over many parameters a calibrated method is called otherwise now and then.
     """
     if n < MIN_FITS_FOR_VERDICT:
         return f"too few fits ({n})"
     lo, hi = pull_mean_interval
-    if lo > 0 or hi < 0:
-        return "biased"
+    shifted = lo > 0 or hi < 0
     c_lo, c_hi = coverage_interval
     r_lo, r_hi = r_bv_bounds
     if r_lo > 1 or c_hi < ONE_SIGMA:
-        return "over-confident"
+        return "biased" if shifted else "over-confident"
     if r_hi < 1 or c_lo > ONE_SIGMA:
         return "under-confident"
-    return "calibrated"
+    return "biased" if shifted else "calibrated"
