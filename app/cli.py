@@ -136,7 +136,8 @@ def cmd_campaign(args: argparse.Namespace) -> int:
 
     if args.replicas is not None and args.replicas < 2:
         return _fail(f"--replicas: a campaign needs at least 2 replicas, got {args.replicas}")
-    spec = campaign_of(_load(args.spec), args.replicas)
+    methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
+    spec = campaign_of(_load(args.spec), args.replicas, methods)
     out_dir = check_writable(args.out)
     plan = CampaignPlan(spec, out_dir)
     plan.prepare()  # a folder holding another spec's campaign is refused before a cluster starts
@@ -235,9 +236,27 @@ def cmd_export(args: argparse.Namespace) -> int:
     from app.export import export_run, parse_formats
 
     formats = parse_formats(args.format)  # before the file, so a bad flag never reaches the disk
-    for path in export_run(args.run, formats, args.out):
+    if _is_campaign_summary(args.run):
+        from app.campaign_export import export_campaign
+
+        paths = export_campaign(args.run, formats, args.out)
+    else:
+        paths = export_run(args.run, formats, args.out)
+    for path in paths:
         print(path)
     return 0
+
+
+def _is_campaign_summary(path: str) -> bool:
+    """Whether ``path`` is a campaign's summary (its ``kind`` attribute), read without opening it as a run."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            kind = f.attrs.get("kind")
+    except (OSError, ValueError):
+        return False  # the run reader says what is wrong with it
+    return (kind.decode("utf-8", "replace") if isinstance(kind, bytes) else kind) == "qcf-studio campaign"
 
 
 class ProgressBarSink:
@@ -272,7 +291,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.problem not in problem_kinds():
         return _fail(f"--problem: unknown problem {args.problem!r}; choose one of {', '.join(problem_kinds())}")
-    for name in ("events", "width", "depth", "threads", "repeats", "members", "steps"):
+    for name in ("events", "width", "depth", "threads", "repeats", "members", "steps", "replicas"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             return _fail(f"--{name}: must be at least 1, got {getattr(args, name)}")
     for name in ("window", "warmup"):
@@ -421,11 +440,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="the campaign's folder is DIR/<spec name>/")
     p.add_argument("--replicas", type=int, default=None, metavar="N",
                    help="pseudo-data replicas (default: the spec's campaign.replicas)")
+    p.add_argument("--methods", metavar="M[,M...]",
+                   help="fit the replicas by these methods, e.g. gan,mle (default: the spec's campaign.methods)")
     _add_cluster_args(p, default_workers=None)
     p.set_defaults(func=cmd_campaign)
 
-    p = sub.add_parser("export", help="a run's figures and closure report, a copy of its NetCDF and its spec")
-    p.add_argument("run", metavar="RUN.nc", help="a results file written by `qcf-studio run`")
+    p = sub.add_parser("export", help="a run's (or a campaign's) figures and report, a copy of its NetCDF and spec")
+    p.add_argument("run", metavar="RUN.nc", help="a results file written by `qcf-studio run`, or a campaign's "
+                                                 "summary.nc (its pulls, coverage, R_bv and ξ_1σ figures)")
     p.add_argument("--format", default=EXPORT_FORMATS, metavar="FMT[,FMT...]",
                    help=f"any of png, svg, pdf, html, comma-separated (default: {EXPORT_FORMATS}); pdf adds a "
                         "multipage report, html one standalone report page")
@@ -433,8 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("bench", help="throughput of the sampler or of full GAN steps (medians)")
-    p.add_argument("what", choices=["sampler", "gan", "ensemble", "dp"],
-                   help="sampler, gan: one process; ensemble, dp: whole runs on a LocalCluster")
+    p.add_argument("what", choices=["sampler", "gan", "ensemble", "dp", "campaign"],
+                   help="sampler, gan: one process; ensemble, dp: whole runs on a LocalCluster; campaign: fits per "
+                        "hour of a closure campaign on each of --ranks worker counts")
     p.add_argument("--problem", default="proxy1d", help="a registered problem kind (default: proxy1d)")
     p.add_argument("--events", type=int, default=10_000, help="events per step (default: 10000)")
     p.add_argument("--width", type=int, default=64, help="discriminator width (gan)")
@@ -448,7 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=float, default=10.0,
                    help="gan --members: seconds from submission to the counted window (default: 10)")
     p.add_argument("--ranks", type=lambda s: [int(r) for r in s.split(",")], default=[1, 2], metavar="R[,R...]",
-                   help="dp: ranks to compare (default: 1,2)")
+                   help="dp: ranks to compare; campaign: worker counts to compare (default: 1,2)")
+    p.add_argument("--method", choices=["gan", "mle"], default="gan", help="campaign: the fits' method (default: gan)")
+    p.add_argument("--replicas", type=int, default=12, help="campaign: replicas per worker count (default: 12)")
     p.add_argument("--steps", type=int, default=300, help="ensemble, dp: training steps per run (default: 300)")
     p.add_argument("--schedule", choices=["sync", "grouped"], default="sync", help="dp: sharing schedule")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
@@ -460,7 +485,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.func in (cmd_run, cmd_data, cmd_bench, cmd_campaign):  # torch work in this process (not serve's)
+    # torch work in this process (not serve's web server, nor a campaign's client: only its workers train, and with
+    # many threads deserialising results the retained arenas grew a campaign's client to 12 GB)
+    if args.func in (cmd_run, cmd_data, cmd_bench):
         from engine.malloc import retain_freed_memory
 
         retain_freed_memory()

@@ -1,5 +1,5 @@
 """The dashboard page: the spec (form and YAML), Start/Stop, progress, the live plots of the current run,
-and the cluster."""
+the runs, their comparison, the cluster, and closure campaigns."""
 
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ import contextlib
 import io
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import holoviews as hv
 import panel as pn
 import yaml
 
+from app.campaign_view import CampaignView
+from app.campaigns import CampaignManager, shared_campaigns
 from app.cluster_view import ClusterView
 from app.markup import md_block, md_code, md_text
 from app.runs import LiveRun, RunBusyError, RunManager
@@ -33,6 +36,7 @@ __all__ = ["Dashboard"]
 POLL_MS = 500  # how often a session pulls new metrics from the shared run (only new rows are sent)
 SNAPSHOT_S = 2.0  # the least time between two redraws of a session's snapshot panels
 MAX_SPEC_BYTES = 1_000_000  # a spec file loaded in the browser
+RUNS_TAB, CLUSTER_TAB, CAMPAIGN_TAB = 1, 3, 4  # positions in the page's tabs
 
 
 def _spec_summary(spec: Spec) -> str:
@@ -47,11 +51,16 @@ def _spec_summary(spec: Spec) -> str:
 
 
 class Dashboard(pn.viewable.Viewer):
-    """One browser session's view of the shared :class:`RunManager`."""
+    """One browser session's view of the shared :class:`RunManager` (and its :class:`CampaignManager`)."""
 
-    def __init__(self, manager: RunManager, spec_text: str, **params: Any) -> None:
+    def __init__(self, manager: RunManager, spec_text: str, campaigns: CampaignManager | None = None,
+                 **params: Any) -> None:
         super().__init__(**params)
         self.manager = manager
+        self.campaigns = campaigns or shared_campaigns(manager)
+        self.campaign_view = CampaignView(
+            self.campaigns, get_spec=lambda: self._validate(self.editor.value_input or self.editor.value),
+            open_fit=self._open_fit, is_shown=lambda: self.tabs.active == CAMPAIGN_TAB)
         self.editor = pn.widgets.TextAreaInput(
             name="Spec (YAML)", value=spec_text, height=330, sizing_mode="stretch_width",
             stylesheets=[":host textarea { font-family: monospace; font-size: 12px; }"],
@@ -88,10 +97,22 @@ class Dashboard(pn.viewable.Viewer):
         self._callback = pn.state.add_periodic_callback(self._poll, period=POLL_MS)
         self.runs = RunsBrowser(manager.runs_dir)
         self.compare = CompareView(manager.runs_dir)
-        self.cluster = ClusterView(manager, is_shown=lambda: self.tabs.active == 3)
+        self.cluster = ClusterView(manager, is_shown=lambda: self.tabs.active == CLUSTER_TAB)
         self.tabs = pn.Tabs(("Live", self.plot_area), ("Runs", self.runs), ("Compare", self.compare),
-                            ("Cluster", self.cluster), sizing_mode="stretch_width", dynamic=False)
-        self.tabs.param.watch(lambda e: e.new == 3 and self.cluster.refresh(), "active")
+                            ("Cluster", self.cluster), ("Campaign", self.campaign_view), sizing_mode="stretch_width",
+                            dynamic=False)
+        self.tabs.param.watch(self._on_tab, "active")
+
+    def _on_tab(self, event: Any) -> None:
+        if event.new == CLUSTER_TAB:
+            self.cluster.refresh()
+        elif event.new == CAMPAIGN_TAB:
+            self.campaign_view.refresh()
+
+    def _open_fit(self, path: Path) -> None:
+        """A campaign's fit, shown in the Runs tab (its file lives in the campaign's folder, not in the list)."""
+        self.runs.open(path)
+        self.tabs.active = RUNS_TAB
 
     # --- spec ------------------------------------------------------------------------------------
 
@@ -111,6 +132,7 @@ class Dashboard(pn.viewable.Viewer):
         self.form.show(spec.to_dict())
         self.form.show_error(None)
         self.save_spec.filename = f"{spec.name}.yaml"
+        self.campaign_view.prefill(spec)
         return spec
 
     def _set_text(self, text: str) -> None:
@@ -236,7 +258,7 @@ class Dashboard(pn.viewable.Viewer):
             self._attach(self.manager.current)  # another session started a run
         run, plots = self._run, self._plots
         busy = self.manager.busy
-        self.start_button.disabled = busy
+        self.start_button.disabled = busy or self.campaigns.busy
         self.stop_button.disabled = not (busy and run is not None and run.status in ("starting", "running"))
         if run is None or plots is None:
             return
@@ -291,7 +313,7 @@ class Dashboard(pn.viewable.Viewer):
 
     def dispose(self) -> None:
         self._callback.stop()
-        for view in (self.cluster, self.runs, self.compare):
+        for view in (self.cluster, self.runs, self.compare, self.campaign_view):
             view.dispose()
 
 

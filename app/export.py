@@ -39,7 +39,8 @@ from app.report import (
 )
 
 __all__ = ["FORMATS", "DOWNLOADS", "download_filename", "export_download", "export_run",
-           "figures", "open_results", "parse_formats", "markdown_to_html", "report_html"]
+           "figures", "open_results", "parse_formats", "markdown_to_html", "report_html", "AtomicFiles",
+           "save_figure", "svg_inline", "REPORT_CSS"]
 
 FORMATS = ("png", "svg", "pdf", "html")
 DPI = 150
@@ -65,7 +66,7 @@ def open_results(path: str | Path) -> xr.Dataset:
     return load_run(path)
 
 
-class _AtomicFiles:
+class AtomicFiles:
     """Files written to temporaries in one directory and renamed into place together by :meth:`commit`."""
 
     def __init__(self, directory: Path) -> None:
@@ -92,7 +93,7 @@ class _AtomicFiles:
         self.pending = []
 
 
-def _save(fig: Figure, fmt: str) -> Callable[[IO[bytes]], None]:
+def save_figure(fig: Figure, fmt: str) -> Callable[[IO[bytes]], None]:
     # No dates in the files: exporting a run twice gives the same SVG and PDF.
     metadata = {"svg": {"Date": None}, "pdf": {"CreationDate": None}}.get(fmt)
     return lambda f: fig.savefig(f, format=fmt, dpi=DPI, metadata=metadata)
@@ -180,7 +181,7 @@ def _cell(text: str) -> str:
     return f'<span class="label {css}">{html.escape(label)}</span> {_inline(m.group(2))}'
 
 
-_CSS = """
+REPORT_CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 60rem; margin: 2rem auto;
        padding: 0 1rem; color: #1f2328; line-height: 1.45; }
 h1 { font-size: 1.6rem; margin-bottom: .3rem; } h2 { font-size: 1.25rem; margin-top: 2rem; }
@@ -193,7 +194,7 @@ figcaption { font-size: .9rem; color: #57606a; } pre { background: #f6f8fa; padd
 """
 
 
-def _svg_inline(svg: bytes) -> str:
+def svg_inline(svg: bytes) -> str:
     """An SVG file as an element to put into HTML (without its XML prolog and DOCTYPE)."""
     text = svg.decode("utf-8")
     return text[text.index("<svg"):]
@@ -202,12 +203,12 @@ def _svg_inline(svg: bytes) -> str:
 def report_html(ds: xr.Dataset, markdown: str, svgs: dict[str, bytes]) -> str:
     """One standalone HTML page: the report, the figures inline as SVG, the spec; no external resources."""
     figs = "\n".join(
-        f'<figure id="{name}">{_svg_inline(svg)}<figcaption><strong>{name}</strong>: '
+        f'<figure id="{name}">{svg_inline(svg)}<figcaption><strong>{name}</strong>: '
         f"{html.escape(CAPTIONS.get(name, ''))}</figcaption></figure>"
         for name, svg in svgs.items())
     spec = html.escape(str(ds.attrs.get("spec", "")))
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            f"<title>{html.escape(run_title(ds))}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+            f"<title>{html.escape(run_title(ds))}</title>\n<style>{REPORT_CSS}</style>\n</head>\n<body>\n"
             f"{markdown_to_html(markdown)}\n<h2>Figures</h2>\n{figs}\n<h2>Spec</h2>\n<pre>{spec}</pre>\n"
             "</body>\n</html>\n")
 
@@ -234,27 +235,27 @@ def export_run(path: str | Path, formats: str | Sequence[str], out_dir: str | Pa
     criteria = closure_report(ds)
     markdown = report_markdown(ds, criteria)
     figs = figures(ds)
-    files = _AtomicFiles(out)
+    files = AtomicFiles(out)
     try:
         svgs: dict[str, bytes] = {}
         for fmt in (f for f in fmts if f != "html"):
             for name, fig in figs.items():
                 if fmt == "svg":
                     buf = io.BytesIO()
-                    _save(fig, "svg")(buf)
+                    save_figure(fig, "svg")(buf)
                     svgs[name] = buf.getvalue()
                     files.write(f"{stem}-{name}.svg", lambda f, b=svgs[name]: f.write(b))
                 else:
-                    files.write(f"{stem}-{name}.{fmt}", _save(fig, fmt))
+                    files.write(f"{stem}-{name}.{fmt}", save_figure(fig, fmt))
             if fmt in ("png", "svg"):  # the report's text page as an image too (the PDF holds it as page 1)
-                files.write(f"{stem}-report.{fmt}", _save(report_page(ds, criteria), fmt))
+                files.write(f"{stem}-report.{fmt}", save_figure(report_page(ds, criteria), fmt))
         if "pdf" in fmts:
             files.write(f"{stem}-report.pdf", lambda f: _report_pdf(f, ds, criteria, figs))
         if "html" in fmts:
             for name, fig in figs.items():
                 if name not in svgs:
                     buf = io.BytesIO()
-                    _save(fig, "svg")(buf)
+                    save_figure(fig, "svg")(buf)
                     svgs[name] = buf.getvalue()
             page = report_html(ds, markdown, svgs).encode("utf-8")
             files.write(f"{stem}-report.html", lambda f: f.write(page))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,7 @@ class RunManager:
         self._names: dict[str, str] = {}  # run id (Dask task keys) -> spec name, for the cluster view
         self._thread: threading.Thread | None = None
         self._checked: dict[tuple, str] = {}  # (path, mtime, size, kind) -> "" or why the file is refused
+        self.blocked_by: Callable[[], str] = lambda: ""  # why no run may start now (app.campaigns sets it), or ""
 
     def run_names(self) -> dict[str, str]:
         return dict(self._names)
@@ -160,6 +162,8 @@ class RunManager:
         with self._lock:
             if self.busy:
                 raise RunBusyError("a run is in progress; stop it before starting another")
+            if why := self.blocked_by():
+                raise RunBusyError(why)
             run = LiveRun(spec)
             self.current = run
             self._thread = threading.Thread(target=self._drive, args=(run,), name="qcf-run", daemon=True)

@@ -192,7 +192,13 @@ def serve(
 
 
 def _shut_down(manager: RunManager, client: Any) -> None:
-    """Stop and save the run in progress, then close the cluster."""
+    """Stop and save the run in progress, stop the campaign in progress (its finished fits and summary are
+    kept), then close the cluster."""
+    from app.campaigns import shared_campaigns
+
+    if shared_campaigns(manager).busy:
+        print("qcf-studio: stopping the campaign in progress (finished fits are kept) ...", file=sys.stderr)
+    shared_campaigns(manager).shutdown()
     busy = manager.busy
     if busy:
         print("qcf-studio: stopping the run in progress and saving what the members have ...", file=sys.stderr)

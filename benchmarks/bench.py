@@ -227,6 +227,10 @@ def run(args: Any) -> int:
         out = bench_sampler(args.problem, args.events, repeats=args.repeats, device=device)
     elif args.what == "gan" and args.members is None:
         out = bench_gan(args.problem, args.events, args.width, args.depth, repeats=args.repeats, device=device)
+    elif args.what == "campaign":  # on LocalClusters
+        from benchmarks.campaign import bench_campaign
+
+        out = bench_campaign(args.problem, args.method, args.replicas, args.steps, args.ranks)
     else:  # on a LocalCluster: imports Dask
         from benchmarks.scaleout import bench_data_parallel, bench_ensemble, bench_gan_members
 

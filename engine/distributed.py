@@ -333,8 +333,12 @@ def start_run(
     spec: Spec,
     data: MeasuredData,
     sink: MetricsSink | None = None,
+    priority: int = 0,
 ) -> RunHandle:
     """Submit every ensemble member of ``spec`` as its own task; their reports reach ``sink`` here.
+
+    ``priority`` is added to the tasks' Dask priorities (member m gets ``priority - m``): a campaign gives
+    its earlier fits higher ones, so that their members run before a later fit's and fits finish in turn.
 
     Raises ``ValueError`` before submitting anything when the cluster cannot host the spec: too few
     workers for the data-parallel ranks, or ``cluster.device: cuda`` and no worker offering ``GPU``.
@@ -367,7 +371,7 @@ def start_run(
     if c.mode == "data_parallel":
         for m in range(members):
             ranks = [client.submit(run_rank_task, spec_yaml, m, r, data_future, run_id, key=f"member-{m}-rank-{r}-"
-                                   f"{run_id}", pure=False, priority=-m, **place(m * c.ranks + r), **needs)
+                                   f"{run_id}", pure=False, priority=priority - m, **place(m * c.ranks + r), **needs)
                      for r in range(c.ranks)]
             handle.futures.append(ranks[0])
             handle.rank_futures[m] = ranks[1:]
@@ -377,10 +381,10 @@ def start_run(
                 DaskCheckpointStore.create(_checkpoint_name(run_id, m), client)
         handle.futures = [
             client.submit(run_member_task, spec_yaml, m, data_future, run_id, key=f"member-{m}-{run_id}",
-                          pure=False, priority=-m, **place(m), **needs)
+                          pure=False, priority=priority - m, **place(m), **needs)
             for m in range(members)
         ]
     if spec.training.method == "gan" and spec.training.mle_reference:
         handle.reference_future = client.submit(run_reference_task, spec_yaml, data_future,
-                                                key=f"mle-reference-{run_id}", pure=False, priority=-1)
+                                                key=f"mle-reference-{run_id}", pure=False, priority=priority - 1)
     return handle

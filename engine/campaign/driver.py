@@ -17,25 +17,26 @@ import math
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import xarray as xr
-from distributed import Client, wait
+from distributed import Client
 
 from engine.campaign.plan import FIT_FILE, CampaignPlan, FitKey
-from engine.campaign.summary import FitRecord, build_summary, fit_record, missing_record
+from engine.campaign.summary import FitRecord, build_summary, fit_record, missing_record, read_fit
 from engine.distributed import RunHandle, start_run
 from engine.files import netcdf_bytes, remove_stale_parts, replace_file, save_run, write_new_file
 from engine.pseudodata import MeasuredData
-from engine.results import ResultsContractError, build_results, check_results
+from engine.results import build_results
 from engine.runner import measured_data
-from engine.safe_hdf5 import open_netcdf
 
 __all__ = ["CampaignRunner", "Progress"]
 
-MAX_FIT_BYTES = 2**30  # a fit's results file (as app.catalog reads results)
+MAX_FIT_BYTES = 2**30
+POLL_SECONDS = 0.2  # a fit's results file (as app.catalog reads results)
 
 
 @dataclass
@@ -92,6 +93,7 @@ class CampaignRunner:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._last_summary = 0.0
+        self._order: dict[FitKey, int] = {}
 
     # Resuming -----------------------------------------------------------------------------------
 
@@ -118,17 +120,9 @@ class CampaignRunner:
         return done
 
     def _read_fit(self, path: Path, key: FitKey) -> FitRecord | None:
-        try:
-            with open_netcdf(path, str(path), max_file_bytes=MAX_FIT_BYTES, max_data_bytes=MAX_FIT_BYTES) as ds:
-                check_results(ds, str(path))
-                ds.load()
-                record = fit_record(ds, key, path)
-        except (ValueError, ResultsContractError, OSError, KeyError) as e:
-            self.plan.set_aside(path, "unreadable")
-            self.records[key] = missing_record(key, "failed", f"{path.name} was unreadable ({str(e)[:200]})")
-            return None
-        if record.status != "completed":
-            self.plan.set_aside(path, record.status)
+        record = read_fit(path, key, self.plan)
+        if record.status != "completed":  # not a finished fit of this campaign: moved aside, fitted again
+            self.plan.set_aside(path, "unreadable" if record.path is None else record.status)
             return None
         return record
 
@@ -157,14 +151,15 @@ class CampaignRunner:
 
         Raises ``ValueError`` when the cluster cannot host the fits (data-parallel ranks, CUDA without
         GPUs), before any fit ran."""
-        todo = [k for k in self.plan.keys if k not in self.records or self.records[k].status != "completed"]
+        self._order = {k: i for i, k in enumerate(self.plan.keys)}
+        todo = deque(k for k in self.plan.keys if k not in self.records or self.records[k].status != "completed")
         self.progress.started = time.monotonic()
         active: list[_InFlight] = []
         limit = self.slots_in_flight()
         try:
             while (todo and not self.stopping) or active:
                 while todo and len(active) < limit and not self.stopping:
-                    key = todo.pop(0)
+                    key = todo.popleft()
                     started = self._start(key)
                     if started is not None:
                         active.append(started)
@@ -175,11 +170,12 @@ class CampaignRunner:
                             fit.stopped = True
                 if not active:
                     continue
-                try:
-                    wait([f for fit in active for f in fit.futures()], timeout=0.5, return_when="FIRST_COMPLETED")
-                except TimeoutError:
-                    pass
-                for fit in [f for f in active if f.finished()]:
+                finished = [f for f in active if f.finished()]
+                if not finished:
+                    # Polled, not distributed.wait(..., timeout): each timed-out wait leaves a task per future
+                    # pending until that future ends, and a campaign waits thousands of times.
+                    time.sleep(POLL_SECONDS)
+                for fit in finished:
                     active.remove(fit)
                     self._finish(fit)
         finally:
@@ -196,7 +192,8 @@ class CampaignRunner:
         except Exception as e:  # noqa: BLE001 (a fit that cannot start is a failed fit; the campaign goes on)
             self._record(missing_record(key, "failed", f"{type(e).__name__}: {str(e)[:300]}"))
             return None
-        return _InFlight(key, start_run(self.client, spec, data), data)
+        # earlier fits' members first, so that fits finish one after another
+        return _InFlight(key, start_run(self.client, spec, data, priority=-1000 * self._order[key]), data)
 
     def _finish(self, fit: _InFlight) -> None:
         key, handle = fit.key, fit.handle

@@ -7,7 +7,8 @@ campaign's with the replica's seed and truth and the fit's method.
 
 The folder ``<out>/<spec name>/`` holds
 
-- ``campaign.yaml``: the spec of the campaign (a rerun with another spec is refused: its fits would not match);
+- ``campaign.yaml``: the spec of the campaign (a rerun with another spec is refused: its fits would not match),
+  widened when a rerun asks for more replicas or another method;
 - ``<method>-r<replica>.nc``: one results file per finished fit (written atomically, never overwritten);
 - ``failed/``: results of fits that failed (a rerun fits them again), and files set aside as unreadable;
 - ``summary.nc``: the summary (:mod:`engine.campaign.summary`), replaced as fits finish.
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.campaign.section import CampaignSpec
+from engine.files import replace_file, write_new_file
 from engine.safe_yaml import YAMLRefused, load_yaml
 from engine.spec import Spec, SpecError, parse_spec
 from engine.textlimits import clip
@@ -65,21 +67,26 @@ def replica_truth(spec: Spec, replica: int) -> dict[str, float]:
     return out
 
 
-def campaign_of(spec: Spec, replicas: int | None = None) -> Spec:
+def campaign_of(spec: Spec, replicas: int | None = None, methods: list[str] | None = None) -> Spec:
     """``spec`` with a campaign section: its own, or the default (fixed truth, its method); ``replicas``
-    overrides the number of replicas (``--replicas``). Validated again, so the limits apply."""
+    and ``methods`` override the section's (``--replicas``, ``--methods``). Validated again, so the limits
+    apply."""
     raw = spec.to_dict()
     section = dict(raw.get("campaign") or {"methods": [spec.training.method]})
     if replicas is not None:
         section["replicas"] = replicas
+    if methods is not None:
+        section["methods"] = methods
     raw["campaign"] = section
     return parse_spec(raw)
 
 
 def _comparable(spec: Spec) -> dict:
-    """What must match between a campaign's folder and a rerun: all but the number of replicas and workers."""
+    """What must match between a campaign's folder and a rerun: all but the number of replicas, the methods
+    (each method's fits are files of their own) and the number of workers."""
     d = spec.to_dict()
     d.get("campaign", {}).pop("replicas", None)
+    d.get("campaign", {}).pop("methods", None)
     d.get("cluster", {}).pop("workers", None)
     d.pop("limits", None)
     return d
@@ -157,15 +164,21 @@ class CampaignPlan:
                     theirs = parse_spec(load_yaml(f.read(1_000_001).decode("utf-8", "replace")))
             except (SpecError, YAMLRefused, OSError) as e:
                 raise SpecError("campaign", f"{clip(str(self.spec_path))} is not a campaign spec ({clip(str(e))}); "
-                                            f"choose another --out") from None
+                                            f"use another output folder") from None
             a, b = _comparable(theirs), _comparable(self.spec)
             if a != b:
                 where = _first_difference(a, b)
                 raise SpecError("campaign", f"{clip(str(self.folder))} holds a campaign of another spec ({where} "
-                                            f"differs); choose another --out or name")
+                                            f"differs); use another output folder or spec name")
+            assert theirs.campaign is not None
+            wider = {"replicas": max(theirs.campaign.replicas, self.campaign.replicas),
+                     "methods": theirs.campaign.methods + [m for m in self.campaign.methods
+                                                           if m not in theirs.campaign.methods]}
+            if wider != {"replicas": theirs.campaign.replicas, "methods": theirs.campaign.methods}:
+                raw = theirs.to_dict()  # the folder's spec says every replica and method it may hold
+                raw["campaign"].update(wider)
+                replace_file(parse_spec(raw).to_yaml().encode(), self.spec_path)
             return
-        from engine.files import write_new_file
-
         try:
             write_new_file(text.encode(), self.spec_path)
         except FileExistsError:  # another process started the same campaign a moment ago: checked next time

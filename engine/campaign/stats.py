@@ -17,6 +17,7 @@ References:
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 from scipy import stats
@@ -81,7 +82,9 @@ def r_bv_interval(estimate: np.ndarray, error: np.ndarray, truth: np.ndarray, se
     with np.errstate(invalid="ignore", divide="ignore"):
         values = np.sqrt(d2[idx].sum(1) / e2[idx].sum(1))  # (resamples, ...)
     a = (1 - LEVEL) / 2
-    return np.nanquantile(values, a, axis=0), np.nanquantile(values, 1 - a, axis=0)
+    with warnings.catch_warnings():  # a parameter no fit has yet: NaN, said once by the caller, not warned
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanquantile(values, a, axis=0), np.nanquantile(values, 1 - a, axis=0)
 
 
 def _finite_columns(values: np.ndarray) -> list[np.ndarray]:

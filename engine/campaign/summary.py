@@ -30,12 +30,23 @@ from scipy.stats import norm
 from engine.campaign import stats
 from engine.campaign.plan import CampaignPlan, FitKey, replica_truth
 from engine.problems import get_problem
-from engine.results import QCF_FLOOR, estimate, is_bootstrap, package_versions, qcf_grids
+from engine.results import (
+    QCF_FLOOR,
+    ResultsContractError,
+    check_results,
+    estimate,
+    is_bootstrap,
+    package_versions,
+    qcf_grids,
+)
+from engine.safe_hdf5 import open_netcdf
+from engine.textlimits import clip
 
-__all__ = ["FitRecord", "fit_record", "missing_record", "build_summary", "COVERAGE_LEVELS", "R_BV_RANGE",
-           "SUMMARY_VERSION"]
+__all__ = ["FitRecord", "fit_record", "missing_record", "read_fit", "build_summary", "MAX_FIT_BYTES",
+           "COVERAGE_LEVELS", "R_BV_RANGE", "SUMMARY_VERSION"]
 
 SUMMARY_VERSION = 1
+MAX_FIT_BYTES = 2**30  # a fit's results file, and what its datasets may declare (as app.catalog reads results)
 COVERAGE_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, stats.ONE_SIGMA, 0.8, 0.9, stats.TWO_SIGMA, 0.99)
 R_BV_RANGE = (0.8, 1.25)  # design.md's closure criterion for a method
 
@@ -81,6 +92,26 @@ def fit_record(ds: xr.Dataset, key: FitKey, path: Path | None = None) -> FitReco
 
 def missing_record(key: FitKey, status: str = "missing", message: str = "") -> FitRecord:
     return FitRecord(key, status, message=message)
+
+
+def read_fit(path: Path, key: FitKey, plan: CampaignPlan) -> FitRecord:
+    """The record of the fit file ``path`` (opened through :mod:`engine.safe_hdf5`, checked against the results
+    contract and the campaign's parameters and QCF grid); never raises and never touches the file. A file that
+    cannot be read, or does not fit the campaign, gives a ``failed`` record whose ``path`` is ``None``."""
+    label = clip(str(path))
+    try:
+        with open_netcdf(path, label, max_file_bytes=MAX_FIT_BYTES, max_data_bytes=MAX_FIT_BYTES) as ds:
+            check_results(ds, label)
+            ds.load()
+            record = fit_record(ds, key, path)
+    except (ValueError, ResultsContractError, OSError, KeyError) as e:
+        return missing_record(key, "failed", f"{path.name} is unreadable ({clip(str(e))})")
+    problem = get_problem(plan.spec.problem.kind)
+    shape = (len(problem.qcf_names), *(g.shape[0] for g in qcf_grids(plan.spec)))
+    if record.status == "completed" and (np.shape(record.estimate) != (len(problem.param_names),)
+                                         or np.shape(record.qcf_estimate) != shape):
+        return missing_record(key, "failed", f"{path.name} does not match the campaign's parameters or QCF grid")
+    return record
 
 
 def _interval(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:

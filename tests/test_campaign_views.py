@@ -1,0 +1,251 @@
+"""The Campaign tab's parts on a real small campaign (gauss6, likelihood fits, a Dask LocalCluster): the shared
+campaign manager, listing and reopening campaign folders, the plots, the tables, the view and the exports."""
+
+from __future__ import annotations
+
+import shutil
+import time
+import zipfile
+from pathlib import Path
+
+import holoviews as hv
+import numpy as np
+import pytest
+import xarray as xr
+from bokeh.models import ColumnDataSource
+
+from app.campaign_export import CAMPAIGN_DOWNLOADS, campaign_download, export_campaign
+from app.campaign_files import NotACampaignError, list_campaigns, load_summary, open_campaign
+from app.campaigns import CampaignManager
+from app.runs import RunBusyError, RunManager
+from engine.campaign.plan import CampaignPlan
+from engine.campaign.summary import build_summary
+from engine.files import write_netcdf_atomic
+from engine.spec import parse_spec
+from layouts.campaign import PULL_EDGES, campaign_plots, coverage_plot, fits_table, r_bv_plot, verdict_table, xi_plot
+from tests.conftest import small_spec
+
+hv.extension("bokeh", logo=False)
+
+REPLICAS = 6
+
+
+def _spec(name: str = "g6camp", replicas: int = REPLICAS):
+    return parse_spec({"name": name, "problem": {"kind": "gauss6", "events": 2000, "seed": 3},
+                       "training": {"method": "mle", "steps": 200}, "ensemble": {"members": 1},
+                       "campaign": {"replicas": replicas, "methods": ["mle"]}})
+
+
+def _wait(live, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while live.active:
+        assert time.monotonic() < deadline, f"campaign still {live.status}: {live.progress_text()}"
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def finished(dask_client, tmp_path_factory):
+    """A campaign run through the manager, as the Campaign tab starts it; with what was seen while it ran."""
+    runs = RunManager(dask_client, tmp_path_factory.mktemp("runs"))
+    campaigns = CampaignManager(runs)
+    live = campaigns.start(_spec())
+    seen = {"statuses": set(), "versions": set(), "refused_run": None, "refused_campaign": None}
+    try:
+        runs.start(small_spec())
+    except RunBusyError as e:
+        seen["refused_run"] = str(e)
+    try:
+        campaigns.start(_spec("other"))
+    except RunBusyError as e:
+        seen["refused_campaign"] = str(e)
+    deadline = time.monotonic() + 60
+    while live.active and time.monotonic() < deadline:
+        seen["statuses"].add(live.status)
+        seen["versions"].add(live.summary_version)
+        time.sleep(0.05)
+    _wait(live, 1)
+    return runs, campaigns, live, seen
+
+
+def test_the_manager_runs_a_campaign_and_refuses_runs_and_campaigns_meanwhile(finished):
+    runs, campaigns, live, seen = finished
+    assert "campaign is in progress" in seen["refused_run"]
+    assert "campaign is in progress" in seen["refused_campaign"]
+    assert live.status == "completed", live.error
+    assert (live.done, live.failed, live.total) == (REPLICAS, 0, REPLICAS)
+    assert live.folder == runs.runs_dir / "campaigns" / "g6camp"
+    assert (live.folder / "summary.nc").is_file() and len(list(live.folder.glob("mle-r*.nc"))) == REPLICAS
+    assert "running" in seen["statuses"]
+    assert len(seen["versions"] - {0}) >= 2  # the summary was rebuilt while fits finished (and at the end)
+    assert int(live.summary["n_fits"].sel({"method": "mle"})) == REPLICAS
+    assert f"{REPLICAS} of {REPLICAS} fits done" in live.progress_text()
+    assert not campaigns.busy
+    with pytest.raises(Exception, match="another spec"):  # its folder holds another spec's campaign
+        other = _spec().to_dict()
+        other["problem"]["events"] = 3000
+        campaigns.start(parse_spec(other))
+
+
+def test_a_stopped_campaign_keeps_its_fits_and_a_restart_resumes_it(finished):
+    runs, campaigns, _, _ = finished
+    live = campaigns.start(_spec("stopme", replicas=40))
+    deadline = time.monotonic() + 60
+    while live.done < 1:
+        assert time.monotonic() < deadline and live.active, live.error
+        time.sleep(0.05)
+    campaigns.stop()
+    assert live.status == "stopping"
+    _wait(live, 30)
+    assert live.status == "stopped" and 1 <= live.done < 40
+    kept = len(list(live.folder.glob("mle-r*.nc")))
+    assert kept == live.done and (live.folder / "summary.nc").is_file()
+    info = next(i for i in list_campaigns(runs.runs_dir) if i.name == "stopme")
+    assert f"{kept}/40 fits (partial)" in info.label
+    again = campaigns.start(_spec("stopme", replicas=40))  # the same spec: resumes, fits nothing twice
+    campaigns.stop()
+    _wait(again, 30)
+    assert again.resumed == kept and again.done >= kept and again.status == "stopped"
+
+
+def test_campaign_folders_are_listed_and_reopen_from_the_summary_or_from_the_fits(finished, tmp_path):
+    runs, _, live, _ = finished
+    info = next(i for i in list_campaigns(runs.runs_dir) if i.name == "g6camp")
+    assert (info.name, info.problem, info.methods, info.completed, info.total) == ("g6camp", "gauss6", ("mle",),
+                                                                                    REPLICAS, REPLICAS)
+    assert f"{REPLICAS}/{REPLICAS} fits (complete)" in info.label
+    ds, rebuilt = open_campaign(info.folder)
+    assert not rebuilt and ds.attrs["kind"] == "qcf-studio campaign"
+    np.testing.assert_allclose(ds["pull"].values, live.summary["pull"].values)
+
+    # A partial campaign without summary.nc (a server stopped mid-way): rebuilt from its fit files, read-only.
+    copy = tmp_path / "campaigns" / "g6camp"
+    shutil.copytree(info.folder, copy)
+    (copy / "summary.nc").unlink()
+    for f in sorted(copy.glob("mle-r*.nc"))[4:]:
+        f.unlink()
+    before = sorted(p.name for p in copy.iterdir())
+    (partial,) = list_campaigns(tmp_path)
+    assert f"4/{REPLICAS} fits (partial)" in partial.label
+    ds2, rebuilt = open_campaign(copy)
+    assert rebuilt and int(ds2["n_fits"].values[0]) == 4
+    np.testing.assert_allclose(ds2["pull"].values[:, :4], ds["pull"].values[:, :4])
+    assert np.isnan(ds2["pull"].values[:, 4:]).all()
+    assert sorted(p.name for p in copy.iterdir()) == before  # nothing written or moved
+
+
+def test_a_summary_that_is_not_a_campaign_is_refused(finished, tmp_path):
+    runs, _, live, _ = finished
+    ds = load_summary(live.folder / "summary.nc")
+    bad = write_netcdf_atomic(ds.assign_attrs(kind="something else"), tmp_path / "a.nc")
+    with pytest.raises(NotACampaignError, match="not a campaign summary"):
+        load_summary(bad)
+    worse = write_netcdf_atomic(ds.drop_vars("r_bv"), tmp_path / "b.nc")
+    with pytest.raises(NotACampaignError, match="r_bv"):
+        load_summary(worse)
+
+
+def _sources(plot) -> list[dict]:
+    fig = plot if hasattr(plot, "references") else hv.render(plot)
+    return [dict(m.data) for m in fig.references() if isinstance(m, ColumnDataSource)]
+
+
+def test_the_plots_show_the_summary_and_update_in_place(finished):
+    live = finished[2]
+    ds = live.summary
+    empty = build_summary(CampaignPlan(_spec(), live.folder.parent), {})  # what the tab draws at the start
+    pipe = hv.streams.Pipe(data=empty)
+    plots = campaign_plots(pipe, empty)
+    assert [len(plots[k]) for k in ("pulls", "coverage", "r_bv", "xi")] == [2, 1, 1, 6]  # p0 p1 · mle · · y1..y6
+    renderer = hv.renderer("bokeh")
+    drawn = {k: [renderer.get_plot(d) for d in v] for k, v in plots.items()}
+    assert sum(sum(s["top"]) for s in _sources(drawn["pulls"][0].state) if "top" in s) == 0
+    pipe.send(ds)  # as the tab does when fits finished: the same Bokeh models, new data
+    for p, plot in zip(("p0", "p1"), drawn["pulls"]):
+        (hist,) = [s for s in _sources(plot.state) if "top" in s]
+        assert np.asarray(hist["left"])[0] == PULL_EDGES[0] and sum(hist["top"]) == REPLICAS
+        pulls = ds["pull"].sel({"method": "mle", "param": p}).values
+        assert np.array_equal(hist["top"], np.histogram(np.clip(pulls, -3.999, 3.999), PULL_EDGES)[0])
+    observed = [s["observed"] for s in _sources(drawn["coverage"][0].state)
+                if len(s.get("observed", [])) == ds.sizes["level"]]
+    assert any(np.allclose(o, ds["coverage"].sel({"method": "mle", "param": "p0"}).values) for o in observed)
+    assert f"({REPLICAS} fits)" in drawn["coverage"][0].state.title.text
+    (points,) = [s for s in _sources(drawn["r_bv"][0].state) if "r_bv" in s]
+    np.testing.assert_allclose(points["r_bv"], ds["r_bv"].sel({"method": "mle"}).values)
+    (curve,) = [s for s in _sources(drawn["xi"][0].state) if "xi_1sigma" in s]
+    assert np.isfinite(curve["xi_1sigma"]).all() and len(curve["xi_1sigma"]) > 10  # the core range only
+    assert np.nanmax(curve["xi_1sigma"]) <= 1
+    for factory in (lambda: coverage_plot(ds, "mle"), lambda: r_bv_plot(ds), lambda: xi_plot(ds, "y2")):
+        assert _sources(factory())  # the factories draw on their own too
+
+
+def test_the_tables_hold_a_row_per_parameter_and_per_fit(finished):
+    ds = finished[2].summary
+    verdicts = verdict_table(ds)
+    assert list(verdicts["param"]) == ["p0", "p1"] and set(verdicts["fits"]) == {REPLICAS}
+    assert verdicts["r_bv_interval"].str.startswith("[").all() and verdicts["verdict"].str.len().gt(0).all()
+    fits = fits_table(ds)
+    assert len(fits) == REPLICAS and set(fits["status"]) == {"completed"} and (fits["pull_max"] >= 0).all()
+
+
+def test_export_writes_png_svg_pdf_and_html(finished, tmp_path):
+    live = finished[2]
+    files = export_campaign(live.folder / "summary.nc", "png,svg,pdf,html", tmp_path / "out")
+    names = {f.name for f in files}
+    for fig in ("pulls", "coverage", "r_bv", "xi_1sigma"):
+        assert {f"g6camp-{fig}.png", f"g6camp-{fig}.svg", f"g6camp-{fig}.pdf"} <= names
+    assert {"g6camp-report.pdf", "g6camp-report.html", "g6camp-report.png"} <= names
+    magic = {".png": b"\x89PNG\r\n\x1a\n", ".svg": b"<?xml", ".pdf": b"%PDF-", ".html": b"<!DOCTYPE html>"}
+    for f in files:
+        data = f.read_bytes()
+        assert len(data) > 1000 and data.startswith(magic[f.suffix]), f
+    page = (tmp_path / "out" / "g6camp-report.html").read_text()
+    assert "<svg" in page and "R_bv" in page and "calibrated" in page or "confident" in page
+    name, zipped = campaign_download(live.summary, "g6camp", "PNG figures (zip)")
+    with zipfile.ZipFile(__import__("io").BytesIO(zipped)) as z:
+        assert len(z.namelist()) == 5 and name == "g6camp-figures-png.zip"
+    assert set(CAMPAIGN_DOWNLOADS) >= {"PDF report", "HTML report"}
+
+
+def test_the_tab_reopens_a_campaign_escapes_its_text_and_opens_a_fit(finished, tmp_path):
+    from app.campaign_view import CampaignView
+
+    runs, campaigns, live, _ = finished
+    opened: list[Path] = []
+    view = CampaignView(campaigns, get_spec=lambda: _spec(), open_fit=opened.append, period_ms=None)
+    assert any("g6camp" in label for label in view.picker.options)
+    view.picker.value = str(live.folder)
+    assert "reopened" in view.status.object and f"**{REPLICAS} fits**" in view.plotted.object
+    assert len(view.verdicts.value) == 2 and len(view.fits.value) == REPLICAS
+    view.fits.selection = [3]
+    assert opened == [live.folder / "mle-r0003.nc"]
+
+    # Text from a summary file is shown as text: a hostile name cannot inject markup.
+    hostile = tmp_path / "campaigns" / "evil"
+    shutil.copytree(live.folder, hostile)
+    ds = xr.load_dataset(hostile / "summary.nc", engine="h5netcdf")
+    (hostile / "summary.nc").unlink()
+    write_netcdf_atomic(ds.assign_attrs(name="<img src=x onerror=alert(1)>", criterion_mle="**b** `c`"),
+                        hostile / "summary.nc")
+    view.reopen(hostile)
+    assert "<img" not in view.heading.object and "&lt;img" in view.heading.object
+    assert "\\*\\*b\\*\\*" in view.criteria.object
+    view.dispose()
+
+
+def test_the_form_applies_to_the_editor_spec(finished):
+    from app.campaign_view import CampaignView
+
+    spec = small_spec()  # proxy1d, gan, no campaign section
+    view = CampaignView(finished[1], get_spec=lambda: spec, open_fit=lambda p: None, period_ms=None)
+    view.prefill(spec)
+    assert view.methods.value == ["gan"]
+    view.prefill(_spec(replicas=12))
+    assert (view.replicas.value, view.truths.value, view.methods.value) == (12, "fixed", ["mle"])
+    view.replicas.value, view.truths.value, view.methods.value = 30, "prior", ["gan", "mle"]
+    made = view.campaign_spec()
+    assert made.campaign.replicas == 30 and made.campaign.truths == "prior" and made.campaign.methods == ["gan", "mle"]
+    assert made.problem.kind == "proxy1d" and made.name == spec.name
+    view.replicas.value = 1
+    view._on_start(None)
+    assert view.message.visible and "campaign.replicas" in view.message.object
+    view.dispose()
