@@ -20,7 +20,7 @@ from matplotlib.backends.backend_pdf import PdfPages
 
 from app.campaign_figures import CAMPAIGN_CAPTIONS, campaign_figures, campaign_title, verdict_page
 from app.campaign_files import load_summary
-from app.export import REPORT_CSS, AtomicFiles, parse_formats, save_figure, svg_inline
+from app.export import REPORT_CSS, AtomicFiles, out_folder, parse_formats, save_figure, svg_inline
 from engine.files import netcdf_bytes
 from layouts.campaign import verdict_table
 
@@ -59,10 +59,7 @@ def export_summary(ds: xr.Dataset, formats: str | Sequence[str], out_dir: str | 
     pdf), ``<stem>-report.pdf`` (verdict page, then every figure; with pdf), ``<stem>-report.png|svg`` (the
     verdict page) and ``<stem>-report.html`` (standalone); returns the files written."""
     fmts = parse_formats(formats)
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out}: exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    out = out_folder(Path(out_dir))
     figs = campaign_figures(ds)
     page = verdict_page(ds)
     files = AtomicFiles(out)

@@ -40,7 +40,7 @@ from app.report import (
 
 __all__ = ["FORMATS", "DOWNLOADS", "download_filename", "export_download", "export_run",
            "figures", "open_results", "parse_formats", "markdown_to_html", "report_html", "AtomicFiles",
-           "save_figure", "svg_inline", "REPORT_CSS"]
+           "save_figure", "svg_inline", "REPORT_CSS", "out_folder"]
 
 FORMATS = ("png", "svg", "pdf", "html")
 DPI = 150
@@ -91,6 +91,14 @@ class AtomicFiles:
         for tmp, _ in self.pending:
             tmp.unlink(missing_ok=True)
         self.pending = []
+
+
+def out_folder(out: Path) -> Path:
+    """``out`` as an export's folder (created); a ``ValueError`` if it is a file."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def save_figure(fig: Figure, fmt: str) -> Callable[[IO[bytes]], None]:
@@ -228,9 +236,7 @@ def export_run(path: str | Path, formats: str | Sequence[str], out_dir: str | Pa
     fmts = parse_formats(formats)
     path, out = Path(path), Path(out_dir)
     ds = open_results(path)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out}: exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    out_folder(out)
     stem = path.stem
     criteria = closure_report(ds)
     markdown = report_markdown(ds, criteria)

@@ -20,15 +20,15 @@ from engine.safe_yaml import load_yaml
 from engine.textlimits import clip, shown
 
 __all__ = ["Criterion", "closure_report", "closure_verdict", "verdict_text", "report_markdown", "core_range",
-           "criterion_label", "parameter_table", "value_error",
+           "criterion_label", "parameter_table", "value_error", "CALIBRATION",
            "PULL_LIMIT", "QCF_SIGMA_LIMIT", "ERROR_RATIO_LIMIT"]
 
 PULL_LIMIT = 3.0  # max |pull| of any parameter (design.md: pulls centred on 0 with width ≈ 1)
 QCF_SIGMA_LIMIT = 2.0  # ensemble-mean QCF within 2σ of the truth everywhere in the core range
 
 # Criterion names (stable: the dashboard and tests look criteria up by them).
-STATUS, QCF, PULLS, COVERAGE, CHI2, ERRORS = (
-    "Run status", "QCF closure", "Parameter pulls", "Coverage", "χ²/ndf", "GAN/MLE errors")
+STATUS, QCF, PULLS, COVERAGE, CHI2, ERRORS, CALIBRATION = (
+    "Run status", "QCF closure", "Parameter pulls", "Coverage", "χ²/ndf", "GAN/MLE errors", "Error calibration")
 
 
 @dataclass(frozen=True)
@@ -229,13 +229,28 @@ def _errors(ds: xr.Dataset) -> Criterion:
     return Criterion(ERRORS, worst, ERROR_RATIO_LIMIT, passed, text)
 
 
+def _calibration(ds: xr.Dataset) -> Criterion:
+    """What closure campaigns found about this kind of error (README, "Closure campaigns"): one data set cannot
+    show whether errors are right, and the GAN's were found not to be."""
+    check = "`qcf-studio campaign` with this spec fits many replicas and says whether these errors are."
+    if ds.attrs.get("method") == "mle":
+        text = ("Error calibration: the likelihood fit's Hessian errors were found calibrated by campaigns of "
+                "proxy1d, proxy2d and gauss6 (README, \"Closure campaigns\"). " + check)
+    else:
+        kind = "the spread of bootstrap members" if is_bootstrap(ds) else "the generators' spread"
+        text = (f"Error calibration: these errors are {kind}; a single data set cannot show whether they are right, "
+                "and campaigns of proxy1d found the GAN's errors uncalibrated, bootstrap ones included (README, "
+                "\"Closure campaigns\"): a passing closure here does not mean the errors cover the truth. " + check)
+    return Criterion(CALIBRATION, None, None, None, text, decisive=False)
+
+
 def has_truth(ds: xr.Dataset) -> bool:
     return "params_true" in ds and "pull" in ds and "qcf_true" in ds
 
 
 def closure_report(ds: xr.Dataset) -> list[Criterion]:
     """The closure criteria of design.md for one result, in the order status, QCF, pulls, coverage,
-    χ²/ndf, GAN/MLE errors.
+    χ²/ndf, GAN/MLE errors and what closure campaigns found about this kind of error.
 
     Without a truth (a fit of measured data) the QCF, pull and coverage criteria say that closure
     cannot be judged; χ²/ndf and the GAN/MLE errors are still reported.
@@ -252,6 +267,7 @@ def closure_report(ds: xr.Dataset) -> list[Criterion]:
     if "chi2_ndf" in ds:
         out.append(_chi2(ds))
     out.append(_errors(ds))
+    out.append(_calibration(ds))
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -69,10 +70,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def server(tmp_path):
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(small_spec(steps=4000, metrics_every=10, snapshot_every=50).to_yaml())
+@contextlib.contextmanager
+def served(tmp_path: Path, spec: Path):
+    """``qcf-studio serve`` of ``spec`` on a free port with 2 workers: yields (url, runs directory); SIGINT after."""
     port = _free_port()
     runs = tmp_path / "runs"
     exe = Path(sys.executable).parent / "qcf-studio"
@@ -81,21 +81,31 @@ def server(tmp_path):
                              "--spec", str(spec)], stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 90
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=5)
-            break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError((tmp_path / "serve.log").read_text()) from None
-            time.sleep(0.5)
-    yield url, runs
-    proc.send_signal(signal.SIGINT)
     try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=5)
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError((tmp_path / "serve.log").read_text()) from None
+                time.sleep(0.5)
+        yield url, runs
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture
+def server(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(small_spec(steps=4000, metrics_every=10, snapshot_every=50).to_yaml())
+    with served(tmp_path, spec) as (url, runs):
+        yield url, runs
 
 
 def _status(page) -> str:

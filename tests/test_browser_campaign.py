@@ -4,17 +4,12 @@ its plots while it runs, and afterwards is listed and reopens."""
 from __future__ import annotations
 
 import re
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
 from engine.spec import parse_spec
-from tests.test_browser import _free_port, _tab, browser_type_launch_args  # noqa: F401 (a fixture)
+from tests.test_browser import _tab, browser_type_launch_args, served  # noqa: F401 (a fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -43,29 +38,8 @@ def campaign_server(tmp_path):
                        "campaign": {"replicas": REPLICAS, "methods": ["mle"]}})
     path = tmp_path / "spec.yaml"
     path.write_text(spec.to_yaml())
-    port = _free_port()
-    runs = tmp_path / "runs"
-    exe = Path(sys.executable).parent / "qcf-studio"
-    log = open(tmp_path / "serve.log", "w")
-    proc = subprocess.Popen([str(exe), "serve", "--port", str(port), "--workers", "2", "--runs-dir", str(runs),
-                             "--spec", str(path)], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 90
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=5)
-            break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError((tmp_path / "serve.log").read_text()) from None
-            time.sleep(0.5)
-    yield url, runs
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    with served(tmp_path, path) as (url, runs):
+        yield url, runs
 
 
 def _text(page, css: str) -> str:

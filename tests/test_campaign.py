@@ -4,6 +4,7 @@ stop the campaign."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -144,10 +145,33 @@ def test_campaign_cli_writes_fits_and_a_summary_and_a_rerun_skips_them(tmp_path)
     assert r.returncode == 0 and "12 of 12 fits done already" in r.stderr, r.stderr
     assert _files(folder) == before  # nothing refitted or rewritten
 
+    r = _cli("campaign", str(spec), "--out", str(out), "--replicas", "14")  # grown: only the new replicas fitted
+    assert r.returncode == 0 and "12 of 14 fits done already" in r.stderr, r.stderr[-2000:]
+    grown = _files(folder)
+    assert len(grown) == 14 and all(grown[name] == before[name] for name in before)
+    assert yaml.safe_load((folder / "campaign.yaml").read_text())["campaign"]["replicas"] == 14
+
+    r = _cli("export", str(summary_path), "--format", "png,html", "--out", str(tmp_path / "figs"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    written = [Path(line) for line in r.stdout.split()]
+    assert {p.name for p in written} >= {"g6-pulls.png", "g6-coverage.png", "g6-r_bv.png", "g6-report.html"}
+    assert all(p.stat().st_size > 1000 for p in written)
+
     changed = _spec_file(tmp_path, replicas=12, truths="prior").read_text().replace("steps: 200", "steps: 300")
     (tmp_path / "changed.yaml").write_text(changed)
     r = _cli("campaign", str(tmp_path / "changed.yaml"), "--out", str(out))
     assert r.returncode == 2 and "training.steps differs" in r.stderr
+
+
+@pytest.mark.slow
+def test_bench_campaign_reports_fits_per_hour_on_each_worker_count():
+    r = _cli("bench", "campaign", "--problem", "gauss6", "--method", "mle", "--replicas", "4", "--ranks", "1,2",
+             "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["what"] == "campaign" and out["replicas"] == 4
+    assert out["fits_per_hour_1w"] > 0 and out["fits_per_hour_2w"] > 0 and out["wall_seconds_2w"] > 0
+    assert out["fits_per_hour_ratio_2w_1w"] == pytest.approx(out["fits_per_hour_2w"] / out["fits_per_hour_1w"])
 
 
 def _start(spec: Path, out: Path, *extra: str) -> subprocess.Popen:

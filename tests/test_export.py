@@ -130,6 +130,14 @@ def test_mle_result_has_no_training_figure(runs):
     assert errors.passed is None and "reference itself" in errors.text
 
 
+def test_the_report_says_what_campaigns_found_about_the_runs_kind_of_error(runs):
+    gan = _criterion(closure_report(_load(runs["gan1d"])), "Error calibration")
+    mle = _criterion(closure_report(_load(runs["mle1d"])), "Error calibration")
+    assert not gan.decisive and "the generators' spread" in gan.text and "uncalibrated" in gan.text
+    assert "found calibrated" in mle.text and "qcf-studio campaign" in mle.text
+    assert "Error calibration" in report_markdown(_load(runs["gan1d"]))
+
+
 @pytest.mark.parametrize("run", ["gan1d", "mle1d", "gan2d"])
 def test_report_verdict_agrees_with_the_engines_closure_numbers(runs, run):
     ds = _load(runs[run])
