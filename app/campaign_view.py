@@ -189,6 +189,8 @@ class CampaignView(pn.viewable.Viewer):
                 value = self.picker.value if self.picker.value in options.values() else ""
                 self.picker.options = options
                 self.picker.value = value
+                # The browser would otherwise show the first campaign as picked while nothing is loaded.
+                self.picker.param.trigger("value")
             finally:
                 self._syncing = False
 

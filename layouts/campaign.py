@@ -181,7 +181,7 @@ def verdict_table(ds: xr.Dataset) -> pd.DataFrame:
             sel = {"method": m, "param": p}
             word = verdicts.get(m, {}).get(p, "") if isinstance(verdicts.get(m), dict) else ""
             rows.append({
-                "method": m, "param": p, "fits": int(ds["n_fits"].sel({"method": m})),
+                "method": m, "param": p, "verdict": str(word)[:40], "fits": int(ds["n_fits"].sel({"method": m})),
                 "r_bv": float(ds["r_bv"].sel(sel)), "r_bv_interval": _iv(ds["r_bv_interval"].sel(sel).values),
                 "coverage_1sigma": float(ds["coverage_1sigma"].sel(sel)),
                 "coverage_interval": _iv(ds["coverage_1sigma_interval"].sel(sel).values),
@@ -189,7 +189,6 @@ def verdict_table(ds: xr.Dataset) -> pd.DataFrame:
                 "pull_mean_interval": _iv(ds["pull_mean_interval"].sel(sel).values),
                 "pull_width": float(ds["pull_width"].sel(sel)),
                 "pull_width_interval": _iv(ds["pull_width_interval"].sel(sel).values),
-                "verdict": str(word)[:40],
             })
     return pd.DataFrame(rows).round(3)
 
