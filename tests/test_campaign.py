@@ -81,6 +81,19 @@ def test_an_invalid_campaign_exits_2_before_any_cluster_or_folder(tmp_path):
     assert r.returncode == 2 and "--replicas" in r.stderr
 
 
+SAMPLE_SPECS = sorted((Path(__file__).parents[1] / "sample_data").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SAMPLE_SPECS, ids=lambda p: p.name)
+def test_every_sample_spec_is_valid_and_the_campaign_one_fits_both_methods(path):
+    from engine.spec import load_spec
+
+    spec = load_spec(path)
+    if path.name.startswith("campaign"):
+        assert spec.campaign is not None and spec.campaign.methods == ["gan", "mle"]
+        assert spec.campaign.replicas >= 30 and spec.ensemble.bootstrap
+
+
 def test_replica_data_are_the_same_whatever_else_changes():
     base = parse_spec({**GAUSS6, "campaign": {"replicas": 5, "methods": ["mle"]}})
     other = parse_spec({**GAUSS6, "training": {"method": "gan", "steps": 7}, "ensemble": {"members": 4},
