@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from engine.campaign.plan import FIT_FILE, CampaignPlan, FitKey
+from engine.campaign.plan import FIT_FILE, CampaignPlan, FitKey, fit_files
 from engine.campaign.summary import build_summary, read_fit
 from engine.safe_hdf5 import open_netcdf
 from engine.safe_yaml import YAMLRefused, load_yaml
@@ -96,12 +96,7 @@ def read_campaign_spec(folder: Path) -> Spec:
 
 
 def _fit_files(folder: Path) -> dict[FitKey, Path]:
-    out = {}
-    for path in folder.glob("*.nc"):
-        m = FIT_FILE.fullmatch(path.name)
-        if m is not None and m["method"] in METHODS and path.is_file():
-            out[FitKey(int(m["replica"]), m["method"])] = path
-    return out
+    return {k: p for k, p in fit_files(folder).items() if k.method in METHODS}
 
 
 def _spec_of_files(spec: Spec, fits: dict[FitKey, Path]) -> Spec:

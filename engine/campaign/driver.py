@@ -25,7 +25,7 @@ from pathlib import Path
 import xarray as xr
 from distributed import Client
 
-from engine.campaign.plan import FIT_FILE, CampaignPlan, FitKey
+from engine.campaign.plan import CampaignPlan, FitKey, fit_files
 from engine.campaign.summary import FitRecord, build_summary, fit_record, missing_record, read_fit
 from engine.distributed import RunHandle, start_run
 from engine.files import netcdf_bytes, remove_stale_parts, replace_file, save_run, write_new_file
@@ -104,11 +104,7 @@ class CampaignRunner:
         remove_stale_parts(self.plan.folder)
         wanted = set(self.plan.keys)
         done = []
-        for path in sorted(self.plan.folder.glob("*.nc")):
-            m = FIT_FILE.fullmatch(path.name)
-            if m is None:
-                continue
-            key = FitKey(int(m["replica"]), m["method"])
+        for key, path in fit_files(self.plan.folder).items():
             if key not in wanted:
                 continue  # a replica beyond --replicas this time, or a method not asked for: kept, not used
             record = self._read_fit(path, key)

@@ -30,7 +30,7 @@ from engine.safe_yaml import YAMLRefused, load_yaml
 from engine.spec import Spec, SpecError, parse_spec
 from engine.textlimits import clip
 
-__all__ = ["FitKey", "CampaignPlan", "replica_seed", "replica_truth", "campaign_of", "FIT_FILE"]
+__all__ = ["FitKey", "CampaignPlan", "fit_files", "replica_seed", "replica_truth", "campaign_of", "FIT_FILE"]
 
 FIT_FILE = re.compile(r"(?P<method>[a-z]+)-r(?P<replica>\d{4,})\.nc")
 _SEED_TAG, _TRUTH_TAG = 0x5EED, 0x7247  # distinct streams of the replica's seed sequence
@@ -46,6 +46,16 @@ class FitKey:
     @property
     def stem(self) -> str:
         return f"{self.method}-r{self.replica:04d}"
+
+
+def fit_files(folder: Path) -> dict[FitKey, Path]:
+    """The fit files in ``folder`` (``<method>-r<replica>.nc``, regular files), by fit."""
+    out = {}
+    for path in sorted(folder.glob("*.nc")):
+        m = FIT_FILE.fullmatch(path.name)
+        if m is not None and path.is_file() and not path.is_symlink():
+            out[FitKey(int(m["replica"]), m["method"])] = path
+    return out
 
 
 def replica_seed(seed: int, replica: int) -> int:
