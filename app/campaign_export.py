@@ -20,7 +20,7 @@ from matplotlib.backends.backend_pdf import PdfPages
 
 from app.campaign_figures import CAMPAIGN_CAPTIONS, campaign_figures, campaign_title, verdict_page
 from app.campaign_files import load_summary
-from app.export import REPORT_CSS, AtomicFiles, out_folder, parse_formats, save_figure, svg_inline
+from app.export import REPORT_CSS, AtomicFiles, out_folder, parse_formats, save_figure, svg_inline, write_figures
 from engine.files import netcdf_bytes
 from layouts.campaign import verdict_table
 
@@ -64,16 +64,7 @@ def export_summary(ds: xr.Dataset, formats: str | Sequence[str], out_dir: str | 
     page = verdict_page(ds)
     files = AtomicFiles(out)
     try:
-        svgs: dict[str, bytes] = {}
-        for fmt in (f for f in fmts if f != "html"):
-            for name, fig in figs.items():
-                if fmt == "svg":
-                    svgs[name] = _svg(fig)
-                    files.write(f"{stem}-{name}.svg", lambda f, b=svgs[name]: f.write(b))
-                else:
-                    files.write(f"{stem}-{name}.{fmt}", save_figure(fig, fmt))
-            if fmt in ("png", "svg"):
-                files.write(f"{stem}-report.{fmt}", save_figure(page, fmt))
+        svgs = write_figures(files, stem, figs, fmts, page)
         if "pdf" in fmts:
             def report(f) -> None:  # noqa: ANN001
                 meta = {"Title": campaign_title(ds), "Creator": "qcf-studio campaign export", "CreationDate": None}

@@ -40,7 +40,7 @@ from app.report import (
 
 __all__ = ["FORMATS", "DOWNLOADS", "download_filename", "export_download", "export_run",
            "figures", "open_results", "parse_formats", "markdown_to_html", "report_html", "AtomicFiles",
-           "save_figure", "svg_inline", "REPORT_CSS", "out_folder"]
+           "save_figure", "svg_inline", "REPORT_CSS", "out_folder", "write_figures"]
 
 FORMATS = ("png", "svg", "pdf", "html")
 DPI = 150
@@ -91,6 +91,25 @@ class AtomicFiles:
         for tmp, _ in self.pending:
             tmp.unlink(missing_ok=True)
         self.pending = []
+
+
+def write_figures(files: AtomicFiles, stem: str, figs: dict[str, Figure], fmts: Sequence[str],
+                  page: Figure) -> dict[str, bytes]:
+    """``<stem>-<name>.<fmt>`` for every figure and image format (png, svg, pdf) in ``fmts``, and the text
+    ``page`` as ``<stem>-report.png|svg``; returns the SVG of each figure made on the way (for the HTML report)."""
+    svgs: dict[str, bytes] = {}
+    for fmt in (f for f in fmts if f != "html"):
+        for name, fig in figs.items():
+            if fmt == "svg":
+                buf = io.BytesIO()
+                save_figure(fig, "svg")(buf)
+                svgs[name] = buf.getvalue()
+                files.write(f"{stem}-{name}.svg", lambda f, b=svgs[name]: f.write(b))
+            else:
+                files.write(f"{stem}-{name}.{fmt}", save_figure(fig, fmt))
+        if fmt in ("png", "svg"):
+            files.write(f"{stem}-report.{fmt}", save_figure(page, fmt))
+    return svgs
 
 
 def out_folder(out: Path) -> Path:
@@ -243,18 +262,8 @@ def export_run(path: str | Path, formats: str | Sequence[str], out_dir: str | Pa
     figs = figures(ds)
     files = AtomicFiles(out)
     try:
-        svgs: dict[str, bytes] = {}
-        for fmt in (f for f in fmts if f != "html"):
-            for name, fig in figs.items():
-                if fmt == "svg":
-                    buf = io.BytesIO()
-                    save_figure(fig, "svg")(buf)
-                    svgs[name] = buf.getvalue()
-                    files.write(f"{stem}-{name}.svg", lambda f, b=svgs[name]: f.write(b))
-                else:
-                    files.write(f"{stem}-{name}.{fmt}", save_figure(fig, fmt))
-            if fmt in ("png", "svg"):  # the report's text page as an image too (the PDF holds it as page 1)
-                files.write(f"{stem}-report.{fmt}", save_figure(report_page(ds, criteria), fmt))
+        # the report's text page as an image too (the PDF holds it as page 1)
+        svgs = write_figures(files, stem, figs, fmts, report_page(ds, criteria))
         if "pdf" in fmts:
             files.write(f"{stem}-report.pdf", lambda f: _report_pdf(f, ds, criteria, figs))
         if "html" in fmts:
