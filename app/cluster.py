@@ -44,7 +44,7 @@ def connect(scheduler: str | None = None, workers: int = 2, device: str = "auto"
     if workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}")
     # Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 in workers, which pins glibc's mmap threshold: every
-    # multi-MB torch tensor is then mmapped and unmapped each step (measured: 92 → 65 ms per proxy1d step).
+    # multi-MB torch tensor is then mmapped and unmapped each step (docs/benchmarks.md: proxy1d step times).
     environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
     environ.pop("MALLOC_TRIM_THRESHOLD_", None)
     gpus = 0 if device == "cpu" else torch.cuda.device_count()

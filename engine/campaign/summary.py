@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +67,6 @@ class FitRecord:
     draws: np.ndarray | None = None  # (draw, param): bootstrap members' estimates or the fit's parameter draws
     path: Path | None = None
     message: str = ""
-    extra: dict = field(default_factory=dict)
 
 
 def fit_record(ds: xr.Dataset, key: FitKey, path: Path | None = None) -> FitRecord:
