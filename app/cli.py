@@ -125,111 +125,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if status == "completed" and not saved.problem else 1
 
 
-def cmd_campaign(args: argparse.Namespace) -> int:
-    import threading
-    import time
-
-    from app.cluster import close, connect
-    from app.signals import Interrupted, StopSignals, exit_code
-    from engine.campaign.plan import CampaignPlan, campaign_of
-    from engine.files import check_writable
-
-    if args.replicas is not None and args.replicas < 2:
-        return _fail(f"--replicas: a campaign needs at least 2 replicas, got {args.replicas}")
-    methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
-    spec = campaign_of(_load(args.spec), args.replicas, methods)
-    out_dir = check_writable(args.out)
-    plan = CampaignPlan(spec, out_dir)
-    plan.prepare()  # a folder holding another spec's campaign is refused before a cluster starts
-    with StopSignals() as signals:
-        try:
-            workers = args.workers if args.workers is not None else spec.cluster.workers
-            client = connect(args.scheduler, workers, spec.cluster.device, security=_security(args))
-        except Interrupted as e:
-            print("qcf-studio: interrupted before the campaign started; nothing to save", file=sys.stderr)
-            return exit_code(e.signum)
-        try:
-            from engine.campaign.driver import CampaignRunner
-
-            runner = CampaignRunner(client, plan)
-            done = runner.load_finished()
-            bar = CampaignBar(len(plan.keys), len(done), spec.name)
-            runner.on_record = bar.update
-            signals.notice = lambda text: bar.write(f"qcf-studio: {text}")
-            try:
-                if done:
-                    bar.write(f"qcf-studio: {plan.folder}: {len(done)} of {len(plan.keys)} fits done already; "
-                              f"fitting the rest")
-                outcome: dict[str, Any] = {}
-                finished = threading.Event()
-
-                def drive() -> None:
-                    try:
-                        outcome["summary"] = runner.run()
-                    except BaseException as e:  # noqa: BLE001 (reported by the main thread)
-                        outcome["error"] = e
-                    finally:
-                        finished.set()
-
-                # The main thread sleeps while the driver works: a signal raises here (never Thread.join, which
-                # an exception from a signal handler leaves believing the thread has ended, Python < 3.13).
-                threading.Thread(target=drive, name="qcf-campaign", daemon=True).start()
-                while not finished.is_set():
-                    time.sleep(0.2)
-            except Interrupted as e:
-                bar.write(f"qcf-studio: {e}: stopping; finished fits are kept, those in flight are dropped ...")
-                signals.defer()
-                runner.stop()
-                while not finished.is_set():
-                    time.sleep(0.2)
-            signals.defer()
-            bar.close()
-        finally:
-            close(client)
-    if "error" in outcome:
-        error = outcome["error"]
-        if isinstance(error, ValueError):
-            return _fail(str(error))
-        raise error
-    summary = outcome["summary"]
-    statuses = list(summary["status"].values.ravel())
-    counts = {s: statuses.count(s) for s in ("completed", "failed", "stopped", "missing") if statuses.count(s)}
-    print(", ".join(f"{n} {s}" for s, n in counts.items()) + f" of {len(statuses)} fits", file=sys.stderr)
-    for method in summary["method"].values:
-        print(f"{method}: {summary.attrs[f'verdict_{method}']}", file=sys.stderr)
-        print(f"{method}: {summary.attrs[f'criterion_{method}']}", file=sys.stderr)
-    print(plan.summary_path)
-    if signals.received is not None:
-        return exit_code(signals.received)
-    return 0 if counts.get("completed", 0) == len(statuses) else 1
-
-
-class CampaignBar:
-    """A tqdm bar on stderr over a campaign's fits, with the time left."""
-
-    def __init__(self, total: int, done: int, desc: str) -> None:
-        from tqdm import tqdm
-
-        # initial: fits of earlier sessions count as done but not into the rate and the time left
-        self.bar = tqdm(total=total, initial=done, unit="fit", file=sys.stderr, desc=desc, mininterval=0.5,
-                        dynamic_ncols=True)
-
-    def update(self, record: Any, progress: Any) -> None:
-        if record.status in ("completed", "failed"):
-            self.bar.update(1)
-        if record.status == "failed":
-            why = record.message.splitlines()[0][:200] if record.message else "see its file in failed/"
-            self.bar.write(f"qcf-studio: fit {record.key.stem} failed: {why}")
-        self.bar.set_postfix({"failed": progress.failed}, refresh=False)
-
-    def write(self, line: str) -> None:
-        self.bar.write(line, file=sys.stderr)  # tqdm.write goes to stdout unless told
-
-    def close(self) -> None:
-        self.bar.close()
-
-
 EXPORT_FORMATS = "png,pdf,html"  # figures for slides, for papers (+ multipage report), and the standalone report
+
+
+def cmd_campaign(args: argparse.Namespace) -> int:
+    from app.campaign_cli import run_campaign
+
+    return run_campaign(args)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
