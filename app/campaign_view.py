@@ -239,13 +239,17 @@ class CampaignView(pn.viewable.Viewer):
                                + f") of {ds.sizes['replica']} replicas")
         self.criteria.object = "\n".join(f"- {md_text(m, 20)}: {md_text(ds.attrs.get(f'criterion_{m}', ''), 300)}"
                                          for m in fits)
-        self.verdicts.value = verdict_table(ds)
-        self._syncing = True
-        try:
-            self.fits.value = fits_table(ds)
-            self.fits.selection = []
-        finally:
-            self._syncing = False
+        # Tables are sent only when they changed: a browser re-rendering a table drops a click on its rows.
+        verdicts, fits_rows = verdict_table(ds), fits_table(ds)
+        if not verdicts.equals(self.verdicts.value):
+            self.verdicts.value = verdicts
+        if not fits_rows.equals(self.fits.value):
+            self._syncing = True
+            try:
+                self.fits.value = fits_rows
+                self.fits.selection = []
+            finally:
+                self._syncing = False
         for button in self.downloads:
             button.filename = campaign_download_name(folder.name, button.label)
         self.downloads.visible = True

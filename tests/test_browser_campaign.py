@@ -97,6 +97,11 @@ def test_a_campaign_fills_its_plots_while_it_runs_and_reopens_after_a_reload(cam
     _wait_text(page, ".campaign-plotted", f"Plotted: {REPLICAS} fits", 10)
     table = page.locator(".campaign-verdicts .tabulator")
     assert "p0" in table.inner_text() and "p1" in table.inner_text()
-    page.locator(".campaign-fits .tabulator-row").nth(2).click()
+    rows = page.locator(".campaign-fits .tabulator-row")
+    deadline = time.time() + 20
+    while rows.count() != REPLICAS:  # the fits table has rendered every fit
+        assert time.time() < deadline, rows.count()
+        time.sleep(0.2)
+    rows.nth(2).click()
     page.locator(".closure-report li").first.wait_for(timeout=30_000)  # the Runs tab shows the fit
     page.locator(".run-plots").get_by_text("mle-r0002").first.wait_for(timeout=10_000)
