@@ -137,7 +137,7 @@ def _read_netcdf(label: str, source: bytes | Path, problem: Problem, max_bytes: 
         have = clip(", ".join(map(str, ds.data_vars)) or "none")
         raise DataFileError(f"{label}: {what}: no variable 'events' (variables: {have})")
     stored = ds.attrs.get("problem")
-    if stored is not None and stored != kind:
+    if stored is not None and (not isinstance(stored, str) or stored != kind):  # an array would compare per item
         raise DataFileError(f"{label}: the data are for problem {shown(stored)}, not {kind!r}")
     names = list(problem.observable_names)
     if "observable" not in ds["events"].dims:
@@ -166,12 +166,16 @@ def _read_netcdf(label: str, source: bytes | Path, problem: Problem, max_bytes: 
     if "weights" in ds and ds["weights"].dims != ("observable", "event"):
         raise DataFileError(f"{label}: variable 'weights' has dimensions {shown(ds['weights'].dims)}, needs "
                             f"(observable, event)")
+    for var in ("events", "xsec", "xsec_err", "weights"):  # text or complex values would fail later, in a worker
+        if var in ds and not _real_numbers(ds[var].dtype):
+            raise DataFileError(f"{label}: variable {var!r} holds {_value_kind(ds[var].dtype)}, not real numbers")
     ds.attrs["problem"] = kind
     try:
         data = MeasuredData.from_xarray(ds, source=label)
     except ValueError as e:
         raise DataFileError(str(e)) from None
-    if data.truth is not None and data.truth.shape != (len(problem.param_names),):
+    if data.truth is not None and (data.truth.shape != (len(problem.param_names),)
+                                   or not _real_numbers(data.truth.dtype)):
         data.truth = None  # not this problem's parameters: the data are still usable
     resolution = ds.attrs.get("resolution", 0.0)
     _check_cross_sections(label, data.xsec, data.xsec_err, problem, "variable 'xsec'")
@@ -188,6 +192,15 @@ def _read_netcdf(label: str, source: bytes | Path, problem: Problem, max_bytes: 
     for o, n in enumerate(names):
         _check_domain(label, problem, n, data.events[o], resolution, lambda i: f"event {i}")
     return data
+
+
+def _real_numbers(dtype: np.dtype) -> bool:
+    return np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)
+
+
+def _value_kind(dtype: np.dtype) -> str:
+    return {"O": "text", "U": "text", "S": "text", "c": "complex numbers", "b": "true/false values"}.get(
+        dtype.kind, f"values of type {dtype.name}")
 
 
 # CSV ------------------------------------------------------------------------------------------------

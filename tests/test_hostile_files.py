@@ -4,6 +4,7 @@ exhaust its memory, inject HTML into the page or crash a view; each is refused w
 from __future__ import annotations
 
 import html
+import io
 import time
 from pathlib import Path
 
@@ -129,6 +130,37 @@ def test_a_csv_or_corrupt_problem_data_is_refused_before_dispatch_and_a_good_csv
     spec.write_text(parse_spec({"name": "x", "problem": {"data": str(csv)}}).to_yaml())
     assert cli_main(["validate", str(spec)]) == 0
     assert "500 events/observable" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("edit", "words"), [
+    (lambda ds: ds.assign(events=ds["events"].astype(str)), "variable 'events' holds text"),
+    (lambda ds: ds.assign(events=ds["events"] * (1 + 0j)), "variable 'events' holds complex numbers"),
+    (lambda ds: ds.assign(xsec=ds["xsec"].astype(str)), "variable 'xsec' holds text"),
+    (lambda ds: ds.assign(weights=ds["events"] * 1j), "variable 'weights' holds complex numbers"),
+    (lambda ds: ds.assign_attrs(problem=np.array([1, 2])), "the data are for problem array"),
+])
+def test_problem_data_of_the_wrong_value_types_is_refused_by_validate_and_run_before_any_cluster(
+        tmp_path, good_netcdf, capsys, edit, words):
+    """Text or complex values once passed validate (or crashed it) and failed `run` after dispatch."""
+    ds = xr.open_dataset(io.BytesIO(good_netcdf), engine="h5netcdf").load()
+    path = write_netcdf_atomic(edit(ds), tmp_path / "odd-values.nc")
+    spec = tmp_path / "odd.yaml"
+    spec.write_text(parse_spec({"name": "x", "problem": {"data": str(path)}}).to_yaml())
+    assert cli_main(["validate", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "odd-values.nc" in err and len(err.splitlines()) == 1, err
+    assert str(float(ds["events"][0, 0])) not in err  # the file's values are not echoed
+    start = time.perf_counter()
+    assert cli_main(["run", str(spec), "--out", str(tmp_path / "runs")]) == 2
+    assert words in capsys.readouterr().err and not (tmp_path / "runs").exists()
+    assert time.perf_counter() - start < 10  # refused before any cluster started
+
+
+def test_a_problem_data_truth_that_is_not_numbers_is_dropped_and_the_events_are_used(tmp_path, good_netcdf):
+    ds = xr.open_dataset(io.BytesIO(good_netcdf), engine="h5netcdf").load()
+    path = write_netcdf_atomic(ds.assign(params_true=ds["params_true"].astype(str)), tmp_path / "text-truth.nc")
+    data = read_measured_file(path, "proxy1d")  # build_results failed on it after training
+    assert data.truth is None and data.events.shape == (2, 500, 1)
 
 
 def test_upload_names_with_nul_and_markup_are_cleaned_and_uploads_are_capped(good_netcdf, tmp_path):
