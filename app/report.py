@@ -230,17 +230,17 @@ def _errors(ds: xr.Dataset) -> Criterion:
 
 
 def _calibration(ds: xr.Dataset) -> Criterion:
-    """What closure campaigns found about this kind of error (README, "Closure campaigns"): one data set cannot
-    show whether errors are right, and the GAN's were found not to be."""
+    """What closure campaigns found about this kind of error (docs/campaigns.md, "What campaigns measured"): one
+    data set cannot show whether errors are right, and the GAN's were found not to be."""
     check = "`qcf-studio campaign` with this spec fits many replicas and says whether these errors are."
     if ds.attrs.get("method") == "mle":
         text = ("Error calibration: the likelihood fit's Hessian errors were found calibrated by campaigns of "
-                "proxy1d, proxy2d and gauss6 (README, \"Closure campaigns\"). " + check)
+                "proxy1d, proxy2d and gauss6 (docs/campaigns.md). " + check)
     else:
         kind = "the spread of bootstrap members" if is_bootstrap(ds) else "the generators' spread"
         text = (f"Error calibration: these errors are {kind}; a single data set cannot show whether they are right, "
-                "and campaigns of proxy1d found the GAN's errors uncalibrated, bootstrap ones included (README, "
-                "\"Closure campaigns\"): a passing closure here does not mean the errors cover the truth. " + check)
+                "and campaigns of proxy1d found the GAN's errors uncalibrated, bootstrap ones included "
+                "(docs/campaigns.md): a passing closure here does not mean the errors cover the truth. " + check)
     return Criterion(CALIBRATION, None, None, None, text, decisive=False)
 
 

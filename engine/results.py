@@ -165,7 +165,7 @@ def ensemble_estimate(
     By default ``σ² = mean(σ_m²) + var(mean_m)``: the generator's spread plus the spread between
     members. With ``bootstrap`` (members trained on bootstrap replicas of the data) ``σ`` is the
     spread between the members' estimates alone: that is the statistical error, while the
-    generator's spread is not calibrated to it (see README, "Measured").
+    generator's spread is not calibrated to it (docs/design-notes.md, "Bootstrap ensembles").
     """
     ok = pred.notnull().all([d for d in pred.dims if d != "member"])
     pred, std = pred.sel(member=ok), std.sel(member=ok)
