@@ -1,4 +1,4 @@
-"""The campaigns in a runs directory (``<runs_dir>/campaigns/<name>/``): listed, and reopened as summaries.
+"""The campaigns in a runs directory (``<runs_dir>/campaigns/<name>/`` or ``<runs_dir>/<name>/``): listed, and reopened as summaries.
 
 No Panel imports. A campaign's folder holds ``campaign.yaml``, one results file per finished fit and,
 once the driver wrote it, ``summary.nc`` (:mod:`engine.campaign.plan`). Reopening prefers ``summary.nc``
@@ -139,13 +139,12 @@ def _read_info(folder: Path) -> CampaignInfo:
 
 
 def list_campaigns(runs_dir: str | Path) -> list[CampaignInfo]:
-    """Every folder of ``<runs_dir>/campaigns`` with a ``campaign.yaml``, newest first (re-read only when the
-    folder changed: fits and summaries are renamed into place)."""
-    root = campaigns_dir(runs_dir)
-    if not root.is_dir():
-        return []
+    """Every campaign folder (one with a ``campaign.yaml``) of ``<runs_dir>/campaigns``, where the dashboard
+    keeps its campaigns, and of ``<runs_dir>`` itself, where ``qcf-studio campaign --out <runs_dir>`` puts
+    them; newest first (re-read only when a folder changed: fits and summaries are renamed into place)."""
+    roots = [r for r in (campaigns_dir(runs_dir), Path(runs_dir)) if r.is_dir()]
     out = []
-    for folder in root.iterdir():
+    for folder in (f for root in roots for f in root.iterdir()):
         try:
             if not (folder.is_dir() and (folder / "campaign.yaml").is_file()):
                 continue
@@ -161,7 +160,7 @@ def list_campaigns(runs_dir: str | Path) -> list[CampaignInfo]:
         out.append(cached[1])
     listed = {i.folder for i in out}
     with _infos_lock:  # forget folders that are gone
-        for gone in [f for f in _infos if f.parent == root and f not in listed]:
+        for gone in [f for f in _infos if f.parent in roots and f not in listed]:
             del _infos[gone]
     out.sort(key=lambda i: (i.modified, i.name), reverse=True)
     return out

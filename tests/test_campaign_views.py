@@ -132,6 +132,10 @@ def test_campaign_folders_are_listed_and_reopen_from_the_summary_or_from_the_fit
     assert np.isnan(ds2["pull"].values[:, 4:]).all()
     assert sorted(p.name for p in copy.iterdir()) == before  # nothing written or moved
 
+    # Where `qcf-studio campaign --out <runs_dir>` puts a campaign, beside the runs: listed too.
+    shutil.copytree(info.folder, tmp_path / "cli-camp")
+    assert {i.folder.name for i in list_campaigns(tmp_path)} == {"g6camp", "cli-camp"}
+
 
 def test_a_summary_that_is_not_a_campaign_is_refused(finished, tmp_path):
     runs, _, live, _ = finished
