@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from app.cli import _fail, _load, _security
+from app.progress import Progress
 
 __all__ = ["run_campaign", "CampaignBar"]
 
@@ -93,25 +94,21 @@ def run_campaign(args: argparse.Namespace) -> int:
 
 
 class CampaignBar:
-    """A tqdm bar on stderr over a campaign's fits, with the time left."""
+    """The campaign's :class:`~app.progress.Progress` over its fits, with the time left and the failures."""
 
     def __init__(self, total: int, done: int, desc: str) -> None:
-        from tqdm import tqdm
-
         # initial: fits of earlier sessions count as done but not into the rate and the time left
-        self.bar = tqdm(total=total, initial=done, unit="fit", file=sys.stderr, desc=desc, mininterval=0.5,
-                        dynamic_ncols=True)
+        self.progress = Progress(total, desc, "fit", initial=done)
 
     def update(self, record: Any, progress: Any) -> None:
-        if record.status in ("completed", "failed"):
-            self.bar.update(1)
         if record.status == "failed":
             why = record.message.splitlines()[0][:200] if record.message else "see its file in failed/"
-            self.bar.write(f"qcf-studio: fit {record.key.stem} failed: {why}")
-        self.bar.set_postfix({"failed": progress.failed}, refresh=False)
+            self.write(f"qcf-studio: fit {record.key.stem} failed: {why}")
+        finished = record.status in ("completed", "failed")
+        self.progress.set(self.progress.done + finished, {"failed": progress.failed})
 
     def write(self, line: str) -> None:
-        self.bar.write(line, file=sys.stderr)  # tqdm.write goes to stdout unless told
+        self.progress.write(line)
 
     def close(self) -> None:
-        self.bar.close()
+        self.progress.close()

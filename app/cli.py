@@ -68,6 +68,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     spec = _load(args.spec)
     from app.cluster import close, connect
+    from app.progress import ProgressBarSink
     from app.signals import Interrupted, StopSignals, exit_code
     from engine.distributed import start_run
     from engine.files import check_writable, remove_stale_parts, save_run
@@ -84,7 +85,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         except Interrupted as e:
             print("qcf-studio: interrupted before training started; nothing to save", file=sys.stderr)
             return exit_code(e.signum)
-        bar = ProgressBarSink(spec.training.steps * spec.ensemble.members, spec.name)
+        bar = ProgressBarSink(spec.training.steps, spec.ensemble.members, spec.name)
         signals.notice = lambda text: bar.write(f"qcf-studio: {text}")
         try:
             try:
@@ -104,6 +105,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                           f"produced ...")
                 handle.stop()
                 members = handle.results()
+            bar.finish(members)
             bar.close()
             ds = build_results(spec, data, members, handle.wall_seconds, handle.reference())
             saved = save_run(ds, out_dir, run_name(spec))
@@ -159,32 +161,6 @@ def _is_campaign_summary(path: str) -> bool:
     except (OSError, ValueError):
         return False  # the run reader says what is wrong with it
     return (kind.decode("utf-8", "replace") if isinstance(kind, bytes) else kind) == "qcf-studio campaign"
-
-
-class ProgressBarSink:
-    """A MetricsSink drawing one tqdm bar on stderr over all members' steps."""
-
-    def __init__(self, total: int, desc: str) -> None:
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=total, unit="step", file=sys.stderr, desc=desc, mininterval=0.5, dynamic_ncols=True)
-        self.last_step: dict[int, int] = {}
-
-    def log_metrics(self, member: int, step: int, metrics: dict[str, float]) -> None:
-        self.bar.update(step - self.last_step.get(member, 0))
-        self.last_step[member] = step
-        shown = {k: f"{metrics[k]:.3f}" for k in ("loss_g", "loss_d", "nll") if k in metrics}  # gan | mle
-        self.bar.set_postfix(shown, refresh=False)
-
-    def log_snapshot(self, member: int, step: int, snapshot: dict[str, Any]) -> None:
-        pass
-
-    def write(self, line: str) -> None:
-        """A message above the bar, without breaking it."""
-        self.bar.write(line, file=sys.stderr)  # tqdm.write goes to stdout unless told
-
-    def close(self) -> None:
-        self.bar.close()
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
