@@ -27,7 +27,7 @@ from engine.results import closure_summary
 from engine.safe_yaml import YAMLRefused, load_yaml
 from engine.spec import LimitsSpec, Spec, SpecError, default_spec, parse_spec_text
 from layouts.heatmaps import live_heatmaps, true_qcfs_2d
-from layouts.live import LivePlots
+from layouts.live import DEFAULT_SMOOTHING, LivePlots
 from layouts.page import grid, live_panels
 from layouts.results import true_qcf_projections
 
@@ -233,6 +233,8 @@ class Dashboard(pn.viewable.Viewer):
         self._plots = plots = LivePlots(
             problem.param_names, problem.qcf_names, problem.observable_names, truth, spec.ensemble.members,
             spec.bounds_values(), ranks=spec.cluster.ranks if spec.cluster.mode == "data_parallel" else 1,
+            method=spec.training.method,
+            smoothing=self._plots.smoothing if self._plots is not None else DEFAULT_SMOOTHING,  # the session's
         )
         qcf_true = true_qcf_projections(problem, truth) if truth is not None else None
         two_d = problem.event_dims == 2

@@ -11,6 +11,9 @@ about 200 ms of server time per update and session (an overlay re-evaluates ever
 saturated the server with two sessions on two cores; streaming into the sources costs about 1 ms.
 Snapshots (QCF bands, histograms) are drawn by HoloViews DynamicMaps fed by a
 :class:`holoviews.streams.Pipe`.
+
+Losses and accuracies are drawn twice, faint as reported and solid smoothed (TensorBoard's slider:
+:func:`layouts.smoothing.ema`); the smoothed columns travel in the same sources, computed as rows arrive.
 """
 
 from __future__ import annotations
@@ -21,12 +24,20 @@ from typing import Any
 import holoviews as hv
 import numpy as np
 import pandas as pd
-from bokeh.models import ColumnDataSource, Span
+from bokeh.models import BasicTickFormatter, ColumnDataSource, Span
 from bokeh.plotting import figure
 
-__all__ = ["MAX_DRAWN_MEMBERS", "MAX_DRAWN_RANKS", "LivePlots", "METRIC_COLUMNS"]
+from layouts.ranges import padded_range
+from layouts.smoothing import EmaState, ema
 
-METRIC_COLUMNS = ("loss_g", "loss_d", "d_acc_real", "d_acc_fake")
+__all__ = ["DEFAULT_SMOOTHING", "MAX_DRAWN_MEMBERS", "MAX_DRAWN_RANKS", "LivePlots", "METRIC_COLUMNS"]
+
+# What the runs report: a GAN fit its losses and accuracies, a likelihood fit (training.method: mle) its
+# negative log-likelihood (the best so far, engine.mle.fit).
+METRIC_COLUMNS = ("loss_g", "loss_d", "d_acc_real", "d_acc_fake", "nll")
+# TensorBoard starts at 0.6; a default run's discriminator accuracy jumps across 0–1 from one report to the next,
+# and 0.8 averages about 9 reports (90 steps of 3000) into a line that shows the trend.
+DEFAULT_SMOOTHING = 0.8
 BUFFER_LENGTH = 5_000  # rows per curve kept on the server and in the browser; older rows scroll out
 # Curves are drawn for the first members and ranks only: every member adds a dozen glyphs to each panel, and a
 # 64-member page took 15 s of server time per session to build. The ensemble estimates use every member.
@@ -36,6 +47,10 @@ COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e3
 
 
 DASHES = ["solid", "dashed", "dotted", "dashdot"]  # one line style per ensemble member (or rank)
+# HoloViews panels' legends: beside the plot, small and muted, never over the curves.
+SIDE_LEGEND: dict[str, Any] = {"legend_position": "right",
+                               "legend_opts": {"label_text_font_size": "8pt", "label_text_color": "#444444",
+                                               "border_line_alpha": 0}}
 
 
 _EMPTY_SNAPSHOT: dict[str, Any] = {"x": [], "qcf_lo": None, "qcf_hi": None, "qcf_mean": None}
@@ -59,6 +74,8 @@ class LivePlots:
         ranks: data-parallel ranks per member; losses and accuracies get a curve per rank (each rank
             has its own discriminator; the first :data:`MAX_DRAWN_RANKS` are drawn), parameters and
             snapshots are rank 0's (the shared generator).
+        method: ``gan`` (losses and discriminator accuracy) or ``mle`` (the negative log-likelihood).
+        smoothing: the weight of :func:`layouts.smoothing.ema` for losses and accuracies (0: raw).
     """
 
     def __init__(
@@ -70,8 +87,11 @@ class LivePlots:
         members: int,
         bounds: tuple[Sequence[float], Sequence[float]],
         ranks: int = 1,
+        method: str = "gan",
+        smoothing: float = DEFAULT_SMOOTHING,
     ) -> None:
         self.total_members, self.total_ranks = members, ranks
+        self.method, self.smoothing = method, smoothing
         self.members = list(range(min(members, MAX_DRAWN_MEMBERS)))  # those drawn
         # one loss curve per (member, rank) drawn
         self.lines = [(m, r) for m in self.members for r in range(min(ranks, MAX_DRAWN_RANKS))]
@@ -90,6 +110,7 @@ class LivePlots:
         self.buffers = {line: hv.streams.Buffer(empty.copy(), length=BUFFER_LENGTH, index=False)
                         for line in self.lines}
         self._sources: dict[tuple[int, int], ColumnDataSource] = {}  # per line, shared by the metric panels
+        self._ema: dict[tuple[int, int], dict[str, EmaState]] = {}  # per line with a source: where its EMAs are
         self.snapshot = hv.streams.Pipe(data={})
 
     # --- feeding --------------------------------------------------------------------------------
@@ -113,7 +134,8 @@ class LivePlots:
             self.buffers[line].send(rows)
             source = self._sources.get(line)
             if source is not None:  # the browser gets the new rows only
-                source.stream({c: rows[c].to_numpy() for c in self.columns}, rollover=BUFFER_LENGTH)
+                new = {c: rows[c].to_numpy() for c in self.columns}
+                source.stream({**new, **self._smoothed(line, new)}, rollover=BUFFER_LENGTH)
 
     def rows(self) -> pd.DataFrame:
         """Every line's buffered rows, with their member and rank (for tests and exports)."""
@@ -126,47 +148,89 @@ class LivePlots:
     def clear(self) -> None:
         for buffer in self.buffers.values():
             buffer.clear()
-        for source in self._sources.values():
-            source.data = {c: np.zeros(0) for c in self.columns}
+        for line in self._sources:
+            self._resend(line)
         self.snapshot.send({})
 
+    def set_smoothing(self, weight: float) -> None:
+        """Smooth losses and accuracies with ``weight`` (0: raw); every drawn curve is recomputed once."""
+        self.smoothing = weight
+        for line in self._sources:
+            self._resend(line)
+
     # --- plots ----------------------------------------------------------------------------------
+
+    def _smoothed(self, line: tuple[int, int], new: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``ema_<metric>`` of the line's new rows, continuing its curves."""
+        state = self._ema.setdefault(line, {})
+        out = {}
+        for c in METRIC_COLUMNS:
+            out[f"ema_{c}"], state[c] = ema(new[c], self.smoothing, state.get(c, (0.0, 0)))
+        return out
+
+    def _buffered(self, line: tuple[int, int]) -> dict[str, np.ndarray]:
+        """What the line's Buffer holds, with its curves smoothed from their start."""
+        data = self.buffers[line].data
+        raw = {c: data[c].to_numpy() for c in self.columns}
+        self._ema[line] = {}
+        return {**raw, **self._smoothed(line, raw)}
+
+    def _resend(self, line: tuple[int, int]) -> None:
+        self._sources[line].data = self._buffered(line)
 
     def _source(self, line: tuple[int, int]) -> ColumnDataSource:
         """The line's Bokeh source (made once, from what its Buffer holds), shared by the metric panels."""
         if line not in self._sources:
-            data = self.buffers[line].data
-            self._sources[line] = ColumnDataSource({c: data[c].to_numpy() for c in self.columns})
+            self._sources[line] = ColumnDataSource(self._buffered(line))
         return self._sources[line]
 
     @staticmethod
-    def _figure(ylabel: str, height: int = 260, title: str | None = None) -> Any:
+    def _figure(ylabel: str, height: int = 260, log: bool = False) -> Any:
         return figure(height=height, sizing_mode="stretch_width", x_axis_label="step", y_axis_label=ylabel,
-                      title=title, tools="pan,wheel_zoom,box_zoom,reset,save", toolbar_location="right")
+                      y_axis_type="log" if log else "linear", tools="pan,wheel_zoom,box_zoom,reset,save",
+                      toolbar_location="right")
 
     @staticmethod
-    def _legend(fig: Any, location: str = "top_right", outside: bool = False) -> Any:
-        fig.legend.click_policy = "hide"  # click an entry to hide its curve
-        fig.legend.label_text_font_size = "9pt"
-        if outside:
-            fig.add_layout(fig.legend[0], "right")
-        else:
-            fig.legend.location = location
+    def _legend(fig: Any) -> Any:
+        """The legend beside the plot (never over the curves), small and muted; click an entry to hide it."""
+        legend = fig.legend[0]
+        legend.click_policy = "hide"
+        legend.label_text_font_size = "8pt"
+        legend.label_text_color = "#444444"
+        legend.label_height = legend.glyph_height = 14
+        legend.spacing, legend.padding, legend.margin = 0, 4, 4
+        legend.border_line_alpha = 0
+        legend.ncols = 1 + (len(legend.items) - 1) // 14  # a long legend in columns rather than cut off
+        fig.add_layout(legend, "right")
         return fig
 
-    def _metric_figure(self, columns: Sequence[str], ylabel: str) -> Any:
-        fig = self._figure(ylabel)
+    def _metric_figure(self, columns: Sequence[str], ylabel: str, log: bool = False, smooth: bool = True) -> Any:
+        """One smoothed curve per (member, rank, column), with the raw one faint behind it (``smooth``), or the
+        raw curve alone."""
+        fig = self._figure(ylabel, log=log)
         several_ranks = self.total_ranks > 1
         for k, (m, r) in enumerate(self.lines):
             who = f"member {m} rank {r}" if several_ranks else f"member {m}"
             for i, c in enumerate(columns):
-                fig.line("step", c, source=self._source((m, r)), legend_label=f"{c} · {who}",
-                         color=COLORS[i % len(COLORS)], line_dash=DASHES[k % len(DASHES)], line_width=1.5)
+                style = {"source": self._source((m, r)), "legend_label": f"{c} · {who}",
+                         "color": COLORS[i % len(COLORS)], "line_dash": DASHES[k % len(DASHES)]}
+                if smooth:
+                    fig.line("step", c, line_width=1, alpha=0.25, **style)
+                fig.line("step", f"ema_{c}" if smooth else c, line_width=1.8, **style)
         return self._legend(fig)
 
-    def losses(self) -> Any:
-        """Generator and discriminator losses per member (and rank): a Bokeh figure streaming new rows."""
-        return self._metric_figure(["loss_g", "loss_d"], "loss")
+    def losses(self, log: bool = False) -> Any:
+        """Generator and discriminator losses per member (and rank), or a likelihood fit's negative
+        log-likelihood: a Bokeh figure streaming new rows; ``log``: a logarithmic y axis.
+
+        The likelihood fit reports the best value so far, not a noisy estimate: it is drawn as it is
+        (smoothing would only make it lag), with whole numbers on the axis (it is of the order of the events).
+        """
+        if self.method == "mle":
+            fig = self._metric_figure(["nll"], "negative log-likelihood (best so far)", log=log, smooth=False)
+            fig.yaxis[0].formatter = BasicTickFormatter(use_scientific=False)
+            return fig
+        return self._metric_figure(["loss_g", "loss_d"], "loss", log=log)
 
     def accuracy(self) -> Any:
         """The discriminator's accuracy on real and generated events per member (and rank)."""
@@ -177,38 +241,46 @@ class LivePlots:
 
     def parameters(self) -> Any:
         """All parameters in one panel: (mean − truth) / (hi − lo) per member (rank 0: the shared generator);
-        closure is the line at 0."""
+        closure is the line at 0. No title: the page's heading says what it shows."""
         ylabel = "(mean − truth) / range" if self.truth is not None else "mean / range"
-        fig = self._figure(ylabel, height=320, title="Parameters vs truth")
+        fig = self._figure(ylabel, height=320)
         for m in self.members:
             for i, p in enumerate(self.param_names):
                 fig.line("step", f"dev_{p}", source=self._source((m, 0)), legend_label=f"{p} · member {m}",
                          color=COLORS[i % len(COLORS)], line_dash=DASHES[m % len(DASHES)], line_width=1.5)
         fig.add_layout(Span(location=0.0, dimension="width", line_color="black", line_dash="dashed"))
-        return self._legend(fig, outside=True)
+        return self._legend(fig)
 
     def qcfs(self, qcf_true: dict[str, tuple[np.ndarray, np.ndarray]] | None) -> list[hv.DynamicMap]:
-        """One panel per QCF: each member's mean and 68% band over its generator, the truth dashed."""
+        """One panel per QCF: each member's mean and 68% band over its generator, the truth dashed.
+
+        The y axis holds the whole truth and every band (:func:`layouts.ranges.padded_range`). Each QCF has
+        its own value dimension: Panel links the axes of panels sharing a dimension name, and the last one
+        redrawn set the range of all (u(x) was cut at d(x)'s maximum).
+        """
 
         def panel(qi: int, q: str) -> hv.DynamicMap:
+            value = hv.Dimension(f"qcf_{q}", label=f"{q}(x)")
+
             def plot(data: dict[str, Any]) -> hv.Overlay:
-                items = []
+                items, shown = [], []
                 snaps = (data or {}).get("members", {})
                 for m in self.members:
                     snap = snaps.get(m, _EMPTY_SNAPSHOT)
                     x = np.asarray(snap["x"])
                     color = COLORS[m % len(COLORS)]
-                    lo, hi = _row(snap["qcf_lo"], qi), _row(snap["qcf_hi"], qi)
-                    items.append(hv.Area((x, lo, hi), "x", ["lo", "hi"], label=f"68% band · member {m}").opts(
-                        alpha=0.3, color=color, line_alpha=0, framewise=True))
-                    items.append(hv.Curve((x, _row(snap["qcf_mean"], qi)), "x", "qcf", label=f"mean · member {m}")
+                    lo, hi, mean = (_row(snap[k], qi) for k in ("qcf_lo", "qcf_hi", "qcf_mean"))
+                    shown += [lo, hi, mean]
+                    items.append(hv.Area((x, lo, hi), "x", [value, f"qcf_{q}_hi"], label=f"68% band · member {m}")
+                                 .opts(alpha=0.3, color=color, line_alpha=0, framewise=True))
+                    items.append(hv.Curve((x, mean), "x", value, label=f"mean · member {m}")
                                  .opts(color=color, framewise=True))
                 x, y = qcf_true[q] if qcf_true is not None else ([], [])
-                items.append(hv.Curve((x, y), "x", "qcf", label="truth").opts(color="black", line_dash="dashed",
+                items.append(hv.Curve((x, y), "x", value, label="truth").opts(color="black", line_dash="dashed",
                                                                                framewise=True))
                 return hv.Overlay(items).opts(
-                    title=f"{q}(x)", ylabel=f"{q}(x)", responsive=True, height=300, legend_position="top_right",
-                    framewise=True)
+                    title=f"{q}(x)", responsive=True, height=300, ylim=padded_range(*shown, y), framewise=True,
+                    **SIDE_LEGEND)
 
             return hv.DynamicMap(plot, streams=[self.snapshot])
 
@@ -218,19 +290,21 @@ class LivePlots:
         """One panel per observable: the data histogram against each member's generated events."""
 
         def panel(oi: int, o: str) -> hv.DynamicMap:
+            value = hv.Dimension(f"density_{o}", label="density")  # its own: not linked to other observables
+
             def plot(data: dict[str, Any]) -> hv.Overlay:
                 hist_data = (data or {}).get("data") or {}
                 snaps = (data or {}).get("members", {})
                 edges, dens = hist_data.get(o, ([0.0, 1.0], [0.0]))
-                items = [hv.Histogram((edges, dens), kdims=["x"], vdims=["density"], label="data").opts(
+                items = [hv.Histogram((edges, dens), kdims=["x"], vdims=[value], label="data").opts(
                     alpha=0.35, color="gray", line_alpha=0, framewise=True)]
                 for m in self.members:
                     gen = _row(snaps[m]["hist_gen"], oi) if m in snaps and o in hist_data else np.zeros(len(dens))
-                    items.append(hv.Histogram((edges, gen), kdims=["x"], vdims=["density"],
+                    items.append(hv.Histogram((edges, gen), kdims=["x"], vdims=[value],
                                               label=f"generated · member {m}").opts(
                         fill_alpha=0, line_color=COLORS[m % len(COLORS)], line_width=2, framewise=True))
-                return hv.Overlay(items).opts(title=f"{o}: data vs generated", responsive=True, height=300,
-                                              legend_position="top_right", framewise=True)
+                # Titled by the observable alone: the page's heading says "data vs generated events".
+                return hv.Overlay(items).opts(title=o, responsive=True, height=300, framewise=True, **SIDE_LEGEND)
 
             return hv.DynamicMap(plot, streams=[self.snapshot])
 

@@ -2,18 +2,42 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import holoviews as hv
 import panel as pn
 
 from layouts.live import LivePlots
 from layouts.results import QcfCurves
 
-__all__ = ["grid", "live_panels"]
+__all__ = ["grid", "live_panels", "metric_panels"]
 
 
 def grid(panels: list[hv.DynamicMap], ncols: int) -> pn.GridBox:
     return pn.GridBox(*(pn.pane.HoloViews(p, sizing_mode="stretch_width") for p in panels), ncols=ncols,
                       sizing_mode="stretch_width")
+
+
+def metric_panels(plots: LivePlots) -> pn.Column:
+    """The training curves with their controls, as TensorBoard has them: a smoothing slider (0: raw) and a
+    logarithmic y axis for the losses, the discriminator's accuracy beside them. A likelihood fit (MLE) has its
+    negative log-likelihood alone: the best value so far, neither noisy nor positive (no slider, no log axis)."""
+    losses = pn.pane.Bokeh(plots.losses(), sizing_mode="stretch_width", name="losses")
+    if plots.method == "mle":
+        return pn.Column(pn.Row(losses, sizing_mode="stretch_width"), sizing_mode="stretch_width")
+    smoothing = pn.widgets.FloatSlider(label="Smoothing", start=0.0, end=0.99, step=0.01, value=plots.smoothing,
+                                       width=220, css_classes=["smoothing"])
+    # On release only: each change recomputes and resends every curve once.
+    smoothing.param.watch(lambda e: plots.set_smoothing(e.new), "value_throttled")
+    log = pn.widgets.Checkbox(label="log scale (losses)", value=False, css_classes=["loss-log"], align="end")
+
+    def set_log(event: Any) -> None:
+        losses.object = plots.losses(log=event.new)
+
+    log.param.watch(set_log, "value")
+    accuracy = pn.pane.Bokeh(plots.accuracy(), sizing_mode="stretch_width", name="accuracy")
+    return pn.Column(pn.Row(smoothing, log, css_classes=["curve-controls"]),
+                     pn.Row(losses, accuracy, sizing_mode="stretch_width"), sizing_mode="stretch_width")
 
 
 def live_panels(plots: LivePlots, qcf_true: QcfCurves | None, two_d: bool) -> list[pn.viewable.Viewable]:
@@ -27,11 +51,12 @@ def live_panels(plots: LivePlots, qcf_true: QcfCurves | None, two_d: bool) -> li
             + " are drawn; heat maps, estimates and the closure report use every member.",
             css_classes=["drawn-members"])]
     return [*note,
-        pn.Row(pn.pane.Bokeh(plots.losses(), sizing_mode="stretch_width", name="losses"),
-               pn.pane.Bokeh(plots.accuracy(), sizing_mode="stretch_width", name="accuracy")),
-        pn.pane.Markdown("### Parameters: mean of the generator's distribution against the truth"),
+        metric_panels(plots),
+        pn.pane.Markdown("### Parameters: the fit's estimate against the truth" if plots.method == "mle" else
+                         "### Parameters: mean of the generator's distribution against the truth"),
         pn.pane.Bokeh(plots.parameters(), sizing_mode="stretch_width", name="parameters"),
-        pn.pane.Markdown("### QCFs: 68% band over the generator's parameters vs truth"
+        pn.pane.Markdown(("### QCFs: the fit's 68% band vs truth" if plots.method == "mle" else
+                          "### QCFs: 68% band over the generator's parameters vs truth")
                          + (" (projected onto x: ∫ dy)" if two_d else "")),
         grid(plots.qcfs(qcf_true), ncols=2),
         pn.pane.Markdown("### Observables: data vs generated events"),

@@ -51,16 +51,15 @@ def qcf_true_from_results(ds: xr.Dataset) -> QcfCurves | None:
 def metric_rows(ds: xr.Dataset, param_names: Sequence[str]) -> list[dict[str, Any]]:
     """The stored metric history as the live view's rows (member = position in the file, 0, 1, …).
 
-    Missing metrics (an MLE fit has no GAN losses) are NaN; ``param_<name>`` is the stored trajectory
-    (``params_history``), or for older files the member's final generator mean at its last step only.
+    Missing metrics (an MLE fit has no GAN losses, a GAN fit no ``nll``) are NaN; ``param_<name>`` is the stored
+    trajectory (``params_history``), or for older files the member's final generator mean at its last step only.
     """
     steps = ds["step"].values
     rows: list[dict[str, Any]] = []
     for i in range(ds.sizes["member"]):
         values = {c: ds[c].isel(member=i).values if c in ds else np.full(len(steps), np.nan) for c in METRIC_COLUMNS}
-        extra = {c: ds[c].isel(member=i).values for c in ("nll",) if c in ds}
         reported = np.zeros(len(steps), dtype=bool)
-        for v in (*values.values(), *extra.values()):
+        for v in values.values():
             reported |= np.isfinite(v)
         last = int(np.flatnonzero(reported)[-1]) if reported.any() else -1
         final = ds["params_pred"].isel(member=i).values
@@ -68,7 +67,6 @@ def metric_rows(ds: xr.Dataset, param_names: Sequence[str]) -> list[dict[str, An
         for j in np.flatnonzero(reported):
             row: dict[str, Any] = {"member": i, "rank": 0, "step": int(steps[j])}
             row.update({c: float(v[j]) for c, v in values.items()})
-            row.update({c: float(v[j]) for c, v in extra.items()})
             if history is not None:  # the stored trajectories
                 row.update({f"param_{p}": float(history[j, k]) for k, p in enumerate(param_names)})
             else:  # files written before params_history: the final mean at the last step only
@@ -150,8 +148,9 @@ def replay(ds: xr.Dataset) -> tuple[LivePlots, QcfCurves | None]:
     """
     problem = get_problem(str(ds.attrs["problem"]))
     truth = ds["params_true"].values.tolist() if "params_true" in ds else None
+    method = "mle" if str(ds.attrs.get("method")) == "mle" else "gan"
     plots = LivePlots(problem.param_names, problem.qcf_names, problem.observable_names, truth, ds.sizes["member"],
-                      _bounds(ds, problem))
+                      _bounds(ds, problem), method=method)
     plots.push_metrics(metric_rows(ds, problem.param_names))
     plots.push_snapshot(member_snapshots(ds), data_histograms_x(ds))
     return plots, qcf_true_from_results(ds)

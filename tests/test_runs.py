@@ -127,7 +127,8 @@ def test_large_ensembles_draw_curves_of_the_first_members_only_and_say_so():
 
     p = get_problem("proxy1d")
     plots = LivePlots(p.param_names, p.qcf_names, p.observable_names, p.truth, 64, (p.lo, p.hi))
-    assert len(plots.losses().renderers) == 2 * MAX_DRAWN_MEMBERS  # loss_g and loss_d per member drawn
+    # loss_g and loss_d per member drawn, each smoothed and raw
+    assert len(plots.losses().renderers) == 2 * 2 * MAX_DRAWN_MEMBERS
     plots.push_metrics([{"member": m, "step": 10, "loss_g": 0.7} for m in range(64)])  # all reported, none fails
     assert sorted(plots.rows()["member"].unique()) == list(range(MAX_DRAWN_MEMBERS))
     note = [v for v in live_panels(plots, None, False) if isinstance(v, pn.pane.Markdown)][0]

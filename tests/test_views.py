@@ -329,6 +329,24 @@ def test_parameter_table_pulls_and_error_ratio_come_from_the_runs(runs):
     assert m["error_ratio"].isna().all()
 
 
+def test_replayed_mle_run_draws_its_negative_log_likelihood_and_no_discriminator(runs):
+    import panel as pn
+
+    from layouts.page import live_panels
+    from layouts.results import replay
+
+    ref = _open(runs["mle"])
+    plots, qcf_true = replay(load_run(runs["mle"]))
+    fig = plots.losses()
+    assert fig.yaxis[0].axis_label.startswith("negative log-likelihood")
+    drawn = [np.asarray(s["nll"]) for s in _sources(fig)]
+    expected = ref["nll"].isel(member=0).values
+    assert drawn and all(np.allclose(d, expected[np.isfinite(expected)]) for d in drawn)
+    panes = pn.Column(*live_panels(plots, qcf_true, False))
+    names = {getattr(o, "name", "") for o in panes.select(pn.pane.Bokeh)}
+    assert "losses" in names and "accuracy" not in names  # a likelihood fit has no discriminator
+
+
 # --- Panel views --------------------------------------------------------------------------------------------------
 
 
