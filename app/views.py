@@ -21,7 +21,7 @@ from app.export import DOWNLOADS, download_filename, export_download, markdown_t
 from app.markup import md_block, md_code, md_text
 from app.report import report_markdown
 from engine.results import closure_summary
-from layouts.compare import compare_qcfs, parameter_table
+from layouts.compare import DISPLAY_COLUMNS, compare_qcfs, parameter_display, parameter_table
 from layouts.heatmaps import observable_heatmaps, results_heatmaps
 from layouts.page import live_panels
 from layouts.results import replay
@@ -174,7 +174,7 @@ class CompareView(pn.viewable.Viewer):
         self.plot_area = pn.Column(sizing_mode="stretch_width", css_classes=["compare-plots"])
         self.table = pn.widgets.Tabulator(parameter_table({}), name="compare-table", css_classes=["compare-table"],
                                           disabled=True, show_index=False, sizing_mode="stretch_width",
-                                          visible=False)
+                                          text_align={c: "right" for c in DISPLAY_COLUMNS}, visible=False)
         self._loaded: dict[Path, tuple[float, xr.Dataset]] = {}  # path -> (mtime, Dataset)
         self.picker.param.watch(lambda _: self.update(), "value")
         self.refresh()
@@ -213,7 +213,7 @@ class CompareView(pn.viewable.Viewer):
             return
         self.message.visible = False
         self.plot_area[:] = [pn.pane.HoloViews(p, sizing_mode="stretch_width") for p in panels]
-        self.table.value = parameter_table(datasets)
+        self.table.value = parameter_display(parameter_table(datasets))
         self.table.visible = True
 
     def __panel__(self) -> pn.viewable.Viewable:

@@ -1,11 +1,12 @@
 """Several runs of one problem side by side: their extracted QCFs with bands against the truth, ratio panels,
-and a table of parameters with pulls and the GAN/MLE error ratio.
+and a table of parameters with pulls and the GAN/MLE error ratio (shown rounded to what each error supports).
 
 2D QCFs are compared through their x-projections (∫ dy; errors taken fully correlated along y).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import holoviews as hv
@@ -14,10 +15,11 @@ import pandas as pd
 import xarray as xr
 
 from engine.results import estimate
-from layouts.live import COLORS
+from layouts.live import COLORS, SIDE_LEGEND
+from layouts.ranges import padded_range
 from layouts.results import project_x
 
-__all__ = ["check_comparable", "compare_qcfs", "parameter_table"]
+__all__ = ["check_comparable", "compare_qcfs", "parameter_table", "parameter_display", "round_to_error"]
 
 
 def check_comparable(datasets: Mapping[str, xr.Dataset]) -> str:
@@ -60,16 +62,19 @@ def compare_qcfs(datasets: Mapping[str, xr.Dataset], height: int = 320) -> list[
     out = []
     for q in datasets[first_label]["qcf"].values:
         q = str(q)
-        ylabel = f"∫ {q} dy" if two_d else f"{q}(x)"
+        # Its own dimension per QCF: Panel links the axes of panes sharing one, and u(x) took d(x)'s range.
+        value = hv.Dimension(f"qcf_{q}", label=f"∫ {q} dy" if two_d else f"{q}(x)")
         ref_x, ref_q = ref["x"].values, ref.sel(qcf=q).values
         main: list[hv.Element] = []
         ratio: list[hv.Element] = []
+        shown = []
         for i, (label, (mean, err)) in enumerate(estimates.items()):
             color = COLORS[i % len(COLORS)]
             x, m, e = mean["x"].values, mean.sel(qcf=q).values, err.sel(qcf=q).values
-            main.append(hv.Area((x, m - e, m + e), "x", ["lo", "hi"], label=f"{label} ±1σ").opts(
+            shown += [m - e, m + e]
+            main.append(hv.Area((x, m - e, m + e), "x", [value, f"qcf_{q}_hi"], label=f"{label} ±1σ").opts(
                 color=color, alpha=0.25, line_alpha=0))
-            main.append(hv.Curve((x, m), "x", "qcf", label=label).opts(color=color))
+            main.append(hv.Curve((x, m), "x", value, label=label).opts(color=color))
             r = _on(x, ref_x, ref_q)
             with np.errstate(divide="ignore", invalid="ignore"):
                 keep = np.abs(r) > 1e-3 * np.nanmax(np.abs(r))  # 0/0 in the tails says nothing
@@ -78,11 +83,12 @@ def compare_qcfs(datasets: Mapping[str, xr.Dataset], height: int = 320) -> list[
                                                                                  line_alpha=0))
             ratio.append(hv.Curve((x, mid), "x", "ratio").opts(color=color))
         if truth is not None:
-            main.append(hv.Curve((truth["x"].values, truth.sel(qcf=q).values), "x", "qcf", label="truth").opts(
+            shown.append(truth.sel(qcf=q).values)
+            main.append(hv.Curve((truth["x"].values, truth.sel(qcf=q).values), "x", value, label="truth").opts(
                 color="black", line_dash="dashed"))
         ratio.append(hv.HLine(1.0).opts(color="black", line_dash="dashed"))
-        top = hv.Overlay(main).opts(title=f"{q}: {', '.join(estimates)}", ylabel=ylabel, height=height,
-                                    responsive=True, legend_position="top_right", xaxis=None)
+        top = hv.Overlay(main).opts(title=f"{q}: {', '.join(estimates)}", height=height, responsive=True,
+                                    ylim=padded_range(*shown), xaxis=None, **SIDE_LEGEND)
         bottom = hv.Overlay(ratio).opts(ylabel=f"ratio to {ref_name}", height=max(height // 2, 120),
                                         responsive=True, show_legend=False)
         out.append(hv.Layout([top, bottom]).cols(1))
@@ -121,3 +127,42 @@ def parameter_table(datasets: Mapping[str, xr.Dataset]) -> pd.DataFrame:
     columns = ["run", "method", "param", "truth", "estimate", "error", "pull", "mle_estimate", "mle_error",
                "error_ratio"]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+
+DISPLAY_COLUMNS = {  # column -> the column holding its error (rounded alike), "" for those shown as they are
+    "truth": "", "estimate": "error", "error": "error", "pull": "", "mle_estimate": "mle_error",
+    "mle_error": "mle_error", "error_ratio": "",
+}
+
+
+def round_to_error(value: float, error: float, digits: int = 2) -> str:
+    """``value`` written to the decimal place of the ``digits``-th significant digit of ``error``
+    (``round_to_error(2.18749, 0.0523) == "2.187"``); 4 significant digits without a usable error; ``""`` for NaN.
+    """
+    if not math.isfinite(value):
+        return ""
+    if not (math.isfinite(error) and error > 0):
+        return f"{value:.4g}"
+    decimals = digits - 1 - math.floor(math.log10(error))
+    return f"{round(value, decimals) + 0.0:.{max(decimals, 0)}f}"  # + 0.0: no "-0.000"
+
+
+def parameter_display(table: pd.DataFrame) -> pd.DataFrame:
+    """The :func:`parameter_table` as read on screen: estimates and errors rounded to two significant digits of
+    the error, the truth to 6 significant digits, pulls to 0.01 and error ratios to 2 significant digits, missing
+    values blank; a column no run has a value in is left out."""
+    shown = table.dropna(axis="columns", how="all").copy()
+    for column, error in DISPLAY_COLUMNS.items():
+        if column not in shown:
+            continue
+        values = table[column].to_numpy(dtype=float)
+        if error:
+            errors = table[error].to_numpy(dtype=float)
+            shown[column] = [round_to_error(v, e) for v, e in zip(values, errors)]
+        elif column == "truth":
+            shown[column] = ["" if not math.isfinite(v) else f"{v:.6g}" for v in values]
+        elif column == "pull":
+            shown[column] = ["" if not math.isfinite(v) else f"{round(v, 2) + 0.0:.2f}" for v in values]
+        else:
+            shown[column] = [round_to_error(v, abs(v)) for v in values]
+    return shown

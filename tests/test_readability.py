@@ -176,3 +176,27 @@ def test_live_qcf_panels_show_the_whole_truth_and_band_each_on_its_own_axis():
             assert top < fig.y_range.end < 1.15 * top, (q, scale, fig.y_range.end)
             assert fig.y_range.start <= 0.0
     assert u_fig.y_range is not d_fig.y_range
+
+
+def test_compared_qcfs_show_the_whole_truth_and_bands_on_their_own_axes(tmp_path):
+    import xarray as xr
+
+    from layouts.compare import compare_qcfs
+
+    x = np.linspace(0.1, 0.99, 50)
+    truth = np.vstack([5.0 * (1 - x) ** 3, 2.0 * (1 - x) ** 4])
+
+    def run(scale: float) -> xr.Dataset:
+        pred = (truth * scale)[None]
+        return xr.Dataset({"qcf_pred": (("member", "qcf", "x"), pred),
+                           "qcf_pred_std": (("member", "qcf", "x"), 0.1 * pred),
+                           "qcf_true": (("qcf", "x"), truth)},
+                          coords={"member": [0], "qcf": ["u", "d"], "x": x}, attrs={"problem": "proxy1d"})
+
+    panels = compare_qcfs({"low": run(0.5), "high": run(1.2)})
+    column = pn.Column(*(pn.pane.HoloViews(p) for p in panels))
+    root = column.get_root()
+    tops = [pane._plots[root.ref["id"]][0].subplots[(0, 0)].subplots["main"].state for pane in column]
+    for fig, q in zip(tops, truth):
+        assert 1.1 * 1.2 * q.max() < fig.y_range.end < 1.15 * 1.1 * 1.2 * q.max()
+    assert tops[0].y_range is not tops[1].y_range

@@ -329,6 +329,48 @@ def test_parameter_table_pulls_and_error_ratio_come_from_the_runs(runs):
     assert m["error_ratio"].isna().all()
 
 
+def test_round_to_error_keeps_two_significant_digits_of_the_error():
+    from layouts.compare import round_to_error
+
+    assert round_to_error(2.18749, 0.0523) == "2.187" and round_to_error(0.0523, 0.0523) == "0.052"
+    assert round_to_error(12345.6, 560.0) == "12350" and round_to_error(1.0, 0.1) == "1.00"
+    assert round_to_error(-0.00001, 0.0123) == "0.000"  # no "-0.000"
+    assert round_to_error(2.187499940395355, float("nan")) == "2.187"  # no usable error: 4 significant digits
+    assert round_to_error(float("nan"), 0.1) == ""
+
+
+def test_compare_table_shows_numbers_rounded_to_their_errors_and_no_empty_columns(runs, tmp_path):
+    from app.views import CompareView
+
+    gan = _open(runs["gan"])
+    view = CompareView(runs["gan"].parent, period_ms=None)
+    view.picker.value = [str(runs["gan"]), str(runs["mle"])]
+    shown = view.table.value
+    numbers = ["truth", "estimate", "error", "pull", "mle_estimate", "mle_error", "error_ratio"]
+    assert set(numbers) <= set(shown)  # each has a value in some row (the MLE run has no reference of its own)
+    cells = shown[numbers].to_numpy().ravel()
+    assert all(isinstance(c, str) and "nan" not in c.lower() for c in cells), cells
+    g = shown[shown["method"] == "gan"].set_index("param")
+    for p in ("Nu", "bd"):
+        est, err = (float(gan[v].sel(param=p)) for v in ("params_ensemble", "params_ensemble_err"))
+        est_text, err_text = g.loc[p, "estimate"], g.loc[p, "error"]
+        decimals = len(err_text.partition(".")[2])
+        assert len(est_text.partition(".")[2]) == decimals  # the estimate to the error's last digit
+        assert len(err_text.lstrip("0.").replace(".", "")) == 2  # two significant digits of the error
+        assert abs(float(est_text) - est) <= 0.5 * 10.0**-decimals + 1e-12
+        assert abs(float(err_text) - err) <= 0.5 * 10.0**-decimals + 1e-12
+    assert g.loc["Nu", "truth"] == "2.1875" and len(g.loc["Nu", "pull"].partition(".")[2]) == 2
+    assert (shown.loc[shown["method"] == "mle", "error_ratio"] == "").all()  # missing: blank, not NaN
+
+    # Two runs without an MLE reference: its three columns are empty for every row and left out.
+    _copy_to(runs["mle"], tmp_path / "a.nc")
+    _copy_to(runs["mle"], tmp_path / "b.nc")
+    view = CompareView(tmp_path, period_ms=None)
+    view.picker.value = [str(tmp_path / "a.nc"), str(tmp_path / "b.nc")]
+    assert not {"mle_estimate", "mle_error", "error_ratio"} & set(view.table.value)
+    assert {"run", "param", "truth", "estimate", "error", "pull"} <= set(view.table.value)
+
+
 def test_replayed_mle_run_draws_its_negative_log_likelihood_and_no_discriminator(runs):
     import panel as pn
 
