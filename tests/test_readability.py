@@ -1,7 +1,12 @@
 """The dashboard reads at a glance, as TensorBoard users expect: smoothed training curves over faint raw ones,
-log-scale losses, legends beside the plots, one title per panel, QCF panels that show the whole truth and band."""
+log-scale losses, legends beside the plots, one title per panel, QCF panels that show the whole truth and band,
+and a link to Dask's own dashboard where there is one."""
 
 from __future__ import annotations
+
+import http.server
+import threading
+from types import SimpleNamespace
 
 import holoviews as hv
 import numpy as np
@@ -200,3 +205,55 @@ def test_compared_qcfs_show_the_whole_truth_and_bands_on_their_own_axes(tmp_path
     for fig, q in zip(tops, truth):
         assert 1.1 * 1.2 * q.max() < fig.y_range.end < 1.15 * 1.1 * 1.2 * q.max()
     assert tops[0].y_range is not tops[1].y_range
+
+
+# --- Dask's own dashboard --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def http_server():
+    """A local HTTP server answering 200 on /status and 404 elsewhere (like a scheduler without the dashboard)."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
+            self.send_response(200 if self.path.startswith("/status") else 404)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    thread.join()
+
+
+def test_cluster_tab_links_to_dasks_own_dashboard_when_the_scheduler_serves_one(http_server, monkeypatch):
+    import app.cluster_view as cluster_view
+
+    monkeypatch.setattr(cluster_view, "worker_rows", lambda client, names: [])
+
+    class NoDashboard:  # a scheduler without an HTTP server: Client.dashboard_link raises KeyError
+        scheduler = SimpleNamespace(address="tcp://127.0.0.1:8786")
+
+        @property
+        def dashboard_link(self) -> str:
+            raise KeyError("dashboard")
+
+    def view(client) -> cluster_view.ClusterView:
+        return cluster_view.ClusterView(SimpleNamespace(client=client, run_names=dict))
+
+    scheduler = SimpleNamespace(address="tcp://127.0.0.1:8786")
+    served = view(SimpleNamespace(dashboard_link=f"{http_server}/status", scheduler=scheduler))
+    assert f'href="{http_server}/status"' in served.dask_link.object and 'target="_blank"' in served.dask_link.object
+    assert served.dask_link in list(served.__panel__())
+    # The embedded cluster: an HTTP server under the name "dashboard" whose /status is not found.
+    for client in (SimpleNamespace(dashboard_link=f"{http_server}/missing/status", scheduler=scheduler),
+                   NoDashboard(), SimpleNamespace(dashboard_link="", scheduler=scheduler),
+                   SimpleNamespace(dashboard_link="javascript:alert(1)", scheduler=scheduler)):
+        shown = view(client).dask_link.object
+        assert "href" not in shown and "serves none" in shown
+    quoted = view(SimpleNamespace(dashboard_link=f'{http_server}/status?"><script>', scheduler=scheduler))
+    assert "<script>" not in quoted.dask_link.object
