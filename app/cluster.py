@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import threading
+import warnings
 from typing import Any
 
 import dask
@@ -132,6 +133,9 @@ def _local_cluster(workers: int, gpus: int = 0) -> LocalCluster:
     """
     from distributed.security import Security
 
+    # The scheduler's HTTP server (health and metrics routes; the dashboard is off) takes any free port when
+    # 8787 is busy, and said so on stderr at every run of a machine with another Dask cluster on it.
+    warnings.filterwarnings("ignore", message=r"Port \d+ is already in use", category=UserWarning)
     return LocalCluster(
         n_workers=gpus or workers,
         threads_per_worker=1,
