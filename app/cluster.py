@@ -133,20 +133,25 @@ def _local_cluster(workers: int, gpus: int = 0) -> LocalCluster:
     """
     from distributed.security import Security
 
-    # The scheduler's HTTP server (health and metrics routes; the dashboard is off) takes any free port when
-    # 8787 is busy, and said so on stderr at every run of a machine with another Dask cluster on it.
+    # The scheduler's HTTP server (the dashboard is off) takes any free port when 8787 is busy, and said so on
+    # stderr at every run of a machine with another Dask cluster on it.
     warnings.filterwarnings("ignore", message=r"Port \d+ is already in use", category=UserWarning)
-    return LocalCluster(
-        n_workers=gpus or workers,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",  # scheduler and workers reachable from this machine only ...
-        security=Security.temporary(),  # ... and only by this client
-        dashboard_address=None,
-        silence_logs=logging.WARNING,
-        env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
-        **({"resources": {"GPU": 1}} if gpus else {}),
-    )
+    # That server and the workers' answer anyone on loopback without TLS: serve only /health (Dask's info pages,
+    # JSON and proxy routes would show other users of the machine this cluster's workers, tasks and logs).
+    health_only = {"distributed.scheduler.http.routes": ["distributed.http.health"],
+                   "distributed.worker.http.routes": ["distributed.http.health"]}
+    with dask.config.set(health_only):
+        return LocalCluster(
+            n_workers=gpus or workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",  # scheduler and workers reachable from this machine only ...
+            security=Security.temporary(),  # ... and only by this client
+            dashboard_address=None,
+            silence_logs=logging.WARNING,
+            env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
+            **({"resources": {"GPU": 1}} if gpus else {}),
+        )
 
 
 def close(client: Client) -> None:

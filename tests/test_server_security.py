@@ -222,6 +222,24 @@ def test_the_embedded_cluster_listens_on_loopback_only_and_admits_only_its_own_c
         assert done.returncode != 0 and "CONNECTED" not in done.stdout, (attempt, done.stdout[-500:])
 
 
+def test_the_embedded_cluster_serves_other_users_of_loopback_no_dask_pages(dask_client):
+    """Dask's HTTP servers speak no TLS: the embedded cluster's answer /health alone, not the info pages, JSON
+    or proxy routes that would show its workers, tasks and logs to anyone on the machine."""
+    import urllib.error
+    import urllib.request
+
+    info = dask_client.scheduler_info()
+    ports = [info["services"]["dashboard"]] + [w["services"]["dashboard"] for w in info["workers"].values()]
+    assert len(ports) == 1 + len(info["workers"])
+    for port in ports:
+        assert urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).status == 200
+        for path in ("/info/main/workers.html", "/info/main/logs.html", "/json/identity.json", "/metrics",
+                     "/proxy/8786/127.0.0.1/status"):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5)
+            assert refused.value.code == 404, (port, path)
+
+
 # --- a remote scheduler that requires TLS -------------------------------------------------------------------
 
 
