@@ -167,7 +167,8 @@ def parse_spec(raw: Any, base_dir: Path | None = None, max_limits: LimitsSpec | 
     ``max_limits``: the most a spec's ``limits`` section may raise the limits to (the dashboard passes
     the defaults, so specs typed in a browser cannot raise them); ``None``: no bound (the command line).
     Whether ``problem.data`` is a readable file of measured data is checked where it is read
-    (:func:`engine.runner.measured_data`), not here: workers parse the spec again where the file may not be.
+    (:func:`engine.runner.measured_data`, once, where the run starts), not here: workers are sent this
+    :class:`Spec` and the data read there, and never open the file themselves.
     """
     if not isinstance(raw, dict):
         raise SpecError("spec", "expected a mapping of sections (problem, training, ...)")

@@ -1,5 +1,6 @@
 """Ensemble members on a real Dask LocalCluster: streamed metrics, stop via Event, headless CLI."""
 
+import shutil
 import socket
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import xarray as xr
 from engine.distributed import start_run
 from engine.runner import measured_data
 from engine.sinks import HistorySink
+from engine.spec import load_spec
 from tests.conftest import small_spec
 
 
@@ -69,6 +71,78 @@ def test_cli_run_writes_results_and_prints_the_path(tmp_path):
     with xr.open_dataset(path, engine="h5netcdf") as ds:
         assert ds.attrs["status"] == "completed"
         assert ds.sizes["member"] == 2 and int(ds["step"].max()) == 30
+
+
+def _refuse_specs_and_data_files(refuse: bool) -> int:
+    """On a worker: every engine function that parses a spec or reads measured data raises from now on
+    (``refuse=False``: they are put back). Returns how many names it replaced."""
+    import engine.datafiles
+    import engine.distributed
+    import engine.runner
+    import engine.spec
+
+    targets = [engine.spec.parse_spec, engine.spec.parse_spec_text, engine.spec.load_spec,
+               engine.datafiles.read_measured, engine.datafiles.read_measured_file, engine.runner.measured_data]
+
+    def refusing(f):
+        def refuse_call(*args, **kwargs):
+            raise AssertionError(f"a worker called {f.__name__}")
+
+        refuse_call.original = f
+        return refuse_call
+
+    replaced = 0
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] not in ("engine", "app"):
+            continue
+        for attr, value in list(vars(module).items()):
+            if refuse and any(value is t for t in targets):
+                setattr(module, attr, refusing(value))
+                replaced += 1
+            elif not refuse and hasattr(value, "original"):
+                setattr(module, attr, value.original)
+                replaced += 1
+    return replaced
+
+
+@pytest.mark.parametrize("mode", ["ensemble", "data_parallel"])
+def test_workers_train_on_the_data_the_client_read_even_when_they_cannot_see_its_file(dask_client, tmp_path, mode):
+    """Tasks get the validated spec object and the data read on the client, never YAML or a path: with the
+    data file gone after the client read it (a remote worker that cannot see the client's files) and every
+    spec parser and data reader refused on the workers, the run completes bit for bit as with the file."""
+    from engine.results import build_results
+
+    sample = Path(__file__).parents[1] / "sample_data"
+    for name in ("closure-1d-measured.yaml", "closure-1d-small.nc"):
+        shutil.copy(sample / name, tmp_path / name)
+    spec = load_spec(tmp_path / "closure-1d-measured.yaml")  # problem.data: closure-1d-small.nc next to it
+    t = spec.training
+    t.steps, t.metrics_every, t.snapshot_every = 20, 10, 20
+    if mode == "ensemble":
+        t.mle_reference = True  # the reference fit is a task of its own
+    else:
+        spec.ensemble.members = 1
+        spec.cluster.mode, spec.cluster.ranks = "data_parallel", 2
+    data = measured_data(spec)  # on the client, once
+    with_file = start_run(dask_client, spec, data)
+    expected, expected_ref = with_file.results(timeout=180), with_file.reference(timeout=180)
+
+    (tmp_path / "closure-1d-small.nc").unlink()
+    try:
+        assert all(n > 0 for n in dask_client.run(_refuse_specs_and_data_files, True).values())
+        without_file = start_run(dask_client, spec, data)
+        members, reference = without_file.results(timeout=180), without_file.reference(timeout=180)
+    finally:
+        dask_client.run(_refuse_specs_and_data_files, False)
+    assert [m.error for m in members] == [""] * spec.ensemble.members
+    assert [m.status for m in members] == ["completed"] * spec.ensemble.members
+    for got, want in zip(members, expected):
+        assert (got.params_pred == want.params_pred).all() and (got.qcf_pred == want.qcf_pred).all()
+        assert got.metrics["loss_g"] == want.metrics["loss_g"]
+    if mode == "ensemble":
+        assert reference is not None and (reference.params_pred == expected_ref.params_pred).all()
+    ds = build_results(spec, data, members, without_file.wall_seconds, reference)
+    assert ds.attrs["status"] == "completed" and ds.attrs["spec"] == spec.to_yaml()  # the spec, recorded as YAML
 
 
 @pytest.mark.slow
