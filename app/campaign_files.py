@@ -1,4 +1,5 @@
-"""The campaigns in a runs directory (``<runs_dir>/campaigns/<name>/`` or ``<runs_dir>/<name>/``): listed, and reopened as summaries.
+"""The campaigns in a runs directory (``<runs_dir>/campaigns/<name>/`` or ``<runs_dir>/<name>/``): listed,
+and reopened as summaries.
 
 No Panel imports. A campaign's folder holds ``campaign.yaml``, one results file per finished fit and,
 once the driver wrote it, ``summary.nc`` (:mod:`engine.campaign.plan`). Reopening prefers ``summary.nc``
