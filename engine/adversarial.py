@@ -423,8 +423,9 @@ class PendingPass:
         self._lock = threading.Lock()
         self._queue = [(i, b) for i, p in enumerate(parts) for b in range(len(p.blocks))]  # real blocks so far
         self._next = 0
-        self._block = _fast_block()
-        assert self._block is not None, "PassThreads.begin without a compiled block (check PassThreads.available())"
+        block = _fast_block()
+        assert block is not None, "PassThreads.begin without a compiled block (check PassThreads.available())"
+        self._block = block
         self._futures: list[Future[None]] = []
         self._start_helpers()
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -144,11 +145,11 @@ def _read_netcdf(label: str, source: bytes | Path, problem: Problem, max_bytes: 
         raise DataFileError(f"{label}: variable 'events' has dimensions {shown(ds['events'].dims)}, needs "
                             f"(observable, event{', coord' if problem.event_dims == 2 else ''})")
     if "observable" in ds.coords:
-        have = [str(v) for v in ds["observable"].values]
-        unknown = [n for n in have if n not in names]
-        missing = [n for n in names if n not in have]
-        if unknown or missing or len(have) != len(names):
-            raise DataFileError(f"{label}: observables {clip(', '.join(have))} do not match {kind}'s "
+        listed = [str(v) for v in ds["observable"].values]
+        unknown = [n for n in listed if n not in names]
+        missing = [n for n in names if n not in listed]
+        if unknown or missing or len(listed) != len(names):
+            raise DataFileError(f"{label}: observables {clip(', '.join(listed))} do not match {kind}'s "
                                 f"{', '.join(names)}")
         ds = ds.sel(observable=names)
     expected = ("observable", "event") if problem.event_dims == 1 else ("observable", "event", "coord")
@@ -219,8 +220,8 @@ def _read_csv(label: str, content: bytes, problem: Problem) -> MeasuredData:
     settings: dict[str, tuple[int, str]] = {}
     rows: list[str] = []
     numbers: list[int] = []
-    for i, line in enumerate(text.splitlines(), start=1):
-        stripped = line.strip()
+    for i, row in enumerate(text.splitlines(), start=1):
+        stripped = row.strip()
         if not stripped:
             continue
         if stripped.startswith("#"):
@@ -228,7 +229,7 @@ def _read_csv(label: str, content: bytes, problem: Problem) -> MeasuredData:
             if m:
                 settings[m.group(1).lower()] = (i, m.group(2).strip())
             continue
-        rows.append(line)
+        rows.append(row)
         numbers.append(i)
     if not rows:
         raise DataFileError(f"{label}: no header and no events (only comments or blank lines)")
@@ -285,7 +286,10 @@ def _read_csv(label: str, content: bytes, problem: Problem) -> MeasuredData:
         raise DataFileError(f"{label}: {e}") from None
 
 
-def _parse_rows_slowly(label, kind, reader, numbers, n_fields, col_obs, numeric, names):
+def _parse_rows_slowly(
+    label: str, kind: str, reader: Iterator[list[str]], numbers: list[int], n_fields: int, col_obs: int,
+    numeric: list[tuple[str, int]], names: tuple[str, ...],
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Events per observable ``(N, columns)`` and their row indices, reading line by line (exact messages)."""
     per_obs: dict[str, list[list[float]]] = {n: [] for n in names}
     rows_of: dict[str, list[int]] = {n: [] for n in names}

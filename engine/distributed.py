@@ -250,23 +250,24 @@ class RunHandle:
 
     def record(self, msg: dict[str, Any]) -> None:
         with self.lock:
-            kind, member = msg["type"], msg.get("member")
+            kind = msg["type"]
             if kind == "rank_metrics":
-                sink = self.rank_history.setdefault(member, HistorySink())
+                sink = self.rank_history.setdefault(msg["member"], HistorySink())
                 sink.log_metrics(msg["rank"], msg["step"], msg["metrics"])
             else:
                 replay(msg, self.history)
-            if kind in ("started", "resumed"):
+            if kind in ("started", "resumed"):  # these messages always name their member
+                member: int = msg["member"]
                 self.rank_workers[(member, msg.get("rank", 0))] = msg["worker"]
                 if msg.get("rank", 0) == 0:
                     self.workers[member] = msg["worker"]
-            if kind == "resumed":  # metrics after the checkpoint will come again
-                self.resumed.setdefault(member, []).append(msg["step"])
-                cols = self.history.columns.get(member)
-                if cols:
-                    keep = sum(1 for s in cols["step"] if s <= msg["step"])
-                    for values in cols.values():
-                        del values[keep:]
+                if kind == "resumed":  # metrics after the checkpoint will come again
+                    self.resumed.setdefault(member, []).append(msg["step"])
+                    cols = self.history.columns.get(member)
+                    if cols:
+                        keep = sum(1 for s in cols["step"] if s <= msg["step"])
+                        for values in cols.values():
+                            del values[keep:]
 
     def results(self, timeout: float | None = None) -> list[MemberResult]:
         """Wait for every member; a member whose task (or any of its ranks) failed is kept as ``failed``
@@ -283,7 +284,7 @@ class RunHandle:
                 result.comm_seconds = float(np.mean([r.comm_seconds for r in ranks]))
                 out.append(result)
             else:
-                errors = [repr(f.exception()) if f.status == "error" else f.status for f in broken]
+                errors = [repr(f.exception()) if f.status == "error" else f.status or "no status" for f in broken]
                 with self.lock:
                     metrics = self.history.of(member)
                 out.append(failed_member(self.spec, member, metrics, f"member {member}: {'; '.join(errors)}"))

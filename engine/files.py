@@ -172,7 +172,7 @@ def remove_stale_parts(directory: str | Path, older_than: float = STALE_PART_SEC
     """Delete the ``.*.part`` files in ``directory`` older than ``older_than`` seconds (left by killed
     writers); returns what was removed. Younger ones may belong to a writer at work and are kept."""
     directory = Path(directory)
-    removed = []
+    removed: list[Path] = []
     if not directory.is_dir():
         return removed
     now = time.time()

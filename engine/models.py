@@ -6,6 +6,8 @@ forward and backward pass by hand.
 
 from __future__ import annotations
 
+from typing import cast, overload
+
 import torch
 from torch import Tensor, nn
 
@@ -29,6 +31,10 @@ class Generator(nn.Module):
     A batch of noise vectors gives a batch of parameter sets: the generator's output is a
     distribution over parameters, whose spread is part of the uncertainty estimate.
     """
+
+    # buffers (register_buffer), declared for the type checker
+    lo: Tensor
+    hi: Tensor
 
     def __init__(self, lo: Tensor, hi: Tensor, noise_dim: int = 8, width: int = 64, depth: int = 2) -> None:
         super().__init__()
@@ -71,6 +77,12 @@ class Discriminator(nn.Module):
         per_observable: one network per observable (only with more than one).
     """
 
+    # buffers (register_buffer), declared for the type checker
+    a: Tensor
+    span: Tensor
+    loc: Tensor
+    inv_scale: Tensor
+
     def __init__(
         self,
         n_observables: int,
@@ -103,7 +115,8 @@ class Discriminator(nn.Module):
     @property
     def networks(self) -> list[nn.Sequential]:
         """The MLPs: one per observable with ``per_observable``, else the shared one."""
-        return list(self.nets) if self.per_observable else [self.net]
+        # nets holds mlp()s only; a ModuleList's items are typed Module
+        return [cast(nn.Sequential, n) for n in self.nets] if self.per_observable else [self.net]
 
     def event_features(self, events: Tensor) -> Tensor:
         """``events (N, D)`` → unstandardised event features ``(N, F_e)``."""
@@ -165,7 +178,7 @@ class Discriminator(nn.Module):
         passes = [
             split_pass(net, real[k * r : (k + 1) * r], fake[k * g : (k + 1) * g], _rows(weights, k, g),
                        _rows(real_weights, k, r), workspace=self._workspaces[k])
-            for k, net in enumerate(self.nets)
+            for k, net in enumerate(self.networks)
         ]
         return self._mean_over_networks(passes, weights is not None)
 
@@ -197,8 +210,11 @@ class Discriminator(nn.Module):
         scale = 1.0 / len(passes)
         for net in self.nets:
             for p in net.parameters():
-                p.grad.mul_(scale)
-        grad_weights = torch.cat([p.grad_weights for p in passes]).mul_(scale) if weighted else None
+                if p.grad is not None:  # every pass sets them all
+                    p.grad.mul_(scale)
+        # weighted: every network's pass had weights, so each has grad_weights
+        grad_weights = (torch.cat([p.grad_weights for p in passes if p.grad_weights is not None]).mul_(scale)
+                        if weighted else None)
         return AdversarialPass(
             logits=torch.cat([p.logits[: p.logits.shape[0] - p.grad_inputs.shape[0]] for p in passes]
                              + [p.logits[p.logits.shape[0] - p.grad_inputs.shape[0] :] for p in passes]),
@@ -209,6 +225,10 @@ class Discriminator(nn.Module):
         )
 
 
+@overload
+def _rows(x: Tensor, k: int, n: int) -> Tensor: ...
+@overload
+def _rows(x: Tensor | None, k: int, n: int) -> Tensor | None: ...
 def _rows(x: Tensor | None, k: int, n: int) -> Tensor | None:
     """Rows ``k n`` to ``(k + 1) n`` of ``x`` (network ``k``'s block), or ``None``."""
     return None if x is None else x[k * n : (k + 1) * n]

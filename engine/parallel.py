@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Protocol, cast
 
 import torch
 import torch.distributed as dist
@@ -72,18 +73,36 @@ def host_store(host: str, world: int, timeout: float) -> dist.TCPStore:
                          master_listen_fd=sock.detach())  # the store owns the socket from here
 
 
+class _Group(Protocol):
+    """What this module calls on a group: ``ProcessGroupGloo`` and ``ProcessGroupNCCL`` are c10d ``Backend``
+    objects, not ``ProcessGroup`` ones; they have these methods, which torch's stubs of ``Backend`` lack."""
+
+    def allreduce(self, tensors: list[Tensor]) -> dist.Work: ...
+
+    def broadcast(self, tensors: list[Tensor], opts: dist.BroadcastOptions) -> dist.Work: ...
+
+    def size(self) -> int: ...
+
+    def abort(self) -> None: ...
+
+
 def _process_group(store: dist.Store, rank: int, size: int, timeout: float, backend: str,
-                   host: str | None = None) -> dist.ProcessGroup:
+                   host: str | None = None) -> _Group:
+    group: dist.ProcessGroupNCCL | dist.ProcessGroupGloo
     if backend == "nccl":
         opts = dist.ProcessGroupNCCL.Options()
         opts._timeout = timedelta(seconds=timeout)
-        return dist.ProcessGroupNCCL(store, rank, size, opts)
-    if host is None:
-        return dist.ProcessGroupGloo(store, rank, size, timedelta(seconds=timeout))
-    gloo = dist.ProcessGroupGloo._Options()  # gloo's pairs listen on this rank's own interface only
-    gloo._devices = [dist.ProcessGroupGloo.create_device(hostname=host)]
-    gloo._timeout = timedelta(seconds=timeout)
-    return dist.ProcessGroupGloo(store, rank, size, gloo)
+        group = dist.ProcessGroupNCCL(store, rank, size, opts)
+    elif host is None:
+        group = dist.ProcessGroupGloo(store, rank, size, timedelta(seconds=timeout))
+    else:
+        # gloo's pairs listen on this rank's own interface only; torch's stubs lack _Options (their Options is,
+        # at run time, Backend.Options, without _devices)
+        gloo = dist.ProcessGroupGloo._Options()  # type: ignore[attr-defined]
+        gloo._devices = [dist.ProcessGroupGloo.create_device(hostname=host)]
+        gloo._timeout = timedelta(seconds=timeout)
+        group = dist.ProcessGroupGloo(store, rank, size, gloo)
+    return cast(_Group, group)  # see _Group
 
 
 class GradientSharing:
@@ -138,13 +157,13 @@ class GradientSharing:
         work.wait()
         self.comm_seconds += time.perf_counter() - t0
 
-    def _allreduce_mean(self, group: dist.ProcessGroup, tensors: list[Tensor]) -> None:
+    def _allreduce_mean(self, group: _Group, tensors: list[Tensor]) -> None:
         flat = torch.cat([t.reshape(-1) for t in tensors])
         self._timed(group.allreduce([flat]))
         flat /= group.size()
         self._unflatten(flat, tensors)
 
-    def _broadcast(self, group: dist.ProcessGroup, tensors: list[Tensor], root: int) -> None:
+    def _broadcast(self, group: _Group, tensors: list[Tensor], root: int) -> None:
         flat = torch.cat([t.reshape(-1) for t in tensors])
         opts = dist.BroadcastOptions()
         opts.rootRank = root

@@ -111,6 +111,7 @@ class MeasuredData:
 
     def to_xarray(self) -> xr.Dataset:
         problem = get_problem(self.kind)
+        events: tuple[tuple[str, ...], np.ndarray]
         if self.events.shape[-1] == 1:
             events = (("observable", "event"), self.events[..., 0])
         else:
@@ -193,11 +194,11 @@ def make_pseudo_data(
         x = resolution.apply_to_data(x, gen)
     else:
         x = ResolutionSmearing(resolution)(x, generator=gen)
-    xsec = xsec.numpy()
+    sigma = xsec.numpy()
     return MeasuredData(
         kind=problem.kind,
         events=x.numpy(),
-        xsec=xsec * (1.0 + rel_err * fluct),
-        xsec_err=xsec * rel_err,
+        xsec=sigma * (1.0 + rel_err * fluct),
+        xsec_err=sigma * rel_err,
         truth=np.asarray(truth, dtype=np.float64),
     )

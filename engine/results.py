@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from importlib import metadata
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -97,8 +97,8 @@ def build_results(
         ds["params_history"].attrs["description"] = "mean of the generator's parameters at each reported step"
     ds["params_pred"] = (("member", "param"), np.stack([m.params_pred for m in members]))
     ds["params_pred_std"] = (("member", "param"), np.stack([m.params_pred_std for m in members]))
-    draws = [m.params_draws for m in members]
-    if all(d is not None and d.shape == draws[0].shape for d in draws):  # none from a member that failed
+    draws = [m.params_draws for m in members if m.params_draws is not None]  # none from a member that failed
+    if len(draws) == len(members) and all(d.shape == draws[0].shape for d in draws):
         ds["params_draws"] = (("member", "draw", "param"), np.stack(draws))
         ds["params_draws"].attrs["description"] = ("draws of each member's parameter distribution (the generator's; "
                                                    "a likelihood fit's N(θ̂, H⁻¹)), for SBC ranks")
@@ -171,10 +171,11 @@ def ensemble_estimate(
     pred, std = pred.sel(member=ok), std.sel(member=ok)
     mean = pred.mean("member")
     spread = pred.var("member", ddof=1) if pred.sizes["member"] > 1 else np.nan * mean
+    # (numpy's stubs do not know that a ufunc of a DataArray is a DataArray)
     if bootstrap:
-        return mean, np.sqrt(spread)
+        return mean, cast(xr.DataArray, np.sqrt(spread))
     var = (std**2).mean("member")
-    return mean, np.sqrt(var + spread if pred.sizes["member"] > 1 else var)
+    return mean, cast(xr.DataArray, np.sqrt(var + spread if pred.sizes["member"] > 1 else var))
 
 
 def is_bootstrap(ds: xr.Dataset) -> bool:
@@ -220,9 +221,9 @@ def closure_metrics(ds: xr.Dataset, core: tuple[float, float]) -> dict[str, floa
     q_mean, q_err = estimate(ds, "qcf")
     truth = ds["qcf_true"]
     spatial = [d for d in truth.dims if d != "qcf"]
-    judged = (ds["x"] >= core[0]) & (ds["x"] <= core[1]) & (np.abs(truth) >= QCF_FLOOR * np.abs(truth).max(spatial))
-    dev_sigma = (np.abs(q_mean - truth) / q_err).where(judged)
-    rel = np.abs(q_mean / truth - 1.0).where(judged)
+    judged = (ds["x"] >= core[0]) & (ds["x"] <= core[1]) & (abs(truth) >= QCF_FLOOR * abs(truth).max(spatial))
+    dev_sigma = (abs(q_mean - truth) / q_err).where(judged)
+    rel = abs(q_mean / truth - 1.0).where(judged)
     max_pull = float(np.abs(pulls).max())
     max_dev = float(dev_sigma.max())
     out: dict[str, float | int] = {

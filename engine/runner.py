@@ -78,22 +78,17 @@ def make_trainer(
     measured events and its own seed. A GAN trains on ``device``; the likelihood fit runs on the CPU.
     """
     lo, hi = spec.bounds_values()
+    problem, config = get_problem(spec.problem.kind), spec.training.config()
+    seed = member_seed(spec, member) + (0 if shard is None else 104_729 * shard[0])
+    grids = tuple(torch.as_tensor(g, dtype=torch.float32) for g in qcf_grids(spec))
+    bounds = (torch.tensor(lo), torch.tensor(hi))
     if method == "mle":
         from engine.mle import MLEFit  # noqa: F811  (only the mle method needs it)
 
-        cls: type[GANTrainer] | type[MLEFit] = MLEFit
-    else:
-        cls = GANTrainer
-    return cls(
-        get_problem(spec.problem.kind),
-        data,
-        spec.training.config(),
-        resolution=spec.detector.resolution,
-        seed=member_seed(spec, member) + (0 if shard is None else 104_729 * shard[0]),
-        qcf_grids=tuple(torch.as_tensor(g, dtype=torch.float32) for g in qcf_grids(spec)),
-        bounds=(torch.tensor(lo), torch.tensor(hi)),
-        **({"detector": detector_for(spec), "shard": shard, "device": device} if method == "gan" else {}),
-    )
+        return MLEFit(problem, data, config, resolution=spec.detector.resolution, seed=seed, qcf_grids=grids,
+                      bounds=bounds)
+    return GANTrainer(problem, data, config, resolution=spec.detector.resolution, seed=seed, qcf_grids=grids,
+                      bounds=bounds, detector=detector_for(spec), shard=shard, device=device)
 
 
 def reference_fit(spec: Spec, data: MeasuredData) -> MemberResult:
@@ -120,7 +115,7 @@ def train_member(
     history = HistorySink()
     resumed_from = 0
     blob = checkpoints.load() if checkpoints is not None and isinstance(trainer, GANTrainer) else None
-    if blob is not None:
+    if blob is not None and isinstance(trainer, GANTrainer):  # (only a GAN's store is read)
         history.columns[member] = load_checkpoint(trainer, blob)
         resumed_from = trainer.step
         elapsed = history.columns[member].get("elapsed")
@@ -131,8 +126,10 @@ def train_member(
         checkpoints.save(save_checkpoint(t, history.of(member)), t.step)
 
     every = spec.cluster.checkpoint_every if checkpoints is not None else 0
-    kwargs = {"checkpoint": save, "checkpoint_every": every} if isinstance(trainer, GANTrainer) else {}
-    result = trainer.fit(member, MultiSink(sink, history), stop_requested, **kwargs)
+    if isinstance(trainer, GANTrainer):
+        result = trainer.fit(member, MultiSink(sink, history), stop_requested, checkpoint=save, checkpoint_every=every)
+    else:
+        result = trainer.fit(member, MultiSink(sink, history), stop_requested)
     result.metrics = history.of(member)
     result.resumed_from = resumed_from
     return result

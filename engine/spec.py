@@ -370,8 +370,8 @@ def _parse_problem(target: ProblemSpec, raw: Any, base_dir: Path | None) -> None
         if len(data) > MAX_PATH_CHARS or "\x00" in data or any(len(p.encode()) > 255 for p in Path(data).parts):
             raise SpecError("problem.data", f"not a usable file path ({len(data):,} characters; at most "
                                             f"{MAX_PATH_CHARS}, 255 bytes per name, no NUL)")
-        path = Path(data) if base_dir is None or Path(data).is_absolute() else base_dir / data
-        target.data = str(path)
+        data_path = Path(data) if base_dir is None or Path(data).is_absolute() else base_dir / data
+        target.data = str(data_path)
 
 
 def load_spec(path: str | Path) -> Spec:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -42,6 +42,38 @@ __all__ = ["TrainingConfig", "GANTrainer", "MemberResult"]
 
 NOISE_SHRINK_FRACTION = 0.25  # of the steps, over which the generator's noise goes to noise_final
 REAL_BATCH_SEED_OFFSET = 7919  # the measured-event batches' random stream: seed + this
+
+
+class Predictor(Protocol):
+    """What :func:`live_snapshot` reads: a :class:`GANTrainer` or an :class:`~engine.mle.MLEFit`."""
+
+    @property
+    def problem(self) -> Problem: ...
+
+    @property
+    def qcf_grids(self) -> tuple[Tensor, ...]: ...
+
+    @property
+    def edges(self) -> np.ndarray: ...
+
+    def predict(self, n_params: int | None = None, events_per_param: int = 50) -> dict[str, np.ndarray]: ...
+
+
+def live_snapshot(fit: Predictor) -> dict[str, Any]:
+    """A compact, JSON-friendly view of the current state of ``fit`` for live plots (x-projections in 2D)."""
+    p = fit.predict(n_params=400 if fit.problem.event_dims == 1 else 100, events_per_param=25)
+    snap = {"x": fit.qcf_grids[0].tolist(), "params_mean": p["params_mean"].tolist(),
+            "params_std": p["params_std"].tolist(), "chi2_ndf": p["chi2_ndf"].tolist(),
+            "hist_gen": marginal_x(p["hist_gen"], fit.edges).tolist()}
+    prefix = "qcf" if fit.problem.event_dims == 1 else "qcfx"
+    snap.update({f"qcf_{k}": p[f"{prefix}_{k}"].tolist() for k in ("mean", "lo", "hi")})
+    if fit.problem.event_dims == 2:
+        snap["y"] = fit.qcf_grids[1].tolist()
+        snap["qcf2d_mean"] = p["qcf_mean"].tolist()
+        snap["qcf2d_std"] = p["qcf_std"].tolist()  # the generator's spread, for the projections' bands
+    return snap
+
+
 class GANTrainer:
     """Trains one generator/discriminator pair on measured data.
 
@@ -342,7 +374,7 @@ class GANTrainer:
         n_params = n_params or (2000 if self.problem.event_dims == 1 else 400)
         estimate = self.point_estimate()
         collapsed = estimate is not None and self.config.noise_final == 0
-        if collapsed:
+        if collapsed and estimate is not None:  # (collapsed implies an estimate)
             theta = estimate.expand(n_params, -1)
         else:
             theta = self.generator.sample(n_params, generator=self.rng, scale=self.noise_scale())
@@ -376,17 +408,7 @@ class GANTrainer:
 
     def snapshot(self) -> dict[str, Any]:
         """A compact, JSON-friendly view of the current state for live plots (x-projections in 2D)."""
-        p = self.predict(n_params=400 if self.problem.event_dims == 1 else 100, events_per_param=25)
-        snap = {"x": self.qcf_grids[0].tolist(), "params_mean": p["params_mean"].tolist(),
-                "params_std": p["params_std"].tolist(), "chi2_ndf": p["chi2_ndf"].tolist(),
-                "hist_gen": marginal_x(p["hist_gen"], self.edges).tolist()}
-        prefix = "qcf" if self.problem.event_dims == 1 else "qcfx"
-        snap.update({f"qcf_{k}": p[f"{prefix}_{k}"].tolist() for k in ("mean", "lo", "hi")})
-        if self.problem.event_dims == 2:
-            snap["y"] = self.qcf_grids[1].tolist()
-            snap["qcf2d_mean"] = p["qcf_mean"].tolist()
-            snap["qcf2d_std"] = p["qcf_std"].tolist()  # the generator's spread, for the projections' bands
-        return snap
+        return live_snapshot(self)
 
     def fit(
         self,

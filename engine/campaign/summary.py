@@ -107,7 +107,8 @@ def read_fit(path: Path, key: FitKey, plan: CampaignPlan) -> FitRecord:
         return missing_record(key, "failed", f"{path.name} is unreadable ({clip(str(e))})")
     problem = get_problem(plan.spec.problem.kind)
     shape = (len(problem.qcf_names), *(g.shape[0] for g in qcf_grids(plan.spec)))
-    if record.status == "completed" and (np.shape(record.estimate) != (len(problem.param_names),)
+    if record.status == "completed" and (record.estimate is None or record.qcf_estimate is None
+                                         or np.shape(record.estimate) != (len(problem.param_names),)
                                          or np.shape(record.qcf_estimate) != shape):
         return missing_record(key, "failed", f"{path.name} does not match the campaign's parameters or QCF grid")
     return record

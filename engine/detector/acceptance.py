@@ -31,6 +31,9 @@ class Acceptance(nn.Module):
 
     differentiable = True
     gradient_note = "acceptance: weights ε(x) differentiable w.r.t. x (data: accept-reject)"
+    # buffers (register_buffer), declared for the type checker
+    turn_on: Tensor
+    width: Tensor
 
     def __init__(
         self,

@@ -34,6 +34,10 @@ class Background(nn.Module):
     differentiable = True
     gradient_note = "background: replaced events carry no gradient (θ-independent), the others keep theirs"
     SHAPES = ("uniform", "exponential")
+    # buffers (register_buffer), declared for the type checker
+    lo: Tensor
+    hi: Tensor
+    slope: Tensor
 
     def __init__(
         self,

@@ -4,6 +4,7 @@ to pseudo-data (accept-reject)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Protocol, cast
 
 import torch
 from torch import Tensor, nn
@@ -11,6 +12,12 @@ from torch import Tensor, nn
 from engine.detector.acceptance import Acceptance
 
 __all__ = ["DetectorChain"]
+
+
+class _Effect(Protocol):
+    """The pseudo-data half of an effect's interface (see :mod:`engine.detector`)."""
+
+    def apply_to_data(self, events: Tensor, generator: torch.Generator | None = None) -> Tensor: ...
 
 
 class DetectorChain(nn.Module):
@@ -35,7 +42,7 @@ class DetectorChain(nn.Module):
     @torch.no_grad()
     def apply_to_data(self, events: Tensor, generator: torch.Generator | None = None) -> Tensor:
         for effect in self.effects:
-            events = effect.apply_to_data(events, generator)
+            events = cast(_Effect, effect).apply_to_data(events, generator)
         return events
 
     @property

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -43,6 +43,11 @@ class SurrogateSmearing(nn.Module):
 
     differentiable = True
     gradient_note = "surrogate: reparameterised sampling, component choice without gradient"
+    # buffers (register_buffer), declared for the type checker
+    lo: Tensor
+    hi: Tensor
+    target_scale: Tensor
+    relative: Tensor
 
     def __init__(
         self,
@@ -67,7 +72,7 @@ class SurrogateSmearing(nn.Module):
             nn.Linear(d, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, k * (2 * d + 1))
         )
         with torch.no_grad():  # start near one unit Gaussian per component, means spread a little
-            last = self.net[-1]
+            last = cast(nn.Linear, self.net[-1])  # the output layer built just above
             last.weight.mul_(0.1)
             last.bias.zero_()
             last.bias[k : k + k * d].copy_(torch.linspace(-1, 1, k).repeat_interleave(d) if k > 1 else torch.zeros(d))

@@ -20,7 +20,7 @@ from engine.problems import Problem
 from engine.pseudodata import MeasuredData, normalise_weights
 from engine.samplers import clustered_grid
 from engine.sinks import MetricsSink
-from engine.training import GANTrainer, MemberResult, TrainingConfig
+from engine.training import MemberResult, TrainingConfig, live_snapshot
 
 
 class MLEFit(ErrorsAndPredictions):
@@ -218,5 +218,7 @@ class MLEFit(ErrorsAndPredictions):
             params_draws=p.get("params_draws"),
         )
 
-    # The live-plot view is the GAN's: the same keys from the same predict() outputs.
-    snapshot: Callable[[MLEFit], dict[str, Any]] = GANTrainer.snapshot
+    def snapshot(self) -> dict[str, Any]:
+        """The GAN's live-plot view (:func:`~engine.training.live_snapshot`): the same keys from the same
+        predict() outputs."""
+        return live_snapshot(self)

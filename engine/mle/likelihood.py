@@ -113,6 +113,7 @@ class LikelihoodModel:
             self.counts = inside.reshape(self.n_obs, self.n_events).sum(1).to(_F64)
         self.weights = [trapezoid_weights(g) for g in self.grids]
         obs = torch.arange(self.n_obs).repeat_interleave(self.n_events)
+        self.frac: Tensor | tuple[Tensor, Tensor]  # one axis: the fraction along it; two: along x and along y
         if len(self.grids) == 1:
             g = len(self.grids[0])
             self.base = obs * g + index[0]
@@ -130,15 +131,16 @@ class LikelihoodModel:
             if self.fold[0] is not None:
                 dens = dens @ self.fold[0].T
             return dens, dens @ self.weights[0]
-        if self.fold[0] is not None:
-            dens = torch.matmul(torch.matmul(self.fold[0], dens), self.fold[1].T)
+        fold_x, fold_y = self.fold
+        if fold_x is not None and fold_y is not None:  # both or neither (resolution > 0)
+            dens = torch.matmul(torch.matmul(fold_x, dens), fold_y.T)
         return dens, torch.einsum("oij,i,j->o", dens, self.weights[0], self.weights[1])
 
     def _at_events(self, dens: Tensor) -> Tensor:
         """The (folded) densities ``dens`` interpolated at the events: ``(O * N,)``."""
         flat = dens.reshape(-1)
         b = self.base
-        if len(self.grids) == 1:
+        if isinstance(self.frac, Tensor):  # one axis
             f = self.frac
             return flat[b] * (1.0 - f) + flat[b + 1] * f
         fx, fy = self.frac
@@ -147,10 +149,17 @@ class LikelihoodModel:
             (1.0 - fy) * flat[b + s] + fy * flat[b + s + 1]
         )
 
+    def _exact_log_density(self, theta: Tensor) -> Tensor:
+        """The problem's exact ``log p_j(x_ji; θ)``, ``(O, N)`` (``analytic``: the problem has one)."""
+        log_p = self.problem.log_density(theta[None], self.events)
+        if log_p is None:
+            raise TypeError(f"{type(self.problem).__name__}.log_density returned None in an analytic fit")
+        return log_p[0]
+
     def event_log_likelihood(self, theta: Tensor) -> Tensor:
         """``log p_j(x_ji; θ)`` of every event, ``(O, N)`` (0 for events outside the tabulated domain)."""
         if self.analytic:
-            return self.problem.log_density(theta[None], self.events)[0]
+            return self._exact_log_density(theta)
         dens, norm = self.densities(theta)
         log_p = torch.log(self._at_events(dens).clamp_min(_TINY)).reshape(self.n_obs, self.n_events)
         log_p = log_p - torch.log(norm.clamp_min(_TINY))[:, None]
@@ -159,7 +168,7 @@ class LikelihoodModel:
     def nll(self, theta: Tensor) -> Tensor:
         """Negative log-likelihood of the data at ``theta (P,)`` (a scalar; differentiable)."""
         if self.analytic:
-            log_p = self.problem.log_density(theta[None], self.events)[0]
+            log_p = self._exact_log_density(theta)
             out = -(log_p.sum() if self.event_w is None else (self.event_w * log_p).sum())
         else:
             dens, norm = self.densities(theta)

@@ -39,12 +39,13 @@ class Proxy1D(Problem):
     core_range = (0.1, 0.9)
     spec_defaults = {"name": "closure-1d"}
 
-    def qcfs(self, theta: Tensor, x: Tensor) -> Tensor:
+    def qcfs(self, theta: Tensor, *grids: Tensor) -> Tensor:
+        (x,) = grids
         u = beta_shape(theta[:, 0], theta[:, 1], theta[:, 2], x)
         d = beta_shape(theta[:, 3], theta[:, 4], theta[:, 5], x)
         return torch.stack([u, d], dim=1)
 
-    def observables(self, theta: Tensor, x: Tensor) -> Tensor:
-        q = self.qcfs(theta, x)
+    def observables(self, theta: Tensor, *grids: Tensor) -> Tensor:
+        q = self.qcfs(theta, *grids)
         u, d = q[:, 0], q[:, 1]
         return torch.stack([4.0 * u + d, 4.0 * d + u], dim=1)

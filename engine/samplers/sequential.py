@@ -43,7 +43,9 @@ def sample_sequential_nd(density: Tensor, grids: tuple[Tensor, ...], uniforms: T
     integral = cums[0].view(rows, -1)[:, -1]
 
     offsets = torch.arange(rows, device=density.device)[:, None].expand(rows, n).reshape(-1)
-    starts, weights = [offsets], [None]  # slices of the running integrals that x_k interpolates
+    # slices of the running integrals that x_k interpolates
+    starts: list[Tensor] = [offsets]
+    weights: list[Tensor | None] = [None]
     events = []
     for k, grid in enumerate(grids):
         size = grid.shape[0]
@@ -74,10 +76,12 @@ def _interpolate(
     table: Tensor, starts: list[Tensor], weights: list[Tensor | None], index: Tensor, detach: bool = False
 ) -> Tensor:
     """Σ_c w_c · table[start_c + index]: a running integral linearly interpolated between slices."""
-    out = None
+    out: Tensor | None = None
     for start, w in zip(starts, weights):
         val = table.index_select(0, start + index)
         if w is not None:
             val = val * (w.detach() if detach else w)
         out = val if out is None else out + val
+    if out is None:
+        raise ValueError("no slices to interpolate between")
     return out
