@@ -90,7 +90,12 @@ def served(tmp_path: Path, spec: Path):
                 if proc.poll() is not None or time.time() > deadline:
                     raise RuntimeError((tmp_path / "serve.log").read_text()) from None
                 time.sleep(0.5)
-        yield url, runs
+        try:
+            yield url, runs
+        except BaseException:  # the server's side of a failure, shown in pytest's report
+            log.flush()
+            print("--- serve.log (last 6000 characters) ---\n" + (tmp_path / "serve.log").read_text()[-6000:])
+            raise
     finally:
         proc.send_signal(signal.SIGINT)
         try:
