@@ -91,11 +91,17 @@ class CampaignManager:
         self._thread: threading.Thread | None = None
         self._runner: CampaignRunner | None = None  # the current campaign's
         runs.blocked_by = self._blocks_runs
+        runs.more_names = self.run_names
 
     @property
     def busy(self) -> bool:
         c = self.current
         return c is not None and c.active
+
+    def run_names(self) -> dict[str, str]:
+        """Run id -> name of the current campaign's fits in flight (the Cluster tab names their tasks)."""
+        runner = self._runner
+        return runner.run_names() if runner is not None else {}
 
     def _blocks_runs(self) -> str:
         return "a campaign is in progress; stop it before starting a run" if self.busy else ""

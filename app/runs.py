@@ -118,9 +118,11 @@ class RunManager:
         self._thread: threading.Thread | None = None
         self._checked: dict[tuple, str] = {}  # (path, mtime, size, kind) -> "" or why the file is refused
         self.blocked_by: Callable[[], str] = lambda: ""  # why no run may start now (app.campaigns sets it), or ""
+        self.more_names: Callable[[], dict[str, str]] = dict  # run ids of others' tasks (a campaign's fits) -> names
 
     def run_names(self) -> dict[str, str]:
-        return dict(self._names)
+        """Run id (as Dask task keys carry it) -> name: this manager's runs and a campaign's fits in flight."""
+        return {**self._names, **self.more_names()}
 
     @property
     def busy(self) -> bool:

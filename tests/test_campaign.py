@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -267,9 +268,12 @@ def test_a_failing_fit_is_marked_failed_and_the_campaign_completes_the_rest(tmp_
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         plan = CampaignPlan(spec, tmp_path)
-        runner = CampaignRunner(client, plan)
+        seen: list[dict[str, str]] = []  # the names of the fits in flight as each fit ends (the Cluster tab's)
+        runner = CampaignRunner(client, plan, on_record=lambda record, progress: seen.append(runner.run_names()))
         runner.load_finished()
         summary = runner.run()
+    assert any(seen) and all(re.fullmatch(rf"{spec.name} mle-r\d{{4}}", n) for names in seen for n in names.values())
+    assert runner.run_names() == {}  # none in flight after the end
     status = summary["status"].values[0]
     assert {r for r in range(10) if status[r] == "failed"} == poisoned
     assert all(status[r] == "completed" for r in range(10) if r not in poisoned)

@@ -94,6 +94,7 @@ class CampaignRunner:
         self._lock = threading.Lock()
         self._last_summary = 0.0
         self._order: dict[FitKey, int] = {}
+        self._names: dict[str, str] = {}  # run id of each fit in flight (its Dask task keys) -> what it is
 
     # Resuming -----------------------------------------------------------------------------------
 
@@ -152,6 +153,7 @@ class CampaignRunner:
         self.progress.started = time.monotonic()
         active: list[_InFlight] = []
         limit = self.slots_in_flight()
+        self._names = {}
         try:
             while (todo and not self.stopping) or active:
                 while todo and len(active) < limit and not self.stopping:
@@ -159,6 +161,7 @@ class CampaignRunner:
                     started = self._start(key)
                     if started is not None:
                         active.append(started)
+                        self._names = {**self._names, started.handle.run_id: f"{self.plan.spec.name} {key.stem}"}
                 if self.stopping:
                     for fit in active:
                         if not fit.stopped:
@@ -173,6 +176,7 @@ class CampaignRunner:
                     time.sleep(POLL_SECONDS)
                 for fit in finished:
                     active.remove(fit)
+                    self._names = {k: v for k, v in self._names.items() if k != fit.handle.run_id}
                     self._finish(fit)
         finally:
             for fit in active:  # an exception (or KeyboardInterrupt) in this loop: nothing left running
@@ -180,6 +184,11 @@ class CampaignRunner:
         for key in todo:
             self.records.setdefault(key, missing_record(key, "stopped" if self.stopping else "missing"))
         return self.write_summary()
+
+    def run_names(self) -> dict[str, str]:
+        """The run id of each fit in flight (as its Dask task keys carry it) -> ``<campaign> <method>-r<replica>``
+        (for a view of the cluster's tasks; any thread)."""
+        return self._names
 
     def _start(self, key: FitKey) -> _InFlight | None:
         spec = self.plan.fit_spec(key)
