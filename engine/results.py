@@ -19,9 +19,10 @@ from engine.spec import Spec
 from engine.textlimits import shown
 from engine.training import MemberResult
 
-__all__ = ["QCF_FLOOR", "STATUSES", "ResultsContractError", "attribute_number", "build_results", "check_results",
-           "closure_metrics", "closure_summary", "closure_variables", "ensemble_estimate", "estimate", "is_bootstrap",
-           "qcf_grids", "package_versions"]
+__all__ = ["ERROR_RATIO_LIMIT", "PULL_LIMIT", "QCF_FLOOR", "QCF_SIGMA_LIMIT", "STATUSES", "ResultsContractError",
+           "attribute_number", "build_results", "check_results", "closure_metrics", "closure_summary",
+           "closure_variables", "ensemble_estimate", "estimate", "is_bootstrap", "qcf_deviation", "qcf_grids",
+           "package_versions"]
 
 _PACKAGES = ("torch", "numpy", "xarray", "h5netcdf", "dask", "distributed", "panel", "holoviews", "bokeh")
 
@@ -199,10 +200,28 @@ def closure_variables(ds: xr.Dataset) -> dict[str, xr.DataArray]:
     return out
 
 
+# The closure criteria of design.md: closure_metrics judges by these, the closure report (app.report) quotes them.
+PULL_LIMIT = 3.0  # max |pull| of any parameter (pulls centred on 0 with width ≈ 1)
+QCF_SIGMA_LIMIT = 2.0  # ensemble-mean QCF within 2σ of the truth everywhere in the core range
+ERROR_RATIO_LIMIT = 1.5  # ensemble error at most 1.5 × the maximum-likelihood (statistical) error
 # A QCF is judged only where it is not negligible: |truth| above this fraction of its maximum
 # (deviations in units of σ are 0/0 far in the tails of e.g. gauss6's Gaussians).
 QCF_FLOOR = 1e-3
-ERROR_RATIO_LIMIT = 1.5
+
+
+def _qcf_judged(ds: xr.Dataset, core: tuple[float, float]) -> xr.DataArray:
+    """Where the QCFs of ``ds`` are judged: x within ``core`` and |truth| at least :data:`QCF_FLOOR` of its maximum."""
+    truth = ds["qcf_true"]
+    spatial = [d for d in truth.dims if d != "qcf"]
+    return (ds["x"] >= core[0]) & (ds["x"] <= core[1]) & (abs(truth) >= QCF_FLOOR * abs(truth).max(spatial))
+
+
+def qcf_deviation(ds: xr.Dataset, core: tuple[float, float]) -> xr.DataArray:
+    """|ensemble-mean QCF − truth| / error where the QCFs are judged (x within ``core``, truth not negligible),
+    else NaN."""
+    mean, err = estimate(ds, "qcf")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (abs(mean - ds["qcf_true"]) / err).where(_qcf_judged(ds, core))
 
 
 def closure_metrics(ds: xr.Dataset, core: tuple[float, float]) -> dict[str, float | int]:
@@ -214,16 +233,12 @@ def closure_metrics(ds: xr.Dataset, core: tuple[float, float]) -> dict[str, floa
       (along x; the whole y range in 2D), and its relative deviation;
     - the worst χ²/ndf of generated vs measured histograms over members and observables;
     - the worst GAN/MLE error ratio when a maximum-likelihood reference exists.
-    ``closure_passed`` is 1 when max |pull| ≤ 3, the QCF lies within 2σ everywhere in the core
-    range and (when known) the error ratio is at most 1.5.
+    ``closure_passed`` is 1 when max |pull| ≤ :data:`PULL_LIMIT` (3), the QCF lies within :data:`QCF_SIGMA_LIMIT`
+    (2σ) everywhere in the core range and (when known) the error ratio is at most :data:`ERROR_RATIO_LIMIT` (1.5).
     """
     pulls, err = ds["pull"], ds["params_ensemble_err"]  # from closure_variables
-    q_mean, q_err = estimate(ds, "qcf")
-    truth = ds["qcf_true"]
-    spatial = [d for d in truth.dims if d != "qcf"]
-    judged = (ds["x"] >= core[0]) & (ds["x"] <= core[1]) & (abs(truth) >= QCF_FLOOR * abs(truth).max(spatial))
-    dev_sigma = (abs(q_mean - truth) / q_err).where(judged)
-    rel = abs(q_mean / truth - 1.0).where(judged)
+    dev_sigma = qcf_deviation(ds, core)
+    rel = abs(estimate(ds, "qcf")[0] / ds["qcf_true"] - 1.0).where(_qcf_judged(ds, core))
     max_pull = float(np.abs(pulls).max())
     max_dev = float(dev_sigma.max())
     out: dict[str, float | int] = {
@@ -235,7 +250,7 @@ def closure_metrics(ds: xr.Dataset, core: tuple[float, float]) -> dict[str, floa
     }
     if "chi2_ndf" in ds and bool(ds["chi2_ndf"].notnull().any()):
         out["closure_max_chi2_ndf"] = float(ds["chi2_ndf"].max())
-    passed = max_pull <= 3.0 and max_dev <= 2.0
+    passed = max_pull <= PULL_LIMIT and max_dev <= QCF_SIGMA_LIMIT
     if "params_mle_err" in ds:
         ratio = float((err / ds["params_mle_err"]).max())
         out["closure_max_error_ratio"] = ratio
@@ -248,14 +263,14 @@ def closure_summary(attrs: dict) -> str:
     """One line on the closure of a result: its verdict and each criterion's number against its limit."""
     verdict = "passed" if attrs["closure_passed"] else "FAILED"
     parts = [
-        f"max |pull| {attrs['closure_max_abs_pull']:.2f} (≤ 3)",
-        f"max QCF deviation {attrs['closure_max_qcf_dev_sigma']:.2f} σ (≤ 2)",
+        f"max |pull| {attrs['closure_max_abs_pull']:.2f} (≤ {PULL_LIMIT:g})",
+        f"max QCF deviation {attrs['closure_max_qcf_dev_sigma']:.2f} σ (≤ {QCF_SIGMA_LIMIT:g})",
         f"max relative QCF deviation {100 * attrs['closure_max_qcf_rel_dev']:.1f}%",
     ]
     if "closure_max_chi2_ndf" in attrs:
         parts.append(f"max χ²/ndf {attrs['closure_max_chi2_ndf']:.2f}")
     if "closure_max_error_ratio" in attrs:
-        parts.append(f"max GAN/MLE error ratio {attrs['closure_max_error_ratio']:.2f} (≤ {ERROR_RATIO_LIMIT})")
+        parts.append(f"max GAN/MLE error ratio {attrs['closure_max_error_ratio']:.2f} (≤ {ERROR_RATIO_LIMIT:g})")
     return f"closure {verdict}: " + ", ".join(parts)
 
 
