@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from app.report import core_range
+from engine.marginals import histogram_marginal_x, qcf_marginal_x
 from engine.results import ERROR_RATIO_LIMIT, QCF_FLOOR, ensemble_estimate, estimate, is_bootstrap
 
 __all__ = ["figures", "FIGSIZE", "CAPTIONS"]
@@ -69,13 +70,6 @@ def _with_ratio_panels(n: int) -> tuple[Figure, list[tuple[Axes, Axes]]]:
     return fig, axes
 
 
-def _project_y(da: xr.DataArray) -> xr.DataArray:
-    """∫ da dy (trapezoidal rule)."""
-    if "y" not in da.dims:
-        return da
-    return xr.apply_ufunc(np.trapezoid, da, input_core_dims=[["y"]], kwargs={"x": da["y"].values})
-
-
 def _finite_span(values: np.ndarray, centre: float, floor: float, cap: float) -> float:
     v = values[np.isfinite(values)]
     return min(cap, max(floor, 1.1 * float(np.abs(v - centre).max()))) if v.size else cap
@@ -83,9 +77,9 @@ def _finite_span(values: np.ndarray, centre: float, floor: float, cap: float) ->
 
 def _fig_qcfs(ds: xr.Dataset) -> Figure:
     two_d = "y" in ds["qcf_pred"].dims
-    pred, std = _project_y(ds["qcf_pred"]), _project_y(ds["qcf_pred_std"])
+    pred, std = qcf_marginal_x(ds["qcf_pred"]), qcf_marginal_x(ds["qcf_pred_std"])
     mean, err = ensemble_estimate(pred, std, is_bootstrap(ds))
-    truth = _project_y(ds["qcf_true"]) if "qcf_true" in ds else None
+    truth = qcf_marginal_x(ds["qcf_true"]) if "qcf_true" in ds else None
     x = ds["x"].values
     lo, hi = core_range(ds)
     names = [str(q) for q in ds["qcf"].values]
@@ -266,23 +260,19 @@ def _fig_likelihood(ds: xr.Dataset) -> Figure:
     return fig
 
 
-def _x_marginal(hist: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """∫ h dy of a normalised 2D histogram ``(bin, bin_y)`` with ``edges (coord, bin_edge)``."""
-    return hist if hist.ndim == 1 else (hist * np.diff(edges[1])[None, :]).sum(axis=1)
-
-
 def _fig_observables(ds: xr.Dataset) -> Figure:
     names = [str(o) for o in ds["observable"].values]
     two_d = "bin_y" in ds["hist_data"].dims
+    data_x, gen_x = (histogram_marginal_x(ds[v], ds["bin_edges"]) for v in ("hist_data", "hist_gen"))
     fig, axes = _with_ratio_panels(len(names))
     for o, (ax, axr) in zip(names, axes):
         edges = ds["bin_edges"].sel(observable=o).values
         xe = edges[0] if two_d else edges
-        data = _x_marginal(ds["hist_data"].sel(observable=o).values, edges)
+        data = data_x.sel(observable=o).values
         ax.stairs(data, xe, color="0.85", fill=True)
         ax.stairs(data, xe, color="black", lw=1.4, fill=False, label="measured")
         for i, member in enumerate(ds["member"].values):
-            gen = _x_marginal(ds["hist_gen"].sel(member=member, observable=o).values, edges)
+            gen = gen_x.sel(member=member, observable=o).values
             label = f"member {member}"
             if "chi2_ndf" in ds:
                 label += rf", $\chi^2$/ndf {float(ds['chi2_ndf'].sel(member=member, observable=o)):.2f}"

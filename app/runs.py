@@ -19,7 +19,8 @@ from distributed import Client
 from engine.datafiles import DataFileError, read_measured_file
 from engine.distributed import RunHandle, start_run
 from engine.files import remove_stale_parts, save_run
-from engine.histograms import data_histograms, marginal_x
+from engine.histograms import data_histograms
+from engine.marginals import marginal_x
 from engine.problems import get_problem
 from engine.results import build_results
 from engine.runner import measured_data, run_name

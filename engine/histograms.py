@@ -1,5 +1,6 @@
 """Histograms of events for the closure and monitoring numbers: common bin edges for data and generated
-events, (weighted) counts, unit-integral densities, the χ²/ndf of two histograms' shapes and x-marginals."""
+events, (weighted) counts, unit-integral densities and the χ²/ndf of two histograms' shapes (their
+x-marginals: :mod:`engine.marginals`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 from engine.pseudodata import MeasuredData
 
 __all__ = ["HIST_BINS", "HIST_BINS_2D", "histogram_edges", "histogram_counts", "density_histograms",
-           "data_histograms", "data_counts", "chi2_per_ndf", "marginal_x"]
+           "data_histograms", "data_counts", "chi2_per_ndf"]
 
 HIST_BINS = 40  # per axis for 1D events
 HIST_BINS_2D = 20  # per axis for 2D events
@@ -86,10 +87,3 @@ def chi2_per_ndf(
         chi2 = np.sum((d[use] / nd - g[use] / ng) ** 2 / var[use])
         out.append(chi2 / max(int(use.sum()) - 1, 1))
     return np.asarray(out)
-
-
-def marginal_x(hist: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """The x-marginal ``(O, bins)`` of normalised histograms ``(O, bins[, bins])`` with ``edges (O, D, bins + 1)``."""
-    if hist.ndim == 2:
-        return hist
-    return np.stack([(h * np.diff(ed[1])[None, :]).sum(axis=1) for h, ed in zip(hist, edges)])

@@ -27,8 +27,8 @@ from engine.histograms import (
     density_histograms,
     histogram_counts,
     histogram_edges,
-    marginal_x,
 )
+from engine.marginals import marginal_x
 from engine.models import Discriminator, Generator, adversarial_pass, mlp
 from engine.optim import adam_step
 from engine.parallel import GradientSharing

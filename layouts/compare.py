@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from engine.marginals import qcf_marginal_x
 from engine.results import estimate
 from layouts.live import COLORS, SIDE_LEGEND
 from layouts.ranges import padded_range
-from layouts.results import project_x
 
 __all__ = ["check_comparable", "compare_qcfs", "parameter_table", "parameter_display", "round_to_error"]
 
@@ -38,7 +38,7 @@ def check_comparable(datasets: Mapping[str, xr.Dataset]) -> str:
 def _qcf_estimate(ds: xr.Dataset) -> tuple[xr.DataArray, xr.DataArray]:
     """Ensemble mean and error of the QCFs along x (2D: x-projections, σ integrated as fully correlated)."""
     mean, err = estimate(ds, "qcf")
-    return project_x(mean), project_x(err)
+    return qcf_marginal_x(mean), qcf_marginal_x(err)
 
 
 def _on(x: np.ndarray, x_ref: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -54,7 +54,7 @@ def compare_qcfs(datasets: Mapping[str, xr.Dataset], height: int = 320) -> list[
     check_comparable(datasets)
     estimates = {label: _qcf_estimate(ds) for label, ds in datasets.items()}
     with_truth = [ds for ds in datasets.values() if "qcf_true" in ds]
-    truth = project_x(with_truth[0]["qcf_true"]) if with_truth else None
+    truth = qcf_marginal_x(with_truth[0]["qcf_true"]) if with_truth else None
     first_label = next(iter(datasets))
     ref_name = "truth" if truth is not None else first_label
     ref = truth if truth is not None else estimates[first_label][0]

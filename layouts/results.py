@@ -15,35 +15,30 @@ import numpy as np
 import torch
 import xarray as xr
 
+from engine.marginals import histogram_marginal_x, qcf_marginal_x
 from engine.problems import Problem, get_problem
 from engine.safe_yaml import load_yaml
 from layouts.live import METRIC_COLUMNS, LivePlots
 
-__all__ = ["QcfCurves", "true_qcf_projections", "qcf_true_from_results", "project_x", "metric_rows",
-           "member_snapshots", "data_histograms_x", "replay"]
+__all__ = ["QcfCurves", "true_qcf_projections", "qcf_true_from_results", "metric_rows", "member_snapshots",
+           "data_histograms_x", "replay"]
 
 QcfCurves = dict[str, tuple[np.ndarray, np.ndarray]]  # QCF name -> (x, values): what LivePlots.qcfs draws
 
 
 def true_qcf_projections(problem: Problem, truth: Sequence[float]) -> QcfCurves:
     """The true QCFs on the problem's reporting grid; 2D QCFs projected onto x (∫ dy), as the live view shows."""
-    grids = problem.qcf_grids()
-    q = problem.qcfs(torch.tensor([list(truth)], dtype=torch.float64), *grids)[0]
-    if len(grids) == 2:
-        q = torch.trapezoid(q, grids[1], dim=-1)
-    return {n: (grids[0].numpy(), q[i].numpy()) for i, n in enumerate(problem.qcf_names)}
-
-
-def project_x(values: xr.DataArray) -> xr.DataArray:
-    """∫ dy of a QCF-like array with dims (…, x, y); 1D arrays are returned as they are."""
-    return values.integrate("y") if "y" in values.dims else values
+    grids = [g.numpy() for g in problem.qcf_grids()]
+    q = problem.qcfs(torch.tensor([list(truth)], dtype=torch.float64), *map(torch.as_tensor, grids))[0].numpy()
+    qx = qcf_marginal_x(xr.DataArray(q, dims=("qcf", "x", "y")[:q.ndim], coords=dict(zip(("x", "y"), grids))))
+    return {n: (grids[0], qx.values[i]) for i, n in enumerate(problem.qcf_names)}
 
 
 def qcf_true_from_results(ds: xr.Dataset) -> QcfCurves | None:
     """The stored true QCFs (x-projections in 2D), or ``None`` when the truth is unknown."""
     if "qcf_true" not in ds:
         return None
-    q = project_x(ds["qcf_true"])
+    q = qcf_marginal_x(ds["qcf_true"])
     x = ds["x"].values
     return {str(n): (x, q.sel(qcf=n).values) for n in ds["qcf"].values}
 
@@ -81,17 +76,9 @@ def _bin_edges_x(ds: xr.Dataset) -> np.ndarray:
     return (edges.sel(coord="x") if "coord" in edges.dims else edges).values
 
 
-def _marginal_x(hist: xr.DataArray, ds: xr.Dataset) -> np.ndarray:
-    """x-marginal ``(O, bins)`` of normalised histograms (…, observable, bin[, bin_y])."""
-    if "bin_y" not in hist.dims:
-        return hist.values
-    width_y = xr.DataArray(np.diff(ds["bin_edges"].sel(coord="y").values, axis=-1), dims=("observable", "bin_y"))
-    return (hist * width_y).sum("bin_y").values
-
-
 def data_histograms_x(ds: xr.Dataset) -> dict[str, tuple[list[float], list[float]]]:
     """The measured data's histograms as the live view takes them: observable -> (x edges, density)."""
-    edges, dens = _bin_edges_x(ds), _marginal_x(ds["hist_data"], ds)
+    edges, dens = _bin_edges_x(ds), histogram_marginal_x(ds["hist_data"], ds["bin_edges"]).values
     return {str(o): (edges[k].tolist(), dens[k].tolist()) for k, o in enumerate(ds["observable"].values)}
 
 
@@ -106,7 +93,7 @@ def member_snapshots(ds: xr.Dataset) -> dict[int, dict[str, Any]]:
     for i in range(ds.sizes["member"]):
         mean = ds["qcf_pred"].isel(member=i)
         std = ds["qcf_pred_std"].isel(member=i)
-        pm, ps = project_x(mean), project_x(std)
+        pm, ps = qcf_marginal_x(mean), qcf_marginal_x(std)
         snap: dict[str, Any] = {
             "step": int(steps_done[i]) if steps_done is not None else int(ds["step"].max()) if ds.sizes["step"] else 0,
             "x": ds["x"].values.tolist(),
@@ -115,7 +102,7 @@ def member_snapshots(ds: xr.Dataset) -> dict[int, dict[str, Any]]:
             "qcf_mean": pm.values.tolist(),
             "qcf_lo": (pm - ps).values.tolist(),
             "qcf_hi": (pm + ps).values.tolist(),
-            "hist_gen": _marginal_x(ds["hist_gen"].isel(member=i), ds).tolist(),
+            "hist_gen": histogram_marginal_x(ds["hist_gen"].isel(member=i), ds["bin_edges"]).values.tolist(),
         }
         if "chi2_ndf" in ds:
             snap["chi2_ndf"] = ds["chi2_ndf"].isel(member=i).values.tolist()

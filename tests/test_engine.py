@@ -165,3 +165,29 @@ print(default, faults())
     default, retained = map(float, r.stdout.split())
     assert default > 10_000  # each 40 MB temporary faults in its 10 000 pages of 4 KiB
     assert retained < 100
+
+
+def test_x_marginals_of_results_files_are_the_engines_and_a_failed_member_stays_blank():
+    from engine.marginals import histogram_marginal_x, marginal_x, qcf_marginal_x
+
+    rng = np.random.default_rng(0)
+    edges = np.stack([np.stack([np.linspace(0, 1, 5), np.sort(rng.uniform(0, 2, 5))]) for _ in range(2)])  # (O, 2, 5)
+    hist = rng.uniform(0, 1, (3, 2, 4, 4))  # (member, observable, bin, bin_y)
+    hist[2] = np.nan  # a failed member: nothing to draw, not zeros
+    expected = (hist * np.diff(edges[:, 1], axis=-1)[None, :, None, :]).sum(axis=-1)
+    np.testing.assert_array_equal(marginal_x(hist, edges), expected)
+    stored = xr.DataArray(hist, dims=("member", "observable", "bin", "bin_y"), coords={"observable": ["s1", "s2"]})
+    bin_edges = xr.DataArray(edges, dims=("observable", "coord", "bin_edge"), coords={"coord": ["x", "y"]})
+    marginal = histogram_marginal_x(stored, bin_edges)
+    assert marginal.dims == ("member", "observable", "bin") and list(marginal["observable"].values) == ["s1", "s2"]
+    np.testing.assert_array_equal(marginal.values, expected)
+    assert np.isnan(marginal.sel(member=2)).all()
+    one_d = hist[:, :, :, 0]  # 1D histograms are their own x-marginals
+    assert marginal_x(one_d, edges[:, :1]) is one_d
+    stored_1d = xr.DataArray(one_d, dims=("member", "observable", "bin"))
+    assert histogram_marginal_x(stored_1d, bin_edges.isel(coord=0)) is stored_1d
+
+    x, y = np.linspace(0, 1, 7), np.linspace(0, 2, 9) ** 2
+    q = xr.DataArray(rng.uniform(0, 1, (2, 7, 9)), dims=("qcf", "x", "y"), coords={"x": x, "y": y})
+    np.testing.assert_allclose(qcf_marginal_x(q).values, np.trapezoid(q.values, y, axis=-1), rtol=1e-15)
+    assert qcf_marginal_x(q.isel(y=0, drop=True)).dims == ("qcf", "x")
