@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import signal
 import threading
 import warnings
@@ -13,6 +12,8 @@ from typing import Any
 import dask
 import torch
 from distributed import Client, LocalCluster, Worker, WorkerPlugin
+
+from engine.task_keys import parse_task_key
 
 __all__ = ["connect", "close", "describe_task", "worker_rows"]
 
@@ -161,22 +162,17 @@ def close(client: Client) -> None:
         cluster.close()
 
 
-_TASK_KEY = re.compile(  # the keys engine.distributed.start_run gives its tasks
-    r"^(?:member-(?P<member>\d+)-(?:rank-(?P<rank>\d+)-)?|(?P<mle>mle-reference)-)(?P<run>[0-9a-f]{12})$"
-)
-
-
 def describe_task(key: Any, run_names: dict[str, str]) -> str:
-    """What a task key of :func:`engine.distributed.start_run` is: ``closure-1d · member 1 · rank 0``."""
-    text = key if isinstance(key, str) else str(key)
-    m = _TASK_KEY.match(text)
-    if m is None:
-        return text  # another client's task on a shared scheduler
-    run = run_names.get(m["run"], f"run {m['run']}")
-    if m["mle"]:
+    """What a task key of :func:`engine.distributed.start_run` (:mod:`engine.task_keys`) is:
+    ``closure-1d · member 1 · rank 0``."""
+    task = parse_task_key(key)
+    if task is None:
+        return key if isinstance(key, str) else str(key)  # another client's task on a shared scheduler
+    run = run_names.get(task.run_id, f"run {task.run_id}")
+    if task.is_reference:
         return f"{run} · MLE reference"
-    rank = f" · rank {m['rank']}" if m["rank"] is not None else ""
-    return f"{run} · member {m['member']}{rank}"
+    rank = f" · rank {task.rank}" if task.rank is not None else ""
+    return f"{run} · member {task.member}{rank}"
 
 
 def worker_rows(client: Client, run_names: dict[str, str]) -> list[dict[str, Any]]:

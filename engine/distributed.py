@@ -32,7 +32,6 @@ from __future__ import annotations
 import copy
 import threading
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -50,6 +49,7 @@ from engine.pseudodata import MeasuredData
 from engine.runner import failed_member, reference_fit, train_member, train_rank
 from engine.sinks import HistorySink, MetricsSink
 from engine.spec import Spec
+from engine.task_keys import member_key, new_run_id, reference_key
 from engine.training import MemberResult
 
 __all__ = ["DaskEventSink", "DaskCheckpointStore", "RunHandle", "start_run", "replay", "topic_for"]
@@ -348,7 +348,7 @@ def start_run(
     Raises ``ValueError`` before submitting anything when the cluster cannot host the spec: too few
     workers for the data-parallel ranks, or ``cluster.device: cuda`` and no worker offering ``GPU``.
     """
-    run_id = uuid.uuid4().hex[:12]
+    run_id = new_run_id()
     handle = RunHandle(client, spec, run_id, futures=[])
 
     def handler(event: tuple[float, dict[str, Any]]) -> None:
@@ -378,8 +378,8 @@ def start_run(
 
     if c.mode == "data_parallel":
         for m in range(members):
-            ranks = [client.submit(run_rank_task, sent, m, r, data_future, run_id, key=f"member-{m}-rank-{r}-"
-                                   f"{run_id}", pure=False, priority=priority - m, **place(m * c.ranks + r), **needs)
+            ranks = [client.submit(run_rank_task, sent, m, r, data_future, run_id, key=member_key(run_id, m, r),
+                                   pure=False, priority=priority - m, **place(m * c.ranks + r), **needs)
                      for r in range(c.ranks)]
             handle.futures.append(ranks[0])
             handle.rank_futures[m] = ranks[1:]
@@ -388,11 +388,11 @@ def start_run(
             for m in range(members):
                 DaskCheckpointStore.create(_checkpoint_name(run_id, m), client)
         handle.futures = [
-            client.submit(run_member_task, sent, m, data_future, run_id, key=f"member-{m}-{run_id}",
+            client.submit(run_member_task, sent, m, data_future, run_id, key=member_key(run_id, m),
                           pure=False, priority=priority - m, **place(m), **needs)
             for m in range(members)
         ]
     if spec.training.method == "gan" and spec.training.mle_reference:
         handle.reference_future = client.submit(run_reference_task, sent, data_future,
-                                                key=f"mle-reference-{run_id}", pure=False, priority=priority - 1)
+                                                key=reference_key(run_id), pure=False, priority=priority - 1)
     return handle

@@ -118,6 +118,16 @@ def test_cluster_view_names_the_run_member_and_rank_of_each_task():
     assert describe_task(("sum-abc", 0), names) == "('sum-abc', 0)"
 
 
+def test_the_keys_start_run_gives_its_tasks_read_back_as_their_run_member_and_rank():
+    from engine.task_keys import RunTask, member_key, new_run_id, parse_task_key, reference_key
+
+    run = new_run_id()
+    assert parse_task_key(member_key(run, 3)) == RunTask(run, 3)
+    assert parse_task_key(member_key(run, 0, rank=2)) == RunTask(run, 0, 2)
+    assert parse_task_key(reference_key(run)).is_reference
+    assert parse_task_key(f"bench-gan-member-1-{run}") is None and parse_task_key(("sum-abc", 0)) is None
+
+
 def test_large_ensembles_draw_curves_of_the_first_members_only_and_say_so():
     import panel as pn
 
