@@ -14,9 +14,9 @@ import tempfile
 import time
 from typing import Any
 
-from app.cluster import close, connect
 from engine.campaign.driver import CampaignRunner
 from engine.campaign.plan import CampaignPlan
+from engine.cluster import close, local_client
 from engine.spec import Spec, default_spec, parse_spec
 
 __all__ = ["bench_campaign"]
@@ -32,7 +32,7 @@ def campaign_spec(kind: str, method: str, replicas: int, steps: int) -> Spec:
 
 
 def _one(spec: Spec, workers: int) -> dict[str, float]:
-    client = connect(workers=workers)
+    client = local_client(workers=workers)
     try:
         with tempfile.TemporaryDirectory(prefix="qcf-bench-campaign-") as out:
             runner = CampaignRunner(client, CampaignPlan(spec, out), summary_every=1e9)

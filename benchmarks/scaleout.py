@@ -11,7 +11,7 @@
 
 Wall times are taken from submission to the last result, without the cluster's start-up; each
 worker uses one torch thread, as in the dashboard's embedded cluster. ``device`` is the runs'
-``cluster.device``; with ``cuda`` the embedded cluster has one worker per GPU (``app.cluster``).
+``cluster.device``; with ``cuda`` the embedded cluster has one worker per GPU (``engine.cluster``).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from app.cluster import close, connect
 from benchmarks.bench import bench_data, disc_label, gan_batch, gan_trainer
+from engine.cluster import close, local_client
 from engine.distributed import start_run
 from engine.malloc import retain_freed_memory
 from engine.problems import get_problem
@@ -42,7 +42,7 @@ def _spec(kind: str, steps: int, members: int, cluster: dict[str, Any]) -> Spec:
 
 
 def _timed_run(spec: Spec, workers: int) -> tuple[float, list[Any]]:
-    client = connect(workers=workers, device=spec.cluster.device)
+    client = local_client(workers=workers, device=spec.cluster.device)
     try:
         data = measured_data(spec)
         t0 = time.perf_counter()
@@ -93,7 +93,7 @@ def bench_gan_members(kind: str, events: int, members: int, threads: int = 1, wi
     problem = get_problem(kind)
     data = bench_data(problem)
     _, _, n = gan_batch(problem, events)
-    client = connect(workers=members, device="cpu")
+    client = local_client(workers=members, device="cpu")
     try:
         start = time.time() + warmup
         futures = [client.submit(_gan_window, kind, data, events, width, depth, threads, start, window,

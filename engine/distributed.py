@@ -1,6 +1,7 @@
 """Running members on Dask: tasks, metrics streamed back, stop via a Dask Event, checkpoints, ranks.
 
-The only engine module that imports Dask. Two modes (``cluster.mode``):
+With :mod:`engine.cluster` (the embedded cluster), the engine module that imports Dask. Two modes
+(``cluster.mode``):
 
 - ``ensemble``: each member is one task with its own seed, placed on its own worker when there
   are enough. It saves a checkpoint every ``cluster.checkpoint_every`` steps into a Dask
@@ -138,11 +139,11 @@ def _worker_device(spec: Spec) -> torch.device:
 
 def _task_setup() -> None:
     """What every training task does first on its worker: torch gets as many threads as the worker has,
-    and the process keeps freed memory (:mod:`engine.malloc`). Workers started with Dask's default
-    environment (``dask worker``, dask-jobqueue) set ``MALLOC_TRIM_THRESHOLD_=65536``, under which glibc
-    trims the task thread's heap after each large free: a proxy2d step on a one-thread worker took
-    561-1 033 page faults and 1.6-2.4 ms of system time (15.9-19.8 ms a step against 14.4-15.4 with
-    this). The embedded cluster drops that variable (``app.cluster``), and there it changes little."""
+    and the process keeps freed memory (:mod:`engine.malloc`; the one place workers get it, on any cluster).
+    Dask's nannies (the embedded cluster's, ``dask worker``, dask-jobqueue) set ``MALLOC_TRIM_THRESHOLD_=65536``,
+    under which glibc trims the task thread's heap after each large free: a proxy2d step on a one-thread worker
+    took 561-1 033 page faults and 1.6-2.4 ms of system time (15.9-19.8 ms a step against 14.4-15.4 with
+    this). The thresholds set here override that variable."""
     torch.set_num_threads(max(1, get_worker().state.nthreads))
     retain_freed_memory()
 

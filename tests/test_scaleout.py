@@ -230,8 +230,8 @@ def test_cli_refuses_cuda_on_an_embedded_cluster_without_gpus(tmp_path):
 def test_the_embedded_cluster_gives_each_gpu_a_worker_offering_it():
     from distributed import Client
 
-    from app.cluster import _local_cluster
+    from engine.cluster import local_cluster
 
-    with _local_cluster(workers=3, gpus=1) as cluster, Client(cluster) as client:
+    with local_cluster(workers=3, gpus=1) as cluster, Client(cluster) as client:
         [worker] = client.scheduler_info(n_workers=-1)["workers"].values()
         assert worker["resources"] == {"GPU": 1} and worker["name"] == 0
