@@ -164,7 +164,7 @@ def _is_campaign_summary(path: str) -> bool:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from benchmarks.bench import run
+    from benchmarks.cli import run
     from engine.problems import problem_kinds
 
     if args.problem not in problem_kinds():

@@ -1,6 +1,6 @@
-"""``qcf-studio bench sampler|gan``: throughput of the differentiable sampler and of full GAN steps.
-
-(``bench ensemble|dp``, the scaling of whole runs on Dask workers, lives in ``benchmarks.scaleout``.)
+"""``qcf-studio bench sampler|gan``: throughput of the differentiable sampler and of full GAN steps, in this
+process. (``bench ensemble|dp`` and ``gan --members``, whole runs and steps on Dask workers, are in
+``benchmarks.scaleout``; ``bench campaign`` in ``benchmarks.campaign``; ``benchmarks.cli`` picks one.)
 
 Both report medians over repeated timings after a warm-up, on the threads torch is given
 (``--threads``, default 1: one Dask worker's share) and the device ``--device`` (``cpu`` or
@@ -15,7 +15,6 @@ Both report medians over repeated timings after a warm-up, on the threads torch 
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -25,7 +24,6 @@ import numpy as np
 import torch
 
 from engine.adversarial import pass_block_kind
-from engine.devices import resolve_device
 from engine.problems import get_problem
 from engine.problems.base import Problem
 from engine.pseudodata import MeasuredData, make_pseudo_data
@@ -218,35 +216,3 @@ def disc_label(trainer: GANTrainer, width: int, depth: int) -> str:
     nets = trainer.discriminator.networks
     layers = "-".join(map(str, [nets[0][0].in_features] + [width] * depth + [1]))
     return f"{len(nets)} × {layers}" if len(nets) > 1 else layers
-
-
-def run(args: Any) -> int:
-    torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    if args.what == "sampler":
-        out = bench_sampler(args.problem, args.events, repeats=args.repeats, device=device)
-    elif args.what == "gan" and args.members is None:
-        out = bench_gan(args.problem, args.events, args.width, args.depth, repeats=args.repeats, device=device)
-    elif args.what == "campaign":  # on LocalClusters
-        from benchmarks.campaign import bench_campaign
-
-        out = bench_campaign(args.problem, args.method, args.replicas, args.steps, args.ranks)
-    else:  # on a LocalCluster: imports Dask
-        from benchmarks.scaleout import bench_data_parallel, bench_ensemble, bench_gan_members
-
-        if args.what == "gan":
-            out = bench_gan_members(args.problem, args.events, args.members, args.threads, args.width, args.depth,
-                                    args.window, args.warmup)
-        elif args.what == "ensemble":
-            out = bench_ensemble(args.problem, args.members or 2, args.steps, args.device)
-        else:
-            out = bench_data_parallel(args.problem, args.ranks, args.steps, args.schedule, device=args.device)
-    out.update({"threads": torch.get_num_threads(), "torch": torch.__version__, "device": str(device)})
-    if device.type == "cuda":
-        out["gpu"] = torch.cuda.get_device_name(device)
-    if args.json:
-        print(json.dumps(out))
-    else:
-        for k, v in out.items():
-            print(f"{k:>28}: {v:.4g}" if isinstance(v, float) else f"{k:>28}: {v}")
-    return 0
