@@ -70,10 +70,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from app.cluster import close, connect
     from app.progress import ProgressBarSink
     from app.signals import Interrupted, StopSignals, exit_code
-    from engine.distributed import start_run
-    from engine.files import check_writable, remove_stale_parts, save_run
-    from engine.results import build_results, closure_summary
-    from engine.runner import measured_data, run_name
+    from engine.drive import run_to_file
+    from engine.files import check_writable, remove_stale_parts
+    from engine.results import closure_summary
+    from engine.runner import measured_data
 
     out_dir = check_writable(args.out)  # before any work goes into the run
     remove_stale_parts(out_dir)
@@ -87,19 +87,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             return exit_code(e.signum)
         bar = ProgressBarSink(spec.training.steps, spec.ensemble.members, spec.name)
         signals.notice = lambda text: bar.write(f"qcf-studio: {text}")
-        try:
-            try:
-                handle = start_run(client, spec, data, sink=bar)
-            except ValueError as e:  # the cluster cannot host the spec (data_parallel ranks, cuda without GPUs)
-                bar.close()
-                return _fail(str(e))
-            except Interrupted as e:
-                bar.close()
-                print("qcf-studio: interrupted before training started; nothing to save", file=sys.stderr)
-                return exit_code(e.signum)
+
+        def collect(handle: Any) -> list[Any]:  # a first SIGINT/SIGTERM stops the members, who keep their work
             try:
                 members = handle.results()
-                signals.defer()
+                signals.defer()  # what is left is saving, which a signal must not interrupt
             except Interrupted as e:
                 bar.write(f"qcf-studio: {e}: stopping; the members finish their current step and keep what they "
                           f"produced ...")
@@ -107,8 +99,17 @@ def cmd_run(args: argparse.Namespace) -> int:
                 members = handle.results()
             bar.finish(members)
             bar.close()
-            ds = build_results(spec, data, members, handle.wall_seconds, handle.reference())
-            saved = save_run(ds, out_dir, run_name(spec))
+            return members
+
+        try:
+            ds, saved = run_to_file(client, spec, data, out_dir, sink=bar, collect=collect)
+        except ValueError as e:  # the cluster cannot host the spec (data_parallel ranks, cuda without GPUs)
+            bar.close()
+            return _fail(str(e))
+        except Interrupted as e:  # while submitting (collect handles a signal once the members are training)
+            bar.close()
+            print("qcf-studio: interrupted before training started; nothing to save", file=sys.stderr)
+            return exit_code(e.signum)
         finally:
             close(client)
     status = ds.attrs["status"]

@@ -17,13 +17,13 @@ from typing import Any
 from distributed import Client
 
 from engine.datafiles import DataFileError, read_measured_file
-from engine.distributed import RunHandle, start_run
-from engine.files import remove_stale_parts, save_run
+from engine.distributed import RunHandle
+from engine.drive import run_to_file
+from engine.files import remove_stale_parts
 from engine.histograms import data_histograms
 from engine.marginals import marginal_x
 from engine.problems import get_problem
-from engine.results import build_results
-from engine.runner import measured_data, run_name
+from engine.runner import measured_data
 from engine.spec import Spec, SpecError
 
 __all__ = ["LiveRun", "RunManager", "RunBusyError"]
@@ -192,19 +192,21 @@ class RunManager:
         thread.join(max(0.0, deadline - time.monotonic()))
         return run
 
+    def _started(self, run: LiveRun, handle: RunHandle) -> None:
+        """The run's members are submitted: it can be stopped (:meth:`stop`), and the cluster view names its tasks."""
+        run.handle = handle
+        self._names[handle.run_id] = run.spec.name
+        while len(self._names) > 100:
+            self._names.pop(next(iter(self._names)))
+
     def _drive(self, run: LiveRun) -> None:
         try:
             data = measured_data(run.spec)
             names = get_problem(run.spec.problem.kind).observable_names
             edges, hist = data_histograms(data)  # x-marginals for the live 1D views of 2D events
             run.hist_data = dict(zip(names, zip(edges[:, 0], marginal_x(hist, edges))))
-            run.handle = start_run(self.client, run.spec, data, sink=run)
-            self._names[run.handle.run_id] = run.spec.name
-            while len(self._names) > 100:
-                self._names.pop(next(iter(self._names)))
-            members = run.handle.results()
-            ds = build_results(run.spec, data, members, run.handle.wall_seconds, run.handle.reference())
-            saved = save_run(ds, self.runs_dir, run_name(run.spec))  # never overwrites; rescued if it must be
+            ds, saved = run_to_file(self.client, run.spec, data, self.runs_dir, sink=run,
+                                    started=lambda handle: self._started(run, handle))
             run.result_path = saved.path
             run.closure = {k: v for k, v in ds.attrs.items() if k.startswith("closure_")}
             run.error = "\n".join(filter(None, [ds.attrs.get("errors", ""), saved.problem]))

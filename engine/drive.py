@@ -1,0 +1,64 @@
+"""One run from start to its results file, as ``qcf-studio run`` and the dashboard both drive it: submit the
+members (:func:`engine.distributed.start_run`), collect what they return, build the results Dataset
+(:func:`engine.results.build_results`) and save it under a new name (:func:`engine.files.save_run`).
+
+What differs between the two is passed in: where the members' reports go (a progress bar, the dashboard's
+live view) and how the run is waited for and stopped (the command line stops it on a signal; the dashboard
+keeps the handle and stops it from another thread).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import xarray as xr
+
+from engine.distributed import RunHandle, start_run
+from engine.files import SavedRun, save_run
+from engine.pseudodata import MeasuredData
+from engine.results import build_results
+from engine.runner import run_name
+from engine.sinks import MetricsSink
+from engine.spec import Spec
+from engine.training import MemberResult
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+__all__ = ["run_to_file"]
+
+
+def _wait(handle: RunHandle) -> list[MemberResult]:
+    return handle.results()
+
+
+def run_to_file(
+    client: Client,
+    spec: Spec,
+    data: MeasuredData,
+    out_dir: str | Path,
+    sink: MetricsSink | None = None,
+    started: Callable[[RunHandle], None] | None = None,
+    collect: Callable[[RunHandle], list[MemberResult]] = _wait,
+) -> tuple[xr.Dataset, SavedRun]:
+    """Train ``spec`` on ``data`` on ``client``'s cluster and save its results as ``out_dir/<run name>.nc``.
+
+    Arguments:
+        sink: receives the members' metrics and snapshots as they arrive.
+        started: called with the run's :class:`~engine.distributed.RunHandle` once its members are submitted
+            (to stop it from elsewhere with :meth:`~engine.distributed.RunHandle.stop`).
+        collect: waits for the members and returns their results (default: until every member returns);
+            a caller that stops the run on some event waits here, stops it and collects again.
+
+    Returns the results Dataset and where it was saved (:class:`~engine.files.SavedRun`: never raises for
+    I/O; a run that cannot be written to ``out_dir`` is rescued elsewhere or reported lost). Raises
+    ``ValueError`` before anything is submitted when the cluster cannot host the spec.
+    """
+    handle = start_run(client, spec, data, sink=sink)
+    if started is not None:
+        started(handle)
+    members = collect(handle)
+    ds = build_results(spec, data, members, handle.wall_seconds, handle.reference())
+    return ds, save_run(ds, out_dir, run_name(spec))  # never overwrites; rescued if it must be
