@@ -184,7 +184,7 @@ def test_bench_gan_members_counts_the_steps_of_all_members_in_one_window(capsys)
     import json
 
     args = ["bench", "gan", "--problem", "proxy2d", "--events", "2000", "--members", "2", "--window", "2",
-            "--warmup", "8", "--json"]
+            "--warmup", "20", "--json"]
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["members"] == 2 and out["threads_per_member"] == 1 and out["disc"] == "2-64-64-1"
