@@ -9,7 +9,7 @@ import threading
 import time
 from typing import Any
 
-from app.cli import _fail, _load, _security
+from app.cli_common import fail, load_spec_arg, tls_from_args
 from app.progress import Progress
 
 __all__ = ["run_campaign", "CampaignBar"]
@@ -24,16 +24,16 @@ def run_campaign(args: argparse.Namespace) -> int:
     from engine.files import check_writable
 
     if args.replicas is not None and args.replicas < 2:
-        return _fail(f"--replicas: a campaign needs at least 2 replicas, got {args.replicas}")
+        return fail(f"--replicas: a campaign needs at least 2 replicas, got {args.replicas}")
     methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
-    spec = campaign_of(_load(args.spec), args.replicas, methods)
+    spec = campaign_of(load_spec_arg(args.spec), args.replicas, methods)
     out_dir = check_writable(args.out)
     plan = CampaignPlan(spec, out_dir)
     plan.prepare()  # a folder holding another spec's campaign is refused before a cluster starts
     with StopSignals() as signals:
         try:
             workers = args.workers if args.workers is not None else spec.cluster.workers
-            client = connect(args.scheduler, workers, spec.cluster.device, security=_security(args))
+            client = connect(args.scheduler, workers, spec.cluster.device, security=tls_from_args(args))
         except Interrupted as e:
             print("qcf-studio: interrupted before the campaign started; nothing to save", file=sys.stderr)
             return exit_code(e.signum)
@@ -78,7 +78,7 @@ def run_campaign(args: argparse.Namespace) -> int:
     if "error" in outcome:
         error = outcome["error"]
         if isinstance(error, ValueError):
-            return _fail(str(error))
+            return fail(str(error))
         raise error
     summary = outcome["summary"]
     statuses = list(summary["status"].values.ravel())

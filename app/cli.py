@@ -11,22 +11,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from app.cli_common import fail, load_spec_arg, tls_from_args
+
 __all__ = ["main"]
 
 
-def _fail(message: str, code: int = 2) -> int:
-    print(f"qcf-studio: error: {message}", file=sys.stderr)
-    return code
-
-
-def _load(path: str):  # -> Spec, imported lazily so that `--help` is instant
-    from engine.spec import load_spec
-
-    return load_spec(path)
-
-
 def cmd_validate(args: argparse.Namespace) -> int:
-    spec = _load(args.spec)
+    spec = load_spec_arg(args.spec)
     if spec.problem.data:  # read and checked as `run` would read it, so that `run` cannot refuse it later
         from engine.runner import measured_data
 
@@ -46,12 +37,12 @@ def cmd_data(args: argparse.Namespace) -> int:
     from engine.files import write_netcdf_atomic
     from engine.runner import measured_data
 
-    spec = _load(args.spec)
+    spec = load_spec_arg(args.spec)
     out = Path(args.out)
     if out.is_dir():
-        return _fail(f"--out {out}: is a directory; name the file to write, e.g. {out / (spec.name + '.nc')}")
+        return fail(f"--out {out}: is a directory; name the file to write, e.g. {out / (spec.name + '.nc')}")
     if out.exists() or out.is_symlink():
-        return _fail(f"--out {out}: exists; results and data are never overwritten, choose another name")
+        return fail(f"--out {out}: exists; results and data are never overwritten, choose another name")
     ds = measured_data(spec).to_xarray()
     ds.attrs["spec"] = spec.to_yaml()
     ds.attrs["resolution"] = spec.detector.resolution
@@ -59,14 +50,14 @@ def cmd_data(args: argparse.Namespace) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         print(write_netcdf_atomic(ds, out))
     except FileExistsError:
-        return _fail(f"--out {out}: exists; results and data are never overwritten, choose another name")
+        return fail(f"--out {out}: exists; results and data are never overwritten, choose another name")
     except OSError as e:
-        return _fail(f"--out {out}: cannot write ({e.strerror or type(e).__name__})", 1)
+        return fail(f"--out {out}: cannot write ({e.strerror or type(e).__name__})", 1)
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    spec = _load(args.spec)
+    spec = load_spec_arg(args.spec)
     from app.cluster import close, connect
     from app.progress import ProgressBarSink
     from app.signals import Interrupted, StopSignals, exit_code
@@ -81,7 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             data = measured_data(spec)
             workers = args.workers if args.workers is not None else spec.cluster.workers
-            client = connect(args.scheduler, workers, spec.cluster.device, security=_security(args))
+            client = connect(args.scheduler, workers, spec.cluster.device, security=tls_from_args(args))
         except Interrupted as e:
             print("qcf-studio: interrupted before training started; nothing to save", file=sys.stderr)
             return exit_code(e.signum)
@@ -105,7 +96,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             ds, saved = run_to_file(client, spec, data, out_dir, sink=bar, collect=collect)
         except ValueError as e:  # the cluster cannot host the spec (data_parallel ranks, cuda without GPUs)
             bar.close()
-            return _fail(str(e))
+            return fail(str(e))
         except Interrupted as e:  # while submitting (collect handles a signal once the members are training)
             bar.close()
             print("qcf-studio: interrupted before training started; nothing to save", file=sys.stderr)
@@ -169,31 +160,31 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from engine.problems import problem_kinds
 
     if args.problem not in problem_kinds():
-        return _fail(f"--problem: unknown problem {args.problem!r}; choose one of {', '.join(problem_kinds())}")
+        return fail(f"--problem: unknown problem {args.problem!r}; choose one of {', '.join(problem_kinds())}")
     for name in ("events", "width", "depth", "threads", "repeats", "members", "steps", "replicas"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
-            return _fail(f"--{name}: must be at least 1, got {getattr(args, name)}")
+            return fail(f"--{name}: must be at least 1, got {getattr(args, name)}")
     for name in ("window", "warmup"):
         if not getattr(args, name) > 0:
-            return _fail(f"--{name}: must be a positive number of seconds, got {getattr(args, name)}")
+            return fail(f"--{name}: must be a positive number of seconds, got {getattr(args, name)}")
     if args.members is not None and args.what not in ("ensemble", "gan"):
-        return _fail(f"--members: only for bench ensemble and bench gan, not bench {args.what}")
+        return fail(f"--members: only for bench ensemble and bench gan, not bench {args.what}")
     if args.what == "gan" and args.members is not None and args.device == "cuda":
-        return _fail("--members: bench gan runs its members on CPU workers; for a GPU, bench gan --device cuda")
+        return fail("--members: bench gan runs its members on CPU workers; for a GPU, bench gan --device cuda")
     if min(args.ranks) < 1:
-        return _fail(f"--ranks: every rank count must be at least 1, got {args.ranks}")
+        return fail(f"--ranks: every rank count must be at least 1, got {args.ranks}")
     if args.device == "cuda":  # ensemble and dp run on an embedded cluster on this machine too
         import torch
 
         if not torch.cuda.is_available():
-            return _fail(f"--device cuda: this process has no CUDA device (torch {torch.__version__})")
+            return fail(f"--device cuda: this process has no CUDA device (torch {torch.__version__})")
     return run(args)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from app.server import Access, serve
 
-    spec = _load(args.spec) if args.spec else None
+    spec = load_spec_arg(args.spec) if args.spec else None
     extra = None
     if args.oauth_extra_params:
         import json
@@ -201,7 +192,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         try:
             extra = json.loads(args.oauth_extra_params)
         except json.JSONDecodeError:
-            return _fail("--oauth-extra-params: not a JSON object")
+            return fail("--oauth-extra-params: not a JSON object")
     access = Access(
         auth=args.auth,
         credentials=Path(args.credentials) if args.credentials else None,
@@ -221,7 +212,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         show=args.show,
         data_dir=Path(args.data_dir),
         access=access,
-        security=_security(args),
+        security=tls_from_args(args),
     )
 
 
@@ -236,18 +227,12 @@ def cmd_credentials(args: argparse.Namespace) -> int:
         else:
             password = getpass.getpass(f"password for {args.user}: ")
             if getpass.getpass("again: ") != password:
-                return _fail("the passwords differ; nothing changed")
+                return fail("the passwords differ; nothing changed")
         set_user(args.file, args.user, password)
     except CredentialsError as e:
-        return _fail(str(e))
+        return fail(str(e))
     print(f"{args.file}: user {args.user} set", file=sys.stderr)
     return 0
-
-
-def _security(args: argparse.Namespace) -> Any:
-    from app.cluster import tls_security
-
-    return tls_security(args.tls_ca_file, args.tls_cert, args.tls_key)
 
 
 def _add_cluster_args(p: argparse.ArgumentParser, default_workers: int | None) -> None:
@@ -375,12 +360,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except SpecError as e:
-        return _fail(f"{getattr(args, 'spec', '') or 'spec'}: {e}")
+        return fail(f"{getattr(args, 'spec', '') or 'spec'}: {e}")
     except (FileNotFoundError, ValueError) as e:
-        return _fail(str(e))
+        return fail(str(e))
     except OSError as e:  # disk full, permissions, a lost connection: a sentence, not a traceback
         where = f"{e.filename}: " if e.filename else ""
-        return _fail(f"{where}{e.strerror or f'{type(e).__name__}: {str(e)[:300]}'}", 1)
+        return fail(f"{where}{e.strerror or f'{type(e).__name__}: {str(e)[:300]}'}", 1)
     except KeyboardInterrupt:
         return 130
 
