@@ -22,8 +22,14 @@ from pathlib import Path
 from panel.auth import BasicAuthProvider, BasicLoginHandler, _validate_next_url
 from panel.io.state import state
 
-__all__ = ["CredentialsError", "hash_password", "verify_password", "read_credentials", "set_user",
-           "HashedPasswordProvider"]
+__all__ = [
+    "CredentialsError",
+    "hash_password",
+    "verify_password",
+    "read_credentials",
+    "set_user",
+    "HashedPasswordProvider",
+]
 
 _N, _R, _P = 2**14, 8, 1  # scrypt cost: about 16 MiB and tens of milliseconds per check
 _USER = re.compile(r"[A-Za-z0-9._@+-]{1,64}")
@@ -48,8 +54,15 @@ def verify_password(password: str, encoded: str) -> bool:
     try:
         _, n, r, p, salt, digest = encoded.split("$")
         expected = base64.b64decode(digest)
-        got = hashlib.scrypt(password.encode("utf-8"), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p),
-                             dklen=len(expected), maxmem=2**26)
+        got = hashlib.scrypt(
+            password.encode("utf-8"),
+            salt=base64.b64decode(salt),
+            n=int(n),
+            r=int(r),
+            p=int(p),
+            dklen=len(expected),
+            maxmem=2**26,
+        )
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(got, expected)
@@ -73,12 +86,15 @@ def read_credentials(path: str | Path) -> dict[str, str]:
             continue
         m = _LINE.match(line)
         if m is None or not _USER.fullmatch(m["user"]):
-            raise CredentialsError(f"--credentials {path}: line {i} is not 'user:scrypt$...'; make entries with "
-                                   f"`qcf-studio credentials {path} --user NAME`")
+            raise CredentialsError(
+                f"--credentials {path}: line {i} is not 'user:scrypt$...'; make entries with "
+                f"`qcf-studio credentials {path} --user NAME`"
+            )
         users[m["user"]] = m["hash"]
     if not users:
-        raise CredentialsError(f"--credentials {path}: no users; add one with `qcf-studio credentials {path} "
-                               f"--user NAME`")
+        raise CredentialsError(
+            f"--credentials {path}: no users; add one with `qcf-studio credentials {path} --user NAME`"
+        )
     return users
 
 

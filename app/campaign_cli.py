@@ -47,8 +47,10 @@ def run_campaign(args: argparse.Namespace) -> int:
             signals.notice = lambda text: bar.write(f"qcf-studio: {text}")
             try:
                 if done:
-                    bar.write(f"qcf-studio: {plan.folder}: {len(done)} of {len(plan.keys)} fits done already; "
-                              f"fitting the rest")
+                    bar.write(
+                        f"qcf-studio: {plan.folder}: {len(done)} of {len(plan.keys)} fits done already; "
+                        f"fitting the rest"
+                    )
                 outcome: dict[str, Any] = {}
                 finished = threading.Event()
 

@@ -24,28 +24,41 @@ from app.export import REPORT_CSS, AtomicFiles, out_folder, parse_formats, save_
 from engine.files import netcdf_bytes
 from layouts.campaign import verdict_table
 
-__all__ = ["export_campaign", "export_summary", "campaign_report_html", "CAMPAIGN_DOWNLOADS", "campaign_download",
-           "campaign_download_name"]
+__all__ = [
+    "export_campaign",
+    "export_summary",
+    "campaign_report_html",
+    "CAMPAIGN_DOWNLOADS",
+    "campaign_download",
+    "campaign_download_name",
+]
 
 
 def campaign_report_html(ds: xr.Dataset, svgs: dict[str, bytes]) -> str:
     """One standalone HTML page: title, criteria, the verdict table, the figures inline as SVG, the spec."""
     esc = html.escape
-    criteria = "".join(f"<li><strong>{esc(str(m))}</strong>: {esc(str(ds.attrs.get(f'criterion_{m}', '')))}</li>"
-                       for m in ds["method"].values)
+    criteria = "".join(
+        f"<li><strong>{esc(str(m))}</strong>: {esc(str(ds.attrs.get(f'criterion_{m}', '')))}</li>"
+        for m in ds["method"].values
+    )
     table = verdict_table(ds)
     head = "".join(f"<th>{esc(c.replace('_', ' '))}</th>" for c in table.columns)
-    body = "".join("<tr>" + "".join(f"<td>{esc(str(v))}</td>" for v in row) + "</tr>"
-                   for row in table.itertuples(index=False))
+    body = "".join(
+        "<tr>" + "".join(f"<td>{esc(str(v))}</td>" for v in row) + "</tr>" for row in table.itertuples(index=False)
+    )
     figs = "\n".join(
         f'<figure id="{esc(name)}">{svg_inline(svg)}<figcaption><strong>{esc(name)}</strong>: '
-        f"{esc(CAMPAIGN_CAPTIONS.get(name, ''))}</figcaption></figure>" for name, svg in svgs.items())
+        f"{esc(CAMPAIGN_CAPTIONS.get(name, ''))}</figcaption></figure>"
+        for name, svg in svgs.items()
+    )
     title = esc(campaign_title(ds))
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{title}</title>\n'
-            f"<style>{REPORT_CSS}</style>\n</head>\n<body>\n<h1>{title}</h1>\n<h2>Criteria</h2>\n<ul>{criteria}</ul>\n"
-            f"<h2>Verdicts</h2>\n<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>\n"
-            f"<h2>Figures</h2>\n{figs}\n<h2>Spec</h2>\n<pre>{esc(str(ds.attrs.get('spec', '')))}</pre>\n"
-            "</body>\n</html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{title}</title>\n'
+        f"<style>{REPORT_CSS}</style>\n</head>\n<body>\n<h1>{title}</h1>\n<h2>Criteria</h2>\n<ul>{criteria}</ul>\n"
+        f"<h2>Verdicts</h2>\n<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>\n"
+        f"<h2>Figures</h2>\n{figs}\n<h2>Spec</h2>\n<pre>{esc(str(ds.attrs.get('spec', '')))}</pre>\n"
+        "</body>\n</html>\n"
+    )
 
 
 def _svg(fig) -> bytes:  # noqa: ANN001
@@ -66,6 +79,7 @@ def export_summary(ds: xr.Dataset, formats: str | Sequence[str], out_dir: str | 
     try:
         svgs = write_figures(files, stem, figs, fmts, page)
         if "pdf" in fmts:
+
             def report(f) -> None:  # noqa: ANN001
                 meta = {"Title": campaign_title(ds), "Creator": "qcf-studio campaign export", "CreationDate": None}
                 with PdfPages(f, metadata=meta) as pdf:
@@ -107,7 +121,8 @@ def campaign_download_name(stem: str, label: str) -> str:
     """The name :func:`campaign_download` gives its file."""
     kind = CAMPAIGN_DOWNLOADS[label]
     return {"nc": f"{stem}-summary.nc", "png": f"{stem}-figures-png.zip", "svg": f"{stem}-figures-svg.zip"}.get(
-        kind, f"{stem}-report.{kind}")
+        kind, f"{stem}-report.{kind}"
+    )
 
 
 def campaign_download(ds: xr.Dataset, stem: str, label: str) -> tuple[str, bytes]:

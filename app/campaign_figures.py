@@ -23,14 +23,14 @@ __all__ = ["campaign_figures", "CAMPAIGN_CAPTIONS", "verdict_page", "campaign_ti
 
 CAMPAIGN_CAPTIONS = {
     "pulls": "Pulls (estimate − truth)/error of every completed fit per parameter (pulls beyond ±4 in the outer "
-             "bins), one histogram per method, against N(0, 1) scaled to the method's number of fits (dashed).",
+    "bins), one histogram per method, against N(0, 1) scaled to the method's number of fits (dashed).",
     "coverage": "Observed fraction of fits whose Gaussian interval at each nominal level covers the truth, per "
-                "parameter; grey: where the observed coverage of a calibrated method falls with 95% probability "
-                "for this number of fits (binomial around the nominal level).",
+    "parameter; grey: where the observed coverage of a calibrated method falls with 95% probability "
+    "for this number of fits (binomial around the nominal level).",
     "r_bv": "Bias–variance ratio R_bv = sqrt(mean (estimate − truth)² / mean error²) per parameter and method with "
-            "its 95% bootstrap interval; 1 when the errors are right, the band [0.8, 1.25] is the closure criterion.",
+    "its 95% bootstrap interval; 1 when the errors are right, the band [0.8, 1.25] is the closure criterion.",
     "xi_1sigma": "ξ_1σ(x): fraction of fits whose QCF lies within 1σ of the truth at x (core range only), per "
-                 "method; 0.683 expected. 2D QCFs are averaged over y.",
+    "method; 0.683 expected. 2D QCFs are averaged over y.",
 }
 
 
@@ -63,8 +63,13 @@ def _pulls(ds: xr.Dataset) -> Figure:
         for i, m in enumerate(methods):
             pulls = ds["pull"].sel({"method": m, "param": p}).values.astype(float)
             pulls = pulls[np.isfinite(pulls)]
-            ax.hist(np.clip(pulls, PULL_EDGES[0] + 1e-9, PULL_EDGES[-1] - 1e-9), PULL_EDGES, color=_color(i),
-                    alpha=0.45, label=f"{plain(m)} ({pulls.size} fits)")
+            ax.hist(
+                np.clip(pulls, PULL_EDGES[0] + 1e-9, PULL_EDGES[-1] - 1e-9),
+                PULL_EDGES,
+                color=_color(i),
+                alpha=0.45,
+                label=f"{plain(m)} ({pulls.size} fits)",
+            )
             ax.plot(x, pulls.size * width * norm.pdf(x), color=_color(i), ls="--", lw=1.2)
         ax.set_title(plain(p), fontsize=10)
         ax.set_xlabel("pull")
@@ -80,12 +85,19 @@ def _coverage(ds: xr.Dataset) -> Figure:
     for ax, m in zip(axes, methods):
         n = int(ds["n_fits"].sel({"method": m}))
         lo, hi = binomial_band(n)
-        ax.fill_between(NOMINAL_LEVELS, lo, hi, color="0.6", alpha=0.35, lw=0,
-                        label=f"95% range, calibrated ({n} fits)")
+        ax.fill_between(
+            NOMINAL_LEVELS, lo, hi, color="0.6", alpha=0.35, lw=0, label=f"95% range, calibrated ({n} fits)"
+        )
         ax.plot([0, 1], [0, 1], color="black", ls="--", lw=1)
         for j, p in enumerate(params):
-            ax.plot(levels, ds["coverage"].sel({"method": m, "param": p}).values, "o-", ms=3, color=_color(j),
-                    label=plain(p))
+            ax.plot(
+                levels,
+                ds["coverage"].sel({"method": m, "param": p}).values,
+                "o-",
+                ms=3,
+                color=_color(j),
+                label=plain(p),
+            )
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.02)
         ax.set_title(f"coverage · {plain(m)}", fontsize=10)
@@ -107,8 +119,15 @@ def _r_bv(ds: xr.Dataset) -> Figure:
         iv = ds["r_bv_interval"].sel({"method": m}).values.astype(float)
         with np.errstate(invalid="ignore"):
             err = np.stack([np.maximum(r - iv[:, 0], 0), np.maximum(iv[:, 1] - r, 0)])
-        ax.errorbar(pos + (i - (len(methods) - 1) / 2) * 0.2, r, yerr=np.nan_to_num(err), fmt="o", capsize=3,
-                    color=_color(i), label=plain(m))
+        ax.errorbar(
+            pos + (i - (len(methods) - 1) / 2) * 0.2,
+            r,
+            yerr=np.nan_to_num(err),
+            fmt="o",
+            capsize=3,
+            color=_color(i),
+            label=plain(m),
+        )
     ax.set_xticks(pos, [plain(p, 20) for p in params], rotation=45 if len(params) > 8 else 0)
     ax.set_xlabel("parameter")
     ax.set_ylabel(r"$R_{bv}$")
@@ -141,8 +160,10 @@ def campaign_figures(ds: xr.Dataset) -> dict[str, Figure]:
 def campaign_title(ds: xr.Dataset) -> str:
     """``Closure campaign <name> · <problem> · <method> <n> fits, ...`` (raw text from the file, clipped)."""
     fits = plotted_fits(ds)
-    return (f"Closure campaign {str(ds.attrs.get('name', '?'))[:64]} · {str(ds.attrs.get('problem', '?'))[:40]} · "
-            + ", ".join(f"{m[:20]} {n} fits" for m, n in fits.items()))
+    return (
+        f"Closure campaign {str(ds.attrs.get('name', '?'))[:64]} · {str(ds.attrs.get('problem', '?'))[:40]} · "
+        + ", ".join(f"{m[:20]} {n} fits" for m, n in fits.items())
+    )
 
 
 def verdict_page(ds: xr.Dataset) -> Figure:
@@ -157,8 +178,18 @@ def verdict_page(ds: xr.Dataset) -> Figure:
         fig.text(left, y, "\n".join(wrapped), fontsize=9, va="top", linespacing=1.35)
         y -= 0.018 * len(wrapped) + 0.01
     table = verdict_table(ds)
-    cols = ["method", "param", "fits", "r_bv", "r_bv_interval", "coverage_1sigma", "coverage_interval",
-            "pull_mean", "pull_width", "verdict"]
+    cols = [
+        "method",
+        "param",
+        "fits",
+        "r_bv",
+        "r_bv_interval",
+        "coverage_1sigma",
+        "coverage_interval",
+        "pull_mean",
+        "pull_width",
+        "verdict",
+    ]
     rows = [[plain(v, 24) for v in row] for row in table[cols].astype(str).values.tolist()]
     height = min(y - 0.04, 0.022 * (len(rows) + 1))
     ax = fig.add_axes((left, y - height - 0.01, 1 - 2 * left, height))
@@ -166,8 +197,14 @@ def verdict_page(ds: xr.Dataset) -> Figure:
     if rows:
         labels = [c.replace("_", " ").replace("coverage", "cov.") for c in cols]
         widths = [max(len(c), *(len(r[i]) for r in rows)) + 2 for i, c in enumerate(labels)]
-        t = ax.table(cellText=rows, colLabels=labels, loc="upper center", cellLoc="center", bbox=(0, 0, 1, 1),
-                     colWidths=[w / sum(widths) for w in widths])
+        t = ax.table(
+            cellText=rows,
+            colLabels=labels,
+            loc="upper center",
+            cellLoc="center",
+            bbox=(0, 0, 1, 1),
+            colWidths=[w / sum(widths) for w in widths],
+        )
         t.auto_set_font_size(False)
         t.set_fontsize(7)
     return fig

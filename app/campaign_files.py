@@ -26,8 +26,18 @@ from engine.safe_yaml import YAMLRefused, load_yaml
 from engine.spec import METHODS, Spec, SpecError, parse_spec
 from engine.textlimits import clip
 
-__all__ = ["CampaignInfo", "NotACampaignError", "CAMPAIGN_KIND", "campaigns_dir", "list_campaigns",
-           "read_campaign_spec", "load_summary", "open_campaign", "fit_path", "rebuild_summary"]
+__all__ = [
+    "CampaignInfo",
+    "NotACampaignError",
+    "CAMPAIGN_KIND",
+    "campaigns_dir",
+    "list_campaigns",
+    "read_campaign_spec",
+    "load_summary",
+    "open_campaign",
+    "fit_path",
+    "rebuild_summary",
+]
 
 CAMPAIGN_KIND = "qcf-studio campaign"
 MAX_SUMMARY_BYTES = 2**28  # summary.nc: per-replica estimates and per-method QCF curves (a few MiB at most)
@@ -35,13 +45,21 @@ MAX_SPEC_BYTES = 1_000_000
 
 # What the views and exports read from a summary: variable -> its dimensions (the QCF curves may add y).
 _REQUIRED = {
-    "pull": ("method", "replica", "param"), "estimate": ("method", "replica", "param"),
-    "error": ("method", "replica", "param"), "status": ("method", "replica"),
-    "wall_seconds": ("method", "replica"), "n_fits": ("method",), "coverage": ("method", "param", "level"),
-    "coverage_1sigma": ("method", "param"), "coverage_1sigma_interval": ("method", "param", "bound"),
-    "r_bv": ("method", "param"), "r_bv_interval": ("method", "param", "bound"),
-    "pull_mean": ("method", "param"), "pull_mean_interval": ("method", "param", "bound"),
-    "pull_width": ("method", "param"), "pull_width_interval": ("method", "param", "bound"),
+    "pull": ("method", "replica", "param"),
+    "estimate": ("method", "replica", "param"),
+    "error": ("method", "replica", "param"),
+    "status": ("method", "replica"),
+    "wall_seconds": ("method", "replica"),
+    "n_fits": ("method",),
+    "coverage": ("method", "param", "level"),
+    "coverage_1sigma": ("method", "param"),
+    "coverage_1sigma_interval": ("method", "param", "bound"),
+    "r_bv": ("method", "param"),
+    "r_bv_interval": ("method", "param", "bound"),
+    "pull_mean": ("method", "param"),
+    "pull_mean_interval": ("method", "param", "bound"),
+    "pull_width": ("method", "param"),
+    "pull_width_interval": ("method", "param", "bound"),
 }
 
 
@@ -76,8 +94,11 @@ class CampaignInfo:
         if self.error:
             return clip(f"{self.name} (unreadable)", 120)
         state = "complete" if self.completed >= self.total else "partial"
-        return clip(f"{self.name} · {self.problem} · {'+'.join(self.methods)} · {self.completed}/{self.total} fits "
-                    f"({state}) · {self.modified:%Y-%m-%d %H:%M}", 160)
+        return clip(
+            f"{self.name} · {self.problem} · {'+'.join(self.methods)} · {self.completed}/{self.total} fits "
+            f"({state}) · {self.modified:%Y-%m-%d %H:%M}",
+            160,
+        )
 
 
 def read_campaign_spec(folder: Path) -> Spec:
@@ -135,8 +156,16 @@ def _read_info(folder: Path) -> CampaignInfo:
     spec = _spec_of_files(spec, fits)
     assert spec.campaign is not None
     fits = {k: p for k, p in fits.items() if k.method in spec.campaign.methods and k.replica < spec.campaign.replicas}
-    return CampaignInfo(folder, folder.name, spec.problem.kind, tuple(spec.campaign.methods), spec.campaign.replicas,
-                        len(fits), modified, (folder / "summary.nc").is_file())
+    return CampaignInfo(
+        folder,
+        folder.name,
+        spec.problem.kind,
+        tuple(spec.campaign.methods),
+        spec.campaign.replicas,
+        len(fits),
+        modified,
+        (folder / "summary.nc").is_file(),
+    )
 
 
 def list_campaigns(runs_dir: str | Path) -> list[CampaignInfo]:
@@ -198,8 +227,11 @@ def rebuild_summary(folder: Path, spec: Spec) -> xr.Dataset:
     spec = _spec_of_files(spec, fits)
     assert spec.campaign is not None
     plan = CampaignPlan(spec, folder.parent)
-    records = {k: read_fit(p, k, plan) for k, p in fits.items()
-               if k.replica < spec.campaign.replicas and k.method in spec.campaign.methods}
+    records = {
+        k: read_fit(p, k, plan)
+        for k, p in fits.items()
+        if k.replica < spec.campaign.replicas and k.method in spec.campaign.methods
+    }
     return build_summary(plan, records)
 
 

@@ -37,9 +37,15 @@ class CampaignView(pn.viewable.Viewer):
     """One session's Campaign tab. ``get_spec()`` validates the editor's spec (``None`` if invalid),
     ``open_fit(path)`` shows a fit's results file in the Runs tab; plots update while ``is_shown()``."""
 
-    def __init__(self, campaigns: CampaignManager, get_spec: Callable[[], Spec | None],
-                 open_fit: Callable[[Path], None], is_shown: Callable[[], bool] = lambda: True,
-                 period_ms: int | None = POLL_MS, **params: Any) -> None:
+    def __init__(
+        self,
+        campaigns: CampaignManager,
+        get_spec: Callable[[], Spec | None],
+        open_fit: Callable[[Path], None],
+        is_shown: Callable[[], bool] = lambda: True,
+        period_ms: int | None = POLL_MS,
+        **params: Any,
+    ) -> None:
         super().__init__(**params)
         self.campaigns, self.get_spec, self.open_fit, self.is_shown = campaigns, get_spec, open_fit, is_shown
         self.replicas = pn.widgets.IntInput(name="Replicas", value=50, start=2, width=110)
@@ -49,24 +55,38 @@ class CampaignView(pn.viewable.Viewer):
         self.stop_button = pn.widgets.Button(name="Stop campaign", button_type="danger", width=150, disabled=True)
         self.start_button.on_click(self._on_start)
         self.stop_button.on_click(lambda _: self.campaigns.stop())
-        self.message = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width",
-                                     css_classes=["campaign-error"])
+        self.message = pn.pane.Alert(
+            "", alert_type="danger", visible=False, sizing_mode="stretch_width", css_classes=["campaign-error"]
+        )
         self.progress = pn.indicators.Progress(value=0, max=1, sizing_mode="stretch_width", bar_color="primary")
-        self.status = pn.pane.Markdown("No campaign yet.", css_classes=["campaign-status"],
-                                       sizing_mode="stretch_width")
-        self.picker = pn.widgets.Select(name="Campaigns in the runs directory", options=[_NONE], width=520,
-                                        css_classes=["campaign-picker"])
+        self.status = pn.pane.Markdown("No campaign yet.", css_classes=["campaign-status"], sizing_mode="stretch_width")
+        self.picker = pn.widgets.Select(
+            name="Campaigns in the runs directory", options=[_NONE], width=520, css_classes=["campaign-picker"]
+        )
         self.picker.param.watch(self._on_pick, "value")
         self.heading = pn.pane.Markdown("", css_classes=["campaign-heading"], sizing_mode="stretch_width")
         self.plotted = pn.pane.Markdown("", css_classes=["campaign-plotted"], sizing_mode="stretch_width")
-        self.downloads = pn.FlexBox(*(self._download(label) for label in CAMPAIGN_DOWNLOADS),
-                                    css_classes=["campaign-downloads"], visible=False)
+        self.downloads = pn.FlexBox(
+            *(self._download(label) for label in CAMPAIGN_DOWNLOADS), css_classes=["campaign-downloads"], visible=False
+        )
         self.criteria = pn.pane.Markdown("", sizing_mode="stretch_width", css_classes=["campaign-criteria"])
-        self.verdicts = pn.widgets.Tabulator(name="campaign-verdicts", css_classes=["campaign-verdicts"],
-                                             disabled=True, show_index=False, sizing_mode="stretch_width")
-        self.fits = pn.widgets.Tabulator(name="campaign-fits", css_classes=["campaign-fits"], disabled=True,
-                                         selectable=1, show_index=False, pagination="local", page_size=15,
-                                         sizing_mode="stretch_width")
+        self.verdicts = pn.widgets.Tabulator(
+            name="campaign-verdicts",
+            css_classes=["campaign-verdicts"],
+            disabled=True,
+            show_index=False,
+            sizing_mode="stretch_width",
+        )
+        self.fits = pn.widgets.Tabulator(
+            name="campaign-fits",
+            css_classes=["campaign-fits"],
+            disabled=True,
+            selectable=1,
+            show_index=False,
+            pagination="local",
+            page_size=15,
+            sizing_mode="stretch_width",
+        )
         self.fits.param.watch(self._on_fit, "selection")
         self.plot_area = pn.Column(sizing_mode="stretch_width", css_classes=["campaign-plots"])
         self._live: LiveCampaign | None = None
@@ -107,8 +127,9 @@ class CampaignView(pn.viewable.Viewer):
             raise SpecError("spec", "the spec in the editor is invalid; the message beside it says why")
         raw = spec.to_dict()
         section = dict(raw.get("campaign") or {})
-        section.update(replicas=int(self.replicas.value or 0), truths=self.truths.value,
-                       methods=list(self.methods.value))
+        section.update(
+            replicas=int(self.replicas.value or 0), truths=self.truths.value, methods=list(self.methods.value)
+        )
         if section["truths"] == "fixed":
             section.pop("prior_bounds", None)
         raw["campaign"] = section
@@ -135,7 +156,7 @@ class CampaignView(pn.viewable.Viewer):
 
     def _poll(self) -> None:
         doc = pn.state.curdoc  # one document patch per poll, as the Live tab does
-        with pn.io.hold(), (doc.models.freeze() if doc is not None else contextlib.nullcontext()):
+        with pn.io.hold(), doc.models.freeze() if doc is not None else contextlib.nullcontext():
             self.update()
 
     def update(self) -> None:
@@ -214,8 +235,10 @@ class CampaignView(pn.viewable.Viewer):
         self._following_live = False
         fits = plotted_fits(ds)
         source = "rebuilt from its fit files" if rebuilt else "from its summary.nc"
-        self.status.object = (f"**reopened** — {md_text(folder.name)}, {source}: {sum(fits.values())} completed "
-                              f"fits of {ds.sizes['replica'] * ds.sizes['method']}\n\nFolder: {md_code(folder)}")
+        self.status.object = (
+            f"**reopened** — {md_text(folder.name)}, {source}: {sum(fits.values())} completed "
+            f"fits of {ds.sizes['replica'] * ds.sizes['method']}\n\nFolder: {md_code(folder)}"
+        )
         self.progress.max, self.progress.value = max(ds.sizes["replica"] * ds.sizes["method"], 1), sum(fits.values())
         self._show(ds, folder)
 
@@ -223,8 +246,13 @@ class CampaignView(pn.viewable.Viewer):
 
     def _show(self, ds: xr.Dataset, folder: Path) -> None:
         self._ds, self._folder = ds, folder
-        shape = (tuple(ds["method"].values), tuple(ds["param"].values), tuple(ds["qcf"].values), ds.sizes["x"],
-                 ds["qcf_xi_1sigma"].ndim)
+        shape = (
+            tuple(ds["method"].values),
+            tuple(ds["param"].values),
+            tuple(ds["qcf"].values),
+            ds.sizes["x"],
+            ds["qcf_xi_1sigma"].ndim,
+        )
         if shape != self._shape or self._pipe is None:
             self._shape, self._pipe = shape, hv.streams.Pipe(data=ds)
             self._build_plots(ds)
@@ -232,13 +260,18 @@ class CampaignView(pn.viewable.Viewer):
             self._pipe.send(ds)
         fits = plotted_fits(ds)
         a = ds.attrs
-        self.heading.object = (f"### Campaign {md_text(a.get('name', folder.name), 80)} · "
-                               f"{md_text(a.get('problem', '?'), 40)} · truths {md_text(a.get('truths', '?'), 20)}")
-        self.plotted.object = (f"Plotted: **{sum(fits.values())} fits** ("
-                               + ", ".join(f"{md_text(m, 20)} {n}" for m, n in fits.items())
-                               + f") of {ds.sizes['replica']} replicas")
-        self.criteria.object = "\n".join(f"- {md_text(m, 20)}: {md_text(ds.attrs.get(f'criterion_{m}', ''), 300)}"
-                                         for m in fits)
+        self.heading.object = (
+            f"### Campaign {md_text(a.get('name', folder.name), 80)} · "
+            f"{md_text(a.get('problem', '?'), 40)} · truths {md_text(a.get('truths', '?'), 20)}"
+        )
+        self.plotted.object = (
+            f"Plotted: **{sum(fits.values())} fits** ("
+            + ", ".join(f"{md_text(m, 20)} {n}" for m, n in fits.items())
+            + f") of {ds.sizes['replica']} replicas"
+        )
+        self.criteria.object = "\n".join(
+            f"- {md_text(m, 20)}: {md_text(ds.attrs.get(f'criterion_{m}', ''), 300)}" for m in fits
+        )
         # Tables are sent only when they changed: a browser re-rendering a table drops a click on its rows.
         verdicts, fits_rows = verdict_table(ds), fits_table(ds)
         if not verdicts.equals(self.verdicts.value):
@@ -259,15 +292,20 @@ class CampaignView(pn.viewable.Viewer):
         plots = campaign_plots(self._pipe, ds)
 
         def grid(items: list[hv.DynamicMap], ncols: int) -> pn.GridBox:
-            return pn.GridBox(*(pn.pane.HoloViews(p, sizing_mode="stretch_width") for p in items), ncols=ncols,
-                              sizing_mode="stretch_width")
+            return pn.GridBox(
+                *(pn.pane.HoloViews(p, sizing_mode="stretch_width") for p in items),
+                ncols=ncols,
+                sizing_mode="stretch_width",
+            )
 
         two_d = ds["qcf_xi_1sigma"].ndim == 4
         self.plot_area[:] = [
             pn.pane.Markdown("### Pulls against N(0, 1) (dashed: N(0, 1) scaled to each method's fits)"),
             grid(plots["pulls"], 3),
-            pn.pane.Markdown("### Coverage: observed vs nominal level (grey: 95% range of a calibrated method for "
-                             "this number of fits, binomial around the nominal level)"),
+            pn.pane.Markdown(
+                "### Coverage: observed vs nominal level (grey: 95% range of a calibrated method for "
+                "this number of fits, binomial around the nominal level)"
+            ),
             grid(plots["coverage"], 2),
             pn.pane.Markdown("### R_bv per parameter with 95% bootstrap intervals (green: the criterion [0.8, 1.25])"),
             grid(plots["r_bv"], 1),
@@ -281,8 +319,9 @@ class CampaignView(pn.viewable.Viewer):
                 return io.BytesIO(b"")
             return io.BytesIO(campaign_download(self._ds, self._folder.name, label)[1])
 
-        return pn.widgets.FileDownload(callback=make, filename="campaign", label=label, width=170,
-                                       button_type="light", css_classes=["download"])
+        return pn.widgets.FileDownload(
+            callback=make, filename="campaign", label=label, width=170, button_type="light", css_classes=["download"]
+        )
 
     def _on_fit(self, event: Any) -> None:
         if self._syncing or not event.new or self._folder is None:
@@ -290,25 +329,48 @@ class CampaignView(pn.viewable.Viewer):
         row = self.fits.value.iloc[event.new[-1]]
         path = fit_path(self._folder, str(row["method"]), int(row["replica"]))
         if path is None:
-            return self._error(f"Fit {md_text(row['method'], 20)} replica {int(row['replica'])} has no results "
-                               f"file ({md_text(row['status'], 20)})")
+            return self._error(
+                f"Fit {md_text(row['method'], 20)} replica {int(row['replica'])} has no results "
+                f"file ({md_text(row['status'], 20)})"
+            )
         self.message.visible = False
         self.open_fit(path)
 
     def __panel__(self) -> pn.viewable.Viewable:
-        form = pn.Row(self.replicas, pn.Column(pn.pane.Markdown("Truths", margin=(0, 5)), self.truths),
-                      pn.Column(pn.pane.Markdown("Methods", margin=(0, 5)), self.methods),
-                      self.start_button, self.stop_button, css_classes=["campaign-form"])
+        form = pn.Row(
+            self.replicas,
+            pn.Column(pn.pane.Markdown("Truths", margin=(0, 5)), self.truths),
+            pn.Column(pn.pane.Markdown("Methods", margin=(0, 5)), self.methods),
+            self.start_button,
+            self.stop_button,
+            css_classes=["campaign-form"],
+        )
         note = pn.pane.Markdown(
             "A campaign fits many pseudo-data replicas of **the spec in the editor** (its own `campaign` section "
             "fills this form; prior truths are drawn within its `campaign.prior_bounds`, or the problem's bounds). "
             "Campaigns are kept under the runs directory's `campaigns/<name>/`; starting one whose folder holds "
-            "finished fits of the same spec resumes it.", sizing_mode="stretch_width")
-        return pn.Column(pn.pane.Markdown("## Closure campaign"), note, form, self.message, self.progress,
-                         self.status, self.picker, self.heading, self.plotted, self.downloads,
-                         pn.pane.Markdown("### Verdicts"), self.criteria, self.verdicts, self.plot_area,
-                         pn.pane.Markdown("### Fits (select one to open it in the Runs tab)"), self.fits,
-                         sizing_mode="stretch_width")
+            "finished fits of the same spec resumes it.",
+            sizing_mode="stretch_width",
+        )
+        return pn.Column(
+            pn.pane.Markdown("## Closure campaign"),
+            note,
+            form,
+            self.message,
+            self.progress,
+            self.status,
+            self.picker,
+            self.heading,
+            self.plotted,
+            self.downloads,
+            pn.pane.Markdown("### Verdicts"),
+            self.criteria,
+            self.verdicts,
+            self.plot_area,
+            pn.pane.Markdown("### Fits (select one to open it in the Runs tab)"),
+            self.fits,
+            sizing_mode="stretch_width",
+        )
 
     def dispose(self) -> None:
         if self._callback is not None:

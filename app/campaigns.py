@@ -158,8 +158,9 @@ class CampaignManager:
         runner = CampaignRunner(self.runs.client, plan, on_record=lambda r, p: self._on_record(live, r, p))
         self._runner = runner
         done = threading.Event()
-        summarizer = threading.Thread(target=self._summarize, args=(live, runner, done), name="qcf-campaign-summary",
-                                      daemon=True)
+        summarizer = threading.Thread(
+            target=self._summarize, args=(live, runner, done), name="qcf-campaign-summary", daemon=True
+        )
         try:
             finished = runner.load_finished()
             with live.lock:

@@ -164,11 +164,11 @@ def load_run(path: str | Path) -> xr.Dataset:
         raise NotARunError(f"cannot be read as a qcf-studio results file: {e}") from None
     if "spec" not in ds.attrs or "params_pred" not in ds:
         hint = " (it looks like pseudo-data from `qcf-studio data`)" if "events" in ds else ""
-        raise NotARunError(f"{label}: not a qcf-studio results file: no `spec` attribute or `params_pred` "
-                           f"variable{hint}")
+        raise NotARunError(
+            f"{label}: not a qcf-studio results file: no `spec` attribute or `params_pred` variable{hint}"
+        )
     try:
         check_results(ds, label)
     except ResultsContractError as e:
         raise NotARunError(str(e)) from None
     return ds
-

@@ -28,8 +28,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     t = spec.training
     c = spec.campaign
     campaign = f"; campaign of {c.replicas} replicas ({c.truths} truth) × {', '.join(c.methods)}" if c else ""
-    print(f"{args.spec}: valid — {spec.problem.kind}, {source}, {t.method} {t.steps} steps, "
-          f"{spec.ensemble.members} member(s){campaign}")
+    print(
+        f"{args.spec}: valid — {spec.problem.kind}, {source}, {t.method} {t.steps} steps, "
+        f"{spec.ensemble.members} member(s){campaign}"
+    )
     return 0
 
 
@@ -84,8 +86,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                 members = handle.results()
                 signals.defer()  # what is left is saving, which a signal must not interrupt
             except Interrupted as e:
-                bar.write(f"qcf-studio: {e}: stopping; the members finish their current step and keep what they "
-                          f"produced ...")
+                bar.write(
+                    f"qcf-studio: {e}: stopping; the members finish their current step and keep what they produced ..."
+                )
                 handle.stop()
                 members = handle.results()
             bar.finish(members)
@@ -106,8 +109,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     status = ds.attrs["status"]
     if "closure_passed" in ds.attrs:
         print(closure_summary(ds.attrs), file=sys.stderr)
-    print(f"status {status}, {ds.attrs['wall_seconds']:.1f} s, {ds.attrs['events_per_second']:.3g} events/s",
-          file=sys.stderr)
+    print(
+        f"status {status}, {ds.attrs['wall_seconds']:.1f} s, {ds.attrs['events_per_second']:.3g} events/s",
+        file=sys.stderr,
+    )
     if ds.attrs.get("errors"):
         print(ds.attrs["errors"], file=sys.stderr)
     if saved.problem:
@@ -196,9 +201,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     access = Access(
         auth=args.auth,
         credentials=Path(args.credentials) if args.credentials else None,
-        oauth={"provider": args.oauth_provider, "key": args.oauth_key, "secret": args.oauth_secret,
-               "redirect_uri": args.oauth_redirect_uri, "extra_params": extra,
-               "encryption_key": args.oauth_encryption_key},
+        oauth={
+            "provider": args.oauth_provider,
+            "key": args.oauth_key,
+            "secret": args.oauth_secret,
+            "redirect_uri": args.oauth_redirect_uri,
+            "extra_params": extra,
+            "encryption_key": args.oauth_encryption_key,
+        },
         insecure=args.insecure,
         allow_origin=args.allow_origin,
     )
@@ -237,12 +247,20 @@ def cmd_credentials(args: argparse.Namespace) -> int:
 
 def _add_cluster_args(p: argparse.ArgumentParser, default_workers: int | None) -> None:
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--scheduler", metavar="ADDR",
-                   help="address of an existing Dask scheduler (tcp://host:port, or tls://host:port with --tls-*)")
-    g.add_argument("--workers", type=int, default=default_workers, metavar="N",
-                   help="worker processes of the embedded LocalCluster" + (" (default: the spec's cluster.workers)"
-                                                                           if default_workers is None else "")
-                   + "; one per GPU instead where CUDA GPUs are visible (unless cluster.device is cpu)")
+    g.add_argument(
+        "--scheduler",
+        metavar="ADDR",
+        help="address of an existing Dask scheduler (tcp://host:port, or tls://host:port with --tls-*)",
+    )
+    g.add_argument(
+        "--workers",
+        type=int,
+        default=default_workers,
+        metavar="N",
+        help="worker processes of the embedded LocalCluster"
+        + (" (default: the spec's cluster.workers)" if default_workers is None else "")
+        + "; one per GPU instead where CUDA GPUs are visible (unless cluster.device is cpu)",
+    )
     t = p.add_argument_group("TLS to a remote scheduler (tls://); default: Dask's distributed.comm.tls config")
     t.add_argument("--tls-ca-file", metavar="PEM", help="the CA certificate that signed the scheduler's")
     t.add_argument("--tls-cert", metavar="PEM", help="this client's certificate (may hold the key too)")
@@ -259,23 +277,38 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_args(p, default_workers=2)
     p.add_argument("--runs-dir", default="runs", help="where finished runs are saved (default: runs/)")
     p.add_argument("--spec", help="spec loaded at start (default: the proxy1d closure spec)")
-    p.add_argument("--data-dir", default="sample_data",
-                   help="measured-data files the browser may use (problem.data) live here (default: sample_data/)")
+    p.add_argument(
+        "--data-dir",
+        default="sample_data",
+        help="measured-data files the browser may use (problem.data) live here (default: sample_data/)",
+    )
     p.add_argument("--show", action="store_true", help="open a browser tab")
     g = p.add_argument_group("who may use the dashboard (required when --address is not loopback)")
-    g.add_argument("--auth", choices=["none", "basic", "oauth"], default="none",
-                   help="basic: users and hashed passwords from --credentials; oauth: one of Panel's providers")
+    g.add_argument(
+        "--auth",
+        choices=["none", "basic", "oauth"],
+        default="none",
+        help="basic: users and hashed passwords from --credentials; oauth: one of Panel's providers",
+    )
     g.add_argument("--credentials", metavar="FILE", help="users of --auth basic (`qcf-studio credentials` makes it)")
     g.add_argument("--oauth-provider", help="github, google, azure, okta, auth0, gitlab, generic, ... (Panel's)")
     g.add_argument("--oauth-key", help="the OAuth client id (or $PANEL_OAUTH_KEY)")
     g.add_argument("--oauth-secret", help="the OAuth client secret (better: $PANEL_OAUTH_SECRET)")
     g.add_argument("--oauth-redirect-uri", help="where the provider sends the browser back to")
-    g.add_argument("--oauth-extra-params", metavar="JSON", help="provider settings, e.g. '{\"tenant\": \"...\"}'")
+    g.add_argument("--oauth-extra-params", metavar="JSON", help='provider settings, e.g. \'{"tenant": "..."}\'')
     g.add_argument("--oauth-encryption-key", help="encrypts the tokens kept in cookies (or $PANEL_OAUTH_ENCRYPTION)")
-    g.add_argument("--insecure", action="store_true",
-                   help="serve a non-loopback --address without a login (only on a network you trust)")
-    g.add_argument("--allow-origin", action="append", default=[], metavar="HOST[:PORT]",
-                   help="also accept the websocket from pages served as HOST:PORT (a proxy's name); repeatable")
+    g.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve a non-loopback --address without a login (only on a network you trust)",
+    )
+    g.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="also accept the websocket from pages served as HOST:PORT (a proxy's name); repeatable",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("credentials", help="add a user (or change their password) in a --credentials file")
@@ -302,46 +335,82 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("campaign", help="fit many pseudo-data replicas (resumable); prints the summary file last")
     p.add_argument("spec")
     p.add_argument("--out", required=True, metavar="DIR", help="the campaign's folder is DIR/<spec name>/")
-    p.add_argument("--replicas", type=int, default=None, metavar="N",
-                   help="pseudo-data replicas (default: the spec's campaign.replicas)")
-    p.add_argument("--methods", metavar="M[,M...]",
-                   help="fit the replicas by these methods, e.g. gan,mle (default: the spec's campaign.methods)")
+    p.add_argument(
+        "--replicas",
+        type=int,
+        default=None,
+        metavar="N",
+        help="pseudo-data replicas (default: the spec's campaign.replicas)",
+    )
+    p.add_argument(
+        "--methods",
+        metavar="M[,M...]",
+        help="fit the replicas by these methods, e.g. gan,mle (default: the spec's campaign.methods)",
+    )
     _add_cluster_args(p, default_workers=None)
     p.set_defaults(func=cmd_campaign)
 
     p = sub.add_parser("export", help="a run's (or a campaign's) figures and report, a copy of its NetCDF and spec")
-    p.add_argument("run", metavar="RUN.nc", help="a results file written by `qcf-studio run`, or a campaign's "
-                                                 "summary.nc (its pulls, coverage, R_bv and ξ_1σ figures)")
-    p.add_argument("--format", default=EXPORT_FORMATS, metavar="FMT[,FMT...]",
-                   help=f"any of png, svg, pdf, html, comma-separated (default: {EXPORT_FORMATS}); pdf adds a "
-                        "multipage report, html one standalone report page")
+    p.add_argument(
+        "run",
+        metavar="RUN.nc",
+        help="a results file written by `qcf-studio run`, or a campaign's "
+        "summary.nc (its pulls, coverage, R_bv and ξ_1σ figures)",
+    )
+    p.add_argument(
+        "--format",
+        default=EXPORT_FORMATS,
+        metavar="FMT[,FMT...]",
+        help=f"any of png, svg, pdf, html, comma-separated (default: {EXPORT_FORMATS}); pdf adds a "
+        "multipage report, html one standalone report page",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="where the files go (created if missing)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("bench", help="throughput of the sampler or of full GAN steps (medians)")
-    p.add_argument("what", choices=["sampler", "gan", "ensemble", "dp", "campaign"],
-                   help="sampler, gan: one process; ensemble, dp: whole runs on a LocalCluster; campaign: fits per "
-                        "hour of a closure campaign on each of --ranks worker counts")
+    p.add_argument(
+        "what",
+        choices=["sampler", "gan", "ensemble", "dp", "campaign"],
+        help="sampler, gan: one process; ensemble, dp: whole runs on a LocalCluster; campaign: fits per "
+        "hour of a closure campaign on each of --ranks worker counts",
+    )
     p.add_argument("--problem", default="proxy1d", help="a registered problem kind (default: proxy1d)")
     p.add_argument("--events", type=int, default=10_000, help="events per step (default: 10000)")
     p.add_argument("--width", type=int, default=64, help="discriminator width (gan)")
     p.add_argument("--depth", type=int, default=2, help="discriminator hidden layers (gan)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default: 1, one Dask worker's share)")
     p.add_argument("--repeats", type=int, default=20)
-    p.add_argument("--members", type=int, default=None,
-                   help="ensemble: members (and workers) (default: 2); gan: train this many at once on as many "
-                        "workers and count the events of all (default: one, in this process)")
+    p.add_argument(
+        "--members",
+        type=int,
+        default=None,
+        help="ensemble: members (and workers) (default: 2); gan: train this many at once on as many "
+        "workers and count the events of all (default: one, in this process)",
+    )
     p.add_argument("--window", type=float, default=10.0, help="gan --members: seconds counted (default: 10)")
-    p.add_argument("--warmup", type=float, default=10.0,
-                   help="gan --members: seconds from submission to the counted window (default: 10)")
-    p.add_argument("--ranks", type=lambda s: [int(r) for r in s.split(",")], default=[1, 2], metavar="R[,R...]",
-                   help="dp: ranks to compare; campaign: worker counts to compare (default: 1,2)")
+    p.add_argument(
+        "--warmup",
+        type=float,
+        default=10.0,
+        help="gan --members: seconds from submission to the counted window (default: 10)",
+    )
+    p.add_argument(
+        "--ranks",
+        type=lambda s: [int(r) for r in s.split(",")],
+        default=[1, 2],
+        metavar="R[,R...]",
+        help="dp: ranks to compare; campaign: worker counts to compare (default: 1,2)",
+    )
     p.add_argument("--method", choices=["gan", "mle"], default="gan", help="campaign: the fits' method (default: gan)")
     p.add_argument("--replicas", type=int, default=12, help="campaign: replicas per worker count (default: 12)")
     p.add_argument("--steps", type=int, default=300, help="ensemble, dp: training steps per run (default: 300)")
     p.add_argument("--schedule", choices=["sync", "grouped"], default="sync", help="dp: sharing schedule")
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                   help="where to train (default: cpu); ensemble, dp: the runs' cluster.device")
+    p.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="where to train (default: cpu); ensemble, dp: the runs' cluster.device",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON line")
     p.set_defaults(func=cmd_bench)
     return parser

@@ -29,8 +29,9 @@ def connect(scheduler: str | None = None, workers: int = 2, device: str = "auto"
             hint = ""
             if scheduler.startswith("tls://") and security is None:
                 hint = "; a TLS scheduler needs --tls-ca-file and --tls-cert (or Dask's distributed.comm.tls config)"
-            raise ValueError(f"--scheduler {scheduler}: cannot connect ({type(e).__name__}: {str(e)[:200]}){hint}") \
-                from None
+            raise ValueError(
+                f"--scheduler {scheduler}: cannot connect ({type(e).__name__}: {str(e)[:200]}){hint}"
+            ) from None
     return local_client(workers, device)
 
 
@@ -46,8 +47,9 @@ def tls_security(ca_file: str | None, cert: str | None, key: str | None) -> Any:
         if path and not os.path.isfile(path):
             raise ValueError(f"{option} {path}: no such file")
     if not (ca_file and cert):
-        raise ValueError("--tls-ca-file and --tls-cert are both needed for a TLS scheduler (--tls-key if the "
-                         "key is in its own file)")
+        raise ValueError(
+            "--tls-ca-file and --tls-cert are both needed for a TLS scheduler (--tls-key if the key is in its own file)"
+        )
     return Security(tls_ca_file=ca_file, tls_client_cert=cert, tls_client_key=key, require_encryption=True)
 
 
@@ -73,12 +75,17 @@ def worker_rows(client: Client, run_names: dict[str, str]) -> list[dict[str, Any
     for address, w in sorted(workers.items(), key=lambda kv: str(kv[1].get("name"))):
         metrics = w.get("metrics", {})
         tasks = [describe_task(k, run_names) for k in processing.get(address, ())]
-        rows.append({
-            "worker": str(w.get("name", address)), "address": address, "host": w.get("host", ""),
-            "threads": int(w.get("nthreads", 0)), "cpu_percent": float(metrics.get("cpu", 0.0)),
-            "memory_mb": float(metrics.get("memory", 0)) / 2**20,
-            "memory_limit_mb": float(w.get("memory_limit") or 0) / 2**20,
-            "resources": ", ".join(f"{k}={v:g}" for k, v in sorted((w.get("resources") or {}).items())),
-            "tasks": "; ".join(tasks) if tasks else "idle",
-        })
+        rows.append(
+            {
+                "worker": str(w.get("name", address)),
+                "address": address,
+                "host": w.get("host", ""),
+                "threads": int(w.get("nthreads", 0)),
+                "cpu_percent": float(metrics.get("cpu", 0.0)),
+                "memory_mb": float(metrics.get("memory", 0)) / 2**20,
+                "memory_limit_mb": float(w.get("memory_limit") or 0) / 2**20,
+                "resources": ", ".join(f"{k}={v:g}" for k, v in sorted((w.get("resources") or {}).items())),
+                "tasks": "; ".join(tasks) if tasks else "idle",
+            }
+        )
     return rows

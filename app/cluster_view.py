@@ -22,8 +22,16 @@ __all__ = ["ClusterView", "dask_dashboard_link"]
 
 POLL_MS = 2000  # the client refreshes the scheduler's worker metrics every couple of seconds anyway
 
-_TITLES = {"worker": "worker", "host": "host", "threads": "threads", "cpu_percent": "CPU %", "memory_mb": "memory MB",
-           "memory_limit_mb": "limit MB", "resources": "resources", "tasks": "run · member · rank"}
+_TITLES = {
+    "worker": "worker",
+    "host": "host",
+    "threads": "threads",
+    "cpu_percent": "CPU %",
+    "memory_mb": "memory MB",
+    "memory_limit_mb": "limit MB",
+    "resources": "resources",
+    "tasks": "run · member · rank",
+}
 
 
 @functools.lru_cache(maxsize=8)
@@ -66,12 +74,20 @@ class ClusterView(pn.viewable.Viewer):
         self.dask_link = pn.pane.HTML(sizing_mode="stretch_width", css_classes=["dask-dashboard"])
         self._link_shown = False
         self.table = pn.widgets.Tabulator(
-            pd.DataFrame(columns=list(_TITLES)), name="workers-table", css_classes=["workers-table"], disabled=True,
+            pd.DataFrame(columns=list(_TITLES)),
+            name="workers-table",
+            css_classes=["workers-table"],
+            disabled=True,
             show_index=False,
-            titles=_TITLES, hidden_columns=["address"], sizing_mode="stretch_width", height=300,
-            formatters={"cpu_percent": {"type": "progress", "max": 100, "legend": True},
-                        "memory_mb": {"type": "money", "precision": 0},
-                        "memory_limit_mb": {"type": "money", "precision": 0}},
+            titles=_TITLES,
+            hidden_columns=["address"],
+            sizing_mode="stretch_width",
+            height=300,
+            formatters={
+                "cpu_percent": {"type": "progress", "max": 100, "legend": True},
+                "memory_mb": {"type": "money", "precision": 0},
+                "memory_limit_mb": {"type": "money", "precision": 0},
+            },
         )
         self.refresh()
         self._callback = pn.state.add_periodic_callback(self._poll, period=POLL_MS)
@@ -100,17 +116,23 @@ class ClusterView(pn.viewable.Viewer):
 
     def _show_link(self, link: str | None) -> None:
         if link is None:
-            text = ("Dask's own dashboard: the scheduler serves none (the embedded cluster runs without it; "
-                    "a scheduler given with <code>--scheduler</code> usually has one)")
+            text = (
+                "Dask's own dashboard: the scheduler serves none (the embedded cluster runs without it; "
+                "a scheduler given with <code>--scheduler</code> usually has one)"
+            )
         else:  # the address comes from the scheduler: escaped, and opened in its own tab
             href = html.escape(link, quote=True)
-            text = (f'Dask\'s own dashboard (task stream, profiles, worker memory): '
-                    f'<a href="{href}" target="_blank" rel="noopener noreferrer">{href}</a>')
+            text = (
+                f"Dask's own dashboard (task stream, profiles, worker memory): "
+                f'<a href="{href}" target="_blank" rel="noopener noreferrer">{href}</a>'
+            )
         self.dask_link.object = text
 
     def __panel__(self) -> pn.viewable.Viewable:
         return pn.Column(
-            pn.pane.Markdown("### Cluster: every worker, its load and what it runs"), self.summary, self.dask_link,
+            pn.pane.Markdown("### Cluster: every worker, its load and what it runs"),
+            self.summary,
+            self.dask_link,
             self.table,
             sizing_mode="stretch_width",
         )

@@ -53,16 +53,23 @@ def _spec_summary(spec: Spec) -> str:
 class Dashboard(pn.viewable.Viewer):
     """One browser session's view of the shared :class:`RunManager` (and its :class:`CampaignManager`)."""
 
-    def __init__(self, manager: RunManager, spec_text: str, campaigns: CampaignManager | None = None,
-                 **params: Any) -> None:
+    def __init__(
+        self, manager: RunManager, spec_text: str, campaigns: CampaignManager | None = None, **params: Any
+    ) -> None:
         super().__init__(**params)
         self.manager = manager
         self.campaigns = campaigns or shared_campaigns(manager)
         self.campaign_view = CampaignView(
-            self.campaigns, get_spec=lambda: self._validate(self.editor.value_input or self.editor.value),
-            open_fit=self._open_fit, is_shown=lambda: self.tabs.active == CAMPAIGN_TAB)
+            self.campaigns,
+            get_spec=lambda: self._validate(self.editor.value_input or self.editor.value),
+            open_fit=self._open_fit,
+            is_shown=lambda: self.tabs.active == CAMPAIGN_TAB,
+        )
         self.editor = pn.widgets.TextAreaInput(
-            name="Spec (YAML)", value=spec_text, height=330, sizing_mode="stretch_width",
+            name="Spec (YAML)",
+            value=spec_text,
+            height=330,
+            sizing_mode="stretch_width",
             stylesheets=[":host textarea { font-family: monospace; font-size: 12px; }"],
         )
         self.form = SpecForm(on_edit=self._on_form_edit)
@@ -71,11 +78,17 @@ class Dashboard(pn.viewable.Viewer):
         self.data_file = pn.widgets.FileInput(accept=".nc,.csv", name="Upload measured data", multiple=False)
         self.data_file.param.watch(self._on_data_file, "value")
         self.data_note = pn.pane.Markdown("", sizing_mode="stretch_width", css_classes=["upload-note"])
-        self.save_spec = pn.widgets.FileDownload(callback=self._spec_download, filename="spec.yaml",
-                                                 label="Save spec (YAML)", button_type="default", width=200)
+        self.save_spec = pn.widgets.FileDownload(
+            callback=self._spec_download,
+            filename="spec.yaml",
+            label="Save spec (YAML)",
+            button_type="default",
+            width=200,
+        )
         self.summary = pn.pane.Markdown(sizing_mode="stretch_width", css_classes=["spec-summary"])
-        self.message = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width",
-                                     css_classes=["spec-error"])
+        self.message = pn.pane.Alert(
+            "", alert_type="danger", visible=False, sizing_mode="stretch_width", css_classes=["spec-error"]
+        )
         self.start_button = pn.widgets.Button(name="Start", button_type="primary", width=110)
         self.stop_button = pn.widgets.Button(name="Stop", button_type="danger", width=110, disabled=True)
         self.progress = pn.indicators.Progress(value=0, max=1, sizing_mode="stretch_width", bar_color="primary")
@@ -98,9 +111,15 @@ class Dashboard(pn.viewable.Viewer):
         self.runs = RunsBrowser(manager.runs_dir)
         self.compare = CompareView(manager.runs_dir)
         self.cluster = ClusterView(manager, is_shown=lambda: self.tabs.active == CLUSTER_TAB)
-        self.tabs = pn.Tabs(("Live", self.plot_area), ("Runs", self.runs), ("Compare", self.compare),
-                            ("Cluster", self.cluster), ("Campaign", self.campaign_view), sizing_mode="stretch_width",
-                            dynamic=False)
+        self.tabs = pn.Tabs(
+            ("Live", self.plot_area),
+            ("Runs", self.runs),
+            ("Compare", self.compare),
+            ("Cluster", self.cluster),
+            ("Campaign", self.campaign_view),
+            sizing_mode="stretch_width",
+            dynamic=False,
+        )
         self.tabs.param.watch(self._on_tab, "active")
 
     def _on_tab(self, event: Any) -> None:
@@ -231,8 +250,13 @@ class Dashboard(pn.viewable.Viewer):
         problem = get_problem(spec.problem.kind)
         truth = spec.truth_values() if spec.problem.data is None else None
         self._plots = plots = LivePlots(
-            problem.param_names, problem.qcf_names, problem.observable_names, truth, spec.ensemble.members,
-            spec.bounds_values(), ranks=spec.cluster.ranks if spec.cluster.mode == "data_parallel" else 1,
+            problem.param_names,
+            problem.qcf_names,
+            problem.observable_names,
+            truth,
+            spec.ensemble.members,
+            spec.bounds_values(),
+            ranks=spec.cluster.ranks if spec.cluster.mode == "data_parallel" else 1,
             method=spec.training.method,
             smoothing=self._plots.smoothing if self._plots is not None else DEFAULT_SMOOTHING,  # the session's
         )
@@ -243,8 +267,11 @@ class Dashboard(pn.viewable.Viewer):
             x, y, q = true_qcfs_2d(problem, truth if truth is not None else problem.truth)
             rows = live_heatmaps(plots, x, y, q if truth is not None else None)
             panels.append(pn.pane.Markdown("### 2D QCFs: predicted (mean over members) | true | predicted / true"))
-            panels.append(pn.Column(*(grid(row, ncols=len(row)) for row in rows), name="qcf-heatmaps",
-                                    sizing_mode="stretch_width"))
+            panels.append(
+                pn.Column(
+                    *(grid(row, ncols=len(row)) for row in rows), name="qcf-heatmaps", sizing_mode="stretch_width"
+                )
+            )
         self.plot_area[:] = panels
 
     def _poll(self) -> None:
@@ -252,7 +279,7 @@ class Dashboard(pn.viewable.Viewer):
         # one recomputation of the document's model graph instead of one per updated plot (measured: that
         # walk took 40% of the server's time with a freeze per update).
         doc = pn.state.curdoc
-        with pn.io.hold(), (doc.models.freeze() if doc is not None else contextlib.nullcontext()):
+        with pn.io.hold(), doc.models.freeze() if doc is not None else contextlib.nullcontext():
             self._update()
 
     def _update(self) -> None:
@@ -299,17 +326,32 @@ class Dashboard(pn.viewable.Viewer):
         spec_tabs = pn.Tabs(
             ("Form", pn.Column(self.form, scroll=True, sizing_mode="stretch_both")),
             ("YAML", pn.Column(self.editor, pn.Row(self.spec_file), self.save_spec, sizing_mode="stretch_width")),
-            ("Data", pn.Column(
-                pn.pane.Markdown("Measured events instead of pseudo-data: NetCDF (as `qcf-studio data` writes) or "
-                                 "CSV with columns `observable`, `x` (and `y` in 2D), optional `weight`; "
-                                 f"up to {MAX_UPLOAD_BYTES // 2**20} MiB. See the README."),
-                self.data_file, self.data_note, sizing_mode="stretch_width")),
-            sizing_mode="stretch_width", height=560, dynamic=False,
+            (
+                "Data",
+                pn.Column(
+                    pn.pane.Markdown(
+                        "Measured events instead of pseudo-data: NetCDF (as `qcf-studio data` writes) or "
+                        "CSV with columns `observable`, `x` (and `y` in 2D), optional `weight`; "
+                        f"up to {MAX_UPLOAD_BYTES // 2**20} MiB. See the README."
+                    ),
+                    self.data_file,
+                    self.data_note,
+                    sizing_mode="stretch_width",
+                ),
+            ),
+            sizing_mode="stretch_width",
+            height=560,
+            dynamic=False,
         )
         sidebar = pn.Column(
             pn.pane.Markdown("## qcf-studio\nClosure test of a SAGIPS-style GAN fit"),
-            spec_tabs, self.message, pn.Row(self.start_button, self.stop_button),
-            self.progress, self.status, self.summary, width=430,
+            spec_tabs,
+            self.message,
+            pn.Row(self.start_button, self.stop_button),
+            self.progress,
+            self.status,
+            self.summary,
+            width=430,
         )
         return pn.Row(sidebar, self.tabs, sizing_mode="stretch_width")
 

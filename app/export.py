@@ -38,9 +38,24 @@ from app.report import (
     verdict_text,
 )
 
-__all__ = ["FORMATS", "DOWNLOADS", "download_filename", "export_download", "export_run",
-           "figures", "open_results", "parse_formats", "markdown_to_html", "report_html", "AtomicFiles",
-           "save_figure", "svg_inline", "REPORT_CSS", "out_folder", "write_figures"]
+__all__ = [
+    "FORMATS",
+    "DOWNLOADS",
+    "download_filename",
+    "export_download",
+    "export_run",
+    "figures",
+    "open_results",
+    "parse_formats",
+    "markdown_to_html",
+    "report_html",
+    "AtomicFiles",
+    "save_figure",
+    "svg_inline",
+    "REPORT_CSS",
+    "out_folder",
+    "write_figures",
+]
 
 FORMATS = ("png", "svg", "pdf", "html")
 DPI = 150
@@ -93,8 +108,9 @@ class AtomicFiles:
         self.pending = []
 
 
-def write_figures(files: AtomicFiles, stem: str, figs: dict[str, Figure], fmts: Sequence[str],
-                  page: Figure) -> dict[str, bytes]:
+def write_figures(
+    files: AtomicFiles, stem: str, figs: dict[str, Figure], fmts: Sequence[str], page: Figure
+) -> dict[str, bytes]:
     """``<stem>-<name>.<fmt>`` for every figure and image format (png, svg, pdf) in ``fmts``, and the text
     ``page`` as ``<stem>-report.png|svg``; returns the SVG of each figure made on the way (for the HTML report)."""
     svgs: dict[str, bytes] = {}
@@ -155,8 +171,14 @@ def report_page(ds: xr.Dataset, criteria: list[Criterion]) -> Figure:
     ax = fig.add_axes((left, y - height, 1 - 2 * left, height))
     ax.axis("off")
     widths = [max(len(c), *(len(r[i]) for r in rows)) + 2 for i, c in enumerate(cols)]
-    table = ax.table(cellText=rows, colLabels=cols, loc="upper center", cellLoc="center", bbox=(0, 0, 1, 1),
-                     colWidths=[w / sum(widths) for w in widths])
+    table = ax.table(
+        cellText=rows,
+        colLabels=cols,
+        loc="upper center",
+        cellLoc="center",
+        bbox=(0, 0, 1, 1),
+        colWidths=[w / sum(widths) for w in widths],
+    )
     table.auto_set_font_size(False)
     table.set_fontsize(8)
     for (r, _), cell in table.get_celld().items():
@@ -224,7 +246,7 @@ figcaption { font-size: .9rem; color: #57606a; } pre { background: #f6f8fa; padd
 def svg_inline(svg: bytes) -> str:
     """An SVG file as an element to put into HTML (without its XML prolog and DOCTYPE)."""
     text = svg.decode("utf-8")
-    return text[text.index("<svg"):]
+    return text[text.index("<svg") :]
 
 
 def report_html(ds: xr.Dataset, markdown: str, svgs: dict[str, bytes]) -> str:
@@ -232,12 +254,15 @@ def report_html(ds: xr.Dataset, markdown: str, svgs: dict[str, bytes]) -> str:
     figs = "\n".join(
         f'<figure id="{name}">{svg_inline(svg)}<figcaption><strong>{name}</strong>: '
         f"{html.escape(CAPTIONS.get(name, ''))}</figcaption></figure>"
-        for name, svg in svgs.items())
+        for name, svg in svgs.items()
+    )
     spec = html.escape(str(ds.attrs.get("spec", "")))
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            f"<title>{html.escape(run_title(ds))}</title>\n<style>{REPORT_CSS}</style>\n</head>\n<body>\n"
-            f"{markdown_to_html(markdown)}\n<h2>Figures</h2>\n{figs}\n<h2>Spec</h2>\n<pre>{spec}</pre>\n"
-            "</body>\n</html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{html.escape(run_title(ds))}</title>\n<style>{REPORT_CSS}</style>\n</head>\n<body>\n"
+        f"{markdown_to_html(markdown)}\n<h2>Figures</h2>\n{figs}\n<h2>Spec</h2>\n<pre>{spec}</pre>\n"
+        "</body>\n</html>\n"
+    )
 
 
 def export_run(path: str | Path, formats: str | Sequence[str], out_dir: str | Path) -> list[Path]:
@@ -311,8 +336,12 @@ DOWNLOADS = {  # the dashboard's download buttons: label -> format exported, and
 def download_filename(path: str | Path, label: str) -> str:
     """The name :func:`export_download` gives its file."""
     stem, kind = Path(path).stem, DOWNLOADS[label]
-    return {"nc": Path(path).name, "spec": f"{stem}-spec.yaml", "png": f"{stem}-figures-png.zip",
-            "svg": f"{stem}-figures-svg.zip"}.get(kind, f"{stem}-report.{kind}")
+    return {
+        "nc": Path(path).name,
+        "spec": f"{stem}-spec.yaml",
+        "png": f"{stem}-figures-png.zip",
+        "svg": f"{stem}-figures-svg.zip",
+    }.get(kind, f"{stem}-report.{kind}")
 
 
 def export_download(path: str | Path, label: str) -> tuple[str, bytes]:

@@ -27,16 +27,16 @@ MLE = "C3"
 
 CAPTIONS = {
     "qcfs": "Extracted QCFs: ensemble mean with ±1σ band, each member's mean (thin) and the truth (dashed); "
-            "below, the ratio to the truth (or the relative error when no truth is known). 2D QCFs are shown "
-            "as x-projections ∫dy (band: ∫σ dy, errors taken as fully correlated along y).",
+    "below, the ratio to the truth (or the relative error when no truth is known). 2D QCFs are shown "
+    "as x-projections ∫dy (band: ∫σ dy, errors taken as fully correlated along y).",
     "qcf_maps": "2D QCFs: ensemble mean, truth and their ratio.",
     "parameters": "Parameter pulls (ensemble mean − truth)/error with the ±1σ and ±2σ bands; the maximum-likelihood "
-                  "fit as a second marker, and the ratio of the ensemble error to the likelihood error.",
+    "fit as a second marker, and the ratio of the ensemble error to the likelihood error.",
     "training": "Training history per member: generator and discriminator losses and the discriminator's accuracy "
-                "on measured and generated events (0.5: it cannot tell them apart).",
+    "on measured and generated events (0.5: it cannot tell them apart).",
     "likelihood": "Negative log-likelihood per iteration of the maximum-likelihood fit.",
     "observables": "Measured (black) and generated (per member) normalised histograms of each observable "
-                   "(x-marginals in 2D), with χ²/ndf; below, generated/measured.",
+    "(x-marginals in 2D), with χ²/ndf; below, generated/measured.",
 }
 
 
@@ -87,8 +87,9 @@ def _fig_qcfs(ds: xr.Dataset) -> Figure:
     for q, (ax, axr) in zip(names, axes):
         m, e = mean.sel(qcf=q).values, err.sel(qcf=q).values
         for i, member in enumerate(pred["member"].values):
-            ax.plot(x, pred.sel(member=member, qcf=q), color=_member_color(i), lw=0.8, alpha=0.8,
-                    label=f"member {member}")
+            ax.plot(
+                x, pred.sel(member=member, qcf=q), color=_member_color(i), lw=0.8, alpha=0.8, label=f"member {member}"
+            )
         ax.fill_between(x, m - e, m + e, color=ENSEMBLE, alpha=0.3, lw=0, label="ensemble ±1σ")
         ax.plot(x, m, color=ENSEMBLE, lw=1.6, label="ensemble mean")
         label = rf"$\int {_sym(q)}(x,y)\,dy$" if two_d else rf"${_sym(q)}(x)$"
@@ -141,8 +142,10 @@ def _fig_qcf_maps(ds: xr.Dataset) -> Figure:
             span = _finite_span(ratio, 1.0, 0.05, 1.0)
             vmax = max(np.nanmax(m), np.nanmax(t))
             panels[0] = (m, panels[0][1], "viridis", 0.0, vmax)
-            panels += [(t, rf"truth ${_sym(q)}(x,y)$", "viridis", 0.0, vmax),
-                       (ratio, "mean / truth", "RdBu_r", 1 - span, 1 + span)]
+            panels += [
+                (t, rf"truth ${_sym(q)}(x,y)$", "viridis", 0.0, vmax),
+                (ratio, "mean / truth", "RdBu_r", 1 - span, 1 + span),
+            ]
         else:
             e = err.sel(qcf=q).transpose("x", "y").values
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -165,18 +168,27 @@ def _fig_parameters(ds: xr.Dataset) -> Figure:
     pos = np.arange(len(names))
     if "params_true" in ds:
         ratio = mle and ds.attrs.get("method") != "mle"
-        fig = Figure(figsize=(max(FIGSIZE[0], 0.45 * len(names) + 2), FIGSIZE[1] + (1.5 if ratio else 0)),
-                     layout="constrained")
-        axes = fig.subplots(2 if ratio else 1, 1, sharex=True, squeeze=False,
-                            gridspec_kw={"height_ratios": [3, 1.3] if ratio else [1]})[:, 0]
+        fig = Figure(
+            figsize=(max(FIGSIZE[0], 0.45 * len(names) + 2), FIGSIZE[1] + (1.5 if ratio else 0)), layout="constrained"
+        )
+        axes = fig.subplots(
+            2 if ratio else 1, 1, sharex=True, squeeze=False, gridspec_kw={"height_ratios": [3, 1.3] if ratio else [1]}
+        )[:, 0]
         ax = axes[0]
         ax.axhspan(-2, 2, color="#f5d90a", alpha=0.45, lw=0, label="±2σ")
         ax.axhspan(-1, 1, color="#3cb44b", alpha=0.45, lw=0, label="±1σ")
         ax.axhline(0, color="black", lw=0.8)
         pull = (mean - ds["params_true"]) / err
         shift = 0.15 if mle else 0.0
-        ax.errorbar(pos - shift, pull, yerr=1.0, fmt="o", color=ENSEMBLE, capsize=3, label="ensemble (GAN)"
-                    if ds.attrs.get("method") != "mle" else "maximum likelihood")
+        ax.errorbar(
+            pos - shift,
+            pull,
+            yerr=1.0,
+            fmt="o",
+            color=ENSEMBLE,
+            capsize=3,
+            label="ensemble (GAN)" if ds.attrs.get("method") != "mle" else "maximum likelihood",
+        )
         if mle:
             mpull = (ds["params_mle"] - ds["params_true"]) / ds["params_mle_err"]
             ax.errorbar(pos + shift, mpull, yerr=1.0, fmt="s", color=MLE, capsize=3, label="maximum likelihood")
@@ -202,25 +214,43 @@ def _fig_parameters(ds: xr.Dataset) -> Figure:
     fig = Figure(figsize=(FIGSIZE[0], 1.9 * rows + 0.4), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, p in zip(axes, names):
-        ax.errorbar([0], [float(mean.sel(param=p))], yerr=[float(err.sel(param=p))], fmt="o", color=ENSEMBLE,
-                    capsize=3, label="ensemble")
+        ax.errorbar(
+            [0],
+            [float(mean.sel(param=p))],
+            yerr=[float(err.sel(param=p))],
+            fmt="o",
+            color=ENSEMBLE,
+            capsize=3,
+            label="ensemble",
+        )
         members = ds["params_pred"].sel(param=p).values
         ax.plot(np.linspace(-0.2, 0.2, members.size), members, "x", color="0.4", ms=4, label="members")
         if mle:
-            ax.errorbar([0.5], [float(ds["params_mle"].sel(param=p))], yerr=[float(ds["params_mle_err"].sel(param=p))],
-                        fmt="s", color=MLE, capsize=3, label="max. likelihood")
+            ax.errorbar(
+                [0.5],
+                [float(ds["params_mle"].sel(param=p))],
+                yerr=[float(ds["params_mle_err"].sel(param=p))],
+                fmt="s",
+                color=MLE,
+                capsize=3,
+                label="max. likelihood",
+            )
         ax.set_xlim(-0.6, 1.1 if mle else 0.6)
         ax.set_xticks([])
         ax.set_title(p, fontsize=10)
-    for ax in axes[len(names):]:
+    for ax in axes[len(names) :]:
         ax.set_visible(False)
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=3, fontsize=8, frameon=False)
     fig.suptitle("parameter estimates (no truth known)")
     return fig
 
 
-_TRAINING = (("loss_g", "generator loss"), ("loss_d", "discriminator loss"),
-             ("d_acc_real", "D accuracy on data"), ("d_acc_fake", "D accuracy on generated"))
+_TRAINING = (
+    ("loss_g", "generator loss"),
+    ("loss_d", "discriminator loss"),
+    ("d_acc_real", "D accuracy on data"),
+    ("d_acc_fake", "D accuracy on generated"),
+)
 
 
 def _fig_training(ds: xr.Dataset) -> Figure:
@@ -238,7 +268,7 @@ def _fig_training(ds: xr.Dataset) -> Figure:
             ax.axhline(0.5, color="black", ls=":", lw=0.8)
             ax.set_ylim(0, 1)
         ax.set_ylabel(label)
-    for ax in axes[len(present):]:
+    for ax in axes[len(present) :]:
         ax.set_visible(False)
     for ax in axes[-cols:]:
         ax.set_xlabel("training step")
@@ -278,8 +308,7 @@ def _fig_observables(ds: xr.Dataset) -> Figure:
                 label += rf", $\chi^2$/ndf {float(ds['chi2_ndf'].sel(member=member, observable=o)):.2f}"
             ax.stairs(gen, xe, color=_member_color(i), lw=1.0, label=label)
             with np.errstate(divide="ignore", invalid="ignore"):
-                axr.stairs(np.where(data > 0, gen / data, np.nan), xe, color=_member_color(i), lw=1.0,
-                           baseline=None)
+                axr.stairs(np.where(data > 0, gen / data, np.nan), xe, color=_member_color(i), lw=1.0, baseline=None)
         axr.axhline(1.0, color="black", lw=0.8)
         axr.set_ylim(0.5, 1.5)
         ax.set_title(rf"${_sym(o)}$" + (" (x-marginal)" if two_d else ""))

@@ -42,8 +42,15 @@ class Progress:
         if _is_terminal(self.stream):
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, initial=initial, unit=unit, file=self.stream, desc=desc, mininterval=0.5,
-                            dynamic_ncols=True)
+            self.bar = tqdm(
+                total=total,
+                initial=initial,
+                unit=unit,
+                file=self.stream,
+                desc=desc,
+                mininterval=0.5,
+                dynamic_ncols=True,
+            )
 
     def set(self, done: int, postfix: dict[str, Any] | None = None) -> None:
         """The work done is now ``done``; ``postfix``: figures shown beside it (losses, failures)."""

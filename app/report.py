@@ -19,15 +19,34 @@ from engine.results import ERROR_RATIO_LIMIT, PULL_LIMIT, QCF_SIGMA_LIMIT, estim
 from engine.safe_yaml import load_yaml
 from engine.textlimits import clip, shown
 
-__all__ = ["Criterion", "closure_report", "closure_verdict", "verdict_text", "report_markdown", "core_range",
-           "criterion_label", "parameter_table", "value_error", "CALIBRATION",
-           "PULL_LIMIT", "QCF_SIGMA_LIMIT", "ERROR_RATIO_LIMIT"]
+__all__ = [
+    "Criterion",
+    "closure_report",
+    "closure_verdict",
+    "verdict_text",
+    "report_markdown",
+    "core_range",
+    "criterion_label",
+    "parameter_table",
+    "value_error",
+    "CALIBRATION",
+    "PULL_LIMIT",
+    "QCF_SIGMA_LIMIT",
+    "ERROR_RATIO_LIMIT",
+]
 
 # The limits (PULL_LIMIT, QCF_SIGMA_LIMIT, ERROR_RATIO_LIMIT) are engine.results', which judges closure_passed by them.
 
 # Criterion names (stable: the dashboard and tests look criteria up by them).
 STATUS, QCF, PULLS, COVERAGE, CHI2, ERRORS, CALIBRATION = (
-    "Run status", "QCF closure", "Parameter pulls", "Coverage", "χ²/ndf", "GAN/MLE errors", "Error calibration")
+    "Run status",
+    "QCF closure",
+    "Parameter pulls",
+    "Coverage",
+    "χ²/ndf",
+    "GAN/MLE errors",
+    "Error calibration",
+)
 
 
 @dataclass(frozen=True)
@@ -107,14 +126,19 @@ def _qcf(ds: xr.Dataset, dev: xr.DataArray) -> Criterion:
     point = {d: dev[d].values[int(i)] for d, i in idx.items()}
     at = f"{point['qcf']} at x = {float(point['x']):.3g}" + (f", y = {float(point['y']):.3g}" if "y" in point else "")
     passed = worst <= QCF_SIGMA_LIMIT
-    text = (f"QCF closure: the ensemble-mean QCF lies within {_n(worst)}σ of the truth everywhere in {where}; "
-            f"the largest deviation is for {at}, " +
-            ("within" if passed else "outside") + f" the {QCF_SIGMA_LIMIT:g}σ limit.")
+    text = (
+        f"QCF closure: the ensemble-mean QCF lies within {_n(worst)}σ of the truth everywhere in {where}; "
+        f"the largest deviation is for {at}, "
+        + ("within" if passed else "outside")
+        + f" the {QCF_SIGMA_LIMIT:g}σ limit."
+    )
     if not passed:
         frac = float((dev > QCF_SIGMA_LIMIT).sum() / dev.notnull().sum())
-        text = (f"QCF closure: the ensemble-mean QCF deviates from the truth by up to {_n(worst)}σ ({at}), "
-                f"beyond the {QCF_SIGMA_LIMIT:g}σ limit; {_pct(frac)} of the points in {where} lie outside "
-                f"{QCF_SIGMA_LIMIT:g}σ.")
+        text = (
+            f"QCF closure: the ensemble-mean QCF deviates from the truth by up to {_n(worst)}σ ({at}), "
+            f"beyond the {QCF_SIGMA_LIMIT:g}σ limit; {_pct(frac)} of the points in {where} lie outside "
+            f"{QCF_SIGMA_LIMIT:g}σ."
+        )
     return Criterion(QCF, worst, QCF_SIGMA_LIMIT, passed, text)
 
 
@@ -136,10 +160,13 @@ def _pulls(ds: xr.Dataset) -> Criterion:
         shape.append("the spread is wider than N(0, 1): errors underestimated or a bias")
     elif rms < rms_lo:
         shape.append("the spread is narrower than N(0, 1): errors overestimated")
-    consistent = ("consistent with N(0, 1)" if not shape else "not quite N(0, 1): " + "; ".join(shape))
-    text = (f"Parameter pulls: the largest |pull| is {_n(worst)} ({name}), "
-            + ("within" if passed else "beyond") + f" the {PULL_LIMIT:g}σ limit; the mean pull is {_n(mean)} "
-            f"and the RMS {_n(rms)}, {consistent} for {n} parameters.")
+    consistent = "consistent with N(0, 1)" if not shape else "not quite N(0, 1): " + "; ".join(shape)
+    text = (
+        f"Parameter pulls: the largest |pull| is {_n(worst)} ({name}), "
+        + ("within" if passed else "beyond")
+        + f" the {PULL_LIMIT:g}σ limit; the mean pull is {_n(mean)} "
+        f"and the RMS {_n(rms)}, {consistent} for {n} parameters."
+    )
     return Criterion(PULLS, worst, PULL_LIMIT, passed, text)
 
 
@@ -154,13 +181,17 @@ def _coverage(ds: xr.Dataset, dev: xr.DataArray | None) -> Criterion:
         verdict = "under-covers (errors look too small)"
     else:
         verdict = "is consistent with 68%"
-    text = (f"Coverage: {_pct(f1)} of the {n} parameters lie within 1σ of the truth and {_pct(f2)} within 2σ "
-            f"(expected 68% and 95%); the parameter coverage {verdict}.")
+    text = (
+        f"Coverage: {_pct(f1)} of the {n} parameters lie within 1σ of the truth and {_pct(f2)} within 2σ "
+        f"(expected 68% and 95%); the parameter coverage {verdict}."
+    )
     if dev is not None and bool(dev.notnull().any()):
         v = dev.values[~np.isnan(dev.values)]
         q1, q2 = float(np.mean(v <= 1)), float(np.mean(v <= 2))
-        text += (f" Of the {v.size} judged QCF points, {_pct(q1)} lie within 1σ and {_pct(q2)} within 2σ "
-                 "(neighbouring points are correlated, so this is indicative).")
+        text += (
+            f" Of the {v.size} judged QCF points, {_pct(q1)} lie within 1σ and {_pct(q2)} within 2σ "
+            "(neighbouring points are correlated, so this is indicative)."
+        )
     return Criterion(COVERAGE, f1, 0.68, None, text, decisive=False)
 
 
@@ -183,38 +214,57 @@ def _chi2(ds: xr.Dataset) -> Criterion:
         parts.append(f"{obs} {_n(value)} (ndf {ndf}, limit {_n(limit)})" + ("" if ok else " — too large"))
         if value > worst:
             worst, worst_limit = value, limit
-    text = ("χ²/ndf of generated vs measured histograms (worst member): " + ", ".join(parts) + ". "
-            + ("The generated events describe the data (p > 0.001)." if passed
-               else "The generated events do not describe the data everywhere (p < 0.001)."))
+    text = (
+        "χ²/ndf of generated vs measured histograms (worst member): "
+        + ", ".join(parts)
+        + ". "
+        + (
+            "The generated events describe the data (p > 0.001)."
+            if passed
+            else "The generated events do not describe the data everywhere (p < 0.001)."
+        )
+    )
     return Criterion(CHI2, worst, worst_limit, passed, text, decisive=False)
 
 
 def _errors(ds: xr.Dataset) -> Criterion:
     if ds.attrs.get("method") == "mle":
-        return Criterion(ERRORS, None, ERROR_RATIO_LIMIT, None,
-                         "GAN/MLE errors: this run is the maximum-likelihood fit, the statistical reference itself.")
+        return Criterion(
+            ERRORS,
+            None,
+            ERROR_RATIO_LIMIT,
+            None,
+            "GAN/MLE errors: this run is the maximum-likelihood fit, the statistical reference itself.",
+        )
     if "params_mle_err" not in ds:
-        return Criterion(ERRORS, None, ERROR_RATIO_LIMIT, None,
-                         "GAN/MLE errors: the run has no maximum-likelihood reference "
-                         "(training.mle_reference: true adds one), so the errors are not compared with the "
-                         "statistical limit.")
-    err = ds["params_ensemble_err"] if "params_ensemble_err" in ds else \
-        estimate(ds, "params")[1]
+        return Criterion(
+            ERRORS,
+            None,
+            ERROR_RATIO_LIMIT,
+            None,
+            "GAN/MLE errors: the run has no maximum-likelihood reference "
+            "(training.mle_reference: true adds one), so the errors are not compared with the "
+            "statistical limit.",
+        )
+    err = ds["params_ensemble_err"] if "params_ensemble_err" in ds else estimate(ds, "params")[1]
     ratio = err / ds["params_mle_err"]
     worst = float(ratio.max())
     name = str(ratio["param"].values[int(np.nanargmax(ratio.values))])
     passed = worst <= ERROR_RATIO_LIMIT
     fitted = int(ds["params_pred"].notnull().all("param").sum())  # failed members (NaN) are left out of the spread
-    source = (f"the spread of {fitted} members fitted to bootstrap replicas" if is_bootstrap(ds)
-              else "the generators' spread plus the spread between members")
-    text = (f"GAN/MLE errors: the largest ratio of the ensemble error ({source}) to the maximum-likelihood "
-            f"error is {_n(worst)} ({name}), " + ("within" if passed else "above")
-            + f" the limit of {ERROR_RATIO_LIMIT:g}.")
+    source = (
+        f"the spread of {fitted} members fitted to bootstrap replicas"
+        if is_bootstrap(ds)
+        else "the generators' spread plus the spread between members"
+    )
+    text = (
+        f"GAN/MLE errors: the largest ratio of the ensemble error ({source}) to the maximum-likelihood "
+        f"error is {_n(worst)} ({name}), " + ("within" if passed else "above") + f" the limit of {ERROR_RATIO_LIMIT:g}."
+    )
     low = float(ratio.min())
     if low < 1 / ERROR_RATIO_LIMIT:
         narrow = ratio["param"].values[int(np.nanargmin(ratio.values))]
-        text += (f" The error of {narrow} is {_n(low)}× the statistical limit, "
-                 "narrower than the data allow.")
+        text += f" The error of {narrow} is {_n(low)}× the statistical limit, narrower than the data allow."
     return Criterion(ERRORS, worst, ERROR_RATIO_LIMIT, passed, text)
 
 
@@ -223,13 +273,17 @@ def _calibration(ds: xr.Dataset) -> Criterion:
     data set cannot show whether errors are right, and the GAN's were found not to be."""
     check = "`qcf-studio campaign` with this spec fits many replicas and says whether these errors are."
     if ds.attrs.get("method") == "mle":
-        text = ("Error calibration: the likelihood fit's Hessian errors were found calibrated by campaigns of "
-                "proxy1d, proxy2d and gauss6 (docs/campaigns.md). " + check)
+        text = (
+            "Error calibration: the likelihood fit's Hessian errors were found calibrated by campaigns of "
+            "proxy1d, proxy2d and gauss6 (docs/campaigns.md). " + check
+        )
     else:
         kind = "the spread of bootstrap members" if is_bootstrap(ds) else "the generators' spread"
-        text = (f"Error calibration: these errors are {kind}; a single data set cannot show whether they are right, "
-                "and campaigns of proxy1d found the GAN's errors uncalibrated, bootstrap ones included "
-                "(docs/campaigns.md): a passing closure here does not mean the errors cover the truth. " + check)
+        text = (
+            f"Error calibration: these errors are {kind}; a single data set cannot show whether they are right, "
+            "and campaigns of proxy1d found the GAN's errors uncalibrated, bootstrap ones included "
+            "(docs/campaigns.md): a passing closure here does not mean the errors cover the truth. " + check
+        )
     return Criterion(CALIBRATION, None, None, None, text, decisive=False)
 
 
@@ -250,9 +304,11 @@ def closure_report(ds: xr.Dataset) -> list[Criterion]:
         out += [_qcf(ds, dev), _pulls(ds), _coverage(ds, dev)]
     else:
         why = "no truth is known (measured data), so closure cannot be judged"
-        out += [Criterion(QCF, None, QCF_SIGMA_LIMIT, None, f"QCF closure: {why}."),
-                Criterion(PULLS, None, PULL_LIMIT, None, f"Parameter pulls: {why}."),
-                Criterion(COVERAGE, None, 0.68, None, f"Coverage: {why}.", decisive=False)]
+        out += [
+            Criterion(QCF, None, QCF_SIGMA_LIMIT, None, f"QCF closure: {why}."),
+            Criterion(PULLS, None, PULL_LIMIT, None, f"Parameter pulls: {why}."),
+            Criterion(COVERAGE, None, 0.68, None, f"Coverage: {why}.", decisive=False),
+        ]
     if "chi2_ndf" in ds:
         out.append(_chi2(ds))
     out.append(_errors(ds))
@@ -301,8 +357,9 @@ def value_error(value: float, error: float) -> str:
 
 def parameter_table(ds: xr.Dataset) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the parameter table: truth, ensemble mean ± error, pull, MLE ± error, ratio."""
-    mean, err = (ds["params_ensemble"], ds["params_ensemble_err"]) if "params_ensemble" in ds else \
-        estimate(ds, "params")
+    mean, err = (
+        (ds["params_ensemble"], ds["params_ensemble_err"]) if "params_ensemble" in ds else estimate(ds, "params")
+    )
     cols = ["parameter"] + (["truth"] if "params_true" in ds else []) + ["ensemble mean ± error"]
     cols += ["pull"] if "pull" in ds else []
     mle = "params_mle" in ds and "params_mle_err" in ds
@@ -331,8 +388,10 @@ def run_summary(ds: xr.Dataset) -> str:
     a = ds.attrs
     members = int(ds.sizes.get("member", 0))
     wall = float(a.get("wall_seconds", float("nan")))
-    return (f"problem {a.get('problem', '?')} · method {a.get('method', '?')} · status {a.get('status', '?')} · "
-            f"wall time {wall:.1f} s · {members} member{'s' if members != 1 else ''}")
+    return (
+        f"problem {a.get('problem', '?')} · method {a.get('method', '?')} · status {a.get('status', '?')} · "
+        f"wall time {wall:.1f} s · {members} member{'s' if members != 1 else ''}"
+    )
 
 
 def report_markdown(ds: xr.Dataset, criteria: list[Criterion] | None = None) -> str:

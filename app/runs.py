@@ -205,8 +205,9 @@ class RunManager:
             names = get_problem(run.spec.problem.kind).observable_names
             edges, hist = data_histograms(data)  # x-marginals for the live 1D views of 2D events
             run.hist_data = dict(zip(names, zip(edges[:, 0], marginal_x(hist, edges))))
-            ds, saved = run_to_file(self.client, run.spec, data, self.runs_dir, sink=run,
-                                    started=lambda handle: self._started(run, handle))
+            ds, saved = run_to_file(
+                self.client, run.spec, data, self.runs_dir, sink=run, started=lambda handle: self._started(run, handle)
+            )
             run.result_path = saved.path
             run.closure = {k: v for k, v in ds.attrs.items() if k.startswith("closure_")}
             run.error = "\n".join(filter(None, [ds.attrs.get("errors", ""), saved.problem]))

@@ -97,21 +97,26 @@ def _auth_options(access: Access, address: str) -> dict[str, Any]:
         raise ValueError(f"--auth: choose one of {', '.join(AUTH_CHOICES)}")
     if access.auth == "none":
         if not is_loopback(address) and not access.insecure:
-            raise ValueError(f"--address {address}: the dashboard would be open to the network without a login; "
-                             f"use --auth basic --credentials FILE (or --auth oauth), or --insecure on a network "
-                             f"you trust")
+            raise ValueError(
+                f"--address {address}: the dashboard would be open to the network without a login; "
+                f"use --auth basic --credentials FILE (or --auth oauth), or --insecure on a network "
+                f"you trust"
+            )
         return {}
     cookie_secret = os.environ.get("QCF_STUDIO_COOKIE_SECRET") or secrets.token_urlsafe(32)
     if access.auth == "basic":
         if access.credentials is None:
-            raise ValueError("--auth basic needs --credentials FILE (make one with `qcf-studio credentials FILE "
-                             "--user NAME`)")
+            raise ValueError(
+                "--auth basic needs --credentials FILE (make one with `qcf-studio credentials FILE --user NAME`)"
+            )
         provider = HashedPasswordProvider(read_credentials(access.credentials))
         return {"auth_provider": provider, "cookie_secret": cookie_secret}
     oauth = {k: v for k, v in access.oauth.items() if v}
     if not oauth.get("provider"):
-        raise ValueError("--auth oauth needs --oauth-provider (one of Panel's: github, google, azure, okta, "
-                         "auth0, gitlab, generic, ...)")
+        raise ValueError(
+            "--auth oauth needs --oauth-provider (one of Panel's: github, google, azure, okta, "
+            "auth0, gitlab, generic, ...)"
+        )
     options = {f"oauth_{k}": v for k, v in oauth.items()}
     return {**options, "cookie_secret": cookie_secret}
 
@@ -125,8 +130,9 @@ def dashboard_page(manager: RunManager, spec_text: str) -> Callable[[], pn.viewa
     def page() -> pn.viewable.Viewable:
         # The page's JavaScript is chosen now, before the dashboard exists: the tables need Tabulator's.
         pn.extension("tabulator")
-        holder = pn.Column(pn.pane.Markdown("Loading the dashboard ..."), sizing_mode="stretch_width",
-                           css_classes=["dashboard-holder"])
+        holder = pn.Column(
+            pn.pane.Markdown("Loading the dashboard ..."), sizing_mode="stretch_width", css_classes=["dashboard-holder"]
+        )
 
         def build() -> None:
             dash = Dashboard(manager, spec_text)
@@ -167,11 +173,23 @@ def serve(
 
     page = dashboard_page(manager, spec_text)
     login = f" (login: {access.auth})" if access.auth != "none" else ""
-    print(f"qcf-studio: dashboard on http://{address}:{port}{login}  (runs saved in {runs_dir.resolve()})",
-          file=sys.stderr)
-    server = pn.serve({"/": page}, port=port, address=address, show=show, title="qcf-studio", start=False,
-                      websocket_origin=origins, threaded=False, print_url=False,
-                      websocket_max_message_size=MAX_UPLOAD_BYTES + 2**20, **auth)  # uploads of measured data
+    print(
+        f"qcf-studio: dashboard on http://{address}:{port}{login}  (runs saved in {runs_dir.resolve()})",
+        file=sys.stderr,
+    )
+    server = pn.serve(
+        {"/": page},
+        port=port,
+        address=address,
+        show=show,
+        title="qcf-studio",
+        start=False,
+        websocket_origin=origins,
+        threaded=False,
+        print_url=False,
+        websocket_max_message_size=MAX_UPLOAD_BYTES + 2**20,
+        **auth,
+    )  # uploads of measured data
     server._tornado.transforms.append(SecurityHeaders)
 
     def stop(signum: int, frame: Any) -> None:

@@ -61,8 +61,10 @@ class StopSignals:
                 raise Interrupted(signum)
             self.notice(f"{signal.Signals(signum).name}: saving the run first; it exits when the file is written")
             return
-        self.notice(f"{signal.Signals(signum).name}: still stopping the members and saving what they have "
-                    f"(kill -9 would lose the run)")
+        self.notice(
+            f"{signal.Signals(signum).name}: still stopping the members and saving what they have "
+            f"(kill -9 would lose the run)"
+        )
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():

@@ -29,8 +29,9 @@ _OPTIONAL_BOOL_LABELS = {None: "problem's default", True: "on", False: "off"}
 _OPTIONAL_BOOL_VALUES = {label: value for value, label in _OPTIONAL_BOOL_LABELS.items()}
 _OPEN_SECTIONS = ("problem", "ensemble", "cluster")  # shown expanded; detector and training start collapsed
 # Mappings by default (problem.truth, problem.bounds) hold a value per parameter; optional effects default to null.
-_PER_PARAMETER = {(s, k) for s, v in Spec().to_dict().items() if isinstance(v, dict)
-                  for k, d in v.items() if isinstance(d, dict)}
+_PER_PARAMETER = {
+    (s, k) for s, v in Spec().to_dict().items() if isinstance(v, dict) for k, d in v.items() if isinstance(d, dict)
+}
 
 
 def _inline_yaml(value: Any) -> str:
@@ -38,13 +39,21 @@ def _inline_yaml(value: Any) -> str:
 
 
 def _is_pairs(value: Any) -> bool:
-    return isinstance(value, dict) and bool(value) and all(
-        isinstance(v, list) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v) for v in value.values())
+    return (
+        isinstance(value, dict)
+        and bool(value)
+        and all(
+            isinstance(v, list) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v) for v in value.values()
+        )
+    )
 
 
 def _is_numbers(value: Any) -> bool:
-    return isinstance(value, dict) and bool(value) and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values())
+    return (
+        isinstance(value, dict)
+        and bool(value)
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values())
+    )
 
 
 class SpecForm(pn.viewable.Viewer):
@@ -70,9 +79,18 @@ class SpecForm(pn.viewable.Viewer):
 
     def show(self, values: dict[str, Any]) -> None:
         """Show a validated spec mapping: rebuild the widgets if its fields changed, else update their values."""
-        shape = tuple((s, tuple(v) if isinstance(v, dict) else None,
-                       tuple(tuple(v[k]) if isinstance(v[k], dict) and (_is_pairs(v[k]) or _is_numbers(v[k]))
-                             else () for k in v) if isinstance(v, dict) else None) for s, v in values.items())
+        shape = tuple(
+            (
+                s,
+                tuple(v) if isinstance(v, dict) else None,
+                tuple(
+                    tuple(v[k]) if isinstance(v[k], dict) and (_is_pairs(v[k]) or _is_numbers(v[k])) else () for k in v
+                )
+                if isinstance(v, dict)
+                else None,
+            )
+            for s, v in values.items()
+        )
         self._values = values
         self._quiet = True
         try:
@@ -100,8 +118,15 @@ class SpecForm(pn.viewable.Viewer):
             if not isinstance(content, dict):
                 continue  # version, name: the name gets its own field below
             rows = [self._field(section, key, value) for key, value in content.items()]
-            cards.append(pn.Card(*rows, title=section, collapsed=section not in _OPEN_SECTIONS,
-                                 sizing_mode="stretch_width", css_classes=[f"form-{section}"]))
+            cards.append(
+                pn.Card(
+                    *rows,
+                    title=section,
+                    collapsed=section not in _OPEN_SECTIONS,
+                    sizing_mode="stretch_width",
+                    css_classes=[f"form-{section}"],
+                )
+            )
         self.layout[:] = [self._field("", "name", values.get("name", "")), *cards]
 
     def _field(self, section: str, key: str, value: Any) -> pn.Column:
@@ -113,8 +138,9 @@ class SpecForm(pn.viewable.Viewer):
             widgets = [pn.widgets.Select(label=label, options=list(choices), value=value)]
         elif path in OPTIONAL_BOOL_FIELDS:
             kind = "optional_bool"
-            widgets = [pn.widgets.Select(label=label, options=list(_OPTIONAL_BOOL_VALUES),
-                                         value=_OPTIONAL_BOOL_LABELS[value])]
+            widgets = [
+                pn.widgets.Select(label=label, options=list(_OPTIONAL_BOOL_VALUES), value=_OPTIONAL_BOOL_LABELS[value])
+            ]
         elif isinstance(value, bool):
             widgets = [pn.widgets.Checkbox(label=label, value=value)]
         elif isinstance(value, int):
@@ -123,9 +149,13 @@ class SpecForm(pn.viewable.Viewer):
             widgets = [pn.widgets.FloatInput(label=label, value=value)]
         elif (section, key) in _PER_PARAMETER and _is_pairs(value):  # bounds: a low and a high per parameter
             kind = "pairs"
-            widgets = [pn.Row(pn.widgets.FloatInput(label=f"{p} low", value=float(lo), width=120),
-                              pn.widgets.FloatInput(label=f"{p} high", value=float(hi), width=120))
-                       for p, (lo, hi) in value.items()]
+            widgets = [
+                pn.Row(
+                    pn.widgets.FloatInput(label=f"{p} low", value=float(lo), width=120),
+                    pn.widgets.FloatInput(label=f"{p} high", value=float(hi), width=120),
+                )
+                for p, (lo, hi) in value.items()
+            ]
         elif (section, key) in _PER_PARAMETER and _is_numbers(value):  # truth: a number per parameter
             kind = "numbers"
             widgets = [pn.widgets.FloatInput(label=p, value=float(v), width=120) for p, v in value.items()]
@@ -133,19 +163,29 @@ class SpecForm(pn.viewable.Viewer):
             widgets = [pn.widgets.TextInput(label=label, value=value)]
         else:  # optional effects (null = off), lists: inline YAML
             kind = "yaml"
-            widgets = [pn.widgets.TextInput(label=f"{label} (YAML, empty = off)", value=_inline_yaml(value),
-                                            placeholder="null")]
+            widgets = [
+                pn.widgets.TextInput(
+                    label=f"{label} (YAML, empty = off)", value=_inline_yaml(value), placeholder="null"
+                )
+            ]
         leaves = [w for item in widgets for w in (item.objects if isinstance(item, pn.Row) else [item])]
         for w in leaves:
             w.param.watch(lambda _e, p=path: self._edited(p), "value")
         self._widgets[path] = leaves
         self._kinds[path] = kind
-        error = self._errors[path] = pn.pane.Markdown("", visible=False, css_classes=["field-error"],
-                                                      styles={"color": "#b00020", "font-size": "12px"})
+        error = self._errors[path] = pn.pane.Markdown(
+            "", visible=False, css_classes=["field-error"], styles={"color": "#b00020", "font-size": "12px"}
+        )
         title = [pn.pane.Markdown(f"**{label}**", margin=(0, 5))] if len(widgets) > 1 else []
         body = pn.FlexBox(*widgets) if len(widgets) > 1 else widgets[0]
-        return pn.Column(*title, body, error, sizing_mode="stretch_width", margin=(0, 0, 4, 0),
-                         css_classes=["field-" + path.replace(".", "-")])  # e.g. .field-problem-events
+        return pn.Column(
+            *title,
+            body,
+            error,
+            sizing_mode="stretch_width",
+            margin=(0, 0, 4, 0),
+            css_classes=["field-" + path.replace(".", "-")],
+        )  # e.g. .field-problem-events
 
     @staticmethod
     def _set(widgets: list[pn.widgets.Widget], kind: str, value: Any) -> None:

@@ -17,8 +17,18 @@ from engine.files import write_netcdf_unique
 from engine.problems import get_problem
 from engine.pseudodata import MeasuredData
 
-__all__ = ["UploadError", "file_label", "read_measured_upload", "save_upload", "upload_summary", "upload_usage",
-           "MAX_UPLOAD_BYTES", "MIN_EVENTS", "MAX_UPLOADS", "MAX_UPLOADS_TOTAL_BYTES"]
+__all__ = [
+    "UploadError",
+    "file_label",
+    "read_measured_upload",
+    "save_upload",
+    "upload_summary",
+    "upload_usage",
+    "MAX_UPLOAD_BYTES",
+    "MIN_EVENTS",
+    "MAX_UPLOADS",
+    "MAX_UPLOADS_TOTAL_BYTES",
+]
 
 MAX_UPLOADS = 200  # files in one uploads directory
 MAX_UPLOADS_TOTAL_BYTES = 2**30  # their total size
@@ -32,8 +42,13 @@ def upload_usage(directory: Path) -> tuple[int, int]:
     return len(files), sum(p.stat().st_size for p in files)
 
 
-def save_upload(data: MeasuredData, directory: Path, name: str, max_files: int = MAX_UPLOADS,
-                max_total_bytes: int = MAX_UPLOADS_TOTAL_BYTES) -> Path:
+def save_upload(
+    data: MeasuredData,
+    directory: Path,
+    name: str,
+    max_files: int = MAX_UPLOADS,
+    max_total_bytes: int = MAX_UPLOADS_TOTAL_BYTES,
+) -> Path:
     """Write ``data`` as NetCDF under ``directory`` and return the path for ``problem.data``.
 
     The file name is ``name``'s stem reduced to letters, digits, ``.``, ``_`` and ``-`` (at most 80
@@ -45,11 +60,14 @@ def save_upload(data: MeasuredData, directory: Path, name: str, max_files: int =
     label = file_label(name)
     count, total = upload_usage(directory)
     if count >= max_files:
-        raise UploadError(f"{label}: the uploads folder holds {count} files, the most it may; remove some from "
-                          f"{directory} first")
+        raise UploadError(
+            f"{label}: the uploads folder holds {count} files, the most it may; remove some from {directory} first"
+        )
     if total + data.events.nbytes > max_total_bytes:
-        raise UploadError(f"{label}: the uploads folder holds {total / 2**20:,.0f} MiB; this upload would pass its "
-                          f"limit of {max_total_bytes / 2**20:,.0f} MiB; remove some from {directory} first")
+        raise UploadError(
+            f"{label}: the uploads folder holds {total / 2**20:,.0f} MiB; this upload would pass its "
+            f"limit of {max_total_bytes / 2**20:,.0f} MiB; remove some from {directory} first"
+        )
     stem = Path(label).stem
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._-")[:80] or "upload"
     ds = data.to_xarray()

@@ -29,16 +29,27 @@ from layouts.results import replay
 __all__ = ["RunsBrowser", "CompareView", "REFRESH_MS", "runs_frame", "run_panels"]
 
 REFRESH_MS = 5000  # how often the views look for new runs (list_runs re-reads only changed files)
-TABLE_COLUMNS = ["name", "problem", "method", "status", "duration", "closure", "members", "mode", "modified",
-                 "error"]
+TABLE_COLUMNS = ["name", "problem", "method", "status", "duration", "closure", "members", "mode", "modified", "error"]
 
 
 def runs_frame(infos: list[RunInfo]) -> pd.DataFrame:
     """The runs table's rows (one per :class:`RunInfo`, in order; ``duration`` in seconds)."""
     return pd.DataFrame(
-        [{"name": r.name, "problem": r.problem, "method": r.method, "status": r.status,
-          "duration": round(r.wall_seconds, 1), "closure": r.closure, "members": r.members, "mode": r.mode,
-          "modified": r.modified.strftime("%Y-%m-%d %H:%M:%S"), "error": r.error} for r in infos],
+        [
+            {
+                "name": r.name,
+                "problem": r.problem,
+                "method": r.method,
+                "status": r.status,
+                "duration": round(r.wall_seconds, 1),
+                "closure": r.closure,
+                "members": r.members,
+                "mode": r.mode,
+                "modified": r.modified.strftime("%Y-%m-%d %H:%M:%S"),
+                "error": r.error,
+            }
+            for r in infos
+        ],
         columns=TABLE_COLUMNS,
     )
 
@@ -46,9 +57,11 @@ def runs_frame(infos: list[RunInfo]) -> pd.DataFrame:
 def _summary(ds: xr.Dataset, path: Path) -> str:
     """The run's heading as Markdown; every value from the file is escaped (a file may come from anyone)."""
     a = ds.attrs
-    text = (f"### {md_text(path.stem)}\n{md_code(path)} — {md_text(a.get('problem', '?'), 80)}, "
-            f"{md_text(a.get('method', '?'), 80)}, **{md_text(a.get('status', '?'), 80)}**, "
-            f"{float(a.get('wall_seconds', float('nan'))):.1f} s, {ds.sizes['member']} member(s)")
+    text = (
+        f"### {md_text(path.stem)}\n{md_code(path)} — {md_text(a.get('problem', '?'), 80)}, "
+        f"{md_text(a.get('method', '?'), 80)}, **{md_text(a.get('status', '?'), 80)}**, "
+        f"{float(a.get('wall_seconds', float('nan'))):.1f} s, {ds.sizes['member']} member(s)"
+    )
     if "closure_passed" in a:
         text += f"\n\n{md_text(closure_summary(a), 0)}"
     if a.get("errors"):
@@ -60,9 +73,14 @@ def downloads(path: Path) -> pn.FlexBox:
     """A button per export of :data:`app.export.DOWNLOADS` (made when clicked, on the server, with matplotlib)."""
 
     def button(label: str) -> pn.widgets.FileDownload:
-        return pn.widgets.FileDownload(callback=lambda: io.BytesIO(export_download(path, label)[1]),
-                                       filename=download_filename(path, label), label=label, width=170,
-                                       button_type="light", css_classes=["download"])
+        return pn.widgets.FileDownload(
+            callback=lambda: io.BytesIO(export_download(path, label)[1]),
+            filename=download_filename(path, label),
+            label=label,
+            width=170,
+            button_type="light",
+            css_classes=["download"],
+        )
 
     return pn.FlexBox(*(button(label) for label in DOWNLOADS), css_classes=["run-downloads"])
 
@@ -73,16 +91,26 @@ def run_panels(path: Path) -> list[pn.viewable.Viewable]:
     plots, qcf_true = replay(ds)
     two_d = "y" in ds["qcf_pred"].dims
     # The report's Markdown holds names and messages from the file: the export's converter escapes all of it.
-    report = pn.Card(pn.pane.HTML(markdown_to_html(report_markdown(ds)), sizing_mode="stretch_width"),
-                     title="Closure report", collapsed=False, sizing_mode="stretch_width",
-                     css_classes=["closure-report"])
-    items: list[pn.viewable.Viewable] = [pn.pane.Markdown(_summary(ds, path), sizing_mode="stretch_width"),
-                                         downloads(path), report, *live_panels(plots, qcf_true, two_d)]
+    report = pn.Card(
+        pn.pane.HTML(markdown_to_html(report_markdown(ds)), sizing_mode="stretch_width"),
+        title="Closure report",
+        collapsed=False,
+        sizing_mode="stretch_width",
+        css_classes=["closure-report"],
+    )
+    items: list[pn.viewable.Viewable] = [
+        pn.pane.Markdown(_summary(ds, path), sizing_mode="stretch_width"),
+        downloads(path),
+        report,
+        *live_panels(plots, qcf_true, two_d),
+    ]
     if two_d:
-        items += [pn.pane.Markdown("### 2D QCFs: predicted | true | predicted / true, projections with ±1σ"),
-                  pn.pane.HoloViews(results_heatmaps(ds), name="qcf-heatmaps"),
-                  pn.pane.Markdown("### Observables: data vs generated (2D histograms per data set)"),
-                  pn.pane.HoloViews(observable_heatmaps(ds), name="observable-heatmaps")]
+        items += [
+            pn.pane.Markdown("### 2D QCFs: predicted | true | predicted / true, projections with ±1σ"),
+            pn.pane.HoloViews(results_heatmaps(ds), name="qcf-heatmaps"),
+            pn.pane.Markdown("### Observables: data vs generated (2D histograms per data set)"),
+            pn.pane.HoloViews(observable_heatmaps(ds), name="observable-heatmaps"),
+        ]
     return items
 
 
@@ -96,13 +124,21 @@ class RunsBrowser(pn.viewable.Viewer):
         self.runs_dir = Path(runs_dir)
         self.runs: list[RunInfo] = []
         self.table = pn.widgets.Tabulator(
-            runs_frame([]), name="runs-table", css_classes=["runs-table"], selectable="checkbox", disabled=True,
-            show_index=False, pagination="local", page_size=20, sizing_mode="stretch_width",
+            runs_frame([]),
+            name="runs-table",
+            css_classes=["runs-table"],
+            selectable="checkbox",
+            disabled=True,
+            show_index=False,
+            pagination="local",
+            page_size=20,
+            sizing_mode="stretch_width",
         )
         self.refresh_button = pn.widgets.Button(name="Refresh", width=100)
         self.refresh_button.on_click(lambda _: self.refresh())
-        self.message = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width",
-                                     css_classes=["runs-error"])
+        self.message = pn.pane.Alert(
+            "", alert_type="danger", visible=False, sizing_mode="stretch_width", css_classes=["runs-error"]
+        )
         self.plot_area = pn.Column(sizing_mode="stretch_width", css_classes=["run-plots"])
         self.opened: Path | None = None
         self._syncing = False  # selection set by refresh(), not by the user
@@ -144,8 +180,9 @@ class RunsBrowser(pn.viewable.Viewer):
             self.message.visible = True
             return
         except Exception as e:  # noqa: BLE001 (a file the checks let through and the plots cannot draw)
-            self.message.object = (f"**Cannot open {md_text(path.name)}**: its contents cannot be drawn "
-                                   f"({md_text(type(e).__name__)})")
+            self.message.object = (
+                f"**Cannot open {md_text(path.name)}**: its contents cannot be drawn ({md_text(type(e).__name__)})"
+            )
             self.message.visible = True
             return
         self.message.visible = False
@@ -153,8 +190,13 @@ class RunsBrowser(pn.viewable.Viewer):
         self.plot_area[:] = items
 
     def __panel__(self) -> pn.viewable.Viewable:
-        return pn.Column(pn.Row(pn.pane.Markdown(f"## Runs in `{self.runs_dir}`"), self.refresh_button),
-                         self.table, self.message, self.plot_area, sizing_mode="stretch_width")
+        return pn.Column(
+            pn.Row(pn.pane.Markdown(f"## Runs in `{self.runs_dir}`"), self.refresh_button),
+            self.table,
+            self.message,
+            self.plot_area,
+            sizing_mode="stretch_width",
+        )
 
     def dispose(self) -> None:
         if self._callback is not None:
@@ -167,14 +209,26 @@ class CompareView(pn.viewable.Viewer):
     def __init__(self, runs_dir: str | Path, period_ms: int | None = REFRESH_MS, **params: Any) -> None:
         super().__init__(**params)
         self.runs_dir = Path(runs_dir)
-        self.picker = pn.widgets.MultiChoice(name="Runs to compare", options={}, css_classes=["compare-picker"],
-                                             sizing_mode="stretch_width")
-        self.message = pn.pane.Alert("Pick at least two runs of the same problem.", alert_type="info",
-                                     sizing_mode="stretch_width", css_classes=["compare-message"])
+        self.picker = pn.widgets.MultiChoice(
+            name="Runs to compare", options={}, css_classes=["compare-picker"], sizing_mode="stretch_width"
+        )
+        self.message = pn.pane.Alert(
+            "Pick at least two runs of the same problem.",
+            alert_type="info",
+            sizing_mode="stretch_width",
+            css_classes=["compare-message"],
+        )
         self.plot_area = pn.Column(sizing_mode="stretch_width", css_classes=["compare-plots"])
-        self.table = pn.widgets.Tabulator(parameter_table({}), name="compare-table", css_classes=["compare-table"],
-                                          disabled=True, show_index=False, sizing_mode="stretch_width",
-                                          text_align={c: "right" for c in DISPLAY_COLUMNS}, visible=False)
+        self.table = pn.widgets.Tabulator(
+            parameter_table({}),
+            name="compare-table",
+            css_classes=["compare-table"],
+            disabled=True,
+            show_index=False,
+            sizing_mode="stretch_width",
+            text_align={c: "right" for c in DISPLAY_COLUMNS},
+            visible=False,
+        )
         self._loaded: dict[Path, tuple[float, xr.Dataset]] = {}  # path -> (mtime, Dataset)
         self.picker.param.watch(lambda _: self.update(), "value")
         self.refresh()
@@ -217,9 +271,15 @@ class CompareView(pn.viewable.Viewer):
         self.table.visible = True
 
     def __panel__(self) -> pn.viewable.Viewable:
-        return pn.Column(pn.pane.Markdown("## Compare runs"), self.picker, self.message, self.plot_area,
-                         pn.pane.Markdown("### Parameters: estimates, pulls, GAN/MLE error ratio"), self.table,
-                         sizing_mode="stretch_width")
+        return pn.Column(
+            pn.pane.Markdown("## Compare runs"),
+            self.picker,
+            self.message,
+            self.plot_area,
+            pn.pane.Markdown("### Parameters: estimates, pulls, GAN/MLE error ratio"),
+            self.table,
+            sizing_mode="stretch_width",
+        )
 
     def dispose(self) -> None:
         if self._callback is not None:

@@ -84,10 +84,19 @@ def bench_sampler(
     times = _timings(step, repeats, device)
     seconds = statistics.median(times)
     n = batch * n_obs * per_row
-    return {"bench": "sampler", "problem": kind, "sampler": sampler.name, "events": n, "batch": batch,
-            "grid_points": [points] * dims, "grid_spacing": getattr(problem, "grid_spacing", "uniform"),
-            "median_seconds": seconds, "events_per_second": n / seconds,
-            "min_seconds": min(times), "events_per_second_best": n / min(times)}
+    return {
+        "bench": "sampler",
+        "problem": kind,
+        "sampler": sampler.name,
+        "events": n,
+        "batch": batch,
+        "grid_points": [points] * dims,
+        "grid_spacing": getattr(problem, "grid_spacing", "uniform"),
+        "median_seconds": seconds,
+        "events_per_second": n / seconds,
+        "min_seconds": min(times),
+        "events_per_second_best": n / min(times),
+    }
 
 
 def bench_gan(

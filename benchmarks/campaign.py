@@ -51,8 +51,13 @@ def _one(spec: Spec, workers: int) -> dict[str, float]:
 def bench_campaign(kind: str, method: str, replicas: int, steps: int, workers: list[int]) -> dict[str, Any]:
     """Campaign wall time and fits per hour on each worker count (see the module docstring)."""
     spec = campaign_spec(kind, method, replicas, steps)
-    out: dict[str, Any] = {"what": "campaign", "problem": kind, "method": method, "replicas": replicas,
-                           "steps": steps if method == "gan" else 0}
+    out: dict[str, Any] = {
+        "what": "campaign",
+        "problem": kind,
+        "method": method,
+        "replicas": replicas,
+        "steps": steps if method == "gan" else 0,
+    }
     for n in workers:
         for key, value in _one(spec, n).items():
             out[f"{key}_{n}w"] = value

@@ -30,8 +30,9 @@ def run(args: Any) -> int:
         from benchmarks.scaleout import bench_data_parallel, bench_ensemble, bench_gan_members
 
         if args.what == "gan":
-            out = bench_gan_members(args.problem, args.events, args.members, args.threads, args.width, args.depth,
-                                    args.window, args.warmup)
+            out = bench_gan_members(
+                args.problem, args.events, args.members, args.threads, args.width, args.depth, args.window, args.warmup
+            )
         elif args.what == "ensemble":
             out = bench_ensemble(args.problem, args.members or 2, args.steps, args.device)
         else:

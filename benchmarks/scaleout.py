@@ -60,28 +60,57 @@ def bench_ensemble(kind: str, members: int, steps: int, device: str = "cpu") -> 
     """Wall time of ``members`` members on as many workers vs one member alone."""
     one, _ = _timed_run(_spec(kind, steps, 1, {"workers": 1, "device": device}), workers=1)
     many, results = _timed_run(_spec(kind, steps, members, {"workers": members, "device": device}), workers=members)
-    return {"bench": "ensemble", "problem": kind, "steps": steps, "members": members,
-            "wall_one_member": one, "wall_members": many, "ratio": many / one,
-            "member_train_seconds": [r.wall_seconds for r in results]}
+    return {
+        "bench": "ensemble",
+        "problem": kind,
+        "steps": steps,
+        "members": members,
+        "wall_one_member": one,
+        "wall_members": many,
+        "ratio": many / one,
+        "member_train_seconds": [r.wall_seconds for r in results],
+    }
 
 
-def bench_data_parallel(kind: str, ranks: list[int], steps: int, schedule: str = "sync",
-                        sync_every: int = 10, device: str = "cpu") -> dict[str, Any]:
+def bench_data_parallel(
+    kind: str, ranks: list[int], steps: int, schedule: str = "sync", sync_every: int = 10, device: str = "cpu"
+) -> dict[str, Any]:
     """Per-step time, communication time and analysis rate of one member trained by R ranks, per R."""
     rows = []
     for r in ranks:
-        cluster = {"workers": r, "mode": "data_parallel", "ranks": r, "schedule": schedule,
-                   "group_size": 1, "sync_every": sync_every, "device": device}
+        cluster = {
+            "workers": r,
+            "mode": "data_parallel",
+            "ranks": r,
+            "schedule": schedule,
+            "group_size": 1,
+            "sync_every": sync_every,
+            "device": device,
+        }
         wall, [member] = _timed_run(_spec(kind, steps, 1, cluster), workers=r)
-        rows.append({"ranks": r, "wall_seconds": wall, "train_seconds": member.wall_seconds,
-                     "seconds_per_step": member.wall_seconds / steps,
-                     "comm_seconds_per_step": member.comm_seconds / steps,
-                     "events_per_second": member.events_processed / member.wall_seconds})
+        rows.append(
+            {
+                "ranks": r,
+                "wall_seconds": wall,
+                "train_seconds": member.wall_seconds,
+                "seconds_per_step": member.wall_seconds / steps,
+                "comm_seconds_per_step": member.comm_seconds / steps,
+                "events_per_second": member.events_processed / member.wall_seconds,
+            }
+        )
     return {"bench": "dp", "problem": kind, "steps": steps, "schedule": schedule, "results": rows}
 
 
-def bench_gan_members(kind: str, events: int, members: int, threads: int = 1, width: int = 64, depth: int = 2,
-                      window: float = 10.0, warmup: float = 10.0) -> dict[str, Any]:
+def bench_gan_members(
+    kind: str,
+    events: int,
+    members: int,
+    threads: int = 1,
+    width: int = 64,
+    depth: int = 2,
+    window: float = 10.0,
+    warmup: float = 10.0,
+) -> dict[str, Any]:
     """Generated events per second of ``members`` GAN trainers stepping at once on as many workers.
 
     Every member builds the ``bench gan`` trainer, trains untimed until a start time common to all,
@@ -96,8 +125,22 @@ def bench_gan_members(kind: str, events: int, members: int, threads: int = 1, wi
     client = local_client(workers=members, device="cpu")
     try:
         start = time.time() + warmup
-        futures = [client.submit(_gan_window, kind, data, events, width, depth, threads, start, window,
-                                 key=f"bench-gan-member-{k}", pure=False) for k in range(members)]
+        futures = [
+            client.submit(
+                _gan_window,
+                kind,
+                data,
+                events,
+                width,
+                depth,
+                threads,
+                start,
+                window,
+                key=f"bench-gan-member-{k}",
+                pure=False,
+            )
+            for k in range(members)
+        ]
         rows = client.gather(futures)
     finally:
         close(client)
@@ -105,14 +148,24 @@ def bench_gan_members(kind: str, events: int, members: int, threads: int = 1, wi
     if late:
         raise RuntimeError(f"members {late} were not ready {warmup:g} s after submission; raise --warmup")
     steps = sum(r["steps"] for r in rows)
-    return {"bench": "gan", "problem": kind, "members": members, "threads_per_member": threads, "events": n,
-            "disc": rows[0]["disc"], "window_seconds": window, "member_steps": [r["steps"] for r in rows],
-            "member_median_seconds": [r["median_seconds"] for r in rows],
-            "events_per_second": steps * n / window, "events_analysed_per_second": 2 * steps * n / window}
+    return {
+        "bench": "gan",
+        "problem": kind,
+        "members": members,
+        "threads_per_member": threads,
+        "events": n,
+        "disc": rows[0]["disc"],
+        "window_seconds": window,
+        "member_steps": [r["steps"] for r in rows],
+        "member_median_seconds": [r["median_seconds"] for r in rows],
+        "events_per_second": steps * n / window,
+        "events_analysed_per_second": 2 * steps * n / window,
+    }
 
 
-def _gan_window(kind: str, data: Any, events: int, width: int, depth: int, threads: int, start: float,
-                window: float) -> dict[str, Any]:
+def _gan_window(
+    kind: str, data: Any, events: int, width: int, depth: int, threads: int, start: float, window: float
+) -> dict[str, Any]:
     """On a worker: a ``bench gan`` trainer's steps completed within ``[start, start + window]``."""
     torch.set_num_threads(threads)
     retain_freed_memory()  # as the training tasks do (engine.distributed._task_setup)
@@ -130,5 +183,9 @@ def _gan_window(kind: str, data: Any, events: int, width: int, depth: int, threa
         if time.time() > end:
             break
         times.append(time.perf_counter() - t0)
-    return {"steps": len(times), "median_seconds": statistics.median(times) if times else float("nan"),
-            "late": late, "disc": disc_label(trainer, width, depth)}
+    return {
+        "steps": len(times),
+        "median_seconds": statistics.median(times) if times else float("nan"),
+        "late": late,
+        "disc": disc_label(trainer, width, depth),
+    }

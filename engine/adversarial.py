@@ -35,7 +35,12 @@ from engine.native import pass_block as native_pass_block
 T = TypeVar("T")
 
 __all__ = [
-    "AdversarialPass", "adversarial_pass", "split_pass", "PassThreads", "PendingPass", "PASS_BLOCK_ROWS_PER_THREAD",
+    "AdversarialPass",
+    "adversarial_pass",
+    "split_pass",
+    "PassThreads",
+    "PendingPass",
+    "PASS_BLOCK_ROWS_PER_THREAD",
     "pass_block_kind",
 ]
 
@@ -170,8 +175,11 @@ def _compiled_block() -> Callable[..., None] | None:
             warnings.simplefilter("ignore", DeprecationWarning)
             return torch.jit.script(_pass_block)
     except Exception as err:  # noqa: BLE001 - any failure means: run the blocks as Python
-        warnings.warn(f"the discriminator pass runs without helper threads: TorchScript failed ({err})",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"the discriminator pass runs without helper threads: TorchScript failed ({err})",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         return None
 
 
@@ -190,13 +198,40 @@ def _fast_block() -> Callable[..., None] | None:
     if native is None:
         return _compiled_block()
 
-    def block(weights: list[Tensor], biases: list[Tensor], slopes: list[float], w_out: Tensor, b_out: Tensor,
-              w_in_t: Tensor, rows: Tensor, row_weights: Tensor, target: float, grads: list[Tensor], logits: Tensor,
-              grad_inputs: Tensor | None, ws: dict[str, Tensor], split: int) -> None:
+    def block(
+        weights: list[Tensor],
+        biases: list[Tensor],
+        slopes: list[float],
+        w_out: Tensor,
+        b_out: Tensor,
+        w_in_t: Tensor,
+        rows: Tensor,
+        row_weights: Tensor,
+        target: float,
+        grads: list[Tensor],
+        logits: Tensor,
+        grad_inputs: Tensor | None,
+        ws: dict[str, Tensor],
+        split: int,
+    ) -> None:
         if rows.dtype != torch.float32 or rows.device.type != "cpu" or split > 1 or not rows.is_contiguous():
             other = _compiled_block() or _pass_block
-            other(weights, biases, slopes, w_out, b_out, w_in_t, rows, row_weights, target, grads, logits, grad_inputs,
-                  ws, split)
+            other(
+                weights,
+                biases,
+                slopes,
+                w_out,
+                b_out,
+                w_in_t,
+                rows,
+                row_weights,
+                target,
+                grads,
+                logits,
+                grad_inputs,
+                ws,
+                split,
+            )
             return
         native(weights, biases, slopes, w_out, b_out, w_in_t, rows, row_weights, target, grads, logits, grad_inputs)
 
@@ -243,8 +278,9 @@ class _NetPass:
     def add_generated(self, fake: Tensor, weights: Tensor | None) -> None:
         n_fake = fake.shape[0]
         self.fake, self.weights_fake = fake, weights
-        self.fake_row_weights = (fake.new_full((n_fake,), 1.0 / max(n_fake, 1)) if weights is None
-                                 else weights / weights.sum())
+        self.fake_row_weights = (
+            fake.new_full((n_fake,), 1.0 / max(n_fake, 1)) if weights is None else weights / weights.sum()
+        )
         blocks = _split(n_fake, self.block_rows, generated=True)
         self.blocks += blocks
         self.slots.append([fake.new_empty(len(blocks), m.in_features + 1, m.out_features) for m in self.linears])
@@ -259,10 +295,22 @@ class _NetPass:
         row_weights = self.fake_row_weights if generated else self.real_row_weights
         slots = self.slots[int(generated)]
         slot = b - len(self.slots[0][0]) if generated else b
-        block(self.weights, self.biases, self.slopes, self.w_out, self.b_out, self.w_in_t, rows[start:stop],
-              row_weights[start:stop], 0.0 if generated else 1.0, [s[slot] for s in slots],
-              self.logits[int(generated)][start:stop], self.grad_inputs[start:stop] if generated else None,
-              ws, split)
+        block(
+            self.weights,
+            self.biases,
+            self.slopes,
+            self.w_out,
+            self.b_out,
+            self.w_in_t,
+            rows[start:stop],
+            row_weights[start:stop],
+            0.0 if generated else 1.0,
+            [s[slot] for s in slots],
+            self.logits[int(generated)][start:stop],
+            self.grad_inputs[start:stop] if generated else None,
+            ws,
+            split,
+        )
 
     def result(self) -> AdversarialPass:
         """Sets the networks' ``.grad`` (slots summed in block order) and returns the losses."""
@@ -377,8 +425,9 @@ class PassThreads:
         if helpers < 1:
             raise ValueError(f"PassThreads needs at least one helper thread, got {helpers}")
         self.helpers = helpers
-        self._pool = ThreadPoolExecutor(helpers, thread_name_prefix="qcf-pass", initializer=torch.set_num_threads,
-                                        initargs=(1,))
+        self._pool = ThreadPoolExecutor(
+            helpers, thread_name_prefix="qcf-pass", initializer=torch.set_num_threads, initargs=(1,)
+        )
         self._workspaces = threading.local()
 
     @staticmethod
@@ -388,7 +437,10 @@ class PassThreads:
         return _fast_block() is not None
 
     def begin(
-        self, nets: Sequence[nn.Sequential], real: Sequence[Tensor], real_weights: Sequence[Tensor | None],
+        self,
+        nets: Sequence[nn.Sequential],
+        real: Sequence[Tensor],
+        real_weights: Sequence[Tensor | None],
         block_rows: int | None = None,
     ) -> PendingPass:
         """Start the real rows' blocks of each network's pass on the helpers (``real[i]`` for ``nets[i]``;

@@ -95,10 +95,17 @@ def _restore_rng(rng: torch.Generator, state: torch.Tensor, saved_on: str) -> No
 def save_checkpoint(trainer: GANTrainer, metrics: dict[str, list[float]]) -> bytes:
     """The trainer's state after ``trainer.step`` steps and the metric history, as bytes (CPU tensors)."""
     state = {name: _on_cpu(part.state_dict()) for name, part in _modules(trainer).items()}
-    state.update(format=CHECKPOINT_FORMAT, step=trainer.step, rng=trainer.rng.get_state(),
-                 real_rng=trainer.real_rng_state(),
-                 rng_device=trainer.rng.device.type, torch_rng=torch.get_rng_state(), metrics=metrics,
-                 param_sum=trainer.param_sum.cpu(), param_count=trainer.param_count)
+    state.update(
+        format=CHECKPOINT_FORMAT,
+        step=trainer.step,
+        rng=trainer.rng.get_state(),
+        real_rng=trainer.real_rng_state(),
+        rng_device=trainer.rng.device.type,
+        torch_rng=torch.get_rng_state(),
+        metrics=metrics,
+        param_sum=trainer.param_sum.cpu(),
+        param_count=trainer.param_count,
+    )
     buf = io.BytesIO()
     torch.save(state, buf)
     return buf.getvalue()

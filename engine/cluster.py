@@ -58,8 +58,10 @@ def local_cluster(workers: int, gpus: int = 0) -> LocalCluster:
     warnings.filterwarnings("ignore", message=r"Port \d+ is already in use", category=UserWarning)
     # That server and the workers' answer anyone on loopback without TLS: serve only /health (Dask's info pages,
     # JSON and proxy routes would show other users of the machine this cluster's workers, tasks and logs).
-    health_only = {"distributed.scheduler.http.routes": ["distributed.http.health"],
-                   "distributed.worker.http.routes": ["distributed.http.health"]}
+    health_only = {
+        "distributed.scheduler.http.routes": ["distributed.http.health"],
+        "distributed.worker.http.routes": ["distributed.http.health"],
+    }
     with dask.config.set(health_only):
         return LocalCluster(
             n_workers=gpus or workers,

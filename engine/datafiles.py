@@ -48,8 +48,16 @@ from engine.pseudodata import MeasuredData
 from engine.safe_hdf5 import HDF5_SIGNATURE, open_netcdf
 from engine.textlimits import clip, shown
 
-__all__ = ["DataFileError", "read_measured", "read_measured_file", "file_label", "MAX_UPLOAD_BYTES",
-           "MAX_DATA_FILE_BYTES", "MAX_DATA_ARRAY_BYTES", "MIN_EVENTS"]
+__all__ = [
+    "DataFileError",
+    "read_measured",
+    "read_measured_file",
+    "file_label",
+    "MAX_UPLOAD_BYTES",
+    "MAX_DATA_FILE_BYTES",
+    "MAX_DATA_ARRAY_BYTES",
+    "MIN_EVENTS",
+]
 
 MAX_UPLOAD_BYTES = 50 * 2**20  # a file uploaded in the browser
 MAX_DATA_FILE_BYTES = 2**30  # a file named by problem.data
@@ -129,8 +137,9 @@ def _read_text(label: str, content: bytes, problem: Problem) -> MeasuredData:
 def _read_netcdf(label: str, source: bytes | Path, problem: Problem, max_bytes: int) -> MeasuredData:
     kind = problem.kind
     try:
-        ds = open_netcdf(source, label, max_file_bytes=max_bytes,
-                         max_data_bytes=min(4 * max_bytes, MAX_DATA_ARRAY_BYTES))
+        ds = open_netcdf(
+            source, label, max_file_bytes=max_bytes, max_data_bytes=min(4 * max_bytes, MAX_DATA_ARRAY_BYTES)
+        )
     except (ValueError, OSError) as e:
         raise DataFileError(str(e)) from None
     if "events" not in ds:
@@ -142,31 +151,37 @@ def _read_netcdf(label: str, source: bytes | Path, problem: Problem, max_bytes: 
         raise DataFileError(f"{label}: the data are for problem {shown(stored)}, not {kind!r}")
     names = list(problem.observable_names)
     if "observable" not in ds["events"].dims:
-        raise DataFileError(f"{label}: variable 'events' has dimensions {shown(ds['events'].dims)}, needs "
-                            f"(observable, event{', coord' if problem.event_dims == 2 else ''})")
+        raise DataFileError(
+            f"{label}: variable 'events' has dimensions {shown(ds['events'].dims)}, needs "
+            f"(observable, event{', coord' if problem.event_dims == 2 else ''})"
+        )
     if "observable" in ds.coords:
         listed = [str(v) for v in ds["observable"].values]
         unknown = [n for n in listed if n not in names]
         missing = [n for n in names if n not in listed]
         if unknown or missing or len(listed) != len(names):
-            raise DataFileError(f"{label}: observables {clip(', '.join(listed))} do not match {kind}'s "
-                                f"{', '.join(names)}")
+            raise DataFileError(
+                f"{label}: observables {clip(', '.join(listed))} do not match {kind}'s {', '.join(names)}"
+            )
         ds = ds.sel(observable=names)
     expected = ("observable", "event") if problem.event_dims == 1 else ("observable", "event", "coord")
     if ds["events"].dims != expected:
-        raise DataFileError(f"{label}: variable 'events' has dimensions {shown(ds['events'].dims)}; {kind} events "
-                            f"need {expected}")
+        raise DataFileError(
+            f"{label}: variable 'events' has dimensions {shown(ds['events'].dims)}; {kind} events need {expected}"
+        )
     if problem.event_dims == 2 and "coord" in ds.coords and [str(c) for c in ds["coord"].values] != ["x", "y"]:
-        raise DataFileError(f"{label}: coordinate 'coord' is {shown(list(ds['coord'].values))}; {kind} events need "
-                            f"['x', 'y']")
+        raise DataFileError(
+            f"{label}: coordinate 'coord' is {shown(list(ds['coord'].values))}; {kind} events need ['x', 'y']"
+        )
     for var in ("xsec", "xsec_err"):
         if var not in ds:
             raise DataFileError(f"{label}: variable {var!r} (integrated cross section per observable) is missing")
         if ds[var].dims != ("observable",):
             raise DataFileError(f"{label}: variable {var!r} has dimensions {shown(ds[var].dims)}, needs (observable,)")
     if "weights" in ds and ds["weights"].dims != ("observable", "event"):
-        raise DataFileError(f"{label}: variable 'weights' has dimensions {shown(ds['weights'].dims)}, needs "
-                            f"(observable, event)")
+        raise DataFileError(
+            f"{label}: variable 'weights' has dimensions {shown(ds['weights'].dims)}, needs (observable, event)"
+        )
     for var in ("events", "xsec", "xsec_err", "weights"):  # text or complex values would fail later, in a worker
         if var in ds and not _real_numbers(ds[var].dtype):
             raise DataFileError(f"{label}: variable {var!r} holds {_value_kind(ds[var].dtype)}, not real numbers")
@@ -175,16 +190,18 @@ def _read_netcdf(label: str, source: bytes | Path, problem: Problem, max_bytes: 
         data = MeasuredData.from_xarray(ds, source=label)
     except ValueError as e:
         raise DataFileError(str(e)) from None
-    if data.truth is not None and (data.truth.shape != (len(problem.param_names),)
-                                   or not _real_numbers(data.truth.dtype)):
+    if data.truth is not None and (
+        data.truth.shape != (len(problem.param_names),) or not _real_numbers(data.truth.dtype)
+    ):
         data.truth = None  # not this problem's parameters: the data are still usable
     resolution = ds.attrs.get("resolution", 0.0)
     _check_cross_sections(label, data.xsec, data.xsec_err, problem, "variable 'xsec'")
     for o, n in enumerate(names):
         bad = ~np.isfinite(data.events[o]).all(axis=-1)
         if bad.any():
-            raise DataFileError(f"{label}: variable 'events' of observable {n!r}: event {int(np.argmax(bad))} is not a "
-                              f"finite number")
+            raise DataFileError(
+                f"{label}: variable 'events' of observable {n!r}: event {int(np.argmax(bad))} is not a finite number"
+            )
     _check_counts(label, {n: data.events.shape[1] for n in names})
     try:
         resolution = float(resolution)
@@ -201,7 +218,8 @@ def _real_numbers(dtype: np.dtype) -> bool:
 
 def _value_kind(dtype: np.dtype) -> str:
     return {"O": "text", "U": "text", "S": "text", "c": "complex numbers", "b": "true/false values"}.get(
-        dtype.kind, f"values of type {dtype.name}")
+        dtype.kind, f"values of type {dtype.name}"
+    )
 
 
 # CSV ------------------------------------------------------------------------------------------------
@@ -213,8 +231,9 @@ def _read_csv(label: str, content: bytes, problem: Problem) -> MeasuredData:
         text = content.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = content[: e.start].count(b"\n") + 1
-        raise DataFileError(f"{label}: not UTF-8 text (line {line}, byte {e.start}); a CSV must be UTF-8, "
-                          f"a NetCDF file NetCDF-4") from None
+        raise DataFileError(
+            f"{label}: not UTF-8 text (line {line}, byte {e.start}); a CSV must be UTF-8, a NetCDF file NetCDF-4"
+        ) from None
     if "\x00" in text:
         raise DataFileError(f"{label}: binary data, not CSV text")
     settings: dict[str, tuple[int, str]] = {}
@@ -240,15 +259,19 @@ def _read_csv(label: str, content: bytes, problem: Problem) -> MeasuredData:
     header = [h.strip().lower() for h in next(reader)]
     unknown = [h for h in header if h not in allowed]
     if unknown:
-        raise DataFileError(f"{label}: line {numbers[0]}: unknown column {shown(unknown[0])}; {kind} event columns are "
-                          f"{', '.join(allowed)} (weight optional)")
+        raise DataFileError(
+            f"{label}: line {numbers[0]}: unknown column {shown(unknown[0])}; {kind} event columns are "
+            f"{', '.join(allowed)} (weight optional)"
+        )
     dup = [h for h in header if header.count(h) > 1]
     if dup:
         raise DataFileError(f"{label}: line {numbers[0]}: column {shown(dup[0])} appears twice")
     missing = [h for h in allowed[:-1] if h not in header]
     if missing:
-        raise DataFileError(f"{label}: line {numbers[0]}: the header lacks column(s) {', '.join(missing)}; {kind} "
-                          f"events need {', '.join(allowed[:-1])} (and optionally weight)")
+        raise DataFileError(
+            f"{label}: line {numbers[0]}: the header lacks column(s) {', '.join(missing)}; {kind} "
+            f"events need {', '.join(allowed[:-1])} (and optionally weight)"
+        )
     names = problem.observable_names
     col_obs = header.index("observable")
     numeric = [(c, header.index(c)) for c in [*coords, "weight"] if c in header]
@@ -287,8 +310,14 @@ def _read_csv(label: str, content: bytes, problem: Problem) -> MeasuredData:
 
 
 def _parse_rows_slowly(
-    label: str, kind: str, reader: Iterator[list[str]], numbers: list[int], n_fields: int, col_obs: int,
-    numeric: list[tuple[str, int]], names: tuple[str, ...],
+    label: str,
+    kind: str,
+    reader: Iterator[list[str]],
+    numbers: list[int],
+    n_fields: int,
+    col_obs: int,
+    numeric: list[tuple[str, int]],
+    names: tuple[str, ...],
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Events per observable ``(N, columns)`` and their row indices, reading line by line (exact messages)."""
     per_obs: dict[str, list[list[float]]] = {n: [] for n in names}
@@ -298,9 +327,11 @@ def _parse_rows_slowly(
             raise DataFileError(f"{label}: line {line}: {len(fields)} fields, the header has {n_fields}")
         obs = fields[col_obs].strip()
         if obs not in per_obs:
-            raise DataFileError(f"{label}: line {line}, column 'observable': unknown observable {shown(obs)}; "
-                                f"{kind} has "
-                              f"{', '.join(names)}")
+            raise DataFileError(
+                f"{label}: line {line}, column 'observable': unknown observable {shown(obs)}; "
+                f"{kind} has "
+                f"{', '.join(names)}"
+            )
         values = []
         for col, j in numeric:
             cell = fields[j].strip()
@@ -311,15 +342,19 @@ def _parse_rows_slowly(
             if not np.isfinite(v):
                 raise DataFileError(f"{label}: line {line}, column {col!r}: {shown(cell)} is not a finite number")
             if col == "weight" and v < 0:
-                raise DataFileError(f"{label}: line {line}, column 'weight': negative weight {shown(cell)}; "
-                                    f"weights must be "
-                                  f"non-negative")
+                raise DataFileError(
+                    f"{label}: line {line}, column 'weight': negative weight {shown(cell)}; "
+                    f"weights must be "
+                    f"non-negative"
+                )
             values.append(v)
         per_obs[obs].append(values)
         rows_of[obs].append(k)
     cols = len(numeric)
-    return ({n: np.asarray(v, dtype=np.float64).reshape(-1, cols) for n, v in per_obs.items()},
-            {n: np.asarray(v, dtype=np.int64) for n, v in rows_of.items()})
+    return (
+        {n: np.asarray(v, dtype=np.float64).reshape(-1, cols) for n, v in per_obs.items()},
+        {n: np.asarray(v, dtype=np.int64) for n, v in rows_of.items()},
+    )
 
 
 def _parse_rows_fast(rows: list[str], header: list[str], columns: list[str], names: tuple[str, ...]):
@@ -327,8 +362,9 @@ def _parse_rows_fast(rows: list[str], header: list[str], columns: list[str], nam
     import pandas as pd  # an xarray dependency
 
     try:
-        df = pd.read_csv(io.StringIO("\n".join(rows)), header=None, names=header, dtype=str, keep_default_na=False,
-                         engine="c")
+        df = pd.read_csv(
+            io.StringIO("\n".join(rows)), header=None, names=header, dtype=str, keep_default_na=False, engine="c"
+        )
         if len(df) != len(rows):
             return None
         obs = df["observable"].str.strip().to_numpy()
@@ -369,17 +405,21 @@ def _csv_cross_sections(
         except ValueError:
             value, err = None, None
         if m is None or value is None or err is None:
-            raise DataFileError(f"{label}: line {line}: cannot read cross section {shown(item)}; "
-                                f"write '# xsec: {example}'")
+            raise DataFileError(
+                f"{label}: line {line}: cannot read cross section {shown(item)}; write '# xsec: {example}'"
+            )
         if m.group(1) not in names:
-            raise DataFileError(f"{label}: line {line}: unknown observable {shown(m.group(1))} in xsec; "
-                                f"{problem.kind} has "
-                              f"{', '.join(names)}")
+            raise DataFileError(
+                f"{label}: line {line}: unknown observable {shown(m.group(1))} in xsec; "
+                f"{problem.kind} has "
+                f"{', '.join(names)}"
+            )
         values[m.group(1)] = (value, err)
     missing = [o for o in names if o not in values]
     if missing:
-        raise DataFileError(f"{label}: line {line}: no cross section for {', '.join(missing)}; "
-                            f"write '# xsec: {example}'")
+        raise DataFileError(
+            f"{label}: line {line}: no cross section for {', '.join(missing)}; write '# xsec: {example}'"
+        )
     xsec = np.asarray([values[o][0] for o in names])
     xsec_err = np.asarray([values[o][1] for o in names])
     _check_cross_sections(label, xsec, xsec_err, problem, f"line {line}")
@@ -401,12 +441,15 @@ def _check_counts(label: str, counts: dict[str, int]) -> None:
     few = {n: c for n, c in counts.items() if c < MIN_EVENTS}
     if few:
         n, c = next(iter(few.items()))
-        raise DataFileError(f"{label}: observable {n!r} has {c} events; at least {MIN_EVENTS} per observable are "
-                            f"needed")
+        raise DataFileError(
+            f"{label}: observable {n!r} has {c} events; at least {MIN_EVENTS} per observable are needed"
+        )
     if len(set(counts.values())) > 1:
         listed = ", ".join(f"{n}: {c}" for n, c in counts.items())
-        raise DataFileError(f"{label}: the observables have different numbers of events ({listed}); every observable "
-                          f"needs the same number (subsample to {min(counts.values())} each)")
+        raise DataFileError(
+            f"{label}: the observables have different numbers of events ({listed}); every observable "
+            f"needs the same number (subsample to {min(counts.values())} each)"
+        )
 
 
 def _check_domain(label: str, problem: Problem, name: str, events: np.ndarray, resolution: float, where) -> None:
@@ -421,6 +464,8 @@ def _check_domain(label: str, problem: Problem, name: str, events: np.ndarray, r
             span = f"[{lo:.6g}, {hi:.6g}]"
             if k:
                 span += f" (resolution {resolution} allows {SMEARING_SIGMAS:g} widths past [{a}, {b}])"
-            raise DataFileError(f"{label}: {int(out.sum())} events of observable {name!r} lie outside the "
-                                f"{problem.kind} "
-                              f"domain {coord} ∈ {span}; first at {where(i)}: {coord} = {v[i]:.6g}")
+            raise DataFileError(
+                f"{label}: {int(out.sum())} events of observable {name!r} lie outside the "
+                f"{problem.kind} "
+                f"domain {coord} ∈ {span}; first at {where(i)}: {coord} = {v[i]:.6g}"
+            )

@@ -203,8 +203,15 @@ def run_rank_task(spec: Spec, member: int, rank: int, data: MeasuredData, run_id
     try:
         device = _worker_device(spec)
         store = _rendezvous(run_id, member, rank, c.ranks, c.timeout)
-        sharing = GradientSharing(store, rank, c.ranks, ShareSchedule(c.schedule, c.group_size, c.sync_every),
-                                  c.timeout, device, host=_worker_host())
+        sharing = GradientSharing(
+            store,
+            rank,
+            c.ranks,
+            ShareSchedule(c.schedule, c.group_size, c.sync_every),
+            c.timeout,
+            device,
+            host=_worker_host(),
+        )
         if rank == 0:
             sink: MetricsSink = DaskEventSink(topic)
             stop = Event(f"stop-{run_id}").is_set
@@ -329,8 +336,10 @@ def _hosts(client: Client, device: str) -> tuple[list[str], int, str]:
     gpus = {a: min(w["nthreads"], int((w.get("resources") or {}).get("GPU", 0))) for a, w in info.items()}
     gpus = {a: n for a, n in gpus.items() if n >= 1}
     if not gpus:
-        raise ValueError("cluster.device is cuda but no worker offers the GPU resource; start workers with "
-                         "`dask worker --resources GPU=1` (one per GPU)")
+        raise ValueError(
+            "cluster.device is cuda but no worker offers the GPU resource; start workers with "
+            "`dask worker --resources GPU=1` (one per GPU)"
+        )
     return sorted(gpus), sum(gpus.values()), "GPU slots"
 
 
@@ -361,8 +370,10 @@ def start_run(
     members, c = spec.ensemble.members, spec.cluster
     workers, slots, unit = _hosts(client, c.device)
     if c.mode == "data_parallel" and (len(workers) < c.ranks or slots < members * c.ranks):
-        raise ValueError(f"cluster.ranks: data_parallel runs {members} × {c.ranks} ranks at once on distinct "
-                         f"workers; the cluster has {len(workers)} workers with {slots} {unit}")
+        raise ValueError(
+            f"cluster.ranks: data_parallel runs {members} × {c.ranks} ranks at once on distinct "
+            f"workers; the cluster has {len(workers)} workers with {slots} {unit}"
+        )
     needs = {"resources": {"GPU": 1}} if c.device == "cuda" else {}
     client.subscribe_topic(topic_for(run_id), handler)
     Event(f"stop-{run_id}", client=client).clear()
@@ -379,9 +390,22 @@ def start_run(
 
     if c.mode == "data_parallel":
         for m in range(members):
-            ranks = [client.submit(run_rank_task, sent, m, r, data_future, run_id, key=member_key(run_id, m, r),
-                                   pure=False, priority=priority - m, **place(m * c.ranks + r), **needs)
-                     for r in range(c.ranks)]
+            ranks = [
+                client.submit(
+                    run_rank_task,
+                    sent,
+                    m,
+                    r,
+                    data_future,
+                    run_id,
+                    key=member_key(run_id, m, r),
+                    pure=False,
+                    priority=priority - m,
+                    **place(m * c.ranks + r),
+                    **needs,
+                )
+                for r in range(c.ranks)
+            ]
             handle.futures.append(ranks[0])
             handle.rank_futures[m] = ranks[1:]
     else:
@@ -389,11 +413,22 @@ def start_run(
             for m in range(members):
                 DaskCheckpointStore.create(_checkpoint_name(run_id, m), client)
         handle.futures = [
-            client.submit(run_member_task, sent, m, data_future, run_id, key=member_key(run_id, m),
-                          pure=False, priority=priority - m, **place(m), **needs)
+            client.submit(
+                run_member_task,
+                sent,
+                m,
+                data_future,
+                run_id,
+                key=member_key(run_id, m),
+                pure=False,
+                priority=priority - m,
+                **place(m),
+                **needs,
+            )
             for m in range(members)
         ]
     if spec.training.method == "gan" and spec.training.mle_reference:
-        handle.reference_future = client.submit(run_reference_task, sent, data_future,
-                                                key=reference_key(run_id), pure=False, priority=priority - 1)
+        handle.reference_future = client.submit(
+            run_reference_task, sent, data_future, key=reference_key(run_id), pure=False, priority=priority - 1
+        )
     return handle

@@ -24,8 +24,19 @@ from pathlib import Path
 
 import xarray as xr
 
-__all__ = ["netcdf_bytes", "write_new_file", "replace_file", "write_netcdf_atomic", "write_netcdf_unique", "save_run",
-           "SavedRun", "remove_stale_parts", "check_writable", "rescue_dirs", "PART_SUFFIX"]
+__all__ = [
+    "netcdf_bytes",
+    "write_new_file",
+    "replace_file",
+    "write_netcdf_atomic",
+    "write_netcdf_unique",
+    "save_run",
+    "SavedRun",
+    "remove_stale_parts",
+    "check_writable",
+    "rescue_dirs",
+    "PART_SUFFIX",
+]
 
 PART_SUFFIX = ".part"
 STALE_PART_SECONDS = 600  # a .part file this old belongs to no living writer (writes take seconds)
@@ -45,7 +56,7 @@ def netcdf_bytes(ds: xr.Dataset) -> bytes:
 def _write_all(fd: int, content: bytes) -> None:
     view = memoryview(content)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def write_new_file(content: bytes, path: str | Path) -> Path:

@@ -8,8 +8,16 @@ import numpy as np
 
 from engine.pseudodata import MeasuredData
 
-__all__ = ["HIST_BINS", "HIST_BINS_2D", "histogram_edges", "histogram_counts", "density_histograms",
-           "data_histograms", "data_counts", "chi2_per_ndf"]
+__all__ = [
+    "HIST_BINS",
+    "HIST_BINS_2D",
+    "histogram_edges",
+    "histogram_counts",
+    "density_histograms",
+    "data_histograms",
+    "data_counts",
+    "chi2_per_ndf",
+]
 
 HIST_BINS = 40  # per axis for 1D events
 HIST_BINS_2D = 20  # per axis for 2D events

@@ -28,8 +28,13 @@ def histogram_marginal_x(hist: xr.DataArray, bin_edges: xr.DataArray) -> xr.Data
     if "bin_y" not in hist.dims:
         return hist
     edges = bin_edges.transpose("observable", "coord", "bin_edge").values
-    return xr.apply_ufunc(marginal_x, hist, kwargs={"edges": edges},
-                          input_core_dims=[["observable", "bin", "bin_y"]], output_core_dims=[["observable", "bin"]])
+    return xr.apply_ufunc(
+        marginal_x,
+        hist,
+        kwargs={"edges": edges},
+        input_core_dims=[["observable", "bin", "bin_y"]],
+        output_core_dims=[["observable", "bin"]],
+    )
 
 
 def qcf_marginal_x(values: xr.DataArray) -> xr.DataArray:

@@ -171,13 +171,20 @@ class Discriminator(nn.Module):
         means over all rows).
         """
         if not self.per_observable:
-            return adversarial_pass(self.net, features, n_real, weights, workspace=self._workspaces[0],
-                                    real_weights=real_weights)
+            return adversarial_pass(
+                self.net, features, n_real, weights, workspace=self._workspaces[0], real_weights=real_weights
+            )
         r, g = self._rows_per_network(n_real, features.shape[0] - n_real)
         real, fake = features[:n_real], features[n_real:]
         passes = [
-            split_pass(net, real[k * r : (k + 1) * r], fake[k * g : (k + 1) * g], _rows(weights, k, g),
-                       _rows(real_weights, k, r), workspace=self._workspaces[k])
+            split_pass(
+                net,
+                real[k * r : (k + 1) * r],
+                fake[k * g : (k + 1) * g],
+                _rows(weights, k, g),
+                _rows(real_weights, k, r),
+                workspace=self._workspaces[k],
+            )
             for k, net in enumerate(self.networks)
         ]
         return self._mean_over_networks(passes, weights is not None)
@@ -187,16 +194,18 @@ class Discriminator(nn.Module):
         (laid out as for :meth:`adversarial_pass`), :meth:`finish_pass` adds the generated rows."""
         r, _ = self._rows_per_network(real.shape[0], 0)
         nets = self.networks
-        return threads.begin(nets, [_rows(real, k, r) for k in range(len(nets))],
-                             [_rows(real_weights, k, r) for k in range(len(nets))])
+        return threads.begin(
+            nets, [_rows(real, k, r) for k in range(len(nets))], [_rows(real_weights, k, r) for k in range(len(nets))]
+        )
 
     def finish_pass(self, pending: PendingPass, fake: Tensor, weights: Tensor | None = None) -> AdversarialPass:
         """Completes :meth:`begin_pass` with the generated rows; the same result as :meth:`adversarial_pass`
         on all rows with the same blocks."""
         _, g = self._rows_per_network(0, fake.shape[0])
         n = len(self.networks)
-        passes = pending.finish([_rows(fake, k, g) for k in range(n)], [_rows(weights, k, g) for k in range(n)],
-                                self._workspaces[0])
+        passes = pending.finish(
+            [_rows(fake, k, g) for k in range(n)], [_rows(weights, k, g) for k in range(n)], self._workspaces[0]
+        )
         return passes[0] if n == 1 else self._mean_over_networks(passes, weights is not None)
 
     def _rows_per_network(self, n_real: int, n_fake: int) -> tuple[int, int]:
@@ -213,11 +222,14 @@ class Discriminator(nn.Module):
                 if p.grad is not None:  # every pass sets them all
                     p.grad.mul_(scale)
         # weighted: every network's pass had weights, so each has grad_weights
-        grad_weights = (torch.cat([p.grad_weights for p in passes if p.grad_weights is not None]).mul_(scale)
-                        if weighted else None)
+        grad_weights = (
+            torch.cat([p.grad_weights for p in passes if p.grad_weights is not None]).mul_(scale) if weighted else None
+        )
         return AdversarialPass(
-            logits=torch.cat([p.logits[: p.logits.shape[0] - p.grad_inputs.shape[0]] for p in passes]
-                             + [p.logits[p.logits.shape[0] - p.grad_inputs.shape[0] :] for p in passes]),
+            logits=torch.cat(
+                [p.logits[: p.logits.shape[0] - p.grad_inputs.shape[0]] for p in passes]
+                + [p.logits[p.logits.shape[0] - p.grad_inputs.shape[0] :] for p in passes]
+            ),
             loss_d=torch.stack([p.loss_d for p in passes]).mean(),
             loss_g=torch.stack([p.loss_g for p in passes]).mean(),
             grad_inputs=torch.cat([p.grad_inputs for p in passes]).mul_(scale),

@@ -26,23 +26,45 @@ def adam_step(opt: torch.optim.Optimizer) -> None:
     """
     groups = opt.param_groups
     g = groups[0]
-    if (_FUSED is None or len(groups) != 1 or not isinstance(opt, torch.optim.Adam) or not g.get("fused")
-            or g["amsgrad"] or g["maximize"] or g["capturable"] or g["differentiable"]
-            or g.get("decoupled_weight_decay", False) or isinstance(g["lr"], torch.Tensor)):
+    if (
+        _FUSED is None
+        or len(groups) != 1
+        or not isinstance(opt, torch.optim.Adam)
+        or not g.get("fused")
+        or g["amsgrad"]
+        or g["maximize"]
+        or g["capturable"]
+        or g["differentiable"]
+        or g.get("decoupled_weight_decay", False)
+        or isinstance(g["lr"], torch.Tensor)
+    ):
         opt.step()
         return
     params = [p for p in g["params"] if p.grad is not None]
     if not params:
         return
-    states = [opt.state.get(p) for p in params]
+    states = [s for s in (opt.state.get(p) for p in params) if s]  # none before Adam's first step
     first = params[0]
-    if any(not s for s in states) or any(p.device != first.device or p.dtype != first.dtype for p in params):
+    if len(states) != len(params) or any(p.device != first.device or p.dtype != first.dtype for p in params):
         opt.step()
         return
-    steps = [s["step"] for s in states]  # type: ignore[index]
+    steps = [s["step"] for s in states]
     torch._foreach_add_(steps, 1)
     beta1, beta2 = g["betas"]
-    _FUSED(params, [p.grad for p in params], [s["exp_avg"] for s in states],  # type: ignore[index]
-           [s["exp_avg_sq"] for s in states], [], steps, amsgrad=False, lr=g["lr"],  # type: ignore[index]
-           beta1=beta1, beta2=beta2, weight_decay=g["weight_decay"], eps=g["eps"], maximize=False,
-           grad_scale=None, found_inf=None)
+    _FUSED(
+        params,
+        [p.grad for p in params],
+        [s["exp_avg"] for s in states],
+        [s["exp_avg_sq"] for s in states],
+        [],
+        steps,
+        amsgrad=False,
+        lr=g["lr"],
+        beta1=beta1,
+        beta2=beta2,
+        weight_decay=g["weight_decay"],
+        eps=g["eps"],
+        maximize=False,
+        grad_scale=None,
+        found_inf=None,
+    )

@@ -69,8 +69,9 @@ def host_store(host: str, world: int, timeout: float) -> dist.TCPStore:
     except OSError:
         sock.close()
         raise
-    return dist.TCPStore(host, port, world, True, timedelta(seconds=timeout), wait_for_workers=False,
-                         master_listen_fd=sock.detach())  # the store owns the socket from here
+    return dist.TCPStore(
+        host, port, world, True, timedelta(seconds=timeout), wait_for_workers=False, master_listen_fd=sock.detach()
+    )  # the store owns the socket from here
 
 
 class _Group(Protocol):
@@ -86,8 +87,9 @@ class _Group(Protocol):
     def abort(self) -> None: ...
 
 
-def _process_group(store: dist.Store, rank: int, size: int, timeout: float, backend: str,
-                   host: str | None = None) -> _Group:
+def _process_group(
+    store: dist.Store, rank: int, size: int, timeout: float, backend: str, host: str | None = None
+) -> _Group:
     group: dist.ProcessGroupNCCL | dist.ProcessGroupGloo
     if backend == "nccl":
         opts = dist.ProcessGroupNCCL.Options()
@@ -147,8 +149,7 @@ class GradientSharing:
                 self.group = _process_group(dist.PrefixStore(f"group-{g}", store), r, gs, timeout, backend, host)
             n_groups = world // gs
             if self.is_leader and n_groups > 1:
-                self.leaders = _process_group(dist.PrefixStore("leaders", store), g, n_groups, timeout, backend,
-                                              host)
+                self.leaders = _process_group(dist.PrefixStore("leaders", store), g, n_groups, timeout, backend, host)
 
     # --- collectives on flat copies of parameter lists -----------------------------------------
 

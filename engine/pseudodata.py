@@ -45,15 +45,19 @@ def check_weights(weights: np.ndarray, shape: tuple[int, int], source: str, name
         bad = ~np.isfinite(w[o])
         if bad.any():
             i = int(np.argmax(bad))
-            raise ValueError(f"{source}: variable 'weights' of observable {name!r}: event {i} has a non-finite "
-                             f"weight ({w[o, i]})")
+            raise ValueError(
+                f"{source}: variable 'weights' of observable {name!r}: event {i} has a non-finite weight ({w[o, i]})"
+            )
         if (w[o] < 0).any():
             i = int(np.argmax(w[o] < 0))
-            raise ValueError(f"{source}: variable 'weights' of observable {name!r}: event {i} has a negative "
-                             f"weight ({w[o, i]}); negative weights are not supported")
+            raise ValueError(
+                f"{source}: variable 'weights' of observable {name!r}: event {i} has a negative "
+                f"weight ({w[o, i]}); negative weights are not supported"
+            )
         if not w[o].sum() > 0:
             raise ValueError(f"{source}: variable 'weights' of observable {name!r}: all weights are zero")
     return w
+
 
 @dataclass
 class MeasuredData:

@@ -19,10 +19,26 @@ from engine.spec import Spec
 from engine.textlimits import shown
 from engine.training import MemberResult
 
-__all__ = ["ERROR_RATIO_LIMIT", "PULL_LIMIT", "QCF_FLOOR", "QCF_SIGMA_LIMIT", "STATUSES", "ResultsContractError",
-           "attribute_number", "build_results", "check_results", "closure_metrics", "closure_summary",
-           "closure_variables", "ensemble_estimate", "estimate", "is_bootstrap", "qcf_deviation", "qcf_grids",
-           "package_versions"]
+__all__ = [
+    "ERROR_RATIO_LIMIT",
+    "PULL_LIMIT",
+    "QCF_FLOOR",
+    "QCF_SIGMA_LIMIT",
+    "STATUSES",
+    "ResultsContractError",
+    "attribute_number",
+    "build_results",
+    "check_results",
+    "closure_metrics",
+    "closure_summary",
+    "closure_variables",
+    "ensemble_estimate",
+    "estimate",
+    "is_bootstrap",
+    "qcf_deviation",
+    "qcf_grids",
+    "package_versions",
+]
 
 _PACKAGES = ("torch", "numpy", "xarray", "h5netcdf", "dask", "distributed", "panel", "holoviews", "bokeh")
 
@@ -101,8 +117,10 @@ def build_results(
     draws = [m.params_draws for m in members if m.params_draws is not None]  # none from a member that failed
     if len(draws) == len(members) and all(d.shape == draws[0].shape for d in draws):
         ds["params_draws"] = (("member", "draw", "param"), np.stack(draws))
-        ds["params_draws"].attrs["description"] = ("draws of each member's parameter distribution (the generator's; "
-                                                   "a likelihood fit's N(θ̂, H⁻¹)), for SBC ranks")
+        ds["params_draws"].attrs["description"] = (
+            "draws of each member's parameter distribution (the generator's; "
+            "a likelihood fit's N(θ̂, H⁻¹)), for SBC ranks"
+        )
     ds["qcf_pred"] = (("member", *qdims), np.stack([m.qcf_pred for m in members]))
     ds["qcf_pred_std"] = (("member", *qdims), np.stack([m.qcf_pred_std for m in members]))
     ds["hist_data"] = (hdims, hist_data)
@@ -302,19 +320,34 @@ def _dims(two_d: bool) -> dict[str, tuple[str, ...]]:
     q = ("qcf", "x", "y") if two_d else ("qcf", "x")
     h = ("observable", "bin", "bin_y") if two_d else ("observable", "bin")
     return {
-        "params_pred": ("member", "param"), "params_pred_std": ("member", "param"),
-        "qcf_pred": ("member", *q), "qcf_pred_std": ("member", *q), "hist_data": h, "hist_gen": ("member", *h),
+        "params_pred": ("member", "param"),
+        "params_pred_std": ("member", "param"),
+        "qcf_pred": ("member", *q),
+        "qcf_pred_std": ("member", *q),
+        "hist_data": h,
+        "hist_gen": ("member", *h),
     }
 
 
 _OPTIONAL_DIMS = {
-    "params_true": ("param",), "params_mle": ("param",), "params_mle_err": ("param",),
-    "params_ensemble": ("param",), "params_ensemble_err": ("param",), "pull": ("param",),
-    "error_ratio": ("param",), "params_history": ("member", "step", "param"), "chi2_ndf": ("member", "observable"),
-    "steps_done": ("member",), "resumed_from": ("member",), "comm_seconds": ("member",),
-    "xsec_data": ("observable",), "xsec_data_err": ("observable",),
-    **{m: ("member", "step") for m in ("loss_g", "loss_d", "d_acc_real", "d_acc_fake", "loss_xsec", "loss_d_xsec",
-                                       "nll")},
+    "params_true": ("param",),
+    "params_mle": ("param",),
+    "params_mle_err": ("param",),
+    "params_ensemble": ("param",),
+    "params_ensemble_err": ("param",),
+    "pull": ("param",),
+    "error_ratio": ("param",),
+    "params_history": ("member", "step", "param"),
+    "chi2_ndf": ("member", "observable"),
+    "steps_done": ("member",),
+    "resumed_from": ("member",),
+    "comm_seconds": ("member",),
+    "xsec_data": ("observable",),
+    "xsec_data_err": ("observable",),
+    **{
+        m: ("member", "step")
+        for m in ("loss_g", "loss_d", "d_acc_real", "d_acc_fake", "loss_xsec", "loss_d_xsec", "nll")
+    },
 }
 _TEXT_ATTRS = ("spec", "name", "problem", "method", "status", "errors", "uncertainty", "versions")
 _NUMBER_ATTRS = ("wall_seconds", "events_per_second")
@@ -338,8 +371,10 @@ def check_results(ds: xr.Dataset, label: str) -> None:
         if key in ds.attrs and _as_number(ds.attrs[key]) is None:
             raise refuse(f"attribute {shown(key)} is not a number")
     if ds.attrs.get("problem") not in problem_kinds():
-        raise refuse(f"problem {shown(ds.attrs.get('problem'))} is not registered here (a user problem: see "
-                     f"$QCF_STUDIO_PROBLEMS in the README)")
+        raise refuse(
+            f"problem {shown(ds.attrs.get('problem'))} is not registered here (a user problem: see "
+            f"$QCF_STUDIO_PROBLEMS in the README)"
+        )
     if "status" in ds.attrs and ds.attrs["status"] not in STATUSES:
         raise refuse(f"attribute 'status' is {shown(ds.attrs['status'])}, not one of {', '.join(STATUSES)}")
     two_d = "qcf_pred" in ds and "y" in ds["qcf_pred"].dims

@@ -25,8 +25,19 @@ if TYPE_CHECKING:
     from engine.mle import MLEFit
     from engine.parallel import GradientSharing
 
-__all__ = ["measured_data", "member_data", "detector_for", "train_member", "train_rank", "make_trainer",
-           "reference_fit", "member_seed", "qcf_grids", "run_name", "failed_member"]
+__all__ = [
+    "measured_data",
+    "member_data",
+    "detector_for",
+    "train_member",
+    "train_rank",
+    "make_trainer",
+    "reference_fit",
+    "member_seed",
+    "qcf_grids",
+    "run_name",
+    "failed_member",
+]
 
 
 def measured_data(spec: Spec) -> MeasuredData:
@@ -85,10 +96,21 @@ def make_trainer(
     if method == "mle":
         from engine.mle import MLEFit  # noqa: F811  (only the mle method needs it)
 
-        return MLEFit(problem, data, config, resolution=spec.detector.resolution, seed=seed, qcf_grids=grids,
-                      bounds=bounds)
-    return GANTrainer(problem, data, config, resolution=spec.detector.resolution, seed=seed, qcf_grids=grids,
-                      bounds=bounds, detector=detector_for(spec), shard=shard, device=device)
+        return MLEFit(
+            problem, data, config, resolution=spec.detector.resolution, seed=seed, qcf_grids=grids, bounds=bounds
+        )
+    return GANTrainer(
+        problem,
+        data,
+        config,
+        resolution=spec.detector.resolution,
+        seed=seed,
+        qcf_grids=grids,
+        bounds=bounds,
+        detector=detector_for(spec),
+        shard=shard,
+        device=device,
+    )
 
 
 def reference_fit(spec: Spec, data: MeasuredData) -> MemberResult:
@@ -151,8 +173,9 @@ def train_rank(
     The ranks start from rank 0's generator weights and share its gradients through ``sharing``
     (made for the same device); only rank 0 should be given a sink that reaches the user.
     """
-    trainer = make_trainer(spec, member_data(spec, data, member), member, "gan", shard=(rank, spec.cluster.ranks),
-                           device=device)
+    trainer = make_trainer(
+        spec, member_data(spec, data, member), member, "gan", shard=(rank, spec.cluster.ranks), device=device
+    )
     assert isinstance(trainer, GANTrainer)
     trainer.sharing = sharing
     sharing.broadcast_parameters(trainer.generator.parameters())

@@ -24,13 +24,20 @@ import xarray as xr
 
 from engine.textlimits import clip
 
-__all__ = ["UnsafeFileError", "check_hdf5", "checked_hdf5", "open_netcdf", "HDF5_SIGNATURE", "ALLOWED_FILTERS",
-           "MAX_OBJECTS", "MAX_ATTRIBUTE_BYTES"]
+__all__ = [
+    "UnsafeFileError",
+    "check_hdf5",
+    "checked_hdf5",
+    "open_netcdf",
+    "HDF5_SIGNATURE",
+    "ALLOWED_FILTERS",
+    "MAX_OBJECTS",
+    "MAX_ATTRIBUTE_BYTES",
+]
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # HDF5's own filters and h5py's LZF: a file naming any other filter would make HDF5 look for a plugin library.
-ALLOWED_FILTERS = {1: "deflate", 2: "shuffle", 3: "fletcher32", 4: "szip", 5: "nbit", 6: "scaleoffset",
-                   32000: "lzf"}
+ALLOWED_FILTERS = {1: "deflate", 2: "shuffle", 3: "fletcher32", 4: "szip", 5: "nbit", 6: "scaleoffset", 32000: "lzf"}
 MAX_OBJECTS = 10_000  # groups, datasets and links in one file (a results file has about 40)
 MAX_ATTRIBUTE_BYTES = 16 * 2**20  # all attributes together (a results file's spec attribute is a few kB)
 
@@ -58,8 +65,9 @@ def check_hdf5(f: h5py.File, label: str, max_data_bytes: int) -> int:
         for name in obj.attrs:
             attribute_bytes += obj.attrs.get_id(name).get_storage_size()
             if attribute_bytes > MAX_ATTRIBUTE_BYTES:
-                raise UnsafeFileError(f"{label}: the attributes of {clip(where)} exceed "
-                                      f"{MAX_ATTRIBUTE_BYTES // 2**20} MiB")
+                raise UnsafeFileError(
+                    f"{label}: the attributes of {clip(where)} exceed {MAX_ATTRIBUTE_BYTES // 2**20} MiB"
+                )
 
     attributes(f, "/")
     while pending:
@@ -85,9 +93,11 @@ def check_hdf5(f: h5py.File, label: str, max_data_bytes: int) -> int:
             elif isinstance(obj, h5py.Dataset):
                 declared += _check_dataset(obj, label, where)
                 if declared > max_data_bytes:
-                    raise UnsafeFileError(f"{label}: its datasets declare more than {max_data_bytes / 2**20:,.0f} MiB "
-                                          f"of data (at {clip(where)}); the limit for this file is "
-                                          f"{max_data_bytes / 2**20:,.0f} MiB")
+                    raise UnsafeFileError(
+                        f"{label}: its datasets declare more than {max_data_bytes / 2**20:,.0f} MiB "
+                        f"of data (at {clip(where)}); the limit for this file is "
+                        f"{max_data_bytes / 2**20:,.0f} MiB"
+                    )
     return declared
 
 
@@ -105,14 +115,17 @@ def _check_dataset(d: h5py.Dataset, label: str, where: str) -> int:
     for i in range(plist.get_nfilters()):
         code = plist.get_filter(i)[0]
         if code not in ALLOWED_FILTERS:
-            raise UnsafeFileError(f"{label}: {clip(where)} uses HDF5 filter {code}, which is not one of "
-                                  f"{', '.join(ALLOWED_FILTERS.values())}; refused")
+            raise UnsafeFileError(
+                f"{label}: {clip(where)} uses HDF5 filter {code}, which is not one of "
+                f"{', '.join(ALLOWED_FILTERS.values())}; refused"
+            )
     return int(d.size) * int(d.dtype.itemsize)
 
 
 @contextmanager
-def checked_hdf5(source: str | Path | bytes, label: str, *, max_file_bytes: int,
-                 max_data_bytes: int) -> Iterator[h5py.File]:
+def checked_hdf5(
+    source: str | Path | bytes, label: str, *, max_file_bytes: int, max_data_bytes: int
+) -> Iterator[h5py.File]:
     """The HDF5 file ``source`` (a path or the file's bytes), open for reading once :func:`check_hdf5`
     passed it. Raises as :func:`open_netcdf` does."""
     with _opened(source, label, max_file_bytes) as fobj:
@@ -156,8 +169,9 @@ def _opened(source: str | Path | bytes, label: str, max_file_bytes: int) -> Iter
         try:
             fd = os.open(source, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block the open
         except (OSError, ValueError) as e:
-            raise FileNotFoundError(f"{label}: cannot open ({getattr(e, 'strerror', None) or type(e).__name__})") \
-                from None
+            raise FileNotFoundError(
+                f"{label}: cannot open ({getattr(e, 'strerror', None) or type(e).__name__})"
+            ) from None
         fobj = os.fdopen(fd, "rb")
     with fobj:
         if not isinstance(source, bytes):
@@ -166,8 +180,10 @@ def _opened(source: str | Path | bytes, label: str, max_file_bytes: int) -> Iter
                 raise UnsafeFileError(f"{label}: not a regular file")
             size = stat.st_size
         if size > max_file_bytes:
-            raise UnsafeFileError(f"{label}: {size / 2**20:,.1f} MiB, more than the limit of "
-                                  f"{max_file_bytes / 2**20:,.0f} MiB for this file")
+            raise UnsafeFileError(
+                f"{label}: {size / 2**20:,.1f} MiB, more than the limit of "
+                f"{max_file_bytes / 2**20:,.0f} MiB for this file"
+            )
         if fobj.read(len(HDF5_SIGNATURE)) != HDF5_SIGNATURE:
             raise UnsafeFileError(f"{label}: not a NetCDF-4 (HDF5) file")
         fobj.seek(0)

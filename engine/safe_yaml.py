@@ -28,8 +28,9 @@ class YAMLRefused(ValueError):
     """A document refused for its size, depth or expansion (``message`` says which), or not valid YAML."""
 
 
-def load_yaml(text: str, max_bytes: int = MAX_YAML_BYTES, max_depth: int = MAX_YAML_DEPTH,
-              max_nodes: int = MAX_YAML_NODES) -> Any:
+def load_yaml(
+    text: str, max_bytes: int = MAX_YAML_BYTES, max_depth: int = MAX_YAML_DEPTH, max_nodes: int = MAX_YAML_NODES
+) -> Any:
     """The object the YAML ``text`` describes; :class:`YAMLRefused` if it is larger than ``max_bytes``
     (UTF-8), nests deeper than ``max_depth`` or expands to more than ``max_nodes`` nodes."""
     size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
@@ -65,8 +66,9 @@ def _check_events(text: str, max_depth: int, max_nodes: int) -> None:
             total += count
             count = total
         if count > max_nodes:
-            raise YAMLRefused(f"the document expands to more than {max_nodes:,} values (anchors and aliases); "
-                              f"write it out plainly")
+            raise YAMLRefused(
+                f"the document expands to more than {max_nodes:,} values (anchors and aliases); write it out plainly"
+            )
 
     for event in yaml.parse(text, Loader=_Loader):
         if isinstance(event, yaml.ScalarEvent):

@@ -24,8 +24,22 @@ from engine.specfields import OPTIONAL_BOOL_TYPES, SpecError, at_most, fill_sect
 from engine.textlimits import clip, shown
 from engine.training import TrainingConfig
 
-__all__ = ["Spec", "SpecError", "LimitsSpec", "load_spec", "parse_spec", "parse_spec_text", "default_spec", "METHODS",
-           "CLUSTER_MODES", "SCHEDULES", "DEVICES", "FIELD_CHOICES", "OPTIONAL_BOOL_FIELDS", "MAX_PATH_CHARS"]
+__all__ = [
+    "Spec",
+    "SpecError",
+    "LimitsSpec",
+    "load_spec",
+    "parse_spec",
+    "parse_spec_text",
+    "default_spec",
+    "METHODS",
+    "CLUSTER_MODES",
+    "SCHEDULES",
+    "DEVICES",
+    "FIELD_CHOICES",
+    "OPTIONAL_BOOL_FIELDS",
+    "MAX_PATH_CHARS",
+]
 
 SPEC_VERSION = 1
 METHODS = ("gan", "mle")
@@ -34,11 +48,13 @@ MIN_BOOTSTRAP_MEMBERS = 4  # fewer give an error estimate with too few degrees o
 MAX_PATH_CHARS = 4096  # problem.data (Linux's PATH_MAX)
 # Fields that take one of a fixed set of values (problem.kind: the registered problems), for forms.
 GRID_SPACING_CHOICES = ("auto", *GRID_SPACINGS)
-FIELD_CHOICES: dict[str, tuple[str, ...]] = {"training.method": METHODS, "cluster.mode": CLUSTER_MODES,
-                                             "cluster.schedule": SCHEDULES, "cluster.device": DEVICES,
-                                             "training.grid_spacing": GRID_SPACING_CHOICES}
-
-
+FIELD_CHOICES: dict[str, tuple[str, ...]] = {
+    "training.method": METHODS,
+    "cluster.mode": CLUSTER_MODES,
+    "cluster.schedule": SCHEDULES,
+    "cluster.device": DEVICES,
+    "training.grid_spacing": GRID_SPACING_CHOICES,
+}
 
 
 @dataclass
@@ -190,8 +206,9 @@ def parse_spec(raw: Any, base_dir: Path | None = None, max_limits: LimitsSpec | 
     _parse_problem(spec.problem, raw.get("problem") or {}, base_dir)
     fill_section("detector", spec.detector, raw.get("detector"))
     try:
-        build_detector(spec.detector.section(), get_problem(spec.problem.kind).domain, coord_axis=True,
-                       validate_only=True)
+        build_detector(
+            spec.detector.section(), get_problem(spec.problem.kind).domain, coord_axis=True, validate_only=True
+        )
     except DetectorConfigError as e:
         raise SpecError(e.field, e.message) from None
     fill_section("training", spec.training, raw.get("training"))
@@ -225,8 +242,11 @@ def parse_spec(raw: Any, base_dir: Path | None = None, max_limits: LimitsSpec | 
     if t.method == "mle" and spec.ensemble.bootstrap:
         raise SpecError("ensemble.bootstrap", "an mle fit has Hessian errors; bootstrap replicas are for gan ensembles")
     if spec.ensemble.bootstrap and spec.ensemble.members < MIN_BOOTSTRAP_MEMBERS:
-        raise SpecError("ensemble.members", f"bootstrap errors are the spread of the members' estimates: use at least "
-                                            f"{MIN_BOOTSTRAP_MEMBERS}, got {spec.ensemble.members}")
+        raise SpecError(
+            "ensemble.members",
+            f"bootstrap errors are the spread of the members' estimates: use at least "
+            f"{MIN_BOOTSTRAP_MEMBERS}, got {spec.ensemble.members}",
+        )
     if t.method == "mle" and spec.ensemble.members != 1:
         raise SpecError("ensemble.members", f"an mle fit is deterministic: use 1, got {spec.ensemble.members}")
     fill_section("cluster", spec.cluster, raw.get("cluster"))
@@ -243,13 +263,15 @@ def parse_spec(raw: Any, base_dir: Path | None = None, max_limits: LimitsSpec | 
 def _parse_campaign(spec: Spec, raw: Any) -> CampaignSpec:
     campaign = parse_campaign(raw, spec.problem.bounds, METHODS, spec.training.method, spec.limits.replicas)
     if spec.problem.data is not None:
-        raise SpecError("campaign", "a campaign fits pseudo-data fluctuated from a known truth; problem.data must be "
-                                    "null")
+        raise SpecError(
+            "campaign", "a campaign fits pseudo-data fluctuated from a known truth; problem.data must be null"
+        )
     if "mle" in campaign.methods:
         unsupported = [k for k in ("acceptance", "background", "surrogate") if getattr(spec.detector, k) is not None]
         if unsupported:
-            raise SpecError("campaign.methods", f"the likelihood fit models resolution smearing only, not "
-                                                f"detector.{unsupported[0]}")
+            raise SpecError(
+                "campaign.methods", f"the likelihood fit models resolution smearing only, not detector.{unsupported[0]}"
+            )
     return campaign
 
 
@@ -260,8 +282,11 @@ def _parse_limits(target: LimitsSpec, raw: Any, max_limits: LimitsSpec | None) -
         if value < 1:
             raise SpecError(f"limits.{f.name}", f"must be at least 1, got {value}")
         if max_limits is not None and value > getattr(max_limits, f.name):
-            raise SpecError(f"limits.{f.name}", f"may be at most {getattr(max_limits, f.name):,} here; larger runs "
-                                                f"go through the command line (qcf-studio run)")
+            raise SpecError(
+                f"limits.{f.name}",
+                f"may be at most {getattr(max_limits, f.name):,} here; larger runs "
+                f"go through the command line (qcf-studio run)",
+            )
 
 
 def _check_limits(spec: Spec) -> None:
@@ -273,11 +298,13 @@ def _check_limits(spec: Spec) -> None:
     at_most("cluster.ranks", c.ranks, lim.ranks)
     at_most("cluster.workers", c.workers, lim.workers)
     dims = get_problem(spec.problem.kind).event_dims
-    if t.grid_points ** dims > lim.grid_cells:
-        raise SpecError("training.grid_points", f"{t.grid_points}^{dims} cells are more than the limit of "
-                                                f"{lim.grid_cells:,}; a spec may raise it with limits.grid_cells")
-    at_most("training.events_per_param", t.batch_params * t.events_per_param, lim.events_per_step,
-             "events_per_step")
+    if t.grid_points**dims > lim.grid_cells:
+        raise SpecError(
+            "training.grid_points",
+            f"{t.grid_points}^{dims} cells are more than the limit of "
+            f"{lim.grid_cells:,}; a spec may raise it with limits.grid_cells",
+        )
+    at_most("training.events_per_param", t.batch_params * t.events_per_param, lim.events_per_step, "events_per_step")
     for key in ("gen_width", "disc_width", "noise_dim"):
         at_most(f"training.{key}", getattr(t, key), lim.network_width, "network_width")
     for key in ("gen_depth", "disc_depth"):
@@ -295,23 +322,27 @@ def _check_cluster(c: ClusterSpec, method: str) -> None:
     if c.mode not in CLUSTER_MODES:
         raise SpecError("cluster.mode", f"{shown(c.mode)} is not available; choose one of {', '.join(CLUSTER_MODES)}")
     if c.mode == "ensemble" and c.ranks != 1:
-        raise SpecError("cluster.ranks", f"ranks share one generator in mode data_parallel; ensemble mode has 1, "
-                                         f"got {c.ranks}")
+        raise SpecError(
+            "cluster.ranks", f"ranks share one generator in mode data_parallel; ensemble mode has 1, got {c.ranks}"
+        )
     if c.ranks < 1:
         raise SpecError("cluster.ranks", f"must be at least 1, got {c.ranks}")
     if c.mode == "data_parallel":
         if method != "gan":
-            raise SpecError("cluster.mode", f"data_parallel shares generator gradients: it needs training.method gan, "
-                                            f"got {method}")
+            raise SpecError(
+                "cluster.mode", f"data_parallel shares generator gradients: it needs training.method gan, got {method}"
+            )
     if c.schedule not in SCHEDULES:
-        raise SpecError("cluster.schedule",
-                        f"unknown schedule {shown(c.schedule)}; choose one of {', '.join(SCHEDULES)}")
+        raise SpecError(
+            "cluster.schedule", f"unknown schedule {shown(c.schedule)}; choose one of {', '.join(SCHEDULES)}"
+        )
     for key in ("group_size", "sync_every"):
         if getattr(c, key) < 1:
             raise SpecError(f"cluster.{key}", f"must be at least 1, got {getattr(c, key)}")
     if c.schedule == "grouped" and c.ranks % c.group_size:
-        raise SpecError("cluster.group_size", f"must divide cluster.ranks ({c.ranks}) into equal groups, "
-                                              f"got {c.group_size}")
+        raise SpecError(
+            "cluster.group_size", f"must divide cluster.ranks ({c.ranks}) into equal groups, got {c.group_size}"
+        )
     if not c.timeout >= 1:
         raise SpecError("cluster.timeout", f"must be at least 1 second, got {c.timeout}")
 
@@ -365,11 +396,15 @@ def _parse_problem(target: ProblemSpec, raw: Any, base_dir: Path | None) -> None
     data = raw.get("data")
     if data is not None:
         if not isinstance(data, str) or not data.strip():
-            raise SpecError("problem.data", f"expected the path of a file of measured events or null, got "
-                                            f"{shown(data)}")
+            raise SpecError(
+                "problem.data", f"expected the path of a file of measured events or null, got {shown(data)}"
+            )
         if len(data) > MAX_PATH_CHARS or "\x00" in data or any(len(p.encode()) > 255 for p in Path(data).parts):
-            raise SpecError("problem.data", f"not a usable file path ({len(data):,} characters; at most "
-                                            f"{MAX_PATH_CHARS}, 255 bytes per name, no NUL)")
+            raise SpecError(
+                "problem.data",
+                f"not a usable file path ({len(data):,} characters; at most "
+                f"{MAX_PATH_CHARS}, 255 bytes per name, no NUL)",
+            )
         data_path = Path(data) if base_dir is None or Path(data).is_absolute() else base_dir / data
         target.data = str(data_path)
 
@@ -412,6 +447,9 @@ def default_spec(kind: str = "proxy1d") -> Spec:
 
 # Dotted paths of the fields that take true, false or null (e.g. training.disc_edge_features), for forms.
 OPTIONAL_BOOL_FIELDS: tuple[str, ...] = tuple(
-    f"{section.name}.{f.name}" for section in fields(Spec) if section.name not in ("version", "name", "campaign")
-    for f in fields(getattr(Spec(), section.name)) if f.type in OPTIONAL_BOOL_TYPES
+    f"{section.name}.{f.name}"
+    for section in fields(Spec)
+    if section.name not in ("version", "name", "campaign")
+    for f in fields(getattr(Spec(), section.name))
+    if f.type in OPTIONAL_BOOL_TYPES
 )

@@ -47,8 +47,11 @@ def whole_number(path: str, value: Any, minimum: int) -> int:
 def at_most(path: str, value: int, limit: int, what: str = "") -> None:
     if value > limit:
         key = what or path.rpartition(".")[2]
-        raise SpecError(path, f"{shown(value)} is more than the limit of {limit:,}; a spec may raise it with "
-                              f"limits.{key} where the cluster really needs more")
+        raise SpecError(
+            path,
+            f"{shown(value)} is more than the limit of {limit:,}; a spec may raise it with "
+            f"limits.{key} where the cluster really needs more",
+        )
 
 
 def fill_section(section: str, target: Any, raw: Any) -> None:

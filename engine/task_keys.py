@@ -16,8 +16,10 @@ from typing import Any
 __all__ = ["RunTask", "new_run_id", "member_key", "reference_key", "parse_task_key"]
 
 _RUN_ID_DIGITS = 12
-_KEY = re.compile(r"^(?:member-(?P<member>\d+)-(?:rank-(?P<rank>\d+)-)?|(?P<mle>mle-reference)-)"
-                  rf"(?P<run>[0-9a-f]{{{_RUN_ID_DIGITS}}})$")
+_KEY = re.compile(
+    r"^(?:member-(?P<member>\d+)-(?:rank-(?P<rank>\d+)-)?|(?P<mle>mle-reference)-)"
+    rf"(?P<run>[0-9a-f]{{{_RUN_ID_DIGITS}}})$"
+)
 
 
 @dataclass(frozen=True)

@@ -62,9 +62,13 @@ class Predictor(Protocol):
 def live_snapshot(fit: Predictor) -> dict[str, Any]:
     """A compact, JSON-friendly view of the current state of ``fit`` for live plots (x-projections in 2D)."""
     p = fit.predict(n_params=400 if fit.problem.event_dims == 1 else 100, events_per_param=25)
-    snap = {"x": fit.qcf_grids[0].tolist(), "params_mean": p["params_mean"].tolist(),
-            "params_std": p["params_std"].tolist(), "chi2_ndf": p["chi2_ndf"].tolist(),
-            "hist_gen": marginal_x(p["hist_gen"], fit.edges).tolist()}
+    snap = {
+        "x": fit.qcf_grids[0].tolist(),
+        "params_mean": p["params_mean"].tolist(),
+        "params_std": p["params_std"].tolist(),
+        "chi2_ndf": p["chi2_ndf"].tolist(),
+        "hist_gen": marginal_x(p["hist_gen"], fit.edges).tolist(),
+    }
     prefix = "qcf" if fit.problem.event_dims == 1 else "qcfx"
     snap.update({f"qcf_{k}": p[f"{prefix}_{k}"].tolist() for k in ("mean", "lo", "hi")})
     if fit.problem.event_dims == 2:
@@ -143,9 +147,12 @@ class GANTrainer:
         self.xsec_discriminator = mlp(n_obs, 32, 2, 1).to(dev) if names else None
         detector = detector if detector is not None else DetectorChain([ResolutionSmearing(resolution)])
         self.detector = detector.to(dev)
-        self.grids = tuple(g.to(dev) for g in problem.tabulation_grids(
-            c.grid_points or None, spacing=None if c.grid_spacing == "auto" else c.grid_spacing
-        ))
+        self.grids = tuple(
+            g.to(dev)
+            for g in problem.tabulation_grids(
+                c.grid_points or None, spacing=None if c.grid_spacing == "auto" else c.grid_spacing
+            )
+        )
         grids = qcf_grids if qcf_grids is not None else problem.qcf_grids()
         self.qcf_grids = tuple(g.to(dev, torch.float32) for g in grids)
         events = data.events if shard is None else data.events[:, shard[0] :: shard[1]]
@@ -188,8 +195,10 @@ class GANTrainer:
         if pass_threads is None:
             pass_threads = dev.type == "cpu" and threads > 1 and PassThreads.available()
         elif pass_threads and (dev.type != "cpu" or threads < 2 or not PassThreads.available()):
-            raise ValueError(f"pass_threads needs the CPU, more than one torch thread and TorchScript "
-                             f"(device {dev}, {threads} threads)")
+            raise ValueError(
+                f"pass_threads needs the CPU, more than one torch thread and TorchScript "
+                f"(device {dev}, {threads} threads)"
+            )
         self.pass_threads = PassThreads(threads - 1) if pass_threads else None
         self.torch_threads = threads
         self._prefetched: PendingPass | None = None  # the next step's pass, real blocks under way
@@ -313,8 +322,9 @@ class GANTrainer:
             ev = self.discriminator.finish_pass(pending, fake_features.detach(), w)
         else:
             assert real is not None
-            ev = self.discriminator.adversarial_pass(torch.cat([real, fake_features.detach()]), n, w,
-                                                     real_weights=real_weights)
+            ev = self.discriminator.adversarial_pass(
+                torch.cat([real, fake_features.detach()]), n, w, real_weights=real_weights
+            )
         xsec_term = None
         if xsec is not None:
             assert self.xsec_discriminator is not None
@@ -402,8 +412,9 @@ class GANTrainer:
             y = self.qcf_grids[1]
             proj = torch.trapezoid(q, y, dim=-1)
             plo, phi = torch.quantile(proj, torch.tensor([0.16, 0.84], device=self.device), dim=0)
-            out.update({"qcfx_mean": proj.mean(0).cpu().numpy(), "qcfx_lo": plo.cpu().numpy(),
-                        "qcfx_hi": phi.cpu().numpy()})
+            out.update(
+                {"qcfx_mean": proj.mean(0).cpu().numpy(), "qcfx_lo": plo.cpu().numpy(), "qcfx_hi": phi.cpu().numpy()}
+            )
         return out
 
     def snapshot(self) -> dict[str, Any]:

@@ -30,8 +30,20 @@ from engine.campaign.stats import ONE_SIGMA
 from engine.campaign.summary import R_BV_RANGE
 from layouts.live import COLORS
 
-__all__ = ["PULL_EDGES", "NOMINAL_LEVELS", "binomial_band", "pull_histogram", "coverage_plot", "r_bv_plot",
-           "xi_plot", "xi_curve", "campaign_plots", "plotted_fits", "verdict_table", "fits_table"]
+__all__ = [
+    "PULL_EDGES",
+    "NOMINAL_LEVELS",
+    "binomial_band",
+    "pull_histogram",
+    "coverage_plot",
+    "r_bv_plot",
+    "xi_plot",
+    "xi_curve",
+    "campaign_plots",
+    "plotted_fits",
+    "verdict_table",
+    "fits_table",
+]
 
 PULL_EDGES = np.linspace(-4.0, 4.0, 17)
 NOMINAL_LEVELS = np.linspace(0.0, 1.0, 101)
@@ -63,13 +75,24 @@ def pull_histogram(ds: xr.Dataset, param: str) -> hv.Overlay:
         pulls = ds["pull"].sel({"method": m, "param": param}).values.astype(float)
         pulls = pulls[np.isfinite(pulls)]
         counts, _ = np.histogram(np.clip(pulls, PULL_EDGES[0] + 1e-9, PULL_EDGES[-1] - 1e-9), PULL_EDGES)
-        items.append(hv.Histogram((PULL_EDGES, counts), kdims=["pull"], vdims=["fits"], label=m).opts(
-            color=_color(i), alpha=0.45, line_color=_color(i), framewise=True))
-        items.append(hv.Curve((x, pulls.size * width * norm.pdf(x)), "pull", "fits", label=f"{m}: N(0,1)").opts(
-            color=_color(i), line_dash="dashed", framewise=True))
-    return hv.Overlay(items).opts(title=f"pulls of {param}", xlabel="pull (estimate − truth) / error",
-                                  ylabel="fits", **_PANEL, legend_position="top_right",
-                                  framewise=True)
+        items.append(
+            hv.Histogram((PULL_EDGES, counts), kdims=["pull"], vdims=["fits"], label=m).opts(
+                color=_color(i), alpha=0.45, line_color=_color(i), framewise=True
+            )
+        )
+        items.append(
+            hv.Curve((x, pulls.size * width * norm.pdf(x)), "pull", "fits", label=f"{m}: N(0,1)").opts(
+                color=_color(i), line_dash="dashed", framewise=True
+            )
+        )
+    return hv.Overlay(items).opts(
+        title=f"pulls of {param}",
+        xlabel="pull (estimate − truth) / error",
+        ylabel="fits",
+        **_PANEL,
+        legend_position="top_right",
+        framewise=True,
+    )
 
 
 def binomial_band(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -84,10 +107,13 @@ def coverage_plot(ds: xr.Dataset, method: str) -> hv.Overlay:
     n = int(ds["n_fits"].sel({"method": method}))
     lo, hi = binomial_band(n)
     items: list[hv.Element] = [
-        hv.Area((NOMINAL_LEVELS, lo, hi), "nominal", ["observed", "observed_hi"],
-                label="95% range if calibrated").opts(color="gray", alpha=0.25, line_alpha=0),
+        hv.Area((NOMINAL_LEVELS, lo, hi), "nominal", ["observed", "observed_hi"], label="95% range if calibrated").opts(
+            color="gray", alpha=0.25, line_alpha=0
+        ),
         hv.Curve((NOMINAL_LEVELS, NOMINAL_LEVELS), "nominal", "observed", label="observed = nominal").opts(
-            color="black", line_dash="dashed", line_width=1)]
+            color="black", line_dash="dashed", line_width=1
+        ),
+    ]
     levels = ds["level"].values.astype(float)
     for j, p in enumerate(_names(ds, "param")):
         y = ds["coverage"].sel({"method": method, "param": p}).values.astype(float)
@@ -95,9 +121,15 @@ def coverage_plot(ds: xr.Dataset, method: str) -> hv.Overlay:
         items.append(hv.Scatter((levels, y), "nominal", "observed").opts(color=_color(j), size=5))
     # Fixed ranges, no framewise anywhere: HoloViews fails to update an overlay that mixes framewise layers with
     # an Area (KeyError on the Area's second value dimension).
-    return hv.Overlay(items).opts(title=f"coverage · {method} ({n} fits)", xlabel="nominal level",
-                                  ylabel="observed coverage", xlim=(0, 1), ylim=(0, 1.02), **_PANEL,
-                                  legend_position="bottom_right")
+    return hv.Overlay(items).opts(
+        title=f"coverage · {method} ({n} fits)",
+        xlabel="nominal level",
+        ylabel="observed coverage",
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+        **_PANEL,
+        legend_position="bottom_right",
+    )
 
 
 def r_bv_plot(ds: xr.Dataset) -> hv.Overlay:
@@ -108,20 +140,32 @@ def r_bv_plot(ds: xr.Dataset) -> hv.Overlay:
         hv.HSpan(*R_BV_RANGE).opts(color="#3cb44b", alpha=0.15, framewise=True),
         hv.HLine(1.0).opts(color="black", line_width=1, framewise=True),
         hv.HLine(R_BV_RANGE[0]).opts(color="#3cb44b", line_dash="dashed", line_width=1, framewise=True),
-        hv.HLine(R_BV_RANGE[1]).opts(color="#3cb44b", line_dash="dashed", line_width=1, framewise=True)]
+        hv.HLine(R_BV_RANGE[1]).opts(color="#3cb44b", line_dash="dashed", line_width=1, framewise=True),
+    ]
     for i, m in enumerate(methods):
         x = pos + (i - (len(methods) - 1) / 2) * 0.2
         r = ds["r_bv"].sel({"method": m}).values.astype(float)
         iv = ds["r_bv_interval"].sel({"method": m}).values.astype(float)
         with np.errstate(invalid="ignore"):
             neg, plus = np.maximum(r - iv[:, 0], 0), np.maximum(iv[:, 1] - r, 0)
-        items.append(hv.ErrorBars((x, r, neg, plus), "param_position", ["r_bv", "neg", "pos"]).opts(
-            color=_color(i), framewise=True))
-        items.append(hv.Scatter((x, r), "param_position", "r_bv", label=m).opts(color=_color(i), size=8,
-                                                                                 framewise=True))
-    return hv.Overlay(items).opts(title="R_bv = sqrt(mean (estimate − truth)² / mean error²)", xlabel="parameter",
-                                  ylabel="R_bv", xticks=list(zip(pos, params)), xlim=(-0.6, len(params) - 0.4),
-                                  **_PANEL, legend_position="top_right", framewise=True)
+        items.append(
+            hv.ErrorBars((x, r, neg, plus), "param_position", ["r_bv", "neg", "pos"]).opts(
+                color=_color(i), framewise=True
+            )
+        )
+        items.append(
+            hv.Scatter((x, r), "param_position", "r_bv", label=m).opts(color=_color(i), size=8, framewise=True)
+        )
+    return hv.Overlay(items).opts(
+        title="R_bv = sqrt(mean (estimate − truth)² / mean error²)",
+        xlabel="parameter",
+        ylabel="R_bv",
+        xticks=list(zip(pos, params)),
+        xlim=(-0.6, len(params) - 0.4),
+        **_PANEL,
+        legend_position="top_right",
+        framewise=True,
+    )
 
 
 def xi_curve(ds: xr.Dataset, method: str, qcf: str) -> np.ndarray:
@@ -138,8 +182,9 @@ def xi_plot(ds: xr.Dataset, qcf: str) -> hv.Overlay:
     """ξ_1σ(x) of one QCF per method, with the line at 0.683."""
     x = ds["x"].values.astype(float)
     two_d = ds["qcf_xi_1sigma"].ndim == 4
-    items: list[hv.Element] = [hv.HLine(ONE_SIGMA).opts(color="black", line_dash="dashed", line_width=1,
-                                                        framewise=True)]
+    items: list[hv.Element] = [
+        hv.HLine(ONE_SIGMA).opts(color="black", line_dash="dashed", line_width=1, framewise=True)
+    ]
     curves = [xi_curve(ds, m, qcf) for m in _names(ds, "method")]
     judged = np.any([np.isfinite(c) for c in curves], axis=0)  # the core range: no value outside it
     if judged.any():
@@ -147,9 +192,15 @@ def xi_plot(ds: xr.Dataset, qcf: str) -> hv.Overlay:
         x, curves = x[keep], [c[keep] for c in curves]
     for i, (m, c) in enumerate(zip(_names(ds, "method"), curves)):
         items.append(hv.Curve((x, c), "x", "xi_1sigma", label=m).opts(color=_color(i), framewise=True))
-    return hv.Overlay(items).opts(title=f"ξ_1σ of {qcf}" + (" (mean over y)" if two_d else ""), xlabel="x",
-                                  ylabel="ξ_1σ", ylim=(0, 1.02), **_PANEL,
-                                  legend_position="bottom_right", framewise=True)
+    return hv.Overlay(items).opts(
+        title=f"ξ_1σ of {qcf}" + (" (mean over y)" if two_d else ""),
+        xlabel="x",
+        ylabel="ξ_1σ",
+        ylim=(0, 1.02),
+        **_PANEL,
+        legend_position="bottom_right",
+        framewise=True,
+    )
 
 
 def campaign_plots(pipe: hv.streams.Pipe, ds: xr.Dataset) -> dict[str, list[hv.DynamicMap]]:
@@ -159,10 +210,12 @@ def campaign_plots(pipe: hv.streams.Pipe, ds: xr.Dataset) -> dict[str, list[hv.D
     def dmap(factory, *args: str) -> hv.DynamicMap:  # noqa: ANN001
         return hv.DynamicMap(lambda data: factory(data, *args), streams=[pipe])
 
-    return {"pulls": [dmap(pull_histogram, p) for p in _names(ds, "param")],
-            "coverage": [dmap(coverage_plot, m) for m in _names(ds, "method")],
-            "r_bv": [dmap(r_bv_plot)],
-            "xi": [dmap(xi_plot, q) for q in _names(ds, "qcf")]}
+    return {
+        "pulls": [dmap(pull_histogram, p) for p in _names(ds, "param")],
+        "coverage": [dmap(coverage_plot, m) for m in _names(ds, "method")],
+        "r_bv": [dmap(r_bv_plot)],
+        "xi": [dmap(xi_plot, q) for q in _names(ds, "qcf")],
+    }
 
 
 def _iv(values: np.ndarray) -> str:
@@ -180,16 +233,22 @@ def verdict_table(ds: xr.Dataset) -> pd.DataFrame:
         for p in _names(ds, "param"):
             sel = {"method": m, "param": p}
             word = verdicts.get(m, {}).get(p, "") if isinstance(verdicts.get(m), dict) else ""
-            rows.append({
-                "method": m, "param": p, "verdict": str(word)[:40], "fits": int(ds["n_fits"].sel({"method": m})),
-                "r_bv": float(ds["r_bv"].sel(sel)), "r_bv_interval": _iv(ds["r_bv_interval"].sel(sel).values),
-                "coverage_1sigma": float(ds["coverage_1sigma"].sel(sel)),
-                "coverage_interval": _iv(ds["coverage_1sigma_interval"].sel(sel).values),
-                "pull_mean": float(ds["pull_mean"].sel(sel)),
-                "pull_mean_interval": _iv(ds["pull_mean_interval"].sel(sel).values),
-                "pull_width": float(ds["pull_width"].sel(sel)),
-                "pull_width_interval": _iv(ds["pull_width_interval"].sel(sel).values),
-            })
+            rows.append(
+                {
+                    "method": m,
+                    "param": p,
+                    "verdict": str(word)[:40],
+                    "fits": int(ds["n_fits"].sel({"method": m})),
+                    "r_bv": float(ds["r_bv"].sel(sel)),
+                    "r_bv_interval": _iv(ds["r_bv_interval"].sel(sel).values),
+                    "coverage_1sigma": float(ds["coverage_1sigma"].sel(sel)),
+                    "coverage_interval": _iv(ds["coverage_1sigma_interval"].sel(sel).values),
+                    "pull_mean": float(ds["pull_mean"].sel(sel)),
+                    "pull_mean_interval": _iv(ds["pull_mean_interval"].sel(sel).values),
+                    "pull_width": float(ds["pull_width"].sel(sel)),
+                    "pull_width_interval": _iv(ds["pull_width_interval"].sel(sel).values),
+                }
+            )
     return pd.DataFrame(rows).round(3)
 
 
@@ -201,7 +260,15 @@ def fits_table(ds: xr.Dataset) -> pd.DataFrame:
         pull_max = np.nanmax(pull, axis=2) if pull.shape[2] else np.full(pull.shape[:2], np.nan)
     status = ds["status"].transpose("method", "replica").values
     wall = ds["wall_seconds"].transpose("method", "replica").values.astype(float)
-    rows = [{"method": m, "replica": int(r), "status": str(status[i, j])[:20],
-             "wall_seconds": round(float(wall[i, j]), 2), "pull_max": round(float(pull_max[i, j]), 3)}
-            for j, r in enumerate(ds["replica"].values) for i, m in enumerate(_names(ds, "method"))]
+    rows = [
+        {
+            "method": m,
+            "replica": int(r),
+            "status": str(status[i, j])[:20],
+            "wall_seconds": round(float(wall[i, j]), 2),
+            "pull_max": round(float(pull_max[i, j]), 3),
+        }
+        for j, r in enumerate(ds["replica"].values)
+        for i, m in enumerate(_names(ds, "method"))
+    ]
     return pd.DataFrame(rows, columns=["method", "replica", "status", "wall_seconds", "pull_max"])

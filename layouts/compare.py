@@ -72,25 +72,39 @@ def compare_qcfs(datasets: Mapping[str, xr.Dataset], height: int = 320) -> list[
             color = COLORS[i % len(COLORS)]
             x, m, e = mean["x"].values, mean.sel(qcf=q).values, err.sel(qcf=q).values
             shown += [m - e, m + e]
-            main.append(hv.Area((x, m - e, m + e), "x", [value, f"qcf_{q}_hi"], label=f"{label} ±1σ").opts(
-                color=color, alpha=0.25, line_alpha=0))
+            main.append(
+                hv.Area((x, m - e, m + e), "x", [value, f"qcf_{q}_hi"], label=f"{label} ±1σ").opts(
+                    color=color, alpha=0.25, line_alpha=0
+                )
+            )
             main.append(hv.Curve((x, m), "x", value, label=label).opts(color=color))
             r = _on(x, ref_x, ref_q)
             with np.errstate(divide="ignore", invalid="ignore"):
                 keep = np.abs(r) > 1e-3 * np.nanmax(np.abs(r))  # 0/0 in the tails says nothing
                 lo, hi, mid = (np.where(keep, v / r, np.nan) for v in (m - e, m + e, m))
-            ratio.append(hv.Area((x, lo, hi), "x", ["ratio_lo", "ratio_hi"]).opts(color=color, alpha=0.25,
-                                                                                 line_alpha=0))
+            ratio.append(
+                hv.Area((x, lo, hi), "x", ["ratio_lo", "ratio_hi"]).opts(color=color, alpha=0.25, line_alpha=0)
+            )
             ratio.append(hv.Curve((x, mid), "x", "ratio").opts(color=color))
         if truth is not None:
             shown.append(truth.sel(qcf=q).values)
-            main.append(hv.Curve((truth["x"].values, truth.sel(qcf=q).values), "x", value, label="truth").opts(
-                color="black", line_dash="dashed"))
+            main.append(
+                hv.Curve((truth["x"].values, truth.sel(qcf=q).values), "x", value, label="truth").opts(
+                    color="black", line_dash="dashed"
+                )
+            )
         ratio.append(hv.HLine(1.0).opts(color="black", line_dash="dashed"))
-        top = hv.Overlay(main).opts(title=f"{q}: {', '.join(estimates)}", height=height, responsive=True,
-                                    ylim=padded_range(*shown), xaxis=None, **SIDE_LEGEND)
-        bottom = hv.Overlay(ratio).opts(ylabel=f"ratio to {ref_name}", height=max(height // 2, 120),
-                                        responsive=True, show_legend=False)
+        top = hv.Overlay(main).opts(
+            title=f"{q}: {', '.join(estimates)}",
+            height=height,
+            responsive=True,
+            ylim=padded_range(*shown),
+            xaxis=None,
+            **SIDE_LEGEND,
+        )
+        bottom = hv.Overlay(ratio).opts(
+            ylabel=f"ratio to {ref_name}", height=max(height // 2, 120), responsive=True, show_legend=False
+        )
         out.append(hv.Layout([top, bottom]).cols(1))
     return out
 
@@ -112,26 +126,45 @@ def parameter_table(datasets: Mapping[str, xr.Dataset]) -> pd.DataFrame:
         else:
             mean, sigma = estimate(ds, "params")
             est, err = mean.values, sigma.values
-        frames.append(pd.DataFrame({
-            "run": label,
-            "method": str(ds.attrs.get("method", "")),
-            "param": [str(p) for p in ds["param"].values],
-            "truth": _values(ds, "params_true"),
-            "estimate": est.astype(float),
-            "error": err.astype(float),
-            "pull": _values(ds, "pull"),
-            "mle_estimate": _values(ds, "params_mle"),
-            "mle_error": _values(ds, "params_mle_err"),
-            "error_ratio": _values(ds, "error_ratio"),
-        }))
-    columns = ["run", "method", "param", "truth", "estimate", "error", "pull", "mle_estimate", "mle_error",
-               "error_ratio"]
+        frames.append(
+            pd.DataFrame(
+                {
+                    "run": label,
+                    "method": str(ds.attrs.get("method", "")),
+                    "param": [str(p) for p in ds["param"].values],
+                    "truth": _values(ds, "params_true"),
+                    "estimate": est.astype(float),
+                    "error": err.astype(float),
+                    "pull": _values(ds, "pull"),
+                    "mle_estimate": _values(ds, "params_mle"),
+                    "mle_error": _values(ds, "params_mle_err"),
+                    "error_ratio": _values(ds, "error_ratio"),
+                }
+            )
+        )
+    columns = [
+        "run",
+        "method",
+        "param",
+        "truth",
+        "estimate",
+        "error",
+        "pull",
+        "mle_estimate",
+        "mle_error",
+        "error_ratio",
+    ]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
 DISPLAY_COLUMNS = {  # column -> the column holding its error (rounded alike), "" for those shown as they are
-    "truth": "", "estimate": "error", "error": "error", "pull": "", "mle_estimate": "mle_error",
-    "mle_error": "mle_error", "error_ratio": "",
+    "truth": "",
+    "estimate": "error",
+    "error": "error",
+    "pull": "",
+    "mle_estimate": "mle_error",
+    "mle_error": "mle_error",
+    "error_ratio": "",
 }
 
 

@@ -18,8 +18,16 @@ from engine.problems import Problem
 from engine.results import estimate
 from layouts.live import LivePlots
 
-__all__ = ["RATIO_RANGE", "TRUTH_FLOOR", "ratio_map", "qcf_heatmaps", "results_heatmaps", "observable_heatmaps",
-           "true_qcfs_2d", "live_heatmaps"]
+__all__ = [
+    "RATIO_RANGE",
+    "TRUTH_FLOOR",
+    "ratio_map",
+    "qcf_heatmaps",
+    "results_heatmaps",
+    "observable_heatmaps",
+    "true_qcfs_2d",
+    "live_heatmaps",
+]
 
 RATIO_RANGE = (0.5, 1.5)  # colour range of predicted/true: a diverging map centred on 1, clipped beyond
 TRUTH_FLOOR = 1e-3  # the ratio is masked where |truth| is below this fraction of its maximum (0/0 in the tails)
@@ -39,27 +47,37 @@ def ratio_map(pred: np.ndarray, truth: np.ndarray, floor: float = TRUTH_FLOOR) -
 def _mesh(x: np.ndarray, y: np.ndarray, values: np.ndarray, vdim: str, title: str) -> hv.QuadMesh:
     # QuadMesh takes z as (len(y), len(x)); ours are indexed [x, y]. QuadMesh also copes with uneven grids.
     return hv.QuadMesh((x, y, np.asarray(values).T), ["x", "y"], vdim).opts(
-        title=title, tools=["hover"], colorbar=True, **PANEL_SIZE)
+        title=title, tools=["hover"], colorbar=True, **PANEL_SIZE
+    )
 
 
-def _projection(axis: str, grid: np.ndarray, mean: np.ndarray, err: np.ndarray | None, truth: np.ndarray | None,
-                name: str) -> hv.Overlay:
+def _projection(
+    axis: str, grid: np.ndarray, mean: np.ndarray, err: np.ndarray | None, truth: np.ndarray | None, name: str
+) -> hv.Overlay:
     label = f"∫ {name} d{'y' if axis == 'x' else 'x'}"
     items: list[hv.Element] = []
     if err is not None:
-        items.append(hv.Area((grid, mean - err, mean + err), axis, ["lo", "hi"], label="±1σ").opts(
-            alpha=0.3, color="#1f77b4", line_alpha=0))
+        items.append(
+            hv.Area((grid, mean - err, mean + err), axis, ["lo", "hi"], label="±1σ").opts(
+                alpha=0.3, color="#1f77b4", line_alpha=0
+            )
+        )
     items.append(hv.Curve((grid, mean), axis, "projection", label="predicted").opts(color="#1f77b4"))
     if truth is not None:
-        items.append(hv.Curve((grid, truth), axis, "projection", label="truth").opts(color="black",
-                                                                                       line_dash="dashed"))
-    return hv.Overlay(items).opts(title=f"{label} vs {axis}", ylabel=label, legend_position="top_right",
-                                  **PANEL_SIZE)
+        items.append(hv.Curve((grid, truth), axis, "projection", label="truth").opts(color="black", line_dash="dashed"))
+    return hv.Overlay(items).opts(title=f"{label} vs {axis}", ylabel=label, legend_position="top_right", **PANEL_SIZE)
 
 
-def qcf_heatmaps(x: np.ndarray, y: np.ndarray, pred_mean: np.ndarray, pred_err: np.ndarray | None = None,
-                 truth: np.ndarray | None = None, name: str = "rho", clip: tuple[float, float] = RATIO_RANGE,
-                 floor: float = TRUTH_FLOOR) -> list[hv.Element | hv.Overlay]:
+def qcf_heatmaps(
+    x: np.ndarray,
+    y: np.ndarray,
+    pred_mean: np.ndarray,
+    pred_err: np.ndarray | None = None,
+    truth: np.ndarray | None = None,
+    name: str = "rho",
+    clip: tuple[float, float] = RATIO_RANGE,
+    floor: float = TRUTH_FLOOR,
+) -> list[hv.Element | hv.Overlay]:
     """One 2D QCF: predicted, true and predicted/true maps, then its x- and y-projections with ±1σ bands.
 
     The projections' errors are ∫ σ dy (or dx): σ taken fully correlated along the integrated axis, an
@@ -72,11 +90,15 @@ def qcf_heatmaps(x: np.ndarray, y: np.ndarray, pred_mean: np.ndarray, pred_err: 
     top = np.nanmax(true if true is not None else pred) if np.isfinite(true if true is not None else pred).any() else 0
     density_range = (0.0, float(top) if top > 0 else 1.0)
     items: list[hv.Element | hv.Overlay] = [
-        _mesh(x, y, pred, name, f"{name} predicted").opts(cmap=DENSITY_CMAP, clim=density_range)]
+        _mesh(x, y, pred, name, f"{name} predicted").opts(cmap=DENSITY_CMAP, clim=density_range)
+    ]
     if true is not None:
         items.append(_mesh(x, y, true, name, f"{name} true").opts(cmap=DENSITY_CMAP, clim=density_range))
-        items.append(_mesh(x, y, ratio_map(pred, true, floor), "ratio", f"{name} predicted / true").opts(
-            cmap=RATIO_CMAP, clim=clip, clipping_colors={"NaN": "#eeeeee"}))
+        items.append(
+            _mesh(x, y, ratio_map(pred, true, floor), "ratio", f"{name} predicted / true").opts(
+                cmap=RATIO_CMAP, clim=clip, clipping_colors={"NaN": "#eeeeee"}
+            )
+        )
 
     def integrate(a: np.ndarray | None, axis: int) -> np.ndarray | None:
         return None if a is None else np.trapezoid(a, y if axis == 1 else x, axis=axis)
@@ -99,15 +121,26 @@ def results_heatmaps(ds: xr.Dataset, clip: tuple[float, float] = RATIO_RANGE) ->
     rows = []
     for q in ds["qcf"].values:
         truth = ds["qcf_true"].sel(qcf=q).values if "qcf_true" in ds else None
-        rows.append(qcf_heatmaps(ds["x"].values, ds["y"].values, mean.sel(qcf=q).values, err.sel(qcf=q).values,
-                                 truth, name=str(q), clip=clip))
+        rows.append(
+            qcf_heatmaps(
+                ds["x"].values,
+                ds["y"].values,
+                mean.sel(qcf=q).values,
+                err.sel(qcf=q).values,
+                truth,
+                name=str(q),
+                clip=clip,
+            )
+        )
     return _rows(rows)
 
 
-def _hist_mesh(ex: np.ndarray, ey: np.ndarray, values: np.ndarray, title: str,
-               clim: tuple[float, float]) -> hv.QuadMesh:
+def _hist_mesh(
+    ex: np.ndarray, ey: np.ndarray, values: np.ndarray, title: str, clim: tuple[float, float]
+) -> hv.QuadMesh:
     return hv.QuadMesh((ex, ey, values.T), ["x", "y"], "density").opts(
-        title=title, cmap=DENSITY_CMAP, clim=clim, tools=["hover"], colorbar=True, **PANEL_SIZE)
+        title=title, cmap=DENSITY_CMAP, clim=clim, tools=["hover"], colorbar=True, **PANEL_SIZE
+    )
 
 
 def observable_heatmaps(ds: xr.Dataset) -> hv.Layout:
@@ -121,8 +154,12 @@ def observable_heatmaps(ds: xr.Dataset) -> hv.Layout:
         ey = ds["bin_edges"].sel(observable=o, coord="y").values
         data = ds["hist_data"].sel(observable=o).values
         clim = (0.0, float(np.nanmax(data)))
-        rows.append([_hist_mesh(ex, ey, data, f"{o}: data", clim),
-                     _hist_mesh(ex, ey, gen.sel(observable=o).values, f"{o}: generated", clim)])
+        rows.append(
+            [
+                _hist_mesh(ex, ey, data, f"{o}: data", clim),
+                _hist_mesh(ex, ey, gen.sel(observable=o).values, f"{o}: generated", clim),
+            ]
+        )
     return _rows(rows)
 
 
@@ -133,8 +170,13 @@ def true_qcfs_2d(problem: Problem, truth: Sequence[float]) -> tuple[np.ndarray, 
     return x.numpy(), y.numpy(), q.numpy()
 
 
-def live_heatmaps(plots: LivePlots, x: np.ndarray, y: np.ndarray, truth: np.ndarray | None = None,
-                  clip: tuple[float, float] = RATIO_RANGE) -> list[list[hv.DynamicMap]]:
+def live_heatmaps(
+    plots: LivePlots,
+    x: np.ndarray,
+    y: np.ndarray,
+    truth: np.ndarray | None = None,
+    clip: tuple[float, float] = RATIO_RANGE,
+) -> list[list[hv.DynamicMap]]:
     """Live heat maps on :attr:`LivePlots.snapshot`: per QCF a row of DynamicMaps (predicted | true | ratio |
     x-projection | y-projection) of the ensemble estimate over the members' snapshots: the mean of their
     ``qcf2d_mean`` and the error ``√(mean σ² + var of the means)`` from their ``qcf2d_std`` (the projections'

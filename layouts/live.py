@@ -48,9 +48,10 @@ COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e3
 
 DASHES = ["solid", "dashed", "dotted", "dashdot"]  # one line style per ensemble member (or rank)
 # HoloViews panels' legends: beside the plot, small and muted, never over the curves.
-SIDE_LEGEND: dict[str, Any] = {"legend_position": "right",
-                               "legend_opts": {"label_text_font_size": "8pt", "label_text_color": "#444444",
-                                               "border_line_alpha": 0}}
+SIDE_LEGEND: dict[str, Any] = {
+    "legend_position": "right",
+    "legend_opts": {"label_text_font_size": "8pt", "label_text_color": "#444444", "border_line_alpha": 0},
+}
 
 
 _EMPTY_SNAPSHOT: dict[str, Any] = {"x": [], "qcf_lo": None, "qcf_hi": None, "qcf_mean": None}
@@ -104,11 +105,14 @@ class LivePlots:
         self.ref = self.truth if self.truth is not None else [0.0] * len(self.param_names)
         # Parameters are drawn as (mean − truth) / range, computed once as rows arrive (not per session and
         # redraw), so that each line's new rows go to the browser as they are.
-        self.columns = ["step", *METRIC_COLUMNS, *(f"param_{p}" for p in self.param_names),
-                        *(f"dev_{p}" for p in self.param_names)]
+        self.columns = [
+            "step",
+            *METRIC_COLUMNS,
+            *(f"param_{p}" for p in self.param_names),
+            *(f"dev_{p}" for p in self.param_names),
+        ]
         empty = pd.DataFrame({c: np.zeros(0) for c in self.columns})
-        self.buffers = {line: hv.streams.Buffer(empty.copy(), length=BUFFER_LENGTH, index=False)
-                        for line in self.lines}
+        self.buffers = {line: hv.streams.Buffer(empty.copy(), length=BUFFER_LENGTH, index=False) for line in self.lines}
         self._sources: dict[tuple[int, int], ColumnDataSource] = {}  # per line, shared by the metric panels
         self._ema: dict[tuple[int, int], dict[str, EmaState]] = {}  # per line with a source: where its EMAs are
         self.snapshot = hv.streams.Pipe(data={})
@@ -186,9 +190,15 @@ class LivePlots:
 
     @staticmethod
     def _figure(ylabel: str, height: int = 260, log: bool = False) -> Any:
-        return figure(height=height, sizing_mode="stretch_width", x_axis_label="step", y_axis_label=ylabel,
-                      y_axis_type="log" if log else "linear", tools="pan,wheel_zoom,box_zoom,reset,save",
-                      toolbar_location="right")
+        return figure(
+            height=height,
+            sizing_mode="stretch_width",
+            x_axis_label="step",
+            y_axis_label=ylabel,
+            y_axis_type="log" if log else "linear",
+            tools="pan,wheel_zoom,box_zoom,reset,save",
+            toolbar_location="right",
+        )
 
     @staticmethod
     def _legend(fig: Any) -> Any:
@@ -212,8 +222,12 @@ class LivePlots:
         for k, (m, r) in enumerate(self.lines):
             who = f"member {m} rank {r}" if several_ranks else f"member {m}"
             for i, c in enumerate(columns):
-                style = {"source": self._source((m, r)), "legend_label": f"{c} · {who}",
-                         "color": COLORS[i % len(COLORS)], "line_dash": DASHES[k % len(DASHES)]}
+                style = {
+                    "source": self._source((m, r)),
+                    "legend_label": f"{c} · {who}",
+                    "color": COLORS[i % len(COLORS)],
+                    "line_dash": DASHES[k % len(DASHES)],
+                }
                 if smooth:
                     fig.line("step", c, line_width=1, alpha=0.25, **style)
                 fig.line("step", f"ema_{c}" if smooth else c, line_width=1.8, **style)
@@ -246,8 +260,15 @@ class LivePlots:
         fig = self._figure(ylabel, height=320)
         for m in self.members:
             for i, p in enumerate(self.param_names):
-                fig.line("step", f"dev_{p}", source=self._source((m, 0)), legend_label=f"{p} · member {m}",
-                         color=COLORS[i % len(COLORS)], line_dash=DASHES[m % len(DASHES)], line_width=1.5)
+                fig.line(
+                    "step",
+                    f"dev_{p}",
+                    source=self._source((m, 0)),
+                    legend_label=f"{p} · member {m}",
+                    color=COLORS[i % len(COLORS)],
+                    line_dash=DASHES[m % len(DASHES)],
+                    line_width=1.5,
+                )
         fig.add_layout(Span(location=0.0, dimension="width", line_color="black", line_dash="dashed"))
         return self._legend(fig)
 
@@ -271,16 +292,26 @@ class LivePlots:
                     color = COLORS[m % len(COLORS)]
                     lo, hi, mean = (_row(snap[k], qi) for k in ("qcf_lo", "qcf_hi", "qcf_mean"))
                     shown += [lo, hi, mean]
-                    items.append(hv.Area((x, lo, hi), "x", [value, f"qcf_{q}_hi"], label=f"68% band · member {m}")
-                                 .opts(alpha=0.3, color=color, line_alpha=0, framewise=True))
-                    items.append(hv.Curve((x, mean), "x", value, label=f"mean · member {m}")
-                                 .opts(color=color, framewise=True))
+                    items.append(
+                        hv.Area((x, lo, hi), "x", [value, f"qcf_{q}_hi"], label=f"68% band · member {m}").opts(
+                            alpha=0.3, color=color, line_alpha=0, framewise=True
+                        )
+                    )
+                    items.append(
+                        hv.Curve((x, mean), "x", value, label=f"mean · member {m}").opts(color=color, framewise=True)
+                    )
                 x, y = qcf_true[q] if qcf_true is not None else ([], [])
-                items.append(hv.Curve((x, y), "x", value, label="truth").opts(color="black", line_dash="dashed",
-                                                                               framewise=True))
+                items.append(
+                    hv.Curve((x, y), "x", value, label="truth").opts(color="black", line_dash="dashed", framewise=True)
+                )
                 return hv.Overlay(items).opts(
-                    title=f"{q}(x)", responsive=True, height=300, ylim=padded_range(*shown, y), framewise=True,
-                    **SIDE_LEGEND)
+                    title=f"{q}(x)",
+                    responsive=True,
+                    height=300,
+                    ylim=padded_range(*shown, y),
+                    framewise=True,
+                    **SIDE_LEGEND,
+                )
 
             return hv.DynamicMap(plot, streams=[self.snapshot])
 
@@ -296,13 +327,18 @@ class LivePlots:
                 hist_data = (data or {}).get("data") or {}
                 snaps = (data or {}).get("members", {})
                 edges, dens = hist_data.get(o, ([0.0, 1.0], [0.0]))
-                items = [hv.Histogram((edges, dens), kdims=["x"], vdims=[value], label="data").opts(
-                    alpha=0.35, color="gray", line_alpha=0, framewise=True)]
+                items = [
+                    hv.Histogram((edges, dens), kdims=["x"], vdims=[value], label="data").opts(
+                        alpha=0.35, color="gray", line_alpha=0, framewise=True
+                    )
+                ]
                 for m in self.members:
                     gen = _row(snaps[m]["hist_gen"], oi) if m in snaps and o in hist_data else np.zeros(len(dens))
-                    items.append(hv.Histogram((edges, gen), kdims=["x"], vdims=[value],
-                                              label=f"generated · member {m}").opts(
-                        fill_alpha=0, line_color=COLORS[m % len(COLORS)], line_width=2, framewise=True))
+                    items.append(
+                        hv.Histogram((edges, gen), kdims=["x"], vdims=[value], label=f"generated · member {m}").opts(
+                            fill_alpha=0, line_color=COLORS[m % len(COLORS)], line_width=2, framewise=True
+                        )
+                    )
                 # Titled by the observable alone: the page's heading says "data vs generated events".
                 return hv.Overlay(items).opts(title=o, responsive=True, height=300, framewise=True, **SIDE_LEGEND)
 

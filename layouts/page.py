@@ -14,8 +14,9 @@ __all__ = ["grid", "live_panels", "metric_panels"]
 
 
 def grid(panels: list[hv.DynamicMap], ncols: int) -> pn.GridBox:
-    return pn.GridBox(*(pn.pane.HoloViews(p, sizing_mode="stretch_width") for p in panels), ncols=ncols,
-                      sizing_mode="stretch_width")
+    return pn.GridBox(
+        *(pn.pane.HoloViews(p, sizing_mode="stretch_width") for p in panels), ncols=ncols, sizing_mode="stretch_width"
+    )
 
 
 def metric_panels(plots: LivePlots) -> pn.Column:
@@ -25,8 +26,9 @@ def metric_panels(plots: LivePlots) -> pn.Column:
     losses = pn.pane.Bokeh(plots.losses(), sizing_mode="stretch_width", name="losses")
     if plots.method == "mle":
         return pn.Column(pn.Row(losses, sizing_mode="stretch_width"), sizing_mode="stretch_width")
-    smoothing = pn.widgets.FloatSlider(label="Smoothing", start=0.0, end=0.99, step=0.01, value=plots.smoothing,
-                                       width=220, css_classes=["smoothing"])
+    smoothing = pn.widgets.FloatSlider(
+        label="Smoothing", start=0.0, end=0.99, step=0.01, value=plots.smoothing, width=220, css_classes=["smoothing"]
+    )
     # On release only: each change recomputes and resends every curve once.
     smoothing.param.watch(lambda e: plots.set_smoothing(e.new), "value_throttled")
     log = pn.widgets.Checkbox(label="log scale (losses)", value=False, css_classes=["loss-log"], align="end")
@@ -36,8 +38,11 @@ def metric_panels(plots: LivePlots) -> pn.Column:
 
     log.param.watch(set_log, "value")
     accuracy = pn.pane.Bokeh(plots.accuracy(), sizing_mode="stretch_width", name="accuracy")
-    return pn.Column(pn.Row(smoothing, log, css_classes=["curve-controls"]),
-                     pn.Row(losses, accuracy, sizing_mode="stretch_width"), sizing_mode="stretch_width")
+    return pn.Column(
+        pn.Row(smoothing, log, css_classes=["curve-controls"]),
+        pn.Row(losses, accuracy, sizing_mode="stretch_width"),
+        sizing_mode="stretch_width",
+    )
 
 
 def live_panels(plots: LivePlots, qcf_true: QcfCurves | None, two_d: bool) -> list[pn.viewable.Viewable]:
@@ -45,19 +50,31 @@ def live_panels(plots: LivePlots, qcf_true: QcfCurves | None, two_d: bool) -> li
     note = []
     if plots.total_members > len(plots.members) or plots.total_ranks > len({r for _, r in plots.lines}):
         ranks = len({r for _, r in plots.lines})
-        note = [pn.pane.Markdown(
-            f"Curves of members 0–{len(plots.members) - 1} of {plots.total_members}"
-            + (f" (ranks 0–{ranks - 1} of {plots.total_ranks})" if plots.total_ranks > ranks else "")
-            + " are drawn; heat maps, estimates and the closure report use every member.",
-            css_classes=["drawn-members"])]
-    return [*note,
+        note = [
+            pn.pane.Markdown(
+                f"Curves of members 0–{len(plots.members) - 1} of {plots.total_members}"
+                + (f" (ranks 0–{ranks - 1} of {plots.total_ranks})" if plots.total_ranks > ranks else "")
+                + " are drawn; heat maps, estimates and the closure report use every member.",
+                css_classes=["drawn-members"],
+            )
+        ]
+    return [
+        *note,
         metric_panels(plots),
-        pn.pane.Markdown("### Parameters: the fit's estimate against the truth" if plots.method == "mle" else
-                         "### Parameters: mean of the generator's distribution against the truth"),
+        pn.pane.Markdown(
+            "### Parameters: the fit's estimate against the truth"
+            if plots.method == "mle"
+            else "### Parameters: mean of the generator's distribution against the truth"
+        ),
         pn.pane.Bokeh(plots.parameters(), sizing_mode="stretch_width", name="parameters"),
-        pn.pane.Markdown(("### QCFs: the fit's 68% band vs truth" if plots.method == "mle" else
-                          "### QCFs: 68% band over the generator's parameters vs truth")
-                         + (" (projected onto x: ∫ dy)" if two_d else "")),
+        pn.pane.Markdown(
+            (
+                "### QCFs: the fit's 68% band vs truth"
+                if plots.method == "mle"
+                else "### QCFs: 68% band over the generator's parameters vs truth"
+            )
+            + (" (projected onto x: ∫ dy)" if two_d else "")
+        ),
         grid(plots.qcfs(qcf_true), ncols=2),
         pn.pane.Markdown("### Observables: data vs generated events"),
         grid(plots.observables(), ncols=2),

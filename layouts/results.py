@@ -20,8 +20,15 @@ from engine.problems import Problem, get_problem
 from engine.safe_yaml import load_yaml
 from layouts.live import METRIC_COLUMNS, LivePlots
 
-__all__ = ["QcfCurves", "true_qcf_projections", "qcf_true_from_results", "metric_rows", "member_snapshots",
-           "data_histograms_x", "replay"]
+__all__ = [
+    "QcfCurves",
+    "true_qcf_projections",
+    "qcf_true_from_results",
+    "metric_rows",
+    "member_snapshots",
+    "data_histograms_x",
+    "replay",
+]
 
 QcfCurves = dict[str, tuple[np.ndarray, np.ndarray]]  # QCF name -> (x, values): what LivePlots.qcfs draws
 
@@ -30,7 +37,7 @@ def true_qcf_projections(problem: Problem, truth: Sequence[float]) -> QcfCurves:
     """The true QCFs on the problem's reporting grid; 2D QCFs projected onto x (∫ dy), as the live view shows."""
     grids = [g.numpy() for g in problem.qcf_grids()]
     q = problem.qcfs(torch.tensor([list(truth)], dtype=torch.float64), *map(torch.as_tensor, grids))[0].numpy()
-    qx = qcf_marginal_x(xr.DataArray(q, dims=("qcf", "x", "y")[:q.ndim], coords=dict(zip(("x", "y"), grids))))
+    qx = qcf_marginal_x(xr.DataArray(q, dims=("qcf", "x", "y")[: q.ndim], coords=dict(zip(("x", "y"), grids))))
     return {n: (grids[0], qx.values[i]) for i, n in enumerate(problem.qcf_names)}
 
 
@@ -136,8 +143,15 @@ def replay(ds: xr.Dataset) -> tuple[LivePlots, QcfCurves | None]:
     problem = get_problem(str(ds.attrs["problem"]))
     truth = ds["params_true"].values.tolist() if "params_true" in ds else None
     method = "mle" if str(ds.attrs.get("method")) == "mle" else "gan"
-    plots = LivePlots(problem.param_names, problem.qcf_names, problem.observable_names, truth, ds.sizes["member"],
-                      _bounds(ds, problem), method=method)
+    plots = LivePlots(
+        problem.param_names,
+        problem.qcf_names,
+        problem.observable_names,
+        truth,
+        ds.sizes["member"],
+        _bounds(ds, problem),
+        method=method,
+    )
     plots.push_metrics(metric_rows(ds, problem.param_names))
     plots.push_snapshot(member_snapshots(ds), data_histograms_x(ds))
     return plots, qcf_true_from_results(ds)

@@ -13,8 +13,14 @@ from engine.spec import parse_spec
 def small_spec(**training):
     """A proxy1d spec small enough for tests (few events, few steps)."""
     t = {"method": "gan", "steps": 60, "metrics_every": 10, "snapshot_every": 30, **training}
-    return parse_spec({"name": "test-small", "problem": {"kind": "proxy1d", "events": 5000, "seed": 3},
-                       "training": t, "ensemble": {"members": 2}})
+    return parse_spec(
+        {
+            "name": "test-small",
+            "problem": {"kind": "proxy1d", "events": 5000, "seed": 3},
+            "training": t,
+            "ensemble": {"members": 2},
+        }
+    )
 
 
 @pytest.fixture

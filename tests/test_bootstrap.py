@@ -44,9 +44,13 @@ def test_a_replica_of_weighted_data_multiplies_the_weights():
 
 
 def _spec(**ensemble):
-    return parse_spec({"problem": {"kind": "gauss6", "events": 2000},
-                       "training": {"steps": 60, "noise_final": 0.0, "average_last": 0.25},
-                       "ensemble": {"members": 4, "bootstrap": True, **ensemble}})
+    return parse_spec(
+        {
+            "problem": {"kind": "gauss6", "events": 2000},
+            "training": {"steps": 60, "noise_final": 0.0, "average_last": 0.25},
+            "ensemble": {"members": 4, "bootstrap": True, **ensemble},
+        }
+    )
 
 
 def test_members_get_distinct_replicas_and_the_same_one_again():

@@ -59,8 +59,14 @@ def browser_type_launch_args(browser_type_launch_args):
     return {
         **browser_type_launch_args,
         "executable_path": CHROMIUM,
-        "args": ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"],
+        "args": [
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+        ],
     }
 
 
@@ -77,8 +83,11 @@ def served(tmp_path: Path, spec: Path):
     runs = tmp_path / "runs"
     exe = Path(sys.executable).parent / "qcf-studio"
     log = open(tmp_path / "serve.log", "w")
-    proc = subprocess.Popen([str(exe), "serve", "--port", str(port), "--workers", "2", "--runs-dir", str(runs),
-                             "--spec", str(spec)], stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [str(exe), "serve", "--port", str(port), "--workers", "2", "--runs-dir", str(runs), "--spec", str(spec)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 90
     try:
@@ -207,8 +216,9 @@ def test_a_bad_form_field_shows_its_message_beside_it_and_uploads_are_checked(se
     p = get_problem("proxy1d")
     data = make_pseudo_data(p, np.asarray(p.truth), 200, seed=2)
     header = "# xsec: " + ", ".join(f"{n}={v}±{e}" for n, v, e in zip(p.observable_names, data.xsec, data.xsec_err))
-    lines = [header, "observable,x,weight"] + [f"{n},{x},{1 + i % 2}" for o, n in enumerate(p.observable_names)
-                                               for i, x in enumerate(data.events[o, :, 0])]
+    lines = [header, "observable,x,weight"] + [
+        f"{n},{x},{1 + i % 2}" for o, n in enumerate(p.observable_names) for i, x in enumerate(data.events[o, :, 0])
+    ]
     good, bad = tmp_path / "events.csv", tmp_path / "broken.csv"
     good.write_text("\n".join(lines) + "\n")
     bad.write_text("\n".join(lines[:5] + ["sigma1,not-a-number,1.0"] + lines[5:]) + "\n")
@@ -253,8 +263,10 @@ def test_configure_and_start_a_proxy2d_run_in_the_form_and_watch_the_cluster(ser
     _set_field(page, "training.snapshot_every", "20")
     # a true/false/null field shows its null as a choice ("problem's default"), not as a blank select
     per_obs = page.locator(".field-training-disc_per_observable select")
-    assert per_obs.evaluate("e => e.options[e.selectedIndex] ? e.options[e.selectedIndex].text : null") == \
-        "problem's default"
+    assert (
+        per_obs.evaluate("e => e.options[e.selectedIndex] ? e.options[e.selectedIndex].text : null")
+        == "problem's default"
+    )
     per_obs.select_option(label="off")
     _tab(page, "YAML")
     deadline = time.time() + 10
@@ -288,9 +300,14 @@ def _finished_run(runs: Path, seed: int) -> Path:
     from engine.sinks import HistorySink
     from engine.spec import parse_spec
 
-    spec = parse_spec({"name": f"seed{seed}", "problem": {"kind": "proxy1d", "events": 3000, "seed": seed},
-                       "training": {"steps": 40, "metrics_every": 10, "snapshot_every": 20},
-                       "ensemble": {"members": 2}})
+    spec = parse_spec(
+        {
+            "name": f"seed{seed}",
+            "problem": {"kind": "proxy1d", "events": 3000, "seed": seed},
+            "training": {"steps": 40, "metrics_every": 10, "snapshot_every": 20},
+            "ensemble": {"members": 2},
+        }
+    )
     data = measured_data(spec)
     members = [train_member(spec, m, data, HistorySink()) for m in range(2)]
     return write_netcdf_atomic(build_results(spec, data, members, 1.0), runs / f"seed{seed}.nc")

@@ -33,9 +33,15 @@ _PULL_COUNTS = """() => {
 
 @pytest.fixture
 def campaign_server(tmp_path):
-    spec = parse_spec({"name": "g6camp", "problem": {"kind": "gauss6", "events": 2000, "seed": 3},
-                       "training": {"method": "mle", "steps": 200}, "ensemble": {"members": 1},
-                       "campaign": {"replicas": REPLICAS, "methods": ["mle"]}})
+    spec = parse_spec(
+        {
+            "name": "g6camp",
+            "problem": {"kind": "gauss6", "events": 2000, "seed": 3},
+            "training": {"method": "mle", "steps": 200},
+            "ensemble": {"members": 1},
+            "campaign": {"replicas": REPLICAS, "methods": ["mle"]},
+        }
+    )
     path = tmp_path / "spec.yaml"
     path.write_text(spec.to_yaml())
     with served(tmp_path, path) as (url, runs):
@@ -112,10 +118,12 @@ def test_a_campaign_fills_its_plots_while_it_runs_and_reopens_after_a_reload(cam
             time.sleep(0.2)
         if report.is_visible():
             break
-        print(f"click {attempt + 1} on a fit opened nothing; active tab: "
-              f"{page.locator('.bk-tab.bk-active').all_inner_texts()}, selected rows: "
-              f"{page.locator('.campaign-fits .tabulator-selected').count()}, campaign message: "
-              f"{_text(page, '.campaign-error')!r}, runs message: {_text(page, '.runs-error')!r}")
+        print(
+            f"click {attempt + 1} on a fit opened nothing; active tab: "
+            f"{page.locator('.bk-tab.bk-active').all_inner_texts()}, selected rows: "
+            f"{page.locator('.campaign-fits .tabulator-selected').count()}, campaign message: "
+            f"{_text(page, '.campaign-error')!r}, runs message: {_text(page, '.runs-error')!r}"
+        )
         _tab(page, "Campaign")
     assert report.is_visible(), "three clicks on a fit did not open it in the Runs tab (see the lines above)"
     page.locator(".run-plots").get_by_text(f"mle-r{picked:04d}").first.wait_for(timeout=10_000)

@@ -25,8 +25,14 @@ from engine.spec import SpecError, parse_spec
 EXE = Path(sys.executable).parent / "qcf-studio"
 
 # gauss6 likelihood fits of 2000 events per data set take well under a second each
-GAUSS6 = {"version": 1, "name": "g6", "problem": {"kind": "gauss6", "events": 2000, "seed": 3},
-          "training": {"method": "mle", "steps": 200}, "ensemble": {"members": 1}, "cluster": {"workers": 2}}
+GAUSS6 = {
+    "version": 1,
+    "name": "g6",
+    "problem": {"kind": "gauss6", "events": 2000, "seed": 3},
+    "training": {"method": "mle", "steps": 200},
+    "ensemble": {"members": 1},
+    "cluster": {"workers": 2},
+}
 
 
 def _spec_file(tmp_path: Path, name: str = "g6", **campaign) -> Path:
@@ -97,8 +103,14 @@ def test_every_sample_spec_is_valid_and_the_campaign_one_fits_both_methods(path)
 
 def test_replica_data_are_the_same_whatever_else_changes():
     base = parse_spec({**GAUSS6, "campaign": {"replicas": 5, "methods": ["mle"]}})
-    other = parse_spec({**GAUSS6, "training": {"method": "gan", "steps": 7}, "ensemble": {"members": 4},
-                        "campaign": {"replicas": 40, "methods": ["gan", "mle"]}})
+    other = parse_spec(
+        {
+            **GAUSS6,
+            "training": {"method": "gan", "steps": 7},
+            "ensemble": {"members": 4},
+            "campaign": {"replicas": 40, "methods": ["gan", "mle"]},
+        }
+    )
     a = measured_data(CampaignPlan(base, "unused").fit_spec(FitKey(3, "mle")))
     b = measured_data(CampaignPlan(other, "unused").fit_spec(FitKey(3, "gan")))
     c = measured_data(CampaignPlan(other, "unused").fit_spec(FitKey(4, "gan")))
@@ -133,14 +145,24 @@ def test_campaign_cli_writes_fits_and_a_summary_and_a_rerun_skips_them(tmp_path)
     assert sorted(_files(folder)) == [f"mle-r{i:04d}.nc" for i in range(12)]
     with xr.open_dataset(summary_path, engine="h5netcdf") as ds:
         ds.load()
-    for name, dims in [("estimate", ("method", "replica", "param")), ("error", ("method", "replica", "param")),
-                       ("pull", ("method", "replica", "param")), ("truth", ("replica", "param")),
-                       ("coverage_1sigma", ("method", "param")), ("coverage_2sigma", ("method", "param")),
-                       ("r_bv", ("method", "param")), ("r_bv_interval", ("method", "param", "bound")),
-                       ("pull_mean", ("method", "param")), ("pull_width", ("method", "param")),
-                       ("pull_ks_pvalue", ("method", "param")), ("qcf_xi_1sigma", ("method", "qcf", "x")),
-                       ("qcf_r_bv", ("method", "qcf", "x")), ("status", ("method", "replica")),
-                       ("wall_seconds", ("method", "replica")), ("sbc_rank", ("method", "replica", "param"))]:
+    for name, dims in [
+        ("estimate", ("method", "replica", "param")),
+        ("error", ("method", "replica", "param")),
+        ("pull", ("method", "replica", "param")),
+        ("truth", ("replica", "param")),
+        ("coverage_1sigma", ("method", "param")),
+        ("coverage_2sigma", ("method", "param")),
+        ("r_bv", ("method", "param")),
+        ("r_bv_interval", ("method", "param", "bound")),
+        ("pull_mean", ("method", "param")),
+        ("pull_width", ("method", "param")),
+        ("pull_ks_pvalue", ("method", "param")),
+        ("qcf_xi_1sigma", ("method", "qcf", "x")),
+        ("qcf_r_bv", ("method", "qcf", "x")),
+        ("status", ("method", "replica")),
+        ("wall_seconds", ("method", "replica")),
+        ("sbc_rank", ("method", "replica", "param")),
+    ]:
         assert ds[name].dims == dims, name
     assert list(ds["status"].values[0]) == ["completed"] * 12
     assert ds["truth"].std("replica").min() > 0  # prior truths differ
@@ -179,8 +201,9 @@ def test_campaign_cli_writes_fits_and_a_summary_and_a_rerun_skips_them(tmp_path)
 
 @pytest.mark.slow
 def test_bench_campaign_reports_fits_per_hour_on_each_worker_count():
-    r = _cli("bench", "campaign", "--problem", "gauss6", "--method", "mle", "--replicas", "4", "--ranks", "1,2",
-             "--json")
+    r = _cli(
+        "bench", "campaign", "--problem", "gauss6", "--method", "mle", "--replicas", "4", "--ranks", "1,2", "--json"
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["what"] == "campaign" and out["replicas"] == 4
@@ -189,8 +212,13 @@ def test_bench_campaign_reports_fits_per_hour_on_each_worker_count():
 
 
 def _start(spec: Path, out: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([str(EXE), "campaign", str(spec), "--out", str(out), "--workers", "2", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return subprocess.Popen(
+        [str(EXE), "campaign", str(spec), "--out", str(out), "--workers", "2", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def _wait_for_fits(folder: Path, n: int, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -259,14 +287,19 @@ def test_a_failing_fit_is_marked_failed_and_the_campaign_completes_the_rest(tmp_
     from engine.campaign.driver import CampaignRunner
 
     _poisoned_problem()
-    raw = {**GAUSS6, "problem": {"kind": "gauss6-poisoned-test", "events": 2000, "seed": 3},
-           "campaign": {"replicas": 10, "truths": "prior", "prior_bounds": {"p0": [1.0, 4.0]}, "methods": ["mle"]}}
+    raw = {
+        **GAUSS6,
+        "problem": {"kind": "gauss6-poisoned-test", "events": 2000, "seed": 3},
+        "campaign": {"replicas": 10, "truths": "prior", "prior_bounds": {"p0": [1.0, 4.0]}, "methods": ["mle"]},
+    }
     spec = campaign_of(parse_spec(raw))
     poisoned = {r for r in range(10) if replica_truth(spec, r)["p0"] > 3.4}
     assert 0 < len(poisoned) < 10  # the seed gives both kinds
     # Worker threads in this process, where the test's problem is registered: a real Dask cluster all the same.
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
         plan = CampaignPlan(spec, tmp_path)
         seen: list[dict[str, str]] = []  # the names of the fits in flight as each fit ends (the Cluster tab's)
         runner = CampaignRunner(client, plan, on_record=lambda record, progress: seen.append(runner.run_names()))
@@ -280,4 +313,5 @@ def test_a_failing_fit_is_marked_failed_and_the_campaign_completes_the_rest(tmp_
     assert np.isnan(summary["pull"].values[0, sorted(poisoned)]).all()
     assert int(summary["n_fits"][0]) == 10 - len(poisoned)
     assert sorted(p.name for p in plan.folder.glob("mle-r*.nc")) == [
-        f"mle-r{r:04d}.nc" for r in range(10) if r not in poisoned]
+        f"mle-r{r:04d}.nc" for r in range(10) if r not in poisoned
+    ]

@@ -22,8 +22,10 @@ def _verdicts(est, err, truth):
     mean = stats.mean_interval(pulls)
     cov = stats.coverage(pulls, 1.0)
     rbv = stats.r_bv_interval(est, err, truth)
-    return [stats.verdict(len(pulls), (mean[1][j], mean[2][j]), (cov[1][j], cov[2][j]), (rbv[0][j], rbv[1][j]))
-            for j in range(pulls.shape[1])]
+    return [
+        stats.verdict(len(pulls), (mean[1][j], mean[2][j]), (cov[1][j], cov[2][j]), (rbv[0][j], rbv[1][j]))
+        for j in range(pulls.shape[1])
+    ]
 
 
 def test_clopper_pearson_matches_its_closed_forms_at_the_edges():
@@ -103,8 +105,12 @@ def test_sbc_ranks_are_uniform_for_draws_from_the_right_posterior_only(spread, u
     rng = np.random.default_rng(9)
     theta = rng.normal(size=500)
     y = theta + rng.normal(size=500)
-    ranks = np.array([stats.sbc_ranks((y[i] / 2 + spread * np.sqrt(0.5) * rng.normal(size=(99, 1))),
-                                      theta[i : i + 1])[0] for i in range(500)])
+    ranks = np.array(
+        [
+            stats.sbc_ranks((y[i] / 2 + spread * np.sqrt(0.5) * rng.normal(size=(99, 1))), theta[i : i + 1])[0]
+            for i in range(500)
+        ]
+    )
     assert ranks.min() >= 0 and ranks.max() <= 99
     p = stats.rank_uniformity_pvalue(ranks[:, None], 99)[0]
     assert (p > 0.01) if uniform else (p < 1e-6)

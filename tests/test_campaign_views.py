@@ -31,9 +31,15 @@ REPLICAS = 6
 
 
 def _spec(name: str = "g6camp", replicas: int = REPLICAS):
-    return parse_spec({"name": name, "problem": {"kind": "gauss6", "events": 2000, "seed": 3},
-                       "training": {"method": "mle", "steps": 200}, "ensemble": {"members": 1},
-                       "campaign": {"replicas": replicas, "methods": ["mle"]}})
+    return parse_spec(
+        {
+            "name": name,
+            "problem": {"kind": "gauss6", "events": 2000, "seed": 3},
+            "training": {"method": "mle", "steps": 200},
+            "ensemble": {"members": 1},
+            "campaign": {"replicas": replicas, "methods": ["mle"]},
+        }
+    )
 
 
 def _wait(live, timeout: float = 60) -> None:
@@ -110,8 +116,13 @@ def test_a_stopped_campaign_keeps_its_fits_and_a_restart_resumes_it(finished):
 def test_campaign_folders_are_listed_and_reopen_from_the_summary_or_from_the_fits(finished, tmp_path):
     runs, _, live, _ = finished
     info = next(i for i in list_campaigns(runs.runs_dir) if i.name == "g6camp")
-    assert (info.name, info.problem, info.methods, info.completed, info.total) == ("g6camp", "gauss6", ("mle",),
-                                                                                    REPLICAS, REPLICAS)
+    assert (info.name, info.problem, info.methods, info.completed, info.total) == (
+        "g6camp",
+        "gauss6",
+        ("mle",),
+        REPLICAS,
+        REPLICAS,
+    )
     assert f"{REPLICAS}/{REPLICAS} fits (complete)" in info.label
     ds, rebuilt = open_campaign(info.folder)
     assert not rebuilt and ds.attrs["kind"] == "qcf-studio campaign"
@@ -169,8 +180,9 @@ def test_the_plots_show_the_summary_and_update_in_place(finished):
         assert np.asarray(hist["left"])[0] == PULL_EDGES[0] and sum(hist["top"]) == REPLICAS
         pulls = ds["pull"].sel({"method": "mle", "param": p}).values
         assert np.array_equal(hist["top"], np.histogram(np.clip(pulls, -3.999, 3.999), PULL_EDGES)[0])
-    observed = [s["observed"] for s in _sources(drawn["coverage"][0].state)
-                if len(s.get("observed", [])) == ds.sizes["level"]]
+    observed = [
+        s["observed"] for s in _sources(drawn["coverage"][0].state) if len(s.get("observed", [])) == ds.sizes["level"]
+    ]
     assert any(np.allclose(o, ds["coverage"].sel({"method": "mle", "param": "p0"}).values) for o in observed)
     assert f"({REPLICAS} fits)" in drawn["coverage"][0].state.title.text
     (points,) = [s for s in _sources(drawn["r_bv"][0].state) if "r_bv" in s]
@@ -228,8 +240,9 @@ def test_the_tab_reopens_a_campaign_escapes_its_text_and_opens_a_fit(finished, t
     shutil.copytree(live.folder, hostile)
     ds = xr.load_dataset(hostile / "summary.nc", engine="h5netcdf")
     (hostile / "summary.nc").unlink()
-    write_netcdf_atomic(ds.assign_attrs(name="<img src=x onerror=alert(1)>", criterion_mle="**b** `c`"),
-                        hostile / "summary.nc")
+    write_netcdf_atomic(
+        ds.assign_attrs(name="<img src=x onerror=alert(1)>", criterion_mle="**b** `c`"), hostile / "summary.nc"
+    )
     view.reopen(hostile)
     assert "<img" not in view.heading.object and "&lt;img" in view.heading.object
     assert "\\*\\*b\\*\\*" in view.criteria.object

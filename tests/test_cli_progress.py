@@ -22,10 +22,25 @@ EXE = Path(sys.executable).parent / "qcf-studio"
 
 def _spec(method: str, steps: int, **training) -> dict:
     """A gauss6 spec that trains (or fits) in seconds on one worker."""
-    t = {"method": method, "steps": steps, "metrics_every": 2, "snapshot_every": steps, "batch_params": 16,
-         "events_per_param": 16, "gen_width": 16, "disc_width": 16, **training}
-    return {"version": 1, "name": "tiny", "problem": {"kind": "gauss6", "events": 1000, "seed": 1}, "training": t,
-            "ensemble": {"members": 1}, "cluster": {"workers": 1}}
+    t = {
+        "method": method,
+        "steps": steps,
+        "metrics_every": 2,
+        "snapshot_every": steps,
+        "batch_params": 16,
+        "events_per_param": 16,
+        "gen_width": 16,
+        "disc_width": 16,
+        **training,
+    }
+    return {
+        "version": 1,
+        "name": "tiny",
+        "problem": {"kind": "gauss6", "events": 1000, "seed": 1},
+        "training": t,
+        "ensemble": {"members": 1},
+        "cluster": {"workers": 1},
+    }
 
 
 def _run_logged(tmp_path: Path, raw: dict, *args: str) -> tuple[subprocess.CompletedProcess, str]:
@@ -34,8 +49,13 @@ def _run_logged(tmp_path: Path, raw: dict, *args: str) -> tuple[subprocess.Compl
     spec.write_text(yaml.safe_dump(raw))
     log = tmp_path / "job.log"
     with open(log, "w") as err:
-        r = subprocess.run([str(EXE), *(args or ("run",)), str(spec), "--out", str(tmp_path / "out"), "--workers", "1"],
-                           stdout=subprocess.PIPE, stderr=err, text=True, timeout=300)
+        r = subprocess.run(
+            [str(EXE), *(args or ("run",)), str(spec), "--out", str(tmp_path / "out"), "--workers", "1"],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            timeout=300,
+        )
     return r, log.read_bytes().decode()  # not read_text(), whose universal newlines would hide a '\r'
 
 

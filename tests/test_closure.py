@@ -21,8 +21,12 @@ def _closure(raw: dict, members: int = 2):
 
 @pytest.mark.slow
 def test_reduced_gauss6_closure_with_an_mle_reference():
-    ds = _closure({"problem": {"kind": "gauss6", "events": 5000, "seed": 2},
-                   "training": {"steps": 400, "events_per_param": 16, "mle_reference": True}})
+    ds = _closure(
+        {
+            "problem": {"kind": "gauss6", "events": 5000, "seed": 2},
+            "training": {"steps": 400, "events_per_param": 16, "mle_reference": True},
+        }
+    )
     assert ds.attrs["closure_max_abs_pull"] <= 3.0
     assert ds.attrs["closure_max_qcf_dev_sigma"] <= 2.0
     # The likelihood reference closes on the same data with errors of 1/sqrt(Fisher information).
@@ -36,10 +40,20 @@ def test_reduced_gauss6_closure_with_an_mle_reference():
 @pytest.mark.slow
 def test_reduced_gauss6_bootstrap_ensemble_has_errors_near_the_statistical_limit():
     """Bootstrap members' spread estimates the statistical error; the generators' spread does not."""
-    ds = _closure({"problem": {"kind": "gauss6", "events": 5000, "seed": 2},
-                   "training": {"steps": 800, "events_per_param": 16, "mle_reference": True,
-                                "noise_final": 0.0, "average_last": 0.5},
-                   "ensemble": {"members": 8, "bootstrap": True}}, members=8)
+    ds = _closure(
+        {
+            "problem": {"kind": "gauss6", "events": 5000, "seed": 2},
+            "training": {
+                "steps": 800,
+                "events_per_param": 16,
+                "mle_reference": True,
+                "noise_final": 0.0,
+                "average_last": 0.5,
+            },
+            "ensemble": {"members": 8, "bootstrap": True},
+        },
+        members=8,
+    )
     assert ds.attrs["uncertainty"] == "bootstrap"
     # In units of an 8-member spread, parameter deviations follow Student's t with 7 degrees of freedom: 95%
     # within 2.36. The QCF's is a maximum over 181 points of six Gaussians, and at each peak the members'
@@ -60,9 +74,14 @@ def test_reduced_proxy2d_bootstrap_closes_its_qcf():
     likelihood fit with members that agree closely (data seed 3: pull 5.1, error ratio 0.16; see README,
     Known limits). Data seeds 1, 2, 3 measured: QCF within 1.21, 1.45, 0.52 σ; p0-p3 pulls ≤ 1.58.
     """
-    ds = _closure({"problem": {"kind": "proxy2d", "events": 100_000, "seed": 1},
-                   "training": {"steps": 800, "mle_reference": True, "noise_final": 0.0, "average_last": 0.5},
-                   "ensemble": {"members": 4, "bootstrap": True}}, members=4)
+    ds = _closure(
+        {
+            "problem": {"kind": "proxy2d", "events": 100_000, "seed": 1},
+            "training": {"steps": 800, "mle_reference": True, "noise_final": 0.0, "average_last": 0.5},
+            "ensemble": {"members": 4, "bootstrap": True},
+        },
+        members=4,
+    )
     # In units of a 4-member spread, deviations follow Student's t with 3 degrees of freedom: 95% within 3.18.
     assert ds.attrs["closure_max_qcf_dev_sigma"] <= 3.18
     assert float(np.abs(ds["pull"].sel(param=["p0", "p1", "p2", "p3"])).max()) <= 3.18

@@ -61,8 +61,12 @@ def test_cli_run_writes_results_and_prints_the_path(tmp_path):
             busy.listen()
         except OSError:
             pass  # someone else's does
-        r = subprocess.run([str(exe), "run", str(spec), "--out", str(tmp_path / "runs"), "--workers", "2"],
-                           capture_output=True, text=True, timeout=300)
+        r = subprocess.run(
+            [str(exe), "run", str(spec), "--out", str(tmp_path / "runs"), "--workers", "2"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     assert r.returncode == 0, r.stderr
     assert "already in use" not in r.stderr  # no warning about a port the user never asked for
     path = Path(r.stdout.strip().splitlines()[-1])
@@ -81,8 +85,14 @@ def _refuse_specs_and_data_files(refuse: bool) -> int:
     import engine.runner
     import engine.spec
 
-    targets = [engine.spec.parse_spec, engine.spec.parse_spec_text, engine.spec.load_spec,
-               engine.datafiles.read_measured, engine.datafiles.read_measured_file, engine.runner.measured_data]
+    targets = [
+        engine.spec.parse_spec,
+        engine.spec.parse_spec_text,
+        engine.spec.load_spec,
+        engine.datafiles.read_measured,
+        engine.datafiles.read_measured_file,
+        engine.runner.measured_data,
+    ]
 
     def refusing(f):
         def refuse_call(*args, **kwargs):
@@ -153,8 +163,9 @@ def test_reduced_proxy1d_closure(tmp_path):
     path = tmp_path / "closure.yaml"
     path.write_text(spec.to_yaml())
     exe = Path(sys.executable).parent / "qcf-studio"
-    r = subprocess.run([str(exe), "run", str(path), "--out", str(tmp_path)], capture_output=True, text=True,
-                       timeout=600)
+    r = subprocess.run(
+        [str(exe), "run", str(path), "--out", str(tmp_path)], capture_output=True, text=True, timeout=600
+    )
     assert r.returncode == 0, r.stderr
     with xr.open_dataset(r.stdout.strip().splitlines()[-1], engine="h5netcdf") as ds:
         assert ds.attrs["closure_max_abs_pull"] <= 3.0

@@ -22,8 +22,7 @@ from engine.samplers import SAMPLERS
 from engine.training import GANTrainer, TrainingConfig
 
 # noise_final and average_last: the bootstrap's shrinking noise and averaged point estimate are exercised too
-SMALL = TrainingConfig(steps=4, batch_params=8, events_per_param=16, grid_points=32, noise_final=0.0,
-                       average_last=0.5)
+SMALL = TrainingConfig(steps=4, batch_params=8, events_per_param=16, grid_points=32, noise_final=0.0, average_last=0.5)
 EFFECTS = {"resolution": 0.02, "acceptance": {"max": 0.9}, "background": {"fraction": 0.1}}
 
 
@@ -36,8 +35,12 @@ def small_trainer(kind: str, device: str = "cpu", detector: dict | None = None) 
 
 def trainer_tensors(t: GANTrainer) -> dict[str, torch.Tensor]:
     """Every tensor the trainer holds: networks, detector buffers, data, grids, labels, optimiser states."""
-    modules = {"generator": t.generator, "discriminator": t.discriminator,
-               "xsec_discriminator": t.xsec_discriminator, "detector": t.detector}
+    modules = {
+        "generator": t.generator,
+        "discriminator": t.discriminator,
+        "xsec_discriminator": t.xsec_discriminator,
+        "detector": t.detector,
+    }
     out = {}
     for name, module in modules.items():
         if module is not None:
@@ -48,8 +51,14 @@ def trainer_tensors(t: GANTrainer) -> dict[str, torch.Tensor]:
         if getattr(t, name) is not None:
             out[name] = getattr(t, name)
     for name, opt in (("opt_g", t.opt_g), ("opt_d", t.opt_d)):
-        out.update({f"{name}.{i}.{k}": v for i, state in enumerate(opt.state.values())
-                    for k, v in state.items() if isinstance(v, torch.Tensor)})
+        out.update(
+            {
+                f"{name}.{i}.{k}": v
+                for i, state in enumerate(opt.state.values())
+                for k, v in state.items()
+                if isinstance(v, torch.Tensor)
+            }
+        )
     return out
 
 
@@ -58,7 +67,8 @@ def test_a_trainer_on_an_explicit_device_keeps_every_tensor_there():
     trainer.train_step()
     tensors = trainer_tensors(trainer)
     assert {"real", "xsec", "labels", "norm_mask", "grids.0", "opt_g.0.exp_avg", "detector.effects.1.turn_on"} <= set(
-        tensors)
+        tensors
+    )
     assert {k: v.device.type for k, v in tensors.items() if v.device.type != "cpu"} == {}
     assert trainer.device == torch.device("cpu") and trainer.rng.device == torch.device("cpu")
     float64 = {k for k, v in tensors.items() if v.dtype == torch.float64 and not k.startswith("detector")}
@@ -98,8 +108,9 @@ def test_samplers_create_no_tensor_on_the_default_device(name):
 
 
 def test_the_learned_detector_creates_no_tensor_on_the_default_device():
-    chain = build_detector({"resolution": 0.05, "surrogate": {"events": 1000, "epochs": 1}}, [(0.1, 1.0)],
-                           coord_axis=True)
+    chain = build_detector(
+        {"resolution": 0.05, "surrogate": {"events": 1000, "epochs": 1}}, [(0.1, 1.0)], coord_axis=True
+    )
     x = torch.linspace(0.2, 0.9, 64, requires_grad=True)
     with torch.device("meta"):
         events, _ = chain(x[None, :, None], None, torch.Generator().manual_seed(0))
@@ -115,15 +126,30 @@ def test_cpu_and_auto_resolve_to_the_cpu_without_cuda():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error of a worker without CUDA")
 def test_cuda_without_cuda_names_the_worker_and_the_field():
-    with pytest.raises(RuntimeError, match=r"worker tcp://10\.0\.0\.7:4000: cluster\.device is cuda but this "
-                                           r"worker has no CUDA device"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"worker tcp://10\.0\.0\.7:4000: cluster\.device is cuda but this "
+        r"worker has no CUDA device",
+    ):
         resolve_device("cuda", "tcp://10.0.0.7:4000", "gpu-1")
 
 
-@pytest.mark.parametrize(("name", "count", "index"), [
-    (0, 2, 0), (1, 2, 1), (3, 2, 1), ("2", 4, 2), ("gpu-3", 4, 3), ("node7-5", 4, 1),
-    ("tcp://127.0.0.1:40123", 4, 0), ("tcp://node-1:4000", 2, 0), ("worker", 2, 0), (None, 8, 0), (5, 1, 0),
-])
+@pytest.mark.parametrize(
+    ("name", "count", "index"),
+    [
+        (0, 2, 0),
+        (1, 2, 1),
+        (3, 2, 1),
+        ("2", 4, 2),
+        ("gpu-3", 4, 3),
+        ("node7-5", 4, 1),
+        ("tcp://127.0.0.1:40123", 4, 0),
+        ("tcp://node-1:4000", 2, 0),
+        ("worker", 2, 0),
+        (None, 8, 0),
+        (5, 1, 0),
+    ],
+)
 def test_a_worker_picks_its_gpu_from_its_name(name, count, index):
     assert cuda_index(name, count) == index
 
@@ -175,8 +201,11 @@ def test_a_checkpoint_taken_on_a_gpu_resumes_on_a_cpu_trainer():
     resumed, again = small_trainer("proxy1d"), small_trainer("proxy1d")
     assert load_checkpoint(resumed, blob) == {"step": [3.0]} and resumed.step == 3
     load_checkpoint(again, blob)
-    for a, b in [(first.generator, resumed.generator), (first.discriminator, resumed.discriminator),
-                 (first.xsec_discriminator, resumed.xsec_discriminator)]:
+    for a, b in [
+        (first.generator, resumed.generator),
+        (first.discriminator, resumed.discriminator),
+        (first.xsec_discriminator, resumed.xsec_discriminator),
+    ]:
         assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     assert all(torch.equal(x, y) for x, y in zip(trainer_tensors(first).values(), trainer_tensors(resumed).values()))
     assert all(v.device.type == "cpu" for v in trainer_tensors(resumed).values())

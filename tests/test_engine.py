@@ -87,10 +87,17 @@ def test_results_follow_the_contract_and_are_written_atomically(tmp_path, proxy1
     members = [train_member(spec, m, proxy1d_data, _Null()) for m in range(2)]
     ds = build_results(spec, proxy1d_data, members, 1.5)
     for var, dims in {
-        "loss_g": ("member", "step"), "loss_d": ("member", "step"), "d_acc_real": ("member", "step"),
-        "d_acc_fake": ("member", "step"), "params_pred": ("member", "param"),
-        "params_pred_std": ("member", "param"), "params_true": ("param",), "qcf_pred": ("member", "qcf", "x"),
-        "qcf_true": ("qcf", "x"), "hist_data": ("observable", "bin"), "hist_gen": ("member", "observable", "bin"),
+        "loss_g": ("member", "step"),
+        "loss_d": ("member", "step"),
+        "d_acc_real": ("member", "step"),
+        "d_acc_fake": ("member", "step"),
+        "params_pred": ("member", "param"),
+        "params_pred_std": ("member", "param"),
+        "params_true": ("param",),
+        "qcf_pred": ("member", "qcf", "x"),
+        "qcf_true": ("qcf", "x"),
+        "hist_data": ("observable", "bin"),
+        "hist_gen": ("member", "observable", "bin"),
     }.items():
         assert ds[var].dims == dims, var
     assert ds.attrs["status"] == "completed"
@@ -122,11 +129,18 @@ def test_training_through_a_full_detector_chain():
     from engine.sinks import HistorySink
     from engine.spec import parse_spec
 
-    spec = parse_spec({"problem": {"kind": "proxy1d", "events": 5000, "seed": 3},
-                       "detector": {"resolution": 0.02, "acceptance": {"turn_on": 0.2, "width": 0.03, "max": 0.9},
-                                    "background": {"fraction": 0.05}},
-                       "training": {"steps": 40, "metrics_every": 10, "snapshot_every": 20},
-                       "ensemble": {"members": 1}})
+    spec = parse_spec(
+        {
+            "problem": {"kind": "proxy1d", "events": 5000, "seed": 3},
+            "detector": {
+                "resolution": 0.02,
+                "acceptance": {"turn_on": 0.2, "width": 0.03, "max": 0.9},
+                "background": {"fraction": 0.05},
+            },
+            "training": {"steps": 40, "metrics_every": 10, "snapshot_every": 20},
+            "ensemble": {"members": 1},
+        }
+    )
     data = measured_data(spec)
     assert data.events.shape[1] < 5000  # accept-reject thinned the pseudo-data
     assert np.all(data.xsec < make_pseudo_data(get_problem("proxy1d"), np.asarray(spec.truth_values()), 5000, 3).xsec)

@@ -44,13 +44,33 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     torch.set_num_threads(1)  # on a busy 2-core machine two threads spin against each other (4× slower)
     try:
         return {
-            "gan1d": _result(d, {"name": "gan1d", "problem": {"kind": "proxy1d", "events": 3000, "seed": 3},
-                                 "training": {"steps": 20, **TINY}, "ensemble": {"members": 2}}),
-            "mle1d": _result(d, {"name": "mle1d", "problem": {"kind": "proxy1d", "events": 3000, "seed": 3},
-                                 "training": {"method": "mle", "steps": 30, **TINY}, "ensemble": {"members": 1}}),
-            "gan2d": _result(d, {"name": "gan2d", "problem": {"kind": "proxy2d", "events": 3000, "seed": 3},
-                                 "training": {"steps": 20, "mle_reference": True, **TINY},
-                                 "ensemble": {"members": 2}}),
+            "gan1d": _result(
+                d,
+                {
+                    "name": "gan1d",
+                    "problem": {"kind": "proxy1d", "events": 3000, "seed": 3},
+                    "training": {"steps": 20, **TINY},
+                    "ensemble": {"members": 2},
+                },
+            ),
+            "mle1d": _result(
+                d,
+                {
+                    "name": "mle1d",
+                    "problem": {"kind": "proxy1d", "events": 3000, "seed": 3},
+                    "training": {"method": "mle", "steps": 30, **TINY},
+                    "ensemble": {"members": 1},
+                },
+            ),
+            "gan2d": _result(
+                d,
+                {
+                    "name": "gan2d",
+                    "problem": {"kind": "proxy2d", "events": 3000, "seed": 3},
+                    "training": {"steps": 20, "mle_reference": True, **TINY},
+                    "ensemble": {"members": 2},
+                },
+            ),
         }
     finally:
         torch.set_num_threads(threads)
@@ -76,8 +96,14 @@ def test_export_writes_every_format_of_a_gan_run(runs, tmp_path):
     written = export_run(runs["gan1d"], "png,svg,pdf,html", out)
     names = ["qcfs", "parameters", "training", "observables"]
     expected = {f"gan1d-{n}.{fmt}" for n in names for fmt in ("png", "svg", "pdf")}
-    expected |= {"gan1d-report.pdf", "gan1d-report.html", "gan1d-report.png", "gan1d-report.svg", "gan1d.nc",
-                 "gan1d-spec.yaml"}
+    expected |= {
+        "gan1d-report.pdf",
+        "gan1d-report.html",
+        "gan1d-report.png",
+        "gan1d-report.svg",
+        "gan1d.nc",
+        "gan1d-spec.yaml",
+    }
     assert {p.name for p in written} == expected
     assert {p.name for p in out.iterdir()} == expected  # no temporaries left behind
 
@@ -262,7 +288,8 @@ def test_dashboard_downloads_give_valid_files_and_leave_nothing_behind(runs, tmp
     path = runs["gan1d"]
     got = {label: export_download(path, label) for label in DOWNLOADS}
     assert {label: name for label, (name, _) in got.items()} == {
-        label: download_filename(path, label) for label in DOWNLOADS}
+        label: download_filename(path, label) for label in DOWNLOADS
+    }
     with zipfile.ZipFile(io.BytesIO(got["PNG figures (zip)"][1])) as z:
         names = z.namelist()
         assert f"{path.stem}-qcfs.png" in names and all(n.endswith(".png") for n in names)

@@ -63,6 +63,7 @@ def _virtual(secret_h5: Path):
         layout = h5py.VirtualLayout(shape=(2, 100), dtype="f8")
         layout[:] = h5py.VirtualSource(str(secret_h5), "x", shape=(2, 100))
         f.create_virtual_dataset("events", layout)
+
     return make
 
 
@@ -74,10 +75,16 @@ def hostile_files(tmp_path, secret_file) -> dict[str, Path]:
     return {
         "external storage": _with_events(tmp_path, "external.nc", _external(secret_file)),
         "virtual dataset": _with_events(tmp_path, "virtual.nc", _virtual(other)),
-        "external link": _with_events(tmp_path, "link.nc", lambda f: f.__setitem__("events", h5py.ExternalLink(
-            str(other), "x"))),
-        "declared size": _with_events(tmp_path, "bomb.nc", lambda f: f.create_dataset(
-            "events", shape=(2, 60_000_000), dtype="f8", chunks=(1, 1_000_000), compression="gzip", fillvalue=0.5)),
+        "external link": _with_events(
+            tmp_path, "link.nc", lambda f: f.__setitem__("events", h5py.ExternalLink(str(other), "x"))
+        ),
+        "declared size": _with_events(
+            tmp_path,
+            "bomb.nc",
+            lambda f: f.create_dataset(
+                "events", shape=(2, 60_000_000), dtype="f8", chunks=(1, 1_000_000), compression="gzip", fillvalue=0.5
+            ),
+        ),
     }
 
 
@@ -91,8 +98,12 @@ def test_uploads_that_would_read_other_files_or_declare_huge_data_are_refused_un
         assert time.perf_counter() - start < 1.0, what
         message = str(err.value)
         assert path.name in message and SECRET not in message, (what, message)
-        assert {"external storage": "external files", "virtual dataset": "virtual dataset",
-                "external link": "external link", "declared size": "declare more than"}[what] in message
+        assert {
+            "external storage": "external files",
+            "virtual dataset": "virtual dataset",
+            "external link": "external link",
+            "declared size": "declare more than",
+        }[what] in message
 
 
 def test_problem_data_that_would_read_other_files_is_refused_by_validate(hostile_files, tmp_path, capsys):
@@ -106,8 +117,7 @@ def test_problem_data_that_would_read_other_files_is_refused_by_validate(hostile
             read_measured_file(path, "proxy1d")
 
 
-def test_a_csv_or_corrupt_problem_data_is_refused_before_dispatch_and_a_good_csv_is_read(tmp_path, good_netcdf,
-                                                                                        capsys):
+def test_a_csv_or_corrupt_problem_data_is_refused_before_dispatch_and_a_good_csv_is_read(tmp_path, good_netcdf, capsys):
     bad_csv = tmp_path / "events.csv"
     bad_csv.write_text("observable,x\nsigma1,0.5\n")
     corrupt = tmp_path / "corrupt.nc"
@@ -122,8 +132,7 @@ def test_a_csv_or_corrupt_problem_data_is_refused_before_dispatch_and_a_good_csv
     data = read_measured_upload("d.nc", good_netcdf, "proxy1d")
     csv = tmp_path / "good.csv"
     names = get_problem("proxy1d").observable_names
-    lines = [f"# xsec: {', '.join(f'{n}={v}±{e}' for n, v, e in zip(names, data.xsec, data.xsec_err))}",
-             "observable,x"]
+    lines = [f"# xsec: {', '.join(f'{n}={v}±{e}' for n, v, e in zip(names, data.xsec, data.xsec_err))}", "observable,x"]
     lines += [f"{n},{x!r}" for o, n in enumerate(names) for x in data.events[o, :, 0].tolist()]
     csv.write_text("\n".join(lines) + "\n")
     spec = tmp_path / "good.yaml"
@@ -132,15 +141,19 @@ def test_a_csv_or_corrupt_problem_data_is_refused_before_dispatch_and_a_good_csv
     assert "500 events/observable" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(("edit", "words"), [
-    (lambda ds: ds.assign(events=ds["events"].astype(str)), "variable 'events' holds text"),
-    (lambda ds: ds.assign(events=ds["events"] * (1 + 0j)), "variable 'events' holds complex numbers"),
-    (lambda ds: ds.assign(xsec=ds["xsec"].astype(str)), "variable 'xsec' holds text"),
-    (lambda ds: ds.assign(weights=ds["events"] * 1j), "variable 'weights' holds complex numbers"),
-    (lambda ds: ds.assign_attrs(problem=np.array([1, 2])), "the data are for problem array"),
-])
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        (lambda ds: ds.assign(events=ds["events"].astype(str)), "variable 'events' holds text"),
+        (lambda ds: ds.assign(events=ds["events"] * (1 + 0j)), "variable 'events' holds complex numbers"),
+        (lambda ds: ds.assign(xsec=ds["xsec"].astype(str)), "variable 'xsec' holds text"),
+        (lambda ds: ds.assign(weights=ds["events"] * 1j), "variable 'weights' holds complex numbers"),
+        (lambda ds: ds.assign_attrs(problem=np.array([1, 2])), "the data are for problem array"),
+    ],
+)
 def test_problem_data_of_the_wrong_value_types_is_refused_by_validate_and_run_before_any_cluster(
-        tmp_path, good_netcdf, capsys, edit, words):
+    tmp_path, good_netcdf, capsys, edit, words
+):
     """Text or complex values once passed validate (or crashed it) and failed `run` after dispatch."""
     ds = xr.open_dataset(io.BytesIO(good_netcdf), engine="h5netcdf").load()
     path = write_netcdf_atomic(edit(ds), tmp_path / "odd-values.nc")
@@ -180,10 +193,22 @@ def test_upload_names_with_nul_and_markup_are_cleaned_and_uploads_are_capped(goo
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory) -> xr.Dataset:
-    spec = parse_spec({"name": "tiny", "problem": {"kind": "proxy1d", "events": 1000, "seed": 2},
-                       "training": {"steps": 4, "metrics_every": 2, "snapshot_every": 4, "batch_params": 8,
-                                    "events_per_param": 8, "gen_width": 8, "disc_width": 8},
-                       "ensemble": {"members": 1}})
+    spec = parse_spec(
+        {
+            "name": "tiny",
+            "problem": {"kind": "proxy1d", "events": 1000, "seed": 2},
+            "training": {
+                "steps": 4,
+                "metrics_every": 2,
+                "snapshot_every": 4,
+                "batch_params": 8,
+                "events_per_param": 8,
+                "gen_width": 8,
+                "disc_width": 8,
+            },
+            "ensemble": {"members": 1},
+        }
+    )
     p = get_problem("proxy1d")
     data = make_pseudo_data(p, np.asarray(p.truth), 1000, seed=2)
     return build_results(spec, data, [train_member(spec, 0, data, HistorySink())], 1.0)
@@ -213,20 +238,26 @@ def test_markup_in_a_results_file_is_shown_as_text_never_as_html(result, tmp_pat
     assert {r.name: r.method for r in list_runs(tmp_path)}["evil"].startswith("<img")  # a plain-text table cell
 
 
-@pytest.mark.parametrize(("edit", "words"), [
-    (lambda ds: ds.drop_vars("qcf_pred"), "variable 'qcf_pred' is missing"),
-    (lambda ds: ds.drop_vars("hist_gen"), "variable 'hist_gen' is missing"),
-    (lambda ds: ds.assign(params_pred=(("member", "step"), np.zeros((ds.sizes["member"], ds.sizes["step"])))),
-     "variable 'params_pred' has dimensions"),
-    (lambda ds: ds.isel(bin_edge=slice(0, 3)), "bin_edges"),
-    (lambda ds: ds.assign_attrs(status="<b>done</b>"), "attribute 'status' is '<b>done</b>'"),
-    (lambda ds: ds.assign_attrs(wall_seconds="soon"), "attribute 'wall_seconds' is not a number"),
-    (lambda ds: ds.assign_attrs(spec="a: " + "x" * 1_100_000), "attribute 'spec' has more than"),
-    (lambda ds: ds.isel(member=slice(0, 0)), "no member"),
-    (lambda ds: ds.assign_attrs(problem="<i>nope</i>"), "problem '<i>nope</i>' is not registered"),
-])
-def test_inconsistent_results_files_get_a_message_in_the_runs_tab_and_from_export(result, tmp_path, edit, words,
-                                                                                   capsys):
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        (lambda ds: ds.drop_vars("qcf_pred"), "variable 'qcf_pred' is missing"),
+        (lambda ds: ds.drop_vars("hist_gen"), "variable 'hist_gen' is missing"),
+        (
+            lambda ds: ds.assign(params_pred=(("member", "step"), np.zeros((ds.sizes["member"], ds.sizes["step"])))),
+            "variable 'params_pred' has dimensions",
+        ),
+        (lambda ds: ds.isel(bin_edge=slice(0, 3)), "bin_edges"),
+        (lambda ds: ds.assign_attrs(status="<b>done</b>"), "attribute 'status' is '<b>done</b>'"),
+        (lambda ds: ds.assign_attrs(wall_seconds="soon"), "attribute 'wall_seconds' is not a number"),
+        (lambda ds: ds.assign_attrs(spec="a: " + "x" * 1_100_000), "attribute 'spec' has more than"),
+        (lambda ds: ds.isel(member=slice(0, 0)), "no member"),
+        (lambda ds: ds.assign_attrs(problem="<i>nope</i>"), "problem '<i>nope</i>' is not registered"),
+    ],
+)
+def test_inconsistent_results_files_get_a_message_in_the_runs_tab_and_from_export(
+    result, tmp_path, edit, words, capsys
+):
     from app.views import RunsBrowser
 
     path = write_netcdf_atomic(edit(result.copy()), tmp_path / "odd.nc")

@@ -50,11 +50,14 @@ def test_the_dashboard_validator_refuses_an_alias_bomb_at_once(tmp_path):
     dash.dispose()
 
 
-@pytest.mark.parametrize(("text", "words"), [
-    ("name: x\n" + "# padding\n" * 120_000, "bytes of YAML; at most 1,000,000"),
-    ("name: " + "[" * 40 + "]" * 40 + "\n", "nested more than 32 levels"),
-    ("name: x\nproblem: {events: " + "9" * 5000 + "}\n", "cannot read the YAML"),
-])
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("name: x\n" + "# padding\n" * 120_000, "bytes of YAML; at most 1,000,000"),
+        ("name: " + "[" * 40 + "]" * 40 + "\n", "nested more than 32 levels"),
+        ("name: x\nproblem: {events: " + "9" * 5000 + "}\n", "cannot read the YAML"),
+    ],
+)
 def test_oversized_deep_or_unreadable_yaml_is_refused_quickly(text, words):
     start = time.perf_counter()
     with pytest.raises(SpecError) as err:
@@ -72,13 +75,16 @@ def test_a_spec_file_over_a_megabyte_is_refused_by_validate_without_reading_it_a
     assert "more than 1,000,000 bytes" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("raw", "field"), [
-    ({"name": "x" * 200_000}, "name"),
-    ({"problem": {"kind": "k" * 200_000}}, "problem.kind"),
-    ({"problem": {"truth": {"Nu": "v" * 200_000}}}, "problem.truth.Nu"),
-    ({"training": {"steps": [list(range(1000))] * 1000}}, "training.steps"),
-    ({"problem": {"data": 5}}, "problem.data"),
-])
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({"name": "x" * 200_000}, "name"),
+        ({"problem": {"kind": "k" * 200_000}}, "problem.kind"),
+        ({"problem": {"truth": {"Nu": "v" * 200_000}}}, "problem.truth.Nu"),
+        ({"training": {"steps": [list(range(1000))] * 1000}}, "training.steps"),
+        ({"problem": {"data": 5}}, "problem.data"),
+    ],
+)
 def test_messages_show_at_most_a_hundred_characters_of_a_value(raw, field):
     with pytest.raises(SpecError) as err:
         parse_spec(raw)
@@ -92,19 +98,21 @@ def test_unknown_keys_that_are_huge_are_named_briefly():
     assert err.value.field.startswith("training.kkk") and len(err.value.field) <= 100
 
 
-@pytest.mark.parametrize(("raw", "field", "limit"), [
-    ({"problem": {"events": 10**12}}, "problem.events", "5,000,000"),
-    ({"ensemble": {"members": 10**6}}, "ensemble.members", "64"),
-    ({"training": {"steps": 10**9}}, "training.steps", "1,000,000"),
-    ({"training": {"method": "gan"}, "cluster": {"mode": "data_parallel", "ranks": 500}}, "cluster.ranks", "64"),
-    ({"cluster": {"workers": 1000}}, "cluster.workers", "64"),
-    ({"training": {"grid_points": 4096}, "problem": {"kind": "proxy2d"}}, "training.grid_points", "1,048,576"),
-    ({"training": {"batch_params": 10_000, "events_per_param": 10_000}}, "training.events_per_param", "1,000,000"),
-    ({"training": {"disc_width": 100_000}}, "training.disc_width", "4,096"),
-    ({"training": {"steps": 1_000_000, "metrics_every": 1}}, "training.metrics_every", "100,000"),
-    ({"detector": {"resolution": 0.1, "surrogate": {"events": 10**10}}}, "detector.surrogate.events",
-     "10,000,000"),
-])
+@pytest.mark.parametrize(
+    ("raw", "field", "limit"),
+    [
+        ({"problem": {"events": 10**12}}, "problem.events", "5,000,000"),
+        ({"ensemble": {"members": 10**6}}, "ensemble.members", "64"),
+        ({"training": {"steps": 10**9}}, "training.steps", "1,000,000"),
+        ({"training": {"method": "gan"}, "cluster": {"mode": "data_parallel", "ranks": 500}}, "cluster.ranks", "64"),
+        ({"cluster": {"workers": 1000}}, "cluster.workers", "64"),
+        ({"training": {"grid_points": 4096}, "problem": {"kind": "proxy2d"}}, "training.grid_points", "1,048,576"),
+        ({"training": {"batch_params": 10_000, "events_per_param": 10_000}}, "training.events_per_param", "1,000,000"),
+        ({"training": {"disc_width": 100_000}}, "training.disc_width", "4,096"),
+        ({"training": {"steps": 1_000_000, "metrics_every": 1}}, "training.metrics_every", "100,000"),
+        ({"detector": {"resolution": 0.1, "surrogate": {"events": 10**10}}}, "detector.surrogate.events", "10,000,000"),
+    ],
+)
 def test_sizes_beyond_the_limits_are_refused_by_validate_naming_the_field(raw, field, limit):
     with pytest.raises(SpecError) as err:
         parse_spec(raw)

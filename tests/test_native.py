@@ -39,8 +39,9 @@ def test_the_native_block_gives_the_python_blocks_numbers_bit_for_bit(n_in, widt
     fake[:50] = 0.0  # rows at the origin: first-layer pre-activations equal to the biases
     weights = torch.rand(1300) + 0.5 if weighted else None
 
-    def native_block(weights, biases, slopes, w_out, b_out, w_in_t, rows, row_weights, target, grads, logits,
-                     grad_inputs, ws, split):
+    def native_block(
+        weights, biases, slopes, w_out, b_out, w_in_t, rows, row_weights, target, grads, logits, grad_inputs, ws, split
+    ):
         block(weights, biases, slopes, w_out, b_out, w_in_t, rows, row_weights, target, grads, logits, grad_inputs)
 
     expected = _pass(net, real, fake, weights, adversarial._pass_block)

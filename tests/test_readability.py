@@ -30,9 +30,18 @@ def _plots(members: int = 1, **kw) -> LivePlots:
 def _noisy_rows(n: int, seed: int = 0) -> list[dict]:
     """A default run's discriminator accuracy: a band of noise between 0 and 1 around 0.5."""
     rng = np.random.default_rng(seed)
-    return [{"member": 0, "rank": 0, "step": 10 * (i + 1), "loss_g": 0.7 + 0.3 * rng.random(),
-             "loss_d": 1.4 + 0.3 * rng.random(), "d_acc_real": rng.random(), "d_acc_fake": rng.random()}
-            for i in range(n)]
+    return [
+        {
+            "member": 0,
+            "rank": 0,
+            "step": 10 * (i + 1),
+            "loss_g": 0.7 + 0.3 * rng.random(),
+            "loss_d": 1.4 + 0.3 * rng.random(),
+            "d_acc_real": rng.random(),
+            "d_acc_fake": rng.random(),
+        }
+        for i in range(n)
+    ]
 
 
 # --- smoothing -------------------------------------------------------------------------------------------------
@@ -159,8 +168,15 @@ def test_legends_sit_beside_the_plots_in_small_type_and_panels_repeat_no_heading
 def _snapshot(qcf_true, scale: float) -> dict:
     x = qcf_true["u"][0]
     mean = np.vstack([qcf_true["u"][1], qcf_true["d"][1]]) * scale
-    return {0: {"x": x.tolist(), "qcf_mean": mean.tolist(), "qcf_lo": (0.9 * mean).tolist(),
-                "qcf_hi": (1.1 * mean).tolist(), "hist_gen": [[0.0] * 10, [0.0] * 10]}}
+    return {
+        0: {
+            "x": x.tolist(),
+            "qcf_mean": mean.tolist(),
+            "qcf_lo": (0.9 * mean).tolist(),
+            "qcf_hi": (1.1 * mean).tolist(),
+            "hist_gen": [[0.0] * 10, [0.0] * 10],
+        }
+    }
 
 
 def test_live_qcf_panels_show_the_whole_truth_and_band_each_on_its_own_axis():
@@ -193,10 +209,15 @@ def test_compared_qcfs_show_the_whole_truth_and_bands_on_their_own_axes(tmp_path
 
     def run(scale: float) -> xr.Dataset:
         pred = (truth * scale)[None]
-        return xr.Dataset({"qcf_pred": (("member", "qcf", "x"), pred),
-                           "qcf_pred_std": (("member", "qcf", "x"), 0.1 * pred),
-                           "qcf_true": (("qcf", "x"), truth)},
-                          coords={"member": [0], "qcf": ["u", "d"], "x": x}, attrs={"problem": "proxy1d"})
+        return xr.Dataset(
+            {
+                "qcf_pred": (("member", "qcf", "x"), pred),
+                "qcf_pred_std": (("member", "qcf", "x"), 0.1 * pred),
+                "qcf_true": (("qcf", "x"), truth),
+            },
+            coords={"member": [0], "qcf": ["u", "d"], "x": x},
+            attrs={"problem": "proxy1d"},
+        )
 
     panels = compare_qcfs({"low": run(0.5), "high": run(1.2)})
     column = pn.Column(*(pn.pane.HoloViews(p) for p in panels))
@@ -250,9 +271,12 @@ def test_cluster_tab_links_to_dasks_own_dashboard_when_the_scheduler_serves_one(
     assert f'href="{http_server}/status"' in served.dask_link.object and 'target="_blank"' in served.dask_link.object
     assert served.dask_link in list(served.__panel__())
     # The embedded cluster: an HTTP server under the name "dashboard" whose /status is not found.
-    for client in (SimpleNamespace(dashboard_link=f"{http_server}/missing/status", scheduler=scheduler),
-                   NoDashboard(), SimpleNamespace(dashboard_link="", scheduler=scheduler),
-                   SimpleNamespace(dashboard_link="javascript:alert(1)", scheduler=scheduler)):
+    for client in (
+        SimpleNamespace(dashboard_link=f"{http_server}/missing/status", scheduler=scheduler),
+        NoDashboard(),
+        SimpleNamespace(dashboard_link="", scheduler=scheduler),
+        SimpleNamespace(dashboard_link="javascript:alert(1)", scheduler=scheduler),
+    ):
         shown = view(client).dask_link.object
         assert "href" not in shown and "serves none" in shown
     quoted = view(SimpleNamespace(dashboard_link=f'{http_server}/status?"><script>', scheduler=scheduler))

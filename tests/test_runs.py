@@ -73,8 +73,9 @@ def test_live_curves_stream_only_new_rows_to_the_browser_and_stay_bounded(monkey
     plots = live.LivePlots(("Nu",), ("u",), ("s",), [2.0], 2, ([0.0], [3.0]))
     plots.push_metrics([{"member": 0, "rank": 0, "step": 10, "loss_g": 10.0, "param_Nu": 2.0}])  # before a view
     fig = plots.losses()  # what a browser session holds: starts from what the Buffers hold
-    plots.push_metrics([{"member": m, "rank": 0, "step": 20, "loss_g": 20.0, "loss_d": 1.0, "param_Nu": 2.3}
-                        for m in (0, 1)])
+    plots.push_metrics(
+        [{"member": m, "rank": 0, "step": 20, "loss_g": 20.0, "loss_d": 1.0, "param_Nu": 2.3} for m in (0, 1)]
+    )
     plots.push_metrics([{"member": 0, "rank": 0, "step": 30, "loss_g": 30.0, "loss_d": 1.0}])
     # one message per line and push, holding only the new rows
     assert streamed == [([20.0], 50), ([20.0], 50), ([30.0], 50)]
@@ -90,8 +91,13 @@ def test_live_view_draws_a_loss_curve_for_every_data_parallel_rank():
     from engine.distributed import replay
     from layouts.live import LivePlots
 
-    spec = parse_spec({"problem": {"kind": "proxy1d"}, "ensemble": {"members": 1},
-                       "cluster": {"mode": "data_parallel", "ranks": 2, "workers": 2}})
+    spec = parse_spec(
+        {
+            "problem": {"kind": "proxy1d"},
+            "ensemble": {"members": 1},
+            "cluster": {"mode": "data_parallel", "ranks": 2, "workers": 2},
+        }
+    )
     run = LiveRun(spec)
     for step in (10, 20):
         replay({"type": "metrics", "member": 0, "step": step, "metrics": {"loss_d": 1.0, "param_Nu": 2.0}}, run)
@@ -100,8 +106,11 @@ def test_live_view_draws_a_loss_curve_for_every_data_parallel_rank():
     plots = LivePlots(("Nu",), ("u",), ("s",), [2.0], 1, ([0.0], [3.0]), ranks=2)
     rows, _ = run.metrics_since(0)
     plots.push_metrics(rows)
-    loss_d = {item.label["value"]: list(item.renderers[0].data_source.data["loss_d"])
-              for item in plots.losses().legend[0].items if item.label["value"].startswith("loss_d")}
+    loss_d = {
+        item.label["value"]: list(item.renderers[0].data_source.data["loss_d"])
+        for item in plots.losses().legend[0].items
+        if item.label["value"].startswith("loss_d")
+    }
     assert loss_d == {"loss_d · member 0 rank 0": [1.0, 1.0], "loss_d · member 0 rank 1": [3.0, 3.0]}
     params = plots.parameters().renderers
     assert len(params) == 1 and list(params[0].data_source.data["dev_Nu"]) == [0.0, 0.0]  # rank 0's generator only

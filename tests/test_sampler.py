@@ -162,7 +162,8 @@ class _Exact:
     def _raw(self, m: tuple[int, ...]) -> float:
         full = [r[:, -1] for r in self.running]
         return np.prod([full[k][m[k]] for k in range(self.dims)]) + self.c * np.prod(
-            [full[k][m[k] + 1] for k in range(self.dims)])
+            [full[k][m[k] + 1] for k in range(self.dims)]
+        )
 
     def moment(self, m: tuple[int, ...]) -> float:
         return self._raw(m) / self.z
@@ -262,8 +263,9 @@ def test_sampler_contract(name, dims):
 
     # Grid bias, measured with scrambled Sobol points (quasi-random: tiny sampling noise).
     grids = _grids(dims, torch.float64)
-    events, integral = sampler.sample(_density(torch.tensor(_theta(dims))[None], grids), grids,
-                                      _sobol(sampler, dims, 2**17, seed=1)[None])
+    events, integral = sampler.sample(
+        _density(torch.tensor(_theta(dims))[None], grids), grids, _sobol(sampler, dims, 2**17, seed=1)[None]
+    )
     events = events[0].numpy()
     n = events.shape[0]
     ks = max(np.max(np.abs(exact.cdf(d, np.sort(events[:, d])) - np.arange(1, n + 1) / n)) for d in range(dims))
@@ -278,8 +280,9 @@ def test_sampler_contract(name, dims):
     u64 = torch.rand((2, 300, k), generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     w = torch.randn((2, 300, dims), generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     events, integral = sampler.sample(_density(theta, grids), grids, u64)
-    grad_events, grad_integral = (torch.autograd.grad(v, theta, retain_graph=True)[0]
-                                  for v in ((w * events).sum(), integral.sum()))
+    grad_events, grad_integral = (
+        torch.autograd.grad(v, theta, retain_graph=True)[0] for v in ((w * events).sum(), integral.sum())
+    )
     fd_events, fd_integral = torch.zeros_like(theta0), torch.zeros_like(theta0)
     with torch.no_grad():
         for i in range(theta0.shape[0]):

@@ -137,23 +137,53 @@ def dask_processes(tmp_path: Path, *workers: list[str]):
     bin_dir = Path(sys.executable).parent
     info = tmp_path / "scheduler.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
-                               "--no-dashboard", "--scheduler-file", str(info)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    procs = [
+        subprocess.Popen(
+            [
+                str(bin_dir / "dask"),
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-dashboard",
+                "--scheduler-file",
+                str(info),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    ]
     try:
         deadline = time.time() + 60
         while not info.exists() and time.time() < deadline:
             time.sleep(0.2)
         for args in workers:
-            procs.append(subprocess.Popen([str(bin_dir / "dask"), "worker", "--scheduler-file", str(info),
-                                           "--nthreads", "1", "--no-dashboard", *args], env=env,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        str(bin_dir / "dask"),
+                        "worker",
+                        "--scheduler-file",
+                        str(info),
+                        "--nthreads",
+                        "1",
+                        "--no-dashboard",
+                        *args,
+                    ],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
         address = json.loads(info.read_text())["address"]
         from distributed import Client
 
         with Client(address, timeout="30s") as c:
-            c.wait_for_workers(sum(int(a[a.index("--nworkers") + 1]) if "--nworkers" in a else 1 for a in workers),
-                               timeout=60)
+            c.wait_for_workers(
+                sum(int(a[a.index("--nworkers") + 1]) if "--nworkers" in a else 1 for a in workers), timeout=60
+            )
         yield address
     finally:
         for p in reversed(procs):
@@ -168,8 +198,12 @@ def test_cli_runs_data_parallel_on_a_remote_scheduler(tmp_path):
     with dask_processes(tmp_path, ["--nworkers", "2"]) as address:
         spec_path = tmp_path / "dp.yaml"
         spec_path.write_text(dp_spec(steps=30).to_yaml())
-        r = subprocess.run([str(EXE), "run", str(spec_path), "--out", str(tmp_path / "runs"), "--scheduler", address],
-                           capture_output=True, text=True, timeout=300)
+        r = subprocess.run(
+            [str(EXE), "run", str(spec_path), "--out", str(tmp_path / "runs"), "--scheduler", address],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert r.returncode == 0, r.stderr
         with xr.open_dataset(r.stdout.strip().splitlines()[-1], engine="h5netcdf") as ds:
             assert ds.attrs["status"] == "completed" and int(ds["steps_done"][0]) == 30
@@ -191,8 +225,9 @@ def test_a_cuda_member_goes_to_the_gpu_worker_and_fails_there_without_cuda(tmp_p
 
     with dask_processes(tmp_path, ["--resources", "GPU=1", "--name", "gpu-0"], ["--name", "cpu-0"]) as address:
         with Client(address, timeout="30s") as client:
-            gpu_worker = next(a for a, w in client.scheduler_info(n_workers=-1)["workers"].items()
-                              if w["name"] == "gpu-0")
+            gpu_worker = next(
+                a for a, w in client.scheduler_info(n_workers=-1)["workers"].items() if w["name"] == "gpu-0"
+            )
             cuda, cpu = device_spec("cuda"), device_spec("cpu")
             on_gpu = start_run(client, cuda, measured_data(cuda))
             beside = start_run(client, cpu, measured_data(cpu))
@@ -210,8 +245,11 @@ def test_cuda_without_gpu_workers_is_refused_before_anything_is_submitted(dask_c
     for mode in ({}, {"mode": "data_parallel", "ranks": 2}):
         for k, v in mode.items():
             setattr(spec.cluster, k, v)
-        with pytest.raises(ValueError, match=r"cluster.device is cuda but no worker offers the GPU resource; start "
-                                             r"workers with `dask worker --resources GPU=1` \(one per GPU\)"):
+        with pytest.raises(
+            ValueError,
+            match=r"cluster.device is cuda but no worker offers the GPU resource; start "
+            r"workers with `dask worker --resources GPU=1` \(one per GPU\)",
+        ):
             start_run(dask_client, spec, measured_data(spec))
     assert set(dask_client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.tasks))) <= tasks_before
 
@@ -220,8 +258,12 @@ def test_cuda_without_gpu_workers_is_refused_before_anything_is_submitted(dask_c
 def test_cli_refuses_cuda_on_an_embedded_cluster_without_gpus(tmp_path):
     spec = tmp_path / "cuda.yaml"
     spec.write_text(device_spec("cuda").to_yaml())
-    r = subprocess.run([str(EXE), "run", str(spec), "--out", str(tmp_path / "runs"), "--workers", "1"],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [str(EXE), "run", str(spec), "--out", str(tmp_path / "runs"), "--workers", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 2
     assert "cluster.device is cuda but no worker offers the GPU resource" in r.stderr
     assert not (tmp_path / "runs").exists()

@@ -38,14 +38,21 @@ def _free_port() -> int:
 
 def _listening(pid: int) -> dict[int, str]:
     """port -> address of the TCP sockets process ``pid`` listens on."""
-    return {c.laddr.port: c.laddr.ip for c in psutil.Process(pid).net_connections(kind="tcp")
-            if c.status == psutil.CONN_LISTEN}
+    return {
+        c.laddr.port: c.laddr.ip
+        for c in psutil.Process(pid).net_connections(kind="tcp")
+        if c.status == psutil.CONN_LISTEN
+    }
 
 
 def test_serving_beyond_loopback_without_a_login_is_refused_before_anything_starts(tmp_path):
     start = time.perf_counter()
-    r = subprocess.run([str(EXE), "serve", "--address", "0.0.0.0", "--port", str(_free_port()), "--runs-dir",
-                        str(tmp_path / "runs")], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [str(EXE), "serve", "--address", "0.0.0.0", "--port", str(_free_port()), "--runs-dir", str(tmp_path / "runs")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2 and "without a login" in r.stderr and "--auth basic" in r.stderr
     assert time.perf_counter() - start < 20 and "starting Dask" not in r.stderr
     assert _auth_options(Access(insecure=True), "0.0.0.0") == {}
@@ -87,14 +94,34 @@ def test_credentials_hold_hashes_never_passwords(tmp_path):
 @pytest.fixture
 def auth_server(tmp_path):
     creds = tmp_path / "users"
-    r = subprocess.run([str(EXE), "credentials", str(creds), "--user", "alice", "--password-stdin"],
-                       input="correct horse battery\n", capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [str(EXE), "credentials", str(creds), "--user", "alice", "--password-stdin"],
+        input="correct horse battery\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     port = _free_port()
     log = tmp_path / "serve.log"
-    proc = subprocess.Popen([str(EXE), "serve", "--port", str(port), "--workers", "1", "--runs-dir",
-                             str(tmp_path / "runs"), "--auth", "basic", "--credentials", str(creds)],
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            str(EXE),
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--auth",
+            "basic",
+            "--credentials",
+            str(creds),
+        ],
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.time() + 90
     while True:
         try:
@@ -120,6 +147,7 @@ def _request(port: int, method: str, path: str, body: str | None = None, cookie:
 
 def _ws(port: int, token: str, cookie: str = "", origin: str | None = None) -> list:
     """The first message the server sends on a Bokeh websocket opened with ``token`` (``[]``: none, closed)."""
+
     async def talk():
         headers = {"Origin": origin or f"http://127.0.0.1:{port}"}
         if cookie:
@@ -215,8 +243,10 @@ def test_the_embedded_cluster_listens_on_loopback_only_and_admits_only_its_own_c
     # Another user of this machine reaches loopback too; without the cluster's certificate they get no client.
     # Each attempt is its own process, as another user's would be (a refused Client can leave the loop of the
     # process that made it in a state a second one trips over).
-    probe = ("import sys\nfrom distributed import Client\nclient = Client(sys.argv[1], timeout='5s')\n"
-             "print('CONNECTED', client.submit(sum, [1, 2]).result())\n")
+    probe = (
+        "import sys\nfrom distributed import Client\nclient = Client(sys.argv[1], timeout='5s')\n"
+        "print('CONNECTED', client.submit(sum, [1, 2]).result())\n"
+    )
     for attempt in (address, address.replace("tls://", "tcp://")):
         done = subprocess.run([sys.executable, "-c", probe, attempt], capture_output=True, text=True, timeout=120)
         assert done.returncode != 0 and "CONNECTED" not in done.stdout, (attempt, done.stdout[-500:])
@@ -233,8 +263,13 @@ def test_the_embedded_cluster_serves_other_users_of_loopback_no_dask_pages(dask_
     assert len(ports) == 1 + len(info["workers"])
     for port in ports:
         assert urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).status == 200
-        for path in ("/info/main/workers.html", "/info/main/logs.html", "/json/identity.json", "/metrics",
-                     "/proxy/8786/127.0.0.1/status"):
+        for path in (
+            "/info/main/workers.html",
+            "/info/main/logs.html",
+            "/json/identity.json",
+            "/metrics",
+            "/proxy/8786/127.0.0.1/status",
+        ):
             with pytest.raises(urllib.error.HTTPError) as refused:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5)
             assert refused.value.code == 404, (port, path)
@@ -245,15 +280,44 @@ def test_the_embedded_cluster_serves_other_users_of_loopback_no_dask_pages(dask_
 
 def _certificates(d: Path) -> tuple[Path, Path, Path]:
     """A CA and a certificate (with key) for 127.0.0.1 signed by it, made with the openssl command."""
+
     def ssl(*args: str) -> None:
         subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
 
-    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-        "-subj", "/CN=qcf-test-ca")
+    ssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=qcf-test-ca",
+    )
     ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "node.key", "-out", "node.csr", "-subj", "/CN=127.0.0.1")
     (d / "ext").write_text("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n")
-    ssl("x509", "-req", "-in", "node.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out",
-        "node.pem", "-days", "2", "-extfile", "ext")
+    ssl(
+        "x509",
+        "-req",
+        "-in",
+        "node.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "node.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+    )
     return d / "ca.pem", d / "node.pem", d / "node.key"
 
 
@@ -267,20 +331,47 @@ def test_a_run_on_a_remote_scheduler_that_requires_tls(tmp_path):
     tls = ["--tls-ca-file", str(ca), "--tls-cert", str(cert), "--tls-key", str(key)]
     port = _free_port()
     dask_bin = Path(sys.executable).parent / "dask"
-    procs = [subprocess.Popen([str(dask_bin), "scheduler", "--protocol", "tls", "--host", "127.0.0.1", "--port",
-                               str(port), "--no-dashboard", *tls], stderr=subprocess.DEVNULL)]
+    procs = [
+        subprocess.Popen(
+            [
+                str(dask_bin),
+                "scheduler",
+                "--protocol",
+                "tls",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-dashboard",
+                *tls,
+            ],
+            stderr=subprocess.DEVNULL,
+        )
+    ]
     address = f"tls://127.0.0.1:{port}"
-    procs.append(subprocess.Popen([str(dask_bin), "worker", address, "--nthreads", "1", "--no-dashboard", *tls,
-                                   "--host", "127.0.0.1"], stderr=subprocess.DEVNULL))
+    procs.append(
+        subprocess.Popen(
+            [str(dask_bin), "worker", address, "--nthreads", "1", "--no-dashboard", *tls, "--host", "127.0.0.1"],
+            stderr=subprocess.DEVNULL,
+        )
+    )
     try:
         spec = tmp_path / "tiny.yaml"
         spec.write_text(_small())
-        r = subprocess.run([str(EXE), "run", str(spec), "--out", str(tmp_path / "runs"), "--scheduler", address,
-                            *tls], capture_output=True, text=True, timeout=300)
+        r = subprocess.run(
+            [str(EXE), "run", str(spec), "--out", str(tmp_path / "runs"), "--scheduler", address, *tls],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert r.returncode == 0, r.stderr[-3000:]
         assert Path(r.stdout.strip().splitlines()[-1]).is_file()
-        r = subprocess.run([str(EXE), "run", str(spec), "--out", str(tmp_path / "runs2"), "--scheduler", address],
-                           capture_output=True, text=True, timeout=120)  # without the certificates
+        r = subprocess.run(
+            [str(EXE), "run", str(spec), "--out", str(tmp_path / "runs2"), "--scheduler", address],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )  # without the certificates
         assert r.returncode == 2 and "needs --tls-ca-file" in r.stderr and "Traceback" not in r.stderr
         assert not (tmp_path / "runs2").exists()
     finally:

@@ -45,8 +45,11 @@ def test_spec_roundtrips_through_yaml():
         ({"detector": {"acceptance": {"widht": 0.1}}}, "detector.acceptance.widht", "unknown key"),
         ({"detector": {"surrogate": {"events": 10}}}, "detector.surrogate", "resolution > 0"),
         ({"training": {"method": "mle"}}, "ensemble.members", "use 1"),
-        ({"training": {"mle_reference": True}, "detector": {"acceptance": {"max": 0.9}}}, "training.mle_reference",
-         "resolution smearing only"),
+        (
+            {"training": {"mle_reference": True}, "detector": {"acceptance": {"max": 0.9}}},
+            "training.mle_reference",
+            "resolution smearing only",
+        ),
         ({"training": {"method": "vae"}}, "training.method", "not available"),
         ({"training": {"grid_spacing": "log"}}, "training.grid_spacing", "choose one of auto, uniform, clustered"),
         ({"training": {"disc_edge_features": "yes"}}, "training.disc_edge_features", "true, false or null"),
@@ -55,8 +58,11 @@ def test_spec_roundtrips_through_yaml():
         ({"version": 7}, "version", "unsupported"),
         ({"cluster": {"device": "gpu"}}, "cluster.device", "choose one of auto, cpu, cuda"),
         ({"cluster": {"device": 0}}, "cluster.device", "expected text"),
-        ({"training": {"method": "mle"}, "ensemble": {"members": 1}, "cluster": {"device": "cuda"}}, "cluster.device",
-         "runs on the CPU"),
+        (
+            {"training": {"method": "mle"}, "ensemble": {"members": 1}, "cluster": {"device": "cuda"}},
+            "cluster.device",
+            "runs on the CPU",
+        ),
     ],
 )
 def test_bad_spec_values_name_the_field(raw, field, words):
@@ -183,8 +189,21 @@ def test_bench_gan_members_counts_the_steps_of_all_members_in_one_window(capsys)
     """Two trainers on two real LocalCluster workers at once; the rate is their steps' events over the window."""
     import json
 
-    args = ["bench", "gan", "--problem", "proxy2d", "--events", "2000", "--members", "2", "--window", "2",
-            "--warmup", "20", "--json"]
+    args = [
+        "bench",
+        "gan",
+        "--problem",
+        "proxy2d",
+        "--events",
+        "2000",
+        "--members",
+        "2",
+        "--window",
+        "2",
+        "--warmup",
+        "20",
+        "--json",
+    ]
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["members"] == 2 and out["threads_per_member"] == 1 and out["disc"] == "2-64-64-1"

@@ -20,11 +20,14 @@ def _form():
 def test_every_field_of_every_section_has_a_widget():
     form, _ = _form()
     spec = Spec()
-    expected = {"name"} | {f"{section.name}.{f.name}" for section in fields(Spec)
-                           # limits: raised from the command line only (the page refuses a spec that raises them);
-                           # campaign: set in the Campaign tab's own form
-                           if section.name not in ("version", "name", "limits", "campaign")
-                           for f in fields(getattr(spec, section.name))}
+    expected = {"name"} | {
+        f"{section.name}.{f.name}"
+        for section in fields(Spec)
+        # limits: raised from the command line only (the page refuses a spec that raises them);
+        # campaign: set in the Campaign tab's own form
+        if section.name not in ("version", "name", "limits", "campaign")
+        for f in fields(getattr(spec, section.name))
+    }
     assert set(form._widgets) == expected
     assert [w.label for w in form._widgets["problem.truth"]] == ["p0", "p1", "p2", "p3", "p4"]
     assert len(form._widgets["problem.bounds"]) == 10  # low and high per parameter

@@ -25,10 +25,23 @@ from engine.training import GANTrainer, TrainingConfig
 
 
 def _spec(kind: str = "proxy1d", events: int = 1000, data: str | None = None, **training):
-    t = {"method": "gan", "steps": 4, "metrics_every": 2, "snapshot_every": 4, "batch_params": 8,
-         "events_per_param": 8, **training}
-    return parse_spec({"name": "upload", "problem": {"kind": kind, "events": events, "seed": 4, "data": data},
-                       "training": t, "ensemble": {"members": 1}})
+    t = {
+        "method": "gan",
+        "steps": 4,
+        "metrics_every": 2,
+        "snapshot_every": 4,
+        "batch_params": 8,
+        "events_per_param": 8,
+        **training,
+    }
+    return parse_spec(
+        {
+            "name": "upload",
+            "problem": {"kind": kind, "events": events, "seed": 4, "data": data},
+            "training": t,
+            "ensemble": {"members": 1},
+        }
+    )
 
 
 def _csv(data: MeasuredData, weights: bool = True, xsec: bool = True) -> bytes:
@@ -127,25 +140,43 @@ def _error_cases(weighted: MeasuredData, tmp_path: Path) -> list[tuple[str, byte
     return [
         ("big.csv", good.encode(), "proxy1d", ["big.csv", "upload limit"]),
         ("latin.csv", (good[:300] + "é").encode("latin-1"), "proxy1d", ["latin.csv", "not UTF-8", "line"]),
-        ("cols.csv", "\n".join([xs, "observable,weight", "sigma1,1"]).encode(), "proxy1d",
-         ["cols.csv", "line 2", "lacks column", "x"]),
-        ("obs.csv", edit(1000, 0, "sigma3"), "proxy1d",
-         ["obs.csv", "line 1004", "unknown observable 'sigma3'", "proxy1d has sigma1, sigma2"]),
-        ("num.csv", edit(4, 1, "abc"), "proxy1d",
-         ["num.csv", "line 8", "column 'x'", "'abc' is not a number"]),
+        (
+            "cols.csv",
+            "\n".join([xs, "observable,weight", "sigma1,1"]).encode(),
+            "proxy1d",
+            ["cols.csv", "line 2", "lacks column", "x"],
+        ),
+        (
+            "obs.csv",
+            edit(1000, 0, "sigma3"),
+            "proxy1d",
+            ["obs.csv", "line 1004", "unknown observable 'sigma3'", "proxy1d has sigma1, sigma2"],
+        ),
+        ("num.csv", edit(4, 1, "abc"), "proxy1d", ["num.csv", "line 8", "column 'x'", "'abc' is not a number"]),
         ("dom.csv", edit(9, 1, "1.5"), "proxy1d", ["dom.csv", "outside the proxy1d domain x ∈ [0.1, 1]", "line 13"]),
         ("few.csv", few.encode(), "proxy1d", ["few.csv", "'sigma1' has 50 events", "at least 100"]),
         ("empty.csv", b"", "proxy1d", ["empty.csv", "empty"]),
-        ("neg.csv", edit(2, 2, "-1.0"), "proxy1d",
-         ["neg.csv", "line 6", "column 'weight'", "negative"]),
+        ("neg.csv", edit(2, 2, "-1.0"), "proxy1d", ["neg.csv", "line 6", "column 'weight'", "negative"]),
         ("noxs.csv", "\n".join([head, *rows]).encode(), "proxy1d", ["noxs.csv", "no cross sections", "Nu, Nd"]),
-        ("uneq.csv", "\n".join([xs, head, *rows[:-1]]).encode(), "proxy1d",
-         ["uneq.csv", "different numbers of events", "sigma2: 999"]),
+        (
+            "uneq.csv",
+            "\n".join([xs, head, *rows[:-1]]).encode(),
+            "proxy1d",
+            ["uneq.csv", "different numbers of events", "sigma2: 999"],
+        ),
         ("run.nc", _netcdf_bytes(run_like, tmp_path), "proxy1d", ["run.nc", "run result", "no variable 'events'"]),
-        ("nanw.nc", _netcdf_bytes(nan_w, tmp_path), "proxy1d",
-         ["nanw.nc", "variable 'weights'", "'sigma2'", "non-finite"]),
-        ("other.nc", _netcdf_bytes(weighted.to_xarray(), tmp_path), "proxy2d",
-         ["other.nc", "'proxy1d', not 'proxy2d'"]),
+        (
+            "nanw.nc",
+            _netcdf_bytes(nan_w, tmp_path),
+            "proxy1d",
+            ["nanw.nc", "variable 'weights'", "'sigma2'", "non-finite"],
+        ),
+        (
+            "other.nc",
+            _netcdf_bytes(weighted.to_xarray(), tmp_path),
+            "proxy2d",
+            ["other.nc", "'proxy1d', not 'proxy2d'"],
+        ),
         ("fake.nc", b"not a netcdf file", "proxy1d", ["fake.nc", "not a NetCDF-4 file"]),
     ]
 

@@ -28,8 +28,14 @@ def _spec(kind: str, method: str = "gan", members: int = 1, steps: int = 20, eve
     training = {"method": method, "steps": steps, "metrics_every": 10, "snapshot_every": steps}
     if method == "gan":  # tiny networks and batches: these runs only need to exist, not to close
         training.update(batch_params=16, events_per_param=16, gen_width=16, disc_width=16)
-    return parse_spec({"name": f"{kind}-{method}", "problem": {"kind": kind, "events": events, "seed": 3},
-                       "training": training, "ensemble": {"members": members}})
+    return parse_spec(
+        {
+            "name": f"{kind}-{method}",
+            "problem": {"kind": kind, "events": events, "seed": 3},
+            "training": training,
+            "ensemble": {"members": members},
+        }
+    )
 
 
 def _train(spec, data):
@@ -91,12 +97,21 @@ def test_catalog_lists_cli_runs_newest_first_with_status_method_duration_and_ver
         os.utime(tmp_path / name, (T0 + i, T0 + i))
 
     infos = list_runs(tmp_path)
-    assert [r.name for r in infos] == ["real-data", "passed", "proxy1d-gan-20261201-110000",
-                                       "proxy1d-mle-20261201-100000"]
+    assert [r.name for r in infos] == [
+        "real-data",
+        "passed",
+        "proxy1d-gan-20261201-110000",
+        "proxy1d-mle-20261201-100000",
+    ]
     by = {r.name: r for r in infos}
     gan, mle = by["proxy1d-gan-20261201-110000"], by["proxy1d-mle-20261201-100000"]
-    assert (gan.problem, gan.method, gan.status, gan.members, gan.mode) == ("proxy1d", "gan", "completed", 2,
-                                                                            "ensemble")
+    assert (gan.problem, gan.method, gan.status, gan.members, gan.mode) == (
+        "proxy1d",
+        "gan",
+        "completed",
+        2,
+        "ensemble",
+    )
     assert (mle.method, mle.members) == ("mle", 1)
     assert gan.wall_seconds == 12.5 and mle.wall_seconds == 1.5
     assert gan.modified.timestamp() == pytest.approx(T0 + 1)
@@ -213,8 +228,9 @@ def test_replayed_2d_run_shows_x_projections_like_the_live_view(runs):
     np.testing.assert_allclose(dens, (ref["hist_data"].values[0] * width_y).sum(axis=1))
     # The stored truth and the dashboard's computation from the problem agree.
     p = get_problem("proxy2d")
-    np.testing.assert_allclose(true_qcf_projections(p, ref["params_true"].values)["rho"][1], qcf_true["rho"][1],
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        true_qcf_projections(p, ref["params_true"].values)["rho"][1], qcf_true["rho"][1], rtol=1e-5
+    )
 
 
 # --- heat maps ----------------------------------------------------------------------------------------------------
@@ -304,8 +320,9 @@ def test_compare_overlays_runs_with_bands_against_the_truth_and_ratio_panels(run
     assert curves["gan"].dimension_values(1)[i] == pytest.approx(gan_mean)
     ratio_curves = [c for c in bottom if type(c) is hv.Curve]
     assert ratio_curves[0].dimension_values(1)[i] == pytest.approx(gan_mean / gan["qcf_true"].values[0, i])
-    assert ratio_curves[1].dimension_values(1)[i] == pytest.approx(mle["qcf_pred"].values[0, 0, i]
-                                                                   / mle["qcf_true"].values[0, i])
+    assert ratio_curves[1].dimension_values(1)[i] == pytest.approx(
+        mle["qcf_pred"].values[0, 0, i] / mle["qcf_true"].values[0, i]
+    )
     for p in panels:
         hv.render(p, backend="bokeh")
     hv.render(compare_qcfs({"a": load_run(runs["proxy2d"]), "b": load_run(runs["proxy2d"])})[0], backend="bokeh")

@@ -33,10 +33,25 @@ EXE = Path(sys.executable).parent / "qcf-studio"
 
 def _small(steps: int = 20, **training) -> str:
     """A gauss6 spec that trains in seconds on one worker."""
-    t = {"steps": steps, "metrics_every": 10, "snapshot_every": 10_000 if steps >= 10_000 else steps,
-         "batch_params": 16, "events_per_param": 16, "gen_width": 16, "disc_width": 16, **training}
-    return parse_spec({"name": "tiny", "problem": {"kind": "gauss6", "events": 500, "seed": 1}, "training": t,
-                       "ensemble": {"members": 1}, "cluster": {"workers": 1}}).to_yaml()
+    t = {
+        "steps": steps,
+        "metrics_every": 10,
+        "snapshot_every": 10_000 if steps >= 10_000 else steps,
+        "batch_params": 16,
+        "events_per_param": 16,
+        "gen_width": 16,
+        "disc_width": 16,
+        **training,
+    }
+    return parse_spec(
+        {
+            "name": "tiny",
+            "problem": {"kind": "gauss6", "events": 500, "seed": 1},
+            "training": t,
+            "ensemble": {"members": 1},
+            "cluster": {"workers": 1},
+        }
+    ).to_yaml()
 
 
 def _dataset(value: float = 1.0) -> xr.Dataset:
@@ -71,8 +86,15 @@ def test_two_cli_runs_of_one_spec_into_one_folder_keep_both_results(tmp_path):
     spec = tmp_path / "tiny.yaml"
     spec.write_text(_small())
     out = tmp_path / "runs"
-    procs = [subprocess.Popen([str(EXE), "run", str(spec), "--out", str(out), "--workers", "1"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [str(EXE), "run", str(spec), "--out", str(out), "--workers", "1"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     results = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [r[1][-2000:] for r in results]
     printed = [r[0].strip().splitlines()[-1] for r in results]
@@ -132,16 +154,21 @@ def test_a_run_that_cannot_be_saved_where_asked_goes_to_the_rescue_folder(tmp_pa
 def _can_mount_tmpfs() -> str:
     if shutil.which("unshare") is None:
         return "no unshare command"
-    r = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt && umount /mnt"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt && umount /mnt"],
+        capture_output=True,
+        text=True,
+    )
     return "" if r.returncode == 0 else f"unshare -rm cannot mount a tmpfs here: {r.stderr.strip()[:200]}"
 
 
 def _in_full_tmpfs(mount: Path, fill_kb: int, command: str) -> str:
     """``sh -c`` text that mounts a 256 kB tmpfs at ``mount``, fills all but 256 - ``fill_kb`` kB of it,
     runs ``command``, lists what is left in the tmpfs into ``mount``.listing and exits with its status."""
-    return (f"mount -t tmpfs -o size=256k tmpfs {mount} && head -c {fill_kb}k /dev/zero > {mount}/filler; "
-            f"{command}; rc=$?; ls -A {mount} > {mount}.listing; exit $rc")
+    return (
+        f"mount -t tmpfs -o size=256k tmpfs {mount} && head -c {fill_kb}k /dev/zero > {mount}/filler; "
+        f"{command}; rc=$?; ls -A {mount} > {mount}.listing; exit $rc"
+    )
 
 
 @pytest.fixture
@@ -160,9 +187,13 @@ def test_a_full_disk_saves_the_run_in_the_rescue_folder_and_exits_1(tmp_path, fu
     spec.write_text(_small())
     rescue = tmp_path / "rescue"
     env = {**os.environ, "QCF_STUDIO_RESCUE_DIR": str(rescue)}
-    r = subprocess.run(["unshare", "-rm", "sh", "-c", _in_full_tmpfs(
-        full, 250, f"{EXE} run {spec} --out {full} --workers 1")], capture_output=True, text=True, env=env,
-        timeout=300)
+    r = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", _in_full_tmpfs(full, 250, f"{EXE} run {spec} --out {full} --workers 1")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert r.returncode == 1, r.stderr[-3000:]  # not 139 (the segfault inside HDF5 it was)
     assert "No space left on device" in r.stderr and "saved to" in r.stderr
     path = Path(r.stdout.strip().splitlines()[-1])
@@ -174,13 +205,20 @@ def test_a_full_disk_saves_the_run_in_the_rescue_folder_and_exits_1(tmp_path, fu
 
 @pytest.mark.slow
 def test_an_upload_to_a_full_disk_is_a_message_and_leaves_nothing(tmp_path, full):
-    script = ("import numpy as np; from app.upload import UploadError, save_upload; "
-              "from engine.problems import get_problem; from engine.pseudodata import make_pseudo_data; "
-              "p = get_problem('proxy1d'); d = make_pseudo_data(p, np.asarray(p.truth), 20000, seed=1)\n"
-              f"try:\n    save_upload(d, '{full}', 'big.csv')\n"
-              "except UploadError as e:\n    print(e); raise SystemExit(3)")
-    r = subprocess.run(["unshare", "-rm", "sh", "-c", _in_full_tmpfs(full, 200, f"{sys.executable} -c \"{script}\"")],
-                       capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[1])
+    script = (
+        "import numpy as np; from app.upload import UploadError, save_upload; "
+        "from engine.problems import get_problem; from engine.pseudodata import make_pseudo_data; "
+        "p = get_problem('proxy1d'); d = make_pseudo_data(p, np.asarray(p.truth), 20000, seed=1)\n"
+        f"try:\n    save_upload(d, '{full}', 'big.csv')\n"
+        "except UploadError as e:\n    print(e); raise SystemExit(3)"
+    )
+    r = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", _in_full_tmpfs(full, 200, f'{sys.executable} -c "{script}"')],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[1],
+    )
     assert r.returncode == 3, r.stderr[-2000:]
     assert "big.csv: cannot be saved" in r.stdout and "No space left on device" in r.stdout
     assert (tmp_path / "full.listing").read_text().split() == ["filler"]
@@ -193,8 +231,13 @@ def _start_long_run(tmp_path: Path) -> tuple[subprocess.Popen, Path, Path]:
     spec = tmp_path / "long.yaml"
     spec.write_text(_small(steps=100_000))
     out, err = tmp_path / "runs", tmp_path / "stderr.txt"
-    proc = subprocess.Popen([str(EXE), "run", str(spec), "--out", str(out), "--workers", "1"],
-                            stdout=subprocess.PIPE, stderr=open(err, "w"), text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(EXE), "run", str(spec), "--out", str(out), "--workers", "1"],
+        stdout=subprocess.PIPE,
+        stderr=open(err, "w"),
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.time() + 120
     while "loss_g" not in err.read_text():  # the bar shows losses once the member reported
         assert proc.poll() is None and time.time() < deadline, err.read_text()[-2000:]
@@ -248,10 +291,22 @@ def test_shutting_the_server_down_saves_the_run_in_progress_as_stopped(dask_clie
     from app.runs import RunManager
 
     manager = RunManager(dask_client, tmp_path)
-    run = manager.start(parse_spec({"name": "long", "problem": {"kind": "gauss6", "events": 500},
-                                    "training": {"steps": 50_000, "metrics_every": 10, "snapshot_every": 5000,
-                                                 "batch_params": 16, "events_per_param": 16},
-                                    "ensemble": {"members": 2}}))
+    run = manager.start(
+        parse_spec(
+            {
+                "name": "long",
+                "problem": {"kind": "gauss6", "events": 500},
+                "training": {
+                    "steps": 50_000,
+                    "metrics_every": 10,
+                    "snapshot_every": 5000,
+                    "batch_params": 16,
+                    "events_per_param": 16,
+                },
+                "ensemble": {"members": 2},
+            }
+        )
+    )
     deadline = time.time() + 120
     while run.done_steps == 0:
         assert time.time() < deadline and run.status != "failed", run.error
@@ -270,9 +325,12 @@ def test_serve_exits_on_sigterm_and_takes_its_workers_along(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = tmp_path / "serve.log"
-    proc = subprocess.Popen([str(EXE), "serve", "--port", str(port), "--workers", "1", "--runs-dir",
-                             str(tmp_path / "runs")], stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [str(EXE), "serve", "--port", str(port), "--workers", "1", "--runs-dir", str(tmp_path / "runs")],
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     deadline = time.time() + 90
     while "dashboard on" not in log.read_text():
         assert proc.poll() is None and time.time() < deadline, log.read_text()

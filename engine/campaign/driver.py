@@ -208,8 +208,9 @@ class CampaignRunner:
         except Exception as e:  # noqa: BLE001
             self._record(missing_record(key, "failed", f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=2)}"))
             return
-        ds.attrs.update({"campaign": self.plan.spec.name, "campaign_replica": key.replica,
-                         "campaign_method": key.method})
+        ds.attrs.update(
+            {"campaign": self.plan.spec.name, "campaign_replica": key.replica, "campaign_method": key.method}
+        )
         status = ds.attrs["status"]
         path = None
         if status == "completed":

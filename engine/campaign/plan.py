@@ -173,17 +173,24 @@ class CampaignPlan:
                 with open(self.spec_path, "rb") as f:
                     theirs = parse_spec(load_yaml(f.read(1_000_001).decode("utf-8", "replace")))
             except (SpecError, YAMLRefused, OSError) as e:
-                raise SpecError("campaign", f"{clip(str(self.spec_path))} is not a campaign spec ({clip(str(e))}); "
-                                            f"use another output folder") from None
+                raise SpecError(
+                    "campaign",
+                    f"{clip(str(self.spec_path))} is not a campaign spec ({clip(str(e))}); use another output folder",
+                ) from None
             a, b = _comparable(theirs), _comparable(self.spec)
             if a != b:
                 where = _first_difference(a, b)
-                raise SpecError("campaign", f"{clip(str(self.folder))} holds a campaign of another spec ({where} "
-                                            f"differs); use another output folder or spec name")
+                raise SpecError(
+                    "campaign",
+                    f"{clip(str(self.folder))} holds a campaign of another spec ({where} "
+                    f"differs); use another output folder or spec name",
+                )
             assert theirs.campaign is not None
-            wider = {"replicas": max(theirs.campaign.replicas, self.campaign.replicas),
-                     "methods": theirs.campaign.methods + [m for m in self.campaign.methods
-                                                           if m not in theirs.campaign.methods]}
+            wider = {
+                "replicas": max(theirs.campaign.replicas, self.campaign.replicas),
+                "methods": theirs.campaign.methods
+                + [m for m in self.campaign.methods if m not in theirs.campaign.methods],
+            }
             if wider != {"replicas": theirs.campaign.replicas, "methods": theirs.campaign.methods}:
                 raw = theirs.to_dict()  # the folder's spec says every replica and method it may hold
                 raw["campaign"].update(wider)

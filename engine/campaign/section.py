@@ -50,20 +50,24 @@ def parse_campaign(
     if "replicas" in raw:
         whole_number("campaign.replicas", raw["replicas"], MIN_REPLICAS)
     if campaign.replicas > max_replicas:
-        raise SpecError("campaign.replicas", f"{campaign.replicas:,} is more than the limit of {max_replicas:,}; a "
-                                             f"spec may raise it with limits.replicas")
+        raise SpecError(
+            "campaign.replicas",
+            f"{campaign.replicas:,} is more than the limit of {max_replicas:,}; a "
+            f"spec may raise it with limits.replicas",
+        )
     if campaign.truths not in TRUTHS:
-        raise SpecError("campaign.truths", f"{shown(campaign.truths)} is not available; choose one of "
-                                           f"{', '.join(TRUTHS)}")
+        raise SpecError(
+            "campaign.truths", f"{shown(campaign.truths)} is not available; choose one of {', '.join(TRUTHS)}"
+        )
 
     prior = raw.get("prior_bounds")
     if prior is not None and prior != {}:  # {}: none (how a validated spec writes it)
         if campaign.truths != "prior":
-            raise SpecError("campaign.prior_bounds", "bounds the truths drawn with truths: prior; here truths is "
-                                                     "fixed")
+            raise SpecError("campaign.prior_bounds", "bounds the truths drawn with truths: prior; here truths is fixed")
         if not isinstance(prior, dict):
-            raise SpecError("campaign.prior_bounds", f"expected a mapping of parameter: [low, high], got "
-                                                     f"{shown(prior)}")
+            raise SpecError(
+                "campaign.prior_bounds", f"expected a mapping of parameter: [low, high], got {shown(prior)}"
+            )
         for name, pair in prior.items():
             path = f"campaign.prior_bounds.{clip(str(name))}"
             if name not in param_bounds:
@@ -75,20 +79,23 @@ def parse_campaign(
             if not a < b:
                 raise SpecError(path, f"low bound {a} must be below high bound {b}")
             if a < lo or b > hi:
-                raise SpecError(path, f"[{a}, {b}] reaches outside problem.bounds [{lo}, {hi}], where no fit "
-                                      f"can follow")
+                raise SpecError(
+                    path, f"[{a}, {b}] reaches outside problem.bounds [{lo}, {hi}], where no fit can follow"
+                )
             campaign.prior_bounds[name] = [a, b]
 
     methods = raw.get("methods", [default_method])
     if isinstance(methods, str):
         methods = [methods]
     if not isinstance(methods, list) or not methods:
-        raise SpecError("campaign.methods", f"expected a list of methods ({', '.join(methods_available)}), got "
-                                            f"{shown(methods)}")
+        raise SpecError(
+            "campaign.methods", f"expected a list of methods ({', '.join(methods_available)}), got {shown(methods)}"
+        )
     for m in methods:
         if m not in methods_available:
-            raise SpecError("campaign.methods", f"{shown(m)} is not available; choose from "
-                                                f"{', '.join(methods_available)}")
+            raise SpecError(
+                "campaign.methods", f"{shown(m)} is not available; choose from {', '.join(methods_available)}"
+            )
     if len(set(methods)) != len(methods):
         raise SpecError("campaign.methods", f"each method once, got {shown(methods)}")
     campaign.methods = list(methods)

@@ -22,9 +22,23 @@ import warnings
 import numpy as np
 from scipy import stats
 
-__all__ = ["LEVEL", "ONE_SIGMA", "TWO_SIGMA", "MIN_FITS_FOR_VERDICT", "clopper_pearson", "coverage",
-           "r_bv", "r_bv_interval", "mean_interval", "width_interval", "ks_normal_pvalue", "sbc_ranks",
-           "rank_uniformity_pvalue", "verdict", "VERDICTS"]
+__all__ = [
+    "LEVEL",
+    "ONE_SIGMA",
+    "TWO_SIGMA",
+    "MIN_FITS_FOR_VERDICT",
+    "clopper_pearson",
+    "coverage",
+    "r_bv",
+    "r_bv_interval",
+    "mean_interval",
+    "width_interval",
+    "ks_normal_pvalue",
+    "sbc_ranks",
+    "rank_uniformity_pvalue",
+    "verdict",
+    "VERDICTS",
+]
 
 LEVEL = 0.95  # confidence level of every interval
 ONE_SIGMA = math.erf(1 / math.sqrt(2))  # 0.6827: the fraction of N(0, 1) within ±1
@@ -66,8 +80,9 @@ def r_bv(estimate: np.ndarray, error: np.ndarray, truth: np.ndarray, axis: int =
         return np.where(ok.sum(axis) > 0, np.sqrt(d2 / e2), np.nan)
 
 
-def r_bv_interval(estimate: np.ndarray, error: np.ndarray, truth: np.ndarray, seed: int = 0,
-                  resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[np.ndarray, np.ndarray]:
+def r_bv_interval(
+    estimate: np.ndarray, error: np.ndarray, truth: np.ndarray, seed: int = 0, resamples: int = BOOTSTRAP_RESAMPLES
+) -> tuple[np.ndarray, np.ndarray]:
     """Percentile bootstrap interval of :func:`r_bv` over the replicas (axis 0), reproducible under ``seed``."""
     n = estimate.shape[0]
     if n < 2:
@@ -148,8 +163,12 @@ def rank_uniformity_pvalue(ranks: np.ndarray, draws: int) -> np.ndarray:
     return np.asarray(out, dtype=float).reshape(ranks.shape[1:])
 
 
-def verdict(n: int, pull_mean_interval: tuple[float, float], coverage_interval: tuple[float, float],
-            r_bv_bounds: tuple[float, float]) -> str:
+def verdict(
+    n: int,
+    pull_mean_interval: tuple[float, float],
+    coverage_interval: tuple[float, float],
+    r_bv_bounds: tuple[float, float],
+) -> str:
     """A method's errors for one parameter in words, judged against the 95% intervals:
 
     - ``biased``: the pulls' mean is away from 0 (its interval excludes 0) and that is why the errors fall

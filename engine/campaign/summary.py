@@ -42,8 +42,17 @@ from engine.results import (
 from engine.safe_hdf5 import open_netcdf
 from engine.textlimits import clip
 
-__all__ = ["FitRecord", "fit_record", "missing_record", "read_fit", "build_summary", "MAX_FIT_BYTES",
-           "COVERAGE_LEVELS", "R_BV_RANGE", "SUMMARY_VERSION"]
+__all__ = [
+    "FitRecord",
+    "fit_record",
+    "missing_record",
+    "read_fit",
+    "build_summary",
+    "MAX_FIT_BYTES",
+    "COVERAGE_LEVELS",
+    "R_BV_RANGE",
+    "SUMMARY_VERSION",
+]
 
 SUMMARY_VERSION = 1
 MAX_FIT_BYTES = 2**30  # a fit's results file, and what its datasets may declare (as app.catalog reads results)
@@ -72,8 +81,13 @@ class FitRecord:
 def fit_record(ds: xr.Dataset, key: FitKey, path: Path | None = None) -> FitRecord:
     """The record of a fit's results ``ds`` (a run with known truth and closure variables)."""
     status = str(ds.attrs.get("status", "failed"))
-    record = FitRecord(key, status, float(ds.attrs.get("wall_seconds", np.nan)), path=path,
-                       message=str(ds.attrs.get("errors", ""))[:500])
+    record = FitRecord(
+        key,
+        status,
+        float(ds.attrs.get("wall_seconds", np.nan)),
+        path=path,
+        message=str(ds.attrs.get("errors", ""))[:500],
+    )
     record.truth = np.asarray(ds["params_true"], dtype=float)
     if status != "completed":
         return record
@@ -107,9 +121,12 @@ def read_fit(path: Path, key: FitKey, plan: CampaignPlan) -> FitRecord:
         return missing_record(key, "failed", f"{path.name} is unreadable ({clip(str(e))})")
     problem = get_problem(plan.spec.problem.kind)
     shape = (len(problem.qcf_names), *(g.shape[0] for g in qcf_grids(plan.spec)))
-    if record.status == "completed" and (record.estimate is None or record.qcf_estimate is None
-                                         or np.shape(record.estimate) != (len(problem.param_names),)
-                                         or np.shape(record.qcf_estimate) != shape):
+    if record.status == "completed" and (
+        record.estimate is None
+        or record.qcf_estimate is None
+        or np.shape(record.estimate) != (len(problem.param_names),)
+        or np.shape(record.qcf_estimate) != shape
+    ):
         return missing_record(key, "failed", f"{path.name} does not match the campaign's parameters or QCF grid")
     return record
 
@@ -135,8 +152,9 @@ def build_summary(plan: CampaignPlan, records: dict[FitKey, FitRecord]) -> xr.Da
     q_est = np.full((n_m, n_rep, *qshape), np.nan)
     q_err = np.full_like(q_est, np.nan)
     q_true = np.full((n_rep, *qshape), np.nan)
-    draws_n = {m: {r.draws.shape[0] for k, r in records.items() if k.method == m and r.draws is not None}
-               for m in methods}
+    draws_n = {
+        m: {r.draws.shape[0] for k, r in records.items() if k.method == m and r.draws is not None} for m in methods
+    }
     sbc = np.full((n_m, n_rep, n_p), np.nan)
     for r in range(n_rep):
         truth[r] = list(replica_truth(spec, r).values())
@@ -155,8 +173,15 @@ def build_summary(plan: CampaignPlan, records: dict[FitKey, FitRecord]) -> xr.Da
     with np.errstate(invalid="ignore", divide="ignore"):
         pull = (est - truth[None]) / err
     dims_q = ("qcf", "x", "y")[: len(qshape)]
-    coords = {"method": methods, "replica": np.arange(n_rep), "param": params, "qcf": list(problem.qcf_names),
-              "x": grids[0], "bound": ["low", "high"], "level": np.asarray(COVERAGE_LEVELS)}
+    coords = {
+        "method": methods,
+        "replica": np.arange(n_rep),
+        "param": params,
+        "qcf": list(problem.qcf_names),
+        "x": grids[0],
+        "bound": ["low", "high"],
+        "level": np.asarray(COVERAGE_LEVELS),
+    }
     if len(grids) > 1:
         coords["y"] = grids[1]
     ds = xr.Dataset(coords=coords)
@@ -183,8 +208,10 @@ def build_summary(plan: CampaignPlan, records: dict[FitKey, FitRecord]) -> xr.Da
     ds["coverage_2sigma_interval"] = (("method", "param", "bound"), np.stack([_interval(c[1], c[2]) for c in cov2]))
     curve_arr = np.asarray(curve)  # (method, level, 3, param)
     ds["coverage"] = (("method", "param", "level"), curve_arr[:, :, 0].transpose(0, 2, 1))
-    ds["coverage_interval"] = (("method", "param", "level", "bound"),
-                               np.stack([curve_arr[:, :, 1], curve_arr[:, :, 2]], -1).transpose(0, 2, 1, 3))
+    ds["coverage_interval"] = (
+        ("method", "param", "level", "bound"),
+        np.stack([curve_arr[:, :, 1], curve_arr[:, :, 2]], -1).transpose(0, 2, 1, 3),
+    )
     ds["coverage"].attrs["description"] = "fraction of fits whose Gaussian interval at the level covers the truth"
 
     rbv = np.stack([stats.r_bv(est[i], err[i], truth) for i in range(n_m)])
@@ -221,34 +248,46 @@ def build_summary(plan: CampaignPlan, records: dict[FitKey, FitRecord]) -> xr.Da
         ds["sbc_rank"] = (("method", "replica", "param"), sbc)
         ds["sbc_rank"].attrs["description"] = "draws of the fit below the truth (uniform on 0..draws if calibrated)"
         ds["sbc_draws"] = (("method",), np.asarray([draws[m] for m in methods], dtype=np.int64))
-        ds["sbc_pvalue"] = (("method", "param"),
-                            np.stack([stats.rank_uniformity_pvalue(sbc[i], max(draws[m], 1))
-                                      for i, m in enumerate(methods)]))
+        ds["sbc_pvalue"] = (
+            ("method", "param"),
+            np.stack([stats.rank_uniformity_pvalue(sbc[i], max(draws[m], 1)) for i, m in enumerate(methods)]),
+        )
 
     verdicts: dict[str, dict[str, str]] = {}
     for i, m in enumerate(methods):
         n = int(ds["n_fits"][i])
         verdicts[m] = {
-            p: stats.verdict(n, tuple(ds["pull_mean_interval"].values[i, j]),
-                             tuple(ds["coverage_1sigma_interval"].values[i, j]),
-                             tuple(ds["r_bv_interval"].values[i, j]))
+            p: stats.verdict(
+                n,
+                tuple(ds["pull_mean_interval"].values[i, j]),
+                tuple(ds["coverage_1sigma_interval"].values[i, j]),
+                tuple(ds["r_bv_interval"].values[i, j]),
+            )
             for j, p in enumerate(params)
         }
         ds.attrs[f"verdict_{m}"] = "; ".join(f"{p} {v}" for p, v in verdicts[m].items())
-        ok = [R_BV_RANGE[0] <= rbv[i, j] <= R_BV_RANGE[1]
-              and ds["coverage_1sigma_interval"].values[i, j, 0] <= stats.ONE_SIGMA
-              <= ds["coverage_1sigma_interval"].values[i, j, 1] for j in range(n_p)]
-        ds.attrs[f"criterion_{m}"] = (f"{sum(ok)} of {n_p} parameters with R_bv in [{R_BV_RANGE[0]}, {R_BV_RANGE[1]}] "
-                                      f"and 68.3% inside the coverage interval ({n} fits)")
-    ds.attrs.update({
-        "kind": "qcf-studio campaign",
-        "summary_version": SUMMARY_VERSION,
-        "name": spec.name,
-        "problem": spec.problem.kind,
-        "spec": spec.to_yaml(),
-        "verdicts": json.dumps(verdicts),
-        "interval_level": stats.LEVEL,
-        "truths": campaign.truths,
-        "versions": json.dumps(package_versions()),
-    })
+        ok = [
+            R_BV_RANGE[0] <= rbv[i, j] <= R_BV_RANGE[1]
+            and ds["coverage_1sigma_interval"].values[i, j, 0]
+            <= stats.ONE_SIGMA
+            <= ds["coverage_1sigma_interval"].values[i, j, 1]
+            for j in range(n_p)
+        ]
+        ds.attrs[f"criterion_{m}"] = (
+            f"{sum(ok)} of {n_p} parameters with R_bv in [{R_BV_RANGE[0]}, {R_BV_RANGE[1]}] "
+            f"and 68.3% inside the coverage interval ({n} fits)"
+        )
+    ds.attrs.update(
+        {
+            "kind": "qcf-studio campaign",
+            "summary_version": SUMMARY_VERSION,
+            "name": spec.name,
+            "problem": spec.problem.kind,
+            "spec": spec.to_yaml(),
+            "verdicts": json.dumps(verdicts),
+            "interval_level": stats.LEVEL,
+            "truths": campaign.truths,
+            "versions": json.dumps(package_versions()),
+        }
+    )
     return ds

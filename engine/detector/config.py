@@ -144,8 +144,10 @@ def build_detector(
         if hidden > 512:
             raise DetectorConfigError(f"{p}.hidden", f"must be at most 512, got {hidden}")
         seed = _int(f"{p}.seed", s.get("seed", 0), 0)
-        effects.append(smearing if validate_only else
-            SurrogateSmearing.train_from(
+        effects.append(
+            smearing
+            if validate_only
+            else SurrogateSmearing.train_from(
                 smearing,
                 list(zip(lo.tolist(), hi.tolist())),
                 events=n_events,
@@ -181,8 +183,9 @@ def build_detector(
             raise DetectorConfigError(f"{p}.fraction", f"must be in [0, 1), got {fraction:g}")
         shape = b.get("shape", "uniform")
         if shape not in Background.SHAPES:
-            raise DetectorConfigError(f"{p}.shape",
-                                      f"must be one of {', '.join(Background.SHAPES)}, got {shown(shape)}")
+            raise DetectorConfigError(
+                f"{p}.shape", f"must be one of {', '.join(Background.SHAPES)}, got {shown(shape)}"
+            )
         if "slope" in b and shape != "exponential":
             raise DetectorConfigError(f"{p}.slope", "only used with shape: exponential")
         slope = _nums(f"{p}.slope", b.get("slope", -1.0), dims)

@@ -44,7 +44,11 @@ def pass_block() -> Callable[..., None] | None:
             print("qcf-studio: building the discriminator pass's C++ block (once, about 30 s)", file=sys.stderr)
         module = load(name="qcf_pass_block", sources=[str(source)], extra_cflags=["-O3"], verbose=False)
     except Exception as err:  # noqa: BLE001 - any failure means: the Python block
-        warnings.warn(f"the discriminator pass runs without its native block: building {source.name} failed "
-                      f"({type(err).__name__}: {str(err).strip()[:300]})", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"the discriminator pass runs without its native block: building {source.name} failed "
+            f"({type(err).__name__}: {str(err).strip()[:300]})",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         return None
     return module.pass_block

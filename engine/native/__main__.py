@@ -12,8 +12,10 @@ def main() -> int:
     start = time.perf_counter()
     block = pass_block()
     if block is None:
-        print("engine.native: not built; the discriminator pass uses its TorchScript block (same numbers, slower)",
-              file=sys.stderr)
+        print(
+            "engine.native: not built; the discriminator pass uses its TorchScript block (same numbers, slower)",
+            file=sys.stderr,
+        )
     else:
         print(f"engine.native: the discriminator pass block is ready ({time.perf_counter() - start:.1f} s)")
     return 0  # a missing compiler slows training down; it does not stop the installation

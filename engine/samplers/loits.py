@@ -141,8 +141,9 @@ class _Transport(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, density: Tensor, tables: tuple[Tensor, ...], c: _Cell, x0: Tensor, y0: Tensor
-                ) -> tuple[Tensor, Tensor]:
+    def forward(
+        ctx, density: Tensor, tables: tuple[Tensor, ...], c: _Cell, x0: Tensor, y0: Tensor
+    ) -> tuple[Tensor, Tensor]:
         ctx.tables = tables
         ctx.cell_data = c
         events = x0.new_empty((x0.shape[0], 2))

@@ -81,9 +81,31 @@ def _inverse_cdf_1d(density: Tensor, grids: tuple[Tensor, ...], uniforms: Tensor
     return events[..., None], integral
 
 
-register_sampler(Sampler("inverse_cdf_1d", 1, lambda d: 1, _inverse_cdf_1d,
-                         description="piecewise-linear inversion of the trapezoid CDF (1D)"))
-register_sampler(Sampler("loits_2d", 2, lambda d: 3, lambda f, g, u: sample_loits_2d(f, g[0], g[1], u),
-                         pathwise=False, description="LOITS: cell allocation + local CDFs, transport gradient (2D)"))
-register_sampler(Sampler("sequential_nd", None, lambda d: d, sample_sequential_nd,
-                         description="sequential conditional inverse transform (any D)"))
+register_sampler(
+    Sampler(
+        "inverse_cdf_1d",
+        1,
+        lambda d: 1,
+        _inverse_cdf_1d,
+        description="piecewise-linear inversion of the trapezoid CDF (1D)",
+    )
+)
+register_sampler(
+    Sampler(
+        "loits_2d",
+        2,
+        lambda d: 3,
+        lambda f, g, u: sample_loits_2d(f, g[0], g[1], u),
+        pathwise=False,
+        description="LOITS: cell allocation + local CDFs, transport gradient (2D)",
+    )
+)
+register_sampler(
+    Sampler(
+        "sequential_nd",
+        None,
+        lambda d: d,
+        sample_sequential_nd,
+        description="sequential conditional inverse transform (any D)",
+    )
+)
