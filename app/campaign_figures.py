@@ -14,7 +14,7 @@ import xarray as xr
 from matplotlib.figure import Figure
 from scipy.stats import norm
 
-from app.figures import FIGSIZE
+from app.figures import FIGSIZE, text_table
 from engine.campaign.stats import ONE_SIGMA
 from engine.campaign.summary import R_BV_RANGE
 from layouts.campaign import NOMINAL_LEVELS, PULL_EDGES, binomial_band, plotted_fits, verdict_table, xi_curve
@@ -192,19 +192,6 @@ def verdict_page(ds: xr.Dataset) -> Figure:
     ]
     rows = [[plain(v, 24) for v in row] for row in table[cols].astype(str).values.tolist()]
     height = min(y - 0.04, 0.022 * (len(rows) + 1))
-    ax = fig.add_axes((left, y - height - 0.01, 1 - 2 * left, height))
-    ax.axis("off")
-    if rows:
-        labels = [c.replace("_", " ").replace("coverage", "cov.") for c in cols]
-        widths = [max(len(c), *(len(r[i]) for r in rows)) + 2 for i, c in enumerate(labels)]
-        t = ax.table(
-            cellText=rows,
-            colLabels=labels,
-            loc="upper center",
-            cellLoc="center",
-            bbox=(0, 0, 1, 1),
-            colWidths=[w / sum(widths) for w in widths],
-        )
-        t.auto_set_font_size(False)
-        t.set_fontsize(7)
+    labels = [c.replace("_", " ").replace("coverage", "cov.") for c in cols]
+    text_table(fig, (left, y - height - 0.01, 1 - 2 * left, height), labels, rows, 7)
     return fig

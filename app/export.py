@@ -25,7 +25,7 @@ from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
 from app.catalog import load_run
-from app.figures import CAPTIONS, figures
+from app.figures import CAPTIONS, figures, text_table
 from app.report import (
     Criterion,
     closure_report,
@@ -168,23 +168,7 @@ def report_page(ds: xr.Dataset, criteria: list[Criterion]) -> Figure:
     y -= 0.03
     cols, rows = parameter_table(ds)
     height = min(y - 0.04, 0.022 * (len(rows) + 1))
-    ax = fig.add_axes((left, y - height, 1 - 2 * left, height))
-    ax.axis("off")
-    widths = [max(len(c), *(len(r[i]) for r in rows)) + 2 for i, c in enumerate(cols)]
-    table = ax.table(
-        cellText=rows,
-        colLabels=cols,
-        loc="upper center",
-        cellLoc="center",
-        bbox=(0, 0, 1, 1),
-        colWidths=[w / sum(widths) for w in widths],
-    )
-    table.auto_set_font_size(False)
-    table.set_fontsize(8)
-    for (r, _), cell in table.get_celld().items():
-        cell.set_linewidth(0.4)
-        if r == 0:
-            cell.set_text_props(weight="bold")
+    text_table(fig, (left, y - height, 1 - 2 * left, height), list(cols), rows, 8)
     return fig
 
 

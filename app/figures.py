@@ -18,7 +18,7 @@ from app.report import core_range
 from engine.marginals import histogram_marginal_x, qcf_marginal_x
 from engine.results import ERROR_RATIO_LIMIT, QCF_FLOOR, ensemble_estimate, estimate, is_bootstrap
 
-__all__ = ["figures", "FIGSIZE", "CAPTIONS"]
+__all__ = ["figures", "FIGSIZE", "CAPTIONS", "text_table"]
 
 FIGSIZE = (7.0, 4.5)  # inches: one column of a two-column page at full width, or a slide
 TRUTH = {"color": "black", "ls": "--", "lw": 1.3}
@@ -334,3 +334,29 @@ def figures(ds: xr.Dataset) -> dict[str, Figure]:
     if "hist_data" in ds and "hist_gen" in ds:
         out["observables"] = _fig_observables(ds)
     return out
+
+
+def text_table(
+    fig: Figure, rect: tuple[float, float, float, float], labels: list[str], rows: list[list[str]], fontsize: float
+) -> None:
+    """A table of text on ``fig`` in ``rect`` (left, bottom, width, height in figure fractions): a bold header
+    row of ``labels``, columns as wide as their longest entry, thin rules; nothing but the frame when no rows."""
+    ax = fig.add_axes(rect)
+    ax.axis("off")
+    if not rows:
+        return
+    widths = [max(len(c), *(len(r[i]) for r in rows)) + 2 for i, c in enumerate(labels)]
+    table = ax.table(
+        cellText=rows,
+        colLabels=labels,
+        loc="upper center",
+        cellLoc="center",
+        bbox=(0, 0, 1, 1),
+        colWidths=[w / sum(widths) for w in widths],
+    )
+    table.auto_set_font_size(False)
+    table.set_fontsize(fontsize)
+    for (r, _), cell in table.get_celld().items():
+        cell.set_linewidth(0.4)
+        if r == 0:
+            cell.set_text_props(weight="bold")
