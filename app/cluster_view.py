@@ -50,8 +50,8 @@ def dask_dashboard_link(client: Any) -> str | None:
     """The address of Dask's own dashboard for ``client``'s scheduler, or ``None`` when it serves none.
 
     ``Client.dashboard_link`` alone does not tell: a scheduler started without the dashboard (the embedded
-    LocalCluster, ``dashboard_address=None`` in :mod:`engine.cluster`) still runs its HTTP server (health and
-    info pages) under the service name "dashboard", and the link's ``/status`` answers 404. A scheduler given
+    LocalCluster, ``dashboard_address=None`` in :mod:`engine.cluster`) still runs its HTTP server (its health
+    route only) under the service name "dashboard", and the link's ``/status`` answers 404. A scheduler given
     with ``--scheduler`` usually serves one. Only an http(s) address is offered.
     """
     try:
