@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	# the discriminator pass's C++ block, built once here (about 30 s) rather than in the first training
-	$(BIN)/python -m engine.native
+	$(BIN)/python -m engine.accel.native
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -421,9 +421,9 @@ def main(argv: list[str] | None = None) -> int:
     # torch work in this process (not serve's web server, nor a campaign's client: only its workers train, and with
     # many threads deserialising results the retained arenas grew a campaign's client to 12 GB)
     if args.func in (cmd_run, cmd_data, cmd_bench):
-        from engine.malloc import retain_freed_memory
+        from engine.accelerator import tune_process
 
-        retain_freed_memory()
+        tune_process()
     from engine.spec import SpecError
 
     try:

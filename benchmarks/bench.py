@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.adversarial import pass_block_kind
 from engine.problems import get_problem
 from engine.problems.base import Problem
 from engine.pseudodata import MeasuredData, make_pseudo_data
@@ -99,6 +98,15 @@ def bench_sampler(
     }
 
 
+def _pass_block(accelerator: str, device: torch.device) -> str:
+    """How the discriminator pass's blocks ran (see :func:`bench_gan`)."""
+    if accelerator == "plain":
+        return "autograd"
+    from engine.accel import pass_block_kind
+
+    return pass_block_kind() if device.type == "cpu" else "python"  # off the CPU: the Python block
+
+
 def bench_gan(
     kind: str,
     events: int,
@@ -119,10 +127,12 @@ def bench_gan(
       divided by the median seconds per step.
     - ``events_analysed_per_second``: rows through the discriminator per step (generated + real,
       i.e. twice the above) divided by the same seconds.
+    - ``accelerator``: which path ran (:mod:`engine.accelerator`): ``plain`` (autograd; ``QCF_ACCEL=0``)
+      or ``accel (...)`` with how the discriminator pass ran.
     - ``pass_threads``: helper threads of the discriminator pass (``--threads`` − 1 on the CPU; see
-      :class:`~engine.adversarial.PassThreads`).
-    - ``pass_block``: how its blocks ran: ``native`` (C++, :mod:`engine.native`), ``torchscript``
-      or ``python``.
+      :class:`~engine.accel.threads.PassThreads`).
+    - ``pass_block``: how its blocks ran: ``native`` (C++, :mod:`engine.accel.native`), ``torchscript``,
+      ``python``, or ``autograd`` on the plain path.
 
     The headline figures use the reference discriminator: event coordinates (plus a one-hot
     observable label with several observables) → ``width`` × ``depth`` → 1, i.e. 2-64-64-1 for
@@ -135,12 +145,11 @@ def bench_gan(
     data = bench_data(problem)
     batch, per_param, n = gan_batch(problem, events, batch_params)
 
-    helpers = 0
+    speed: dict[str, Any] = {}
 
     def measure(edges: bool | None) -> tuple[str, list[float]]:
-        nonlocal helpers
         trainer = gan_trainer(problem, data, events, width, depth, edges, batch_params, device)
-        helpers = trainer.pass_threads.helpers if trainer.pass_threads is not None else 0
+        speed.update(accelerator=trainer.accelerator.name, pass_threads=trainer.accelerator.helpers)
         return disc_label(trainer, width, depth), _timings(trainer.train_step, repeats, device)
 
     disc, times = measure(edge_features)
@@ -156,8 +165,8 @@ def bench_gan(
         "disc": disc,
         "disc_width": width,
         "disc_depth": depth,
-        "pass_threads": helpers,
-        "pass_block": pass_block_kind() if device.type == "cpu" else "python",  # off the CPU: the Python block
+        **speed,
+        "pass_block": _pass_block(speed["accelerator"], device),
         "median_seconds": seconds,
         "min_seconds": min(times),
         "events_per_second": n / seconds,

@@ -23,9 +23,9 @@ from typing import Any
 import torch
 
 from benchmarks.bench import bench_data, disc_label, gan_batch, gan_trainer
+from engine.accelerator import tune_process
 from engine.cluster import close, local_client
 from engine.distributed import start_run
-from engine.malloc import retain_freed_memory
 from engine.problems import get_problem
 from engine.runner import measured_data
 from engine.spec import Spec, default_spec, parse_spec
@@ -168,7 +168,7 @@ def _gan_window(
 ) -> dict[str, Any]:
     """On a worker: a ``bench gan`` trainer's steps completed within ``[start, start + window]``."""
     torch.set_num_threads(threads)
-    retain_freed_memory()  # as the training tasks do (engine.distributed._task_setup)
+    tune_process()  # as the training tasks do (engine.distributed._task_setup)
     trainer = gan_trainer(get_problem(kind), data, events, width, depth)
     for _ in range(3):
         trainer.train_step()

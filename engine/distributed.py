@@ -43,8 +43,8 @@ import torch
 import torch.distributed as dist
 from distributed import Client, Event, Future, Variable, get_worker, wait
 
+from engine.accelerator import tune_process
 from engine.devices import resolve_device
-from engine.malloc import retain_freed_memory
 from engine.parallel import GradientSharing, ShareSchedule, host_store
 from engine.pseudodata import MeasuredData
 from engine.runner import failed_member, reference_fit, train_member, train_rank
@@ -139,13 +139,12 @@ def _worker_device(spec: Spec) -> torch.device:
 
 def _task_setup() -> None:
     """What every training task does first on its worker: torch gets as many threads as the worker has,
-    and the process keeps freed memory (:mod:`engine.malloc`; the one place workers get it, on any cluster).
-    Dask's nannies (the embedded cluster's, ``dask worker``, dask-jobqueue) set ``MALLOC_TRIM_THRESHOLD_=65536``,
-    under which glibc trims the task thread's heap after each large free: a proxy2d step on a one-thread worker
-    took 561-1 033 page faults and 1.6-2.4 ms of system time (15.9-19.8 ms a step against 14.4-15.4 with
-    this). The thresholds set here override that variable."""
+    and the process keeps freed memory (:func:`engine.accelerator.tune_process`; the one place workers get it,
+    on any cluster). Dask's nannies (the embedded cluster's, ``dask worker``, dask-jobqueue) set
+    ``MALLOC_TRIM_THRESHOLD_=65536``, under which glibc trims the task thread's heap after each large free
+    (docs/benchmarks.md, "Numbers behind engine/accel"); the thresholds set here override that variable."""
     torch.set_num_threads(max(1, get_worker().state.nthreads))
-    retain_freed_memory()
+    tune_process()
 
 
 def run_member_task(spec: Spec, member: int, data: MeasuredData, run_id: str) -> dict[str, Any]:

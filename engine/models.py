@@ -1,19 +1,17 @@
 """The generator (noise → bounded parameters) and the discriminator (events → real/fake logit).
 
-Training does not run the discriminator through autograd: :mod:`engine.adversarial` does its
-forward and backward pass by hand.
+How a step's events are judged by the discriminator: :mod:`engine.judging` (and, faster,
+:mod:`engine.accel`).
 """
 
 from __future__ import annotations
 
-from typing import cast, overload
+from typing import cast
 
 import torch
 from torch import Tensor, nn
 
-from engine.adversarial import AdversarialPass, PassThreads, PendingPass, adversarial_pass, split_pass
-
-__all__ = ["Generator", "Discriminator", "mlp", "AdversarialPass", "adversarial_pass"]
+__all__ = ["Generator", "Discriminator", "mlp"]
 
 
 def mlp(n_in: int, width: int, depth: int, n_out: int) -> nn.Sequential:
@@ -109,8 +107,6 @@ class Discriminator(nn.Module):
         else:
             n_labels = n_observables if n_observables > 1 else 0
             self.net = mlp(self.n_event_features + n_labels, width, depth, 1)
-        # scratch of adversarial_pass, one per network, reused between steps
-        self._workspaces: list[dict[str, Tensor]] = [{} for _ in range(n_observables if self.per_observable else 1)]
 
     @property
     def networks(self) -> list[nn.Sequential]:
@@ -158,89 +154,3 @@ class Discriminator(nn.Module):
             rows = labels == o
             logits[rows] = net(f[rows]).squeeze(-1)
         return logits
-
-    def adversarial_pass(
-        self, features: Tensor, n_real: int, weights: Tensor | None = None, real_weights: Tensor | None = None
-    ) -> AdversarialPass:
-        """:func:`~engine.adversarial.adversarial_pass` of this discriminator on ``features (N, F)``.
-
-        With a network per observable the rows must come as the training step lays them out: the
-        ``n_real`` real rows in equal blocks, one per observable in order, then the generated rows
-        likewise. Each network sees its observable's rows; the losses and the generator's gradients
-        are the means over the observables of each one's (without weights, the shared network's
-        means over all rows).
-        """
-        if not self.per_observable:
-            return adversarial_pass(
-                self.net, features, n_real, weights, workspace=self._workspaces[0], real_weights=real_weights
-            )
-        r, g = self._rows_per_network(n_real, features.shape[0] - n_real)
-        real, fake = features[:n_real], features[n_real:]
-        passes = [
-            split_pass(
-                net,
-                real[k * r : (k + 1) * r],
-                fake[k * g : (k + 1) * g],
-                _rows(weights, k, g),
-                _rows(real_weights, k, r),
-                workspace=self._workspaces[k],
-            )
-            for k, net in enumerate(self.networks)
-        ]
-        return self._mean_over_networks(passes, weights is not None)
-
-    def begin_pass(self, threads: PassThreads, real: Tensor, real_weights: Tensor | None = None) -> PendingPass:
-        """The same pass on helper threads, in two halves: this one starts the ``real`` rows' blocks
-        (laid out as for :meth:`adversarial_pass`), :meth:`finish_pass` adds the generated rows."""
-        r, _ = self._rows_per_network(real.shape[0], 0)
-        nets = self.networks
-        return threads.begin(
-            nets, [_rows(real, k, r) for k in range(len(nets))], [_rows(real_weights, k, r) for k in range(len(nets))]
-        )
-
-    def finish_pass(self, pending: PendingPass, fake: Tensor, weights: Tensor | None = None) -> AdversarialPass:
-        """Completes :meth:`begin_pass` with the generated rows; the same result as :meth:`adversarial_pass`
-        on all rows with the same blocks."""
-        _, g = self._rows_per_network(0, fake.shape[0])
-        n = len(self.networks)
-        passes = pending.finish(
-            [_rows(fake, k, g) for k in range(n)], [_rows(weights, k, g) for k in range(n)], self._workspaces[0]
-        )
-        return passes[0] if n == 1 else self._mean_over_networks(passes, weights is not None)
-
-    def _rows_per_network(self, n_real: int, n_fake: int) -> tuple[int, int]:
-        o = self.n_observables if self.per_observable else 1
-        if n_real % o or n_fake % o:
-            raise ValueError(f"{n_real} real and {n_fake} generated rows do not split into {o} equal blocks")
-        return n_real // o, n_fake // o
-
-    def _mean_over_networks(self, passes: list[AdversarialPass], weighted: bool) -> AdversarialPass:
-        """One network per observable: the mean over observables of each network's own loss."""
-        scale = 1.0 / len(passes)
-        for net in self.nets:
-            for p in net.parameters():
-                if p.grad is not None:  # every pass sets them all
-                    p.grad.mul_(scale)
-        # weighted: every network's pass had weights, so each has grad_weights
-        grad_weights = (
-            torch.cat([p.grad_weights for p in passes if p.grad_weights is not None]).mul_(scale) if weighted else None
-        )
-        return AdversarialPass(
-            logits=torch.cat(
-                [p.logits[: p.logits.shape[0] - p.grad_inputs.shape[0]] for p in passes]
-                + [p.logits[p.logits.shape[0] - p.grad_inputs.shape[0] :] for p in passes]
-            ),
-            loss_d=torch.stack([p.loss_d for p in passes]).mean(),
-            loss_g=torch.stack([p.loss_g for p in passes]).mean(),
-            grad_inputs=torch.cat([p.grad_inputs for p in passes]).mul_(scale),
-            grad_weights=grad_weights,
-        )
-
-
-@overload
-def _rows(x: Tensor, k: int, n: int) -> Tensor: ...
-@overload
-def _rows(x: Tensor | None, k: int, n: int) -> Tensor | None: ...
-def _rows(x: Tensor | None, k: int, n: int) -> Tensor | None:
-    """Rows ``k n`` to ``(k + 1) n`` of ``x`` (network ``k``'s block), or ``None``."""
-    return None if x is None else x[k * n : (k + 1) * n]

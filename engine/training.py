@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from engine.adversarial import PassThreads, PendingPass
+from engine.accelerator import Accelerator, make_accelerator
 from engine.detector import DetectorChain, ResolutionSmearing
 from engine.histograms import (
     chi2_per_ndf,
@@ -29,8 +29,7 @@ from engine.histograms import (
     histogram_edges,
 )
 from engine.marginals import marginal_x
-from engine.models import Discriminator, Generator, adversarial_pass, mlp
-from engine.optim import adam_step
+from engine.models import Discriminator, Generator, mlp
 from engine.parallel import GradientSharing
 from engine.problems import Problem
 from engine.pseudodata import MeasuredData, normalise_weights
@@ -95,11 +94,12 @@ class GANTrainer:
             ``ranks``-th measured event from ``rank`` on; histograms and χ² still use all of them.
         device: where every tensor of training lives (networks, measured events, grids, random
             stream); :meth:`predict` and :meth:`snapshot` return CPU arrays and lists.
-        pass_threads: run the discriminator's blocks on helper threads while the generator works
-            (:class:`~engine.adversarial.PassThreads`): by default on the CPU when torch has more
+        pass_threads: run the discriminator's pass on helper threads while the generator works
+            (:class:`~engine.accel.threads.PassThreads`): by default on the CPU when torch has more
             than one thread here (``torch.get_num_threads()`` when the trainer is made), with
-            ``T − 1`` helpers for ``T`` threads. Each step then runs torch on one thread per
-            thread of Python; the results are the same up to the order of floating-point sums.
+            ``T − 1`` helpers for ``T`` threads; the results are the same up to the order of
+            floating-point sums. How a step runs is :attr:`accelerator`'s business
+            (:func:`~engine.accelerator.make_accelerator`: ``QCF_ACCEL=0`` for the plain path).
 
     Weighted measured data (``data.weights``): each real event's term in the discriminator loss is
     multiplied by its weight, normalised to mean 1 per observable over the events this trainer sees
@@ -173,13 +173,16 @@ class GANTrainer:
         self.xsec_err = torch.as_tensor(data.xsec_err, dtype=torch.float32, device=dev)
         self.edges = histogram_edges(data.events)
         self.data_counts, self.data_sumw2 = data_counts(data, self.edges)
+        self.accelerator: Accelerator = make_accelerator(
+            self.discriminator, self._real_batch, self.real_rng, dev, pass_threads
+        )
         betas = (0.5, 0.999)
-        # fused: one kernel updates all tensors (the per-tensor loop costs more than the arithmetic here)
-        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=c.lr_g, betas=betas, fused=True)
+        self.generator_params = list(self.generator.parameters())
+        self.opt_g = self.accelerator.optimizer(self.generator_params, c.lr_g, betas)
         self.d_params = list(self.discriminator.parameters())
         if self.xsec_discriminator is not None:
             self.d_params += list(self.xsec_discriminator.parameters())
-        self.opt_d = torch.optim.Adam(self.d_params, lr=c.lr_d, betas=betas, fused=True)
+        self.opt_d = self.accelerator.optimizer(self.d_params, c.lr_d, betas)
         gamma = c.lr_final ** (1.0 / max(c.steps, 1))
         self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.opt_g, gamma)
         self.sched_d = torch.optim.lr_scheduler.ExponentialLR(self.opt_d, gamma)
@@ -191,18 +194,6 @@ class GANTrainer:
         # Sum and count of the generator's mean parameters over the averaging window (average_last).
         self.param_sum = torch.zeros(len(problem.param_names), dtype=torch.float64, device=dev)
         self.param_count = 0
-        threads = torch.get_num_threads()
-        if pass_threads is None:
-            pass_threads = dev.type == "cpu" and threads > 1 and PassThreads.available()
-        elif pass_threads and (dev.type != "cpu" or threads < 2 or not PassThreads.available()):
-            raise ValueError(
-                f"pass_threads needs the CPU, more than one torch thread and TorchScript "
-                f"(device {dev}, {threads} threads)"
-            )
-        self.pass_threads = PassThreads(threads - 1) if pass_threads else None
-        self.torch_threads = threads
-        self._prefetched: PendingPass | None = None  # the next step's pass, real blocks under way
-        self._real_rng_before_prefetch: Tensor | None = None
 
     @property
     def events_per_step(self) -> int:
@@ -256,9 +247,10 @@ class GANTrainer:
             weights = weights.transpose(0, 1).reshape(o, b * n)
         return theta, events.transpose(0, 1).reshape(o, b * n, d), xsec, weights
 
-    def _real_batch(self, n: int) -> tuple[Tensor, Tensor | None]:
-        """Discriminator features ``(O * n, F)`` of ``n`` measured events per observable, drawn at random,
-        and their normalised weights ``(O * n,)`` (``None`` when unweighted)."""
+    def _real_batch(self) -> tuple[Tensor, Tensor | None]:
+        """Discriminator features ``(O * n, F)`` of a step's ``n`` measured events per observable (as many
+        as it generates), drawn at random, and their normalised weights ``(O * n,)`` (``None`` when unweighted)."""
+        n = self.config.batch_params * self.config.events_per_param
         o, total, f = self.real_features.shape
         rows = torch.randint(0, total, (o, n), generator=self.real_rng, device=self.device)
         idx = (rows + total * torch.arange(o, device=self.device)[:, None]).reshape(-1)
@@ -266,15 +258,12 @@ class GANTrainer:
         return features, None if self.real_weights is None else self.real_weights.reshape(-1).index_select(0, idx)
 
     def real_rng_state(self) -> Tensor:
-        """The state of the real batches' random stream as of the last completed step (before a
-        batch drawn early for the next step): what a checkpoint saves."""
-        if self._prefetched is not None and self._real_rng_before_prefetch is not None:
-            return self._real_rng_before_prefetch
-        return self.real_rng.get_state()
+        """The state of the real batches' random stream as of the last completed step: what a checkpoint saves."""
+        return self.accelerator.real_rng_state()
 
     def discard_prefetch(self) -> None:
-        """Forget the next step's pass begun early (its discriminator or batch are about to change)."""
-        self._prefetched = None
+        """Forget work begun for the next step (its discriminator or batches are about to change)."""
+        self.accelerator.discard()
 
     def xsec_weight(self) -> float:
         """Cross-section weight at the current step: 0 before ``xsec_start``, then ramping up to ``xsec_weight``."""
@@ -285,93 +274,59 @@ class GANTrainer:
     def train_step(self) -> dict[str, float]:
         """One simultaneous update of the discriminators and the generator; returns the step's metrics.
 
-        Real and generated events go through the event discriminator once, with hand-written
-        backprop (:func:`~engine.models.adversarial_pass`): it sets the discriminator's gradients
-        of ``BCE(real, 1) + BCE(generated, 0)`` and returns the gradient of the generator's
-        non-saturating loss ``BCE(generated, 1)`` w.r.t. the generated events' features, which
-        autograd carries on through the detector, the sampler and the theory to the generator.
-        Both losses see the discriminator as it was before this step (simultaneous updates).
-        The cross sections are judged alike by their own small discriminator.
+        The event discriminator judges a batch of measured events against the generated ones: its
+        gradients are those of ``BCE(real, 1) + BCE(generated, 0)``, and the generator's loss is the
+        non-saturating ``BCE(generated, 1)``, whose gradient autograd carries back through the
+        detector, the sampler and the theory to the generator (:mod:`engine.judging`). Both losses see
+        the discriminator as it was before this step. The cross sections are judged alike by their
+        own small discriminator. :attr:`accelerator` runs the judging and the updates (faster with
+        :mod:`engine.accel`, the same numbers up to the order of floating-point sums).
         """
-        if self.pass_threads is None:
-            return self._train_step()
-        torch.set_num_threads(1)  # one torch thread here, one on each helper
-        try:
-            return self._train_step()
-        finally:
-            torch.set_num_threads(self.torch_threads)
+        c, speed = self.config, self.accelerator
+        with speed.step():
+            speed.begin(more=self.step + 1 < c.steps)
+            theta, fake, xsec, weights = self.generate(c.batch_params, c.events_per_param)
+            n = self.labels.shape[0]
+            fake_features = self.discriminator.features(fake.reshape(n, -1), self.labels)
+            events = speed.judge_events(fake_features, None if weights is None else weights.reshape(n))
+            loss_g = events.loss_g
+            metrics = {"loss_g": events.loss_g, "loss_d": events.loss_d}
+            logits = events.logits
+            metrics["d_acc_real"] = (logits[:n] > 0).float().mean()
+            metrics["d_acc_fake"] = (logits[n:] < 0).float().mean()
+            if xsec is not None:
+                assert self.xsec_discriminator is not None
+                # asinh keeps early pulls of hundreds on a scale the network handles, and is linear near 0.
+                draws = self.xsec + self.xsec_err * torch.randn(xsec.shape, generator=self.rng, device=self.device)
+                pulls = torch.asinh((torch.cat([draws, xsec]) - self.xsec) / self.xsec_err)
+                b = xsec.shape[0]
+                sigma = speed.judge(self.xsec_discriminator, pulls[:b], pulls[b:])
+                metrics["loss_xsec"], metrics["loss_d_xsec"] = sigma.loss_g, sigma.loss_d
+                weight = self.xsec_weight()
+                if weight > 0:
+                    loss_g = loss_g + weight * sigma.loss_g
+            # The discriminators step on the gradients of their losses ...
+            speed.optimizer_step(self.opt_d)
+            self.sched_d.step()
+            speed.discriminator_updated()
+            # ... and the generator on its loss, as judged by the discriminators before their step.
+            self.opt_g.zero_grad(set_to_none=True)
+            loss_g.backward(inputs=self.generator_params)
+            if self.sharing is not None:
+                self.sharing.average_gradients(self.generator.parameters())
+            speed.optimizer_step(self.opt_g)
+            self.sched_g.step()
+            self.step += 1
+            if self.sharing is not None:
+                self.sharing.after_step(self.step, self.generator.parameters())
 
-    def _train_step(self) -> dict[str, float]:
-        c = self.config
-        n = self.labels.shape[0]
-        pending, self._prefetched = self._prefetched, None
-        real = real_weights = None
-        if pending is None:
-            real, real_weights = self._real_batch(c.batch_params * c.events_per_param)
-            if self.pass_threads is not None:  # the real rows' blocks run while the generator works
-                pending = self.discriminator.begin_pass(self.pass_threads, real, real_weights)
-        theta, fake, xsec, weights = self.generate(c.batch_params, c.events_per_param)
-        fake_features = self.discriminator.features(fake.reshape(n, -1), self.labels)
-        w = None if weights is None else weights.reshape(n)
-        next_batch = None
-        if pending is not None:
-            if self.step + 1 < c.steps:  # the next real batch, drawn by a helper once it runs out of blocks
-                assert self.pass_threads is not None
-                self._real_rng_before_prefetch = self.real_rng.get_state()
-                next_batch = self.pass_threads.submit(self._real_batch, c.batch_params * c.events_per_param)
-            ev = self.discriminator.finish_pass(pending, fake_features.detach(), w)
-        else:
-            assert real is not None
-            ev = self.discriminator.adversarial_pass(
-                torch.cat([real, fake_features.detach()]), n, w, real_weights=real_weights
-            )
-        xsec_term = None
-        if xsec is not None:
-            assert self.xsec_discriminator is not None
-            # asinh keeps early pulls of hundreds on a scale the network handles, and is linear near 0.
-            xsec_real = self.xsec + self.xsec_err * torch.randn(xsec.shape, generator=self.rng, device=self.device)
-            pulls = torch.asinh((torch.cat([xsec_real, xsec]) - self.xsec) / self.xsec_err)
-            b = xsec.shape[0]
-            xp = adversarial_pass(self.xsec_discriminator, pulls.detach(), b)
-            weight = self.xsec_weight()
-            if weight > 0:
-                xsec_term = weight * (pulls[b:] * xp.grad_inputs).sum()
-        # The discriminators' gradients were set by the passes, and the generator's gradient (below)
-        # uses them as they were (simultaneous updates): they step now, and with pass threads the
-        # next step's real blocks run on the updated discriminator while the generator backpropagates.
-        adam_step(self.opt_d)
-        self.sched_d.step()
-        if next_batch is not None:
-            assert self.pass_threads is not None
-            self._prefetched = self.discriminator.begin_pass(self.pass_threads, *next_batch.result())
-        # Autograd continues from the generated features: d(loss_g)/d(features) = ev.grad_inputs.
-        surrogate_g = (fake_features * ev.grad_inputs).sum()
-        if weights is not None and ev.grad_weights is not None:
-            surrogate_g = surrogate_g + (weights.reshape(n) * ev.grad_weights).sum()
-        if xsec_term is not None:
-            surrogate_g = surrogate_g + xsec_term
-        with torch.no_grad():
-            acc_real, acc_fake = (ev.logits[:n] > 0).float().mean(), (ev.logits[n:] < 0).float().mean()
-        keys, scalars = ["loss_g", "loss_d", "d_acc_real", "d_acc_fake"], [ev.loss_g, ev.loss_d, acc_real, acc_fake]
-        if xsec is not None:
-            keys, scalars = keys + ["loss_xsec", "loss_d_xsec"], scalars + [xp.loss_g, xp.loss_d]
-        self.opt_g.zero_grad(set_to_none=True)
-        surrogate_g.backward()
-        if self.sharing is not None:
-            self.sharing.average_gradients(self.generator.parameters())
-        adam_step(self.opt_g)
-        self.sched_g.step()
-        self.step += 1
-        if self.sharing is not None:
-            self.sharing.after_step(self.step, self.generator.parameters())
-
-        keys += [f"param_{name}" for name in self.problem.param_names]
-        theta_mean = theta.detach().mean(0)
-        if self.step > (1.0 - c.average_last) * c.steps:
-            self.param_sum += theta_mean.double()
-            self.param_count += 1
-        values = torch.cat([torch.stack(scalars), theta_mean]).tolist()  # one conversion
-        return dict(zip(keys, values))
+            theta_mean = theta.detach().mean(0)
+            if self.step > (1.0 - c.average_last) * c.steps:
+                self.param_sum += theta_mean.double()
+                self.param_count += 1
+            keys = list(metrics) + [f"param_{name}" for name in self.problem.param_names]
+            values = torch.cat([torch.stack([v.detach() for v in metrics.values()]), theta_mean]).tolist()
+            return dict(zip(keys, values))
 
     @torch.no_grad()
     def predict(self, n_params: int | None = None, events_per_param: int = 50) -> dict[str, np.ndarray]:

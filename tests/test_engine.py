@@ -158,7 +158,7 @@ def test_retained_freed_memory_stops_large_temporaries_from_page_faulting():
 
     code = """
 import resource, torch
-from engine.malloc import retain_freed_memory
+from engine.accel.malloc import retain_freed_memory
 torch.set_num_threads(1)
 x = torch.rand(10_000_000)
 def work():

@@ -1,4 +1,5 @@
-"""The hand-written discriminator pass against autograd, for shared and per-observable networks."""
+"""The discriminator's losses: the plain judgement (engine.judging) and the hand-written pass (engine.accel)
+against autograd written out here, for shared and per-observable networks."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from engine.accel.handpass import networks_pass
+from engine.judging import judge
 from engine.models import Discriminator
 
 K, N = 3, 40  # observables (data sets), rows of each kind (real, generated) per observable
@@ -33,15 +36,19 @@ def test_per_observable_pass_matches_autograd(weighted):
     weights = torch.rand(K * N) + 0.5 if weighted else None
     fr, ff = d.features(real, labels), d.features(fake, labels).requires_grad_()
     assert fr.shape[1] == 6  # position and two log-distances per coordinate, no label
-    ev = d.adversarial_pass(torch.cat([fr, ff.detach()]), K * N, weights)
+    ev = networks_pass(d.networks, fr, ff.detach(), weights)
     hand = [p.grad.clone() for p in d.parameters()]
+    plain = judge(d.networks, fr, ff, weights)
+    by_judge = [p.grad.clone() for p in d.parameters()]
 
     d.zero_grad(set_to_none=True)
     loss_d = _autograd_loss_d(d, real, fake, labels, weights)
     loss_d.backward()
     assert float(ev.loss_d) == pytest.approx(float(loss_d.detach()), rel=1e-5)
-    for h, p in zip(hand, d.parameters()):
+    assert float(plain.loss_d) == pytest.approx(float(loss_d.detach()), rel=1e-5)
+    for h, j, p in zip(hand, by_judge, d.parameters()):
         torch.testing.assert_close(h, p.grad, rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(j, p.grad, rtol=1e-4, atol=1e-7)
     # the generator's gradient w.r.t. the generated rows' features, network by network
     logits = torch.cat([d.nets[o](ff[o * N : (o + 1) * N]).squeeze(-1) for o in range(K)])
     loss_g = []
@@ -52,6 +59,10 @@ def test_per_observable_pass_matches_autograd(weighted):
     (grad,) = torch.autograd.grad(torch.stack(loss_g).mean(), ff)
     assert float(ev.loss_g) == pytest.approx(float(torch.stack(loss_g).mean().detach()), rel=1e-5)
     torch.testing.assert_close(ev.grad_inputs, grad, rtol=1e-4, atol=1e-9)
+    (plain_grad,) = torch.autograd.grad(plain.loss_g, ff)  # the plain judgement's loss reaches the rows
+    assert float(plain.loss_g.detach()) == pytest.approx(float(ev.loss_g), rel=1e-5)
+    torch.testing.assert_close(plain_grad, grad, rtol=1e-4, atol=1e-9)
+    torch.testing.assert_close(plain.logits, ev.logits, rtol=1e-5, atol=1e-6)
     # the logits come back in the rows' order: real blocks, then generated blocks
     torch.testing.assert_close(ev.logits, torch.cat([d(real, labels), d(fake, labels)]).detach())
 
@@ -61,7 +72,7 @@ def test_shared_pass_matches_autograd():
     d = Discriminator(K, ((0.0, 1.0),), width=16, depth=2, edge_features=False)
     labels = torch.arange(K).repeat_interleave(N)
     real, fake = torch.rand(K * N, 1), torch.rand(K * N, 1)
-    ev = d.adversarial_pass(torch.cat([d.features(real, labels), d.features(fake, labels)]), K * N)
+    ev = networks_pass(d.networks, d.features(real, labels), d.features(fake, labels))
     hand = [p.grad.clone() for p in d.parameters()]
     d.zero_grad(set_to_none=True)
     loss_d = _autograd_loss_d(d, real, fake, labels, None)  # equal blocks: the same as means over all rows
@@ -75,7 +86,9 @@ def test_per_observable_pass_refuses_unequal_blocks():
     d = Discriminator(K, ((0.0, 1.0),), width=8, per_observable=True)
     rows = torch.rand(2 * K * N + 1, 3)
     with pytest.raises(ValueError, match="equal blocks"):
-        d.adversarial_pass(rows, K * N)
+        networks_pass(d.networks, rows[: K * N], rows[K * N :])
+    with pytest.raises(ValueError, match="blocks"):
+        judge(d.networks, rows[: K * N], rows[K * N :])
 
 
 def test_one_observable_ignores_per_observable():

@@ -10,15 +10,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-import engine.adversarial as adversarial
-import engine.native as native
+import engine.accel.blocks as blocks
+import engine.accel.handpass as handpass
+import engine.accel.native as native
 from engine.models import mlp
 
 pytestmark = pytest.mark.skipif(not native.native_enabled(), reason="QCF_NATIVE=0: native code switched off")
 
 
 def _pass(net, real, fake, weights, block):
-    part = adversarial._NetPass(net, real, None, 700)
+    part = handpass.NetPass(net, real, None, 700)
     part.add_generated(fake, weights)
     ws: dict[str, torch.Tensor] = {}
     for b in range(len(part.blocks)):
@@ -44,18 +45,18 @@ def test_the_native_block_gives_the_python_blocks_numbers_bit_for_bit(n_in, widt
     ):
         block(weights, biases, slopes, w_out, b_out, w_in_t, rows, row_weights, target, grads, logits, grad_inputs)
 
-    expected = _pass(net, real, fake, weights, adversarial._pass_block)
+    expected = _pass(net, real, fake, weights, blocks.pass_block)
     got = _pass(net, real, fake, weights, native_block)
     assert all(torch.equal(a, b) for a, b in zip(expected, got))
-    assert adversarial.pass_block_kind() == "native"
+    assert blocks.pass_block_kind() == "native"
 
 
 def test_rows_the_native_block_does_not_take_go_to_the_other_block():
     torch.manual_seed(0)
     net = mlp(2, 16, 2, 1).double()
     real, fake = torch.randn(400, 2, dtype=torch.float64), torch.randn(300, 2, dtype=torch.float64)
-    expected = _pass(net, real, fake, None, adversarial._pass_block)
-    got = _pass(net, real, fake, None, adversarial._fast_block())  # float64: not the native block's
+    expected = _pass(net, real, fake, None, blocks.pass_block)
+    got = _pass(net, real, fake, None, blocks.fast_block())  # float64: not the native block's
     assert all(torch.equal(a, b) for a, b in zip(expected, got))
 
 

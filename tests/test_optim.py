@@ -1,10 +1,10 @@
-"""engine.optim.adam_step: the same update as the fused Adam's own step(), with its state."""
+"""engine.accel.optim.adam_step: the same update as the fused Adam's own step(), with its state."""
 
 import pytest
 import torch
 
+from engine.accel.optim import adam_step
 from engine.models import mlp
-from engine.optim import adam_step
 
 
 def _train(step, steps=12, **adam):

@@ -179,9 +179,10 @@ def test_bench_gan_reports_the_reference_and_the_problems_own_discriminator(caps
     assert out["disc"] == "6-64-64-1"  # 2 coordinates + 4 labels, one shared network
     assert out["disc_problem"] == "4 × 6-64-64-1"  # a network per data set, 3 features per coordinate
     assert out["events_per_second_problem_disc"] > 0
-    from engine.native import native_enabled
+    from engine.accel.native import native_enabled
 
     assert out["pass_block"] == ("native" if native_enabled() else "torchscript")  # how the blocks ran
+    assert out["accelerator"].startswith("accel (")
 
 
 @pytest.mark.slow

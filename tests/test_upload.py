@@ -13,9 +13,10 @@ import xarray as xr
 
 from app.cli import main as cli_main
 from app.upload import UploadError, read_measured_upload, save_upload, upload_summary
+from engine.accel.handpass import adversarial_pass
 from engine.histograms import data_counts, density_histograms, histogram_edges
 from engine.mle import MLEFit
-from engine.models import adversarial_pass, mlp
+from engine.models import mlp
 from engine.problems import get_problem
 from engine.pseudodata import MeasuredData, make_pseudo_data
 from engine.runner import make_trainer, measured_data

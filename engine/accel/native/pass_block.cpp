@@ -1,12 +1,12 @@
 // One block of the discriminator's hand-written forward and backward pass, as one native call.
 //
-// A line-by-line transliteration of engine.adversarial._pass_block (read that first: the maths and
+// A line-by-line transliteration of engine.accel.blocks.pass_block (read that first: the maths and
 // the layout of the gradient slots are explained there). The products and the sigmoids are the same
 // ATen calls; the element-wise steps that only read and write memory (LeakyReLU, its derivative,
 // and the rows scaled by their loss gradient) are plain loops doing the same float operations, so
 // the results are bit-identical to the Python function. What it saves: the per-operation overhead
 // of some fifty dispatched operations per block and two passes over memory per hidden layer.
-// Built on first use by engine.native (torch.utils.cpp_extension); float32, CPU, contiguous rows.
+// Built on first use by engine.accel.native (torch.utils.cpp_extension); float32, CPU, contiguous rows.
 
 #include <torch/extension.h>
 
@@ -121,5 +121,5 @@ void pass_block(const std::vector<Tensor>& weights, const std::vector<Tensor>& b
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
-  module.def("pass_block", &pass_block, "One block of the discriminator pass (see engine.adversarial._pass_block)");
+  module.def("pass_block", &pass_block, "One block of the discriminator pass (see engine.accel.blocks.pass_block)");
 }

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-import engine.adversarial as adversarial
-from engine.adversarial import PassThreads
+import engine.accel.handpass as handpass
+from engine.accel.threads import PassThreads
 from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.detector import Acceptance, DetectorChain
 from engine.problems import get_problem
@@ -31,7 +31,7 @@ def two_threads():
 @pytest.fixture
 def small_blocks(monkeypatch):
     """Blocks of 96 rows, so that the small test batches make several blocks of each kind."""
-    monkeypatch.setattr(adversarial, "PASS_BLOCK_ROWS_PER_THREAD", 96)
+    monkeypatch.setattr(handpass, "PASS_BLOCK_ROWS_PER_THREAD", 96)
 
 
 def _trainer(kind: str, pass_threads: bool | None, acceptance: bool = False) -> GANTrainer:
@@ -52,7 +52,7 @@ def test_pass_threads_give_the_numbers_of_one_thread(kind, acceptance, two_threa
     # proxy1d with acceptance weights and cross sections (one network); multiset2d: a network per
     # observable. One thread's pass with the same blocks must agree to the last bit.
     threaded = _trainer(kind, True, acceptance)
-    assert threaded.pass_threads is not None and threaded.pass_threads.helpers == 1
+    assert threaded.accelerator.helpers == 1
     single = _trainer(kind, False, acceptance)
     for _ in range(4):
         a = threaded.train_step()
@@ -73,7 +73,7 @@ def test_a_checkpoint_with_a_pass_begun_early_resumes_exactly(two_threads, small
     first = _trainer("proxy2d", True)
     for _ in range(3):
         first.train_step()
-    assert first._prefetched is not None  # step 4's real blocks are under way
+    assert first.accelerator._prefetched is not None  # step 4's real blocks are under way
     blob = save_checkpoint(first, {})
     first.train_step()  # the early batch is used, not drawn again
     resumed = _trainer("proxy2d", True)
@@ -86,12 +86,12 @@ def test_a_checkpoint_with_a_pass_begun_early_resumes_exactly(two_threads, small
 def test_a_pass_never_finished_leaves_no_helper_waiting(two_threads):
     trainer = _trainer("proxy1d", True)
     trainer.train_step()
-    pending = trainer._prefetched
+    pending = trainer.accelerator._prefetched
     assert pending is not None
     trainer.discard_prefetch()
     for future in pending._futures:
         future.result(timeout=10)  # the helpers return once the real blocks are done
-    trainer.pass_threads.close()
+    trainer.accelerator.pass_threads.close()
 
 
 def test_pass_threads_are_refused_where_they_cannot_run():
@@ -100,7 +100,7 @@ def test_pass_threads_are_refused_where_they_cannot_run():
     try:
         with pytest.raises(ValueError, match="pass_threads needs .* more than one torch thread"):
             _trainer("proxy1d", True)
-        assert _trainer("proxy1d", None).pass_threads is None  # the default: not with one thread
+        assert _trainer("proxy1d", None).accelerator.helpers == 0  # the default: not with one thread
     finally:
         torch.set_num_threads(before)
 
@@ -127,7 +127,7 @@ def test_finishing_a_pass_does_not_wait_for_other_work_queued_on_the_helper():
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        single = adversarial.split_pass(net, real, fake, block_rows=96)
+        single = handpass.split_pass(net, real, fake, block_rows=96)
     finally:
         torch.set_num_threads(before)
     assert torch.equal(passes[0].logits, single.logits) and torch.equal(passes[0].grad_inputs, single.grad_inputs)

@@ -1,11 +1,11 @@
 """A lean step for the trainers' fused Adam optimisers: the same update with less Python around it.
 
 ``torch.optim.Adam(fused=True).step()`` spends most of its time in Python: hooks, grouping the
-tensors by device and dtype, checks. For the few small tensors of a GAN step the fused kernel itself
-takes 17 µs on this project's CPU and the whole ``step()`` 50 µs alone, 0.3-0.5 ms while a pass
-thread computes beside it. :func:`adam_step` calls the same kernel (``torch._fused_adam_``, which
-``step()`` calls) with the optimiser's own state, so checkpoints, schedulers and results are as with
-``step()`` (bit-identical: see ``tests/test_optim.py``); anything it does not cover goes to ``step()``.
+tensors by device and dtype, checks: for the few small tensors of a GAN step, several times the
+fused kernel's own time, and more while a pass thread computes beside it. :func:`adam_step` calls
+the same kernel (``torch._fused_adam_``, which ``step()`` calls) with the optimiser's own state, so
+checkpoints, schedulers and results are as with ``step()`` (bit-identical: see
+``tests/test_optim.py``); anything it does not cover goes to ``step()``.
 """
 
 from __future__ import annotations

@@ -3,15 +3,13 @@
 glibc returns freed memory to the kernel eagerly: blocks above ``M_MMAP_THRESHOLD`` are mapped and
 unmapped per allocation, and the heap's top is trimmed whenever more than ``M_TRIM_THRESHOLD`` of it
 is free. A torch computation that makes tens of multi-megabyte temporaries per call then pays a
-page fault for every 4 KiB of each, every call: the 2D sampler on 1 M events took 27 000 faults and
-60 ms of system time per forward + backward here (95 ms in all). With both thresholds raised the
-same call takes 49 faults and 61 ms. The process keeps the freed memory for reuse instead (at most
-its peak use plus :data:`TRIM_THRESHOLD`).
+page fault for every 4 KiB of each, every call. The process keeps the freed memory for reuse instead
+(at most its peak use plus :data:`TRIM_THRESHOLD`; the faults and times it saves: docs/benchmarks.md,
+"Numbers behind engine/accel").
 
 The thresholds are the process's: they apply to every thread's arena, and override the environment's
-``MALLOC_TRIM_THRESHOLD_``. Dask sets that to 64 KiB for the workers it starts, under which a proxy2d
-step on a one-thread worker took 561-1 033 page faults (1.6-2.4 ms of system time) and under one after
-this call (``engine.distributed`` makes it in each training task). A no-op where the C library is not
+``MALLOC_TRIM_THRESHOLD_``, which Dask sets to 64 KiB for the workers it starts (the training tasks
+make this call through :func:`engine.accelerator.tune_process`). A no-op where the C library is not
 glibc.
 """
 
