@@ -21,7 +21,7 @@ def run_campaign(args: argparse.Namespace) -> int:
     from app.cluster import close, connect
     from app.signals import Interrupted, StopSignals, exit_code
     from engine.campaign.plan import CampaignPlan, campaign_of
-    from engine.files import check_writable
+    from engine.results.files import check_writable
 
     if args.replicas is not None and args.replicas < 2:
         return fail(f"--replicas: a campaign needs at least 2 replicas, got {args.replicas}")

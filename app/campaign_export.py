@@ -21,7 +21,7 @@ from matplotlib.backends.backend_pdf import PdfPages
 from app.campaign_figures import CAMPAIGN_CAPTIONS, campaign_figures, campaign_title, verdict_page
 from app.campaign_files import load_summary
 from app.export import REPORT_CSS, AtomicFiles, out_folder, parse_formats, save_figure, svg_inline, write_figures
-from engine.files import netcdf_bytes
+from engine.results.files import netcdf_bytes
 from layouts.campaign import verdict_table
 
 __all__ = [

@@ -6,7 +6,7 @@ once the driver wrote it, ``summary.nc`` (:mod:`engine.campaign.plan`). Reopenin
 when it is at least as new as the newest fit; otherwise (a server stopped mid-campaign, a summary that
 cannot be read) the summary is rebuilt from the fit files, read-only: nothing in the folder is moved or
 written, so a campaign another process is running is never disturbed. Every file is opened through
-:mod:`engine.safe_hdf5` with size limits and checked before anything is drawn from it.
+:mod:`engine.data.safe_hdf5` with size limits and checked before anything is drawn from it.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import xarray as xr
 
 from engine.campaign.plan import FIT_FILE, CampaignPlan, FitKey, fit_files
 from engine.campaign.summary import build_summary, read_fit
-from engine.safe_hdf5 import open_netcdf
+from engine.data.safe_hdf5 import open_netcdf
 from engine.safe_yaml import YAMLRefused, load_yaml
 from engine.spec import METHODS, Spec, SpecError, parse_spec
 from engine.textlimits import clip

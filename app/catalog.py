@@ -3,7 +3,7 @@ and the one reader of results files (:func:`load_run`) that the views and ``qcf-
 
 No Panel imports. :func:`list_runs` is cheap enough to poll every few seconds: a file is re-read only
 when its (path, mtime, size) changes, and only its attributes and dimension sizes are read, never arrays.
-Results files may come from someone else: both readers open them through :mod:`engine.safe_hdf5` (no
+Results files may come from someone else: both readers open them through :mod:`engine.data.safe_hdf5` (no
 external storage or links, sizes bounded), and :func:`load_run` checks every variable the views and
 exports use against the results contract (:func:`engine.results.check_results`) before anything is drawn.
 """
@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from engine.data.safe_hdf5 import checked_hdf5, open_netcdf
 from engine.results import ResultsContractError, attribute_number, check_results
-from engine.safe_hdf5 import checked_hdf5, open_netcdf
 from engine.safe_yaml import load_yaml
 from engine.textlimits import clip
 

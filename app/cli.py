@@ -19,7 +19,7 @@ __all__ = ["main"]
 def cmd_validate(args: argparse.Namespace) -> int:
     spec = load_spec_arg(args.spec)
     if spec.problem.data:  # read and checked as `run` would read it, so that `run` cannot refuse it later
-        from engine.runner import measured_data
+        from engine.run.runner import measured_data
 
         data = measured_data(spec)
         source = f"data {spec.problem.data} ({data.events.shape[1]:,} events/observable)"
@@ -36,8 +36,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from engine.files import write_netcdf_atomic
-    from engine.runner import measured_data
+    from engine.results.files import write_netcdf_atomic
+    from engine.run.runner import measured_data
 
     spec = load_spec_arg(args.spec)
     out = Path(args.out)
@@ -63,10 +63,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from app.cluster import close, connect
     from app.progress import ProgressBarSink
     from app.signals import Interrupted, StopSignals, exit_code
-    from engine.drive import run_to_file
-    from engine.files import check_writable, remove_stale_parts
     from engine.results import closure_summary
-    from engine.runner import measured_data
+    from engine.results.files import check_writable, remove_stale_parts
+    from engine.run.drive import run_to_file
+    from engine.run.runner import measured_data
 
     out_dir = check_writable(args.out)  # before any work goes into the run
     remove_stale_parts(out_dir)
@@ -421,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     # torch work in this process (not serve's web server, nor a campaign's client: only its workers train, and with
     # many threads deserialising results the retained arenas grew a campaign's client to 12 GB)
     if args.func in (cmd_run, cmd_data, cmd_bench):
-        from engine.accelerator import tune_process
+        from engine.gan.accelerator import tune_process
 
         tune_process()
     from engine.spec import SpecError

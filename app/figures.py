@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from app.report import core_range
-from engine.marginals import histogram_marginal_x, qcf_marginal_x
+from engine.data.marginals import histogram_marginal_x, qcf_marginal_x
 from engine.results import ERROR_RATIO_LIMIT, QCF_FLOOR, ensemble_estimate, estimate, is_bootstrap
 
 __all__ = ["figures", "FIGSIZE", "CAPTIONS", "text_table"]

@@ -16,14 +16,14 @@ from typing import Any
 
 from distributed import Client
 
-from engine.datafiles import DataFileError, read_measured_file
-from engine.distributed import RunHandle
-from engine.drive import run_to_file
-from engine.files import remove_stale_parts
-from engine.histograms import data_histograms
-from engine.marginals import marginal_x
+from engine.data.datafiles import DataFileError, read_measured_file
+from engine.data.histograms import data_histograms
+from engine.data.marginals import marginal_x
 from engine.problems import get_problem
-from engine.runner import measured_data
+from engine.results.files import remove_stale_parts
+from engine.run.distributed import RunHandle
+from engine.run.drive import run_to_file
+from engine.run.runner import measured_data
 from engine.spec import Spec, SpecError
 
 __all__ = ["LiveRun", "RunManager", "RunBusyError"]
@@ -132,7 +132,7 @@ class RunManager:
 
     def check_readable(self, spec: Spec) -> None:
         """Specs from the browser may only read measured data under the data or runs directory, and only
-        files that are measured data of their problem (:mod:`engine.datafiles`; remembered per file
+        files that are measured data of their problem (:mod:`engine.data.datafiles`; remembered per file
         version, since the page validates on every edit). A path outside those directories gets the same
         message whether or not it exists, so the page cannot be used to probe the server's files."""
         if spec.problem.data is None:

@@ -8,7 +8,7 @@
 - ``GET /`` builds only a placeholder; the dashboard is built once the browser's websocket has connected,
   so requests that never open a page cost next to nothing.
 - SIGINT and SIGTERM stop the server, stop the run in progress at the members' next check and save it
-  (``stopped``) before the process exits; the embedded workers ignore both signals (``engine.cluster``).
+  (``stopped``) before the process exits; the embedded workers ignore both signals (``engine.run.cluster``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Measured data uploaded in the browser: read with :mod:`engine.datafiles`, saved under the runs directory.
+"""Measured data uploaded in the browser: read with :mod:`engine.data.datafiles`, saved under the runs directory.
 
 No Panel here: the dashboard hands over the file's name and bytes, shows :class:`UploadError`'s message
 as it is, and saves the result with :func:`save_upload` where a spec's ``problem.data`` can name it.
@@ -11,11 +11,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from engine.datafiles import MAX_UPLOAD_BYTES, MIN_EVENTS, file_label, read_measured
-from engine.datafiles import DataFileError as UploadError
-from engine.files import write_netcdf_unique
+from engine.data.datafiles import MAX_UPLOAD_BYTES, MIN_EVENTS, file_label, read_measured
+from engine.data.datafiles import DataFileError as UploadError
+from engine.data.pseudodata import MeasuredData
 from engine.problems import get_problem
-from engine.pseudodata import MeasuredData
+from engine.results.files import write_netcdf_unique
 
 __all__ = [
     "UploadError",

@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from engine.data.pseudodata import MeasuredData, make_pseudo_data
+from engine.gan.trainer import GANTrainer, TrainingConfig
 from engine.problems import get_problem
 from engine.problems.base import Problem
-from engine.pseudodata import MeasuredData, make_pseudo_data
 from engine.samplers import SAMPLERS
-from engine.training import GANTrainer, TrainingConfig
 
 __all__ = ["bench_sampler", "bench_gan", "bench_data", "gan_batch", "gan_trainer", "disc_label"]
 
@@ -127,7 +127,7 @@ def bench_gan(
       divided by the median seconds per step.
     - ``events_analysed_per_second``: rows through the discriminator per step (generated + real,
       i.e. twice the above) divided by the same seconds.
-    - ``accelerator``: which path ran (:mod:`engine.accelerator`): ``plain`` (autograd; ``QCF_ACCEL=0``)
+    - ``accelerator``: which path ran (:mod:`engine.gan.accelerator`): ``plain`` (autograd; ``QCF_ACCEL=0``)
       or ``accel (...)`` with how the discriminator pass ran.
     - ``pass_threads``: helper threads of the discriminator pass (``--threads`` − 1 on the CPU; see
       :class:`~engine.accel.threads.PassThreads`).

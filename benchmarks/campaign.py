@@ -16,7 +16,7 @@ from typing import Any
 
 from engine.campaign.driver import CampaignRunner
 from engine.campaign.plan import CampaignPlan
-from engine.cluster import close, local_client
+from engine.run.cluster import close, local_client
 from engine.spec import Spec, default_spec, parse_spec
 
 __all__ = ["bench_campaign"]

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from benchmarks.bench import bench_gan, bench_sampler
-from engine.devices import resolve_device
+from engine.run.devices import resolve_device
 
 __all__ = ["run"]
 

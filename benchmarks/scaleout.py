@@ -11,7 +11,7 @@
 
 Wall times are taken from submission to the last result, without the cluster's start-up; each
 worker uses one torch thread, as in the dashboard's embedded cluster. ``device`` is the runs'
-``cluster.device``; with ``cuda`` the embedded cluster has one worker per GPU (``engine.cluster``).
+``cluster.device``; with ``cuda`` the embedded cluster has one worker per GPU (``engine.run.cluster``).
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from typing import Any
 import torch
 
 from benchmarks.bench import bench_data, disc_label, gan_batch, gan_trainer
-from engine.accelerator import tune_process
-from engine.cluster import close, local_client
-from engine.distributed import start_run
+from engine.gan.accelerator import tune_process
 from engine.problems import get_problem
-from engine.runner import measured_data
+from engine.run.cluster import close, local_client
+from engine.run.distributed import start_run
+from engine.run.runner import measured_data
 from engine.spec import Spec, default_spec, parse_spec
 
 __all__ = ["bench_ensemble", "bench_data_parallel", "bench_gan_members"]
@@ -168,7 +168,7 @@ def _gan_window(
 ) -> dict[str, Any]:
     """On a worker: a ``bench gan`` trainer's steps completed within ``[start, start + window]``."""
     torch.set_num_threads(threads)
-    tune_process()  # as the training tasks do (engine.distributed._task_setup)
+    tune_process()  # as the training tasks do (engine.run.distributed._task_setup)
     trainer = gan_trainer(get_problem(kind), data, events, width, depth)
     for _ in range(3):
         trainer.train_step()

@@ -15,14 +15,14 @@ import yaml
 
 from engine.campaign.section import CampaignSpec, parse_campaign
 from engine.detector import DetectorConfigError, build_detector
-from engine.devices import DEVICES
-from engine.parallel import SCHEDULES
+from engine.gan.trainer import TrainingConfig
 from engine.problems import get_problem, problem_kinds
+from engine.run.devices import DEVICES
+from engine.run.parallel import SCHEDULES
 from engine.safe_yaml import MAX_YAML_BYTES, YAMLRefused, load_yaml
 from engine.samplers import GRID_SPACINGS
 from engine.specfields import OPTIONAL_BOOL_TYPES, SpecError, at_most, fill_section, number
 from engine.textlimits import clip, shown
-from engine.training import TrainingConfig
 
 __all__ = [
     "Spec",
@@ -101,7 +101,7 @@ class EnsembleSpec:
 
 @dataclass
 class ClusterSpec:
-    """Where and how members train; see ``engine.distributed`` and ``engine.parallel``."""
+    """Where and how members train; see ``engine.run.distributed`` and ``engine.run.parallel``."""
 
     workers: int = 2  # processes of the embedded LocalCluster (ignored with a remote scheduler)
     device: str = "auto"  # auto: CUDA on workers that have it, else CPU | cpu | cuda: on workers with GPU=1 only
@@ -183,7 +183,7 @@ def parse_spec(raw: Any, base_dir: Path | None = None, max_limits: LimitsSpec | 
     ``max_limits``: the most a spec's ``limits`` section may raise the limits to (the dashboard passes
     the defaults, so specs typed in a browser cannot raise them); ``None``: no bound (the command line).
     Whether ``problem.data`` is a readable file of measured data is checked where it is read
-    (:func:`engine.runner.measured_data`, once, where the run starts), not here: workers are sent this
+    (:func:`engine.run.runner.measured_data`, once, where the run starts), not here: workers are sent this
     :class:`Spec` and the data read there, and never open the file themselves.
     """
     if not isinstance(raw, dict):

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from engine.marginals import qcf_marginal_x
+from engine.data.marginals import qcf_marginal_x
 from engine.results import estimate
 from layouts.live import COLORS, SIDE_LEGEND
 from layouts.ranges import padded_range

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from engine.marginals import histogram_marginal_x, qcf_marginal_x
+from engine.data.marginals import histogram_marginal_x, qcf_marginal_x
 from engine.problems import Problem, get_problem
 from engine.safe_yaml import load_yaml
 from layouts.live import METRIC_COLUMNS, LivePlots

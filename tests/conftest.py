@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from engine.data.pseudodata import make_pseudo_data
 from engine.problems import get_problem
-from engine.pseudodata import make_pseudo_data
 from engine.spec import parse_spec
 
 

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from engine.accelerator import ACCEL_ENV, PlainAccelerator
+from engine.data.pseudodata import make_pseudo_data
 from engine.detector import Acceptance, DetectorChain
+from engine.gan.accelerator import ACCEL_ENV, PlainAccelerator
+from engine.gan.trainer import GANTrainer, TrainingConfig
 from engine.problems import get_problem
-from engine.pseudodata import make_pseudo_data
-from engine.training import GANTrainer, TrainingConfig
 
 
 def _trainer(kind: str, acceptance: bool = False) -> GANTrainer:
@@ -67,11 +67,11 @@ def test_without_the_accel_package_the_engine_trains_and_checkpoints_on_the_plai
 import json, sys
 sys.modules["engine.accel"] = None  # import engine.accel now raises ImportError, as with the folder deleted
 import numpy as np, torch
-from engine.accelerator import tune_process
-from engine.checkpoint import load_checkpoint, save_checkpoint
+from engine.gan.accelerator import tune_process
+from engine.gan.checkpoint import load_checkpoint, save_checkpoint
 from engine.problems import get_problem
-from engine.pseudodata import make_pseudo_data
-from engine.training import GANTrainer, TrainingConfig
+from engine.data.pseudodata import make_pseudo_data
+from engine.gan.trainer import GANTrainer, TrainingConfig
 problem = get_problem("proxy1d")
 data = make_pseudo_data(problem, np.asarray(problem.truth), 2000, seed=1)
 config = TrainingConfig(steps=6, batch_params=4, events_per_param=100, grid_points=24, xsec_start=0.0)

@@ -7,12 +7,12 @@ import pytest
 import torch
 import xarray as xr
 
-from engine.models import Discriminator
+from engine.data.pseudodata import make_pseudo_data
+from engine.gan.models import Discriminator
 from engine.problems import get_problem
-from engine.pseudodata import make_pseudo_data
 from engine.results import ensemble_estimate
-from engine.runner import make_trainer, measured_data, member_data
-from engine.sinks import HistorySink
+from engine.run.runner import make_trainer, measured_data, member_data
+from engine.run.sinks import HistorySink
 from engine.spec import SpecError, parse_spec
 
 

@@ -19,7 +19,7 @@ import xarray as xr
 import yaml
 
 from engine.campaign.plan import CampaignPlan, FitKey, campaign_of, replica_truth
-from engine.runner import measured_data
+from engine.run.runner import measured_data
 from engine.spec import SpecError, parse_spec
 
 EXE = Path(sys.executable).parent / "qcf-studio"

@@ -20,7 +20,7 @@ from app.campaigns import CampaignManager
 from app.runs import RunBusyError, RunManager
 from engine.campaign.plan import CampaignPlan
 from engine.campaign.summary import build_summary
-from engine.files import write_netcdf_atomic
+from engine.results.files import write_netcdf_atomic
 from engine.spec import parse_spec
 from layouts.campaign import PULL_EDGES, campaign_plots, coverage_plot, fits_table, r_bv_plot, verdict_table, xi_plot
 from tests.conftest import small_spec

@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from app.progress import Progress, ProgressBarSink
+from engine.data.pseudodata import make_pseudo_data
 from engine.problems import get_problem
-from engine.pseudodata import make_pseudo_data
-from engine.runner import train_member
+from engine.run.runner import train_member
 from engine.spec import METHODS, parse_spec
 
 EXE = Path(sys.executable).parent / "qcf-studio"

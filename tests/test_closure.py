@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from engine.results import build_results
-from engine.runner import measured_data, reference_fit, train_member
-from engine.sinks import HistorySink
+from engine.run.runner import measured_data, reference_fit, train_member
+from engine.run.sinks import HistorySink
 from engine.spec import parse_spec
 
 

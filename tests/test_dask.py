@@ -11,9 +11,9 @@ import pytest
 import torch
 import xarray as xr
 
-from engine.distributed import start_run
-from engine.runner import measured_data
-from engine.sinks import HistorySink
+from engine.run.distributed import start_run
+from engine.run.runner import measured_data
+from engine.run.sinks import HistorySink
 from engine.spec import load_spec
 from tests.conftest import small_spec
 
@@ -80,18 +80,18 @@ def test_cli_run_writes_results_and_prints_the_path(tmp_path):
 def _refuse_specs_and_data_files(refuse: bool) -> int:
     """On a worker: every engine function that parses a spec or reads measured data raises from now on
     (``refuse=False``: they are put back). Returns how many names it replaced."""
-    import engine.datafiles
-    import engine.distributed
-    import engine.runner
+    import engine.data.datafiles
+    import engine.run.distributed
+    import engine.run.runner
     import engine.spec
 
     targets = [
         engine.spec.parse_spec,
         engine.spec.parse_spec_text,
         engine.spec.load_spec,
-        engine.datafiles.read_measured,
-        engine.datafiles.read_measured_file,
-        engine.runner.measured_data,
+        engine.data.datafiles.read_measured,
+        engine.data.datafiles.read_measured_file,
+        engine.run.runner.measured_data,
     ]
 
     def refusing(f):
@@ -181,8 +181,8 @@ def test_a_member_that_dies_is_marked_failed_and_the_run_still_writes(dask_clien
 
     import numpy as np
 
-    from engine.files import write_netcdf_atomic
     from engine.results import build_results
+    from engine.results.files import write_netcdf_atomic
 
     spec = small_spec(steps=40)
     good = measured_data(spec)
@@ -202,7 +202,7 @@ def _temporaries_faults_before_and_after_task_setup() -> tuple[float, float]:
     training tasks' set-up."""
     import resource
 
-    from engine.distributed import _task_setup
+    from engine.run.distributed import _task_setup
 
     torch.set_num_threads(1)
     x = torch.rand(1_000_000)

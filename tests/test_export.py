@@ -18,10 +18,10 @@ from app import export as export_module
 from app.cli import main
 from app.export import export_run, figures, markdown_to_html, open_results
 from app.report import PULLS, QCF, STATUS, closure_report, closure_verdict, report_markdown, verdict_text
-from engine.files import write_netcdf_atomic
 from engine.results import build_results
-from engine.runner import measured_data, reference_fit, train_member
-from engine.sinks import HistorySink
+from engine.results.files import write_netcdf_atomic
+from engine.run.runner import measured_data, reference_fit, train_member
+from engine.run.sinks import HistorySink
 from engine.spec import parse_spec
 
 TINY = {"metrics_every": 5, "snapshot_every": 10, "batch_params": 16, "events_per_param": 32}

@@ -1,12 +1,12 @@
-"""The training grids move no fit by more than a fraction of its statistical error (engine.gridbias)."""
+"""The training grids move no fit by more than a fraction of its statistical error (engine.problems.gridbias)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from engine.gridbias import parameter_shift
 from engine.problems import get_problem, problem_kinds
+from engine.problems.gridbias import parameter_shift
 
 EVENTS = 100_000  # the standard pseudo-data size per observable
 

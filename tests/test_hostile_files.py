@@ -17,13 +17,13 @@ import xarray as xr
 from app.catalog import NotARunError, list_runs, load_run
 from app.cli import main as cli_main
 from app.upload import UploadError, read_measured_upload, save_upload
-from engine.datafiles import DataFileError, read_measured_file
-from engine.files import netcdf_bytes, write_netcdf_atomic
+from engine.data.datafiles import DataFileError, read_measured_file
+from engine.data.pseudodata import make_pseudo_data
 from engine.problems import get_problem
-from engine.pseudodata import make_pseudo_data
 from engine.results import build_results
-from engine.runner import train_member
-from engine.sinks import HistorySink
+from engine.results.files import netcdf_bytes, write_netcdf_atomic
+from engine.run.runner import train_member
+from engine.run.sinks import HistorySink
 from engine.spec import parse_spec
 
 SECRET = "the-server-secret-4711"

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from engine import samplers
+from engine.data.pseudodata import make_pseudo_data
+from engine.gan.trainer import GANTrainer, TrainingConfig
 from engine.mle import MLEFit, clustered_grid, fold_matrix, trapezoid_weights
 from engine.problems import get_problem
 from engine.problems.gauss6 import COEFFS
-from engine.pseudodata import make_pseudo_data
-from engine.sinks import HistorySink
-from engine.training import GANTrainer, TrainingConfig
+from engine.run.sinks import HistorySink
 
 needs_2d_sampler = pytest.mark.skipif(
     not hasattr(samplers, "sample_loits_2d"), reason="engine.samplers.sample_loits_2d is not there yet"
@@ -209,7 +209,7 @@ def test_stop_requested_ends_the_fit_early():
 
 
 def test_runner_swaps_in_the_mle_fit():
-    from engine.runner import make_trainer
+    from engine.run.runner import make_trainer
     from engine.spec import parse_spec
 
     spec = parse_spec(

@@ -1,4 +1,4 @@
-"""The discriminator's losses: the plain judgement (engine.judging) and the hand-written pass (engine.accel)
+"""The discriminator's losses: the plain judgement (engine.gan.judging) and the hand-written pass (engine.accel)
 against autograd written out here, for shared and per-observable networks."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from engine.accel.handpass import networks_pass
-from engine.judging import judge
-from engine.models import Discriminator
+from engine.gan.judging import judge
+from engine.gan.models import Discriminator
 
 K, N = 3, 40  # observables (data sets), rows of each kind (real, generated) per observable
 

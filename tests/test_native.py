@@ -13,7 +13,7 @@ import torch
 import engine.accel.blocks as blocks
 import engine.accel.handpass as handpass
 import engine.accel.native as native
-from engine.models import mlp
+from engine.gan.models import mlp
 
 pytestmark = pytest.mark.skipif(not native.native_enabled(), reason="QCF_NATIVE=0: native code switched off")
 

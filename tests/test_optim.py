@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from engine.accel.optim import adam_step
-from engine.models import mlp
+from engine.gan.models import mlp
 
 
 def _train(step, steps=12, **adam):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from engine.data.pseudodata import MeasuredData, make_pseudo_data
 from engine.problems import Problem, get_problem, problem_kinds, register_problem
-from engine.pseudodata import MeasuredData, make_pseudo_data
 from engine.spec import default_spec, parse_spec
 
 

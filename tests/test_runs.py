@@ -26,7 +26,7 @@ def test_sessions_pull_only_new_metrics_and_memory_stays_bounded(monkeypatch):
 
 
 def test_browser_specs_read_data_only_under_the_data_and_runs_dirs(tmp_path, proxy1d_data):
-    from engine.files import write_netcdf_atomic
+    from engine.results.files import write_netcdf_atomic
 
     data_dir, runs_dir = tmp_path / "data", tmp_path / "runs"
     data_dir.mkdir()
@@ -88,7 +88,7 @@ def test_live_curves_stream_only_new_rows_to_the_browser_and_stay_bounded(monkey
 
 
 def test_live_view_draws_a_loss_curve_for_every_data_parallel_rank():
-    from engine.distributed import replay
+    from engine.run.distributed import replay
     from layouts.live import LivePlots
 
     spec = parse_spec(
@@ -128,7 +128,7 @@ def test_cluster_view_names_the_run_member_and_rank_of_each_task():
 
 
 def test_the_keys_start_run_gives_its_tasks_read_back_as_their_run_member_and_rank():
-    from engine.task_keys import RunTask, member_key, new_run_id, parse_task_key, reference_key
+    from engine.run.task_keys import RunTask, member_key, new_run_id, parse_task_key, reference_key
 
     run = new_run_id()
     assert parse_task_key(member_key(run, 3)) == RunTask(run, 3)

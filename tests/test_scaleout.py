@@ -15,8 +15,8 @@ import pytest
 import torch
 import xarray as xr
 
-from engine.distributed import start_run
-from engine.runner import measured_data
+from engine.run.distributed import start_run
+from engine.run.runner import measured_data
 from engine.spec import parse_spec
 from tests.conftest import small_spec
 
@@ -272,7 +272,7 @@ def test_cli_refuses_cuda_on_an_embedded_cluster_without_gpus(tmp_path):
 def test_the_embedded_cluster_gives_each_gpu_a_worker_offering_it():
     from distributed import Client
 
-    from engine.cluster import local_cluster
+    from engine.run.cluster import local_cluster
 
     with local_cluster(workers=3, gpus=1) as cluster, Client(cluster) as client:
         [worker] = client.scheduler_info(n_workers=-1)["workers"].values()

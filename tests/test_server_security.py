@@ -25,7 +25,7 @@ from tornado.websocket import websocket_connect
 
 from app.auth import CredentialsError, HashedPasswordProvider, read_credentials, set_user, verify_password
 from app.server import SECURITY_HEADERS, Access, _auth_options, websocket_origins
-from engine.parallel import GradientSharing, host_store
+from engine.run.parallel import GradientSharing, host_store
 
 EXE = Path(sys.executable).parent / "qcf-studio"
 

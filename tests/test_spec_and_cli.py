@@ -74,9 +74,9 @@ def test_bad_spec_values_name_the_field(raw, field, words):
 
 def test_grid_spacing_reaches_the_trainer():
     """auto takes the problem's grid (proxy2d: clustered 64); a spec may ask for another."""
+    from engine.data.pseudodata import make_pseudo_data
+    from engine.gan.trainer import GANTrainer
     from engine.problems import get_problem
-    from engine.pseudodata import make_pseudo_data
-    from engine.training import GANTrainer
 
     problem = get_problem("proxy2d")
     data = make_pseudo_data(problem, problem.truth_tensor(torch.float64).numpy(), 1000, seed=0)
@@ -239,9 +239,9 @@ def test_bench_rejects_an_unknown_problem(capsys):
 
 
 def test_disc_per_observable_defaults_to_the_problem_and_a_spec_overrides_it():
+    from engine.data.pseudodata import make_pseudo_data
+    from engine.gan.trainer import GANTrainer
     from engine.problems import get_problem
-    from engine.pseudodata import make_pseudo_data
-    from engine.training import GANTrainer
 
     problem = get_problem("multiset2d")
     data = make_pseudo_data(problem, problem.truth_tensor(torch.float64).numpy(), 500, seed=0)

@@ -14,15 +14,15 @@ import xarray as xr
 from app.cli import main as cli_main
 from app.upload import UploadError, read_measured_upload, save_upload, upload_summary
 from engine.accel.handpass import adversarial_pass
-from engine.histograms import data_counts, density_histograms, histogram_edges
+from engine.data.histograms import data_counts, density_histograms, histogram_edges
+from engine.data.pseudodata import MeasuredData, make_pseudo_data
+from engine.gan.models import mlp
+from engine.gan.trainer import GANTrainer, TrainingConfig
 from engine.mle import MLEFit
-from engine.models import mlp
 from engine.problems import get_problem
-from engine.pseudodata import MeasuredData, make_pseudo_data
-from engine.runner import make_trainer, measured_data
-from engine.sinks import HistorySink
+from engine.run.runner import make_trainer, measured_data
+from engine.run.sinks import HistorySink
 from engine.spec import parse_spec
-from engine.training import GANTrainer, TrainingConfig
 
 
 def _spec(kind: str = "proxy1d", events: int = 1000, data: str | None = None, **training):

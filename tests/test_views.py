@@ -13,10 +13,10 @@ from bokeh.model import Model as BokehModel
 
 import app.catalog as catalog
 from app.catalog import NotARunError, list_runs, load_run
-from engine.files import write_netcdf_atomic
 from engine.results import build_results
-from engine.runner import measured_data, train_member
-from engine.sinks import HistorySink
+from engine.results.files import write_netcdf_atomic
+from engine.run.runner import measured_data, train_member
+from engine.run.sinks import HistorySink
 from engine.spec import parse_spec
 
 hv.extension("bokeh", logo=False)

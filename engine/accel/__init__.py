@@ -1,7 +1,7 @@
-"""The speed machinery of GAN training, behind :class:`engine.accelerator.Accelerator`.
+"""The speed machinery of GAN training, behind :class:`engine.gan.accelerator.Accelerator`.
 
 - :mod:`~engine.accel.handpass`: the discriminator's forward and backward pass by hand, both losses from
-  one pass (the same gradients as :mod:`engine.judging`'s autograd);
+  one pass (the same gradients as :mod:`engine.gan.judging`'s autograd);
 - :mod:`~engine.accel.blocks`: one block of rows of that pass, in Python, TorchScript or C++
   (:mod:`~engine.accel.native`), bit-identical;
 - :mod:`~engine.accel.threads`: the pass's blocks on helper threads while the caller generates events;
@@ -9,7 +9,7 @@
 - :mod:`~engine.accel.malloc`: the process keeps freed heap memory (no page faults per temporary).
 
 :class:`Accelerated` puts them together for one trainer. Delete this folder (or set ``QCF_ACCEL=0``) and
-training runs the plain path of :mod:`engine.accelerator`, slower; ``tests/test_accel.py`` pins each
+training runs the plain path of :mod:`engine.gan.accelerator`, slower; ``tests/test_accel.py`` pins each
 speed-up to it.
 """
 
@@ -26,8 +26,8 @@ from engine.accel.blocks import pass_block_kind
 from engine.accel.handpass import AdversarialPass, mean_over_networks, network_rows, networks_pass, rows_of, split_pass
 from engine.accel.optim import adam_step
 from engine.accel.threads import PassThreads, PendingPass
-from engine.judging import Judgement
-from engine.models import Discriminator
+from engine.gan.judging import Judgement
+from engine.gan.models import Discriminator
 
 __all__ = ["Accelerated", "pass_block_kind"]
 
@@ -35,7 +35,7 @@ RealBatch = tuple[Tensor, Tensor | None]
 
 
 def _judgement(ev: AdversarialPass, fake: Tensor, weights: Tensor | None) -> Judgement:
-    """The pass as a :class:`~engine.judging.Judgement`: a generator loss whose value is the pass's and
+    """The pass as a :class:`~engine.gan.judging.Judgement`: a generator loss whose value is the pass's and
     whose gradient w.r.t. the generated rows (and their weights) is the one the pass computed."""
     surrogate = (fake * ev.grad_inputs).sum()
     if weights is not None and ev.grad_weights is not None:

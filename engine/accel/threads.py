@@ -32,7 +32,7 @@ class PassThreads:
     """Helper threads that run discriminator blocks while the calling thread generates events.
 
     Each helper and the caller run torch with one thread of their own (the caller must set
-    ``torch.set_num_threads(1)`` for the duration, see :meth:`~engine.training.GANTrainer.train_step`),
+    ``torch.set_num_threads(1)`` for the duration, see :meth:`~engine.gan.trainer.GANTrainer.train_step`),
     and take blocks from one queue: the real rows' blocks first, then the generated rows' ones once
     :meth:`PendingPass.finish` supplies them. Results are bit-identical to a pass on the calling
     thread alone with the same blocks.

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.campaign.section import CampaignSpec
-from engine.files import replace_file, write_new_file
+from engine.results.files import replace_file, write_new_file
 from engine.safe_yaml import YAMLRefused, load_yaml
 from engine.spec import Spec, SpecError, parse_spec
 from engine.textlimits import clip

@@ -9,10 +9,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from engine.data.histograms import chi2_per_ndf, density_histograms, histogram_counts
 from engine.detector import ResolutionSmearing
-from engine.histograms import chi2_per_ndf, density_histograms, histogram_counts
+from engine.gan.config import PARAM_DRAWS
 from engine.mle.likelihood import _F64, LikelihoodModel
-from engine.training_types import PARAM_DRAWS
 
 
 class ErrorsAndPredictions(LikelihoodModel):

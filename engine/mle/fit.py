@@ -1,5 +1,5 @@
 """The fit: :class:`MLEFit` minimises the NLL of :mod:`engine.mle.likelihood` from several starts and reports its
-errors and predictions (:mod:`engine.mle.errors`) as a :class:`~engine.training.MemberResult`. The method is
+errors and predictions (:mod:`engine.mle.errors`) as a :class:`~engine.gan.trainer.MemberResult`. The method is
 described in :mod:`engine.mle`."""
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from engine.histograms import data_counts, histogram_edges
+from engine.data.histograms import data_counts, histogram_edges
+from engine.data.pseudodata import MeasuredData, normalise_weights
+from engine.gan.trainer import MemberResult, TrainingConfig, live_snapshot
 from engine.mle.errors import ErrorsAndPredictions
 from engine.mle.likelihood import _F64
 from engine.problems import Problem
-from engine.pseudodata import MeasuredData, normalise_weights
+from engine.run.sinks import MetricsSink
 from engine.samplers import clustered_grid
-from engine.sinks import MetricsSink
-from engine.training import MemberResult, TrainingConfig, live_snapshot
 
 
 class MLEFit(ErrorsAndPredictions):
@@ -219,6 +219,6 @@ class MLEFit(ErrorsAndPredictions):
         )
 
     def snapshot(self) -> dict[str, Any]:
-        """The GAN's live-plot view (:func:`~engine.training.live_snapshot`): the same keys from the same
+        """The GAN's live-plot view (:func:`~engine.gan.trainer.live_snapshot`): the same keys from the same
         predict() outputs."""
         return live_snapshot(self)

@@ -32,7 +32,7 @@ Known biases, measured against exact densities with 2^18 scrambled Sobol points 
   a uniform 129² grid over [0.001, 0.999]²: marginal CDFs within 1.2e-3, integral −1.9e-3,
   covariance of (x, y) within 2.4e-3 (relative), gradients of expectations within 0.3 %; most of
   it from the first cells, where y^0.3 and x^0.5 are steep. Small as they look, such biases move a
-  fit of 100k events by up to 1.7 standard errors (:mod:`engine.gridbias`); the 2D problems
+  fit of 100k events by up to 1.7 standard errors (:mod:`engine.problems.gridbias`); the 2D problems
   therefore train on clustered grids (:func:`clustered_grid`, dense at both ends), 64² of which
   move it by at most 0.2.
   3D, x^1.5 (1−x)^3 y^1.3 (1−y)^4 z^1.8 (1−z)^2.5 (1 + 0.75 x y z), 49³ points: marginal CDFs

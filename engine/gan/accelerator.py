@@ -1,8 +1,8 @@
 """The speed machinery's one interface: what a GAN trainer asks of it, the plain answers, and the choice.
 
-A trainer (:class:`~engine.training.GANTrainer`) does the same physics whichever accelerator it has; the
+A trainer (:class:`~engine.gan.trainer.GANTrainer`) does the same physics whichever accelerator it has; the
 accelerator decides how three things run: the discriminators' judgement of each step's events
-(:mod:`engine.judging` with autograd, or the hand-written pass of :mod:`engine.accel`, on helper threads
+(:mod:`engine.gan.judging` with autograd, or the hand-written pass of :mod:`engine.accel`, on helper threads
 that start on the next step's measured events early), the Adam updates (torch's ``step()``, or its
 fused kernel called directly) and the process's heap (left alone, or tuned to keep freed memory).
 
@@ -21,8 +21,8 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
-from engine.judging import Judgement, judge
-from engine.models import Discriminator
+from engine.gan.judging import Judgement, judge
+from engine.gan.models import Discriminator
 
 __all__ = ["Accelerator", "PlainAccelerator", "make_accelerator", "accel_enabled", "tune_process", "ACCEL_ENV"]
 
@@ -79,7 +79,7 @@ class Accelerator(Protocol):
 
 
 class PlainAccelerator:
-    """Autograd (:func:`engine.judging.judge`) and torch's Adam, one step after the other."""
+    """Autograd (:func:`engine.gan.judging.judge`) and torch's Adam, one step after the other."""
 
     name = "plain"
     helpers = 0

@@ -2,7 +2,7 @@
 
 One reader for uploads (:func:`read_measured`, given the file's bytes) and for the files a spec's
 ``problem.data`` names (:func:`read_measured_file`): both apply the same checks, and NetCDF files are
-opened through :mod:`engine.safe_hdf5` (no external storage, links or virtual datasets; declared sizes
+opened through :mod:`engine.data.safe_hdf5` (no external storage, links or virtual datasets; declared sizes
 bounded before anything is read). Every refusal is a :class:`DataFileError` naming the file and the line,
 column or variable at fault; no message echoes more than a few characters of the file.
 
@@ -29,7 +29,7 @@ Formats:
 
 Every observable needs the same number of events, at least :data:`MIN_EVENTS` (the arrays are
 ``(observable, event)``): a file with unequal counts is rejected, not padded or cut, so that nothing is
-dropped silently. Weights must be finite and non-negative (see :mod:`engine.pseudodata` for how the fits
+dropped silently. Weights must be finite and non-negative (see :mod:`engine.data.pseudodata` for how the fits
 use them).
 """
 
@@ -43,9 +43,9 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.data.pseudodata import MeasuredData
+from engine.data.safe_hdf5 import HDF5_SIGNATURE, open_netcdf
 from engine.problems import Problem, get_problem, problem_kinds
-from engine.pseudodata import MeasuredData
-from engine.safe_hdf5 import HDF5_SIGNATURE, open_netcdf
 from engine.textlimits import clip, shown
 
 __all__ = [
@@ -104,7 +104,7 @@ def read_measured_file(path: str | Path, kind: str, max_bytes: int = MAX_DATA_FI
     try:
         with open(path, "rb") as f:
             head = f.read(len(HDF5_SIGNATURE))
-            # NetCDF is checked and read by engine.safe_hdf5; text is read here, never past the limit
+            # NetCDF is checked and read by engine.data.safe_hdf5; text is read here, never past the limit
             content = b"" if head == HDF5_SIGNATURE else head + f.read(max_bytes + 1 - len(head))
     except (OSError, ValueError) as e:
         raise DataFileError(f"{label}: cannot read ({getattr(e, 'strerror', None) or type(e).__name__})") from None

@@ -1,6 +1,6 @@
 """The generator (noise → bounded parameters) and the discriminator (events → real/fake logit).
 
-How a step's events are judged by the discriminator: :mod:`engine.judging` (and, faster,
+How a step's events are judged by the discriminator: :mod:`engine.gan.judging` (and, faster,
 :mod:`engine.accel`).
 """
 

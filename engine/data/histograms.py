@@ -1,12 +1,12 @@
 """Histograms of events for the closure and monitoring numbers: common bin edges for data and generated
 events, (weighted) counts, unit-integral densities and the χ²/ndf of two histograms' shapes (their
-x-marginals: :mod:`engine.marginals`)."""
+x-marginals: :mod:`engine.data.marginals`)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from engine.pseudodata import MeasuredData
+from engine.data.pseudodata import MeasuredData
 
 __all__ = [
     "HIST_BINS",

@@ -13,7 +13,7 @@ shares only what concerns the one generator they train together. Two schedules:
 The groups are ``ProcessGroupGloo`` objects for CPU ranks and ``ProcessGroupNCCL`` for CUDA ranks
 (:func:`backend_for`; the NCCL path has not been run on a GPU by this project), built on a
 store the caller provides (a ``TCPStore`` whose address the Dask scheduler passes around, see
-``engine.distributed``), not the process-wide default group: a Dask worker may host ranks of
+``engine.run.distributed``), not the process-wide default group: a Dask worker may host ranks of
 several runs, one after another or at once. This module does not import Dask.
 
 References:

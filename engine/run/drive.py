@@ -1,6 +1,6 @@
 """One run from start to its results file, as ``qcf-studio run`` and the dashboard both drive it: submit the
-members (:func:`engine.distributed.start_run`), collect what they return, build the results Dataset
-(:func:`engine.results.build_results`) and save it under a new name (:func:`engine.files.save_run`).
+members (:func:`engine.run.distributed.start_run`), collect what they return, build the results Dataset
+(:func:`engine.results.build_results`) and save it under a new name (:func:`engine.results.files.save_run`).
 
 What differs between the two is passed in: where the members' reports go (a progress bar, the dashboard's
 live view) and how the run is waited for and stopped (the command line stops it on a signal; the dashboard
@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING
 
 import xarray as xr
 
-from engine.distributed import RunHandle, start_run
-from engine.files import SavedRun, save_run
-from engine.pseudodata import MeasuredData
+from engine.data.pseudodata import MeasuredData
+from engine.gan.trainer import MemberResult
 from engine.results import build_results
-from engine.runner import run_name
-from engine.sinks import MetricsSink
+from engine.results.files import SavedRun, save_run
+from engine.run.distributed import RunHandle, start_run
+from engine.run.runner import run_name
+from engine.run.sinks import MetricsSink
 from engine.spec import Spec
-from engine.training import MemberResult
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -47,12 +47,12 @@ def run_to_file(
 
     Arguments:
         sink: receives the members' metrics and snapshots as they arrive.
-        started: called with the run's :class:`~engine.distributed.RunHandle` once its members are submitted
-            (to stop it from elsewhere with :meth:`~engine.distributed.RunHandle.stop`).
+        started: called with the run's :class:`~engine.run.distributed.RunHandle` once its members are submitted
+            (to stop it from elsewhere with :meth:`~engine.run.distributed.RunHandle.stop`).
         collect: waits for the members and returns their results (default: until every member returns);
             a caller that stops the run on some event waits here, stops it and collects again.
 
-    Returns the results Dataset and where it was saved (:class:`~engine.files.SavedRun`: never raises for
+    Returns the results Dataset and where it was saved (:class:`~engine.results.files.SavedRun`: never raises for
     I/O; a run that cannot be written to ``out_dir`` is rescued elsewhere or reported lost). Raises
     ``ValueError`` before anything is submitted when the cluster cannot host the spec.
     """

@@ -10,20 +10,20 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from engine.checkpoint import CheckpointStore, load_checkpoint, save_checkpoint
-from engine.datafiles import DataFileError, read_measured_file
+from engine.data.datafiles import DataFileError, read_measured_file
+from engine.data.histograms import HIST_BINS, HIST_BINS_2D
+from engine.data.pseudodata import MeasuredData, make_pseudo_data
 from engine.detector import DetectorChain, build_detector
-from engine.histograms import HIST_BINS, HIST_BINS_2D
+from engine.gan.checkpoint import CheckpointStore, load_checkpoint, save_checkpoint
+from engine.gan.trainer import GANTrainer, MemberResult
 from engine.problems import get_problem
-from engine.pseudodata import MeasuredData, make_pseudo_data
 from engine.results import qcf_grids
-from engine.sinks import HistorySink, MetricsSink, MultiSink
+from engine.run.sinks import HistorySink, MetricsSink, MultiSink
 from engine.spec import Spec, SpecError
-from engine.training import GANTrainer, MemberResult
 
 if TYPE_CHECKING:
     from engine.mle import MLEFit
-    from engine.parallel import GradientSharing
+    from engine.run.parallel import GradientSharing
 
 __all__ = [
     "measured_data",
@@ -46,7 +46,7 @@ def measured_data(spec: Spec) -> MeasuredData:
     Raises :class:`~engine.spec.SpecError` for ``problem.data``, naming the file and what is wrong with
     it, when it is not measured data of the spec's problem: the check a spec's data get before dispatch."""
     problem = get_problem(spec.problem.kind)
-    if spec.problem.data:  # checked as an upload is (engine.datafiles): no external storage, sizes bounded
+    if spec.problem.data:  # checked as an upload is (engine.data.datafiles): no external storage, sizes bounded
         try:
             return read_measured_file(spec.problem.data, problem.kind)
         except DataFileError as e:
@@ -210,6 +210,6 @@ def failed_member(spec: Spec, member: int, metrics: dict[str, list[float]], erro
 
 
 def run_name(spec: Spec) -> str:
-    """``<spec name>-<UTC time>``: the stem of a run's file (:func:`engine.files.save_run` adds ``-2``, ...
+    """``<spec name>-<UTC time>``: the stem of a run's file (:func:`engine.results.files.save_run` adds ``-2``, ...
     when another run of the same second took it)."""
     return f"{re.sub(r'[^A-Za-z0-9._-]', '_', spec.name)}-{datetime.now(UTC):%Y%m%d-%H%M%S}"

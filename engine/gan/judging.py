@@ -1,7 +1,7 @@
 """How a discriminator judges a step's events: its loss and gradients, and the generator's loss.
 
 The plain autograd version of the GAN's two losses, for a discriminator of one network or one per
-observable (:attr:`~engine.models.Discriminator.networks`):
+observable (:attr:`~engine.gan.models.Discriminator.networks`):
 
 - the discriminator's loss ``BCE(real, 1) + BCE(generated, 0)``: means over the rows, a weighted mean
   over the generated rows when they carry weights (e.g. detector acceptances) and the mean of weight ×

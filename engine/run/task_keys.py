@@ -1,4 +1,4 @@
-"""The Dask keys of a run's tasks, made here for :func:`engine.distributed.start_run` and read back here for
+"""The Dask keys of a run's tasks, made here for :func:`engine.run.distributed.start_run` and read back here for
 views of the cluster (``app.cluster.describe_task``: which run, member and rank a worker is busy with).
 
 A run id is 12 hex digits; a member's task is ``member-<m>-<run id>``, a data-parallel rank's

@@ -11,13 +11,13 @@ import numpy as np
 import torch
 import xarray as xr
 
-from engine.histograms import data_histograms
+from engine.data.histograms import data_histograms
+from engine.data.pseudodata import MeasuredData
+from engine.gan.trainer import MemberResult
 from engine.problems import get_problem, problem_kinds
-from engine.pseudodata import MeasuredData
 from engine.safe_yaml import MAX_YAML_BYTES
 from engine.spec import Spec
 from engine.textlimits import shown
-from engine.training import MemberResult
 
 __all__ = [
     "ERROR_RATIO_LIMIT",

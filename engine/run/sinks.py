@@ -2,9 +2,9 @@
 
 The training loop calls :meth:`MetricsSink.log_metrics` every few steps and
 :meth:`MetricsSink.log_snapshot` less often. Implementations: :class:`HistorySink` (the metric
-history written into results), the Dask event stream (``engine.distributed.DaskEventSink``, on
+history written into results), the Dask event stream (``engine.run.distributed.DaskEventSink``, on
 workers), and on the client the console progress bar and the dashboard's live run, which receive
-the same calls replayed from the stream (``engine.distributed.replay``).
+the same calls replayed from the stream (``engine.run.distributed.replay``).
 """
 
 from __future__ import annotations

@@ -19,22 +19,22 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from engine.accelerator import Accelerator, make_accelerator
-from engine.detector import DetectorChain, ResolutionSmearing
-from engine.histograms import (
+from engine.data.histograms import (
     chi2_per_ndf,
     data_counts,
     density_histograms,
     histogram_counts,
     histogram_edges,
 )
-from engine.marginals import marginal_x
-from engine.models import Discriminator, Generator, mlp
-from engine.parallel import GradientSharing
+from engine.data.marginals import marginal_x
+from engine.data.pseudodata import MeasuredData, normalise_weights
+from engine.detector import DetectorChain, ResolutionSmearing
+from engine.gan.accelerator import Accelerator, make_accelerator
+from engine.gan.config import PARAM_DRAWS, MemberResult, TrainingConfig
+from engine.gan.models import Discriminator, Generator, mlp
 from engine.problems import Problem
-from engine.pseudodata import MeasuredData, normalise_weights
-from engine.sinks import MetricsSink
-from engine.training_types import PARAM_DRAWS, MemberResult, TrainingConfig
+from engine.run.parallel import GradientSharing
+from engine.run.sinks import MetricsSink
 
 __all__ = ["TrainingConfig", "GANTrainer", "MemberResult"]
 
@@ -99,15 +99,15 @@ class GANTrainer:
             than one thread here (``torch.get_num_threads()`` when the trainer is made), with
             ``T − 1`` helpers for ``T`` threads; the results are the same up to the order of
             floating-point sums. How a step runs is :attr:`accelerator`'s business
-            (:func:`~engine.accelerator.make_accelerator`: ``QCF_ACCEL=0`` for the plain path).
+            (:func:`~engine.gan.accelerator.make_accelerator`: ``QCF_ACCEL=0`` for the plain path).
 
     Weighted measured data (``data.weights``): each real event's term in the discriminator loss is
     multiplied by its weight, normalised to mean 1 per observable over the events this trainer sees
-    (:meth:`~engine.pseudodata.MeasuredData.normalised_weights`; so a batch's real term estimates the
+    (:meth:`~engine.data.pseudodata.MeasuredData.normalised_weights`; so a batch's real term estimates the
     weighted expectation without bias); the data histograms and χ²/ndf use weighted counts with
     sum-of-squared-weights variances. The cross sections are the file's, as given.
 
-    Set :attr:`sharing` (a :class:`~engine.parallel.GradientSharing`) to share the generator's
+    Set :attr:`sharing` (a :class:`~engine.run.parallel.GradientSharing`) to share the generator's
     gradients with other ranks.
     """
 
@@ -277,7 +277,7 @@ class GANTrainer:
         The event discriminator judges a batch of measured events against the generated ones: its
         gradients are those of ``BCE(real, 1) + BCE(generated, 0)``, and the generator's loss is the
         non-saturating ``BCE(generated, 1)``, whose gradient autograd carries back through the
-        detector, the sampler and the theory to the generator (:mod:`engine.judging`). Both losses see
+        detector, the sampler and the theory to the generator (:mod:`engine.gan.judging`). Both losses see
         the discriminator as it was before this step. The cross sections are judged alike by their
         own small discriminator. :attr:`accelerator` runs the judging and the updates (faster with
         :mod:`engine.accel`, the same numbers up to the order of floating-point sums).
