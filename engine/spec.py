@@ -118,7 +118,7 @@ class ClusterSpec:
 class LimitsSpec:
     """Upper bounds that validation checks, so that a typo or a hostile spec cannot ask for more than a
     machine has (``events: 1e12``). A spec may raise them (``limits: {members: 500}``) where a cluster really
-    needs more; specs typed in the dashboard may not (see ``app.runs``)."""
+    needs more; specs typed in the dashboard may not (see ``app.dashboard.runs``)."""
 
     events: int = 5_000_000  # problem.events, per observable
     steps: int = 1_000_000  # training.steps

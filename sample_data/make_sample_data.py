@@ -6,7 +6,7 @@ which ``closure-1d-measured.yaml`` fits as if it were measured data.
 
 from pathlib import Path
 
-from app.cli import main
+from app.cli.commands import main
 
 HERE = Path(__file__).resolve().parent
 

@@ -99,7 +99,7 @@ print(json.dumps({"name": straight.accelerator.name, "tuned": tune_process(), "r
 
 
 def test_bench_gan_says_which_path_ran(monkeypatch, capsys):
-    from app.cli import main
+    from app.cli.commands import main
 
     monkeypatch.setenv(ACCEL_ENV, "0")
     assert main(["bench", "gan", "--problem", "proxy1d", "--events", "1000", "--repeats", "2", "--json"]) == 0

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from app.progress import Progress, ProgressBarSink
+from app.cli.progress import Progress, ProgressBarSink
 from engine.data.pseudodata import make_pseudo_data
 from engine.problems import get_problem
 from engine.run.runner import train_member

@@ -14,10 +14,10 @@ import xarray as xr
 import yaml
 from matplotlib.image import imread
 
-from app import export as export_module
-from app.cli import main
-from app.export import export_run, figures, markdown_to_html, open_results
-from app.report import PULLS, QCF, STATUS, closure_report, closure_verdict, report_markdown, verdict_text
+from app.cli.commands import main
+from app.export import run as export_module
+from app.export.report import PULLS, QCF, STATUS, closure_report, closure_verdict, report_markdown, verdict_text
+from app.export.run import export_run, figures, markdown_to_html, open_results
 from engine.results import build_results
 from engine.results.files import write_netcdf_atomic
 from engine.run.runner import measured_data, reference_fit, train_member
@@ -282,7 +282,7 @@ def test_dashboard_downloads_give_valid_files_and_leave_nothing_behind(runs, tmp
     import tempfile
     import zipfile
 
-    from app.export import DOWNLOADS, download_filename, export_download
+    from app.export.run import DOWNLOADS, download_filename, export_download
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the exports are made
     path = runs["gan1d"]

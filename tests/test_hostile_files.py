@@ -15,8 +15,8 @@ import pytest
 import xarray as xr
 
 from app.catalog import NotARunError, list_runs, load_run
-from app.cli import main as cli_main
-from app.upload import UploadError, read_measured_upload, save_upload
+from app.cli.commands import main as cli_main
+from app.dashboard.upload import UploadError, read_measured_upload, save_upload
 from engine.data.datafiles import DataFileError, read_measured_file
 from engine.data.pseudodata import make_pseudo_data
 from engine.problems import get_problem
@@ -220,7 +220,7 @@ def _rendered_html(pane: pn.pane.Markdown) -> str:
 
 
 def test_markup_in_a_results_file_is_shown_as_text_never_as_html(result, tmp_path):
-    from app.views import RunsBrowser
+    from app.dashboard.views import RunsBrowser
 
     evil = "<img src=x onerror=alert(1)>"
     ds = result.copy()
@@ -258,7 +258,7 @@ def test_markup_in_a_results_file_is_shown_as_text_never_as_html(result, tmp_pat
 def test_inconsistent_results_files_get_a_message_in_the_runs_tab_and_from_export(
     result, tmp_path, edit, words, capsys
 ):
-    from app.views import RunsBrowser
+    from app.dashboard.views import RunsBrowser
 
     path = write_netcdf_atomic(edit(result.copy()), tmp_path / "odd.nc")
     with pytest.raises(NotARunError, match="odd.nc") as err:

@@ -100,8 +100,8 @@ def test_loss_and_accuracy_curves_are_smoothed_with_the_raw_curve_faint_behind()
 def test_dashboard_draws_an_mle_specs_likelihood_and_keeps_the_sessions_smoothing(tmp_path):
     from pathlib import Path
 
-    from app.dashboard import Dashboard
-    from app.runs import RunManager
+    from app.dashboard.page import Dashboard
+    from app.dashboard.runs import RunManager
 
     mle_text = (Path(__file__).parent.parent / "sample_data" / "closure-1d-mle.yaml").read_text()
     dash = Dashboard(RunManager(None, tmp_path / "runs", tmp_path), mle_text)
@@ -252,7 +252,7 @@ def http_server():
 
 
 def test_cluster_tab_links_to_dasks_own_dashboard_when_the_scheduler_serves_one(http_server, monkeypatch):
-    import app.cluster_view as cluster_view
+    import app.dashboard.cluster_view as cluster_view
 
     monkeypatch.setattr(cluster_view, "worker_rows", lambda client, names: [])
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-import app.runs as runs
-from app.runs import LiveRun, RunManager
+import app.dashboard.runs as runs
+from app.dashboard.runs import LiveRun, RunManager
 from engine.spec import SpecError, parse_spec
 from tests.conftest import small_spec
 

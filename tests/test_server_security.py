@@ -23,8 +23,8 @@ import torch.distributed as dist
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
-from app.auth import CredentialsError, HashedPasswordProvider, read_credentials, set_user, verify_password
-from app.server import SECURITY_HEADERS, Access, _auth_options, websocket_origins
+from app.dashboard.auth import CredentialsError, HashedPasswordProvider, read_credentials, set_user, verify_password
+from app.dashboard.server import SECURITY_HEADERS, Access, _auth_options, websocket_origins
 from engine.run.parallel import GradientSharing, host_store
 
 EXE = Path(sys.executable).parent / "qcf-studio"
@@ -207,8 +207,8 @@ def test_a_page_request_builds_a_placeholder_and_the_dashboard_waits_for_the_bro
     from bokeh.document import Document
     from panel.io.state import set_curdoc
 
-    from app.runs import RunManager
-    from app.server import dashboard_page
+    from app.dashboard.runs import RunManager
+    from app.dashboard.server import dashboard_page
     from engine.spec import default_spec
 
     page = dashboard_page(RunManager(None, tmp_path / "runs", tmp_path), default_spec().to_yaml())

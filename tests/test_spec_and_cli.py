@@ -8,7 +8,7 @@ import pytest
 import torch
 import xarray as xr
 
-from app.cli import main
+from app.cli.commands import main
 from engine.spec import SpecError, default_spec, load_spec, parse_spec
 
 REPO = Path(__file__).resolve().parents[1]

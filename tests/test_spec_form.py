@@ -6,7 +6,7 @@ from dataclasses import fields
 
 import panel as pn
 
-from app.spec_form import SpecForm
+from app.dashboard.spec_form import SpecForm
 from engine.spec import Spec, SpecError, default_spec, parse_spec
 
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 import xarray as xr
 
-from app.cli import main as cli_main
-from app.upload import UploadError, read_measured_upload, save_upload, upload_summary
+from app.cli.commands import main as cli_main
+from app.dashboard.upload import UploadError, read_measured_upload, save_upload, upload_summary
 from engine.accel.handpass import adversarial_pass
 from engine.data.histograms import data_counts, density_histograms, histogram_edges
 from engine.data.pseudodata import MeasuredData, make_pseudo_data

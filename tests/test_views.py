@@ -357,7 +357,7 @@ def test_round_to_error_keeps_two_significant_digits_of_the_error():
 
 
 def test_compare_table_shows_numbers_rounded_to_their_errors_and_no_empty_columns(runs, tmp_path):
-    from app.views import CompareView
+    from app.dashboard.views import CompareView
 
     gan = _open(runs["gan"])
     view = CompareView(runs["gan"].parent, period_ms=None)
@@ -410,7 +410,7 @@ def test_replayed_mle_run_draws_its_negative_log_likelihood_and_no_discriminator
 
 
 def test_runs_browser_opens_the_selected_run_below_the_table(runs):
-    from app.views import RunsBrowser
+    from app.dashboard.views import RunsBrowser
 
     d = runs["gan"].parent
     browser = RunsBrowser(d, period_ms=None)
@@ -433,7 +433,7 @@ def test_runs_browser_opens_the_selected_run_below_the_table(runs):
 
 
 def test_runs_browser_refresh_shows_new_runs_and_keeps_the_selection(runs, tmp_path):
-    from app.views import RunsBrowser
+    from app.dashboard.views import RunsBrowser
 
     _copy_to(runs["mle"], tmp_path / "old.nc")
     os.utime(tmp_path / "old.nc", (T0, T0))
@@ -451,7 +451,7 @@ def test_runs_browser_refresh_shows_new_runs_and_keeps_the_selection(runs, tmp_p
 
 
 def test_compare_view_plots_two_runs_and_explains_when_they_cannot_be_compared(runs):
-    from app.views import CompareView
+    from app.dashboard.views import CompareView
 
     view = CompareView(runs["gan"].parent, period_ms=None)
     view.__panel__()

@@ -18,7 +18,7 @@ import psutil
 import pytest
 import xarray as xr
 
-from app.cli import main as cli_main
+from app.cli.commands import main as cli_main
 from engine.results.files import (
     netcdf_bytes,
     remove_stale_parts,
@@ -103,7 +103,7 @@ def test_two_cli_runs_of_one_spec_into_one_folder_keep_both_results(tmp_path):
 
 
 def test_stale_temporaries_are_removed_and_fresh_ones_kept(tmp_path):
-    from app.runs import RunManager
+    from app.dashboard.runs import RunManager
 
     (tmp_path / "uploads").mkdir()
     stale = [tmp_path / ".old-run-abcd.nc.part", tmp_path / "uploads" / ".up-1234.nc.part"]
@@ -206,7 +206,7 @@ def test_a_full_disk_saves_the_run_in_the_rescue_folder_and_exits_1(tmp_path, fu
 @pytest.mark.slow
 def test_an_upload_to_a_full_disk_is_a_message_and_leaves_nothing(tmp_path, full):
     script = (
-        "import numpy as np; from app.upload import UploadError, save_upload; "
+        "import numpy as np; from app.dashboard.upload import UploadError, save_upload; "
         "from engine.problems import get_problem; from engine.data.pseudodata import make_pseudo_data; "
         "p = get_problem('proxy1d'); d = make_pseudo_data(p, np.asarray(p.truth), 20000, seed=1)\n"
         f"try:\n    save_upload(d, '{full}', 'big.csv')\n"
@@ -288,7 +288,7 @@ def test_the_embedded_workers_leave_stop_signals_to_the_client(dask_client):
 
 @pytest.mark.slow
 def test_shutting_the_server_down_saves_the_run_in_progress_as_stopped(dask_client, tmp_path):
-    from app.runs import RunManager
+    from app.dashboard.runs import RunManager
 
     manager = RunManager(dask_client, tmp_path)
     run = manager.start(

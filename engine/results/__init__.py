@@ -218,7 +218,8 @@ def closure_variables(ds: xr.Dataset) -> dict[str, xr.DataArray]:
     return out
 
 
-# The closure criteria of design.md: closure_metrics judges by these, the closure report (app.report) quotes them.
+# The closure criteria of design.md: closure_metrics judges by these, the closure report (app.export.report)
+# quotes them.
 PULL_LIMIT = 3.0  # max |pull| of any parameter (pulls centred on 0 with width ≈ 1)
 QCF_SIGMA_LIMIT = 2.0  # ensemble-mean QCF within 2σ of the truth everywhere in the core range
 ERROR_RATIO_LIMIT = 1.5  # ensemble error at most 1.5 × the maximum-likelihood (statistical) error

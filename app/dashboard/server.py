@@ -28,8 +28,8 @@ import panel as pn
 from tornado.web import OutputTransform
 
 from app.cluster import close, connect
-from app.runs import RunManager
-from app.upload import MAX_UPLOAD_BYTES
+from app.dashboard.runs import RunManager
+from app.dashboard.upload import MAX_UPLOAD_BYTES
 from engine.spec import Spec, default_spec
 
 __all__ = ["serve", "Access", "dashboard_page", "is_loopback", "websocket_origins", "SECURITY_HEADERS"]
@@ -91,7 +91,7 @@ class SecurityHeaders(OutputTransform):
 def _auth_options(access: Access, address: str) -> dict[str, Any]:
     """``pn.serve`` keyword arguments for ``access``; ``ValueError`` when the combination is unsafe or
     incomplete (checked before Dask or the server start)."""
-    from app.auth import HashedPasswordProvider, read_credentials
+    from app.dashboard.auth import HashedPasswordProvider, read_credentials
 
     if access.auth not in AUTH_CHOICES:
         raise ValueError(f"--auth: choose one of {', '.join(AUTH_CHOICES)}")
@@ -125,7 +125,7 @@ def dashboard_page(manager: RunManager, spec_text: str) -> Callable[[], pn.viewa
     """The function that makes each session's page: a placeholder, replaced by the whole dashboard once the
     browser's websocket has connected. Building the dashboard costs about a second of CPU; a request that
     never opens the page (a script, a scanner) costs only the placeholder."""
-    from app.dashboard import Dashboard  # imported once, here: holoviews' extension and the page's code
+    from app.dashboard.page import Dashboard  # imported once, here: holoviews' extension and the page's code
 
     def page() -> pn.viewable.Viewable:
         # The page's JavaScript is chosen now, before the dashboard exists: the tables need Tabulator's.
@@ -212,7 +212,7 @@ def serve(
 def _shut_down(manager: RunManager, client: Any) -> None:
     """Stop and save the run in progress, stop the campaign in progress (its finished fits and summary are
     kept), then close the cluster."""
-    from app.campaigns import shared_campaigns
+    from app.dashboard.campaigns import shared_campaigns
 
     if shared_campaigns(manager).busy:
         print("qcf-studio: stopping the campaign in progress (finished fits are kept) ...", file=sys.stderr)

@@ -14,7 +14,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from app.report import core_range
+from app.export.report import core_range
 from engine.data.marginals import histogram_marginal_x, qcf_marginal_x
 from engine.results import ERROR_RATIO_LIMIT, QCF_FLOOR, ensemble_estimate, estimate, is_bootstrap
 

@@ -14,14 +14,21 @@ import holoviews as hv
 import panel as pn
 import yaml
 
-from app.campaign_view import CampaignView
-from app.campaigns import CampaignManager, shared_campaigns
-from app.cluster_view import ClusterView
-from app.markup import md_block, md_code, md_text
-from app.runs import LiveRun, RunBusyError, RunManager
-from app.spec_form import SpecForm
-from app.upload import MAX_UPLOAD_BYTES, UploadError, file_label, read_measured_upload, save_upload, upload_summary
-from app.views import CompareView, RunsBrowser
+from app.dashboard.campaign_view import CampaignView
+from app.dashboard.campaigns import CampaignManager, shared_campaigns
+from app.dashboard.cluster_view import ClusterView
+from app.dashboard.markup import md_block, md_code, md_text
+from app.dashboard.runs import LiveRun, RunBusyError, RunManager
+from app.dashboard.spec_form import SpecForm
+from app.dashboard.upload import (
+    MAX_UPLOAD_BYTES,
+    UploadError,
+    file_label,
+    read_measured_upload,
+    save_upload,
+    upload_summary,
+)
+from app.dashboard.views import CompareView, RunsBrowser
 from engine.problems import get_problem
 from engine.results import closure_summary
 from engine.safe_yaml import YAMLRefused, load_yaml

@@ -9,8 +9,8 @@ import threading
 import time
 from typing import Any
 
-from app.cli_common import fail, load_spec_arg, tls_from_args
-from app.progress import Progress
+from app.cli.common import fail, load_spec_arg, tls_from_args
+from app.cli.progress import Progress
 
 __all__ = ["run_campaign", "CampaignBar"]
 
@@ -96,7 +96,7 @@ def run_campaign(args: argparse.Namespace) -> int:
 
 
 class CampaignBar:
-    """The campaign's :class:`~app.progress.Progress` over its fits, with the time left and the failures."""
+    """The campaign's :class:`~app.cli.progress.Progress` over its fits, with the time left and the failures."""
 
     def __init__(self, total: int, done: int, desc: str) -> None:
         # initial: fits of earlier sessions count as done but not into the rate and the time left

@@ -16,7 +16,7 @@ from typing import Any
 import panel as pn
 import yaml
 
-from app.markup import md_code, md_text
+from app.dashboard.markup import md_code, md_text
 from engine.problems import problem_kinds
 from engine.safe_yaml import YAMLRefused, load_yaml
 from engine.spec import FIELD_CHOICES, OPTIONAL_BOOL_FIELDS, Spec

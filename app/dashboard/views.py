@@ -17,9 +17,9 @@ import param
 import xarray as xr
 
 from app.catalog import NotARunError, RunInfo, list_runs, load_run
-from app.export import DOWNLOADS, download_filename, export_download, markdown_to_html
-from app.markup import md_block, md_code, md_text
-from app.report import report_markdown
+from app.dashboard.markup import md_block, md_code, md_text
+from app.export.report import report_markdown
+from app.export.run import DOWNLOADS, download_filename, export_download, markdown_to_html
 from engine.results import closure_summary
 from layouts.compare import DISPLAY_COLUMNS, compare_qcfs, parameter_display, parameter_table
 from layouts.heatmaps import observable_heatmaps, results_heatmaps
@@ -70,7 +70,7 @@ def _summary(ds: xr.Dataset, path: Path) -> str:
 
 
 def downloads(path: Path) -> pn.FlexBox:
-    """A button per export of :data:`app.export.DOWNLOADS` (made when clicked, on the server, with matplotlib)."""
+    """A button per export of :data:`app.export.run.DOWNLOADS` (made when clicked, on the server, with matplotlib)."""
 
     def button(label: str) -> pn.widgets.FileDownload:
         return pn.widgets.FileDownload(

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from app.cli_common import fail, load_spec_arg, tls_from_args
+from app.cli.common import fail, load_spec_arg, tls_from_args
 
 __all__ = ["main"]
 
@@ -60,8 +60,8 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     spec = load_spec_arg(args.spec)
+    from app.cli.progress import ProgressBarSink
     from app.cluster import close, connect
-    from app.progress import ProgressBarSink
     from app.signals import Interrupted, StopSignals, exit_code
     from engine.results import closure_summary
     from engine.results.files import check_writable, remove_stale_parts
@@ -128,17 +128,17 @@ EXPORT_FORMATS = "png,pdf,html"  # figures for slides, for papers (+ multipage r
 
 
 def cmd_campaign(args: argparse.Namespace) -> int:
-    from app.campaign_cli import run_campaign
+    from app.cli.campaign import run_campaign
 
     return run_campaign(args)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from app.export import export_run, parse_formats
+    from app.export.run import export_run, parse_formats
 
     formats = parse_formats(args.format)  # before the file, so a bad flag never reaches the disk
     if _is_campaign_summary(args.run):
-        from app.campaign_export import export_campaign
+        from app.export.campaign import export_campaign
 
         paths = export_campaign(args.run, formats, args.out)
     else:
@@ -187,7 +187,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from app.server import Access, serve
+    from app.dashboard.server import Access, serve
 
     spec = load_spec_arg(args.spec) if args.spec else None
     extra = None
@@ -229,7 +229,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_credentials(args: argparse.Namespace) -> int:
     import getpass
 
-    from app.auth import CredentialsError, set_user
+    from app.dashboard.auth import CredentialsError, set_user
 
     try:
         if args.password_stdin:

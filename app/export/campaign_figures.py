@@ -1,4 +1,4 @@
-"""Static (matplotlib, no pyplot) figures of a closure campaign's summary, for :mod:`app.campaign_export`.
+"""Static (matplotlib, no pyplot) figures of a closure campaign's summary, for :mod:`app.export.campaign`.
 
 The same panels as the dashboard's Campaign tab (:mod:`layouts.campaign`): pulls against N(0, 1), coverage
 against the nominal level, R_bv with its interval, ξ_1σ(x) per QCF; and a text page with the verdicts.
@@ -14,7 +14,7 @@ import xarray as xr
 from matplotlib.figure import Figure
 from scipy.stats import norm
 
-from app.figures import FIGSIZE, text_table
+from app.export.figures import FIGSIZE, text_table
 from engine.campaign.stats import ONE_SIGMA
 from engine.campaign.summary import R_BV_RANGE
 from layouts.campaign import NOMINAL_LEVELS, PULL_EDGES, binomial_band, plotted_fits, verdict_table, xi_curve

@@ -15,8 +15,8 @@ import pandas as pd
 import panel as pn
 
 from app.cluster import worker_rows
-from app.markup import md_text
-from app.runs import RunManager
+from app.dashboard.markup import md_text
+from app.dashboard.runs import RunManager
 
 __all__ = ["ClusterView", "dask_dashboard_link"]
 

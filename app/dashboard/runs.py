@@ -118,7 +118,8 @@ class RunManager:
         self._names: dict[str, str] = {}  # run id (Dask task keys) -> spec name, for the cluster view
         self._thread: threading.Thread | None = None
         self._checked: dict[tuple, str] = {}  # (path, mtime, size, kind) -> "" or why the file is refused
-        self.blocked_by: Callable[[], str] = lambda: ""  # why no run may start now (app.campaigns sets it), or ""
+        # why no run may start now (app.dashboard.campaigns sets it), or ""
+        self.blocked_by: Callable[[], str] = lambda: ""
         self.more_names: Callable[[], dict[str, str]] = dict  # run ids of others' tasks (a campaign's fits) -> names
 
     def run_names(self) -> dict[str, str]:
