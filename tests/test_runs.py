@@ -88,7 +88,7 @@ def test_live_curves_stream_only_new_rows_to_the_browser_and_stay_bounded(monkey
 
 
 def test_live_view_draws_a_loss_curve_for_every_data_parallel_rank():
-    from engine.run.distributed import replay
+    from engine.run.stream import replay
     from layouts.live import LivePlots
 
     spec = parse_spec(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,7 +26,6 @@ from engine.data.histograms import (
     histogram_counts,
     histogram_edges,
 )
-from engine.data.marginals import marginal_x
 from engine.data.pseudodata import MeasuredData, normalise_weights
 from engine.detector import DetectorChain, ResolutionSmearing
 from engine.gan.accelerator import Accelerator, make_accelerator
@@ -34,47 +33,13 @@ from engine.gan.config import PARAM_DRAWS, MemberResult, TrainingConfig
 from engine.gan.models import Discriminator, Generator, mlp
 from engine.problems import Problem
 from engine.run.parallel import GradientSharing
-from engine.run.sinks import MetricsSink
+from engine.run.sinks import MetricsSink, live_snapshot
 
 __all__ = ["TrainingConfig", "GANTrainer", "MemberResult"]
 
 
 NOISE_SHRINK_FRACTION = 0.25  # of the steps, over which the generator's noise goes to noise_final
 REAL_BATCH_SEED_OFFSET = 7919  # the measured-event batches' random stream: seed + this
-
-
-class Predictor(Protocol):
-    """What :func:`live_snapshot` reads: a :class:`GANTrainer` or an :class:`~engine.mle.MLEFit`."""
-
-    @property
-    def problem(self) -> Problem: ...
-
-    @property
-    def qcf_grids(self) -> tuple[Tensor, ...]: ...
-
-    @property
-    def edges(self) -> np.ndarray: ...
-
-    def predict(self, n_params: int | None = None, events_per_param: int = 50) -> dict[str, np.ndarray]: ...
-
-
-def live_snapshot(fit: Predictor) -> dict[str, Any]:
-    """A compact, JSON-friendly view of the current state of ``fit`` for live plots (x-projections in 2D)."""
-    p = fit.predict(n_params=400 if fit.problem.event_dims == 1 else 100, events_per_param=25)
-    snap = {
-        "x": fit.qcf_grids[0].tolist(),
-        "params_mean": p["params_mean"].tolist(),
-        "params_std": p["params_std"].tolist(),
-        "chi2_ndf": p["chi2_ndf"].tolist(),
-        "hist_gen": marginal_x(p["hist_gen"], fit.edges).tolist(),
-    }
-    prefix = "qcf" if fit.problem.event_dims == 1 else "qcfx"
-    snap.update({f"qcf_{k}": p[f"{prefix}_{k}"].tolist() for k in ("mean", "lo", "hi")})
-    if fit.problem.event_dims == 2:
-        snap["y"] = fit.qcf_grids[1].tolist()
-        snap["qcf2d_mean"] = p["qcf_mean"].tolist()
-        snap["qcf2d_std"] = p["qcf_std"].tolist()  # the generator's spread, for the projections' bands
-    return snap
 
 
 class GANTrainer:

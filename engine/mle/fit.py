@@ -15,11 +15,11 @@ from torch import Tensor
 
 from engine.data.histograms import data_counts, histogram_edges
 from engine.data.pseudodata import MeasuredData, normalise_weights
-from engine.gan.trainer import MemberResult, TrainingConfig, live_snapshot
+from engine.gan.config import MemberResult, TrainingConfig
 from engine.mle.errors import ErrorsAndPredictions
 from engine.mle.likelihood import _F64
 from engine.problems import Problem
-from engine.run.sinks import MetricsSink
+from engine.run.sinks import MetricsSink, live_snapshot
 from engine.samplers import clustered_grid
 
 
@@ -219,6 +219,6 @@ class MLEFit(ErrorsAndPredictions):
         )
 
     def snapshot(self) -> dict[str, Any]:
-        """The GAN's live-plot view (:func:`~engine.gan.trainer.live_snapshot`): the same keys from the same
+        """The GAN's live-plot view (:func:`~engine.run.sinks.live_snapshot`): the same keys from the same
         predict() outputs."""
         return live_snapshot(self)

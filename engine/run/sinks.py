@@ -2,16 +2,25 @@
 
 The training loop calls :meth:`MetricsSink.log_metrics` every few steps and
 :meth:`MetricsSink.log_snapshot` less often. Implementations: :class:`HistorySink` (the metric
-history written into results), the Dask event stream (``engine.run.distributed.DaskEventSink``, on
+history written into results), the Dask event stream (``engine.run.stream.DaskEventSink``, on
 workers), and on the client the console progress bar and the dashboard's live run, which receive
-the same calls replayed from the stream (``engine.run.distributed.replay``).
+the same calls replayed from the stream (``engine.run.stream.replay``).
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-__all__ = ["MetricsSink", "MultiSink", "HistorySink"]
+import numpy as np
+
+from engine.data.marginals import marginal_x
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from engine.problems import Problem
+
+__all__ = ["MetricsSink", "MultiSink", "HistorySink", "Predictor", "live_snapshot"]
 
 
 class MetricsSink(Protocol):
@@ -54,3 +63,37 @@ class HistorySink:
 
     def of(self, member: int) -> dict[str, list[float]]:
         return {k: list(v) for k, v in self.columns.get(member, {"step": []}).items()}
+
+
+class Predictor(Protocol):
+    """What :func:`live_snapshot` reads: a :class:`GANTrainer` or an :class:`~engine.mle.MLEFit`."""
+
+    @property
+    def problem(self) -> Problem: ...
+
+    @property
+    def qcf_grids(self) -> tuple[Tensor, ...]: ...
+
+    @property
+    def edges(self) -> np.ndarray: ...
+
+    def predict(self, n_params: int | None = None, events_per_param: int = 50) -> dict[str, np.ndarray]: ...
+
+
+def live_snapshot(fit: Predictor) -> dict[str, Any]:
+    """A compact, JSON-friendly view of the current state of ``fit`` for live plots (x-projections in 2D)."""
+    p = fit.predict(n_params=400 if fit.problem.event_dims == 1 else 100, events_per_param=25)
+    snap = {
+        "x": fit.qcf_grids[0].tolist(),
+        "params_mean": p["params_mean"].tolist(),
+        "params_std": p["params_std"].tolist(),
+        "chi2_ndf": p["chi2_ndf"].tolist(),
+        "hist_gen": marginal_x(p["hist_gen"], fit.edges).tolist(),
+    }
+    prefix = "qcf" if fit.problem.event_dims == 1 else "qcfx"
+    snap.update({f"qcf_{k}": p[f"{prefix}_{k}"].tolist() for k in ("mean", "lo", "hi")})
+    if fit.problem.event_dims == 2:
+        snap["y"] = fit.qcf_grids[1].tolist()
+        snap["qcf2d_mean"] = p["qcf_mean"].tolist()
+        snap["qcf2d_std"] = p["qcf_std"].tolist()  # the generator's spread, for the projections' bands
+    return snap

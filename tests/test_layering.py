@@ -1,0 +1,124 @@
+"""The import graph, read from the sources: no circles, no arrows from the engine to the app, the engine's core
+free of Dask and of the web stack, and the speed machinery removable (only its interface imports it, lazily)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("engine", "app", "layouts", "benchmarks")
+WEB = ("panel", "holoviews", "bokeh")
+DASK = ("dask", "distributed")
+# the engine's modules that may import Dask: running fits on a cluster
+ENGINE_DASK = {"engine.run.distributed", "engine.run.stream", "engine.run.cluster", "engine.campaign.driver"}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for pkg in PACKAGES for p in sorted((ROOT / pkg).rglob("*.py"))}
+
+
+def _top_level_imports(path: Path, name: str, known: set[str]) -> set[str]:
+    """Modules imported when ``name`` is imported: its module-level imports (not those inside functions, nor
+    under ``if TYPE_CHECKING``), each with its parent packages, which Python imports first."""
+    tree = ast.parse(path.read_text(), str(path))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+
+    def visit(nodes: list[ast.stmt]) -> None:
+        for node in nodes:
+            if isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + [base]).strip(".")
+                found.add(base)
+                found.update(f"{base}.{alias.name}" for alias in node.names if f"{base}.{alias.name}" in known)
+            elif isinstance(node, ast.If) and "TYPE_CHECKING" not in ast.unparse(node.test):
+                visit(node.body + node.orelse)
+            elif isinstance(node, ast.Try):
+                visit(node.body + node.orelse + node.finalbody + [s for h in node.handlers for s in h.body])
+
+    visit(tree.body)
+    with_parents = set()
+    for mod in found:
+        parts = mod.split(".")
+        with_parents.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    # (a module's own packages are being imported already when it is: no arrow back to them)
+    own = {".".join(name.split(".")[:i]) for i in range(1, len(name.split(".")) + 1)}
+    return with_parents - own
+
+
+@pytest.fixture(scope="module")
+def graph() -> dict[str, set[str]]:
+    modules = _modules()
+    return {name: _top_level_imports(path, name, set(modules)) for name, path in modules.items()}
+
+
+def _root(module: str) -> str:
+    return module.split(".")[0]
+
+
+def test_no_module_imports_itself_in_a_circle(graph):
+    project = {m: {d for d in deps if d in graph} for m, deps in graph.items()}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    circles: list[list[str]] = []
+
+    def strongconnect(v: str) -> None:  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in project[v]:
+            if w not in index:
+                strongconnect(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                circles.append(sorted(component))
+
+    for v in sorted(project):
+        if v not in index:
+            strongconnect(v)
+    assert circles == [], "\n".join(" ⇄ ".join(c) for c in circles)
+
+
+def test_the_engine_imports_neither_the_app_nor_the_web_stack_and_its_core_no_dask(graph):
+    engine = {m: deps for m, deps in graph.items() if _root(m) == "engine"}
+    assert len(engine) > 40  # the sources were found
+    outside = ("app", "layouts", "benchmarks", *WEB)
+    wrong = {m: sorted(d for d in deps if _root(d) in outside) for m, deps in engine.items()}
+    assert {m: d for m, d in wrong.items() if d} == {}
+    dask = {m for m, deps in engine.items() if any(_root(d) in DASK for d in deps)}
+    assert dask <= ENGINE_DASK
+
+
+def test_only_the_accelerator_interface_reaches_the_speed_machinery(graph):
+    outside = {m: deps for m, deps in graph.items() if not m.startswith("engine.accel")}
+    assert {m for m, deps in outside.items() if any(d.startswith("engine.accel") for d in deps)} == set()
+    source = (ROOT / "engine" / "gan" / "accelerator.py").read_text()
+    assert "import engine.accel" in source  # lazily, inside a function: the folder may be deleted
+
+
+def test_benchmarks_and_layouts_do_not_reach_into_the_app(graph):
+    reach = {m: sorted(d for d in deps if _root(d) == "app") for m, deps in graph.items() if _root(m) != "app"}
+    assert {m: d for m, d in reach.items() if d} == {}
