@@ -79,3 +79,37 @@ def test_native_code_can_be_switched_off_and_a_failed_build_says_why(monkeypatch
             assert native.pass_block() is None
     finally:
         native.pass_block.cache_clear()  # later tests load the real one again
+
+
+def test_a_build_lock_left_by_an_interrupted_build_is_removed_and_the_block_loads(tmp_path):
+    """torch's build lock outlives a killed build, and every later load would wait on it forever."""
+    import os
+    import time
+    from pathlib import Path
+
+    from torch.utils.cpp_extension import get_default_build_root
+
+    name = native.extension_name(Path(native.__file__).with_name("pass_block.cpp"))
+    fresh = tmp_path / "py311_cpu" / name / "lock"
+    fresh.parent.mkdir(parents=True)
+    fresh.touch()  # a build under way: left alone
+    native._remove_stale_locks(tmp_path, name)
+    assert fresh.exists()
+
+    native.pass_block.cache_clear()
+    assert native.pass_block() is not None  # built (make install builds it)
+    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
+    folders = [*root.glob(f"*/{name}"), *root.glob(name)]
+    assert folders
+    stale = folders[0] / "lock"
+    stale.touch()
+    old = time.time() - native.STALE_LOCK_SECONDS - 60
+    os.utime(stale, (old, old))
+    native.pass_block.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="interrupted build"):
+            assert native.pass_block() is not None
+        assert not stale.exists()
+    finally:
+        stale.unlink(missing_ok=True)
+        native.pass_block.cache_clear()

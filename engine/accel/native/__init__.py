@@ -3,21 +3,50 @@
 Each loader returns the compiled function, or ``None`` where it cannot be built (no C++ compiler,
 no ninja, ``QCF_NATIVE=0`` in the environment); callers then use the Python version, which gives the
 same numbers, only slower. The build takes about 30 s once per torch version and source change and
-is kept under ``TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``); ``make install``
+is kept under ``TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``), in a folder named
+after the source's hash (two versions of the source never rebuild over each other); ``make install``
 does it, so that the first training does not wait for it.
+
+A build interrupted (Ctrl-C, a killed worker) leaves torch's build lock behind, and every later load
+would wait on it forever: a lock older than :data:`STALE_LOCK_SECONDS` is removed, with a warning.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import shutil
 import sys
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["pass_block", "native_enabled"]
+__all__ = ["pass_block", "native_enabled", "extension_name", "STALE_LOCK_SECONDS"]
+
+STALE_LOCK_SECONDS = 600  # a build takes about 30 s; a lock this old was left by a build that was interrupted
+
+
+def extension_name(source: Path) -> str:
+    """The extension's name: ``qcf_pass_block_`` and the first 12 hex digits of the source's SHA-256."""
+    return "qcf_pass_block_" + hashlib.sha256(source.read_bytes()).hexdigest()[:12]
+
+
+def _remove_stale_locks(root: Path, name: str) -> None:
+    """Remove build locks of ``name`` under ``root`` older than :data:`STALE_LOCK_SECONDS`."""
+    for lock in [*root.glob(f"*/{name}/lock"), *root.glob(f"{name}/lock")]:
+        try:
+            age = time.time() - lock.stat().st_mtime
+            if age > STALE_LOCK_SECONDS:
+                lock.unlink()
+                warnings.warn(
+                    f"removed {lock}, left {age / 60:.0f} min ago by an interrupted build of the C++ pass block",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+        except OSError:  # removed meanwhile, or not ours to remove: torch's own wait follows
+            pass
 
 
 def native_enabled() -> bool:
@@ -40,9 +69,11 @@ def pass_block() -> Callable[..., None] | None:
             os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
         # builds go to $TORCH_EXTENSIONS_DIR/<name>/ or to <default root>/<python and device tag>/<name>/
         root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
-        if not any(root.glob("*/qcf_pass_block/qcf_pass_block*.so")) and not any(root.glob("qcf_pass_block/*.so")):
+        name = extension_name(source)
+        _remove_stale_locks(root, name)
+        if not any(root.glob(f"*/{name}/{name}*.so")) and not any(root.glob(f"{name}/*.so")):
             print("qcf-studio: building the discriminator pass's C++ block (once, about 30 s)", file=sys.stderr)
-        module = load(name="qcf_pass_block", sources=[str(source)], extra_cflags=["-O3"], verbose=False)
+        module = load(name=name, sources=[str(source)], extra_cflags=["-O3"], verbose=False)
     except Exception as err:  # noqa: BLE001 - any failure means: the Python block
         warnings.warn(
             f"the discriminator pass runs without its native block: building {source.name} failed "
