@@ -77,8 +77,9 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def served(tmp_path: Path, spec: Path):
-    """``qcf-studio serve`` of ``spec`` on a free port with 2 workers: yields (url, runs directory); SIGINT after."""
+def served(tmp_path: Path, spec: Path, env: dict[str, str] | None = None):
+    """``qcf-studio serve`` of ``spec`` on a free port with 2 workers (``env``: more environment variables):
+    yields (url, runs directory); SIGINT after."""
     port = _free_port()
     runs = tmp_path / "runs"
     exe = Path(sys.executable).parent / "qcf-studio"
@@ -87,6 +88,7 @@ def served(tmp_path: Path, spec: Path):
         [str(exe), "serve", "--port", str(port), "--workers", "2", "--runs-dir", str(runs), "--spec", str(spec)],
         stdout=log,
         stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
     )
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 90
