@@ -11,7 +11,7 @@ from distributed import Client
 from engine.run.cluster import close, local_client
 from engine.run.task_keys import parse_task_key
 
-__all__ = ["connect", "close", "describe_task", "worker_rows"]
+__all__ = ["connect", "close", "cluster_headline", "describe_task", "worker_rows"]
 
 
 def connect(scheduler: str | None = None, workers: int = 2, device: str = "auto", security: Any = None) -> Client:
@@ -89,3 +89,18 @@ def worker_rows(client: Client, run_names: dict[str, str]) -> list[dict[str, Any
             }
         )
     return rows
+
+
+def cluster_headline(client: Client | None) -> str:
+    """The page header's line about the cluster: ``Dask tls://127.0.0.1:40123 · 2 workers, 2 threads``.
+
+    One small request (the scheduler's totals, no per-worker records), sent without touching the client's cached
+    ``scheduler_info()``, which other threads read for the workers' records."""
+    if client is None:
+        return "no cluster"
+    try:
+        info = client.sync(client.scheduler.identity, n_workers=0)
+    except Exception as e:  # noqa: BLE001 (a scheduler that went away must not break the page)
+        return f"Dask unreachable ({type(e).__name__})"
+    n, threads = int(info.get("n_workers", 0)), int(info.get("total_threads", 0))
+    return f"Dask {info.get('address', '?')} · {n} worker{'s' * (n != 1)}, {threads} thread{'s' * (threads != 1)}"

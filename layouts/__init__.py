@@ -1,1 +1,2 @@
-"""HoloViews plot factories for the dashboard (no Panel here; the engine knows nothing of these)."""
+"""The dashboard's HoloViews plot factories and the Panel layouts that arrange them into panels and the page
+(the engine knows nothing of these; app/ builds its views from them)."""

@@ -1,4 +1,5 @@
-"""The live view's page layout, shared by the dashboard (a run in progress) and the runs browser (a finished run)."""
+"""The page: its template (a header, a collapsible sidebar, the main area) and the live view's layout, shared by
+the dashboard (a run in progress) and the runs browser (a finished run)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,26 @@ import panel as pn
 from layouts.live import LivePlots
 from layouts.results import QcfCurves
 
-__all__ = ["grid", "live_panels", "metric_panels"]
+__all__ = ["PRODUCT", "grid", "live_panels", "metric_panels", "page_template"]
+
+PRODUCT = "qcf-studio"  # the header's title and the browser tab's
+SIDEBAR_WIDTH = 460  # px: the spec form's cards and the YAML editor, without a horizontal scroll bar
+
+
+class _Template(pn.template.VanillaTemplate):
+    _resources = {"css": {}}  # type: ignore[assignment]  # VanillaTemplate's own: Lato from Google's font server
+
+
+def page_template(
+    header: list[pn.viewable.Viewable], sidebar: list[pn.viewable.Viewable], main: list[pn.viewable.Viewable]
+) -> pn.template.BootstrapTemplate:
+    """The page: the product's name and ``header`` in a bar across the top, ``sidebar`` (the spec and the run
+    controls) on the left, collapsed and expanded by the bar's toggle, and ``main`` (the tabs) filling the rest.
+
+    Bootstrap's template, not Fast's: its CSS, JavaScript and fonts all come from Panel's bundle, served by this
+    server (Fast's fetches a font from Google), and it loads less before the page can show anything.
+    """
+    return _Template(title=PRODUCT, header=header, sidebar=sidebar, main=main, sidebar_width=SIDEBAR_WIDTH)
 
 
 def grid(panels: list[hv.DynamicMap], ncols: int) -> pn.GridBox:

@@ -77,17 +77,13 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def served(tmp_path: Path, spec: Path):
-    """``qcf-studio serve`` of ``spec`` on a free port with 2 workers: yields (url, runs directory); SIGINT after."""
-    port = _free_port()
-    runs = tmp_path / "runs"
+def served(tmp_path: Path, spec: Path, env: dict[str, str] | None = None):
+    """``qcf-studio serve`` of ``spec`` (``env`` added to the environment) on a free port with 2 workers: yields
+    (url, runs directory); SIGINT after."""
+    port, runs, log = _free_port(), tmp_path / "runs", open(tmp_path / "serve.log", "w")
+    args = ["serve", "--port", str(port), "--workers", "2", "--runs-dir", str(runs), "--spec", str(spec)]
     exe = Path(sys.executable).parent / "qcf-studio"
-    log = open(tmp_path / "serve.log", "w")
-    proc = subprocess.Popen(
-        [str(exe), "serve", "--port", str(port), "--workers", "2", "--runs-dir", str(runs), "--spec", str(spec)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    proc = subprocess.Popen([str(exe), *args], stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 90
     try:

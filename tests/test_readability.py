@@ -1,6 +1,6 @@
 """The dashboard reads at a glance, as TensorBoard users expect: smoothed training curves over faint raw ones,
 log-scale losses, legends beside the plots, one title per panel, QCF panels that show the whole truth and band,
-and a link to Dask's own dashboard where there is one."""
+a link to Dask's own dashboard where there is one, and a header that names the cluster."""
 
 from __future__ import annotations
 
@@ -281,3 +281,21 @@ def test_cluster_tab_links_to_dasks_own_dashboard_when_the_scheduler_serves_one(
         assert "href" not in shown and "serves none" in shown
     quoted = view(SimpleNamespace(dashboard_link=f'{http_server}/status?"><script>', scheduler=scheduler))
     assert "<script>" not in quoted.dask_link.object
+
+
+def test_the_header_names_the_cluster_and_leaves_the_clients_worker_records_alone(dask_client):
+    from app.cluster import cluster_headline
+
+    workers = dask_client.scheduler_info(n_workers=-1)["workers"]
+    line = cluster_headline(dask_client)
+    assert line == f"Dask {dask_client.scheduler.address} · 2 workers, 2 threads"
+    assert dask_client._scheduler_identity["workers"].keys() == workers.keys()  # the run manager reads these
+    assert cluster_headline(None) == "no cluster"
+
+    class Gone:  # a scheduler that went away: a line that says so, not an exception in the page's timer
+        def sync(self, *args, **kwargs):
+            raise OSError("Timed out trying to connect")
+
+        scheduler = SimpleNamespace(identity=None)
+
+    assert cluster_headline(Gone()) == "Dask unreachable (OSError)"

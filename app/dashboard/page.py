@@ -1,5 +1,6 @@
-"""The dashboard page: the spec (form and YAML), Start/Stop, progress, the live plots of the current run,
-the runs, their comparison, the cluster, and closure campaigns."""
+"""The dashboard: the spec (form and YAML), Start/Stop, progress, the live plots of the current run, the runs,
+their comparison, the cluster, and closure campaigns; :meth:`Dashboard.header`, :meth:`~Dashboard.sidebar` and
+:meth:`~Dashboard.main` fill the page template's areas (:func:`layouts.page.page_template`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import holoviews as hv
 import panel as pn
 import yaml
 
+from app.cluster import cluster_headline
 from app.dashboard.campaign_view import CampaignView
 from app.dashboard.campaigns import CampaignManager, shared_campaigns
 from app.dashboard.cluster_view import ClusterView
@@ -42,6 +44,7 @@ __all__ = ["Dashboard"]
 
 POLL_MS = 500  # how often a session pulls new metrics from the shared run (only new rows are sent)
 SNAPSHOT_S = 2.0  # the least time between two redraws of a session's snapshot panels
+HEADLINE_S = 5.0  # how often the header's line about the cluster is asked for (workers come and go)
 MAX_SPEC_BYTES = 1_000_000  # a spec file loaded in the browser
 RUNS_TAB, CLUSTER_TAB, CAMPAIGN_TAB = 1, 3, 4  # positions in the page's tabs
 
@@ -104,6 +107,8 @@ class Dashboard(pn.viewable.Viewer):
         self.stop_button.on_click(lambda _: self.manager.stop())
         self.editor.param.watch(self._on_edit, "value_input")
         self.plot_area = pn.Column(sizing_mode="stretch_width")
+        self.headline = pn.pane.Markdown(cluster_headline(manager.client), css_classes=["cluster-headline"])
+        self._headline_at = time.monotonic()
         self._run: LiveRun | None = None
         self._seen = 0
         self._snapshot_version = -1
@@ -296,6 +301,9 @@ class Dashboard(pn.viewable.Viewer):
         busy = self.manager.busy
         self.start_button.disabled = busy or self.campaigns.busy
         self.stop_button.disabled = not (busy and run is not None and run.status in ("starting", "running"))
+        if time.monotonic() - self._headline_at >= HEADLINE_S:
+            self._headline_at = time.monotonic()
+            self.headline.object = cluster_headline(self.manager.client)
         if run is None or plots is None:
             return
         rows, self._seen = run.metrics_since(self._seen)
@@ -329,7 +337,12 @@ class Dashboard(pn.viewable.Viewer):
             text += f"\n\n{md_block(run.error)}"
         self.status.object = text
 
-    def __panel__(self) -> pn.viewable.Viewable:
+    def header(self) -> list[pn.viewable.Viewable]:
+        """What the page's header shows beside the product's name: the cluster's address and size."""
+        return [self.headline]
+
+    def sidebar(self) -> pn.Column:
+        """The spec (form, YAML, measured data), its errors, Start/Stop, progress and status, the spec's summary."""
         spec_tabs = pn.Tabs(
             ("Form", pn.Column(self.form, scroll=True, sizing_mode="stretch_both")),
             ("YAML", pn.Column(self.editor, pn.Row(self.spec_file), self.save_spec, sizing_mode="stretch_width")),
@@ -350,17 +363,24 @@ class Dashboard(pn.viewable.Viewer):
             height=560,
             dynamic=False,
         )
-        sidebar = pn.Column(
-            pn.pane.Markdown("## qcf-studio\nClosure test of a SAGIPS-style GAN fit"),
+        return pn.Column(
             spec_tabs,
             self.message,
             pn.Row(self.start_button, self.stop_button),
             self.progress,
             self.status,
             self.summary,
-            width=430,
+            sizing_mode="stretch_width",
+            css_classes=["spec-sidebar"],
         )
-        return pn.Row(sidebar, self.tabs, sizing_mode="stretch_width")
+
+    def main(self) -> pn.Tabs:
+        """The tabs: Live, Runs, Compare, Cluster, Campaign."""
+        return self.tabs
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        """The dashboard without the page around it (in a notebook): the sidebar's column, then the tabs."""
+        return pn.Row(pn.Column(self.sidebar(), width=430), self.tabs, sizing_mode="stretch_width")
 
     def dispose(self) -> None:
         self._callback.stop()

@@ -5,8 +5,11 @@
   ``--insecure`` says the network is trusted. Checked before anything starts.
 - Websocket connections are accepted only from pages of the served address (``--allow-origin`` adds one).
 - Every HTTP response says it may not be framed by other sites and its type is not to be sniffed.
-- ``GET /`` builds only a placeholder; the dashboard is built once the browser's websocket has connected,
-  so requests that never open a page cost next to nothing.
+- ``GET /`` builds only the page template (header, sidebar, main area) with placeholders; the dashboard is
+  built into them once the browser's websocket has connected, so requests that never open a page cost next to
+  nothing.
+- Every script, stylesheet and font of the page is served by this server (Bokeh's "server" resources, pinned
+  here even if ``BOKEH_RESOURCES`` says ``cdn``): it works offline and tells no other site who opened it.
 - SIGINT and SIGTERM stop the server, stop the run in progress at the members' next check and save it
   (``stopped``) before the process exits; the embedded workers ignore both signals (``engine.run.cluster``).
 """
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import panel as pn
+from bokeh.settings import settings as bokeh_settings
 from tornado.web import OutputTransform
 
 from app.cluster import close, connect
@@ -121,26 +125,32 @@ def _auth_options(access: Access, address: str) -> dict[str, Any]:
     return {**options, "cookie_secret": cookie_secret}
 
 
-def dashboard_page(manager: RunManager, spec_text: str) -> Callable[[], pn.viewable.Viewable]:
-    """The function that makes each session's page: a placeholder, replaced by the whole dashboard once the
-    browser's websocket has connected. Building the dashboard costs about a second of CPU; a request that
-    never opens the page (a script, a scanner) costs only the placeholder."""
+def dashboard_page(manager: RunManager, spec_text: str) -> Callable[[], pn.template.BaseTemplate]:
+    """The function that makes each session's page: the page template (:func:`layouts.page.page_template`)
+    with placeholders in its header, sidebar and main area, filled with the dashboard once the browser's
+    websocket has connected. Building the dashboard costs about a second of CPU; a request that never opens
+    the page (a script, a scanner) costs only the template and its placeholders."""
     from app.dashboard.page import Dashboard  # imported once, here: holoviews' extension and the page's code
+    from layouts.page import page_template
 
-    def page() -> pn.viewable.Viewable:
+    def page() -> pn.template.BaseTemplate:
         # The page's JavaScript is chosen now, before the dashboard exists: the tables need Tabulator's.
         pn.extension("tabulator")
-        holder = pn.Column(
-            pn.pane.Markdown("Loading the dashboard ..."), sizing_mode="stretch_width", css_classes=["dashboard-holder"]
+        header = pn.Row(css_classes=["header-holder"])
+        sidebar = pn.Column(
+            pn.pane.Markdown("Loading the dashboard ..."), sizing_mode="stretch_width", css_classes=["sidebar-holder"]
         )
+        main = pn.Column(sizing_mode="stretch_width", css_classes=["dashboard-holder"])
 
         def build() -> None:
             dash = Dashboard(manager, spec_text)
             pn.state.on_session_destroyed(lambda ctx: dash.dispose())
-            holder[:] = [dash.__panel__()]
+            header[:] = dash.header()
+            sidebar[:] = [dash.sidebar()]
+            main[:] = [dash.main()]
 
         pn.state.onload(build)
-        return holder
+        return page_template(header=[header], sidebar=[sidebar], main=[main])
 
     return page
 
@@ -172,6 +182,7 @@ def serve(
     print(f"qcf-studio: Dask dashboard-less cluster ready: {client.scheduler_info()['address']}", file=sys.stderr)
 
     page = dashboard_page(manager, spec_text)
+    bokeh_settings.resources.set_value("server")  # from this server, never a CDN: offline, and private
     login = f" (login: {access.auth})" if access.auth != "none" else ""
     print(
         f"qcf-studio: dashboard on http://{address}:{port}{login}  (runs saved in {runs_dir.resolve()})",
