@@ -6,9 +6,9 @@ as data arrive; DynamicMaps combined into one ``hv.Layout`` keep their first fra
 Scalar metrics go into one bounded :class:`holoviews.streams.Buffer` per (member, rank) line on the
 server. The metric panels (losses, accuracy, parameters) are Bokeh figures whose line sources receive
 only the new rows of each push (``ColumnDataSource.stream`` with rollover at the Buffer's length): one
-small message per line instead of redrawing whole curves. Drawing them through HoloViews overlays cost
-about 200 ms of server time per update and session (an overlay re-evaluates every layer), which
-saturated the server with two sessions on two cores; streaming into the sources costs about 1 ms.
+small message per line instead of redrawing whole curves. Drawn through HoloViews overlays (an overlay
+re-evaluates every layer) they saturated the server with two sessions on two cores; streaming into the
+sources costs a fraction of that (docs/benchmarks.md, "Dashboard").
 Snapshots (QCF bands, histograms) are drawn by HoloViews DynamicMaps fed by a
 :class:`holoviews.streams.Pipe`.
 
@@ -40,7 +40,7 @@ METRIC_COLUMNS = ("loss_g", "loss_d", "d_acc_real", "d_acc_fake", "nll")
 DEFAULT_SMOOTHING = 0.8
 BUFFER_LENGTH = 5_000  # rows per curve kept on the server and in the browser; older rows scroll out
 # Curves are drawn for the first members and ranks only: every member adds a dozen glyphs to each panel, and a
-# 64-member page took 15 s of server time per session to build. The ensemble estimates use every member.
+# 64-member page took many seconds of server time per session to build. The ensemble estimates use every member.
 MAX_DRAWN_MEMBERS = 8
 MAX_DRAWN_RANKS = 4
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]  # Category10

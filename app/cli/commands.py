@@ -419,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # torch work in this process (not serve's web server, nor a campaign's client: only its workers train, and with
-    # many threads deserialising results the retained arenas grew a campaign's client to 12 GB)
+    # many threads deserialising results the retained arenas grew a campaign's client to gigabytes)
     if args.func in (cmd_run, cmd_data, cmd_bench):
         from engine.gan.accelerator import tune_process
 

@@ -288,8 +288,8 @@ class Dashboard(pn.viewable.Viewer):
 
     def _poll(self) -> None:
         # One document patch per poll instead of one per changed model (less for the browser to apply), and
-        # one recomputation of the document's model graph instead of one per updated plot (measured: that
-        # walk took 40% of the server's time with a freeze per update).
+        # one recomputation of the document's model graph instead of one per updated plot (without the freeze
+        # that walk took a large share of the server's time).
         doc = pn.state.curdoc
         with pn.io.hold(), doc.models.freeze() if doc is not None else contextlib.nullcontext():
             self._update()

@@ -41,7 +41,7 @@ def local_client(workers: int = 2, device: str = "auto") -> Client:
     client = Client(cluster)
     client._qcf_owned_cluster = cluster  # type: ignore[attr-defined]  # closed with the client in close()
     # Training fills every core; at normal priority it starved the web server and the browser on a 2-core
-    # machine (a Stop click took 20-30 s to arrive). At nice 10 the workers still get all idle CPU.
+    # machine (a Stop click took tens of seconds to arrive). At nice 10 the workers still get all idle CPU.
     client.register_plugin(IgnoreStopSignals())
     client.register_plugin(LowerPriority(10))
     client.register_plugin(PreloadEngine())

@@ -76,9 +76,8 @@ def _bisect(cum: Tensor, u: Tensor) -> Tensor:
     """:func:`_locate` by a bisection without branches, all targets one level at a time.
 
     ``torch.searchsorted`` bisects each target in turn, and its branches are unpredictable for random
-    targets: 66 ns per target in 4096 cells on this project's CPU (proxy2d's 10 000 events per step:
-    0.66 ms). Here each of the log2(M) levels is three vectorised operations over all targets (a
-    gather, a comparison and an add): 30-50 ns per target. Rows are padded with ``+inf`` to a
+    targets. Here each of the log2(M) levels is three vectorised operations over all targets (a
+    gather, a comparison and an add), about half the time per target (docs/benchmarks.md). Rows are padded with ``+inf`` to a
     power of two, so that no probe leaves its row.
     """
     rows, width = cum.shape
