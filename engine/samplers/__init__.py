@@ -15,8 +15,8 @@ tabulated density). Three samplers, all vectorised over events and batch rows:
 ``(events (B, N, D), integral (B,))``; :func:`draw` makes the uniforms itself.
 
 Cell search. ``torch.searchsorted`` costs more per event on a CPU core than all the rest of a
-1D forward + backward pass (docs/benchmarks.md, "Sampler and memory"). On the CPU the cell is therefore found with a guide
-table (the first cell of each of K ≈ 1-2 × cells equal-probability buckets, built with one
+1D forward + backward pass (docs/benchmarks.md, "Sampler and memory"). On the CPU the cell is
+therefore found with a guide table (the first cell of each of K ≈ 1-2 × cells equal-probability buckets, built with one
 ``bincount``), one linear step and an exact bisection for the few events in buckets that hold
 several cell edges. The result is exactly that of ``searchsorted``, which is used on other
 devices and for small draws.

@@ -77,8 +77,8 @@ def _bisect(cum: Tensor, u: Tensor) -> Tensor:
 
     ``torch.searchsorted`` bisects each target in turn, and its branches are unpredictable for random
     targets. Here each of the log2(M) levels is three vectorised operations over all targets (a
-    gather, a comparison and an add), about half the time per target (docs/benchmarks.md). Rows are padded with ``+inf`` to a
-    power of two, so that no probe leaves its row.
+    gather, a comparison and an add), about half the time per target (docs/benchmarks.md). Rows are
+    padded with ``+inf`` to a power of two, so that no probe leaves its row.
     """
     rows, width = cum.shape
     levels = max(width - 1, 1).bit_length()
