@@ -8,6 +8,7 @@ import pytest
 from engine.data.pseudodata import make_pseudo_data
 from engine.problems import get_problem
 from engine.spec import parse_spec
+from tests.run_files import runs  # noqa: F401 (a fixture: results files for the view tests)
 
 
 def small_spec(**training):

@@ -1,4 +1,5 @@
-"""Runs browser, replay of finished runs, heat maps, comparison: on small result files written in-process."""
+"""Runs browser, replay of finished runs, heat maps: on small result files written in-process (tests/run_files.py;
+the comparison of runs: tests/test_compare.py)."""
 
 from __future__ import annotations
 
@@ -13,74 +14,16 @@ from bokeh.model import Model as BokehModel
 
 import app.catalog as catalog
 from app.catalog import NotARunError, list_runs, load_run
-from engine.results import build_results
-from engine.results.files import write_netcdf_atomic
-from engine.run.runner import measured_data, train_member
-from engine.run.sinks import HistorySink
-from engine.spec import parse_spec
+from tests.run_files import T0, copy_to, open_results
 
 hv.extension("bokeh", logo=False)
-
-T0 = 1_800_000_000  # file mtimes, seconds: the catalogue sorts by them
-
-
-def _spec(kind: str, method: str = "gan", members: int = 1, steps: int = 20, events: int = 2000):
-    training = {"method": method, "steps": steps, "metrics_every": 10, "snapshot_every": steps}
-    if method == "gan":  # tiny networks and batches: these runs only need to exist, not to close
-        training.update(batch_params=16, events_per_param=16, gen_width=16, disc_width=16)
-    return parse_spec(
-        {
-            "name": f"{kind}-{method}",
-            "problem": {"kind": kind, "events": events, "seed": 3},
-            "training": training,
-            "ensemble": {"members": members},
-        }
-    )
-
-
-def _train(spec, data):
-    return [train_member(spec, m, data, HistorySink()) for m in range(spec.ensemble.members)]
-
-
-@pytest.fixture(scope="session")
-def runs(tmp_path_factory) -> dict[str, Path]:
-    """CLI-like result files: proxy1d GAN (2 members, MLE reference), proxy1d MLE, proxy2d GAN, multiset2d GAN."""
-    d = tmp_path_factory.mktemp("runs")
-    out = {}
-    gan_spec, mle_spec = _spec("proxy1d", members=2), _spec("proxy1d", "mle")
-    data = measured_data(gan_spec)
-    (mle,) = _train(mle_spec, data)
-    out["mle"] = write_netcdf_atomic(build_results(mle_spec, data, [mle], 1.5), d / "proxy1d-mle-20261201-100000.nc")
-    gan = build_results(gan_spec, data, _train(gan_spec, data), 12.5, reference=mle)
-    out["gan"] = write_netcdf_atomic(gan, d / "proxy1d-gan-20261201-110000.nc")
-    for kind in ("proxy2d", "multiset2d"):
-        spec = _spec(kind, steps=10)
-        data2 = measured_data(spec)
-        out[kind] = write_netcdf_atomic(build_results(spec, data2, _train(spec, data2), 3.0), d / f"{kind}-gan.nc")
-    for i, key in enumerate(("mle", "gan", "proxy2d", "multiset2d")):
-        os.utime(out[key], (T0 + i, T0 + i))
-    return out
-
-
-def _open(path: Path) -> xr.Dataset:
-    with xr.open_dataset(path, engine="h5netcdf") as ds:
-        return ds.load()
-
-
-def _copy_to(src: Path, dst: Path, edit=None) -> Path:
-    ds = _open(src)
-    if edit is not None:
-        ds = edit(ds)
-    dst.unlink(missing_ok=True)  # replaced (qcf-studio itself never overwrites a file)
-    return write_netcdf_atomic(ds, dst)
-
 
 # --- catalogue ------------------------------------------------------------------------------------------------
 
 
 def test_catalog_lists_cli_runs_newest_first_with_status_method_duration_and_verdict(runs, tmp_path):
     for key in ("gan", "mle"):
-        _copy_to(runs[key], tmp_path / runs[key].name)
+        copy_to(runs[key], tmp_path / runs[key].name)
 
     def passed_dp(ds):  # a passed verdict and a data-parallel spec, as the attributes say
         ds.attrs.update(closure_passed=1, spec=ds.attrs["spec"].replace("mode: ensemble", "mode: data_parallel"))
@@ -91,8 +34,8 @@ def test_catalog_lists_cli_runs_newest_first_with_status_method_duration_and_ver
         ds.attrs = {k: v for k, v in ds.attrs.items() if not k.startswith("closure_")}
         return ds
 
-    _copy_to(runs["gan"], tmp_path / "passed.nc", passed_dp)
-    _copy_to(runs["gan"], tmp_path / "real-data.nc", no_truth)
+    copy_to(runs["gan"], tmp_path / "passed.nc", passed_dp)
+    copy_to(runs["gan"], tmp_path / "real-data.nc", no_truth)
     for i, name in enumerate((runs["mle"].name, runs["gan"].name, "passed.nc", "real-data.nc")):
         os.utime(tmp_path / name, (T0 + i, T0 + i))
 
@@ -115,14 +58,14 @@ def test_catalog_lists_cli_runs_newest_first_with_status_method_duration_and_ver
     assert (mle.method, mle.members) == ("mle", 1)
     assert gan.wall_seconds == 12.5 and mle.wall_seconds == 1.5
     assert gan.modified.timestamp() == pytest.approx(T0 + 1)
-    assert gan.closure == ("passed" if _open(runs["gan"]).attrs["closure_passed"] else "FAILED")
+    assert gan.closure == ("passed" if open_results(runs["gan"]).attrs["closure_passed"] else "FAILED")
     assert by["passed"].closure == "passed" and by["passed"].mode == "data_parallel"
     assert by["real-data"].closure == "n/a"
     assert all(r.error == "" for r in infos)
 
 
 def test_catalog_skips_temporary_files_and_lists_garbage_with_an_error(runs, tmp_path):
-    _copy_to(runs["mle"], tmp_path / "ok.nc")
+    copy_to(runs["mle"], tmp_path / "ok.nc")
     (tmp_path / ".x.nc.part").write_bytes(Path(runs["mle"]).read_bytes())  # a run being written
     (tmp_path / "y.nc.part").write_bytes(b"partial")
     (tmp_path / "garbage.nc").write_bytes(b"this is not HDF5")
@@ -143,7 +86,7 @@ def test_catalog_skips_temporary_files_and_lists_garbage_with_an_error(runs, tmp
 
 def test_catalog_reads_a_file_again_only_when_it_changes(runs, tmp_path, monkeypatch):
     for key in ("gan", "mle"):
-        _copy_to(runs[key], tmp_path / runs[key].name)
+        copy_to(runs[key], tmp_path / runs[key].name)
     reads = []
     original = catalog.read_run_info
     monkeypatch.setattr(catalog, "read_run_info", lambda p: reads.append(Path(p).name) or original(p))
@@ -157,7 +100,7 @@ def test_catalog_reads_a_file_again_only_when_it_changes(runs, tmp_path, monkeyp
         return ds
 
     target = tmp_path / runs["mle"].name
-    _copy_to(runs["mle"], target, stopped)  # rewritten (renamed into place) by a later save
+    copy_to(runs["mle"], target, stopped)  # rewritten (renamed into place) by a later save
     os.utime(target, (T0 + 100, T0 + 100))
     again = list_runs(tmp_path)
     assert reads[2:] == [runs["mle"].name]
@@ -175,7 +118,7 @@ def _sources(obj) -> list[dict]:
 def test_replayed_gan_run_pushes_each_members_history_and_the_loss_plot_draws_it(runs):
     from layouts.results import replay
 
-    ref = _open(runs["gan"])
+    ref = open_results(runs["gan"])
     plots, qcf_true = replay(load_run(runs["gan"]))
     rows = plots.rows()
     for m in range(2):
@@ -205,7 +148,7 @@ def test_replayed_gan_run_pushes_each_members_history_and_the_loss_plot_draws_it
 def test_replayed_mle_run_has_no_losses_but_its_parameters(runs):
     from layouts.results import replay
 
-    ref = _open(runs["mle"])
+    ref = open_results(runs["mle"])
     plots, _ = replay(load_run(runs["mle"]))
     rows = plots.rows()
     assert len(rows) == int(np.isfinite(ref["nll"]).sum()) and rows["loss_g"].isna().all()
@@ -217,7 +160,7 @@ def test_replayed_2d_run_shows_x_projections_like_the_live_view(runs):
     from engine.problems import get_problem
     from layouts.results import replay, true_qcf_projections
 
-    ref = _open(runs["proxy2d"])
+    ref = open_results(runs["proxy2d"])
     plots, qcf_true = replay(load_run(runs["proxy2d"]))
     snap = plots.snapshot.data["members"][0]
     y = ref["y"].values
@@ -295,106 +238,13 @@ def test_live_heatmaps_follow_the_snapshot_stream(runs):
         hv.render(dm, backend="bokeh")
 
 
-# --- comparison ---------------------------------------------------------------------------------------------------
-
-
-def test_compare_refuses_runs_of_different_problems_and_names_them(runs):
-    from layouts.compare import compare_qcfs
-
-    with pytest.raises(ValueError, match="different problems") as err:
-        compare_qcfs({"gan 1d": load_run(runs["gan"]), "the 2d one": load_run(runs["proxy2d"])})
-    assert "gan 1d" in str(err.value) and "the 2d one" in str(err.value)
-
-
-def test_compare_overlays_runs_with_bands_against_the_truth_and_ratio_panels(runs):
-    from layouts.compare import compare_qcfs
-
-    gan, mle = _open(runs["gan"]), _open(runs["mle"])
-    panels = compare_qcfs({"gan": load_run(runs["gan"]), "mle": load_run(runs["mle"])})
-    assert len(panels) == 2  # u, d
-    top, bottom = list(panels[0])
-    curves = {c.label: c for c in top if type(c) is hv.Curve}  # hv.Area is a Curve too
-    assert set(curves) == {"gan", "mle", "truth"}
-    i = 40
-    gan_mean = gan["qcf_pred"].values[:, 0, i].mean()  # two members: the plain mean
-    assert curves["gan"].dimension_values(1)[i] == pytest.approx(gan_mean)
-    ratio_curves = [c for c in bottom if type(c) is hv.Curve]
-    assert ratio_curves[0].dimension_values(1)[i] == pytest.approx(gan_mean / gan["qcf_true"].values[0, i])
-    assert ratio_curves[1].dimension_values(1)[i] == pytest.approx(
-        mle["qcf_pred"].values[0, 0, i] / mle["qcf_true"].values[0, i]
-    )
-    for p in panels:
-        hv.render(p, backend="bokeh")
-    hv.render(compare_qcfs({"a": load_run(runs["proxy2d"]), "b": load_run(runs["proxy2d"])})[0], backend="bokeh")
-
-
-def test_parameter_table_pulls_and_error_ratio_come_from_the_runs(runs):
-    from layouts.compare import parameter_table
-
-    gan, mle = _open(runs["gan"]), _open(runs["mle"])
-    table = parameter_table({"gan": load_run(runs["gan"]), "mle": load_run(runs["mle"])})
-    assert len(table) == 12 and list(table["param"][:6]) == ["Nu", "au", "bu", "Nd", "ad", "bd"]
-    g = table[table["run"] == "gan"].set_index("param")
-    est, err, true = (gan[v].values for v in ("params_ensemble", "params_ensemble_err", "params_true"))
-    np.testing.assert_allclose(g["pull"], (est - true) / err, rtol=1e-5)
-    np.testing.assert_allclose(g["truth"], [2.1875, -0.5, 3.0, 1.09375, -0.5, 4.0])
-    # The GAN run's reference is the MLE run's fit of the same data.
-    np.testing.assert_allclose(g["mle_estimate"], mle["params_pred"].values[0])
-    np.testing.assert_allclose(g["error_ratio"], err / mle["params_pred_std"].values[0], rtol=1e-5)
-    m = table[table["run"] == "mle"]
-    np.testing.assert_allclose(m["estimate"], mle["params_pred"].values[0])
-    assert m["error_ratio"].isna().all()
-
-
-def test_round_to_error_keeps_two_significant_digits_of_the_error():
-    from layouts.compare import round_to_error
-
-    assert round_to_error(2.18749, 0.0523) == "2.187" and round_to_error(0.0523, 0.0523) == "0.052"
-    assert round_to_error(12345.6, 560.0) == "12350" and round_to_error(1.0, 0.1) == "1.00"
-    assert round_to_error(-0.00001, 0.0123) == "0.000"  # no "-0.000"
-    assert round_to_error(2.187499940395355, float("nan")) == "2.187"  # no usable error: 4 significant digits
-    assert round_to_error(float("nan"), 0.1) == ""
-
-
-def test_compare_table_shows_numbers_rounded_to_their_errors_and_no_empty_columns(runs, tmp_path):
-    from app.dashboard.views import CompareView
-
-    gan = _open(runs["gan"])
-    view = CompareView(runs["gan"].parent, period_ms=None)
-    view.picker.value = [str(runs["gan"]), str(runs["mle"])]
-    shown = view.table.value
-    numbers = ["truth", "estimate", "error", "pull", "mle_estimate", "mle_error", "error_ratio"]
-    assert set(numbers) <= set(shown)  # each has a value in some row (the MLE run has no reference of its own)
-    cells = shown[numbers].to_numpy().ravel()
-    assert all(isinstance(c, str) and "nan" not in c.lower() for c in cells), cells
-    g = shown[shown["method"] == "gan"].set_index("param")
-    for p in ("Nu", "bd"):
-        est, err = (float(gan[v].sel(param=p)) for v in ("params_ensemble", "params_ensemble_err"))
-        est_text, err_text = g.loc[p, "estimate"], g.loc[p, "error"]
-        decimals = len(err_text.partition(".")[2])
-        assert len(est_text.partition(".")[2]) == decimals  # the estimate to the error's last digit
-        assert len(err_text.lstrip("0.").replace(".", "")) == 2  # two significant digits of the error
-        assert abs(float(est_text) - est) <= 0.5 * 10.0**-decimals + 1e-12
-        assert abs(float(err_text) - err) <= 0.5 * 10.0**-decimals + 1e-12
-    assert g.loc["Nu", "truth"] == "2.1875" and len(g.loc["Nu", "pull"].partition(".")[2]) == 2
-    assert (shown.loc[shown["method"] == "mle", "error_ratio"] == "").all()  # missing: blank, not NaN
-
-    # Two runs without an MLE reference: its three columns are empty for every row and left out.
-    _copy_to(runs["mle"], tmp_path / "a.nc")
-    _copy_to(runs["mle"], tmp_path / "b.nc")
-    view = CompareView(tmp_path, period_ms=None)
-    view.picker.value = [str(tmp_path / "a.nc"), str(tmp_path / "b.nc")]
-    assert not {"mle_estimate", "mle_error", "error_ratio"} & set(view.table.value)
-    assert {"run", "param", "truth", "estimate", "error", "pull"} <= set(view.table.value)
-
-
 def test_replayed_mle_run_draws_its_negative_log_likelihood_and_no_discriminator(runs):
     import panel as pn
 
     from layouts.page import live_panels
     from layouts.results import replay
 
-    ref = _open(runs["mle"])
+    ref = open_results(runs["mle"])
     plots, qcf_true = replay(load_run(runs["mle"]))
     fig = plots.losses()
     assert fig.yaxis[0].axis_label.startswith("negative log-likelihood")
@@ -435,11 +285,11 @@ def test_runs_browser_opens_the_selected_run_below_the_table(runs):
 def test_runs_browser_refresh_shows_new_runs_and_keeps_the_selection(runs, tmp_path):
     from app.dashboard.views import RunsBrowser
 
-    _copy_to(runs["mle"], tmp_path / "old.nc")
+    copy_to(runs["mle"], tmp_path / "old.nc")
     os.utime(tmp_path / "old.nc", (T0, T0))
     browser = RunsBrowser(tmp_path, period_ms=None)
     browser.table.selection = [0]
-    _copy_to(runs["gan"], tmp_path / "new.nc")
+    copy_to(runs["gan"], tmp_path / "new.nc")
     (tmp_path / "broken.nc").write_bytes(b"nope")
     browser.refresh()
     names = list(browser.table.value["name"])
@@ -448,19 +298,3 @@ def test_runs_browser_refresh_shows_new_runs_and_keeps_the_selection(runs, tmp_p
     browser.table.selection = [names.index("old"), names.index("broken")]
     assert browser.message.visible and "broken.nc" in browser.message.object
     assert browser.opened == tmp_path / "old.nc"  # the last good run stays on screen
-
-
-def test_compare_view_plots_two_runs_and_explains_when_they_cannot_be_compared(runs):
-    from app.dashboard.views import CompareView
-
-    view = CompareView(runs["gan"].parent, period_ms=None)
-    view.__panel__()
-    assert set(view.picker.options) == {p.stem for p in runs.values()}
-    view.picker.value = [str(runs["gan"])]
-    assert view.message.visible and not view.table.visible
-    view.picker.value = [str(runs["gan"]), str(runs["mle"])]
-    assert not view.message.visible and len(view.plot_area) == 2
-    assert view.table.visible and len(view.table.value) == 12 and view.table.name == "compare-table"
-    view.picker.value = [str(runs["gan"]), str(runs["proxy2d"])]
-    assert view.message.visible and "different problems" in view.message.object
-    assert len(view.plot_area) == 0 and not view.table.visible
