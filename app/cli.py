@@ -19,9 +19,9 @@ __all__ = ["main"]
 def cmd_validate(args: argparse.Namespace) -> int:
     spec = load_spec_arg(args.spec)
     if spec.problem.data:  # read and checked as `run` would read it, so that `run` cannot refuse it later
-        from engine.runner import measured_data
+        from engine.datafiles import read_spec_data  # torch-free, as the rest of validation
 
-        data = measured_data(spec)
+        data = read_spec_data(spec.problem.data, spec.problem.kind)
         source = f"data {spec.problem.data} ({data.events.shape[1]:,} events/observable)"
     else:
         source = f"{spec.problem.events} events/observable"

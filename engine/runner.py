@@ -11,14 +11,14 @@ import numpy as np
 import torch
 
 from engine.checkpoint import CheckpointStore, load_checkpoint, save_checkpoint
-from engine.datafiles import DataFileError, read_measured_file
+from engine.datafiles import read_spec_data
 from engine.detector import DetectorChain, build_detector
 from engine.histograms import HIST_BINS, HIST_BINS_2D
 from engine.problems import get_problem
 from engine.pseudodata import MeasuredData, make_pseudo_data
 from engine.results import qcf_grids
 from engine.sinks import HistorySink, MetricsSink, MultiSink
-from engine.spec import Spec, SpecError
+from engine.spec import Spec
 from engine.training import GANTrainer, MemberResult
 
 if TYPE_CHECKING:
@@ -47,10 +47,7 @@ def measured_data(spec: Spec) -> MeasuredData:
     it, when it is not measured data of the spec's problem: the check a spec's data get before dispatch."""
     problem = get_problem(spec.problem.kind)
     if spec.problem.data:  # checked as an upload is (engine.datafiles): no external storage, sizes bounded
-        try:
-            return read_measured_file(spec.problem.data, problem.kind)
-        except DataFileError as e:
-            raise SpecError("problem.data", str(e)) from None
+        return read_spec_data(spec.problem.data, problem.kind)
     return make_pseudo_data(
         problem, np.asarray(spec.truth_values()), spec.problem.events, spec.problem.seed, detector_for(spec)
     )

@@ -4,13 +4,15 @@ section of a spec) and :class:`MemberResult` (plain arrays, cheap to ship from a
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
 from pydantic import with_config
 
 from engine.choices import GridSpacingChoice
 from engine.specfields import SECTION_CONFIG, Number, OptionalFlag, Range, Whole
+
+if TYPE_CHECKING:  # numpy only for MemberResult's annotations: validating a spec imports no numpy
+    import numpy as np
 
 __all__ = ["TrainingConfig", "MemberResult", "PARAM_DRAWS"]
 
