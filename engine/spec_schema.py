@@ -21,8 +21,14 @@ SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 def spec_json_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of a run spec, with every registered problem kind as a choice."""
     from engine.spec import SPEC_VERSION, Spec  # here: engine.spec imports nothing of this module
+    from engine.training_types import TrainingConfig
 
     schema = TypeAdapter(Spec).json_schema()
+    # pydantic reads the docstrings under the fields of the class it validates, not of its bases
+    inherited = TypeAdapter(TrainingConfig).json_schema()["properties"]
+    for key, prop in schema["$defs"]["TrainingSpec"]["properties"].items():
+        if key in inherited and "description" in inherited[key]:
+            prop.setdefault("description", inherited[key]["description"])
     schema = {"$schema": SCHEMA_DIALECT, **schema, "title": "qcf-studio run spec"}
     schema["description"] = (
         f"A qcf-studio run spec, version {SPEC_VERSION} (`qcf-studio schema`). Unknown keys are errors; "
