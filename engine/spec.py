@@ -1,7 +1,9 @@
 """The run specification: a versioned YAML document, validated before anything is dispatched.
 
 Unknown keys are errors, every error names the field (``problem.truth.Nu``) and what is wrong,
-and a validated :class:`Spec` is frozen into every result file as YAML.
+and a validated :class:`Spec` is frozen into every result file as YAML. The sections' fields and types are in
+:mod:`engine.spec_sections` (the detector's in :mod:`engine.spec_detector`); here are the checks that need more
+than one field or the problem (:mod:`engine.problem_catalog`). Nothing here imports torch.
 """
 
 from __future__ import annotations
