@@ -1,4 +1,4 @@
-"""The ``qcf-studio`` command: serve, validate, data, run, campaign, export, bench.
+"""The ``qcf-studio`` command: serve, validate, schema, data, run, campaign, export, bench.
 
 Exit codes: 0 success; 1 a run that did not complete (stopped or failed); 2 invalid input (the
 message names the file and field); 130 interrupted.
@@ -19,9 +19,9 @@ __all__ = ["main"]
 def cmd_validate(args: argparse.Namespace) -> int:
     spec = load_spec_arg(args.spec)
     if spec.problem.data:  # read and checked as `run` would read it, so that `run` cannot refuse it later
-        from engine.run.runner import measured_data
+        from engine.data.datafiles import read_spec_data  # torch-free, as the rest of validation
 
-        data = measured_data(spec)
+        data = read_spec_data(spec.problem.data, spec.problem.kind)
         source = f"data {spec.problem.data} ({data.events.shape[1]:,} events/observable)"
     else:
         source = f"{spec.problem.events} events/observable"
@@ -32,6 +32,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
         f"{args.spec}: valid — {spec.problem.kind}, {source}, {t.method} {t.steps} steps, "
         f"{spec.ensemble.members} member(s){campaign}"
     )
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    import json
+
+    from engine.spec_schema import spec_json_schema
+
+    print(json.dumps(spec_json_schema(), indent=2, ensure_ascii=False))
     return 0
 
 
@@ -320,6 +329,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check a spec; exit 2 with one message if it is invalid")
     p.add_argument("spec")
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser(
+        "schema",
+        help="print the spec's JSON Schema (for editor completion: qcf-studio schema > spec.schema.json)",
+    )
+    p.set_defaults(func=cmd_schema)
 
     p = sub.add_parser("data", help="write the spec's pseudo-data as NetCDF")
     p.add_argument("spec")

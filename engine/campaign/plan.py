@@ -21,10 +21,12 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
 from engine.campaign.section import CampaignSpec
+from engine.choices import Method
 from engine.results.files import replace_file, write_new_file
 from engine.safe_yaml import YAMLRefused, load_yaml
 from engine.spec import Spec, SpecError, parse_spec
@@ -152,7 +154,7 @@ class CampaignPlan:
         spec.problem.seed = replica_seed(self.spec.problem.seed, key.replica)
         spec.problem.truth = replica_truth(self.spec, key.replica)
         t = spec.training
-        t.method = key.method
+        t.method = cast(Method, key.method)  # one of the campaign's validated methods
         if key.method == "mle":
             spec.ensemble.members, spec.ensemble.bootstrap, t.mle_reference = 1, False, False
             spec.cluster.mode, spec.cluster.ranks = "ensemble", 1

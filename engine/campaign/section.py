@@ -15,23 +15,44 @@ Validated like the rest of a spec (:mod:`engine.specfields`): unknown keys and b
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
-from engine.specfields import SpecError, fill_section, number, whole_number
+from pydantic import WithJsonSchema, with_config
+
+from engine.choices import METHODS, TRUTHS, Truths
+from engine.specfields import SECTION_CONFIG, Range, SpecError, Whole, fill_section, number
 from engine.textlimits import clip, shown
 
 __all__ = ["CampaignSpec", "TRUTHS", "parse_campaign"]
 
-TRUTHS = ("fixed", "prior")
 MIN_REPLICAS = 2
+_METHOD_SCHEMA = {"type": "string", "enum": list(METHODS)}
 
 
+@with_config(SECTION_CONFIG)
 @dataclass
 class CampaignSpec:
-    replicas: int = 50
-    truths: str = "fixed"
-    prior_bounds: dict[str, list[float]] = field(default_factory=dict)
-    methods: list[str] = field(default_factory=list)
+    """Many pseudo-data replicas, each fitted by every method (see the module's docstring)."""
+
+    replicas: Annotated[Whole, Range(MIN_REPLICAS)] = 50
+    """Pseudo-data sets fluctuated from the truth."""
+    truths: Truths = "fixed"
+    """fixed: every replica from problem.truth | prior: each its own truth, drawn uniformly."""
+    prior_bounds: Annotated[
+        dict[str, list[float]],
+        WithJsonSchema(
+            {
+                "type": "object",
+                "additionalProperties": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
+            }
+        ),
+    ] = field(default_factory=dict)
+    """truths: prior only: parameter: [low, high] within problem.bounds (default: the bounds)."""
+    methods: Annotated[
+        list[str],
+        WithJsonSchema({"anyOf": [{"type": "array", "items": _METHOD_SCHEMA, "minItems": 1}, _METHOD_SCHEMA]}),
+    ] = field(default_factory=list)
+    """Every replica is fitted by each (default: [training.method])."""
 
 
 def parse_campaign(
@@ -42,22 +63,16 @@ def parse_campaign(
     max_replicas: int,
 ) -> CampaignSpec:
     """The validated ``campaign`` section ``raw``; ``param_bounds`` are the problem's (validated) bounds."""
-    campaign = CampaignSpec()
     if not isinstance(raw, dict):
         raise SpecError("campaign", f"expected a mapping (replicas, truths, prior_bounds, methods), got {shown(raw)}")
-    rest = {k: v for k, v in raw.items() if k not in ("prior_bounds", "methods")}
-    fill_section("campaign", campaign, rest)
-    if "replicas" in raw:
-        whole_number("campaign.replicas", raw["replicas"], MIN_REPLICAS)
+    campaign: CampaignSpec = fill_section(
+        "campaign", CampaignSpec, {k: v for k, v in raw.items() if k not in ("prior_bounds", "methods")}
+    )
     if campaign.replicas > max_replicas:
         raise SpecError(
             "campaign.replicas",
             f"{campaign.replicas:,} is more than the limit of {max_replicas:,}; a "
             f"spec may raise it with limits.replicas",
-        )
-    if campaign.truths not in TRUTHS:
-        raise SpecError(
-            "campaign.truths", f"{shown(campaign.truths)} is not available; choose one of {', '.join(TRUTHS)}"
         )
 
     prior = raw.get("prior_bounds")

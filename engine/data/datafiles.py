@@ -43,15 +43,17 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.data.pseudodata import MeasuredData
+from engine.data.measured import MeasuredData
 from engine.data.safe_hdf5 import HDF5_SIGNATURE, open_netcdf
-from engine.problems import Problem, get_problem, problem_kinds
+from engine.problem_catalog import ProblemInfo, problem_info, problem_kinds
+from engine.specfields import SpecError
 from engine.textlimits import clip, shown
 
 __all__ = [
     "DataFileError",
     "read_measured",
     "read_measured_file",
+    "read_spec_data",
     "file_label",
     "MAX_UPLOAD_BYTES",
     "MAX_DATA_FILE_BYTES",
@@ -115,13 +117,26 @@ def read_measured_file(path: str | Path, kind: str, max_bytes: int = MAX_DATA_FI
     return _read_text(label, content, problem)
 
 
-def _problem(label: str, kind: str) -> Problem:
-    if kind not in problem_kinds():
-        raise DataFileError(f"{label}: unknown problem {shown(kind)}; choose one of {', '.join(problem_kinds())}")
-    return get_problem(kind)
+def read_spec_data(path: str | Path, kind: str) -> MeasuredData:
+    """The measured data a spec's ``problem.data`` names, as :func:`read_measured_file`; what is wrong with the
+    file is a :class:`~engine.specfields.SpecError` of ``problem.data`` (``qcf-studio validate`` and
+    :func:`engine.run.runner.measured_data` check a spec's data so, before dispatch)."""
+    try:
+        return read_measured_file(path, kind)
+    except DataFileError as e:
+        raise SpecError("problem.data", str(e)) from None
 
 
-def _read_text(label: str, content: bytes, problem: Problem) -> MeasuredData:
+def _problem(label: str, kind: str) -> ProblemInfo:
+    try:
+        return problem_info(kind)
+    except KeyError:
+        raise DataFileError(
+            f"{label}: unknown problem {shown(kind)}; choose one of {', '.join(problem_kinds())}"
+        ) from None
+
+
+def _read_text(label: str, content: bytes, problem: ProblemInfo) -> MeasuredData:
     if not content.strip():
         raise DataFileError(f"{label}: the file is empty")
     if content.startswith(b"CDF\x01") or content.startswith(b"CDF\x02"):
@@ -134,7 +149,7 @@ def _read_text(label: str, content: bytes, problem: Problem) -> MeasuredData:
 # NetCDF ---------------------------------------------------------------------------------------------
 
 
-def _read_netcdf(label: str, source: bytes | Path, problem: Problem, max_bytes: int) -> MeasuredData:
+def _read_netcdf(label: str, source: bytes | Path, problem: ProblemInfo, max_bytes: int) -> MeasuredData:
     kind = problem.kind
     try:
         ds = open_netcdf(
@@ -225,7 +240,7 @@ def _value_kind(dtype: np.dtype) -> str:
 # CSV ------------------------------------------------------------------------------------------------
 
 
-def _read_csv(label: str, content: bytes, problem: Problem) -> MeasuredData:
+def _read_csv(label: str, content: bytes, problem: ProblemInfo) -> MeasuredData:
     kind = problem.kind
     try:
         text = content.decode("utf-8-sig")
@@ -380,7 +395,7 @@ def _parse_rows_fast(rows: list[str], header: list[str], columns: list[str], nam
 
 
 def _csv_cross_sections(
-    label: str, setting: tuple[int, str] | None, problem: Problem, weights: np.ndarray | None, n: int
+    label: str, setting: tuple[int, str] | None, problem: ProblemInfo, weights: np.ndarray | None, n: int
 ) -> tuple[np.ndarray, np.ndarray]:
     names = problem.observable_names
     example = ", ".join(f"{o}=<value>±<error>" for o in names)
@@ -429,7 +444,7 @@ def _csv_cross_sections(
 # Checks shared by both formats -------------------------------------------------------------------------
 
 
-def _check_cross_sections(label: str, xsec: np.ndarray, err: np.ndarray, problem: Problem, where: str) -> None:
+def _check_cross_sections(label: str, xsec: np.ndarray, err: np.ndarray, problem: ProblemInfo, where: str) -> None:
     for n, v, e in zip(problem.observable_names, xsec, err):
         if not (np.isfinite(v) and np.isfinite(e)):
             raise DataFileError(f"{label}: {where}: the cross section of {n!r} is not finite ({v} ± {e})")
@@ -452,7 +467,7 @@ def _check_counts(label: str, counts: dict[str, int]) -> None:
         )
 
 
-def _check_domain(label: str, problem: Problem, name: str, events: np.ndarray, resolution: float, where) -> None:
+def _check_domain(label: str, problem: ProblemInfo, name: str, events: np.ndarray, resolution: float, where) -> None:
     """Every event inside the domain, widened by ``SMEARING_SIGMAS`` resolution widths for smeared data."""
     k = SMEARING_SIGMAS * resolution
     for axis, (coord, (a, b)) in enumerate(zip("xy", problem.domain)):

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from engine.choices import BACKGROUND_SHAPES
 from engine.detector._common import Domain, _check_events, _coord_axis, _domain_tensors, _per_coord
 
 __all__ = ["Background"]
@@ -33,7 +34,7 @@ class Background(nn.Module):
 
     differentiable = True
     gradient_note = "background: replaced events carry no gradient (θ-independent), the others keep theirs"
-    SHAPES = ("uniform", "exponential")
+    SHAPES = BACKGROUND_SHAPES
     # buffers (register_buffer), declared for the type checker
     lo: Tensor
     hi: Tensor

@@ -4,8 +4,15 @@ section of a spec) and :class:`MemberResult` (plain arrays, cheap to ship from a
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
+from pydantic import with_config
+
+from engine.choices import GridSpacingChoice
+from engine.specfields import SECTION_CONFIG, Number, OptionalFlag, Range, Whole
+
+if TYPE_CHECKING:  # numpy only for MemberResult's annotations: validating a spec imports no numpy
+    import numpy as np
 
 __all__ = ["TrainingConfig", "MemberResult", "PARAM_DRAWS"]
 
@@ -13,37 +20,61 @@ __all__ = ["TrainingConfig", "MemberResult", "PARAM_DRAWS"]
 PARAM_DRAWS = 100
 
 
+@with_config(SECTION_CONFIG)
 @dataclass
 class TrainingConfig:
-    """Hyperparameters of GAN training (the ``training`` section of a spec, less ``method``)."""
+    """Hyperparameters of GAN training (the ``training`` section of a spec, less ``method``).
 
-    steps: int = 1500
-    lr_g: float = 2e-3
-    lr_d: float = 2e-3
-    lr_final: float = 0.1  # learning rates decay exponentially to this fraction by the last step
-    batch_params: int = 64  # parameter sets drawn from the generator per step
-    events_per_param: int = 64  # events per observable per parameter set
-    noise_dim: int = 8
-    gen_width: int = 64
-    gen_depth: int = 2
-    disc_width: int = 64
-    disc_depth: int = 2
-    disc_edge_features: bool | None = None  # log-distance features of the discriminator (None: the problem's)
-    disc_per_observable: bool | None = None  # a discriminator network per observable (None: the problem's)
-    grid_points: int = 0  # tabulation grid of the differentiable sampler, points per axis (0: the problem's default)
-    grid_spacing: str = "auto"  # uniform | clustered (dense at the domain's ends) | auto: the problem's default
-    xsec_weight: float = 1.0  # weight of the cross-section discriminator in the generator loss
-    # Fraction of the steps fitted on event shapes alone before the cross-section weight ramps up linearly over
-    # xsec_ramp. Starting late (0.3) sent proxy1d's Nu to its bound: Adam met a new gradient at full step size.
-    xsec_start: float = 0.0
-    xsec_ramp: float = 0.05
-    # Point estimates (for bootstrap ensembles): the generator's noise scale shrinks linearly over the
-    # first quarter of training to noise_final (0: one parameter set), and the parameter estimate is the
-    # mean over the last average_last fraction of steps.
-    noise_final: float = 1.0
-    average_last: float = 0.0
-    metrics_every: int = 10
-    snapshot_every: int = 100
+    Each field's type says what a spec may give it (:mod:`engine.specfields`); the docstring under it
+    is its description in the spec's JSON Schema.
+    """
+
+    steps: Annotated[Whole, Range(1)] = 1500
+    """Training steps (generator and discriminator updates)."""
+    lr_g: Annotated[Number, Range(0, 1, lo_open=True, hi_open=True)] = 2e-3
+    """Learning rate of the generator."""
+    lr_d: Annotated[Number, Range(0, 1, lo_open=True, hi_open=True)] = 2e-3
+    """Learning rate of the discriminator."""
+    lr_final: Annotated[Number, Range(0, 1, lo_open=True)] = 0.1
+    """The fraction of the learning rates reached by the last step (exponential decay)."""
+    batch_params: Annotated[Whole, Range(1)] = 64
+    """Parameter sets drawn from the generator per step."""
+    events_per_param: Annotated[Whole, Range(1)] = 64
+    """Events per observable per parameter set."""
+    noise_dim: Annotated[Whole, Range(1)] = 8
+    """Dimension of the generator's noise input."""
+    gen_width: Annotated[Whole, Range(1)] = 64
+    """Width of the generator's hidden layers."""
+    gen_depth: Annotated[Whole, Range(0)] = 2
+    """Hidden layers of the generator."""
+    disc_width: Annotated[Whole, Range(1)] = 64
+    """Width of the discriminator's hidden layers."""
+    disc_depth: Annotated[Whole, Range(0)] = 2
+    """Hidden layers of the discriminator."""
+    disc_edge_features: OptionalFlag = None
+    """Log-distance features of the discriminator (null: the problem's default)."""
+    disc_per_observable: OptionalFlag = None
+    """A discriminator network per observable (null: the problem's default)."""
+    grid_points: Annotated[Whole, Range(0)] = 0
+    """Tabulation grid of the differentiable sampler, points per axis (0: the problem's default; else at least 16)."""
+    grid_spacing: GridSpacingChoice = "auto"
+    """uniform | clustered (dense at the domain's ends) | auto: the problem's default."""
+    xsec_weight: Number = 1.0
+    """Weight of the cross-section discriminator in the generator loss."""
+    # Starting late (0.3) sent proxy1d's Nu to its bound: Adam met a new gradient at full step size.
+    xsec_start: Annotated[Number, Range(0, 1)] = 0.0
+    """Fraction of the steps fitted on event shapes alone before the cross-section weight ramps up."""
+    xsec_ramp: Annotated[Number, Range(0, 1)] = 0.05
+    """Fraction of the steps over which the cross-section weight ramps up linearly."""
+    # Point estimates (for bootstrap ensembles): the noise shrinks and the estimate averages the last steps.
+    noise_final: Annotated[Number, Range(0, 1)] = 1.0
+    """The generator's noise scale after the first quarter of training (0: one parameter set)."""
+    average_last: Annotated[Number, Range(0, 1)] = 0.0
+    """The parameter estimate is the mean over this last fraction of the steps."""
+    metrics_every: Annotated[Whole, Range(1)] = 10
+    """Steps between rows of metrics."""
+    snapshot_every: Annotated[Whole, Range(1)] = 100
+    """Steps between QCF snapshots streamed to the dashboard."""
 
     @classmethod
     def field_names(cls) -> list[str]:

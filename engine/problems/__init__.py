@@ -6,6 +6,7 @@ A user adds a problem by subclassing :class:`Problem` and decorating it with
 
 from __future__ import annotations
 
+from engine.problem_catalog import describe
 from engine.problems.base import Problem
 
 __all__ = ["Problem", "register_problem", "get_problem", "problem_kinds"]
@@ -14,13 +15,13 @@ _REGISTRY: dict[str, type[Problem]] = {}
 
 
 def register_problem(cls: type[Problem]) -> type[Problem]:
-    """Class decorator that makes ``cls`` available as ``problem.kind: cls.kind``."""
-    n = len(cls.param_names)
-    for name in ("truth", "lo", "hi"):
-        if len(getattr(cls, name)) != n:
-            raise ValueError(f"{cls.__name__}.{name} has {len(getattr(cls, name))} values, expected {n}")
-    if any(lo >= hi for lo, hi in zip(cls.lo, cls.hi)):
-        raise ValueError(f"{cls.__name__}: every lower bound must be below its upper bound")
+    """Class decorator that makes ``cls`` available as ``problem.kind: cls.kind``; its data go to the
+    torch-free catalog (:mod:`engine.problem_catalog`) that specs are validated against."""
+    try:
+        info = cls.describe()  # checks that truth and bounds have a value per parameter, lo < hi
+    except ValueError as e:
+        raise ValueError(f"{cls.__name__}: {e}") from None
+    describe(info)
     _REGISTRY[cls.kind] = cls
     return cls
 

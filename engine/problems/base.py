@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import fields
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from engine import samplers
+from engine.problem_catalog import ProblemInfo
 from engine.samplers import cumulative_trapezoid, sample_inverse_cdf
 
 
@@ -47,6 +50,9 @@ class Problem:
             by at most 0.2 (``tests/test_grid_bias.py``).
         spec_defaults: spec sections that differ from the generic defaults in this problem's
             standard closure spec (e.g. ``{"name": "closure-x", "training": {"steps": 800}}``).
+
+    A subclass may take all of these from a torch-free :class:`~engine.problem_catalog.ProblemInfo`
+    (``class Proxy1D(Problem, info=PROXY1D)``), which the spec validates against without torch.
     """
 
     kind: ClassVar[str]
@@ -65,7 +71,22 @@ class Problem:
     disc_per_observable: ClassVar[bool] = False
     grid_points: ClassVar[int] = 512
     grid_spacing: ClassVar[str] = "uniform"
-    spec_defaults: ClassVar[dict[str, Any]] = {}
+    spec_defaults: ClassVar[Mapping[str, Any]] = {}
+    info: ClassVar[ProblemInfo]
+
+    def __init_subclass__(cls, info: ProblemInfo | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if info is not None:  # the facts live in engine.problem_catalog; the class reads them
+            cls.info = info
+            for f in fields(info):
+                setattr(cls, f.name, getattr(info, f.name))
+
+    @classmethod
+    def describe(cls) -> ProblemInfo:
+        """The class's data as a :class:`ProblemInfo` (what the torch-free spec validation reads)."""
+        if "info" in cls.__dict__:
+            return cls.info
+        return ProblemInfo(**{f.name: getattr(cls, f.name) for f in fields(ProblemInfo)})
 
     @property
     def event_dims(self) -> int:

@@ -11,6 +11,7 @@ import math
 import torch
 from torch import Tensor
 
+from engine.problem_catalog import GAUSS6
 from engine.problems import register_problem
 from engine.problems.base import Problem
 
@@ -18,21 +19,7 @@ COEFFS = ((1.0, 1.0), (-2.0, 2.0), (-9.46, 1.67), (4.20, 0.74), (0.921, 1.98), (
 
 
 @register_problem
-class Gauss6(Problem):
-    kind = "gauss6"
-    description = "six Gaussian data sets y_k ~ N(c_k · p, 1), two parameters (fast toy)"
-    param_names = ("p0", "p1")
-    truth = (2.0, 1.0)
-    lo = (0.0, 0.0)
-    hi = (4.0, 3.0)
-    qcf_names = tuple(f"y{k + 1}" for k in range(6))
-    observable_names = tuple(f"y{k + 1}" for k in range(6))
-    x_range = (-25.0, 20.0)
-    core_range = (-25.0, 20.0)
-    edge_features = False
-    grid_points = 1024
-    spec_defaults = {"problem": {"events": 10_000}, "training": {"steps": 600, "events_per_param": 16}}
-
+class Gauss6(Problem, info=GAUSS6):
     def means(self, theta: Tensor) -> Tensor:
         """``c_k · p`` for each parameter set: ``(B, 6)``."""
         return theta @ torch.tensor(COEFFS, dtype=theta.dtype, device=theta.device).T

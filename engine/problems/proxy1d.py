@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from engine.problem_catalog import PROXY1D
 from engine.problems import register_problem
 from engine.problems.base import Problem
 
@@ -25,20 +26,7 @@ def beta_shape(norm: Tensor, a: Tensor, b: Tensor, x: Tensor) -> Tensor:
 
 
 @register_problem
-class Proxy1D(Problem):
-    kind = "proxy1d"
-    description = "SAGIPS 1D demo: u, d → σ1 = 4u + d, σ2 = 4d + u on [0.1, 1]"
-    param_names = ("Nu", "au", "bu", "Nd", "ad", "bd")
-    truth = (2.1875, -0.5, 3.0, 1.09375, -0.5, 4.0)
-    lo = (0.0, -1.0, 0.0, 0.0, -1.0, 0.0)
-    hi = (3.0, 1.0, 5.0, 3.0, 1.0, 5.0)
-    normalisation_params = ("Nu", "Nd")
-    qcf_names = ("u", "d")
-    observable_names = ("sigma1", "sigma2")
-    x_range = (0.1, 1.0)
-    core_range = (0.1, 0.9)
-    spec_defaults = {"name": "closure-1d"}
-
+class Proxy1D(Problem, info=PROXY1D):
     def qcfs(self, theta: Tensor, *grids: Tensor) -> Tensor:
         (x,) = grids
         u = beta_shape(theta[:, 0], theta[:, 1], theta[:, 2], x)

@@ -10,15 +10,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from engine.problem_catalog import MULTISET2D, PROXY2D
 from engine.problems import register_problem
 from engine.problems.base import Problem
 
 _TINY = 1e-12
-TRUTH_A = (0.5, 3.0, 0.3, 4.0, 0.75)
-TRUTH_B = (0.2, 3.5, 0.8, 3.2, 0.3)
-TRUTH_C = (0.8, 2.9, 0.1, 4.3, 1.2)
-LO = (-0.5, 2.75, 0.0, 3.0, 0.0)
-HI = (1.0, 4.0, 1.3, 4.5, 1.5)
 MIXING = ((0.78, 0.11, 0.11), (0.175, 0.65, 0.175), (0.065, 0.065, 0.87), (0.38, 0.31, 0.31))
 
 
@@ -33,26 +29,7 @@ def rho2d(p: Tensor, x: Tensor, y: Tensor) -> Tensor:
 
 
 @register_problem
-class Proxy2D(Problem):
-    kind = "proxy2d"
-    description = "2D density ρ(x, y) = x^p0 (1−x)^p1 y^p2 (1−y)^p3 (1 + p4 x y) on [0.001, 0.999]²"
-    param_names = ("p0", "p1", "p2", "p3", "p4")
-    truth = TRUTH_A
-    lo = LO
-    hi = HI
-    qcf_names = ("rho",)
-    observable_names = ("rho",)
-    x_range = (0.001, 0.999)
-    y_range = (0.001, 0.999)
-    core_range = (0.001, 0.999)
-    grid_points = 64
-    grid_spacing = "clustered"
-    # The discriminator sees z-scored positions, not the logs of the distances to the edges: with
-    # those, the bootstrap members agreed on p0 to half the likelihood error around a biased value
-    # (closure-2d: pull −2.27, −3.02 with 5% smearing); without, pulls ≤ 1.41 and QCFs within 0.93 σ.
-    edge_features = False
-    spec_defaults = {"name": "closure-2d", "training": {"steps": 1500}}
-
+class Proxy2D(Problem, info=PROXY2D):
     def qcfs(self, theta: Tensor, *grids: Tensor) -> Tensor:
         return rho2d(theta, *grids)[:, None]
 
@@ -61,26 +38,8 @@ class Proxy2D(Problem):
 
 
 @register_problem
-class MultiSet2D(Problem):
-    kind = "multiset2d"
-    description = "four 2D data sets mixing three ρ(x, y) densities A, B, C; 15 parameters fitted at once"
-    param_names = tuple(f"{d}_p{i}" for d in "ABC" for i in range(5))
-    truth = TRUTH_A + TRUTH_B + TRUTH_C
-    lo = LO * 3
-    hi = HI * 3
-    qcf_names = ("A", "B", "C")
-    observable_names = ("set1", "set2", "set3", "set4")
-    x_range = (0.001, 0.999)
-    y_range = (0.001, 0.999)
-    core_range = (0.001, 0.999)
-    grid_points = 64
-    grid_spacing = "clustered"
+class MultiSet2D(Problem, info=MULTISET2D):
     mixing = MIXING
-    # A discriminator network per data set: one shared through a label input left the fit with C's
-    # errors up to 2.38× the likelihood's (closure-multiset2d); with a network each, the bootstrap
-    # members track likelihood fits of the same replicas (correlation 0.81-0.98, spread 0.72-1.33×).
-    disc_per_observable = True
-    spec_defaults = {"problem": {"events": 50_000}, "training": {"steps": 1500, "batch_params": 32}}
 
     def qcfs(self, theta: Tensor, *grids: Tensor) -> Tensor:
         return torch.stack([rho2d(theta[:, 5 * k : 5 * k + 5], *grids) for k in range(3)], dim=1)

@@ -11,9 +11,10 @@ import re
 
 import torch
 
+from engine.choices import DEVICES
+
 __all__ = ["DEVICES", "resolve_device", "cuda_index"]
 
-DEVICES = ("auto", "cpu", "cuda")
 
 _TRAILING_INDEX = re.compile(r"^(?:\d+|.*-(\d+))$")  # 3, "3", "gpu-3"; never a tcp://host:port address
 

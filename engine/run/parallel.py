@@ -34,9 +34,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["SCHEDULES", "ShareSchedule", "GradientSharing", "backend_for", "host_store"]
+from engine.choices import SCHEDULES
 
-SCHEDULES = ("sync", "grouped")
+__all__ = ["SCHEDULES", "ShareSchedule", "GradientSharing", "backend_for", "host_store"]
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from engine.data.datafiles import DataFileError, read_measured_file
+from engine.data.datafiles import read_spec_data
 from engine.data.histograms import HIST_BINS, HIST_BINS_2D
 from engine.data.pseudodata import MeasuredData, make_pseudo_data
 from engine.detector import DetectorChain, build_detector
@@ -19,7 +19,7 @@ from engine.gan.trainer import GANTrainer, MemberResult
 from engine.problems import get_problem
 from engine.results import qcf_grids
 from engine.run.sinks import HistorySink, MetricsSink, MultiSink
-from engine.spec import Spec, SpecError
+from engine.spec import Spec
 
 if TYPE_CHECKING:
     from engine.mle import MLEFit
@@ -47,10 +47,7 @@ def measured_data(spec: Spec) -> MeasuredData:
     it, when it is not measured data of the spec's problem: the check a spec's data get before dispatch."""
     problem = get_problem(spec.problem.kind)
     if spec.problem.data:  # checked as an upload is (engine.data.datafiles): no external storage, sizes bounded
-        try:
-            return read_measured_file(spec.problem.data, problem.kind)
-        except DataFileError as e:
-            raise SpecError("problem.data", str(e)) from None
+        return read_spec_data(spec.problem.data, problem.kind)
     return make_pseudo_data(
         problem, np.asarray(spec.truth_values()), spec.problem.events, spec.problem.seed, detector_for(spec)
     )

@@ -8,10 +8,9 @@ import math
 import torch
 from torch import Tensor
 
+from engine.choices import GRID_SPACINGS
+
 __all__ = ["GRID_SPACINGS", "clustered_grid", "tabulation_grid", "trapezoid_weights", "cumulative_trapezoid"]
-
-
-GRID_SPACINGS = ("uniform", "clustered")
 
 
 def clustered_grid(a: float, b: float, n: int, dtype: torch.dtype = torch.float64) -> Tensor:
