@@ -1,0 +1,230 @@
+"""Measured events from CSV text (the format is described in :mod:`engine.data.datafiles`): a header naming the
+columns, one event per line, ``# xsec:`` and ``# resolution:`` comments; each refusal names the line and
+column at fault."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from engine.data.filechecks import DataFileError, check_counts, check_cross_sections, check_domain
+from engine.data.measured import MeasuredData
+from engine.problem_catalog import ProblemInfo
+from engine.textlimits import shown
+
+__all__ = ["read_csv"]
+
+_PLUS_MINUS = re.compile(r"\s*(?:±|\+/-|\+-)\s*")
+
+
+def read_csv(label: str, content: bytes, problem: ProblemInfo) -> MeasuredData:
+    kind = problem.kind
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = content[: e.start].count(b"\n") + 1
+        raise DataFileError(
+            f"{label}: not UTF-8 text (line {line}, byte {e.start}); a CSV must be UTF-8, a NetCDF file NetCDF-4"
+        ) from None
+    if "\x00" in text:
+        raise DataFileError(f"{label}: binary data, not CSV text")
+    settings: dict[str, tuple[int, str]] = {}
+    rows: list[str] = []
+    numbers: list[int] = []
+    for i, row in enumerate(text.splitlines(), start=1):
+        stripped = row.strip()
+        if not stripped:
+            continue
+        if stripped.startswith("#"):
+            m = re.match(r"#\s*(xsec|resolution)\s*:(.*)$", stripped, re.IGNORECASE)
+            if m:
+                settings[m.group(1).lower()] = (i, m.group(2).strip())
+            continue
+        rows.append(row)
+        numbers.append(i)
+    if not rows:
+        raise DataFileError(f"{label}: no header and no events (only comments or blank lines)")
+
+    coords = ["x"] if problem.event_dims == 1 else ["x", "y"]
+    allowed = ["observable", *coords, "weight"]
+    reader = csv.reader(rows)
+    header = [h.strip().lower() for h in next(reader)]
+    unknown = [h for h in header if h not in allowed]
+    if unknown:
+        raise DataFileError(
+            f"{label}: line {numbers[0]}: unknown column {shown(unknown[0])}; {kind} event columns are "
+            f"{', '.join(allowed)} (weight optional)"
+        )
+    dup = [h for h in header if header.count(h) > 1]
+    if dup:
+        raise DataFileError(f"{label}: line {numbers[0]}: column {shown(dup[0])} appears twice")
+    missing = [h for h in allowed[:-1] if h not in header]
+    if missing:
+        raise DataFileError(
+            f"{label}: line {numbers[0]}: the header lacks column(s) {', '.join(missing)}; {kind} "
+            f"events need {', '.join(allowed[:-1])} (and optionally weight)"
+        )
+    names = problem.observable_names
+    col_obs = header.index("observable")
+    numeric = [(c, header.index(c)) for c in [*coords, "weight"] if c in header]
+    n_fields = len(header)
+    parsed = _parse_rows_fast(rows[1:], header, [c for c, _ in numeric], names)
+    if parsed is None:  # something is wrong: the line-by-line reader finds the first fault and says where
+        parsed = _parse_rows_slowly(label, kind, reader, numbers[1:], n_fields, col_obs, numeric, names)
+    per_obs, line_numbers = parsed
+    lines_of = {n: np.asarray(numbers[1:])[line_numbers[n]] for n in names}
+
+    check_counts(label, {n: len(v) for n, v in per_obs.items()})
+    table = np.stack([per_obs[n] for n in names]).astype(np.float64)  # (O, N, D[+1])
+    d = len(coords)
+    events = table[..., :d]
+    weights = table[..., d] if "weight" in header else None
+    if weights is not None:
+        for o, n in enumerate(names):
+            if not weights[o].sum() > 0:
+                raise DataFileError(f"{label}: column 'weight': all weights of observable {n!r} are zero")
+    resolution = 0.0
+    if "resolution" in settings:
+        line, value = settings["resolution"]
+        try:
+            resolution = float(value)
+        except ValueError:
+            resolution = -1.0
+        if not 0.0 <= resolution < 1.0:
+            raise DataFileError(f"{label}: line {line}: resolution {shown(value)} must be a number in [0, 1)")
+    for o, n in enumerate(names):
+        check_domain(label, problem, n, events[o], resolution, _line_of(lines_of[n]))
+    xsec, xsec_err = _csv_cross_sections(label, settings.get("xsec"), problem, weights, events.shape[1])
+    try:
+        return MeasuredData(kind, events, xsec, xsec_err, None, weights)
+    except ValueError as e:
+        raise DataFileError(f"{label}: {e}") from None
+
+
+def _line_of(lines: np.ndarray) -> Callable[[int], str]:
+    """Where event ``i`` of an observable is, for messages: its line in the file."""
+    return lambda i: f"line {lines[i]}"
+
+
+def _parse_rows_slowly(
+    label: str,
+    kind: str,
+    reader: Iterator[list[str]],
+    numbers: list[int],
+    n_fields: int,
+    col_obs: int,
+    numeric: list[tuple[str, int]],
+    names: tuple[str, ...],
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Events per observable ``(N, columns)`` and their row indices, reading line by line (exact messages)."""
+    per_obs: dict[str, list[list[float]]] = {n: [] for n in names}
+    rows_of: dict[str, list[int]] = {n: [] for n in names}
+    for k, (fields, line) in enumerate(zip(reader, numbers)):
+        if len(fields) != n_fields:
+            raise DataFileError(f"{label}: line {line}: {len(fields)} fields, the header has {n_fields}")
+        obs = fields[col_obs].strip()
+        if obs not in per_obs:
+            raise DataFileError(
+                f"{label}: line {line}, column 'observable': unknown observable {shown(obs)}; "
+                f"{kind} has "
+                f"{', '.join(names)}"
+            )
+        values = []
+        for col, j in numeric:
+            cell = fields[j].strip()
+            try:
+                v = float(cell)
+            except ValueError:
+                raise DataFileError(f"{label}: line {line}, column {col!r}: {shown(cell)} is not a number") from None
+            if not np.isfinite(v):
+                raise DataFileError(f"{label}: line {line}, column {col!r}: {shown(cell)} is not a finite number")
+            if col == "weight" and v < 0:
+                raise DataFileError(
+                    f"{label}: line {line}, column 'weight': negative weight {shown(cell)}; "
+                    f"weights must be "
+                    f"non-negative"
+                )
+            values.append(v)
+        per_obs[obs].append(values)
+        rows_of[obs].append(k)
+    cols = len(numeric)
+    return (
+        {n: np.asarray(v, dtype=np.float64).reshape(-1, cols) for n, v in per_obs.items()},
+        {n: np.asarray(v, dtype=np.int64) for n, v in rows_of.items()},
+    )
+
+
+def _parse_rows_fast(rows: list[str], header: list[str], columns: list[str], names: tuple[str, ...]):
+    """As :func:`_parse_rows_slowly` with pandas' C reader, or ``None`` at the first sign of trouble."""
+    import pandas as pd  # an xarray dependency
+
+    try:
+        df = pd.read_csv(
+            io.StringIO("\n".join(rows)), header=None, names=header, dtype=str, keep_default_na=False, engine="c"
+        )
+        if len(df) != len(rows):
+            return None
+        obs = df["observable"].str.strip().to_numpy()
+        values = df[columns].apply(lambda c: c.str.strip()).astype(np.float64).to_numpy()
+    except Exception:  # any parse problem: the slow reader says which line
+        return None
+    if not np.isfinite(values).all() or ("weight" in columns and (values[:, -1] < 0).any()):
+        return None
+    if not np.isin(obs, list(names)).all():
+        return None
+    index = {n: np.flatnonzero(obs == n) for n in names}
+    return {n: values[i] for n, i in index.items()}, index
+
+
+def _csv_cross_sections(
+    label: str, setting: tuple[int, str] | None, problem: ProblemInfo, weights: np.ndarray | None, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    names = problem.observable_names
+    example = ", ".join(f"{o}=<value>±<error>" for o in names)
+    if setting is None:
+        if problem.normalisation_params:
+            raise DataFileError(
+                f"{label}: no cross sections: {problem.kind} needs the integrated cross section of each observable "
+                f"to fix its normalisations ({', '.join(problem.normalisation_params)}); add the comment line "
+                f"'# xsec: {example}'"
+            )
+        # Unused by this problem's fits: the (weighted) event count and its Poisson error stand in.
+        if weights is None:
+            return np.full(len(names), float(n)), np.full(len(names), np.sqrt(n))
+        return weights.sum(axis=1), np.sqrt((weights**2).sum(axis=1))
+    line, text = setting
+    values: dict[str, tuple[float, float]] = {}
+    for item in filter(None, (s.strip() for s in re.split(r"[,;]", text))):
+        m = re.match(r"^([^=\s]+)\s*=\s*(.+)$", item)
+        parts = _PLUS_MINUS.split(m.group(2).strip()) if m else []
+        try:
+            value, err = (float(parts[0]), float(parts[1])) if len(parts) == 2 else (None, None)
+        except ValueError:
+            value, err = None, None
+        if m is None or value is None or err is None:
+            raise DataFileError(
+                f"{label}: line {line}: cannot read cross section {shown(item)}; write '# xsec: {example}'"
+            )
+        if m.group(1) not in names:
+            raise DataFileError(
+                f"{label}: line {line}: unknown observable {shown(m.group(1))} in xsec; "
+                f"{problem.kind} has "
+                f"{', '.join(names)}"
+            )
+        values[m.group(1)] = (value, err)
+    missing = [o for o in names if o not in values]
+    if missing:
+        raise DataFileError(
+            f"{label}: line {line}: no cross section for {', '.join(missing)}; write '# xsec: {example}'"
+        )
+    xsec = np.asarray([values[o][0] for o in names])
+    xsec_err = np.asarray([values[o][1] for o in names])
+    check_cross_sections(label, xsec, xsec_err, problem, f"line {line}")
+    return xsec, xsec_err
+
+
+# Checks shared by both formats -------------------------------------------------------------------------
