@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from app.cli.common import fail, load_spec_arg, tls_from_args
+from app.cli.serve import cmd_credentials, cmd_serve
 
 __all__ = ["main"]
 
@@ -195,65 +196,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run(args)
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    from app.dashboard.server import Access, serve
-
-    spec = load_spec_arg(args.spec) if args.spec else None
-    extra = None
-    if args.oauth_extra_params:
-        import json
-
-        try:
-            extra = json.loads(args.oauth_extra_params)
-        except json.JSONDecodeError:
-            return fail("--oauth-extra-params: not a JSON object")
-    access = Access(
-        auth=args.auth,
-        credentials=Path(args.credentials) if args.credentials else None,
-        oauth={
-            "provider": args.oauth_provider,
-            "key": args.oauth_key,
-            "secret": args.oauth_secret,
-            "redirect_uri": args.oauth_redirect_uri,
-            "extra_params": extra,
-            "encryption_key": args.oauth_encryption_key,
-        },
-        insecure=args.insecure,
-        allow_origin=args.allow_origin,
-    )
-    return serve(
-        port=args.port,
-        address=args.address,
-        scheduler=args.scheduler,
-        workers=args.workers,
-        runs_dir=Path(args.runs_dir),
-        spec=spec,
-        show=args.show,
-        data_dir=Path(args.data_dir),
-        access=access,
-        security=tls_from_args(args),
-    )
-
-
-def cmd_credentials(args: argparse.Namespace) -> int:
-    import getpass
-
-    from app.dashboard.auth import CredentialsError, set_user
-
-    try:
-        if args.password_stdin:
-            password = sys.stdin.readline().rstrip("\n")
-        else:
-            password = getpass.getpass(f"password for {args.user}: ")
-            if getpass.getpass("again: ") != password:
-                return fail("the passwords differ; nothing changed")
-        set_user(args.file, args.user, password)
-    except CredentialsError as e:
-        return fail(str(e))
-    print(f"{args.file}: user {args.user} set", file=sys.stderr)
-    return 0
-
-
 def _add_cluster_args(p: argparse.ArgumentParser, default_workers: int | None) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument(
@@ -277,7 +219,7 @@ def _add_cluster_args(p: argparse.ArgumentParser, default_workers: int | None) -
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="qcf-studio", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="qcf-studio", description=__doc__.splitlines()[0].replace("``", ""))
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", help="open the dashboard (embedded LocalCluster unless --scheduler)")
