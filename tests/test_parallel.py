@@ -130,7 +130,9 @@ def test_a_lost_rank_stops_its_peer_with_an_error_not_a_hang(spec_and_data):
     r0, r1 = run_ranks(2, body, timeout=10.0)
     assert r1 == "left"
     assert isinstance(r0, tuple), r0
-    assert r0[0] < 10.0  # at the latest after the collective's timeout
+    # at the latest after the collective's timeout (10 s) and the rest of the step's own work, which a loaded
+    # 2-core machine can stretch (10.02 s seen): a hang would take the test's whole timeout
+    assert r0[0] < 15.0
 
 
 def test_checkpoint_restores_training_exactly(spec_and_data):
