@@ -11,7 +11,10 @@ By pipeline stage:
 - :mod:`engine.run`: running fits (members and data-parallel ranks on Dask, metric sinks, devices);
 - :mod:`engine.results`: the results contract, closure metrics, safe file writing;
 - :mod:`engine.campaign`: closure campaigns over many pseudo-data replicas;
-- :mod:`engine.spec`: the run specification and its validation.
+- :mod:`engine.spec`: the run specification and its validation, torch-free, with its sections
+  (:mod:`engine.spec_sections`, :mod:`engine.spec_detector`, :mod:`engine.specfields`), the values of its
+  choice fields (:mod:`engine.choices`), the problems' facts (:mod:`engine.problem_catalog`) and its JSON
+  Schema (:mod:`engine.spec_schema`).
 
 Pure torch/numpy/xarray. Nothing here imports Panel, HoloViews or Bokeh (nor ``app`` or ``layouts``), and only
 :mod:`engine.run.distributed`, :mod:`engine.run.cluster` (the embedded cluster) and the campaign driver import Dask.
