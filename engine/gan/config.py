@@ -15,7 +15,10 @@ PARAM_DRAWS = 100
 
 @dataclass
 class TrainingConfig:
-    """Hyperparameters of GAN training (the ``training`` section of a spec, less ``method``)."""
+    """Hyperparameters of GAN training (the ``training`` section of a spec, less ``method``).
+
+    The likelihood fit (:class:`~engine.mle.MLEFit`) reads ``steps`` (MIGRAD's call limit per start),
+    ``metrics_every`` and ``minos``."""
 
     steps: int = 1500
     lr_g: float = 2e-3
@@ -44,6 +47,7 @@ class TrainingConfig:
     average_last: float = 0.0
     metrics_every: int = 10
     snapshot_every: int = 100
+    minos: bool = False  # likelihood fit: MINOS for every parameter (else only for those within 2σ of a bound)
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -70,3 +74,9 @@ class MemberResult:
     resumed_from: int = 0  # the step a member went on from after its worker died (0: never restarted)
     comm_seconds: float = 0.0  # data-parallel: time this rank spent waiting in collectives
     params_draws: np.ndarray | None = None  # (PARAM_DRAWS, param): draws of the member's parameter distribution
+    # A likelihood fit's MINUIT summary (engine.mle); None for a GAN member.
+    fit_valid: bool | None = None  # MIGRAD's minimum valid and HESSE's covariance usable
+    fit_edm: float | None = None  # estimated distance to the minimum
+    fit_calls: int | None = None  # NLL evaluations: every MIGRAD start, HESSE and MINOS
+    at_bound: np.ndarray | None = None  # (param,) bool: the estimate at a limit, or its MINOS interval reaching one
+    minos_errors: np.ndarray | None = None  # (param, 2): MINOS lower (≤ 0) and upper errors; NaN where not run
