@@ -234,6 +234,8 @@ def _errors(ds: xr.Dataset) -> Criterion:
         return Criterion(ERRORS, None, ERROR_RATIO_LIMIT, None, f"GAN/MLE errors: {text}")
     err = ds["params_ensemble_err"] if "params_ensemble_err" in ds else estimate(ds, "params")[1]
     ratio = err / ds["params_mle_err"]
+    if not bool(ratio.notnull().any()):  # e.g. HESSE failed: the reference's errors are NaN
+        return Criterion(ERRORS, None, ERROR_RATIO_LIMIT, None, "GAN/MLE errors: no error ratio is finite.")
     worst = float(ratio.max())
     name = str(ratio["param"].values[int(np.nanargmax(ratio.values))])
     passed = worst <= ERROR_RATIO_LIMIT
@@ -273,12 +275,6 @@ def _calibration(ds: xr.Dataset) -> Criterion:
     return Criterion(CALIBRATION, None, None, None, text, decisive=False)
 
 
-def _likelihood_fit(ds: xr.Dataset) -> Criterion | None:
-    """MINUIT's verdict on the run's likelihood fit or reference (informative): invalid, or a parameter at a bound."""
-    found = fit_quality_findings(ds)
-    return None if found is None else Criterion(LIKELIHOOD_FIT, None, None, found[0], found[1], decisive=False)
-
-
 def has_truth(ds: xr.Dataset) -> bool:
     return "params_true" in ds and "pull" in ds and "qcf_true" in ds
 
@@ -305,8 +301,9 @@ def closure_report(ds: xr.Dataset) -> list[Criterion]:
     if "chi2_ndf" in ds:
         out.append(_chi2(ds))
     out.append(_errors(ds))
-    minuit = _likelihood_fit(ds)
-    out += [minuit] if minuit is not None else []
+    found = fit_quality_findings(ds)  # MINUIT's verdict on the likelihood fit or reference: invalid, at a bound
+    if found is not None:
+        out.append(Criterion(LIKELIHOOD_FIT, None, None, found[0], found[1], decisive=False))
     out.append(_calibration(ds))
     return out
 

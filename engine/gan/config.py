@@ -17,8 +17,7 @@ PARAM_DRAWS = 100
 class TrainingConfig:
     """Hyperparameters of GAN training (the ``training`` section of a spec, less ``method``).
 
-    The likelihood fit (:class:`~engine.mle.MLEFit`) reads ``steps`` (MIGRAD's call limit per start),
-    ``metrics_every`` and ``minos``."""
+    The likelihood fit (:class:`~engine.mle.MLEFit`) reads ``metrics_every`` and ``minos`` only."""
 
     steps: int = 1500
     lr_g: float = 2e-3

@@ -29,8 +29,8 @@ class MLEFit(ErrorsAndPredictions):
     """Unbinned maximum-likelihood fit of ``problem`` to ``data``; a drop-in for :class:`GANTrainer`.
 
     Runs on the CPU (see the module docstring). Arguments are those of :class:`GANTrainer` except
-    ``device``. Of ``config`` only ``steps`` (MIGRAD's call limit per start), ``metrics_every`` and ``minos``
-    (MINOS for every parameter) are used; one snapshot is logged, at the end.
+    ``device``. Of ``config`` only ``metrics_every`` and ``minos`` (MINOS for every parameter) are used (``steps``
+    counts GAN steps: MIGRAD keeps MINUIT's own call limit); one snapshot is logged, at the end.
     ``seed`` seeds the random starts, the QCF draws and the simulated histograms.
     """
 
@@ -122,7 +122,7 @@ class MLEFit(ErrorsAndPredictions):
         strategy 1 before HESSE."""
         best: Minuit | None = None
         self.objective.on_call = on_call
-        names, ncall = self.problem.param_names, self.config.steps
+        names, ncall = self.problem.param_names, None  # MINUIT's own call limit: 200 + 100 P + 5 P² per start
         try:
             for i, start in enumerate(self._start_points()):
                 if self._minimum_confirmed():
@@ -149,7 +149,7 @@ class MLEFit(ErrorsAndPredictions):
         stop_requested: Callable[[], bool] = lambda: False,
         stop_check_every: int = 20,
     ) -> MemberResult:
-        """MIGRAD from each start (at most ``config.steps`` NLL calls each) until two agree; at the lowest
+        """MIGRAD from each start until two agree; at the lowest
         minimum HESSE, and MINOS for the parameters within 2σ of a bound (all with ``config.minos``). The
         metrics show the best point so far, by NLL call; a stopped fit keeps it, without errors."""
         t0 = time.perf_counter()

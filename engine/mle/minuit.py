@@ -62,7 +62,7 @@ def migrad(
     lo: Tensor,
     hi: Tensor,
     names: Sequence[str],
-    ncall: int,
+    ncall: int | None,
     tol: float,
     strategy: int = 1,
 ) -> Minuit:
