@@ -16,6 +16,7 @@ import numpy as np
 import xarray as xr
 
 from engine.results import ERROR_RATIO_LIMIT, PULL_LIMIT, QCF_SIGMA_LIMIT, estimate, is_bootstrap, qcf_deviation
+from engine.results.fit_quality import fit_quality_findings
 from engine.safe_yaml import load_yaml
 from engine.textlimits import clip, shown
 
@@ -38,7 +39,7 @@ __all__ = [
 # The limits (PULL_LIMIT, QCF_SIGMA_LIMIT, ERROR_RATIO_LIMIT) are engine.results', which judges closure_passed by them.
 
 # Criterion names (stable: the dashboard and tests look criteria up by them).
-STATUS, QCF, PULLS, COVERAGE, CHI2, ERRORS, CALIBRATION = (
+STATUS, QCF, PULLS, COVERAGE, CHI2, ERRORS, CALIBRATION, LIKELIHOOD_FIT = (
     "Run status",
     "QCF closure",
     "Parameter pulls",
@@ -46,6 +47,7 @@ STATUS, QCF, PULLS, COVERAGE, CHI2, ERRORS, CALIBRATION = (
     "χ²/ndf",
     "GAN/MLE errors",
     "Error calibration",
+    "Likelihood fit",
 )
 
 
@@ -214,40 +216,26 @@ def _chi2(ds: xr.Dataset) -> Criterion:
         parts.append(f"{obs} {_n(value)} (ndf {ndf}, limit {_n(limit)})" + ("" if ok else " — too large"))
         if value > worst:
             worst, worst_limit = value, limit
+    fits = "describe the data (p > 0.001)" if passed else "do not describe the data everywhere (p < 0.001)"
     text = (
-        "χ²/ndf of generated vs measured histograms (worst member): "
-        + ", ".join(parts)
-        + ". "
-        + (
-            "The generated events describe the data (p > 0.001)."
-            if passed
-            else "The generated events do not describe the data everywhere (p < 0.001)."
-        )
+        f"χ²/ndf of generated vs measured histograms (worst member): {', '.join(parts)}. The generated events {fits}."
     )
     return Criterion(CHI2, worst, worst_limit, passed, text, decisive=False)
 
 
 def _errors(ds: xr.Dataset) -> Criterion:
-    if ds.attrs.get("method") == "mle":
-        return Criterion(
-            ERRORS,
-            None,
-            ERROR_RATIO_LIMIT,
-            None,
-            "GAN/MLE errors: this run is the maximum-likelihood fit, the statistical reference itself.",
+    if ds.attrs.get("method") == "mle" or "params_mle_err" not in ds:
+        text = (
+            "this run is the maximum-likelihood fit, the statistical reference itself."
+            if ds.attrs.get("method") == "mle"
+            else "the run has no maximum-likelihood reference (training.mle_reference: true adds one), so the "
+            "errors are not compared with the statistical limit."
         )
-    if "params_mle_err" not in ds:
-        return Criterion(
-            ERRORS,
-            None,
-            ERROR_RATIO_LIMIT,
-            None,
-            "GAN/MLE errors: the run has no maximum-likelihood reference "
-            "(training.mle_reference: true adds one), so the errors are not compared with the "
-            "statistical limit.",
-        )
+        return Criterion(ERRORS, None, ERROR_RATIO_LIMIT, None, f"GAN/MLE errors: {text}")
     err = ds["params_ensemble_err"] if "params_ensemble_err" in ds else estimate(ds, "params")[1]
     ratio = err / ds["params_mle_err"]
+    if not bool(ratio.notnull().any()):  # e.g. HESSE failed: the reference's errors are NaN
+        return Criterion(ERRORS, None, ERROR_RATIO_LIMIT, None, "GAN/MLE errors: no error ratio is finite.")
     worst = float(ratio.max())
     name = str(ratio["param"].values[int(np.nanargmax(ratio.values))])
     passed = worst <= ERROR_RATIO_LIMIT
@@ -274,7 +262,7 @@ def _calibration(ds: xr.Dataset) -> Criterion:
     check = "`qcf-studio campaign` with this spec fits many replicas and says whether these errors are."
     if ds.attrs.get("method") == "mle":
         text = (
-            "Error calibration: the likelihood fit's Hessian errors were found calibrated by campaigns of "
+            "Error calibration: the likelihood fit's HESSE errors were found calibrated by campaigns of "
             "proxy1d, proxy2d and gauss6 (docs/campaigns.md). " + check
         )
     else:
@@ -293,7 +281,8 @@ def has_truth(ds: xr.Dataset) -> bool:
 
 def closure_report(ds: xr.Dataset) -> list[Criterion]:
     """The closure criteria of design.md for one result, in the order status, QCF, pulls, coverage,
-    χ²/ndf, GAN/MLE errors and what closure campaigns found about this kind of error.
+    χ²/ndf, GAN/MLE errors, MINUIT's verdict on the likelihood fit (where the file has one) and what closure
+    campaigns found about this kind of error.
 
     Without a truth (a fit of measured data) the QCF, pull and coverage criteria say that closure
     cannot be judged; χ²/ndf and the GAN/MLE errors are still reported.
@@ -312,6 +301,9 @@ def closure_report(ds: xr.Dataset) -> list[Criterion]:
     if "chi2_ndf" in ds:
         out.append(_chi2(ds))
     out.append(_errors(ds))
+    found = fit_quality_findings(ds)  # MINUIT's verdict on the likelihood fit or reference: invalid, at a bound
+    if found is not None:
+        out.append(Criterion(LIKELIHOOD_FIT, None, None, found[0], found[1], decisive=False))
     out.append(_calibration(ds))
     return out
 

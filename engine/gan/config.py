@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 from pydantic import with_config
 
 from engine.choices import GridSpacingChoice
-from engine.specfields import SECTION_CONFIG, Number, OptionalFlag, Range, Whole
+from engine.specfields import SECTION_CONFIG, Flag, Number, OptionalFlag, Range, Whole
 
 if TYPE_CHECKING:  # numpy only for MemberResult's annotations: validating a spec imports no numpy
     import numpy as np
@@ -26,7 +26,8 @@ class TrainingConfig:
     """Hyperparameters of GAN training (the ``training`` section of a spec, less ``method``).
 
     Each field's type says what a spec may give it (:mod:`engine.specfields`); the docstring under it
-    is its description in the spec's JSON Schema.
+    is its description in the spec's JSON Schema. The likelihood fit (:class:`~engine.mle.MLEFit`) reads
+    ``metrics_every`` and ``minos`` only.
     """
 
     steps: Annotated[Whole, Range(1)] = 1500
@@ -75,6 +76,8 @@ class TrainingConfig:
     """Steps between rows of metrics."""
     snapshot_every: Annotated[Whole, Range(1)] = 100
     """Steps between QCF snapshots streamed to the dashboard."""
+    minos: Flag = False
+    """Likelihood fit: MINOS for every parameter (else only for those within 2σ of a bound)."""
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -101,3 +104,9 @@ class MemberResult:
     resumed_from: int = 0  # the step a member went on from after its worker died (0: never restarted)
     comm_seconds: float = 0.0  # data-parallel: time this rank spent waiting in collectives
     params_draws: np.ndarray | None = None  # (PARAM_DRAWS, param): draws of the member's parameter distribution
+    # A likelihood fit's MINUIT summary (engine.mle); None for a GAN member.
+    fit_valid: bool | None = None  # MIGRAD's minimum valid and HESSE's covariance usable
+    fit_edm: float | None = None  # estimated distance to the minimum
+    fit_calls: int | None = None  # NLL evaluations: every MIGRAD start, HESSE and MINOS
+    at_bound: np.ndarray | None = None  # (param,) bool: the estimate at a limit, or its MINOS interval reaching one
+    minos_errors: np.ndarray | None = None  # (param, 2): MINOS lower (≤ 0) and upper errors; NaN where not run

@@ -13,16 +13,21 @@ laws), folded numerically with the resolution smearing ``x → x (1 − R)``, no
 trapezoid rule (the exact integral of the linear interpolant) and interpolated linearly (bilinearly
 in 2D) at the events. The interpolation cells are fixed, so the NLL is smooth in θ.
 
-The NLL is minimised with L-BFGS (strong Wolfe line search) over unconstrained ``u`` with
-``θ = lo + sigmoid(u)(hi − lo)``, from the middle of the bounds and then seeded random starts until
-two starts reach the same lowest minimum (at most ``MLEFit.starts``). Errors come from the Hessian
-of the NLL in θ at the optimum (covariance = H⁻¹); QCF bands from θ ~ N(θ̂, H⁻¹) drawn through the
-theory.
+The NLL is minimised by MINUIT (iminuit): MIGRAD on θ itself, with the problem's bounds as Minuit limits, the
+autograd gradient supplied and ``errordef`` 0.5 (a negative log-likelihood), from the middle of the bounds and then
+seeded random starts until two starts reach the same lowest minimum (at most ``MLEFit.starts``; the first runs
+MINUIT's default strategy 1, which checks the gradient against finite differences, the others strategy 0). At the
+lowest minimum HESSE gives the covariance (H⁻¹, from MINUIT's own second derivatives), and MINOS the asymmetric
+interval of every parameter whose estimate lies within 2σ of a limit (of all with ``training.minos: true``). The
+result reports MINUIT's validity, the EDM and the NLL calls, and flags a parameter at a bound (its estimate within
+1e-3 of its range from a limit, or its MINOS interval reaching one): HESSE's error is not reliable there. QCF bands
+come from θ ~ N(θ̂, H⁻¹) drawn through the theory.
 
 Weighted data (``data.weights``, normalised to mean 1 per observable): the fit maximises the weighted
 log-likelihood ``Σ w log p`` (plus the cross-section term), whose Hessian alone does not give the
 errors (it would for weights that count duplicated events, not in general). The covariance is then
-the sandwich ``H⁻¹ V H⁻¹`` with ``V = Σ_i w_i² s_i s_iᵀ + J_σᵀ diag(δ⁻²) J_σ``: ``s_i`` the score
+the sandwich ``H⁻¹ V H⁻¹`` (``H⁻¹`` HESSE's covariance of the weighted NLL) with
+``V = Σ_i w_i² s_i s_iᵀ + J_σᵀ diag(δ⁻²) J_σ``: ``s_i`` the score
 ``∂ log p(x_i) / ∂θ`` of each event at θ̂ (forward-mode derivatives; central differences for a
 problem whose theory has no forward-mode rules) and ``J_σ`` the Jacobian of the cross sections. It is
 asymptotic like ``H⁻¹`` and ignores any uncertainty of the weights themselves.
@@ -36,9 +41,9 @@ grid extends ``fold_sigmas`` resolution widths past the domain's ends (and cover
 The fit runs on the CPU in float64, also on GPU workers (``cluster.device`` applies to GAN training
 only; ``cuda`` with ``method: mle`` is refused by the spec's validation).
 
-Layout: :mod:`engine.mle.likelihood` (the forward model on its grid and the NLL), :mod:`engine.mle.errors`
-(Hessian errors and the predictions drawn with them) and :mod:`engine.mle.fit` (:class:`MLEFit`: the data, the
-optimisation and the member result).
+Layout: :mod:`engine.mle.likelihood` (the forward model on its grid and the NLL), :mod:`engine.mle.minuit` (the
+NLL as MINUIT's objective, MIGRAD, MINOS, bound flags), :mod:`engine.mle.errors` (HESSE errors and the predictions
+drawn with them) and :mod:`engine.mle.fit` (:class:`MLEFit`: the data, the starts and the member result).
 """
 
 from engine.mle.fit import MLEFit

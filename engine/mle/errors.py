@@ -1,5 +1,5 @@
-"""Errors of :class:`~engine.mle.MLEFit` from the Hessian of the NLL (the sandwich for weighted data), and the
-predictions at the optimum drawn with them."""
+"""Errors of :class:`~engine.mle.MLEFit` from MINUIT's HESSE (the sandwich for weighted data), and the predictions at
+the optimum drawn with them."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import torch
+from iminuit import Minuit
 from torch import Tensor
 
 from engine.data.histograms import chi2_per_ndf, density_histograms, histogram_counts
@@ -16,7 +17,7 @@ from engine.mle.likelihood import _F64, LikelihoodModel
 
 
 class ErrorsAndPredictions(LikelihoodModel):
-    """Hessian errors and predictions of :class:`~engine.mle.MLEFit`, which sets the attributes below."""
+    """HESSE errors and predictions of :class:`~engine.mle.MLEFit`, which sets the attributes below."""
 
     rng: torch.Generator
     qcf_grids: tuple[Tensor, ...]
@@ -27,12 +28,6 @@ class ErrorsAndPredictions(LikelihoodModel):
     cov: Tensor
     qcf_draws: tuple[int, int]
     simulated_events: tuple[int, int]
-
-    def hessian(self, theta: Tensor | None = None) -> Tensor:
-        """Hessian of the NLL in θ, ``(P, P)``, at ``theta`` (the optimum by default)."""
-        theta = self.theta_hat if theta is None else theta
-        h = torch.autograd.functional.hessian(self.nll, theta.detach().clone())
-        return 0.5 * (h + h.T)
 
     def scores(self, theta: Tensor | None = None) -> Tensor:
         """Per-event scores ``∂ log p_j(x_ji) / ∂θ`` at ``theta`` (θ̂ by default): ``(O, N, P)``.
@@ -73,28 +68,25 @@ class ErrorsAndPredictions(LikelihoodModel):
             v = v + (jac / self.xsec_err[:, None] ** 2).T @ jac
         return 0.5 * (v + v.T)
 
-    def _errors(self) -> None:
-        """Covariance ``H⁻¹`` at θ̂ (weighted data: the sandwich ``H⁻¹ V H⁻¹``); NaN (with a warning) where
-        ``H`` is not positive definite."""
-        h = self.hessian()
-        names = self.problem.param_names
-        span = self.hi - self.lo
-        at_bound = [n for n, t, a, b in zip(names, self.theta_hat, self.lo, span) if min(t - a, a + b - t) < 1e-4 * b]
-        if at_bound:
-            self.warnings.append(f"parameters at a bound ({', '.join(at_bound)}): their Hessian errors are unreliable")
-        chol, info = torch.linalg.cholesky_ex(h)
-        if int(info) != 0 or not bool(torch.isfinite(h).all()):
-            eig = torch.linalg.eigvalsh(h) if bool(torch.isfinite(h).all()) else torch.tensor([math.nan])
+    def _errors(self, m: Minuit) -> None:
+        """HESSE at the minimum of ``m``: covariance ``H⁻¹`` (``errordef`` 0.5), or for weighted data the sandwich
+        ``H⁻¹ V H⁻¹`` with HESSE's ``H⁻¹`` as the bread; NaN (with a warning) where HESSE failed or had to force
+        its matrix positive definite."""
+        m.hesse()
+        fmin = m.fmin
+        cov = None if m.covariance is None else np.asarray(m.covariance, dtype=np.float64)
+        n = len(self.lo)
+        if fmin is None or cov is None or fmin.hesse_failed or fmin.has_made_posdef_covar or not np.isfinite(cov).all():
+            why = "failed" if fmin is None or fmin.hesse_failed else "had to force it positive definite"
             self.warnings.append(
-                f"the Hessian of the NLL at the optimum is not positive definite (smallest eigenvalue "
-                f"{float(eig.min()):.3g}): parameter and QCF errors are NaN"
+                f"HESSE found no covariance at the minimum (it {why}): parameter and QCF errors are NaN"
             )
-            self.cov = torch.full_like(h, math.nan)
-        else:
-            self.cov = torch.cholesky_inverse(chol)
-            if self.event_w is not None:
-                self.cov = self.cov @ self.score_covariance(self.event_w) @ self.cov
-                self.cov = 0.5 * (self.cov + self.cov.T)
+            self.cov = torch.full((n, n), math.nan, dtype=_F64)
+            return
+        self.cov = torch.as_tensor(cov)
+        if self.event_w is not None:
+            self.cov = self.cov @ self.score_covariance(self.event_w) @ self.cov
+            self.cov = 0.5 * (self.cov + self.cov.T)
 
     # Predictions --------------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
-"""The fit: :class:`MLEFit` minimises the NLL of :mod:`engine.mle.likelihood` from several starts and reports its
-errors and predictions (:mod:`engine.mle.errors`) as a :class:`~engine.gan.trainer.MemberResult`. The method is
-described in :mod:`engine.mle`."""
+"""The fit: :class:`MLEFit` minimises the NLL of :mod:`engine.mle.likelihood` with MINUIT (:mod:`engine.mle.minuit`)
+from several starts and reports its errors and predictions (:mod:`engine.mle.errors`) as a
+:class:`~engine.gan.trainer.MemberResult`. The method is described in :mod:`engine.mle`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from iminuit import Minuit
 from torch import Tensor
 
 from engine.data.histograms import data_counts, histogram_edges
@@ -18,6 +19,7 @@ from engine.data.pseudodata import MeasuredData, normalise_weights
 from engine.gan.config import MemberResult, TrainingConfig
 from engine.mle.errors import ErrorsAndPredictions
 from engine.mle.likelihood import _F64
+from engine.mle.minuit import FitStopped, MinosInterval, Objective, at_bound, migrad, minos, near_a_bound
 from engine.problems import Problem
 from engine.run.sinks import MetricsSink, live_snapshot
 from engine.samplers import clustered_grid
@@ -27,8 +29,8 @@ class MLEFit(ErrorsAndPredictions):
     """Unbinned maximum-likelihood fit of ``problem`` to ``data``; a drop-in for :class:`GANTrainer`.
 
     Runs on the CPU (see the module docstring). Arguments are those of :class:`GANTrainer` except
-    ``device``. Of ``config`` only ``steps`` (the most L-BFGS iterations per start) and
-    ``metrics_every`` are used; one snapshot is logged, at the end.
+    ``device``. Of ``config`` only ``metrics_every`` and ``minos`` (MINOS for every parameter) are used (``steps``
+    counts GAN steps: MIGRAD keeps MINUIT's own call limit); one snapshot is logged, at the end.
     ``seed`` seeds the random starts, the QCF draws and the simulated histograms.
     """
 
@@ -41,8 +43,7 @@ class MLEFit(ErrorsAndPredictions):
     same_minimum = 1e-3  # NLL difference below which two starts found the same minimum
     qcf_draws = (4000, 1000)  # θ draws for the QCF bands, 1D and 2D
     simulated_events = (200_000, 100_000)  # events per observable for hist_gen and χ²/ndf, 1D and 2D
-    tolerance_grad = 1e-7
-    tolerance_change = 1e-10
+    tolerance = 0.01  # MIGRAD's: it stops at EDM < 0.002 · tolerance · errordef = 1e-5 (shifts of θ̂ ≲ 0.005σ)
 
     def __init__(
         self,
@@ -75,9 +76,9 @@ class MLEFit(ErrorsAndPredictions):
         self.edges = histogram_edges(data.events)
         self.data_counts, self.data_sumw2 = data_counts(data, self.edges)
         self.warnings: list[str] = []
-        self.iterations = 0
-        self.evaluations = 0
+        self.objective = Objective(self.nll)  # counts the NLL's evaluations (calls) and gradients (grads)
         self.start_results: list[tuple[float, Tensor]] = []  # (NLL, θ) at the end of each start
+        self.intervals = MinosInterval(np.full((len(self.lo), 2), np.nan), np.zeros(len(self.lo), dtype=bool))
         self.theta_hat = 0.5 * (self.lo + self.hi)
         self.cov = torch.full((len(self.lo),) * 2, math.nan, dtype=_F64)
 
@@ -96,12 +97,11 @@ class MLEFit(ErrorsAndPredictions):
     # Fit ----------------------------------------------------------------------------------------
 
     def _start_points(self) -> list[Tensor]:
+        """The middle of the bounds, then points drawn uniformly in the middle 60% of each range."""
         p = len(self.lo)
-        out = [torch.zeros(p, dtype=_F64)]
+        out = [0.5 * (self.lo + self.hi)]
         for _ in range(self.starts - 1):
-            # Uniform in the middle 60% of each range, in θ.
-            s = 0.2 + 0.6 * torch.rand(p, generator=self.rng, dtype=_F64)
-            out.append(torch.log(s / (1.0 - s)))
+            out.append(self.lo + (0.2 + 0.6 * torch.rand(p, generator=self.rng, dtype=_F64)) * (self.hi - self.lo))
         return out
 
     def _minimum_confirmed(self) -> bool:
@@ -109,43 +109,38 @@ class MLEFit(ErrorsAndPredictions):
         nlls = sorted(v for v, _ in self.start_results)
         return len(nlls) >= 2 and nlls[1] - nlls[0] < self.same_minimum
 
-    def _minimise(self, u0: Tensor, chunk: int, after_chunk: Callable[[Tensor, int], bool]) -> tuple[Tensor, bool]:
-        """L-BFGS from ``u0`` in chunks of ``chunk`` iterations, at most ``config.steps`` in all.
+    def _log(self, sink: MetricsSink, member: int, nll: float, theta: np.ndarray | Tensor, t0: float) -> None:
+        metrics = {"nll": nll, **{f"param_{n}": float(v) for n, v in zip(self.problem.param_names, theta)}}
+        metrics["elapsed"] = time.perf_counter() - t0
+        sink.log_metrics(member, self.objective.calls, metrics)
 
-        ``after_chunk(u, iterations)`` runs after every chunk and returns ``True`` to stop. Returns
-        the final ``u`` and whether L-BFGS converged (stopped on its tolerances).
-        """
-        u = u0.clone().requires_grad_(True)
-        opt = torch.optim.LBFGS(
-            [u],
-            lr=1.0,
-            max_iter=chunk,
-            max_eval=25 * chunk,
-            history_size=20,
-            tolerance_grad=self.tolerance_grad,
-            tolerance_change=self.tolerance_change,
-            line_search_fn="strong_wolfe",
-        )
+    def _migrad_from_starts(self, on_call: Callable[[float, np.ndarray], None]) -> tuple[Minuit | None, bool]:
+        """MIGRAD from each start until two agree; the Minuit at the lowest minimum and whether a stop was asked.
 
-        def closure() -> Tensor:
-            opt.zero_grad()
-            loss = self.nll(self.theta_of(u))
-            loss.backward()
-            self.evaluations += 1
-            return loss
-
-        done = 0
-        while done < self.config.steps:
-            before = opt.state[u].get("n_iter", 0) if u in opt.state else 0
-            opt.step(closure)
-            it = opt.state[u]["n_iter"] - before
-            done += it
-            self.iterations += it
-            if after_chunk(u.detach(), it):
-                return u.detach(), False
-            if it < chunk:  # L-BFGS stopped on its tolerances
-                return u.detach(), True
-        return u.detach(), False
+        The first start runs MINUIT's default strategy 1 (its gradient check and Hessian updates); the others only
+        confirm or improve its minimum and run strategy 0. A lower minimum found that way is polished with
+        strategy 1 before HESSE."""
+        best: Minuit | None = None
+        self.objective.on_call = on_call
+        names, ncall = self.problem.param_names, None  # MINUIT's own call limit: 200 + 100 P + 5 P² per start
+        try:
+            for i, start in enumerate(self._start_points()):
+                if self._minimum_confirmed():
+                    break
+                m = migrad(self.objective, start, self.lo, self.hi, names, ncall, self.tolerance, strategy=int(i == 0))
+                self.start_results.append((m.fval, torch.tensor(np.asarray(m.values), dtype=_F64)))
+                if best is None or m.fval < best.fval - self.same_minimum:
+                    best = m
+            if best is not None and best.strategy.strategy == 0:
+                best.strategy = 1
+                best.migrad(ncall=ncall)
+        except FitStopped:
+            return best, True
+        finally:
+            self.objective.on_call = None
+        if best is not None and not best.valid:
+            self.warnings.append(f"MIGRAD found no valid minimum ({_why_invalid(best)})")
+        return best, False
 
     def fit(
         self,
@@ -154,59 +149,49 @@ class MLEFit(ErrorsAndPredictions):
         stop_requested: Callable[[], bool] = lambda: False,
         stop_check_every: int = 20,
     ) -> MemberResult:
-        """Minimise the NLL from each start (at most ``config.steps`` iterations each) and keep the best
-        minimum; errors from the Hessian there. The metrics show the best fit so far."""
+        """MIGRAD from each start until two agree; at the lowest
+        minimum HESSE, and MINOS for the parameters within 2σ of a bound (all with ``config.minos``). The
+        metrics show the best point so far, by NLL call; a stopped fit keeps it, without errors."""
         t0 = time.perf_counter()
         chunk = max(1, min(self.config.metrics_every, stop_check_every))
-        best: dict[str, Any] = {"nll": math.inf, "u": None}
-        last_check = [0]
-        stopped = [stop_requested()]
+        best: dict[str, Any] = {"nll": math.inf, "x": None}
 
-        def after_chunk(u: Tensor, iterations: int) -> bool:
-            with torch.no_grad():
-                value = float(self.nll(self.theta_of(u)))
-            self.evaluations += 1
+        def on_call(value: float, x: np.ndarray) -> None:
             if value < best["nll"]:
-                best.update(nll=value, u=u.clone())
-            if iterations > 0:
-                metrics = {"nll": best["nll"]}
-                theta = self.theta_of(best["u"])
-                metrics.update({f"param_{n}": float(v) for n, v in zip(self.problem.param_names, theta)})
-                metrics["elapsed"] = time.perf_counter() - t0
-                sink.log_metrics(member, self.iterations, metrics)
-            if self.iterations - last_check[0] >= stop_check_every:
-                last_check[0] = self.iterations
-                stopped[0] = stop_requested()
-            return stopped[0]
+                best.update(nll=value, x=x.copy())
+            calls = self.objective.calls
+            if calls % chunk == 0 and best["x"] is not None:
+                self._log(sink, member, best["nll"], best["x"], t0)
+            if calls % stop_check_every == 0 and stop_requested():
+                raise FitStopped
 
-        not_converged = 0
-        for u0 in self._start_points():
-            if stopped[0] or self._minimum_confirmed():
-                break
-            u, converged = self._minimise(u0, chunk, after_chunk)
-            with torch.no_grad():
-                self.start_results.append((float(self.nll(self.theta_of(u))), self.theta_of(u)))
-            not_converged += not converged and not stopped[0]
-        status = "stopped" if stopped[0] else "completed"
-        if not_converged:
-            self.warnings.append(
-                f"{not_converged} of {len(self.start_results)} starts did not converge "
-                f"in {self.config.steps} iterations"
-            )
-        if best["u"] is not None:
-            self.theta_hat = self.theta_of(best["u"])
-        elif not stopped[0]:
-            raise FloatingPointError("the negative log-likelihood was never finite during the fit")
-        self._errors()
+        m, stopped = (None, True) if stop_requested() else self._migrad_from_starts(on_call)
+        if m is not None and not stopped:
+            self.theta_hat = torch.tensor(np.asarray(m.values), dtype=_F64)
+            self._errors(m)
+            self._minos(m)
+        else:
+            if best["x"] is not None:
+                self.theta_hat = torch.tensor(best["x"], dtype=_F64)
+            elif not stopped:
+                raise FloatingPointError("the negative log-likelihood was never finite during the fit")
+            self.warnings.append("stopped before HESSE: parameter and QCF errors are NaN")
+        flags = at_bound(self.theta_hat.numpy(), self.lo.numpy(), self.hi.numpy(), self.intervals.at_limit)
+        if flags.any():
+            names = ", ".join(n for n, f in zip(self.problem.param_names, flags) if f)
+            self.warnings.append(f"parameters at a bound ({names}): HESSE errors are unreliable there, MINOS's hold")
+        if not stopped and best["x"] is not None:
+            self._log(sink, member, float(m.fval) if m is not None else best["nll"], self.theta_hat, t0)
         wall = time.perf_counter() - t0
         p = self.predict()
-        sink.log_snapshot(member, self.iterations, self.snapshot())
+        calls = self.objective.calls
+        sink.log_snapshot(member, calls, self.snapshot())
         return MemberResult(
             member=member,
-            status=status,
-            steps_done=self.iterations,
+            status="stopped" if stopped else "completed",
+            steps_done=calls,
             wall_seconds=wall,
-            events_processed=self.evaluations * self.n_obs * self.n_events,
+            events_processed=(calls + self.objective.grads) * self.n_obs * self.n_events,
             metrics={},  # filled from a HistorySink by the caller
             params_pred=p["params_mean"],
             params_pred_std=p["params_std"],
@@ -216,9 +201,38 @@ class MLEFit(ErrorsAndPredictions):
             chi2_ndf=p["chi2_ndf"],
             error="; ".join(self.warnings),
             params_draws=p.get("params_draws"),
+            fit_valid=bool(m is not None and not stopped and m.valid and bool(torch.isfinite(self.cov).all())),
+            fit_edm=float(m.fmin.edm) if m is not None and m.fmin is not None else math.nan,
+            fit_calls=calls,
+            at_bound=flags,
+            minos_errors=self.intervals.errors,
         )
+
+    def _minos(self, m: Minuit) -> None:
+        """MINOS for the parameters within 2σ of a bound, or all of them with ``config.minos``."""
+        names = list(self.problem.param_names) if self.config.minos else near_a_bound(m)
+        self.intervals = minos(m, names)
+        if self.intervals.invalid:
+            self.warnings.append(f"MINOS found no valid interval for {', '.join(self.intervals.invalid)}")
 
     def snapshot(self) -> dict[str, Any]:
         """The GAN's live-plot view (:func:`~engine.run.sinks.live_snapshot`): the same keys from the same
         predict() outputs."""
         return live_snapshot(self)
+
+
+def _why_invalid(m: Minuit) -> str:
+    """MIGRAD's reasons for an invalid minimum, in words."""
+    f = m.fmin
+    if f is None:
+        return "no minimum"
+    reasons = [
+        text
+        for flag, text in (
+            (f.has_reached_call_limit, "call limit reached"),
+            (f.is_above_max_edm, f"EDM {f.edm:.2g} above its goal"),
+            (not f.has_posdef_covar, "covariance not positive definite"),
+        )
+        if flag
+    ]
+    return ", ".join(reasons) or "see iminuit's FMin"

@@ -181,6 +181,3 @@ class LikelihoodModel:
             xs = self.problem.cross_sections(theta[None], self.truth_grids)[0]
             out = out + 0.5 * (((xs - self.xsec) / self.xsec_err) ** 2).sum()
         return out
-
-    def theta_of(self, u: Tensor) -> Tensor:
-        return self.lo + torch.sigmoid(u) * (self.hi - self.lo)
