@@ -64,7 +64,7 @@ class Fit:
 
     def view(self) -> RunWatch:
         """The run's progress, status and live plots (losses, accuracy, parameters, QCFs, observables), updated
-        twice a second until it ends: a Panel object to show in a notebook cell (after ``pn.extension()``)."""
+        twice a second until it ends: a Panel object to show in a notebook cell (after ``pn.extension("tabulator")``)."""
         from app.dashboard.live_view import RunWatch
 
         return RunWatch(self.live)
@@ -72,7 +72,7 @@ class Fit:
     def result(self, timeout: float | None = None) -> xr.Dataset:
         """Wait until the run ends (at most ``timeout`` seconds: ``TimeoutError``) and return its results. Raises
         ``RuntimeError`` with the reason when the run produced none (its data could not be made, the cluster could
-        not host it)."""
+        not host it). An interrupt while waiting leaves the fit training: :meth:`stop` stops it."""
         self._thread.join(timeout)
         if self._thread.is_alive():
             raise TimeoutError(f"{self.spec.name}: still {self.status} after {timeout} s")

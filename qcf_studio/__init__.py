@@ -14,7 +14,7 @@ Example::
     ds.params_pred.mean("member") - ds.params_true
     qcf_studio.export(ds.encoding["source"], "figs")  # PNG figures of the saved run
 
-In a notebook (after ``import panel as pn; pn.extension()``)::
+In a notebook (after ``import panel as pn; pn.extension("tabulator")``)::
 
     fit = qcf_studio.start(spec, out="runs")          # trains in the background
     fit.view()                                        # live losses, parameters, QCFs, observables
@@ -156,6 +156,7 @@ def start(
 def open_run(path: str | Path) -> xr.Dataset:
     """The results file at ``path`` as a Dataset in memory (file closed), checked against the results contract
     (:func:`app.catalog.load_run`, the reader the dashboard and the export use); ``ValueError`` if it is none.
+    ``ds.encoding["source"]`` is ``path``.
 
     Example::
 
@@ -164,7 +165,9 @@ def open_run(path: str | Path) -> xr.Dataset:
     """
     from app.catalog import load_run
 
-    return load_run(path)
+    ds = load_run(path)
+    ds.encoding["source"] = str(path)  # as for run(): the file the Dataset came from
+    return ds
 
 
 def campaign(

@@ -69,7 +69,7 @@ def test_run_on_a_client_returns_the_results_saves_them_and_leaves_the_client_op
     saved = Path(ds.encoding["source"])
     assert saved.parent == tmp_path / "runs" and saved.name.startswith("proxy1d-gan-")
     again = qcf_studio.open_run(saved)
-    assert (again.params_pred == ds.params_pred).all()
+    assert (again.params_pred == ds.params_pred).all() and again.encoding["source"] == str(saved)
     assert dask_client.status == "running"
 
 
