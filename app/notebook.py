@@ -64,7 +64,7 @@ class Fit:
 
     def view(self) -> RunWatch:
         """The run's progress, status and live plots (losses, accuracy, parameters, QCFs, observables), updated
-        twice a second until it ends: a Panel object to show in a notebook cell (after ``pn.extension("tabulator")``)."""
+        twice a second until it ends: a Panel object for a notebook cell (after ``pn.extension("tabulator")``)."""
         from app.dashboard.live_view import RunWatch
 
         return RunWatch(self.live)
