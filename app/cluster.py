@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from distributed import Client
@@ -11,7 +13,7 @@ from distributed import Client
 from engine.run.cluster import close, local_client
 from engine.run.task_keys import parse_task_key
 
-__all__ = ["connect", "close", "cluster_headline", "describe_task", "worker_rows"]
+__all__ = ["connect", "close", "client_for", "cluster_headline", "describe_task", "worker_rows"]
 
 
 def connect(scheduler: str | None = None, workers: int = 2, device: str = "auto", security: Any = None) -> Client:
@@ -33,6 +35,23 @@ def connect(scheduler: str | None = None, workers: int = 2, device: str = "auto"
                 f"--scheduler {scheduler}: cannot connect ({type(e).__name__}: {str(e)[:200]}){hint}"
             ) from None
     return local_client(workers, device)
+
+
+@contextmanager
+def client_for(
+    cluster: str | Client | None, workers: int = 2, device: str = "auto", security: Any = None
+) -> Iterator[Client]:
+    """A client for the time of a ``with`` block: ``cluster`` itself when it is a ``Client`` (left open), else
+    :func:`connect` to the scheduler address ``cluster`` or, for ``None``, to a new embedded cluster; those two
+    are closed (:func:`close`) when the block ends."""
+    if isinstance(cluster, Client):
+        yield cluster
+        return
+    client = connect(cluster, workers, device, security)
+    try:
+        yield client
+    finally:
+        close(client)
 
 
 def tls_security(ca_file: str | None, cert: str | None, key: str | None) -> Any:

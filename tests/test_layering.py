@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("engine", "app", "layouts", "benchmarks")
+PACKAGES = ("engine", "app", "layouts", "benchmarks", "qcf_studio")
 WEB = ("panel", "holoviews", "bokeh")
 DASK = ("dask", "distributed")
 # the engine's modules that may import Dask: running fits on a cluster
@@ -122,3 +122,9 @@ def test_only_the_accelerator_interface_reaches_the_speed_machinery(graph):
 def test_benchmarks_and_layouts_do_not_reach_into_the_app(graph):
     reach = {m: sorted(d for d in deps if _root(d) == "app") for m, deps in graph.items() if _root(m) != "app"}
     assert {m: d for m, d in reach.items() if d} == {}
+
+
+def test_nothing_in_the_project_imports_the_public_api(graph):
+    # qcf_studio is the outermost layer (a thin re-export for users): the rest never depends on it
+    reach = {m for m, deps in graph.items() if _root(m) != "qcf_studio" and any(_root(d) == "qcf_studio" for d in deps)}
+    assert reach == set()

@@ -106,12 +106,12 @@ def test_dashboard_draws_an_mle_specs_likelihood_and_keeps_the_sessions_smoothin
     mle_text = (Path(__file__).parent.parent / "sample_data" / "closure-1d-mle.yaml").read_text()
     dash = Dashboard(RunManager(None, tmp_path / "runs", tmp_path), mle_text)
     try:
-        panes = {p.name: p for p in dash.plot_area.select(pn.pane.Bokeh)}
+        panes = {p.name: p for p in dash.live.plot_area.select(pn.pane.Bokeh)}
         assert "accuracy" not in panes
         assert panes["losses"].object.yaxis[0].axis_label.startswith("negative log-likelihood")
-        dash._plots.set_smoothing(0.3)
-        dash._build_plots(dash.spec)  # the next run's plots
-        assert dash._plots.smoothing == 0.3
+        dash.live.plots.set_smoothing(0.3)
+        dash.live.build(dash.spec)  # the next run's plots
+        assert dash.live.plots.smoothing == 0.3
     finally:
         dash.dispose()
 

@@ -1,58 +1,83 @@
 """``qcf-studio campaign``: a closure campaign from the command line (:mod:`engine.campaign`), with a progress bar
-over the fits on stderr and the summary's path as the last line of stdout. Exit codes as ``qcf-studio run``."""
+over the fits on stderr and the summary's path as the last line of stdout. Exit codes as ``qcf-studio run``.
+:func:`fit_campaign` is its work, which the Python API (:func:`qcf_studio.campaign`) shares."""
 
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 import threading
 import time
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from app.cli.common import fail, load_spec_arg, tls_from_args
 from app.cli.progress import Progress
 
-__all__ = ["run_campaign", "CampaignBar"]
+if TYPE_CHECKING:
+    import xarray as xr
+
+    from engine.campaign.plan import CampaignPlan
+    from engine.spec import Spec
+
+__all__ = ["run_campaign", "fit_campaign", "Campaigned", "CampaignBar"]
 
 
-def run_campaign(args: argparse.Namespace) -> int:
-    """``qcf-studio campaign``: fit the spec's replicas on the cluster, resumable; the summary's path last."""
+@dataclass
+class Campaigned:
+    """What :func:`fit_campaign` produced: the summary, its plan (folder, fits) and the signal that stopped the
+    campaign early (``None`` if none came)."""
 
-    from app.cluster import close, connect
-    from app.signals import Interrupted, StopSignals, exit_code
+    summary: xr.Dataset
+    plan: CampaignPlan
+    signal: int | None
+
+
+def fit_campaign(
+    spec: Spec,
+    out: str | Path,
+    replicas: int | None = None,
+    methods: list[str] | None = None,
+    cluster: Any = None,
+    workers: int | None = None,
+    security: Any = None,
+    progress: bool = True,
+    out_label: str = "--out",
+) -> Campaigned:
+    """Fit ``spec``'s campaign (``replicas`` and ``methods`` replace its own) in ``out/<name>/``, resumable; the
+    fits' progress on stderr. ``cluster``: a scheduler address, a ``distributed.Client`` (left open) or ``None``
+    (an embedded cluster of ``workers`` processes, default the spec's). The first SIGINT or SIGTERM keeps the
+    finished fits and drops those in flight. Raises :class:`app.signals.Interrupted` when a signal came before the
+    campaign started, and ``ValueError`` for a bad request (its folder holds another spec's campaign, ...)."""
+    from app.cluster import client_for
+    from app.signals import Interrupted, StopSignals
+    from engine.campaign.driver import CampaignRunner
     from engine.campaign.plan import CampaignPlan, campaign_of
     from engine.results.files import check_writable
 
-    if args.replicas is not None and args.replicas < 2:
-        return fail(f"--replicas: a campaign needs at least 2 replicas, got {args.replicas}")
-    methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
-    spec = campaign_of(load_spec_arg(args.spec), args.replicas, methods)
-    out_dir = check_writable(args.out)
-    plan = CampaignPlan(spec, out_dir)
+    if replicas is not None and replicas < 2:
+        raise ValueError(f"replicas: a campaign needs at least 2 replicas, got {replicas}")
+    spec = campaign_of(spec, replicas, methods)
+    plan = CampaignPlan(spec, check_writable(out, out_label))
     plan.prepare()  # a folder holding another spec's campaign is refused before a cluster starts
     with StopSignals() as signals:
-        try:
-            workers = args.workers if args.workers is not None else spec.cluster.workers
-            client = connect(args.scheduler, workers, spec.cluster.device, security=tls_from_args(args))
-        except Interrupted as e:
-            print("qcf-studio: interrupted before the campaign started; nothing to save", file=sys.stderr)
-            return exit_code(e.signum)
-        try:
-            from engine.campaign.driver import CampaignRunner
-
+        count = workers if workers is not None else spec.cluster.workers
+        with client_for(cluster, count, spec.cluster.device, security) as client:
             runner = CampaignRunner(client, plan)
             done = runner.load_finished()
-            bar = CampaignBar(len(plan.keys), len(done), spec.name)
+            bar = CampaignBar(len(plan.keys), len(done), spec.name, quiet=not progress)
             runner.on_record = bar.update
             signals.notice = lambda text: bar.write(f"qcf-studio: {text}")
+            outcome: dict[str, Any] = {}
+            finished = threading.Event()
             try:
                 if done:
                     bar.write(
                         f"qcf-studio: {plan.folder}: {len(done)} of {len(plan.keys)} fits done already; "
                         f"fitting the rest"
                     )
-                outcome: dict[str, Any] = {}
-                finished = threading.Event()
 
                 def drive() -> None:
                     try:
@@ -75,32 +100,49 @@ def run_campaign(args: argparse.Namespace) -> int:
                     time.sleep(0.2)
             signals.defer()
             bar.close()
-        finally:
-            close(client)
     if "error" in outcome:
-        error = outcome["error"]
-        if isinstance(error, ValueError):
-            return fail(str(error))
-        raise error
-    summary = outcome["summary"]
+        raise outcome["error"]
+    return Campaigned(outcome["summary"], plan, signals.received)
+
+
+def run_campaign(args: argparse.Namespace) -> int:
+    """``qcf-studio campaign``: fit the spec's replicas on the cluster, resumable; the summary's path last."""
+    from app.signals import Interrupted, exit_code
+
+    if args.replicas is not None and args.replicas < 2:
+        return fail(f"--replicas: a campaign needs at least 2 replicas, got {args.replicas}")
+    methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
+    spec = load_spec_arg(args.spec)
+    try:
+        done = fit_campaign(
+            spec, args.out, args.replicas, methods, args.scheduler, args.workers, security=tls_from_args(args)
+        )
+    except Interrupted as e:
+        print("qcf-studio: interrupted before the campaign started; nothing to save", file=sys.stderr)
+        return exit_code(e.signum)
+    except ValueError as e:
+        return fail(str(e))
+    summary = done.summary
     statuses = list(summary["status"].values.ravel())
     counts = {s: statuses.count(s) for s in ("completed", "failed", "stopped", "missing") if statuses.count(s)}
     print(", ".join(f"{n} {s}" for s, n in counts.items()) + f" of {len(statuses)} fits", file=sys.stderr)
     for method in summary["method"].values:
         print(f"{method}: {summary.attrs[f'verdict_{method}']}", file=sys.stderr)
         print(f"{method}: {summary.attrs[f'criterion_{method}']}", file=sys.stderr)
-    print(plan.summary_path)
-    if signals.received is not None:
-        return exit_code(signals.received)
+    print(done.plan.summary_path)
+    if done.signal is not None:
+        return exit_code(done.signal)
     return 0 if counts.get("completed", 0) == len(statuses) else 1
 
 
 class CampaignBar:
     """The campaign's :class:`~app.cli.progress.Progress` over its fits, with the time left and the failures."""
 
-    def __init__(self, total: int, done: int, desc: str) -> None:
+    def __init__(self, total: int, done: int, desc: str, quiet: bool = False) -> None:
         # initial: fits of earlier sessions count as done but not into the rate and the time left
-        self.progress = Progress(total, desc, "fit", initial=done)
+        # quiet: no bar nor progress lines (they go to a buffer); messages (failed fits, signals) still to stderr
+        self.quiet = quiet
+        self.progress = Progress(total, desc, "fit", initial=done, stream=io.StringIO() if quiet else None)
 
     def update(self, record: Any, progress: Any) -> None:
         if record.status == "failed":
@@ -110,7 +152,10 @@ class CampaignBar:
         self.progress.set(self.progress.done + finished, {"failed": progress.failed})
 
     def write(self, line: str) -> None:
-        self.progress.write(line)
+        if self.quiet:
+            print(line, file=sys.stderr, flush=True)
+        else:
+            self.progress.write(line)
 
     def close(self) -> None:
         self.progress.close()

@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 from app.cli.common import fail, load_spec_arg, tls_from_args
 from app.cli.serve import cmd_credentials, cmd_serve
+from app.cli.run import cmd_run
 
 __all__ = ["main"]
 
@@ -68,72 +68,6 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    spec = load_spec_arg(args.spec)
-    from app.cli.progress import ProgressBarSink
-    from app.cluster import close, connect
-    from app.signals import Interrupted, StopSignals, exit_code
-    from engine.results import closure_summary
-    from engine.results.files import check_writable, remove_stale_parts
-    from engine.run.drive import run_to_file
-    from engine.run.runner import measured_data
-
-    out_dir = check_writable(args.out)  # before any work goes into the run
-    remove_stale_parts(out_dir)
-    with StopSignals() as signals:
-        try:
-            data = measured_data(spec)
-            workers = args.workers if args.workers is not None else spec.cluster.workers
-            client = connect(args.scheduler, workers, spec.cluster.device, security=tls_from_args(args))
-        except Interrupted as e:
-            print("qcf-studio: interrupted before training started; nothing to save", file=sys.stderr)
-            return exit_code(e.signum)
-        bar = ProgressBarSink(spec.training.steps, spec.ensemble.members, spec.name)
-        signals.notice = lambda text: bar.write(f"qcf-studio: {text}")
-
-        def collect(handle: Any) -> list[Any]:  # a first SIGINT/SIGTERM stops the members, who keep their work
-            try:
-                members = handle.results()
-                signals.defer()  # what is left is saving, which a signal must not interrupt
-            except Interrupted as e:
-                bar.write(
-                    f"qcf-studio: {e}: stopping; the members finish their current step and keep what they produced ..."
-                )
-                handle.stop()
-                members = handle.results()
-            bar.finish(members)
-            bar.close()
-            return members
-
-        try:
-            ds, saved = run_to_file(client, spec, data, out_dir, sink=bar, collect=collect)
-        except ValueError as e:  # the cluster cannot host the spec (data_parallel ranks, cuda without GPUs)
-            bar.close()
-            return fail(str(e))
-        except Interrupted as e:  # while submitting (collect handles a signal once the members are training)
-            bar.close()
-            print("qcf-studio: interrupted before training started; nothing to save", file=sys.stderr)
-            return exit_code(e.signum)
-        finally:
-            close(client)
-    status = ds.attrs["status"]
-    if "closure_passed" in ds.attrs:
-        print(closure_summary(ds.attrs), file=sys.stderr)
-    print(
-        f"status {status}, {ds.attrs['wall_seconds']:.1f} s, {ds.attrs['events_per_second']:.3g} events/s",
-        file=sys.stderr,
-    )
-    if ds.attrs.get("errors"):
-        print(ds.attrs["errors"], file=sys.stderr)
-    if saved.problem:
-        print(f"qcf-studio: error: {saved.problem}", file=sys.stderr)
-    if saved.path is not None:
-        print(saved.path)
-    if signals.received is not None:
-        return exit_code(signals.received)
-    return 0 if status == "completed" and not saved.problem else 1
-
-
 EXPORT_FORMATS = "png,pdf,html"  # figures for slides, for papers (+ multipage report), and the standalone report
 
 
@@ -144,30 +78,11 @@ def cmd_campaign(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from app.export.run import export_run, parse_formats
+    from app.export import export_any
 
-    formats = parse_formats(args.format)  # before the file, so a bad flag never reaches the disk
-    if _is_campaign_summary(args.run):
-        from app.export.campaign import export_campaign
-
-        paths = export_campaign(args.run, formats, args.out)
-    else:
-        paths = export_run(args.run, formats, args.out)
-    for path in paths:
+    for path in export_any(args.run, args.format, args.out):
         print(path)
     return 0
-
-
-def _is_campaign_summary(path: str) -> bool:
-    """Whether ``path`` is a campaign's summary (its ``kind`` attribute), read without opening it as a run."""
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            kind = f.attrs.get("kind")
-    except (OSError, ValueError):
-        return False  # the run reader says what is wrong with it
-    return (kind.decode("utf-8", "replace") if isinstance(kind, bytes) else kind) == "qcf-studio campaign"
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -219,7 +134,10 @@ def _add_cluster_args(p: argparse.ArgumentParser, default_workers: int | None) -
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from engine import __version__
+
     parser = argparse.ArgumentParser(prog="qcf-studio", description=__doc__.splitlines()[0].replace("``", ""))
+    parser.add_argument("--version", action="version", version=f"qcf-studio {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", help="open the dashboard (embedded LocalCluster unless --scheduler)")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,8 @@ from app.cluster import cluster_headline
 from app.dashboard.campaign_view import CampaignView
 from app.dashboard.campaigns import CampaignManager, shared_campaigns
 from app.dashboard.cluster_view import ClusterView
-from app.dashboard.markup import md_block, md_code, md_text
+from app.dashboard.live_view import POLL_MS, LiveView, status_text
+from app.dashboard.markup import md_code, md_text
 from app.dashboard.runs import LiveRun, RunBusyError, RunManager
 from app.dashboard.spec_form import SpecForm
 from app.dashboard.upload import (
@@ -32,18 +32,11 @@ from app.dashboard.upload import (
 )
 from app.dashboard.views import CompareView, RunsBrowser
 from engine.problems import get_problem
-from engine.results import closure_summary
 from engine.safe_yaml import YAMLRefused, load_yaml
 from engine.spec import LimitsSpec, Spec, SpecError, default_spec, parse_spec_text
-from layouts.heatmaps import live_heatmaps, true_qcfs_2d
-from layouts.live import DEFAULT_SMOOTHING, LivePlots
-from layouts.page import grid, live_panels
-from layouts.results import true_qcf_projections
 
 __all__ = ["Dashboard"]
 
-POLL_MS = 500  # how often a session pulls new metrics from the shared run (only new rows are sent)
-SNAPSHOT_S = 2.0  # the least time between two redraws of a session's snapshot panels
 HEADLINE_S = 5.0  # how often the header's line about the cluster is asked for (workers come and go)
 MAX_SPEC_BYTES = 1_000_000  # a spec file loaded in the browser
 RUNS_TAB, CLUSTER_TAB, CAMPAIGN_TAB = 1, 3, 4  # positions in the page's tabs
@@ -106,17 +99,13 @@ class Dashboard(pn.viewable.Viewer):
         self.start_button.on_click(self._on_start)
         self.stop_button.on_click(lambda _: self.manager.stop())
         self.editor.param.watch(self._on_edit, "value_input")
-        self.plot_area = pn.Column(sizing_mode="stretch_width")
+        self.live = LiveView()  # the Live tab
         self.headline = pn.pane.Markdown(cluster_headline(manager.client), css_classes=["cluster-headline"])
         self._headline_at = time.monotonic()
         self._run: LiveRun | None = None
-        self._seen = 0
-        self._snapshot_version = -1
-        self._snapshot_drawn = -math.inf
-        self._plots: LivePlots | None = None
         self.spec = self._validate(spec_text)
         if self.spec is not None:
-            self._build_plots(self.spec)
+            self.live.build(self.spec)
         if manager.current is not None:  # a new session joins the run in progress
             self._attach(manager.current)
         self._callback = pn.state.add_periodic_callback(self._poll, period=POLL_MS)
@@ -124,7 +113,7 @@ class Dashboard(pn.viewable.Viewer):
         self.compare = CompareView(manager.runs_dir)
         self.cluster = ClusterView(manager, is_shown=lambda: self.tabs.active == CLUSTER_TAB)
         self.tabs = pn.Tabs(
-            ("Live", self.plot_area),
+            ("Live", self.live),
             ("Runs", self.runs),
             ("Compare", self.compare),
             ("Cluster", self.cluster),
@@ -253,38 +242,7 @@ class Dashboard(pn.viewable.Viewer):
 
     def _attach(self, run: LiveRun) -> None:
         self._run = run
-        self._seen = 0
-        self._snapshot_version = -1
-        self._snapshot_drawn = -math.inf
-        self._build_plots(run.spec)
-
-    def _build_plots(self, spec: Spec) -> None:
-        problem = get_problem(spec.problem.kind)
-        truth = spec.truth_values() if spec.problem.data is None else None
-        self._plots = plots = LivePlots(
-            problem.param_names,
-            problem.qcf_names,
-            problem.observable_names,
-            truth,
-            spec.ensemble.members,
-            spec.bounds_values(),
-            ranks=spec.cluster.ranks if spec.cluster.mode == "data_parallel" else 1,
-            method=spec.training.method,
-            smoothing=self._plots.smoothing if self._plots is not None else DEFAULT_SMOOTHING,  # the session's
-        )
-        qcf_true = true_qcf_projections(problem, truth) if truth is not None else None
-        two_d = problem.event_dims == 2
-        panels = live_panels(plots, qcf_true, two_d)
-        if two_d:  # heat maps of the members' mean predicted density, the truth and their ratio
-            x, y, q = true_qcfs_2d(problem, truth if truth is not None else problem.truth)
-            rows = live_heatmaps(plots, x, y, q if truth is not None else None)
-            panels.append(pn.pane.Markdown("### 2D QCFs: predicted (mean over members) | true | predicted / true"))
-            panels.append(
-                pn.Column(
-                    *(grid(row, ncols=len(row)) for row in rows), name="qcf-heatmaps", sizing_mode="stretch_width"
-                )
-            )
-        self.plot_area[:] = panels
+        self.live.attach(run)
 
     def _poll(self) -> None:
         # One document patch per poll instead of one per changed model (less for the browser to apply), and
@@ -297,45 +255,19 @@ class Dashboard(pn.viewable.Viewer):
     def _update(self) -> None:
         if self.manager.current is not None and self.manager.current is not self._run:
             self._attach(self.manager.current)  # another session started a run
-        run, plots = self._run, self._plots
+        run = self._run
         busy = self.manager.busy
         self.start_button.disabled = busy or self.campaigns.busy
         self.stop_button.disabled = not (busy and run is not None and run.status in ("starting", "running"))
         if time.monotonic() - self._headline_at >= HEADLINE_S:
             self._headline_at = time.monotonic()
             self.headline.object = cluster_headline(self.manager.client)
-        if run is None or plots is None:
+        if run is None:
             return
-        rows, self._seen = run.metrics_since(self._seen)
-        plots.push_metrics(rows)
-        # Snapshots redraw whole panels (QCF bands, histograms, heat maps): at most every SNAPSHOT_S seconds.
-        due = time.monotonic() - self._snapshot_drawn >= SNAPSHOT_S or run.status not in ("starting", "running")
-        if run.snapshot_version != self._snapshot_version and due:
-            self._snapshot_version = run.snapshot_version
-            self._snapshot_drawn = time.monotonic()
-            with run.lock:
-                snaps = dict(run.snapshots)
-            plots.push_snapshot(snaps, run.hist_data)  # the data histograms are made once per run
-        self._update_status(run)
-
-    def _update_status(self, run: LiveRun) -> None:
-        total, done = run.total_steps, run.done_steps
-        self.progress.max = max(total, 1)
-        self.progress.value = min(done, total)
-        per_member = ", ".join(f"member {m}: step {s:,}" for m, s in sorted(run.steps.items()))
-        eta = run.eta_seconds()
-        elapsed = (run.finished or time.time()) - run.started
-        text = f"**{run.status}** — step {done:,} of {total:,} ({per_member or 'waiting for workers'})"
-        text += f" · elapsed {elapsed:.0f} s"
-        if eta is not None:
-            text += f" · about {eta:.0f} s left"
-        if run.result_path is not None:
-            text += f"\n\nSaved: {md_code(run.result_path)}"
-        if run.closure:
-            text += f"\n\n{closure_summary(run.closure)}"
-        if run.error:
-            text += f"\n\n{md_block(run.error)}"
-        self.status.object = text
+        self.live.update()
+        self.progress.max = max(run.total_steps, 1)
+        self.progress.value = min(run.done_steps, run.total_steps)
+        self.status.object = status_text(run)
 
     def header(self) -> list[pn.viewable.Viewable]:
         """What the page's header shows beside the product's name: the cluster's address and size."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import xarray as xr
 from distributed import Client
 
 from engine.data.datafiles import DataFileError, read_measured_file
@@ -22,11 +23,11 @@ from engine.data.marginals import marginal_x
 from engine.problems import get_problem
 from engine.results.files import remove_stale_parts
 from engine.run.distributed import RunHandle
-from engine.run.drive import run_to_file
+from engine.run.drive import run_results, run_to_file
 from engine.run.runner import measured_data
 from engine.spec import Spec, SpecError
 
-__all__ = ["LiveRun", "RunManager", "RunBusyError"]
+__all__ = ["LiveRun", "RunManager", "RunBusyError", "drive"]
 
 MAX_METRICS = 50_000  # metric messages kept per run (bounded memory for long runs)
 _CHECKED_FILES = 32  # data files whose check result is remembered (the page validates on every edit)
@@ -55,6 +56,7 @@ class LiveRun:
     hist_data: dict[str, tuple[Any, Any]] | None = None  # observable -> (edges, density) of the measured data
     lock: threading.Lock = field(default_factory=threading.Lock)
     handle: RunHandle | None = None
+    result: xr.Dataset | None = None  # the results, once the run has ended
 
     @property
     def total_steps(self) -> int:
@@ -94,6 +96,12 @@ class LiveRun:
         with self.lock:
             self.snapshots[member] = {"step": step, **snapshot}
             self.snapshot_version += 1
+
+    def stop(self) -> None:
+        """Ask the members to stop at their next check (they keep what they produced); once they are submitted."""
+        if self.handle is not None and self.status in ("starting", "running"):
+            self.status = "stopping"
+            self.handle.stop()
 
     def metrics_since(self, seen: int) -> tuple[list[dict[str, Any]], int]:
         """Metric rows after the first ``seen`` ever received, and the new count seen."""
@@ -175,10 +183,8 @@ class RunManager:
         return run
 
     def stop(self) -> None:
-        run = self.current
-        if run is not None and run.handle is not None and run.status in ("starting", "running"):
-            run.status = "stopping"
-            run.handle.stop()
+        if self.current is not None:
+            self.current.stop()
 
     def shutdown(self, timeout: float = 300.0) -> LiveRun | None:
         """Stop the run in progress and wait (up to ``timeout`` seconds) until it is saved; the server's
@@ -195,26 +201,43 @@ class RunManager:
 
     def _started(self, run: LiveRun, handle: RunHandle) -> None:
         """The run's members are submitted: it can be stopped (:meth:`stop`), and the cluster view names its tasks."""
-        run.handle = handle
         self._names[handle.run_id] = run.spec.name
         while len(self._names) > 100:
             self._names.pop(next(iter(self._names)))
 
     def _drive(self, run: LiveRun) -> None:
-        try:
-            data = measured_data(run.spec)
-            names = get_problem(run.spec.problem.kind).observable_names
-            edges, hist = data_histograms(data)  # x-marginals for the live 1D views of 2D events
-            run.hist_data = dict(zip(names, zip(edges[:, 0], marginal_x(hist, edges))))
-            ds, saved = run_to_file(
-                self.client, run.spec, data, self.runs_dir, sink=run, started=lambda handle: self._started(run, handle)
-            )
-            run.result_path = saved.path
-            run.closure = {k: v for k, v in ds.attrs.items() if k.startswith("closure_")}
-            run.error = "\n".join(filter(None, [ds.attrs.get("errors", ""), saved.problem]))
-            run.status = ds.attrs["status"] if saved.path is not None else "failed"
-        except Exception as e:  # the app stays up; the user sees why
-            run.error = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"
-            run.status = "failed"
-        finally:
-            run.finished = time.time()
+        drive(self.client, run, self.runs_dir, started=lambda handle: self._started(run, handle))
+
+
+def drive(
+    client: Client, run: LiveRun, out_dir: Path | None, started: Callable[[RunHandle], None] | None = None
+) -> None:
+    """Train ``run.spec`` on ``client``, filling ``run`` as the members report, and save the results in ``out_dir``
+    (not saved when ``None``). Never raises: a run that cannot be trained ends ``failed`` with the reason in
+    ``run.error``. ``started`` is called with the run's handle once its members are submitted."""
+
+    def submitted(handle: RunHandle) -> None:
+        run.handle = handle
+        if started is not None:
+            started(handle)
+
+    try:
+        data = measured_data(run.spec)
+        names = get_problem(run.spec.problem.kind).observable_names
+        edges, hist = data_histograms(data)  # x-marginals for the live 1D views of 2D events
+        run.hist_data = dict(zip(names, zip(edges[:, 0], marginal_x(hist, edges))))
+        problem = ""
+        if out_dir is None:
+            ds = run_results(client, run.spec, data, sink=run, started=submitted)
+        else:
+            ds, saved = run_to_file(client, run.spec, data, out_dir, sink=run, started=submitted)
+            run.result_path, problem = saved.path, saved.problem
+        run.result = ds
+        run.closure = {k: v for k, v in ds.attrs.items() if k.startswith("closure_")}
+        run.error = "\n".join(filter(None, [ds.attrs.get("errors", ""), problem]))
+        run.status = ds.attrs["status"] if out_dir is None or run.result_path is not None else "failed"
+    except Exception as e:  # the app stays up; the user sees why
+        run.error = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"
+        run.status = "failed"
+    finally:
+        run.finished = time.time()

@@ -1,6 +1,7 @@
-"""One run from start to its results file, as ``qcf-studio run`` and the dashboard both drive it: submit the
+"""One run from start to its results, as ``qcf-studio run``, the dashboard and the Python API drive it: submit the
 members (:func:`engine.run.distributed.start_run`), collect what they return, build the results Dataset
-(:func:`engine.results.build_results`) and save it under a new name (:func:`engine.results.files.save_run`).
+(:func:`engine.results.build_results`: :func:`run_results`) and save it under a new name
+(:func:`engine.results.files.save_run`: :func:`run_to_file`).
 
 What differs between the two is passed in: where the members' reports go (a progress bar, the dashboard's
 live view) and how the run is waited for and stopped (the command line stops it on a signal; the dashboard
@@ -27,11 +28,28 @@ from engine.spec import Spec
 if TYPE_CHECKING:
     from distributed import Client
 
-__all__ = ["run_to_file"]
+__all__ = ["run_results", "run_to_file"]
 
 
 def _wait(handle: RunHandle) -> list[MemberResult]:
     return handle.results()
+
+
+def run_results(
+    client: Client,
+    spec: Spec,
+    data: MeasuredData,
+    sink: MetricsSink | None = None,
+    started: Callable[[RunHandle], None] | None = None,
+    collect: Callable[[RunHandle], list[MemberResult]] = _wait,
+) -> xr.Dataset:
+    """Train ``spec`` on ``data`` on ``client``'s cluster; the results Dataset, not saved (see :func:`run_to_file`
+    for the arguments). Raises ``ValueError`` before anything is submitted when the cluster cannot host the spec."""
+    handle = start_run(client, spec, data, sink=sink)
+    if started is not None:
+        started(handle)
+    members = collect(handle)
+    return build_results(spec, data, members, handle.wall_seconds, handle.reference())
 
 
 def run_to_file(
@@ -56,9 +74,5 @@ def run_to_file(
     I/O; a run that cannot be written to ``out_dir`` is rescued elsewhere or reported lost). Raises
     ``ValueError`` before anything is submitted when the cluster cannot host the spec.
     """
-    handle = start_run(client, spec, data, sink=sink)
-    if started is not None:
-        started(handle)
-    members = collect(handle)
-    ds = build_results(spec, data, members, handle.wall_seconds, handle.reference())
+    ds = run_results(client, spec, data, sink, started, collect)
     return ds, save_run(ds, out_dir, run_name(spec))  # never overwrites; rescued if it must be
