@@ -10,9 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from app.cli.common import fail, load_spec_arg, tls_from_args
-from app.cli.serve import cmd_credentials, cmd_serve
+from app.cli.common import fail, load_spec_arg
 from app.cli.run import cmd_run
+from app.cli.serve import cmd_credentials, cmd_serve
 
 __all__ = ["main"]
 
