@@ -127,11 +127,21 @@ def test_proxy1d_hessian_is_the_fisher_information_at_the_optimum(proxy1d_fit):
 @pytest.mark.slow
 def test_proxy1d_hessian_errors_match_the_spread_over_pseudo_data_seeds():
     p = get_problem("proxy1d")
-    preds, errs = [], []
+    preds, errs, flagged = [], [], []
+    lo, hi = np.asarray(p.lo), np.asarray(p.hi)
     for seed in range(16):
-        _, r, _ = fit("proxy1d", 5000, seed=100 + seed, starts=1)
+        f, r, _ = fit("proxy1d", 5000, seed=100 + seed, starts=1)
+        at_a_limit = np.minimum(r.params_pred - lo, hi - r.params_pred) < 0.01 * (hi - lo)
+        if not r.fit_valid or at_a_limit.any():
+            # 5 000 events put an estimate at a bound now and then (seed 102: Nu at 3.0), where HESSE's errors mean
+            # nothing (none, or shrunk to 0): the fit flags it and says so, and its errors are left out here
+            assert r.at_bound[at_a_limit].all() and any("bound" in w for w in f.warnings), (seed, f.warnings)
+            flagged.append(seed)
+            continue
+        assert np.isfinite(r.params_pred_std).all(), seed
         preds.append(r.params_pred)
         errs.append(r.params_pred_std)
+    assert len(flagged) <= 4, flagged
     preds, errs = np.asarray(preds), np.asarray(errs)
     ratio = preds.std(axis=0, ddof=1) / errs.mean(axis=0)
     assert np.all((ratio > 0.6) & (ratio < 1.5)), ratio

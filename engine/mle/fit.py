@@ -166,6 +166,8 @@ class MLEFit(ErrorsAndPredictions):
                 raise FitStopped
 
         m, stopped = (None, True) if stop_requested() else self._migrad_from_starts(on_call)
+        if m is not None and not math.isfinite(m.fval):
+            m = None  # MINUIT ended on a non-finite value: no minimum (below: the best finite point, or an error)
         if m is not None and not stopped:
             self.theta_hat = torch.tensor(np.asarray(m.values), dtype=_F64)
             self._errors(m)
@@ -176,7 +178,8 @@ class MLEFit(ErrorsAndPredictions):
             elif not stopped:
                 raise FloatingPointError("the negative log-likelihood was never finite during the fit")
             self.warnings.append("stopped before HESSE: parameter and QCF errors are NaN")
-        flags = at_bound(self.theta_hat.numpy(), self.lo.numpy(), self.hi.numpy(), self.intervals.at_limit)
+        minuit_says = m is not None and m.fmin is not None and m.fmin.has_parameters_at_limit
+        flags = at_bound(self.theta_hat.numpy(), self.lo.numpy(), self.hi.numpy(), self.intervals.at_limit, minuit_says)
         if flags.any():
             names = ", ".join(n for n, f in zip(self.problem.param_names, flags) if f)
             self.warnings.append(f"parameters at a bound ({names}): HESSE errors are unreliable there, MINOS's hold")

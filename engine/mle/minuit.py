@@ -123,8 +123,15 @@ def minos(m: Minuit, names: Sequence[str]) -> MinosInterval:
     return out
 
 
-def at_bound(theta: np.ndarray, lo: np.ndarray, hi: np.ndarray, minos_at_limit: np.ndarray) -> np.ndarray:
+def at_bound(
+    theta: np.ndarray, lo: np.ndarray, hi: np.ndarray, minos_at_limit: np.ndarray, minuit_says: bool = False
+) -> np.ndarray:
     """Per parameter: the estimate within :data:`BOUND_FRACTION` of its range from a limit, or its MINOS interval
-    reaching one."""
+    reaching one. ``minuit_says``: MINUIT's minimum has parameters at a limit (its own test, for all of them
+    together); then the parameter nearest to a limit, as a fraction of its range, is flagged too."""
     span = hi - lo
-    return (np.minimum(theta - lo, hi - theta) <= BOUND_FRACTION * span) | minos_at_limit
+    closeness = np.minimum(theta - lo, hi - theta) / span
+    flags = (closeness <= BOUND_FRACTION) | minos_at_limit
+    if minuit_says and not flags.any():
+        flags[int(np.argmin(closeness))] = True
+    return flags
