@@ -256,7 +256,8 @@ def closure_metrics(ds: xr.Dataset, core: tuple[float, float]) -> dict[str, floa
     - the ensemble-mean QCF's deviation from the truth in units of its error over the core range
       (along x; the whole y range in 2D), and its relative deviation;
     - the worst χ²/ndf of generated vs measured histograms over members and observables;
-    - the worst GAN/MLE error ratio when a maximum-likelihood reference exists.
+    - the worst GAN/MLE error ratio when a maximum-likelihood reference with errors exists (MINUIT gives none
+      where HESSE fails, e.g. with a parameter on its bound; the closure report says so).
     ``closure_passed`` is 1 when max |pull| ≤ :data:`PULL_LIMIT` (3), the QCF lies within :data:`QCF_SIGMA_LIMIT`
     (2σ) everywhere in the core range and (when known) the error ratio is at most :data:`ERROR_RATIO_LIMIT` (1.5).
     """
@@ -275,8 +276,9 @@ def closure_metrics(ds: xr.Dataset, core: tuple[float, float]) -> dict[str, floa
     if "chi2_ndf" in ds and bool(ds["chi2_ndf"].notnull().any()):
         out["closure_max_chi2_ndf"] = float(ds["chi2_ndf"].max())
     passed = max_pull <= PULL_LIMIT and max_dev <= QCF_SIGMA_LIMIT
-    if "params_mle_err" in ds:
-        ratio = float((err / ds["params_mle_err"]).max())
+    ratios = err / ds["params_mle_err"] if "params_mle_err" in ds else None
+    if ratios is not None and bool(ratios.notnull().any()):  # (a reference fit without errors judges nothing)
+        ratio = float(ratios.max())
         out["closure_max_error_ratio"] = ratio
         passed = passed and ratio <= ERROR_RATIO_LIMIT
     out["closure_passed"] = int(passed)
