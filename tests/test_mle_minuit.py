@@ -8,6 +8,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+import torch
 import xarray as xr
 from mle_lbfgs import lbfgs_fit
 
@@ -97,6 +98,24 @@ def test_a_parameter_against_its_bound_is_flagged_with_its_minos_interval(at_bou
     assert lower < 0 and upper == pytest.approx(0.0, abs=1e-3)  # MINOS ran for p0 (near its bound) only
     assert np.all(np.isnan(result.minos_errors[1]))
     assert "parameters at a bound (p0)" in result.error
+
+
+def test_a_parameter_at_its_bound_takes_its_minos_error_and_the_others_hesse_with_it_held():
+    """At a limit HESSE quotes a vanishing error (here 6e-7 for p0) or loses every error to a forced positive
+    definite matrix (multiset2d's C_p4); the fit holds p0 there instead, as MINUIT's users do."""
+    spec = parse_spec(_bound_spec())
+    data = measured_data(parse_spec({"name": "data", "problem": {"kind": "gauss6", "events": 500, "seed": 1}}))
+    f = make_trainer(spec, data, 0, "mle")
+    result = f.fit(0, HistorySink())
+    assert result.fit_valid and list(result.at_bound) == [True, False]
+    lower, _ = result.minos_errors[0]
+    assert result.params_pred_std[0] == pytest.approx(-lower, rel=1e-9) and -lower > 1e-4
+    # p1's error given p0 held: 1 / sqrt(∂²NLL/∂p1²) (errordef 0.5: the covariance is the NLL's inverse Hessian).
+    hessian = torch.autograd.functional.hessian(f.nll, f.theta_hat.clone())
+    assert result.params_pred_std[1] == pytest.approx(float(hessian[1, 1]) ** -0.5, rel=0.02)
+    assert float(f.cov[0, 1]) == 0.0 and "errors of p0 from MINOS" in result.error
+    # The QCF band is drawn from that covariance: finite everywhere.
+    assert np.isfinite(result.qcf_pred_std).all()
 
 
 def test_the_bound_is_in_the_results_file_and_the_report_says_so(at_bound_run, tmp_path):

@@ -14,6 +14,7 @@ from engine.data.histograms import chi2_per_ndf, density_histograms, histogram_c
 from engine.detector import ResolutionSmearing
 from engine.gan.config import PARAM_DRAWS
 from engine.mle.likelihood import _F64, LikelihoodModel
+from engine.mle.minuit import Objective, at_bound, hesse_covariance, hesse_holding
 
 
 class ErrorsAndPredictions(LikelihoodModel):
@@ -26,6 +27,7 @@ class ErrorsAndPredictions(LikelihoodModel):
     data_sumw2: np.ndarray | None
     theta_hat: Tensor
     cov: Tensor
+    objective: Objective
     qcf_draws: tuple[int, int]
     simulated_events: tuple[int, int]
 
@@ -68,25 +70,41 @@ class ErrorsAndPredictions(LikelihoodModel):
             v = v + (jac / self.xsec_err[:, None] ** 2).T @ jac
         return 0.5 * (v + v.T)
 
-    def _errors(self, m: Minuit) -> None:
-        """HESSE at the minimum of ``m``: covariance ``H⁻¹`` (``errordef`` 0.5), or for weighted data the sandwich
-        ``H⁻¹ V H⁻¹`` with HESSE's ``H⁻¹`` as the bread; NaN (with a warning) where HESSE failed or had to force
-        its matrix positive definite."""
-        m.hesse()
-        fmin = m.fmin
-        cov = None if m.covariance is None else np.asarray(m.covariance, dtype=np.float64)
+    def _errors(self, m: Minuit, minos_errors: np.ndarray) -> None:
+        """The covariance from HESSE at the minimum of ``m`` (run by the caller): ``H⁻¹`` (``errordef`` 0.5), or for
+        weighted data the sandwich ``H⁻¹ V H⁻¹`` with HESSE's ``H⁻¹`` as the bread.
+
+        Parameters at a limit are held there and HESSE reruns on the others, as MINUIT's users do by hand: at a
+        limit MINUIT's bounded transform leaves the NLL no curvature it can use, so HESSE quotes a vanishing error
+        for that parameter or forces its matrix positive definite (and then every error is lost). Those parameters
+        get their MINOS error towards the inside of the bounds (``minos_errors``, ``(P, 2)``), uncorrelated with the
+        others. NaN, with a warning, where HESSE still finds no covariance or MINOS no error.
+        """
         n = len(self.lo)
-        if fmin is None or cov is None or fmin.hesse_failed or fmin.has_made_posdef_covar or not np.isfinite(cov).all():
-            why = "failed" if fmin is None or fmin.hesse_failed else "had to force it positive definite"
-            self.warnings.append(
-                f"HESSE found no covariance at the minimum (it {why}): parameter and QCF errors are NaN"
-            )
-            self.cov = torch.full((n, n), math.nan, dtype=_F64)
+        minuit_says = m.fmin is not None and m.fmin.has_parameters_at_limit
+        theta = np.asarray(m.values, dtype=np.float64)
+        fixed = at_bound(theta, self.lo.numpy(), self.hi.numpy(), np.zeros(n, dtype=bool), minuit_says)
+        names = [name for name, f in zip(m.parameters, fixed) if f]
+        hesse, why = hesse_covariance(hesse_holding(m, self.objective, names) if names else m)
+        held = f" with {', '.join(names)} held at its limit" if names else ""
+        self.cov = torch.full((n, n), math.nan, dtype=_F64)
+        if hesse is None:
+            self.warnings.append(f"HESSE found no covariance at the minimum{held} (it {why}): errors are NaN")
             return
-        self.cov = torch.as_tensor(cov)
+        cov = torch.as_tensor(hesse)
         if self.event_w is not None:
-            self.cov = self.cov @ self.score_covariance(self.event_w) @ self.cov
-            self.cov = 0.5 * (self.cov + self.cov.T)
+            cov = cov @ self.score_covariance(self.event_w) @ cov
+            cov = 0.5 * (cov + cov.T)
+        for k in np.flatnonzero(fixed):
+            lower, upper = minos_errors[k]
+            inside = -lower if self.hi[k] - theta[k] < theta[k] - self.lo[k] else upper
+            if not np.isfinite(inside) or inside <= 0:
+                self.warnings.append(f"MINOS found no error for {names[0]} at its limit: errors are NaN")
+                return
+            cov[k, k] = float(inside) ** 2
+        self.cov = cov
+        if names:
+            self.warnings.append(f"errors of {', '.join(names)} from MINOS, the others' from HESSE{held}")
 
     # Predictions --------------------------------------------------------------------------------
 

@@ -170,8 +170,9 @@ class MLEFit(ErrorsAndPredictions):
             m = None  # MINUIT ended on a non-finite value: no minimum (below: the best finite point, or an error)
         if m is not None and not stopped:
             self.theta_hat = torch.tensor(np.asarray(m.values), dtype=_F64)
-            self._errors(m)
+            m.hesse()
             self._minos(m)
+            self._errors(m, self.intervals.errors)
         else:
             if best["x"] is not None:
                 self.theta_hat = torch.tensor(best["x"], dtype=_F64)
@@ -182,7 +183,7 @@ class MLEFit(ErrorsAndPredictions):
         flags = at_bound(self.theta_hat.numpy(), self.lo.numpy(), self.hi.numpy(), self.intervals.at_limit, minuit_says)
         if flags.any():
             names = ", ".join(n for n, f in zip(self.problem.param_names, flags) if f)
-            self.warnings.append(f"parameters at a bound ({names}): HESSE errors are unreliable there, MINOS's hold")
+            self.warnings.append(f"parameters at a bound ({names})")
         if not stopped and best["x"] is not None:
             self._log(sink, member, float(m.fval) if m is not None else best["nll"], self.theta_hat, t0)
         wall = time.perf_counter() - t0

@@ -18,7 +18,17 @@ from torch import Tensor
 
 _F64 = torch.float64
 
-__all__ = ["FitStopped", "MinosInterval", "Objective", "at_bound", "migrad", "minos", "near_a_bound"]
+__all__ = [
+    "FitStopped",
+    "MinosInterval",
+    "Objective",
+    "at_bound",
+    "hesse_covariance",
+    "hesse_holding",
+    "migrad",
+    "minos",
+    "near_a_bound",
+]
 
 BOUND_FRACTION = 1e-3  # an estimate this fraction of its range from a limit, or closer, is at the bound
 MINOS_SIGMAS = 2.0  # MINOS runs for parameters whose estimate is within this many HESSE errors of a limit
@@ -80,6 +90,34 @@ def migrad(
     m.strategy = strategy
     m.migrad(ncall=ncall)
     return m
+
+
+def hesse_holding(m: Minuit, objective: Objective, names: Sequence[str]) -> Minuit:
+    """HESSE at the minimum that ``m`` found on ``objective``, with ``names`` held fixed there, on a new Minuit:
+    ``m`` keeps its own state (holding parameters rewrites MINUIT's summary of the minimum, its EDM and validity
+    among it)."""
+    h = Minuit(objective, np.asarray(m.values), grad=objective.grad, name=list(m.parameters))
+    h.errordef = m.errordef
+    h.limits = [tuple(lim) for lim in m.limits]
+    h.errors = np.asarray(m.errors)
+    h.strategy = m.strategy.strategy
+    for name in names:
+        h.fixed[name] = True
+    h.hesse()
+    return h
+
+
+def hesse_covariance(m: Minuit) -> tuple[np.ndarray | None, str]:
+    """HESSE's covariance of ``m`` (zero rows for fixed parameters), or None and why it is not one to use."""
+    fmin = m.fmin
+    if fmin is None or m.covariance is None or fmin.hesse_failed:
+        return None, "failed"
+    if fmin.has_made_posdef_covar:
+        return None, "had to force it positive definite"
+    cov = np.asarray(m.covariance, dtype=np.float64)
+    if not np.isfinite(cov).all():
+        return None, "gave a non-finite covariance"
+    return cov, ""
 
 
 def near_a_bound(m: Minuit, sigmas: float = MINOS_SIGMAS) -> list[str]:
