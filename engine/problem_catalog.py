@@ -51,11 +51,17 @@ class ProblemInfo:
     @property
     def event_dims(self) -> int:
         """Coordinates per event: 1 or 2."""
-        return 1 if self.y_range is None else 2
+        return len(self.domain)
 
     @property
     def domain(self) -> tuple[tuple[float, float], ...]:
-        return (self.x_range,) if self.y_range is None else (self.x_range, self.y_range)
+        return domain_of(self.x_range, self.y_range)
+
+
+def domain_of(x_range: tuple[float, float], y_range: tuple[float, float] | None) -> tuple[tuple[float, float], ...]:
+    """The ranges of an event's coordinates: ``(x_range,)``, or ``(x_range, y_range)`` for 2D events. One definition
+    for :class:`ProblemInfo` and :class:`~engine.problems.base.Problem`."""
+    return (x_range,) if y_range is None else (x_range, y_range)
 
 
 _RHO_A = (0.5, 3.0, 0.3, 4.0, 0.75)  # proxy2d's truth and multiset2d's density A

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from engine import samplers
-from engine.problem_catalog import ProblemInfo
+from engine.problem_catalog import ProblemInfo, domain_of
 from engine.samplers import cumulative_trapezoid, sample_inverse_cdf
 
 
@@ -91,11 +91,11 @@ class Problem:
     @property
     def event_dims(self) -> int:
         """Coordinates per event: 1 or 2."""
-        return 1 if self.y_range is None else 2
+        return len(self.domain)
 
     @property
     def domain(self) -> tuple[tuple[float, float], ...]:
-        return (self.x_range,) if self.y_range is None else (self.x_range, self.y_range)
+        return domain_of(self.x_range, self.y_range)
 
     def qcfs(self, theta: Tensor, *grids: Tensor) -> Tensor:
         """QCFs for a batch of parameter sets.
