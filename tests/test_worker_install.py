@@ -2,8 +2,9 @@
 ``[dashboard]``) trains, validates and runs a campaign without Panel, HoloViews, Bokeh or matplotlib; and pip keeps a
 torch that is already there when it installs the package.
 
-Slow (about 2½ minutes on 2 cores, mostly pip): it installs torch from this machine's CPU wheel through
-constraints.txt, as the Makefile does, and the other dependencies from the package index or pip's cache.
+Slow (1½ minutes on the shared 2-core machine with pip's cache warm, 6 December 2026; most of it pip): it installs
+torch from this machine's CPU wheel through constraints.txt, as the Makefile does, and the other dependencies from the
+package index or pip's cache.
 """
 
 from __future__ import annotations
