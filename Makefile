@@ -7,12 +7,11 @@ CHROMIUM ?= /usr/bin/chromium
 
 .PHONY: serve test install lint chromium sample-data clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# torch first, by its exact pin: pip takes the CPU wheel from local disk.
-	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	# every extra (a worker needs none of them); constraints.txt pins torch to the CPU wheel on local disk
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dashboard,hpc,test,io]"
 	# the discriminator pass's C++ block, built once here (about 30 s) rather than in the first training
 	$(BIN)/python -m engine.accel.native
 	@touch $(STAMP)

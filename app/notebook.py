@@ -65,6 +65,9 @@ class Fit:
     def view(self) -> RunWatch:
         """The run's progress, status and live plots (losses, accuracy, parameters, QCFs, observables), updated
         twice a second until it ends: a Panel object for a notebook cell (after ``pn.extension("tabulator")``)."""
+        from app.extras import require_extra
+
+        require_extra("dashboard", "Fit.view()")
         from app.dashboard.live_view import RunWatch
 
         return RunWatch(self.live)

@@ -231,10 +231,12 @@ def live_view(fit_or_path: Fit | str | Path) -> pn.viewable.Viewer | pn.Column:
 
         >>> qcf_studio.live_view("runs/closure-1d-20261206-101500.nc")
     """
+    from app.extras import require_extra
     from app.notebook import Fit
 
     if isinstance(fit_or_path, Fit):
         return fit_or_path.view()
+    require_extra("dashboard", "qcf_studio.live_view")
     import panel as pn
 
     from app.dashboard.views import run_panels
@@ -250,6 +252,9 @@ def runs_view(runs_dir: str | Path = "runs", open: str | Path | None = None) -> 
 
         >>> qcf_studio.runs_view("runs")
     """
+    from app.extras import require_extra
+
+    require_extra("dashboard", "qcf_studio.runs_view")
     from app.dashboard.views import RunsBrowser
 
     view = RunsBrowser(runs_dir)
@@ -267,6 +272,9 @@ def compare_view(runs_dir: str | Path = "runs", runs: Sequence[str | Path] = ())
 
         >>> qcf_studio.compare_view("runs", runs=[gan.encoding["source"], mle.encoding["source"]])
     """
+    from app.extras import require_extra
+
+    require_extra("dashboard", "qcf_studio.compare_view")
     from app.dashboard.views import CompareView
 
     view = CompareView(runs_dir)

@@ -128,3 +128,49 @@ def test_nothing_in_the_project_imports_the_public_api(graph):
     # qcf_studio is the outermost layer (a thin re-export for users): the rest never depends on it
     reach = {m for m, deps in graph.items() if _root(m) != "qcf_studio" and any(_root(d) == "qcf_studio" for d in deps)}
     assert reach == set()
+
+
+# A worker-only install (no [dashboard] extra) has neither the web stack nor matplotlib: the headless commands (every
+# command's parser, validate, schema, data, run, campaign, bench) and the Python API's headless functions reach
+# neither, at import or in the functions they call. Commands that need them (serve, credentials, export) and the
+# notebook views check first and name the extra (app.extras).
+DASHBOARD = (*WEB, "matplotlib")
+HEADLESS = ("app.cli", "app.cli.commands", "qcf_studio", "app.notebook")  # imported for every command, or by users
+# the modules whose functions run the headless commands: every import in them counts, lazy ones included
+HEADLESS_CALLS = ("app.cli.common", "app.cli.run", "app.cli.campaign", "app.cli.progress")
+
+
+def _imports_anywhere(name: str, known: set[str]) -> set[str]:
+    """Everything ``name``'s source imports, inside functions too (absolute imports; the project uses no others)."""
+    tree = ast.parse(_modules()[name].read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in known)
+    return found
+
+
+def _reached(graph: dict[str, set[str]], start: set[str]) -> set[str]:
+    """``start`` and every module imported, at module level, when they are imported."""
+    seen: set[str] = set()
+    todo = list(start)
+    while todo:
+        mod = todo.pop()
+        if mod not in seen:
+            seen.add(mod)
+            todo.extend(graph.get(mod, ()))
+    return seen
+
+
+def test_the_headless_commands_and_api_import_neither_the_web_stack_nor_matplotlib(graph):
+    start = set(HEADLESS) | {m for m in graph if _root(m) in ("engine", "benchmarks")}
+    for name in HEADLESS_CALLS:
+        start |= {name} | _imports_anywhere(name, set(graph))
+    reached = _reached(graph, start)
+    assert {"app.cli.run", "app.cluster", "engine.run.drive", "engine.campaign.driver"} <= reached  # found them
+    assert sorted(m for m in reached if _root(m) in DASHBOARD) == []
+    gui = sorted(m for m in reached if m.startswith(("app.dashboard.", "app.export", "layouts")))
+    assert gui == ["app.dashboard.runs"]  # the run control that qcf_studio.start shares with the dashboard: no Panel

@@ -299,13 +299,14 @@ def main(argv: list[str] | None = None) -> int:
         from engine.gan.accelerator import tune_process
 
         tune_process()
+    from app.extras import MissingExtraError
     from engine.spec import SpecError
 
     try:
         return args.func(args)
     except SpecError as e:
         return fail(f"{getattr(args, 'spec', '') or 'spec'}: {e}")
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, MissingExtraError) as e:
         return fail(str(e))
     except OSError as e:  # disk full, permissions, a lost connection: a sentence, not a traceback
         where = f"{e.filename}: " if e.filename else ""

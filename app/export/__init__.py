@@ -16,6 +16,9 @@ def export_any(path: str | Path, formats: str | Sequence[str], out_dir: str | Pa
     """Export the run or the campaign summary at ``path`` into ``out_dir`` in ``formats`` (any of png, svg, pdf,
     html); returns the files written. Raises ``ValueError`` (unknown format, not a results file) or
     ``FileNotFoundError`` before anything is written."""
+    from app.extras import require_extra
+
+    require_extra("dashboard", "export")  # matplotlib draws the figures; a campaign's tables come from layouts
     from app.export.run import export_run, parse_formats
 
     fmts = parse_formats(formats)  # before the file, so a bad flag never reaches the disk
