@@ -1,7 +1,9 @@
-"""Figures and reports of runs and campaigns as files: PNG, SVG, PDF and standalone HTML.
+"""Runs and campaigns as files: figures and reports (PNG, SVG, PDF, standalone HTML) and, for a run, its results
+as data for others (a HEPData submission, a replica grid).
 
 :func:`export_any` takes either kind of file (``qcf-studio export`` and :func:`qcf_studio.export`); the work is in
-:mod:`app.export.run` (one run) and :mod:`app.export.campaign` (a campaign's summary).
+:mod:`app.export.run` (one run's figures), :mod:`app.export.campaign` (a campaign's summary),
+:mod:`app.export.hepdata` and :mod:`app.export.grid`.
 """
 
 from __future__ import annotations
@@ -9,21 +11,40 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["export_any", "is_campaign_summary"]
+__all__ = ["DATA_FORMATS", "export_any", "is_campaign_summary"]
+
+DATA_FORMATS = ("hepdata", "grid")  # a run's results as data: a HEPData submission, a replica grid
 
 
 def export_any(path: str | Path, formats: str | Sequence[str], out_dir: str | Path) -> list[Path]:
     """Export the run or the campaign summary at ``path`` into ``out_dir`` in ``formats`` (any of png, svg, pdf,
-    html); returns the files written. Raises ``ValueError`` (unknown format, not a results file) or
-    ``FileNotFoundError`` before anything is written."""
-    from app.export.run import export_run, parse_formats
+    html; for a run also hepdata and grid); returns what was written (files, and the folders of hepdata and grid).
+    Raises ``ValueError`` (unknown format, not a results file), ``FileNotFoundError`` or
+    :class:`app.export.staging.MissingExtraError` (hepdata without hepdata_lib) before anything is written."""
+    from app.export.run import FORMATS, export_run, parse_formats
 
-    fmts = parse_formats(formats)  # before the file, so a bad flag never reaches the disk
+    fmts = parse_formats(formats, FORMATS + DATA_FORMATS)  # before the file, so a bad flag never reaches the disk
+    figures, data = [f for f in fmts if f in FORMATS], [f for f in fmts if f in DATA_FORMATS]
+    if "hepdata" in data:
+        from app.export.hepdata import require_hepdata_lib
+
+        require_hepdata_lib()
     if is_campaign_summary(path):
+        if data:
+            raise ValueError(f"--format {','.join(data)}: exports a run, and {path} is a campaign's summary")
         from app.export.campaign import export_campaign
 
-        return export_campaign(path, fmts, out_dir)
-    return export_run(path, fmts, out_dir)
+        return export_campaign(path, figures, out_dir)
+    written = export_run(path, figures, out_dir) if figures else []
+    if "hepdata" in data:
+        from app.export.hepdata import export_hepdata
+
+        written += export_hepdata(path, out_dir)
+    if "grid" in data:
+        from app.export.grid import export_grid
+
+        written += export_grid(path, out_dir)
+    return written
 
 
 def is_campaign_summary(path: str | Path) -> bool:

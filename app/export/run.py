@@ -61,17 +61,18 @@ FORMATS = ("png", "svg", "pdf", "html")
 DPI = 150
 
 
-def parse_formats(formats: str | Sequence[str]) -> list[str]:
-    """``"png,pdf"`` or ``["png", "pdf"]`` → ``["png", "pdf"]``; ``ValueError`` naming ``--format`` otherwise."""
+def parse_formats(formats: str | Sequence[str], allowed: Sequence[str] = FORMATS) -> list[str]:
+    """``"png,pdf"`` or ``["png", "pdf"]`` → ``["png", "pdf"]``; ``ValueError`` naming ``--format`` unless each is
+    one of ``allowed``."""
     items = formats.split(",") if isinstance(formats, str) else list(formats)
     out = []
     for f in (str(i).strip().lower() for i in items):
-        if f not in FORMATS:
-            raise ValueError(f"--format: unknown format {f!r}; choose from {', '.join(FORMATS)} (comma-separated)")
+        if f not in allowed:
+            raise ValueError(f"--format: unknown format {f!r}; choose from {', '.join(allowed)} (comma-separated)")
         if f not in out:
             out.append(f)
     if not out:
-        raise ValueError(f"--format: no format given; choose from {', '.join(FORMATS)}")
+        raise ValueError(f"--format: no format given; choose from {', '.join(allowed)}")
     return out
 
 
