@@ -207,6 +207,32 @@ def provenance(ds: xr.Dataset, source: str, spec_name: str) -> str:
     )
 
 
+_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml's emitter: 10× faster on a 2D QCF's 3721 rows
+
+
+def _write_table(table: Table, directory: Path) -> None:
+    """``table`` as its data file and its entry in ``submission.yaml``: what hepdata_lib's ``Table.write_yaml``
+    writes (each variable is its ``make_dict``), emitted by libyaml where hepdata_lib uses PyYAML's Python emitter
+    (16 s of a multiset2d export's 19)."""
+    data: dict[str, list[Any]] = {"independent_variables": [], "dependent_variables": []}
+    for var in table.variables:
+        entry = var.make_dict()
+        entry["values"] = [dict(v) for v in entry["values"]]  # (defaultdicts, which the safe dumper does not know)
+        data["independent_variables" if var.is_independent else "dependent_variables"].append(entry)
+    data_file = f"{table.name.lower().replace(' ', '_')}.yaml"
+    with open(directory / data_file, "w", encoding="utf-8") as f:
+        yaml.dump(data, f, Dumper=_Dumper, default_flow_style=False, allow_unicode=True)
+    entry = {
+        "name": table.name,
+        "description": table.description,
+        "location": table.location,
+        "data_file": data_file,
+        "keywords": [{"name": k, "values": v} for k, v in table.keywords.items()],
+    }
+    with open(directory / "submission.yaml", "a", encoding="utf-8") as f:
+        yaml.dump(entry, f, Dumper=_Dumper, default_flow_style=False, explicit_start=True, allow_unicode=True)
+
+
 def write_submission(ds: xr.Dataset, source: str, directory: Path, stem: str) -> None:
     """The submission's files into the (empty) ``directory``."""
     from hepdata_lib import Submission
@@ -219,16 +245,16 @@ def write_submission(ds: xr.Dataset, source: str, directory: Path, stem: str) ->
         "The qcf-studio spec of the run (YAML: problem, detector, training, ensemble, cluster)", spec_name
     )
     # Submission.create_files would also write submission.tar.gz into the working directory: its first document
-    # is written here as it writes it, and each table by hepdata_lib itself.
+    # is written here as it writes it.
     head = {
         "data_license": submission.get_license(),
         "comment": submission.comment,
         "additional_resources": submission.additional_resources,
     }
     with open(directory / "submission.yaml", "w", encoding="utf-8") as f:
-        yaml.safe_dump(head, f, default_flow_style=False, explicit_start=True, allow_unicode=True, sort_keys=False)
+        yaml.dump(head, f, Dumper=_Dumper, default_flow_style=False, explicit_start=True, allow_unicode=True)
     for table in submission_tables(ds):
-        table.write_output(str(directory))
+        _write_table(table, directory)
 
 
 def validation_errors(directory: Path) -> list[str]:
