@@ -35,15 +35,20 @@ def export_any(path: str | Path, formats: str | Sequence[str], out_dir: str | Pa
         from app.export.campaign import export_campaign
 
         return export_campaign(path, figures, out_dir)
+    grid = None
+    if "grid" in data:  # a run without replicas is refused before any format writes
+        from app.export.grid import replica_grid
+
+        grid = replica_grid(path)
     written = export_run(path, figures, out_dir) if figures else []
     if "hepdata" in data:
         from app.export.hepdata import export_hepdata
 
         written += export_hepdata(path, out_dir)
-    if "grid" in data:
+    if grid is not None:
         from app.export.grid import export_grid
 
-        written += export_grid(path, out_dir)
+        written += export_grid(path, out_dir, grid)
     return written
 
 

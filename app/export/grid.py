@@ -32,7 +32,15 @@ from engine.results.files import netcdf_bytes
 from engine.results.replicas import qcf_replicas
 from engine.textlimits import clip
 
-__all__ = ["Q_KNOTS", "export_grid", "flavour_id", "lhapdf_refusal", "replica_dataset", "write_lhapdf_set"]
+__all__ = [
+    "Q_KNOTS",
+    "export_grid",
+    "flavour_id",
+    "lhapdf_refusal",
+    "replica_dataset",
+    "replica_grid",
+    "write_lhapdf_set",
+]
 
 Q_KNOTS = (1.0, 10.0)  # a dummy scale (GeV): the QCFs do not depend on it
 _PARTONS = {"d": 1, "u": 2, "s": 3, "c": 4, "b": 5, "t": 6, "g": 21}
@@ -147,17 +155,24 @@ def write_lhapdf_set(directory: Path, set_name: str, grid: xr.Dataset, qcf: str,
     return folder
 
 
-def export_grid(path: str | Path, out_dir: str | Path) -> list[Path]:
-    """Write ``<stem>-grid/`` for the run at ``path`` into ``out_dir``; returns its NetCDF file and its LHAPDF sets'
-    folders. Raises ``ValueError`` (not a run; a run without replicas: :class:`engine.results.replicas.
-    NoReplicasError`) or ``FileNotFoundError`` before anything is written."""
+def replica_grid(path: str | Path) -> xr.Dataset:
+    """The replica grid of the run at ``path`` (:func:`replica_dataset`), its ``lhapdf`` attribute saying whether
+    LHAPDF sets go with it; ``ValueError`` (not a run; no replicas: :class:`engine.results.replicas.NoReplicasError`)
+    or ``FileNotFoundError`` otherwise. Nothing is written."""
+    grid = replica_dataset(load_run(path), str(path))
+    refusal = lhapdf_refusal(grid)
+    grid.attrs["lhapdf"] = f"no LHAPDF sets: {refusal}" if refusal else "one LHAPDF6 set per QCF beside this file"
+    return grid
+
+
+def export_grid(path: str | Path, out_dir: str | Path, grid: xr.Dataset | None = None) -> list[Path]:
+    """Write ``<stem>-grid/`` for the run at ``path`` into ``out_dir`` (``grid``: its :func:`replica_grid` if made
+    already); returns its NetCDF file and its LHAPDF sets' folders. Raises as :func:`replica_grid` does, before
+    anything is written."""
     from app.export.run import out_folder
 
     path, out = Path(path), Path(out_dir)
-    ds = load_run(path)
-    grid = replica_dataset(ds, str(path))
-    refusal = lhapdf_refusal(grid)
-    grid.attrs["lhapdf"] = f"no LHAPDF sets: {refusal}" if refusal else "one LHAPDF6 set per QCF beside this file"
+    grid = replica_grid(path) if grid is None else grid
     out_folder(out)
     stem, folder = _safe(path.stem), f"{path.stem}-grid"
     with Staging(out, folder) as staging:
@@ -166,7 +181,7 @@ def export_grid(path: str | Path, out_dir: str | Path) -> list[Path]:
         nc = f"{path.stem}-replicas.nc"
         (directory / nc).write_bytes(netcdf_bytes(grid))
         names = [str(q) for q in grid["qcf"].values]
-        sets = [] if refusal else [f"{stem}_{_safe(q)}" for q in names]
+        sets = [] if grid.attrs["lhapdf"].startswith("no ") else [f"{stem}_{_safe(q)}" for q in names]
         if len({s.lower() for s in sets}) < len(sets):  # names that differ only in case or odd characters
             sets = [f"{stem}_{i + 1}_{_safe(q)}" for i, q in enumerate(names)]
         for i, (q, set_name) in enumerate(zip(names, sets)):
