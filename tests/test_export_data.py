@@ -127,6 +127,19 @@ def test_a_likelihood_fit_labels_its_errors_as_hessian(runs, tmp_path):
     assert _values(table["dependent_variables"][0])[2] == {"Hessian 1 sigma (HESSE)"}
 
 
+def test_a_run_whose_members_all_failed_exports_blanks_that_validate(runs, tmp_path):
+    def failed(ds: xr.Dataset) -> xr.Dataset:
+        ds["qcf_pred"][:] = np.nan
+        ds["params_pred"][:] = np.nan
+        ds.attrs["status"] = "failed"
+        return ds
+
+    folder, _ = export_hepdata(copy_to(runs["mle"], tmp_path / "failed.nc", failed), tmp_path / "out")
+    table = _load(folder / "qcf_u.yaml")
+    assert {v["value"] for v in table["dependent_variables"][0]["values"]} == {"-"}  # HEPData's blank
+    assert {q["value"] for q in table["dependent_variables"][0]["qualifiers"] if q["name"] == "members"} == {0}
+
+
 def test_without_hepdata_lib_export_says_to_install_the_io_extra(runs, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "hepdata_lib", None)  # import hepdata_lib raises ImportError
     assert main(["export", str(runs["gan"]), "--format", "png,hepdata", "--out", str(tmp_path / "out")]) == 2
