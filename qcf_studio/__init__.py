@@ -208,19 +208,31 @@ def campaign(
     return done.summary
 
 
-def export(path: str | Path, out_dir: str | Path, formats: Sequence[str] = ("png",)) -> list[Path]:
+def export(
+    path: str | Path, out_dir: str | Path, formats: str | Sequence[str] = ("png",), *, format: str | None = None
+) -> list[Path]:
     """Write the figures (and reports) of the run or campaign summary at ``path`` into ``out_dir``, as
-    ``qcf-studio export`` does; ``formats``: any of ``png``, ``svg``, ``pdf``, ``html``. Returns the files written
-    (all or none: they are renamed into place together), a copy of the NetCDF and its spec among them.
+    ``qcf-studio export`` does, or a run's results as data. Returns what was written.
+
+    Arguments:
+        formats: any of ``png``, ``svg``, ``pdf``, ``html`` (all or none of their files are written, renamed into
+            place together, a copy of the NetCDF and its spec among them); for a run also ``hepdata`` (a HEPData
+            submission folder and its ``.tar.gz``; needs ``qcf-studio[io]``) and ``grid`` (the QCF replicas as
+            NetCDF, and LHAPDF6 sets for 1D QCFs on x in (0, 1]): each a folder renamed into place whole.
+            docs/results.md describes every file.
+        format: the same, for one format (``format="hepdata"``); it replaces ``formats``.
 
     Example::
 
         >>> qcf_studio.export("runs/closure-1d-20261206-101500.nc", "figs", formats=("png", "pdf"))
         [PosixPath('figs/closure-1d-20261206-101500-losses.png'), ...]
+        >>> qcf_studio.export("runs/closure-1d-20261206-101500.nc", "out", format="grid")
+        [PosixPath('out/closure-1d-20261206-101500-grid/closure-1d-20261206-101500-replicas.nc'), ...]
     """
     from app.export import export_any
 
-    return export_any(path, list(formats), out_dir)
+    chosen = format if format is not None else formats
+    return export_any(path, chosen if isinstance(chosen, str) else list(chosen), out_dir)
 
 
 def live_view(fit_or_path: Fit | str | Path) -> pn.viewable.Viewer | pn.Column:

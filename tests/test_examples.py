@@ -39,5 +39,8 @@ def test_the_closure_notebook_runs_fits_compares_and_exports(tmp_path, monkeypat
     runs = sorted(p.name for p in (tmp_path / "runs").glob("*.nc"))
     assert len(runs) == 2 and runs[0].startswith("closure-1d-2") and runs[1].startswith("closure-1d-mle-")
     assert any(p.suffix == ".png" for p in (tmp_path / "figures").iterdir())
+    gan = runs[0].removesuffix(".nc")
+    assert (tmp_path / "results" / f"{gan}-hepdata" / "submission.yaml").is_file()
+    assert (tmp_path / "results" / f"{gan}-grid" / f"{gan}_u" / f"{gan}_u_0000.dat").is_file()
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert errors == []

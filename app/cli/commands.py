@@ -79,8 +79,13 @@ def cmd_campaign(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from app.export import export_any
+    from app.export.staging import MissingExtraError
 
-    for path in export_any(args.run, args.format, args.out):
+    try:
+        written = export_any(args.run, args.format, args.out)
+    except MissingExtraError as e:  # an optional package: a sentence saying what to install, not a traceback
+        return fail(str(e))
+    for path in written:
         print(path)
     return 0
 
@@ -225,7 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_args(p, default_workers=None)
     p.set_defaults(func=cmd_campaign)
 
-    p = sub.add_parser("export", help="a run's (or a campaign's) figures and report, a copy of its NetCDF and spec")
+    p = sub.add_parser(
+        "export", help="a run's (or a campaign's) figures and report, a copy of its NetCDF and spec; a run as data"
+    )
     p.add_argument(
         "run",
         metavar="RUN.nc",
@@ -236,8 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--format",
         default=EXPORT_FORMATS,
         metavar="FMT[,FMT...]",
-        help=f"any of png, svg, pdf, html, comma-separated (default: {EXPORT_FORMATS}); pdf adds a "
-        "multipage report, html one standalone report page",
+        help=f"any of png, svg, pdf, html, hepdata, grid, comma-separated (default: {EXPORT_FORMATS}); pdf adds a "
+        "multipage report, html one standalone report page; for a run, hepdata writes a HEPData submission "
+        "(needs qcf-studio[io]) and grid its QCF replicas (NetCDF, and LHAPDF6 sets for 1D QCFs on x in (0, 1])",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="where the files go (created if missing)")
     p.set_defaults(func=cmd_export)

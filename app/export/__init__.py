@@ -1,7 +1,9 @@
-"""Figures and reports of runs and campaigns as files: PNG, SVG, PDF and standalone HTML.
+"""Runs and campaigns as files: figures and reports (PNG, SVG, PDF, standalone HTML) and, for a run, its results
+as data for others (a HEPData submission, a replica grid).
 
 :func:`export_any` takes either kind of file (``qcf-studio export`` and :func:`qcf_studio.export`); the work is in
-:mod:`app.export.run` (one run) and :mod:`app.export.campaign` (a campaign's summary).
+:mod:`app.export.run` (one run's figures), :mod:`app.export.campaign` (a campaign's summary),
+:mod:`app.export.hepdata` and :mod:`app.export.grid`.
 """
 
 from __future__ import annotations
@@ -9,24 +11,67 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["export_any", "is_campaign_summary"]
+__all__ = ["DATA_FORMATS", "FORMATS", "export_any", "is_campaign_summary", "parse_formats"]
+
+FORMATS = ("png", "svg", "pdf", "html")  # figures and reports
+DATA_FORMATS = ("hepdata", "grid")  # a run's results as data: a HEPData submission, a replica grid
 
 
 def export_any(path: str | Path, formats: str | Sequence[str], out_dir: str | Path) -> list[Path]:
     """Export the run or the campaign summary at ``path`` into ``out_dir`` in ``formats`` (any of png, svg, pdf,
-    html); returns the files written. Raises ``ValueError`` (unknown format, not a results file) or
-    ``FileNotFoundError`` before anything is written."""
-    from app.extras import require_extra
+    html; for a run also hepdata and grid); returns what was written (files, and the folders of hepdata and grid).
+    Raises ``ValueError`` (unknown format, not a results file), ``FileNotFoundError`` or
+    :class:`app.export.staging.MissingExtraError` (hepdata without hepdata_lib) before anything is written."""
+    fmts = parse_formats(formats, FORMATS + DATA_FORMATS)  # before the file, so a bad flag never reaches the disk
+    figures, data = [f for f in fmts if f in FORMATS], [f for f in fmts if f in DATA_FORMATS]
+    if figures:
+        from app.extras import require_extra
 
-    require_extra("dashboard", "export")  # matplotlib draws the figures; a campaign's tables come from layouts
-    from app.export.run import export_run, parse_formats
+        require_extra("dashboard", "export")  # matplotlib draws the figures; a campaign's tables come from layouts
+    if "hepdata" in data:
+        from app.export.hepdata import require_hepdata_lib
 
-    fmts = parse_formats(formats)  # before the file, so a bad flag never reaches the disk
+        require_hepdata_lib()
     if is_campaign_summary(path):
+        if data:
+            raise ValueError(f"--format {','.join(data)}: exports a run, and {path} is a campaign's summary")
         from app.export.campaign import export_campaign
 
-        return export_campaign(path, fmts, out_dir)
-    return export_run(path, fmts, out_dir)
+        return export_campaign(path, figures, out_dir)
+    grid = None
+    if "grid" in data:  # a run without replicas is refused before any format writes
+        from app.export.grid import replica_grid
+
+        grid = replica_grid(path)
+    written = []
+    if figures:
+        from app.export.run import export_run
+
+        written = export_run(path, figures, out_dir)
+    if "hepdata" in data:
+        from app.export.hepdata import export_hepdata
+
+        written += export_hepdata(path, out_dir)
+    if grid is not None:
+        from app.export.grid import export_grid
+
+        written += export_grid(path, out_dir, grid)
+    return written
+
+
+def parse_formats(formats: str | Sequence[str], allowed: Sequence[str] = FORMATS) -> list[str]:
+    """``"png,pdf"`` or ``["png", "pdf"]`` → ``["png", "pdf"]``; ``ValueError`` naming ``--format`` unless each is
+    one of ``allowed``."""
+    items = formats.split(",") if isinstance(formats, str) else list(formats)
+    out = []
+    for f in (str(i).strip().lower() for i in items):
+        if f not in allowed:
+            raise ValueError(f"--format: unknown format {f!r}; choose from {', '.join(allowed)} (comma-separated)")
+        if f not in out:
+            out.append(f)
+    if not out:
+        raise ValueError(f"--format: no format given; choose from {', '.join(allowed)}")
+    return out
 
 
 def is_campaign_summary(path: str | Path) -> bool:

@@ -19,8 +19,9 @@ import xarray as xr
 from matplotlib.backends.backend_pdf import PdfPages
 
 from app.campaign_files import load_summary
+from app.export import parse_formats
 from app.export.campaign_figures import CAMPAIGN_CAPTIONS, campaign_figures, campaign_title, verdict_page
-from app.export.run import REPORT_CSS, AtomicFiles, out_folder, parse_formats, save_figure, svg_inline, write_figures
+from app.export.run import REPORT_CSS, AtomicFiles, out_folder, save_figure, svg_inline, write_figures
 from engine.results.files import netcdf_bytes
 from layouts.campaign import verdict_table
 

@@ -25,6 +25,7 @@ from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
 from app.catalog import load_run
+from app.export import parse_formats
 from app.export.figures import CAPTIONS, figures, text_table
 from app.export.report import (
     Criterion,
@@ -39,14 +40,12 @@ from app.export.report import (
 )
 
 __all__ = [
-    "FORMATS",
     "DOWNLOADS",
     "download_filename",
     "export_download",
     "export_run",
     "figures",
     "open_results",
-    "parse_formats",
     "markdown_to_html",
     "report_html",
     "AtomicFiles",
@@ -57,22 +56,7 @@ __all__ = [
     "write_figures",
 ]
 
-FORMATS = ("png", "svg", "pdf", "html")
 DPI = 150
-
-
-def parse_formats(formats: str | Sequence[str]) -> list[str]:
-    """``"png,pdf"`` or ``["png", "pdf"]`` → ``["png", "pdf"]``; ``ValueError`` naming ``--format`` otherwise."""
-    items = formats.split(",") if isinstance(formats, str) else list(formats)
-    out = []
-    for f in (str(i).strip().lower() for i in items):
-        if f not in FORMATS:
-            raise ValueError(f"--format: unknown format {f!r}; choose from {', '.join(FORMATS)} (comma-separated)")
-        if f not in out:
-            out.append(f)
-    if not out:
-        raise ValueError(f"--format: no format given; choose from {', '.join(FORMATS)}")
-    return out
 
 
 def open_results(path: str | Path) -> xr.Dataset:

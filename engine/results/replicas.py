@@ -1,0 +1,103 @@
+"""Replicas of a run's QCFs whose spread is the run's own error: what a replica grid (``export --format grid``)
+holds, in the way NNPDF-style Monte Carlo PDF sets hold their replicas.
+
+Which replicas reproduce a run's error depends on how the run defines it (:func:`engine.results.ensemble_estimate`):
+
+- a **bootstrap** ensemble (``uncertainty: bootstrap``): σ is the spread of the members' estimates, so the replicas
+  are the members, one each (their ``qcf_pred``);
+- otherwise (GAN generators, a likelihood fit): σ² is the mean of each member's own variance plus the variance
+  between members, which is the variance of the members' parameter distributions pooled. The replicas are the
+  QCFs at the ``params_draws`` of every member (100 draws each of the generator's distribution, or of a likelihood
+  fit's N(θ̂, H⁻¹)), the same number from each member, at most :data:`MAX_REPLICAS` in all.
+
+A run that has neither (one bootstrap member; a file without ``params_draws``, e.g. a likelihood fit whose HESSE
+failed) has no replicas: :class:`NoReplicasError` says why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import xarray as xr
+
+from engine.problems import get_problem
+
+__all__ = ["MAX_REPLICAS", "NoReplicasError", "Replicas", "qcf_replicas"]
+
+MAX_REPLICAS = 1000  # as the largest Monte Carlo PDF sets; an ensemble's draws are thinned evenly to fit
+
+
+class NoReplicasError(ValueError):
+    """A run whose error no set of replicas reproduces; the message names the run and why."""
+
+
+@dataclass(frozen=True)
+class Replicas:
+    """Replicas 1..N of a run (no central member): ``qcf`` (replica, qcf, x[, y]), ``params`` (replica, param),
+    ``source`` (``members`` or ``draws``) and ``description``, a sentence on what they are."""
+
+    qcf: np.ndarray
+    params: np.ndarray
+    source: str
+    description: str
+
+
+def _fitted(ds: xr.Dataset) -> np.ndarray:
+    """Members whose estimates are finite (a failed member's are NaN)."""
+    pred = ds["qcf_pred"].values.reshape(ds.sizes["member"], -1)
+    return np.isfinite(pred).all(1) & np.isfinite(ds["params_pred"].values).all(1)
+
+
+def qcf_replicas(ds: xr.Dataset, label: str) -> Replicas:
+    """The replicas of the run ``ds`` (see the module's docstring); ``label`` names it in errors.
+
+    Raises :class:`NoReplicasError` when the run has none.
+    """
+    ok = _fitted(ds)
+    n_ok = int(ok.sum())
+    if ds.attrs.get("uncertainty") == "bootstrap":
+        if n_ok < 2:
+            raise NoReplicasError(
+                f"{label}: a bootstrap ensemble with {n_ok} fitted member(s) has no spread to make replicas of "
+                "(ensemble.members ≥ 2)"
+            )
+        return Replicas(
+            qcf=ds["qcf_pred"].values[ok].astype(np.float64),
+            params=ds["params_pred"].values[ok].astype(np.float64),
+            source="members",
+            description=f"one replica per bootstrap member ({n_ok} members fitted to bootstrap replicas of the "
+            "data): their spread is the run's error",
+        )
+    draws = ds.get("params_draws")
+    if draws is None or draws.dims != ("member", "draw", "param") or not np.issubdtype(draws.dtype, np.number):
+        raise NoReplicasError(
+            f"{label}: its error is each member's parameter distribution (the GAN generator's, or the likelihood "
+            "fit's Hessian), and the file holds no draws of it (params_draws); a bootstrap ensemble "
+            "(ensemble.bootstrap: true, members ≥ 2) gives replicas without them"
+        )
+    theta = draws.values[ok].astype(np.float64)  # (members, draws, param)
+    theta = theta[:, : max(1, MAX_REPLICAS // max(1, len(theta)))].reshape(-1, ds.sizes["param"])
+    theta = theta[np.isfinite(theta).all(1)]
+    if len(theta) < 2:
+        raise NoReplicasError(f"{label}: fewer than two finite parameter draws (params_draws) to make replicas of")
+    q = _qcfs_at(ds, theta, label)
+    return Replicas(
+        qcf=q,
+        params=theta,
+        source="draws",
+        description=f"QCFs at {len(theta)} draws of the {n_ok} fitted member(s)' parameter distributions (as many "
+        "from each): their spread is the run's error",
+    )
+
+
+def _qcfs_at(ds: xr.Dataset, theta: np.ndarray, label: str) -> np.ndarray:
+    """The problem's QCFs at each row of ``theta`` on the file's grid: (replica, qcf, x[, y])."""
+    problem = get_problem(str(ds.attrs["problem"]))  # registered: check_results refused the file otherwise
+    if list(map(str, ds["qcf"].values)) != list(problem.qcf_names) or ds.sizes["param"] != len(problem.param_names):
+        raise NoReplicasError(f"{label}: its QCFs or parameters are not those of problem {problem.kind}")
+    dims = [d for d in ds["qcf_pred"].dims if d not in ("member", "qcf")]
+    grids = [torch.tensor(np.array(ds[d].values, dtype=np.float64)) for d in dims]  # (a copy: writable)
+    with torch.no_grad():
+        return problem.qcfs(torch.as_tensor(theta), *grids).numpy()
