@@ -47,7 +47,7 @@ def measured_data(spec: Spec) -> MeasuredData:
     it, when it is not measured data of the spec's problem: the check a spec's data get before dispatch."""
     problem = get_problem(spec.problem.kind)
     if spec.problem.data:  # checked as an upload is (engine.data.datafiles): no external storage, sizes bounded
-        return read_spec_data(spec.problem.data, problem.kind)
+        return read_spec_data(spec)
     return make_pseudo_data(
         problem, np.asarray(spec.truth_values()), spec.problem.events, spec.problem.seed, detector_for(spec)
     )
