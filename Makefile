@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first, by its exact pin: pip takes the CPU wheel from local disk.
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test,io]"
 	# the discriminator pass's C++ block, built once here (about 30 s) rather than in the first training
 	$(BIN)/python -m engine.accel.native
 	@touch $(STAMP)

@@ -82,5 +82,9 @@ def upload_summary(data: MeasuredData) -> str:
     """One line on uploaded data for the page: problem, events per observable, weights, cross sections."""
     problem = get_problem(data.kind)
     xs = ", ".join(f"{n} {v:.4g}±{e:.2g}" for n, v, e in zip(problem.observable_names, data.xsec, data.xsec_err))
-    weighted = "weighted" if data.weights is not None else "unweighted"
-    return f"{data.kind}: {data.events.shape[1]:,} {weighted} events per observable; cross sections {xs}"
+    weighted = "unweighted" if data.weights is None else "weighted"
+    if data.negative_weights:
+        weighted += " (negative weights: for training.method mle only)"
+    counts = data.event_counts
+    each = f"{counts[0]:,}" if (counts == counts[0]).all() else "/".join(f"{c:,}" for c in counts)
+    return f"{data.kind}: {each} {weighted} events per observable; cross sections {xs}"

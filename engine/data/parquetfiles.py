@@ -100,7 +100,9 @@ def read_parquet(
         f = pq.ParquetFile(pa.BufferReader(source) if isinstance(source, bytes) else str(source))
         schema, meta = f.schema_arrow, f.metadata
     except Exception as e:  # noqa: BLE001 (pyarrow's errors for a damaged file vary)
-        raise DataFileError(f"{label}: not a readable Parquet file ({type(e).__name__})") from None
+        raise DataFileError(
+            f"{label}: not a readable Parquet file (a damaged or truncated file? {type(e).__name__})"
+        ) from None
     kv = schema.metadata or {}
     file_xsec = file_setting(label, "xsec", kv.get(b"xsec"))
     resolution = file_resolution(label, file_setting(label, "resolution", kv.get(b"resolution")))
@@ -164,7 +166,9 @@ def read_parquet(
     except DataFileError:
         raise
     except Exception as e:  # noqa: BLE001 (a damaged page, a bad compression stream)
-        raise DataFileError(f"{label}: cannot be read past row {first:,} ({type(e).__name__})") from None
+        raise DataFileError(
+            f"{label}: cannot be read past row {first:,} (a damaged or truncated file? {type(e).__name__})"
+        ) from None
     return measured_from(label, problem, list(gathered.values()), xsec, file_xsec)
 
 

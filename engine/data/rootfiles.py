@@ -56,7 +56,7 @@ def read_root(
         f = uproot.open(io.BytesIO(source) if isinstance(source, bytes) else str(source), array_cache=None)
         classes = {str(k): str(v) for k, v in f.classnames(recursive=False, cycle=False).items()}
     except Exception as e:  # noqa: BLE001 (uproot's errors for a damaged file vary)
-        raise DataFileError(f"{label}: not a readable ROOT file ({type(e).__name__})") from None
+        raise DataFileError(f"{label}: not a readable ROOT file ({_damaged(e)})") from None
     with f:
         _check_streamer_list(uproot, label, f)
         file_xsec = _string(label, f, classes, "xsec")
@@ -76,10 +76,18 @@ def read_root(
             coords = [cols.x, *([cols.y] if cols.y else [])]
             branches = [_branch(label, tree, name, b, n, mapped, k) for b, k in zip(coords, "xy")]
             weight = _branch(label, tree, name, cols.weight, n, mapped, "weight") if cols.weight else None
-            g = Gathered(label, problem, n, coords, cols.weight, resolution, max_events, where="entry")
+            column = f"tree {quoted(name)}, branch"
+            g = Gathered(label, problem, n, coords, cols.weight, resolution, max_events, "entry", column)
             _read(label, name, tree.num_entries, branches, weight, g)
             gathered.append(g)
     return measured_from(label, problem, gathered, xsec, file_xsec)
+
+
+def _damaged(e: Exception) -> str:
+    """Why uproot failed, without its message (which may quote the file)."""
+    kind = type(e)
+    name = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
+    return f"a damaged or truncated file? {name}"
 
 
 def _where(label: str, tree: str) -> str:
@@ -91,7 +99,7 @@ def _declared(label: str, f: Any, name: str, what: str) -> None:
     try:
         size = int(f.key(name).data_uncompressed_bytes)
     except Exception as e:  # noqa: BLE001
-        raise DataFileError(f"{label}: {what}: its key cannot be read ({type(e).__name__})") from None
+        raise DataFileError(f"{label}: {what}: its key cannot be read ({_damaged(e)})") from None
     if size > MAX_ROOT_OBJECT_BYTES:
         raise DataFileError(
             f"{label}: {what} declares {size / 2**20:,.0f} MiB, more than {MAX_ROOT_OBJECT_BYTES / 2**20:,.0f} MiB"
@@ -110,7 +118,7 @@ def _check_streamer_list(uproot: Any, label: str, f: Any) -> None:
         key = uproot.reading.ReadOnlyKey(chunk, uproot.source.cursor.Cursor(seek), {}, file, file)
         size = int(key.data_uncompressed_bytes)
     except Exception as e:  # noqa: BLE001
-        raise DataFileError(f"{label}: its list of streamers cannot be read ({type(e).__name__})") from None
+        raise DataFileError(f"{label}: its list of streamers cannot be read ({_damaged(e)})") from None
     if size > MAX_ROOT_OBJECT_BYTES:
         raise DataFileError(f"{label}: its list of streamers declares {size / 2**20:,.0f} MiB; refused")
 
@@ -127,7 +135,7 @@ def _string(label: str, f: Any, classes: dict[str, str], name: str) -> str | Non
     except DataFileError:
         raise
     except Exception as e:  # noqa: BLE001
-        raise DataFileError(f"{label}: the string {name!r} cannot be read ({type(e).__name__})") from None
+        raise DataFileError(f"{label}: the string {name!r} cannot be read ({_damaged(e)})") from None
 
 
 def _tree(label: str, f: Any, classes: dict[str, str], name: str, obs: str, mapped: bool, max_events: int) -> Any:
@@ -150,7 +158,7 @@ def _tree(label: str, f: Any, classes: dict[str, str], name: str, obs: str, mapp
         tree = f[name]
         entries = int(tree.num_entries)
     except Exception as e:  # noqa: BLE001
-        raise DataFileError(f"{_where(label, name)} cannot be read ({type(e).__name__})", field) from None
+        raise DataFileError(f"{_where(label, name)} cannot be read ({_damaged(e)})", field) from None
     if entries > max_events:
         raise DataFileError(
             f"{_where(label, name)} has {entries:,} entries, more than limits.events ({max_events:,}); a spec may "
@@ -175,7 +183,7 @@ def _branch(label: str, tree: Any, tree_name: str, name: str, obs: str, mapped: 
         dtype = getattr(interp, "from_dtype", None)
         plain = type(interp).__name__ == "AsDtype" and dtype is not None and dtype.shape == () and dtype.kind in "iuf"
     except Exception as e:  # noqa: BLE001
-        raise DataFileError(f"{where} cannot be read ({type(e).__name__})", field) from None
+        raise DataFileError(f"{where} cannot be read ({_damaged(e)})", field) from None
     if not plain or dtype is None:
         raise DataFileError(f"{where} holds {clip(str(interp), 60)}, not one number per entry", field)
     if int(branch.num_entries) != int(tree.num_entries):
@@ -192,7 +200,7 @@ def _branch(label: str, tree: Any, tree_name: str, name: str, obs: str, mapped: 
     except DataFileError:
         raise
     except Exception as e:  # noqa: BLE001
-        raise DataFileError(f"{where}: its baskets cannot be read ({type(e).__name__})") from None
+        raise DataFileError(f"{where}: its baskets cannot be read ({_damaged(e)})") from None
     return branch
 
 
@@ -209,6 +217,6 @@ def _read(label: str, tree: str, entries: int, coords: list[Any], weight: Any | 
         except Exception as e:  # noqa: BLE001 (a truncated file, a damaged basket)
             raise DataFileError(
                 f"{_where(label, tree)}, branch {quoted(current.name)}: cannot be read at entries "
-                f"{start:,}-{stop:,} ({type(e).__name__})"
+                f"{start:,}-{stop:,} ({_damaged(e)})"
             ) from None
         g.add(arrays[: len(coords)], arrays[len(coords)] if weight is not None else None, start)

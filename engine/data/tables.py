@@ -60,6 +60,7 @@ class Gathered:
     resolution: float
     max_events: int
     where: str = "row"  # "row" (Parquet) or "entry" (ROOT)
+    column: str = "column"  # how messages name a column: "column" (Parquet) or "tree 't', branch" (ROOT)
     events: list[np.ndarray] = field(default_factory=list)
     weights: list[np.ndarray] = field(default_factory=list)
     count: int = 0
@@ -84,7 +85,7 @@ class Gathered:
             if bad.any():
                 i = int(np.argmax(bad))
                 raise DataFileError(
-                    f"{self.label}: column {quoted(name)} of observable {self.observable!r}, {at(i)}: "
+                    f"{self.label}: {self.column} {quoted(name)} of observable {self.observable!r}, {at(i)}: "
                     f"not a finite number ({values[i]}; missing values count as such)"
                 )
         events = np.stack([np.asarray(c, dtype=np.float64) for c in coords], axis=-1)
