@@ -192,22 +192,24 @@ def _add_batch(
             coords = [_values(batch, c.x), *([_values(batch, c.y)] if c.y else [])]
             gathered[n].add(coords, _values(batch, c.weight) if c.weight else None, first)
         return
+    pc = optional_module("pyarrow.compute", label, "Parquet")
     obs = batch.column("observable")
     if pa.types.is_dictionary(obs.type):
         obs = obs.dictionary_decode()
-    labels = np.asarray(obs.to_numpy(zero_copy_only=False), dtype=object)
-    known = np.isin(labels, list(names))
-    if not known.all():
-        i = int(np.argmax(~known))
-        value = labels[i]
+    codes = pc.index_in(obs, value_set=pa.array(list(names), type=obs.type)).fill_null(-1).to_numpy()
+    if (codes < 0).any():
+        i = int(np.argmax(codes < 0))
+        value = obs[i].as_py()
         what = "a missing observable" if value is None else f"unknown observable {shown(value)}"
         raise DataFileError(
             f"{label}: column 'observable', row {first + i}: {what}; the observables are {', '.join(names)}"
         )
-    for n, c in columns.items():
-        rows = np.flatnonzero(labels == n)
+    needed = dict.fromkeys(v for c in columns.values() for v in (c.x, c.y, c.weight) if v is not None)
+    values = {name: _values(batch, name) for name in needed}  # each column converted once per batch
+    for o, n in enumerate(names):
+        c = columns[n]
+        rows = np.flatnonzero(codes == o)
         if not len(rows):
             continue
-        part = batch.take(pa.array(rows))
-        coords = [_values(part, c.x), *([_values(part, c.y)] if c.y else [])]
-        gathered[n].add(coords, _values(part, c.weight) if c.weight else None, rows + first)
+        coords = [values[c.x][rows], *([values[c.y][rows]] if c.y else [])]
+        gathered[n].add(coords, values[c.weight][rows] if c.weight else None, rows + first)

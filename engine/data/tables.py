@@ -95,18 +95,26 @@ class Gathered:
             self.weights.append(np.asarray(weight, dtype=np.float64))
         self.count += n
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
-        d = len(self.columns)
-        events = np.concatenate(self.events) if self.events else np.zeros((0, d))
+    def check_weight_sum(self) -> None:
+        """Negative weights are data; weights whose sum is not positive are not."""
         if self.weight is None:
-            return events, None
-        weights = np.concatenate(self.weights) if self.weights else np.zeros(0)
-        if not weights.sum() > 0:
-            what = "are all zero" if not weights.any() else f"sum to {weights.sum():.6g}, not above 0"
-            raise DataFileError(
-                f"{self.label}: column {quoted(self.weight)}: the weights of observable {self.observable!r} {what}"
-            )
-        return events, weights
+            return
+        total = sum(float(w.sum()) for w in self.weights)
+        if not total > 0:
+            what = "are all zero" if not any(w.any() for w in self.weights) else f"sum to {total:.6g}, not above 0"
+            column = f"{self.column} {quoted(self.weight)}"
+            raise DataFileError(f"{self.label}: {column}: the weights of observable {self.observable!r} {what}")
+
+    def move_into(self, events: np.ndarray, weights: np.ndarray | None) -> None:
+        """Copy the chunks into row ``events (n, D)`` (``weights (n,)``: 1 without a weight column) and let them go:
+        the file's values are held twice at most one chunk at a time."""
+        k = 0
+        while self.events:
+            chunk = self.events.pop(0)
+            events[k : k + len(chunk)] = chunk
+            if weights is not None:
+                weights[k : k + len(chunk)] = self.weights.pop(0) if self.weight is not None else 1.0
+            k += len(chunk)
 
 
 def measured_from(
@@ -121,11 +129,17 @@ def measured_from(
     ``problem.xsec`` if given, else the file's ``xsec`` text (CSV's syntax), else (problems without
     normalisation parameters only) the weighted event counts."""
     check_counts(label, {g.observable: g.count for g in gathered})
-    arrays = [g.arrays() for g in gathered]
-    events = [e for e, _ in arrays]
-    weights = None
-    if any(w is not None for _, w in arrays):
-        weights = [np.ones(len(e)) if w is None else w for e, w in arrays]
+    for g in gathered:
+        g.check_weight_sum()
+    counts = np.asarray([g.count for g in gathered], dtype=np.int64)
+    n, d = int(counts.max()), len(gathered[0].columns)
+    table = np.empty((len(gathered), n, d))
+    w = np.zeros((len(gathered), n)) if any(g.weight is not None for g in gathered) else None
+    for o, g in enumerate(gathered):
+        g.move_into(table[o], None if w is None else w[o])
+        table[o, counts[o] :] = table[o, 0]  # padding: the first event (see MeasuredData.counts)
+    events = [table[o, :c] for o, c in enumerate(counts)]
+    weights = None if w is None else [w[o, :c] for o, c in enumerate(counts)]
     if spec_xsec is not None:
         xsec = np.asarray([spec_xsec[n][0] for n in problem.observable_names], dtype=np.float64)
         err = np.asarray([spec_xsec[n][1] for n in problem.observable_names], dtype=np.float64)
@@ -133,7 +147,7 @@ def measured_from(
     else:
         xsec, err = parse_cross_sections(label, file_xsec, problem, events, weights, "the file's 'xsec'", XSEC_HINT)
     try:
-        return MeasuredData.from_observables(problem.kind, events, xsec, err, weights)
+        return MeasuredData(problem.kind, table, xsec, err, None, w, counts)
     except ValueError as e:
         raise DataFileError(f"{label}: {e}") from None
 
