@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import uproot
+import yaml
 
 import engine.data.parquetfiles
 import engine.data.rootfiles
@@ -331,3 +332,26 @@ def test_reading_root_or_parquet_without_the_io_extra_says_what_to_install(tmp_p
             DataFileError, match=rf"{name}: reading .* files needs the package {module}: install qcf-studio\[io\]"
         ):
             read_measured_file(tmp_path / name, "proxy1d")
+
+
+def test_the_dashboard_reads_a_root_upload_by_the_forms_columns_and_refuses_its_negative_weights_for_the_gan(tmp_path):
+    from app.dashboard.page import Dashboard
+    from app.dashboard.runs import RunManager
+
+    events, weights, signal = _subtracted(seed=23, n=1000, m=200)
+    trees = {"t": {"a": events[0], "wa": weights[0]}, "u": {"b": events[1], "wb": weights[1]}}
+    _write_root(tmp_path / "sw.root", trees, {"xsec": _xsec_text(signal)})
+    columns = {"sigma1": {"tree": "t", "x": "a", "weight": "wa"}, "sigma2": {"tree": "u", "x": "b", "weight": "wb"}}
+    raw = _spec("x.root", method="gan", columns=columns).to_dict()
+    raw["problem"]["data"] = None  # the columns are typed before there is a file: that spec is not valid yet
+    dash = Dashboard(RunManager(None, tmp_path / "runs", tmp_path), yaml.safe_dump(raw, sort_keys=False))
+    assert dash.spec is None and "problem.columns" in dash.message.object
+    dash.data_file.filename = "sw.root"
+    dash.data_file.value = (tmp_path / "sw.root").read_bytes()
+    text = dash.editor.value
+    assert "uploads/sw.nc" in text and "columns: null" in text  # saved as NetCDF: the columns have done their job
+    assert "1,400 weighted events per observable (negative weights" in dash.data_note.object
+    assert dash.spec is None and "training.method" in dash.message.object and "gan cannot use" in dash.message.object
+    dash._on_form_edit("training", "method", "mle")
+    assert dash.spec is not None and dash.spec.training.method == "mle"
+    dash.dispose()

@@ -28,6 +28,7 @@ from app.dashboard.upload import (
     file_label,
     read_measured_upload,
     save_upload,
+    upload_layout,
     upload_summary,
 )
 from app.dashboard.views import CompareView, RunsBrowser
@@ -215,14 +216,12 @@ class Dashboard(pn.viewable.Viewer):
         if not event.new:
             return
         name = self.data_file.filename or "upload"
-        spec = self.spec if self.spec is not None else default_spec()
-        p = spec.problem
         try:
-            data = read_measured_upload(
-                name, event.new, p.kind, columns=p.columns, xsec=p.xsec, max_events=spec.limits.events
-            )
+            layout = upload_layout(self.spec, self.editor.value_input or self.editor.value)
+            kind = layout.pop("kind")
+            data = read_measured_upload(name, event.new, kind, **layout)
             path = save_upload(data, self.manager.runs_dir / "uploads", name)
-        except UploadError as e:
+        except (UploadError, SpecError) as e:
             self.data_note.object = ""
             self.message.object = f"**Upload refused** — {md_text(e)}"
             self.message.visible = True
