@@ -74,7 +74,7 @@ def _write_root(path, trees: dict[str, dict[str, np.ndarray]], strings: dict[str
 
 
 def test_root_trees_named_in_the_spec_with_unequal_counts_fit_and_close_on_proxy1d(pseudo, tmp_path, monkeypatch):
-    path = tmp_path / "measured.root"
+    path = tmp_path / "measured:run1.root"  # a colon: uproot must not read it as "file:tree"
     x1, x2 = pseudo.events[0, :, 0], pseudo.events[1, :12_000, 0]  # 20 000 and 12 000 events
     _write_root(path, {"proton": {"xB": x1, "sw": np.ones_like(x1)}, "neutron": {"xB": x2.astype(np.float32)}})
     columns = {"sigma1": {"tree": "proton", "x": "xB", "weight": "sw"}, "sigma2": {"tree": "neutron", "x": "xB"}}

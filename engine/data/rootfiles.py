@@ -53,7 +53,8 @@ def read_root(
     """The measured data of ``problem`` in the ROOT file ``source`` (its bytes, or a path read in chunks)."""
     uproot = optional_module("uproot", label, "ROOT")
     try:
-        f = uproot.open(io.BytesIO(source) if isinstance(source, bytes) else str(source), array_cache=None)
+        # a Path, never a str: uproot would read "file.root:tree" as an object path and "root://..." as a URL
+        f = uproot.open(io.BytesIO(source) if isinstance(source, bytes) else Path(source), array_cache=None)
         classes = {str(k): str(v) for k, v in f.classnames(recursive=False, cycle=False).items()}
     except Exception as e:  # noqa: BLE001 (uproot's errors for a damaged file vary)
         raise DataFileError(f"{label}: not a readable ROOT file ({_damaged(e)})") from None
