@@ -41,7 +41,7 @@ __all__ = [
 
 
 def measured_data(spec: Spec) -> MeasuredData:
-    """The spec's measured data: its file (NetCDF or CSV) if given, else pseudo-data from its truth.
+    """The spec's measured data: its file (NetCDF, CSV, Parquet or ROOT) if given, else pseudo-data from its truth.
 
     Raises :class:`~engine.spec.SpecError` for ``problem.data``, naming the file and what is wrong with
     it, when it is not measured data of the spec's problem: the check a spec's data get before dispatch."""
