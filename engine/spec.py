@@ -20,6 +20,7 @@ from engine.campaign.section import CampaignSpec, parse_campaign
 from engine.choices import CLUSTER_MODES, DEVICES, GRID_SPACING_CHOICES, METHODS, SCHEDULES
 from engine.problem_catalog import problem_info, problem_kinds
 from engine.safe_yaml import MAX_YAML_BYTES, YAMLRefused, load_yaml
+from engine.spec_data import parse_columns, parse_xsec
 from engine.spec_detector import detector_settings, parse_detector
 from engine.spec_sections import ClusterSpec, DetectorSpec, EnsembleSpec, LimitsSpec, ProblemSpec, TrainingSpec
 from engine.specfields import SECTION_CONFIG, OptionalFlag, SpecError, at_most, fill_section, number
@@ -255,7 +256,7 @@ def _parse_problem(raw: Any, base_dir: Path | None) -> ProblemSpec:
         raise SpecError(
             "problem.kind", f"unknown problem {shown(kind)}; choose one of {', '.join(problem_kinds())}"
         ) from None
-    rest = {k: v for k, v in raw.items() if k not in ("truth", "bounds", "data")}
+    rest = {k: v for k, v in raw.items() if k not in ("truth", "bounds", "data", "columns", "xsec")}
     target: ProblemSpec = fill_section("problem", ProblemSpec, rest)
 
     lo, hi = dict(zip(info.param_names, info.lo)), dict(zip(info.param_names, info.hi))
@@ -293,6 +294,11 @@ def _parse_problem(raw: Any, base_dir: Path | None) -> ProblemSpec:
             )
         data_path = Path(data) if base_dir is None or Path(data).is_absolute() else base_dir / data
         target.data = str(data_path)
+    target.columns = parse_columns(raw.get("columns"), info)
+    target.xsec = parse_xsec(raw.get("xsec"), info)
+    for key in ("columns", "xsec"):
+        if getattr(target, key) is not None and target.data is None:
+            raise SpecError(f"problem.{key}", "describes the file problem.data names (ROOT or Parquet); give that file")
     return target
 
 

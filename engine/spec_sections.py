@@ -14,12 +14,14 @@ from pydantic import with_config
 
 from engine.choices import ClusterMode, Device, Method, Schedule
 from engine.gan.config import TrainingConfig
+from engine.spec_data import DataColumns
 from engine.spec_detector import DetectorSpec
 from engine.specfields import SECTION_CONFIG, Flag, Number, Range, Text, Whole
 
 __all__ = ["ProblemSpec", "DetectorSpec", "TrainingSpec", "EnsembleSpec", "ClusterSpec", "LimitsSpec", "Bounds"]
 
 Bounds = Annotated[list[Number], Len(2, 2)]  # [low, high]
+XsecPair = Annotated[list[Number], Len(2, 2)]  # [value, error]
 
 
 @with_config(SECTION_CONFIG)
@@ -38,7 +40,14 @@ class ProblemSpec:
     seed: Annotated[Whole, Range(0)] = 1
     """Seed of the pseudo-data."""
     data: Text | None = None
-    """A NetCDF or CSV file of measured events instead of pseudo-data (relative to the spec's folder)."""
+    """A file of measured events instead of pseudo-data: NetCDF, CSV, Parquet or ROOT (relative to the spec's
+    folder)."""
+    columns: dict[str, DataColumns] | None = None
+    """ROOT or Parquet data: observable -> {tree, x, y, weight}, where its events are (null: the standard
+    layout: a tree per observable with branches x[, y][, weight]; a Parquet table observable, x[, y][, weight])."""
+    xsec: dict[str, XsecPair] | None = None
+    """ROOT or Parquet data: observable -> [value, error] of its integrated cross section (null: the file's
+    'xsec' text, if any)."""
 
 
 @with_config(SECTION_CONFIG)

@@ -219,7 +219,7 @@ def test_a_bad_form_field_shows_its_message_beside_it_and_uploads_are_checked(se
     good.write_text("\n".join(lines) + "\n")
     bad.write_text("\n".join(lines[:5] + ["sigma1,not-a-number,1.0"] + lines[5:]) + "\n")
     _tab(page, "Data")
-    upload = page.locator("input[type=file][accept='.nc,.csv']")
+    upload = page.locator("input[type=file][accept='.nc,.csv,.parquet,.root']")
     upload.set_input_files(str(bad))
     refused = page.locator(".spec-error div")
     refused.first.wait_for(state="visible", timeout=20_000)

@@ -157,14 +157,13 @@ def _error_cases(weighted: MeasuredData, tmp_path: Path) -> list[tuple[str, byte
         ("dom.csv", edit(9, 1, "1.5"), "proxy1d", ["dom.csv", "outside the proxy1d domain x ∈ [0.1, 1]", "line 13"]),
         ("few.csv", few.encode(), "proxy1d", ["few.csv", "'sigma1' has 50 events", "at least 100"]),
         ("empty.csv", b"", "proxy1d", ["empty.csv", "empty"]),
-        ("neg.csv", edit(2, 2, "-1.0"), "proxy1d", ["neg.csv", "line 6", "column 'weight'", "negative"]),
-        ("noxs.csv", "\n".join([head, *rows]).encode(), "proxy1d", ["noxs.csv", "no cross sections", "Nu, Nd"]),
         (
-            "uneq.csv",
-            "\n".join([xs, head, *rows[:-1]]).encode(),
+            "neg.csv",
+            "\n".join([xs, head, *(",".join([*r.split(",")[:2], "-1.0"]) for r in rows)]).encode(),
             "proxy1d",
-            ["uneq.csv", "different numbers of events", "sigma2: 999"],
+            ["neg.csv", "column 'weight'", "'sigma1'", "sum to -1000, not above 0"],
         ),
+        ("noxs.csv", "\n".join([head, *rows]).encode(), "proxy1d", ["noxs.csv", "no cross sections", "Nu, Nd"]),
         ("run.nc", _netcdf_bytes(run_like, tmp_path), "proxy1d", ["run.nc", "run result", "no variable 'events'"]),
         (
             "nanw.nc",
@@ -190,10 +189,12 @@ def test_malformed_uploads_are_rejected_naming_the_file_and_the_problem(weighted
             assert text in str(err.value), (name, str(err.value))
 
 
-def test_negative_or_non_finite_weights_are_rejected_in_measured_data(weighted):
+def test_non_finite_weights_or_a_negative_sum_are_rejected_in_measured_data(weighted):
     ds = weighted.to_xarray().copy(deep=True)  # to_xarray shares the arrays
-    ds["weights"][0, 3] = -2.0
-    with pytest.raises(ValueError, match=r"runs/w\.nc: variable 'weights' of observable 'sigma1': event 3 .*negative"):
+    ds["weights"][0, 3] = -2.0  # one negative weight (an sWeight) is data; a negative sum is not
+    assert MeasuredData.from_xarray(ds, source="runs/w.nc").negative_weights
+    ds["weights"][0] = -1.0
+    with pytest.raises(ValueError, match=r"runs/w\.nc: variable 'weights' of observable 'sigma1': the weights sum to"):
         MeasuredData.from_xarray(ds, source="runs/w.nc")
     with pytest.raises(ValueError, match="variable 'weights'.*non-finite"):
         dataclasses.replace(weighted, weights=np.full(weighted.events.shape[:2], np.inf))

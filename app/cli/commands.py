@@ -22,8 +22,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if spec.problem.data:  # read and checked as `run` would read it, so that `run` cannot refuse it later
         from engine.data.datafiles import read_spec_data  # torch-free, as the rest of validation
 
-        data = read_spec_data(spec.problem.data, spec.problem.kind)
-        source = f"data {spec.problem.data} ({data.events.shape[1]:,} events/observable)"
+        data = read_spec_data(spec)
+        counts = data.event_counts
+        each = f"{counts[0]:,}" if (counts == counts[0]).all() else "/".join(f"{c:,}" for c in counts)
+        weighted = (
+            "" if data.weights is None else ", weighted" + (" (negative weights)" if data.negative_weights else "")
+        )
+        source = f"data {spec.problem.data} ({each} events/observable{weighted})"
     else:
         source = f"{spec.problem.events} events/observable"
     t = spec.training

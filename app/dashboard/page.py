@@ -28,6 +28,7 @@ from app.dashboard.upload import (
     file_label,
     read_measured_upload,
     save_upload,
+    upload_layout,
     upload_summary,
 )
 from app.dashboard.views import CompareView, RunsBrowser
@@ -78,7 +79,9 @@ class Dashboard(pn.viewable.Viewer):
         self.form = SpecForm(on_edit=self._on_form_edit)
         self.spec_file = pn.widgets.FileInput(accept=".yaml,.yml", name="Load spec", multiple=False)
         self.spec_file.param.watch(self._on_spec_file, "value")
-        self.data_file = pn.widgets.FileInput(accept=".nc,.csv", name="Upload measured data", multiple=False)
+        self.data_file = pn.widgets.FileInput(
+            accept=".nc,.csv,.parquet,.root", name="Upload measured data", multiple=False
+        )
         self.data_file.param.watch(self._on_data_file, "value")
         self.data_note = pn.pane.Markdown("", sizing_mode="stretch_width", css_classes=["upload-note"])
         self.save_spec = pn.widgets.FileDownload(
@@ -169,18 +172,23 @@ class Dashboard(pn.viewable.Viewer):
             if self.spec is None or self.spec.problem.kind != value:  # another problem: its standard spec
                 self._set_text(default_spec(value).to_yaml())
             return
+        self._edit({(section, key): value})
+
+    def _edit(self, changes: dict[tuple[str, str], Any]) -> None:
+        """Write ``{(section, key): value}`` into the YAML at once and validate."""
         try:
             raw = load_yaml(self.editor.value_input or self.editor.value)
         except YAMLRefused:
             raw = None
         if not isinstance(raw, dict):  # the YAML is broken: edit the last valid spec instead
             raw = self.spec.to_dict() if self.spec is not None else default_spec().to_dict()
-        if section:
-            if not isinstance(raw.get(section), dict):
-                raw[section] = {}
-            raw[section][key] = value
-        else:
-            raw[key] = value
+        for (section, key), value in changes.items():
+            if section:
+                if not isinstance(raw.get(section), dict):
+                    raw[section] = {}
+                raw[section][key] = value
+            else:
+                raw[key] = value
         self._set_text(yaml.safe_dump(raw, sort_keys=False))
 
     def _on_spec_file(self, event: Any) -> None:
@@ -201,21 +209,24 @@ class Dashboard(pn.viewable.Viewer):
             self.message.object = f"**{name}** — {self.message.object}"
 
     def _on_data_file(self, event: Any) -> None:
-        """Measured events uploaded (NetCDF or CSV): checked, saved under the runs directory's ``uploads/``,
-        and named in ``problem.data``; a bad file is explained and changes nothing."""
+        """Measured events uploaded (NetCDF, CSV, Parquet or ROOT): checked, saved as NetCDF under the runs
+        directory's ``uploads/``, and named in ``problem.data``; a bad file is explained and changes nothing. A
+        Parquet or ROOT file is read with the spec's ``problem.columns`` and ``problem.xsec`` (the form's fields),
+        which the saved NetCDF file no longer needs: they are cleared with it."""
         if not event.new:
             return
         name = self.data_file.filename or "upload"
-        kind = self.spec.problem.kind if self.spec is not None else default_spec().problem.kind
         try:
-            data = read_measured_upload(name, event.new, kind)
+            layout = upload_layout(self.spec, self.editor.value_input or self.editor.value)
+            kind = layout.pop("kind")
+            data = read_measured_upload(name, event.new, kind, **layout)
             path = save_upload(data, self.manager.runs_dir / "uploads", name)
-        except UploadError as e:
+        except (UploadError, SpecError) as e:
             self.data_note.object = ""
             self.message.object = f"**Upload refused** — {md_text(e)}"
             self.message.visible = True
             return
-        self._on_form_edit("problem", "data", str(path.resolve()))
+        self._edit({("problem", "data"): str(path.resolve()), ("problem", "columns"): None, ("problem", "xsec"): None})
         self.data_note.object = f"Uploaded {md_code(file_label(name))} → {md_code(path)}: {upload_summary(data)}"
 
     def _file_error(self, text: str) -> None:
@@ -282,9 +293,10 @@ class Dashboard(pn.viewable.Viewer):
                 "Data",
                 pn.Column(
                     pn.pane.Markdown(
-                        "Measured events instead of pseudo-data: NetCDF (as `qcf-studio data` writes) or "
-                        "CSV with columns `observable`, `x` (and `y` in 2D), optional `weight`; "
-                        f"up to {MAX_UPLOAD_BYTES // 2**20} MiB. See the README."
+                        "Measured events instead of pseudo-data: NetCDF (as `qcf-studio data` writes), "
+                        "CSV or Parquet with columns `observable`, `x` (and `y` in 2D), optional `weight`, or "
+                        "ROOT with a TTree per observable (other trees, branches or columns: the form's "
+                        f"*columns* and *xsec*); up to {MAX_UPLOAD_BYTES // 2**20} MiB. See the README."
                     ),
                     self.data_file,
                     self.data_note,

@@ -17,7 +17,7 @@ from typing import Any
 import xarray as xr
 from distributed import Client
 
-from engine.data.datafiles import DataFileError, read_measured_file
+from engine.data.datafiles import DataFileError, check_methods, negative_weights, read_measured_file
 from engine.data.histograms import data_histograms
 from engine.data.marginals import marginal_x
 from engine.problems import get_problem
@@ -125,7 +125,8 @@ class RunManager:
         self._lock = threading.Lock()
         self._names: dict[str, str] = {}  # run id (Dask task keys) -> spec name, for the cluster view
         self._thread: threading.Thread | None = None
-        self._checked: dict[tuple, str] = {}  # (path, mtime, size, kind) -> "" or why the file is refused
+        # (path, mtime, size, kind, layout) -> (field, why the file is refused or "", where its weights are negative)
+        self._checked: dict[tuple, tuple[str, str, str]] = {}
         # why no run may start now (app.dashboard.campaigns sets it), or ""
         self.blocked_by: Callable[[], str] = lambda: ""
         self.more_names: Callable[[], dict[str, str]] = dict  # run ids of others' tasks (a campaign's fits) -> names
@@ -157,17 +158,21 @@ class RunManager:
             stat = path.stat()
         except OSError:
             raise SpecError("problem.data", f"file not found: {spec.problem.data}") from None
-        key = (path, stat.st_mtime_ns, stat.st_size, spec.problem.kind)
+        p = spec.problem
+        layout = repr((p.columns, p.xsec, spec.limits.events))
+        key = (path, stat.st_mtime_ns, stat.st_size, p.kind, layout)
         if key not in self._checked:
             try:
-                read_measured_file(path, spec.problem.kind)
-                self._checked[key] = ""
+                data = read_measured_file(path, p.kind, columns=p.columns, xsec=p.xsec, max_events=spec.limits.events)
+                self._checked[key] = ("", "", negative_weights(data))
             except DataFileError as e:
-                self._checked[key] = str(e)
+                self._checked[key] = (e.field or "problem.data", str(e), "")
             while len(self._checked) > _CHECKED_FILES:
                 self._checked.pop(next(iter(self._checked)))
-        if self._checked[key]:
-            raise SpecError("problem.data", self._checked[key])
+        field, message, negative = self._checked[key]
+        if message:
+            raise SpecError(field, message)
+        check_methods(spec, negative)  # negative weights: whether the spec's method can use them (the GAN cannot)
 
     def start(self, spec: Spec) -> LiveRun:
         """Start ``spec`` (already validated); raises :class:`RunBusyError` while a run is active."""

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from engine.data.datafiles import MAX_UPLOAD_BYTES, MIN_EVENTS, file_label, read_measured
 from engine.data.datafiles import DataFileError as UploadError
 from engine.data.pseudodata import MeasuredData
+from engine.problem_catalog import problem_info
 from engine.problems import get_problem
 from engine.results.files import write_netcdf_unique
+from engine.safe_yaml import YAMLRefused, load_yaml
+from engine.spec import LimitsSpec, Spec, default_spec
+from engine.spec_data import parse_columns, parse_xsec
 
 __all__ = [
     "UploadError",
@@ -24,6 +29,7 @@ __all__ = [
     "save_upload",
     "upload_summary",
     "upload_usage",
+    "upload_layout",
     "MAX_UPLOAD_BYTES",
     "MIN_EVENTS",
     "MAX_UPLOADS",
@@ -34,6 +40,29 @@ MAX_UPLOADS = 200  # files in one uploads directory
 MAX_UPLOADS_TOTAL_BYTES = 2**30  # their total size
 
 read_measured_upload = read_measured  # the upload's bytes, as every reader of measured data checks them
+
+
+def upload_layout(spec: Spec | None, text: str) -> dict[str, Any]:
+    """How an upload is read: the problem kind, ``problem.columns``, ``problem.xsec`` and ``limits.events`` of the
+    page's spec, as keyword arguments of :func:`read_measured_upload`. While the spec is invalid (columns typed
+    before there is a file to name them in ``problem.data``, say) these fields are read from its YAML ``text``
+    alone; a :class:`~engine.specfields.SpecError` names the field when they are wrong."""
+    if spec is not None:
+        p = spec.problem
+        return {"kind": p.kind, "columns": p.columns, "xsec": p.xsec, "max_events": spec.limits.events}
+    try:
+        raw = load_yaml(text)
+    except YAMLRefused:
+        raw = None
+    problem = raw.get("problem") if isinstance(raw, dict) else None
+    problem = problem if isinstance(problem, dict) else {}
+    kind = problem.get("kind", default_spec().problem.kind)
+    try:
+        info = problem_info(kind if isinstance(kind, str) else "")
+    except KeyError:
+        info = problem_info(default_spec().problem.kind)
+    columns, xsec = parse_columns(problem.get("columns"), info), parse_xsec(problem.get("xsec"), info)
+    return {"kind": info.kind, "columns": columns, "xsec": xsec, "max_events": LimitsSpec().events}
 
 
 def upload_usage(directory: Path) -> tuple[int, int]:
@@ -82,5 +111,8 @@ def upload_summary(data: MeasuredData) -> str:
     """One line on uploaded data for the page: problem, events per observable, weights, cross sections."""
     problem = get_problem(data.kind)
     xs = ", ".join(f"{n} {v:.4g}±{e:.2g}" for n, v, e in zip(problem.observable_names, data.xsec, data.xsec_err))
-    weighted = "weighted" if data.weights is not None else "unweighted"
-    return f"{data.kind}: {data.events.shape[1]:,} {weighted} events per observable; cross sections {xs}"
+    weighted = "unweighted" if data.weights is None else "weighted"
+    note = " (negative weights: for training.method mle only)" if data.negative_weights else ""
+    counts = data.event_counts
+    each = f"{counts[0]:,}" if (counts == counts[0]).all() else "/".join(f"{c:,}" for c in counts)
+    return f"{data.kind}: {each} {weighted} events per observable{note}; cross sections {xs}"

@@ -16,7 +16,7 @@ from engine.data.measured import MeasuredData
 from engine.problem_catalog import ProblemInfo
 from engine.textlimits import shown
 
-__all__ = ["read_csv"]
+__all__ = ["read_csv", "parse_cross_sections"]
 
 _PLUS_MINUS = re.compile(r"\s*(?:±|\+/-|\+-)\s*")
 
@@ -79,14 +79,13 @@ def read_csv(label: str, content: bytes, problem: ProblemInfo) -> MeasuredData:
     lines_of = {n: np.asarray(numbers[1:])[line_numbers[n]] for n in names}
 
     check_counts(label, {n: len(v) for n, v in per_obs.items()})
-    table = np.stack([per_obs[n] for n in names]).astype(np.float64)  # (O, N, D[+1])
     d = len(coords)
-    events = table[..., :d]
-    weights = table[..., d] if "weight" in header else None
-    if weights is not None:
-        for o, n in enumerate(names):
-            if not weights[o].sum() > 0:
-                raise DataFileError(f"{label}: column 'weight': all weights of observable {n!r} are zero")
+    events = [per_obs[n][:, :d] for n in names]  # (N_o, D) per observable; the counts may differ
+    weights = [per_obs[n][:, d] for n in names] if "weight" in header else None
+    for n, w in zip(names, weights or ()):
+        if not w.sum() > 0:
+            what = "are all zero" if not w.any() else f"sum to {w.sum():.6g}, not above 0"
+            raise DataFileError(f"{label}: column 'weight': the weights of observable {n!r} {what}")
     resolution = 0.0
     if "resolution" in settings:
         line, value = settings["resolution"]
@@ -98,9 +97,11 @@ def read_csv(label: str, content: bytes, problem: ProblemInfo) -> MeasuredData:
             raise DataFileError(f"{label}: line {line}: resolution {shown(value)} must be a number in [0, 1)")
     for o, n in enumerate(names):
         check_domain(label, problem, n, events[o], resolution, _line_of(lines_of[n]))
-    xsec, xsec_err = _csv_cross_sections(label, settings.get("xsec"), problem, weights, events.shape[1])
+    setting = settings.get("xsec")
+    where = f"line {setting[0]}" if setting else None
+    xsec, xsec_err = parse_cross_sections(label, setting[1] if setting else None, problem, events, weights, where)
     try:
-        return MeasuredData(kind, events, xsec, xsec_err, None, weights)
+        return MeasuredData.from_observables(kind, events, xsec, xsec_err, weights)
     except ValueError as e:
         raise DataFileError(f"{label}: {e}") from None
 
@@ -142,12 +143,6 @@ def _parse_rows_slowly(
                 raise DataFileError(f"{label}: line {line}, column {col!r}: {shown(cell)} is not a number") from None
             if not np.isfinite(v):
                 raise DataFileError(f"{label}: line {line}, column {col!r}: {shown(cell)} is not a finite number")
-            if col == "weight" and v < 0:
-                raise DataFileError(
-                    f"{label}: line {line}, column 'weight': negative weight {shown(cell)}; "
-                    f"weights must be "
-                    f"non-negative"
-                )
             values.append(v)
         per_obs[obs].append(values)
         rows_of[obs].append(k)
@@ -172,7 +167,7 @@ def _parse_rows_fast(rows: list[str], header: list[str], columns: list[str], nam
         values = df[columns].apply(lambda c: c.str.strip()).astype(np.float64).to_numpy()
     except Exception:  # any parse problem: the slow reader says which line
         return None
-    if not np.isfinite(values).all() or ("weight" in columns and (values[:, -1] < 0).any()):
+    if not np.isfinite(values).all():
         return None
     if not np.isin(obs, list(names)).all():
         return None
@@ -180,23 +175,32 @@ def _parse_rows_fast(rows: list[str], header: list[str], columns: list[str], nam
     return {n: values[i] for n, i in index.items()}, index
 
 
-def _csv_cross_sections(
-    label: str, setting: tuple[int, str] | None, problem: ProblemInfo, weights: np.ndarray | None, n: int
+def parse_cross_sections(
+    label: str,
+    text: str | None,
+    problem: ProblemInfo,
+    events: list[np.ndarray],
+    weights: list[np.ndarray] | None,
+    where: str | None,
+    hint: str = "the comment line '# xsec: {example}'",
 ) -> tuple[np.ndarray, np.ndarray]:
+    """The cross sections ``sigma1=12.3±0.1, sigma2=...`` of ``text`` (a CSV's ``# xsec:`` line, a Parquet file's
+    ``xsec`` metadata, a ROOT file's ``xsec`` string; ``where`` says which in messages), or, without ``text``
+    and for problems without normalisation parameters, the (weighted) event counts ± √Σw², which their fits
+    do not use. ``hint`` says where the user puts them (``{example}`` becomes an example)."""
     names = problem.observable_names
     example = ", ".join(f"{o}=<value>±<error>" for o in names)
-    if setting is None:
+    hint = hint.format(example=example)
+    if text is None:
         if problem.normalisation_params:
             raise DataFileError(
                 f"{label}: no cross sections: {problem.kind} needs the integrated cross section of each observable "
-                f"to fix its normalisations ({', '.join(problem.normalisation_params)}); add the comment line "
-                f"'# xsec: {example}'"
+                f"to fix its normalisations ({', '.join(problem.normalisation_params)}); add {hint}"
             )
-        # Unused by this problem's fits: the (weighted) event count and its Poisson error stand in.
         if weights is None:
-            return np.full(len(names), float(n)), np.full(len(names), np.sqrt(n))
-        return weights.sum(axis=1), np.sqrt((weights**2).sum(axis=1))
-    line, text = setting
+            n = np.asarray([len(e) for e in events], dtype=np.float64)
+            return n, np.sqrt(n)
+        return np.asarray([w.sum() for w in weights]), np.sqrt(np.asarray([(w**2).sum() for w in weights]))
     values: dict[str, tuple[float, float]] = {}
     for item in filter(None, (s.strip() for s in re.split(r"[,;]", text))):
         m = re.match(r"^([^=\s]+)\s*=\s*(.+)$", item)
@@ -206,24 +210,19 @@ def _csv_cross_sections(
         except ValueError:
             value, err = None, None
         if m is None or value is None or err is None:
-            raise DataFileError(
-                f"{label}: line {line}: cannot read cross section {shown(item)}; write '# xsec: {example}'"
-            )
+            raise DataFileError(f"{label}: {where}: cannot read cross section {shown(item)}; write {hint}")
         if m.group(1) not in names:
             raise DataFileError(
-                f"{label}: line {line}: unknown observable {shown(m.group(1))} in xsec; "
-                f"{problem.kind} has "
-                f"{', '.join(names)}"
+                f"{label}: {where}: unknown observable {shown(m.group(1))} in xsec; "
+                f"{problem.kind} has {', '.join(names)}"
             )
         values[m.group(1)] = (value, err)
     missing = [o for o in names if o not in values]
     if missing:
-        raise DataFileError(
-            f"{label}: line {line}: no cross section for {', '.join(missing)}; write '# xsec: {example}'"
-        )
+        raise DataFileError(f"{label}: {where}: no cross section for {', '.join(missing)}; write {hint}")
     xsec = np.asarray([values[o][0] for o in names])
     xsec_err = np.asarray([values[o][1] for o in names])
-    check_cross_sections(label, xsec, xsec_err, problem, f"line {line}")
+    check_cross_sections(label, xsec, xsec_err, problem, str(where))
     return xsec, xsec_err
 
 

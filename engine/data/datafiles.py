@@ -1,16 +1,21 @@
-"""Measured data from a file (NetCDF or CSV of events, optional per-event weights) → ``MeasuredData``.
+"""Measured data from a file (NetCDF, CSV, Parquet or ROOT events, optional per-event weights) → ``MeasuredData``.
 
 One reader for uploads (:func:`read_measured`, given the file's bytes) and for the files a spec's
-``problem.data`` names (:func:`read_measured_file`): both apply the same checks, and NetCDF files are
-opened through :mod:`engine.data.safe_hdf5` (no external storage, links or virtual datasets; declared sizes
-bounded before anything is read). Every refusal is a :class:`DataFileError` naming the file and the line,
-column or variable at fault; no message echoes more than a few characters of the file.
+``problem.data`` names (:func:`read_measured_file`, :func:`read_spec_data`): both apply the same checks. The
+format is told by the file's first bytes (HDF5's signature: NetCDF-4; ``PAR1``: Parquet; ``root``: ROOT;
+anything else is read as CSV text). NetCDF files are opened through :mod:`engine.data.safe_hdf5` (no external
+storage, links or virtual datasets; declared sizes bounded before anything is read), Parquet and ROOT files
+through :mod:`engine.data.parquetfiles` and :mod:`engine.data.rootfiles` (the optional extra
+``qcf-studio[io]``; declared sizes bounded, read in chunks). Every refusal is a :class:`DataFileError` naming
+the file and the line, column, branch or variable at fault; no message echoes more than a few characters of
+the file.
 
 Formats:
 
 - **NetCDF-4** as ``qcf-studio data`` writes it: ``events`` (observable, event[, coord]) with the problem's
   observable names (and ``coord = x, y`` for 2D events), ``xsec`` and ``xsec_err`` (observable), optionally
-  ``weights`` (observable, event) and ``params_true`` (param).
+  ``weights`` (observable, event), ``counts`` (observable: events of each observable when they differ; the
+  rest of its row is padding) and ``params_true`` (param).
 - **CSV** (UTF-8, comma-separated) with a header line naming the columns ``observable`` (the problem's
   observable names), the event coordinates (``x``; ``x,y`` for 2D problems) and optionally ``weight``;
   one event per line. Lines starting with ``#`` are comments, two of which carry settings::
@@ -26,43 +31,59 @@ Formats:
   (weighted) event count ± √Σw², which their fits do not use. ``resolution`` is the relative detector
   resolution the events were smeared with: it lets events lie up to 6 resolution widths past the domain's
   ends (as smeared pseudo-data do); without it every event must lie inside the domain.
+- **Parquet**: the CSV schema as a table (or the columns ``problem.columns`` names), see
+  :mod:`engine.data.parquetfiles`.
+- **ROOT**: a TTree per observable (or the trees and branches ``problem.columns`` names), see
+  :mod:`engine.data.rootfiles`.
 
-Every observable needs the same number of events, at least :data:`MIN_EVENTS` (the arrays are
-``(observable, event)``): a file with unequal counts is rejected, not padded or cut, so that nothing is
-dropped silently. Weights must be finite and non-negative (see :mod:`engine.data.pseudodata` for how the fits
-use them).
+Every observable needs at least :data:`MIN_EVENTS` events; observables (data sets) may have different numbers
+(see :attr:`MeasuredData.counts`). Weights must be finite with a positive sum per observable; negative weights
+(sWeights) are data, and :func:`read_spec_data` refuses them for the methods that cannot use them (the GAN).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from engine.data.csvfiles import read_csv
 from engine.data.filechecks import MIN_EVENTS, DataFileError, check_counts, check_cross_sections, check_domain
 from engine.data.measured import MeasuredData
+from engine.data.parquetfiles import PARQUET_SIGNATURE, read_parquet
+from engine.data.rootfiles import ROOT_SIGNATURE, read_root
 from engine.data.safe_hdf5 import HDF5_SIGNATURE, open_netcdf
 from engine.problem_catalog import ProblemInfo, problem_info, problem_kinds
+from engine.spec_data import DataColumns
 from engine.specfields import SpecError
 from engine.textlimits import clip, shown
+
+if TYPE_CHECKING:
+    from engine.spec import Spec
 
 __all__ = [
     "DataFileError",
     "read_measured",
     "read_measured_file",
     "read_spec_data",
+    "check_methods",
+    "negative_weights",
     "file_label",
     "MAX_UPLOAD_BYTES",
     "MAX_DATA_FILE_BYTES",
     "MAX_DATA_ARRAY_BYTES",
+    "MAX_EVENTS",
     "MIN_EVENTS",
 ]
 
 MAX_UPLOAD_BYTES = 50 * 2**20  # a file uploaded in the browser
-MAX_DATA_FILE_BYTES = 2**30  # a file named by problem.data
+MAX_DATA_FILE_BYTES = 2**30  # a NetCDF or CSV file named by problem.data (Parquet and ROOT: any size, in chunks)
 MAX_DATA_ARRAY_BYTES = 2**30  # what a NetCDF file's datasets may declare (uncompressed), whatever its size
+MAX_EVENTS = 5_000_000  # per observable in a Parquet or ROOT file: limits.events' default
 _NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf", ".h5", ".hdf5")
+_SIGNATURE_BYTES = max(len(HDF5_SIGNATURE), len(PARQUET_SIGNATURE), len(ROOT_SIGNATURE))
 
 
 def file_label(name: str) -> str:
@@ -70,12 +91,21 @@ def file_label(name: str) -> str:
     return clip(Path(name.replace("\x00", "")).name or "upload", 80) if name else "upload"
 
 
-def read_measured(name: str, content: bytes, kind: str, max_bytes: int = MAX_UPLOAD_BYTES) -> MeasuredData:
+def read_measured(
+    name: str,
+    content: bytes,
+    kind: str,
+    max_bytes: int = MAX_UPLOAD_BYTES,
+    *,
+    columns: Mapping[str, DataColumns] | None = None,
+    xsec: Mapping[str, Sequence[float]] | None = None,
+    max_events: int = MAX_EVENTS,
+) -> MeasuredData:
     """The measured data of problem ``kind`` in the file ``name`` with bytes ``content`` (an upload).
 
-    NetCDF is recognised by its HDF5 signature, anything else is read as CSV (see the module's
-    docstring for both formats). Raises :class:`DataFileError` naming ``name`` and, where it can, the
-    line, column or variable at fault.
+    The format is told by the first bytes (see the module's docstring); ``columns`` and ``xsec`` (the spec's
+    ``problem.columns`` and ``problem.xsec``) say where a Parquet or ROOT file keeps what. Raises
+    :class:`DataFileError` naming ``name`` and, where it can, the line, column or variable at fault.
     """
     label = file_label(name)
     problem = _problem(label, kind)
@@ -84,38 +114,106 @@ def read_measured(name: str, content: bytes, kind: str, max_bytes: int = MAX_UPL
             f"{label}: the file has {len(content) / 2**20:.1f} MiB, more than the upload limit of "
             f"{max_bytes / 2**20:.1f} MiB"
         )
-    if content.startswith(HDF5_SIGNATURE):
-        return _read_netcdf(label, content, problem, max_bytes)
-    return _read_text(label, content, problem)
+    return _read(label, content, content[:_SIGNATURE_BYTES], problem, max_bytes, columns, xsec, max_events)
 
 
-def read_measured_file(path: str | Path, kind: str, max_bytes: int = MAX_DATA_FILE_BYTES) -> MeasuredData:
+def read_measured_file(
+    path: str | Path,
+    kind: str,
+    max_bytes: int = MAX_DATA_FILE_BYTES,
+    *,
+    columns: Mapping[str, DataColumns] | None = None,
+    xsec: Mapping[str, Sequence[float]] | None = None,
+    max_events: int = MAX_EVENTS,
+) -> MeasuredData:
     """The measured data of problem ``kind`` in the file at ``path`` (``problem.data``): the checks of
-    :func:`read_measured`; a NetCDF file is checked before its values are read, not read into memory whole."""
+    :func:`read_measured`. NetCDF, Parquet and ROOT files are checked before their values are read and never
+    read into memory whole; Parquet and ROOT files may have any size (read in chunks, at most ``max_events``
+    events per observable), NetCDF and CSV files at most ``max_bytes``."""
     label = clip(str(path), 200)
     problem = _problem(label, kind)
     try:
         with open(path, "rb") as f:
-            head = f.read(len(HDF5_SIGNATURE))
-            # NetCDF is checked and read by engine.data.safe_hdf5; text is read here, never past the limit
-            content = b"" if head == HDF5_SIGNATURE else head + f.read(max_bytes + 1 - len(head))
+            head = f.read(_SIGNATURE_BYTES)
+            binary = head.startswith((HDF5_SIGNATURE, PARQUET_SIGNATURE, ROOT_SIGNATURE))
+            # binary formats are read by their own readers; text is read here, never past the limit
+            content = b"" if binary else head + f.read(max_bytes + 1 - len(head))
     except (OSError, ValueError) as e:
         raise DataFileError(f"{label}: cannot read ({getattr(e, 'strerror', None) or type(e).__name__})") from None
-    if head == HDF5_SIGNATURE:
-        return _read_netcdf(label, Path(path), problem, max_bytes)
-    if len(content) > max_bytes:
+    if not binary and len(content) > max_bytes:
         raise DataFileError(f"{label}: more than the limit of {max_bytes / 2**20:,.0f} MiB")
-    return _read_text(label, content, problem)
+    return _read(label, Path(path) if binary else content, head, problem, max_bytes, columns, xsec, max_events)
 
 
-def read_spec_data(path: str | Path, kind: str) -> MeasuredData:
-    """The measured data a spec's ``problem.data`` names, as :func:`read_measured_file`; what is wrong with the
-    file is a :class:`~engine.specfields.SpecError` of ``problem.data`` (``qcf-studio validate`` and
-    :func:`engine.run.runner.measured_data` check a spec's data so, before dispatch)."""
+def _read(
+    label: str,
+    source: bytes | Path,
+    head: bytes,
+    problem: ProblemInfo,
+    max_bytes: int,
+    columns: Mapping[str, DataColumns] | None,
+    xsec: Mapping[str, Sequence[float]] | None,
+    max_events: int,
+) -> MeasuredData:
+    """Dispatch on the file's signature ``head``; ``source`` is the file's bytes or (binary formats) its path."""
+    if head.startswith(PARQUET_SIGNATURE):
+        return read_parquet(label, source, problem, columns, xsec, max_events)
+    if head.startswith(ROOT_SIGNATURE):
+        return read_root(label, source, problem, columns, xsec, max_events)
+    for key, given in (("columns", columns), ("xsec", xsec)):
+        if given is not None:
+            what = "its columns are fixed" if key == "columns" else "it carries its own cross sections"
+            kind = "a NetCDF" if head.startswith(HDF5_SIGNATURE) else "a CSV"
+            raise DataFileError(
+                f"{label} is {kind} file: {what}; problem.{key} is for ROOT and Parquet files", f"problem.{key}"
+            )
+    if head.startswith(HDF5_SIGNATURE):
+        return _read_netcdf(label, source, problem, max_bytes)
+    if isinstance(source, Path):  # not reached: text is read into memory by the callers
+        raise DataFileError(f"{label}: not a data file")
+    return _read_text(label, source, problem)
+
+
+def read_spec_data(spec: Spec) -> MeasuredData:
+    """The measured data a spec's ``problem.data`` names (:func:`read_measured_file` with the spec's
+    ``problem.columns``, ``problem.xsec`` and ``limits.events``), checked against the spec's methods
+    (:func:`check_methods`). What is wrong is a :class:`~engine.specfields.SpecError` naming the field
+    (``problem.data`` for the file itself): ``qcf-studio validate`` and :func:`engine.run.runner.measured_data`
+    check a spec's data so, before dispatch."""
+    p = spec.problem
+    if p.data is None:
+        raise SpecError("problem.data", "no file named")
     try:
-        return read_measured_file(path, kind)
+        data = read_measured_file(p.data, p.kind, columns=p.columns, xsec=p.xsec, max_events=spec.limits.events)
     except DataFileError as e:
-        raise SpecError("problem.data", str(e)) from None
+        raise SpecError(e.field or "problem.data", str(e)) from None
+    check_methods(spec, negative_weights(data))
+    return data
+
+
+def negative_weights(data: MeasuredData) -> str:
+    """Where ``data`` have negative weights, in words (``"12 of 1,000 events of 'sigma1'"``); ``""``: nowhere."""
+    if not data.negative_weights or data.weights is None:
+        return ""
+    counts, names = data.event_counts, problem_info(data.kind).observable_names
+    below = [int((data.weights[o, : counts[o]] < 0).sum()) for o in range(len(names))]
+    return "; ".join(f"{b:,} of {int(c):,} events of {n!r}" for b, c, n in zip(below, counts, names) if b)
+
+
+def check_methods(spec: Spec, negative: str) -> None:
+    """Refuse measured data with negative weights (sWeights; ``negative`` says where, from :func:`negative_weights`)
+    for a method of ``spec`` that cannot use them: the GAN.
+
+    The likelihood fit uses them (Σ w log p with sandwich errors, χ² with Σw² variances); the GAN cannot: a real
+    event's term −w log D(x) with w < 0 is unbounded below, so its discriminator would learn to drive D to 0 at
+    those events instead of telling data from model."""
+    if negative and spec.training.method == "gan":
+        raise SpecError(
+            "training.method",
+            f"gan cannot use negative event weights (sWeights), and problem.data {clip(str(spec.problem.data), 80)} "
+            f"has them ({clip(negative, 200)}): the discriminator's loss is unbounded below with them. Fit these "
+            f"data with training.method mle (weighted likelihood, sandwich errors), or use weights ≥ 0",
+        )
 
 
 def _problem(label: str, kind: str) -> ProblemInfo:
@@ -188,6 +286,10 @@ def _read_netcdf(label: str, source: bytes | Path, problem: ProblemInfo, max_byt
         raise DataFileError(
             f"{label}: variable 'weights' has dimensions {shown(ds['weights'].dims)}, needs (observable, event)"
         )
+    if "counts" in ds and ds["counts"].dims != ("observable",):
+        raise DataFileError(
+            f"{label}: variable 'counts' has dimensions {shown(ds['counts'].dims)}, needs (observable,)"
+        )
     for var in ("events", "xsec", "xsec_err", "weights"):  # text or complex values would fail later, in a worker
         if var in ds and not _real_numbers(ds[var].dtype):
             raise DataFileError(f"{label}: variable {var!r} holds {_value_kind(ds[var].dtype)}, not real numbers")
@@ -202,19 +304,20 @@ def _read_netcdf(label: str, source: bytes | Path, problem: ProblemInfo, max_byt
         data.truth = None  # not this problem's parameters: the data are still usable
     resolution = ds.attrs.get("resolution", 0.0)
     check_cross_sections(label, data.xsec, data.xsec_err, problem, "variable 'xsec'")
+    counts = data.event_counts  # the events past an observable's count are padding (variable 'counts')
     for o, n in enumerate(names):
-        bad = ~np.isfinite(data.events[o]).all(axis=-1)
+        bad = ~np.isfinite(data.events[o, : counts[o]]).all(axis=-1)
         if bad.any():
             raise DataFileError(
                 f"{label}: variable 'events' of observable {n!r}: event {int(np.argmax(bad))} is not a finite number"
             )
-    check_counts(label, {n: data.events.shape[1] for n in names})
+    check_counts(label, dict(zip(names, counts.tolist())))
     try:
         resolution = float(resolution)
     except (TypeError, ValueError):
         resolution = 0.0
     for o, n in enumerate(names):
-        check_domain(label, problem, n, data.events[o], resolution, lambda i: f"event {i}")
+        check_domain(label, problem, n, data.events[o, : counts[o]], resolution, lambda i: f"event {i}")
     return data
 
 

@@ -1,6 +1,6 @@
 """What every reader of measured data checks, whatever the file's format: at least :data:`MIN_EVENTS` events
-per observable and the same number for each, events inside the problem's domain (widened for smeared
-data), finite cross sections with positive errors. Refusals are :class:`DataFileError`s naming the file."""
+per observable (the observables may have different numbers), events inside the problem's domain (widened for
+smeared data), finite cross sections with positive errors. Refusals are :class:`DataFileError`s naming the file."""
 
 from __future__ import annotations
 
@@ -17,7 +17,12 @@ SMEARING_SIGMAS = 6.0  # events may lie this many resolution widths past the dom
 
 
 class DataFileError(ValueError):
-    """A file that cannot be measured data; the message names the file and what is wrong."""
+    """A file that cannot be measured data; the message names the file and what is wrong. ``field``: the spec's
+    field at fault when it is not the file itself (``problem.columns.sigma1``; ``None``: ``problem.data``)."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def check_cross_sections(label: str, xsec: np.ndarray, err: np.ndarray, problem: ProblemInfo, where: str) -> None:
@@ -29,17 +34,12 @@ def check_cross_sections(label: str, xsec: np.ndarray, err: np.ndarray, problem:
 
 
 def check_counts(label: str, counts: dict[str, int]) -> None:
+    """At least :data:`MIN_EVENTS` events per observable (each observable may have its own number)."""
     few = {n: c for n, c in counts.items() if c < MIN_EVENTS}
     if few:
         n, c = next(iter(few.items()))
         raise DataFileError(
             f"{label}: observable {n!r} has {c} events; at least {MIN_EVENTS} per observable are needed"
-        )
-    if len(set(counts.values())) > 1:
-        listed = ", ".join(f"{n}: {c}" for n, c in counts.items())
-        raise DataFileError(
-            f"{label}: the observables have different numbers of events ({listed}); every observable "
-            f"needs the same number (subsample to {min(counts.values())} each)"
         )
 
 

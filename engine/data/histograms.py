@@ -16,6 +16,7 @@ __all__ = [
     "density_histograms",
     "data_histograms",
     "data_counts",
+    "data_edges",
     "chi2_per_ndf",
 ]
 
@@ -23,15 +24,20 @@ HIST_BINS = 40  # per axis for 1D events
 HIST_BINS_2D = 20  # per axis for 2D events
 
 
-def histogram_edges(events: np.ndarray, bins: int | None = None) -> np.ndarray:
+def histogram_edges(events: np.ndarray, bins: int | None = None, counts: np.ndarray | None = None) -> np.ndarray:
     """Common bin edges for data and generated histograms of ``events (O, N, D)``: ``(O, D, bins + 1)``.
 
-    The edges span the 0.01 to 99.99 percentiles of the events along each coordinate.
+    The edges span the 0.01 to 99.99 percentiles of the events along each coordinate (of the first
+    ``counts[o]`` events of observable ``o`` when given: :attr:`MeasuredData.counts`).
     """
     d = events.shape[-1]
     bins = bins or (HIST_BINS if d == 1 else HIST_BINS_2D)
-    lo = np.percentile(events, 0.01, axis=1)  # (O, D)
-    hi = np.percentile(events, 99.99, axis=1)
+    if counts is None:
+        lo = np.percentile(events, 0.01, axis=1)  # (O, D)
+        hi = np.percentile(events, 99.99, axis=1)
+    else:
+        lo = np.stack([np.percentile(e[:c], 0.01, axis=0) for e, c in zip(events, counts)])
+        hi = np.stack([np.percentile(e[:c], 99.99, axis=0) for e, c in zip(events, counts)])
     return np.stack([[np.linspace(a, b, bins + 1) for a, b in zip(lo_o, hi_o)] for lo_o, hi_o in zip(lo, hi)])
 
 
@@ -57,18 +63,31 @@ def density_histograms(events: np.ndarray, edges: np.ndarray, weights: np.ndarra
     return np.stack(out)
 
 
+def data_edges(data: MeasuredData) -> np.ndarray:
+    """:func:`histogram_edges` of the measured events (without the padding of unequal counts)."""
+    return histogram_edges(data.events, counts=data.counts)
+
+
+def _data_weights(data: MeasuredData) -> np.ndarray | None:
+    """The weights histograms give the measured events: theirs, or 1 for events and 0 for padding."""
+    if data.weights is not None or data.valid is None:
+        return data.weights
+    return data.valid.astype(np.float64)
+
+
 def data_histograms(data: MeasuredData) -> tuple[np.ndarray, np.ndarray]:
     """Bin edges ``(O, D, bins + 1)`` and normalised (weighted) histograms ``(O, bins[, bins])`` of the
     measured events."""
-    edges = histogram_edges(data.events)
-    return edges, density_histograms(data.events, edges, data.weights)
+    edges = data_edges(data)
+    return edges, density_histograms(data.events, edges, _data_weights(data))
 
 
 def data_counts(data: MeasuredData, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """(Weighted) counts of the measured events in ``edges`` and their sums of squared weights
-    (``None`` when unweighted: the Poisson variance is the count)."""
+    (``None`` when unweighted: the Poisson variance is the count). Negative weights (sWeights) may make
+    a bin's count negative; its variance Σw² stays positive."""
     if data.weights is None:
-        return histogram_counts(data.events, edges), None
+        return histogram_counts(data.events, edges, _data_weights(data)), None
     w = data.weights
     return histogram_counts(data.events, edges, w), histogram_counts(data.events, edges, w * w)
 

@@ -5,10 +5,11 @@ bias is not baked into the data), smeared by the same detector model the generat
 carry the integrated cross section of each observable with its statistical error
 ``σ_tot/√N`` (the luminosity is chosen so that the expected count is the requested ``events``).
 
-Measured data may carry per-event weights ``(O, N)`` (non-negative, finite, not all zero per
-observable); ``None`` means unweighted, and every result is then exactly what it was before weights
-existed. How the fits use them: :meth:`MeasuredData.normalised_weights`. :class:`MeasuredData` itself
-lives in the torch-free :mod:`engine.data.measured` (data files are checked without torch); it is re-exported here.
+Measured data may carry per-event weights ``(O, N)`` (finite, negative ones allowed, a positive sum per
+observable) and observables of different lengths (``counts``); ``None`` means unweighted (equal lengths), and every
+result is then exactly what it was before weights (unequal lengths) existed. How the fits use them:
+:meth:`MeasuredData.normalised_weights`. :class:`MeasuredData` itself lives in the torch-free
+:mod:`engine.data.measured` (data files are checked without torch); it is re-exported here.
 """
 
 from __future__ import annotations

@@ -124,13 +124,18 @@ class Discriminator(nn.Module):
         return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
 
     @torch.no_grad()
-    def standardise_to(self, events: Tensor) -> None:
+    def standardise_to(self, events: Tensor, counts: Tensor | None = None) -> None:
         """Z-score the event features per observable with the mean and standard deviation of
-        ``events (O, N, D)`` (the measured events)."""
+        ``events (O, N, D)`` (the measured events; of the first ``counts[o]`` of observable ``o`` if given)."""
         o, n, d = events.shape
         f = self.event_features(events.reshape(o * n, d)).reshape(o, n, -1)
-        self.loc.copy_(f.mean(1))
-        self.inv_scale.copy_(1.0 / f.std(1).clamp(min=1e-6))
+        if counts is None:
+            self.loc.copy_(f.mean(1))
+            self.inv_scale.copy_(1.0 / f.std(1).clamp(min=1e-6))
+        else:
+            self.loc.copy_(torch.stack([f[k, : int(c)].mean(0) for k, c in enumerate(counts)]))
+            std = torch.stack([f[k, : int(c)].std(0) for k, c in enumerate(counts)])
+            self.inv_scale.copy_(1.0 / std.clamp(min=1e-6))
         self.standardised = True
 
     def features(self, events: Tensor, labels: Tensor) -> Tensor:

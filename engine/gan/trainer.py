@@ -22,11 +22,11 @@ from torch import Tensor
 from engine.data.histograms import (
     chi2_per_ndf,
     data_counts,
+    data_edges,
     density_histograms,
     histogram_counts,
-    histogram_edges,
 )
-from engine.data.pseudodata import MeasuredData, normalise_weights
+from engine.data.pseudodata import MeasuredData
 from engine.detector import DetectorChain, ResolutionSmearing
 from engine.gan.accelerator import Accelerator, make_accelerator
 from engine.gan.config import PARAM_DRAWS, MemberResult, TrainingConfig
@@ -66,11 +66,16 @@ class GANTrainer:
             floating-point sums. How a step runs is :attr:`accelerator`'s business
             (:func:`~engine.gan.accelerator.make_accelerator`: ``QCF_ACCEL=0`` for the plain path).
 
+    Observables (data sets) may have different numbers of events (``data.counts``): each step draws the
+    same number of real events from each, uniformly from its own.
+
     Weighted measured data (``data.weights``): each real event's term in the discriminator loss is
     multiplied by its weight, normalised to mean 1 per observable over the events this trainer sees
     (:meth:`~engine.data.pseudodata.MeasuredData.normalised_weights`; so a batch's real term estimates the
     weighted expectation without bias); the data histograms and χ²/ndf use weighted counts with
-    sum-of-squared-weights variances. The cross sections are the file's, as given.
+    sum-of-squared-weights variances. The cross sections are the file's, as given. Negative weights
+    (sWeights) are refused: a real term ``−w log D(x)`` with ``w < 0`` is unbounded below, so the
+    discriminator could win by driving ``D`` to 0 at such events rather than by telling data from model.
 
     Set :attr:`sharing` (a :class:`~engine.run.parallel.GradientSharing`) to share the generator's
     gradients with other ranks.
@@ -120,23 +125,26 @@ class GANTrainer:
         )
         grids = qcf_grids if qcf_grids is not None else problem.qcf_grids()
         self.qcf_grids = tuple(g.to(dev, torch.float32) for g in grids)
-        events = data.events if shard is None else data.events[:, shard[0] :: shard[1]]
-        self.real = torch.as_tensor(events, dtype=torch.float32, device=dev)  # (O, N, D)
-        weights = data.weights if shard is None or data.weights is None else data.weights[:, shard[0] :: shard[1]]
-        weights = normalise_weights(weights)
+        if data.negative_weights:  # validation refuses such a spec (engine.data.datafiles.read_spec_data)
+            raise ValueError("the GAN cannot use negative event weights (sWeights); fit them with method mle")
+        part = data if shard is None else data.shard(*shard)
+        self.real = torch.as_tensor(part.events, dtype=torch.float32, device=dev)  # (O, N, D)
+        # Events per observable when they differ (the rows past them are padding, never drawn); None: all N.
+        self.real_counts = None if part.counts is None else torch.as_tensor(part.counts, device=dev)
+        weights = part.normalised_weights()
         # (O, N) real-event weights of the discriminator loss, mean 1 per observable; None: unweighted
         self.real_weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float32, device=dev)
         if not edge:
             # Gaussian-tailed observables: z-scored positions (a data set may be a sliver of the domain).
             # Not with edge features: z-scoring the log-distances made proxy1d's Nu run to its bound.
-            self.discriminator.standardise_to(self.real)
+            self.discriminator.standardise_to(self.real, self.real_counts)
         with torch.no_grad():  # the measured events' features, once: a real batch is a gather of rows
             o, total, d = self.real.shape
             obs = torch.arange(o, device=dev).repeat_interleave(total)
             self.real_features = self.discriminator.features(self.real.reshape(-1, d), obs).reshape(o, total, -1)
         self.xsec = torch.as_tensor(data.xsec, dtype=torch.float32, device=dev)
         self.xsec_err = torch.as_tensor(data.xsec_err, dtype=torch.float32, device=dev)
-        self.edges = histogram_edges(data.events)
+        self.edges = data_edges(data)
         self.data_counts, self.data_sumw2 = data_counts(data, self.edges)
         self.accelerator: Accelerator = make_accelerator(
             self.discriminator, self._real_batch, self.real_rng, dev, pass_threads
@@ -217,7 +225,11 @@ class GANTrainer:
         as it generates), drawn at random, and their normalised weights ``(O * n,)`` (``None`` when unweighted)."""
         n = self.config.batch_params * self.config.events_per_param
         o, total, f = self.real_features.shape
-        rows = torch.randint(0, total, (o, n), generator=self.real_rng, device=self.device)
+        if self.real_counts is None:
+            rows = torch.randint(0, total, (o, n), generator=self.real_rng, device=self.device)
+        else:  # each observable draws from its own events (uniformly; floor(u·count) < count)
+            u = torch.rand((o, n), generator=self.real_rng, device=self.device, dtype=torch.float64)
+            rows = torch.minimum((u * self.real_counts[:, None]).long(), self.real_counts[:, None] - 1)
         idx = (rows + total * torch.arange(o, device=self.device)[:, None]).reshape(-1)
         features = self.real_features.reshape(o * total, f).index_select(0, idx)
         return features, None if self.real_weights is None else self.real_weights.reshape(-1).index_select(0, idx)

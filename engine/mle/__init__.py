@@ -30,7 +30,10 @@ the sandwich ``H⁻¹ V H⁻¹`` (``H⁻¹`` HESSE's covariance of the weighted 
 ``V = Σ_i w_i² s_i s_iᵀ + J_σᵀ diag(δ⁻²) J_σ``: ``s_i`` the score
 ``∂ log p(x_i) / ∂θ`` of each event at θ̂ (forward-mode derivatives; central differences for a
 problem whose theory has no forward-mode rules) and ``J_σ`` the Jacobian of the cross sections. It is
-asymptotic like ``H⁻¹`` and ignores any uncertainty of the weights themselves.
+asymptotic like ``H⁻¹`` and ignores any uncertainty of the weights themselves. Negative weights (sWeights,
+background subtraction) enter the same way; each observable's weights must sum to a positive number. Observables
+with different numbers of events (``data.counts``): each observable's sum runs over its own events, the padding
+of the shorter ones is left out.
 
 Approximations (tabulated problems): linear/bilinear interpolation on the grid (1D: 4001 points,
 2001 when folding; 2D: 257², 385² when folding; shifts of θ̂ below 0.02σ at 10⁵ events); for

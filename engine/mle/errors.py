@@ -81,9 +81,8 @@ class ErrorsAndPredictions(LikelihoodModel):
         others. NaN, with a warning, where HESSE still finds no covariance or MINOS no error.
         """
         n = len(self.lo)
-        minuit_says = m.fmin is not None and m.fmin.has_parameters_at_limit
         theta = np.asarray(m.values, dtype=np.float64)
-        fixed = at_bound(theta, self.lo.numpy(), self.hi.numpy(), np.zeros(n, dtype=bool), minuit_says)
+        fixed = at_bound(theta, self.lo.numpy(), self.hi.numpy(), np.zeros(n, dtype=bool))  # at it, not near it
         names = [name for name, f in zip(m.parameters, fixed) if f]
         hesse, why = hesse_covariance(hesse_holding(m, self.objective, names) if names else m)
         held = f" with {', '.join(names)} held at its limit" if names else ""

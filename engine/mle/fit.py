@@ -14,8 +14,8 @@ import torch
 from iminuit import Minuit
 from torch import Tensor
 
-from engine.data.histograms import data_counts, histogram_edges
-from engine.data.pseudodata import MeasuredData, normalise_weights
+from engine.data.histograms import data_counts, data_edges
+from engine.data.pseudodata import MeasuredData
 from engine.gan.config import MemberResult, TrainingConfig
 from engine.mle.errors import ErrorsAndPredictions
 from engine.mle.likelihood import _F64
@@ -67,13 +67,16 @@ class MLEFit(ErrorsAndPredictions):
         self.qcf_grids = tuple(torch.as_tensor(g, dtype=_F64) for g in grids)
         self.events = torch.as_tensor(np.asarray(data.events), dtype=_F64)  # (O, N, D)
         self.n_obs, self.n_events = self.events.shape[:2]
+        self.n_measured = int(data.event_counts.sum())  # events of all observables, without padding
         self.xsec = torch.as_tensor(np.asarray(data.xsec), dtype=_F64)
         self.xsec_err = torch.as_tensor(np.asarray(data.xsec_err), dtype=_F64)
         self.use_xsec = bool(problem.normalisation_params)
-        w = normalise_weights(data.weights)
-        # (O, N) per-event weights of the log-likelihood, mean 1 per observable; None: unweighted
+        # (O, N) measured events (False: the padding of observables with fewer events); None: all are
+        self.valid = None if data.valid is None else torch.as_tensor(data.valid)
+        w = data.normalised_weights()
+        # (O, N) per-event weights of the log-likelihood, mean 1 per observable (0 on padding); None: unweighted
         self.event_w = None if w is None else torch.as_tensor(w, dtype=_F64)
-        self.edges = histogram_edges(data.events)
+        self.edges = data_edges(data)
         self.data_counts, self.data_sumw2 = data_counts(data, self.edges)
         self.warnings: list[str] = []
         self.objective = Objective(self.nll)  # counts the NLL's evaluations (calls) and gradients (grads)
@@ -179,8 +182,10 @@ class MLEFit(ErrorsAndPredictions):
             elif not stopped:
                 raise FloatingPointError("the negative log-likelihood was never finite during the fit")
             self.warnings.append("stopped before HESSE: parameter and QCF errors are NaN")
-        minuit_says = m is not None and m.fmin is not None and m.fmin.has_parameters_at_limit
-        flags = at_bound(self.theta_hat.numpy(), self.lo.numpy(), self.hi.numpy(), self.intervals.at_limit, minuit_says)
+        hesse_errors = np.asarray(m.errors) if m is not None and not stopped else None
+        flags = at_bound(
+            self.theta_hat.numpy(), self.lo.numpy(), self.hi.numpy(), self.intervals.at_limit, hesse_errors
+        )
         if flags.any():
             names = ", ".join(n for n, f in zip(self.problem.param_names, flags) if f)
             self.warnings.append(f"parameters at a bound ({names})")
@@ -195,7 +200,7 @@ class MLEFit(ErrorsAndPredictions):
             status="stopped" if stopped else "completed",
             steps_done=calls,
             wall_seconds=wall,
-            events_processed=(calls + self.objective.grads) * self.n_obs * self.n_events,
+            events_processed=(calls + self.objective.grads) * self.n_measured,
             metrics={},  # filled from a HistorySink by the caller
             params_pred=p["params_mean"],
             params_pred_std=p["params_std"],

@@ -55,6 +55,7 @@ class LikelihoodModel:
     xsec: Tensor
     xsec_err: Tensor
     use_xsec: bool
+    valid: Tensor | None
     event_w: Tensor | None
     warnings: list[str]
     truth_grids: tuple[Tensor, ...]
@@ -84,7 +85,10 @@ class LikelihoodModel:
         self.fold: list[Tensor | None] = []
         self.grids: list[Tensor] = []
         index, frac = [], []
-        inside = torch.ones(self.n_obs * self.n_events, dtype=torch.bool)
+        valid = torch.ones(self.n_obs * self.n_events, dtype=torch.bool)
+        if self.valid is not None:  # unequal counts: the padding stays out of the likelihood
+            valid = self.valid.reshape(-1)
+        inside = valid.clone()
         for axis, tgrid in enumerate(self.truth_grids):
             coord = self.events[..., axis].reshape(-1).contiguous()
             if self.resolution > 0:
@@ -101,11 +105,11 @@ class LikelihoodModel:
             frac.append(f)
         # Events outside the tabulated domain (only without smearing: the folded grid covers them all)
         # have zero model density; they are left out of the likelihood, with a warning.
-        outside = int((~inside).sum())
+        outside = int((valid & ~inside).sum())
         if outside:
             self.warnings.append(f"{outside} events outside the problem's domain were left out of the likelihood")
         self.inside = inside
-        self.event_weight = inside.to(_F64) if outside else None
+        self.event_weight = inside.to(_F64) if outside or self.valid is not None else None
         if self.event_w is not None:  # weighted: Σ w log v − Σ w log(norm)
             self.event_weight = self.event_w.reshape(-1) * inside.to(_F64)
             self.counts = self.event_weight.reshape(self.n_obs, self.n_events).sum(1)
@@ -150,10 +154,12 @@ class LikelihoodModel:
         )
 
     def _exact_log_density(self, theta: Tensor) -> Tensor:
-        """The problem's exact ``log p_j(x_ji; θ)``, ``(O, N)`` (``analytic``: the problem has one)."""
+        """The problem's exact ``log p_j(x_ji; θ)``, ``(O, N)`` (``analytic``: the problem has one; 0 on padding)."""
         log_p = self.problem.log_density(theta[None], self.events)
         if log_p is None:
             raise TypeError(f"{type(self.problem).__name__}.log_density returned None in an analytic fit")
+        if self.valid is not None:  # unequal counts: the padding adds nothing
+            return torch.where(self.valid, log_p[0], torch.zeros_like(log_p[0]))
         return log_p[0]
 
     def event_log_likelihood(self, theta: Tensor) -> Tensor:

@@ -162,14 +162,13 @@ def minos(m: Minuit, names: Sequence[str]) -> MinosInterval:
 
 
 def at_bound(
-    theta: np.ndarray, lo: np.ndarray, hi: np.ndarray, minos_at_limit: np.ndarray, minuit_says: bool = False
+    theta: np.ndarray, lo: np.ndarray, hi: np.ndarray, minos_at_limit: np.ndarray, errors: np.ndarray | None = None
 ) -> np.ndarray:
     """Per parameter: the estimate within :data:`BOUND_FRACTION` of its range from a limit, or its MINOS interval
-    reaching one. ``minuit_says``: MINUIT's minimum has parameters at a limit (its own test, for all of them
-    together); then the parameter nearest to a limit, as a fraction of its range, is flagged too."""
-    span = hi - lo
-    closeness = np.minimum(theta - lo, hi - theta) / span
-    flags = (closeness <= BOUND_FRACTION) | minos_at_limit
-    if minuit_says and not flags.any():
-        flags[int(np.argmin(closeness))] = True
+    reaching one, or (with HESSE's ``errors``) within half an error of one: iminuit's own test for a minimum with
+    parameters at a limit (``FMin.has_parameters_at_limit``), here parameter by parameter."""
+    distance = np.minimum(theta - lo, hi - theta)
+    flags = (distance <= BOUND_FRACTION * (hi - lo)) | minos_at_limit
+    if errors is not None:
+        flags |= distance < 0.5 * np.nan_to_num(errors, nan=0.0)
     return flags

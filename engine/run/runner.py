@@ -41,13 +41,13 @@ __all__ = [
 
 
 def measured_data(spec: Spec) -> MeasuredData:
-    """The spec's measured data: its file (NetCDF or CSV) if given, else pseudo-data from its truth.
+    """The spec's measured data: its file (NetCDF, CSV, Parquet or ROOT) if given, else pseudo-data from its truth.
 
     Raises :class:`~engine.spec.SpecError` for ``problem.data``, naming the file and what is wrong with
     it, when it is not measured data of the spec's problem: the check a spec's data get before dispatch."""
     problem = get_problem(spec.problem.kind)
     if spec.problem.data:  # checked as an upload is (engine.data.datafiles): no external storage, sizes bounded
-        return read_spec_data(spec.problem.data, problem.kind)
+        return read_spec_data(spec)
     return make_pseudo_data(
         problem, np.asarray(spec.truth_values()), spec.problem.events, spec.problem.seed, detector_for(spec)
     )
