@@ -122,11 +122,17 @@ class LikelihoodModel:
             g = len(self.grids[0])
             self.base = obs * g + index[0]
             self.frac = frac[0]
+            corners: tuple[Tensor, ...] = (self.base, self.base + 1)
         else:
             gx, gy = len(self.grids[0]), len(self.grids[1])
             self.base = obs * gx * gy + index[0] * gy + index[1]
             self.frac = (frac[0], frac[1])
             self.stride_x = gy
+            corners = (self.base, self.base + 1, self.base + gy, self.base + gy + 1)
+        # the cells' corner nodes and the complements 1 − f, computed once: the NLL gathers at them every call
+        # (index_select: a third of the time of indexing with a tensor)
+        self.corners = corners
+        self.frac_rest = tuple(1.0 - f for f in frac)
 
     def densities(self, theta: Tensor) -> tuple[Tensor, Tensor]:
         """Detector-level densities on the (folded) grid ``(O, G[, G])`` and their integrals ``(O,)``."""
@@ -143,15 +149,12 @@ class LikelihoodModel:
     def _at_events(self, dens: Tensor) -> Tensor:
         """The (folded) densities ``dens`` interpolated at the events: ``(O * N,)``."""
         flat = dens.reshape(-1)
-        b = self.base
+        at = [flat.index_select(0, c) for c in self.corners]
         if isinstance(self.frac, Tensor):  # one axis
-            f = self.frac
-            return flat[b] * (1.0 - f) + flat[b + 1] * f
+            return at[0] * self.frac_rest[0] + at[1] * self.frac
         fx, fy = self.frac
-        s = self.stride_x
-        return (1.0 - fx) * ((1.0 - fy) * flat[b] + fy * flat[b + 1]) + fx * (
-            (1.0 - fy) * flat[b + s] + fy * flat[b + s + 1]
-        )
+        gx, gy = self.frac_rest
+        return gx * (gy * at[0] + fy * at[1]) + fx * (gy * at[2] + fy * at[3])
 
     def _exact_log_density(self, theta: Tensor) -> Tensor:
         """The problem's exact ``log p_j(x_ji; θ)``, ``(O, N)`` (``analytic``: the problem has one; 0 on padding)."""
