@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	# every extra (a worker needs none of them); constraints.txt pins torch to the CPU wheel on local disk
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dashboard,hpc,test,io]"
 	# the discriminator pass's C++ block, built once here (about 30 s) rather than in the first training
-	$(BIN)/python -m engine.accel.native
+	$(BIN)/python -m qcf_studio.engine.accel.native
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -2,11 +2,11 @@
 and reopened as summaries.
 
 No Panel imports. A campaign's folder holds ``campaign.yaml``, one results file per finished fit and,
-once the driver wrote it, ``summary.nc`` (:mod:`engine.campaign.plan`). Reopening prefers ``summary.nc``
+once the driver wrote it, ``summary.nc`` (:mod:`qcf_studio.engine.campaign.plan`). Reopening prefers ``summary.nc``
 when it is at least as new as the newest fit; otherwise (a server stopped mid-campaign, a summary that
 cannot be read) the summary is rebuilt from the fit files, read-only: nothing in the folder is moved or
 written, so a campaign another process is running is never disturbed. Every file is opened through
-:mod:`engine.data.safe_hdf5` with size limits and checked before anything is drawn from it.
+:mod:`qcf_studio.engine.data.safe_hdf5` with size limits and checked before anything is drawn from it.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from engine.campaign.plan import FIT_FILE, CampaignPlan, FitKey, fit_files
-from engine.campaign.summary import build_summary, read_fit
-from engine.data.safe_hdf5 import open_netcdf
-from engine.safe_yaml import YAMLRefused, load_yaml
-from engine.spec import METHODS, Spec, SpecError, parse_spec
-from engine.textlimits import clip
+from qcf_studio.engine.campaign.plan import FIT_FILE, CampaignPlan, FitKey, fit_files
+from qcf_studio.engine.campaign.summary import build_summary, read_fit
+from qcf_studio.engine.data.safe_hdf5 import open_netcdf
+from qcf_studio.engine.safe_yaml import YAMLRefused, load_yaml
+from qcf_studio.engine.spec import METHODS, Spec, SpecError, parse_spec
+from qcf_studio.engine.textlimits import clip
 
 __all__ = [
     "CampaignInfo",
@@ -221,7 +221,7 @@ def load_summary(path: str | Path) -> xr.Dataset:
 
 
 def rebuild_summary(folder: Path, spec: Spec) -> xr.Dataset:
-    """The summary of the fit files in ``folder`` (read-only: :func:`engine.campaign.summary.read_fit`), for
+    """The summary of the fit files in ``folder`` (read-only: :func:`qcf_studio.engine.campaign.summary.read_fit`), for
     campaign ``spec``."""
     fits = _fit_files(folder)
     spec = _spec_of_files(spec, fits)

@@ -3,9 +3,9 @@ and the one reader of results files (:func:`load_run`) that the views and ``qcf-
 
 No Panel imports. :func:`list_runs` is cheap enough to poll every few seconds: a file is re-read only
 when its (path, mtime, size) changes, and only its attributes and dimension sizes are read, never arrays.
-Results files may come from someone else: both readers open them through :mod:`engine.data.safe_hdf5` (no
+Results files may come from someone else: both readers open them through :mod:`qcf_studio.engine.data.safe_hdf5` (no
 external storage or links, sizes bounded), and :func:`load_run` checks every variable the views and
-exports use against the results contract (:func:`engine.results.check_results`) before anything is drawn.
+exports use against the results contract (:func:`qcf_studio.engine.results.check_results`) before anything is drawn.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from engine.data.safe_hdf5 import checked_hdf5, open_netcdf
-from engine.results import ResultsContractError, attribute_number, check_results
-from engine.safe_yaml import load_yaml
-from engine.textlimits import clip
+from qcf_studio.engine.data.safe_hdf5 import checked_hdf5, open_netcdf
+from qcf_studio.engine.results import ResultsContractError, attribute_number, check_results
+from qcf_studio.engine.safe_yaml import load_yaml
+from qcf_studio.engine.textlimits import clip
 
 __all__ = ["RunInfo", "NotARunError", "list_runs", "load_run", "read_run_info", "MAX_RESULTS_BYTES"]
 
@@ -149,7 +149,7 @@ def list_runs(runs_dir: str | Path) -> list[RunInfo]:
 
 def load_run(path: str | Path) -> xr.Dataset:
     """The results Dataset of ``path``, loaded into memory with the file closed and checked against the
-    results contract (:func:`engine.results.check_results`).
+    results contract (:func:`qcf_studio.engine.results.check_results`).
 
     Raises ``FileNotFoundError`` for a missing file and :class:`NotARunError` (a ``ValueError``) naming the
     file when it is not a qcf-studio results file, or one this version cannot show.

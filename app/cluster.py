@@ -1,5 +1,5 @@
 """Connecting to Dask for the app: an existing scheduler (TLS optional), or the embedded cluster
-(:mod:`engine.run.cluster`); and what the Cluster tab shows of the workers and their tasks."""
+(:mod:`qcf_studio.engine.run.cluster`); and what the Cluster tab shows of the workers and their tasks."""
 
 from __future__ import annotations
 
@@ -10,15 +10,16 @@ from typing import Any
 
 from distributed import Client
 
-from engine.run.cluster import close, local_client
-from engine.run.task_keys import parse_task_key
+from qcf_studio.engine.run.cluster import close, local_client
+from qcf_studio.engine.run.task_keys import parse_task_key
 
 __all__ = ["connect", "close", "client_for", "cluster_headline", "describe_task", "worker_rows"]
 
 
 def connect(scheduler: str | None = None, workers: int = 2, device: str = "auto", security: Any = None) -> Client:
     """A client on ``scheduler``, or on a new embedded cluster of ``workers`` single-threaded processes
-    (:func:`engine.run.cluster.local_client`: loopback and TLS only, one worker per GPU where CUDA GPUs are visible
+    (:func:`qcf_studio.engine.run.cluster.local_client`: loopback and TLS only, one worker per GPU where CUDA GPUs are
+    visible
     and ``device`` is not ``cpu``; closed with the client by :func:`close`).
 
     ``security`` (a ``distributed.Security``, see :func:`tls_security`) is used for a remote scheduler
@@ -73,7 +74,8 @@ def tls_security(ca_file: str | None, cert: str | None, key: str | None) -> Any:
 
 
 def describe_task(key: Any, run_names: dict[str, str]) -> str:
-    """What a task key of :func:`engine.run.distributed.start_run` (:mod:`engine.run.task_keys`) is:
+    """What a task key of :func:`qcf_studio.engine.run.distributed.start_run` (:mod:`qcf_studio.engine.run.task_keys`)
+    is:
     ``closure-1d · member 1 · rank 0``."""
     task = parse_task_key(key)
     if task is None:

@@ -1,6 +1,7 @@
 """A fit training in the background of this process, for notebooks (:func:`qcf_studio.start`): the dashboard's run
-control (:func:`app.dashboard.runs.drive` filling a :class:`~app.dashboard.runs.LiveRun`) on a thread, its live
-view (:class:`app.dashboard.live_view.RunWatch`) for a notebook cell, and its results when it ends.
+control (:func:`qcf_studio.app.dashboard.runs.drive` filling a :class:`~qcf_studio.app.dashboard.runs.LiveRun`) on a
+thread, its live
+view (:class:`qcf_studio.app.dashboard.live_view.RunWatch`) for a notebook cell, and its results when it ends.
 
 No Panel imports until :meth:`Fit.view` is called.
 """
@@ -12,14 +13,14 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app.dashboard.runs import LiveRun, drive
+from qcf_studio.app.dashboard.runs import LiveRun, drive
 
 if TYPE_CHECKING:
     import xarray as xr
     from distributed import Client
 
-    from app.dashboard.live_view import RunWatch
-    from engine.spec import Spec
+    from qcf_studio.app.dashboard.live_view import RunWatch
+    from qcf_studio.engine.spec import Spec
 
 __all__ = ["Fit", "finished_results"]
 
@@ -40,7 +41,7 @@ class Fit:
             drive(self._client, self.live, self._out_dir)
         finally:
             if self._owns_client:
-                from app.cluster import close
+                from qcf_studio.app.cluster import close
 
                 close(self._client)
 
@@ -65,10 +66,10 @@ class Fit:
     def view(self) -> RunWatch:
         """The run's progress, status and live plots (losses, accuracy, parameters, QCFs, observables), updated
         twice a second until it ends: a Panel object for a notebook cell (after ``pn.extension("tabulator")``)."""
-        from app.extras import require_extra
+        from qcf_studio.app.extras import require_extra
 
         require_extra("dashboard", "Fit.view()")
-        from app.dashboard.live_view import RunWatch
+        from qcf_studio.app.dashboard.live_view import RunWatch
 
         return RunWatch(self.live)
 

@@ -5,7 +5,8 @@ SIGTERM; either used to end ``qcf-studio run`` before the members' work was save
 turns the first signal into a :class:`Interrupted` exception (a ``BaseException``, so no
 ``except Exception`` swallows it) at the point the main thread is waiting, after which the caller stops
 the members and saves what they have; later signals only say that saving is under way. The embedded
-cluster's worker processes ignore both signals (``engine.run.cluster``), so they live to hand their work over.
+cluster's worker processes ignore both signals (``qcf_studio.engine.run.cluster``), so they live to hand their work
+over.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """``qcf-studio bench sampler|gan``: throughput of the differentiable sampler and of full GAN steps, in this
 process. (``bench ensemble|dp`` and ``gan --members``, whole runs and steps on Dask workers, are in
-``benchmarks.scaleout``; ``bench campaign`` in ``benchmarks.campaign``; ``benchmarks.cli`` picks one.)
+``qcf_studio.benchmarks.scaleout``; ``bench campaign`` in ``qcf_studio.benchmarks.campaign``;
+``qcf_studio.benchmarks.cli`` picks one.)
 
 Both report medians over repeated timings after a warm-up, on the threads torch is given
 (``--threads``, default 1: one Dask worker's share) and the device ``--device`` (``cpu`` or
@@ -23,11 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.data.pseudodata import MeasuredData, make_pseudo_data
-from engine.gan.trainer import GANTrainer, TrainingConfig
-from engine.problems import get_problem
-from engine.problems.base import Problem
-from engine.samplers import SAMPLERS
+from qcf_studio.engine.data.pseudodata import MeasuredData, make_pseudo_data
+from qcf_studio.engine.gan.trainer import GANTrainer, TrainingConfig
+from qcf_studio.engine.problems import get_problem
+from qcf_studio.engine.problems.base import Problem
+from qcf_studio.engine.samplers import SAMPLERS
 
 __all__ = ["bench_sampler", "bench_gan", "bench_data", "gan_batch", "gan_trainer", "disc_label"]
 
@@ -102,7 +103,7 @@ def _pass_block(accelerator: str, device: torch.device) -> str:
     """How the discriminator pass's blocks ran (see :func:`bench_gan`)."""
     if accelerator == "plain":
         return "autograd"
-    from engine.accel import pass_block_kind
+    from qcf_studio.engine.accel import pass_block_kind
 
     return pass_block_kind() if device.type == "cpu" else "python"  # off the CPU: the Python block
 
@@ -127,11 +128,11 @@ def bench_gan(
       divided by the median seconds per step.
     - ``events_analysed_per_second``: rows through the discriminator per step (generated + real,
       i.e. twice the above) divided by the same seconds.
-    - ``accelerator``: which path ran (:mod:`engine.gan.accelerator`): ``plain`` (autograd; ``QCF_ACCEL=0``)
+    - ``accelerator``: which path ran (:mod:`qcf_studio.engine.gan.accelerator`): ``plain`` (autograd; ``QCF_ACCEL=0``)
       or ``accel (...)`` with how the discriminator pass ran.
     - ``pass_threads``: helper threads of the discriminator pass (``--threads`` − 1 on the CPU; see
-      :class:`~engine.accel.threads.PassThreads`).
-    - ``pass_block``: how its blocks ran: ``native`` (C++, :mod:`engine.accel.native`), ``torchscript``,
+      :class:`~qcf_studio.engine.accel.threads.PassThreads`).
+    - ``pass_block``: how its blocks ran: ``native`` (C++, :mod:`qcf_studio.engine.accel.native`), ``torchscript``,
       ``python``, or ``autograd`` on the plain path.
 
     The headline figures use the reference discriminator: event coordinates (plus a one-hot

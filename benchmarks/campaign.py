@@ -14,10 +14,10 @@ import tempfile
 import time
 from typing import Any
 
-from engine.campaign.driver import CampaignRunner
-from engine.campaign.plan import CampaignPlan
-from engine.run.cluster import close, local_client
-from engine.spec import Spec, default_spec, parse_spec
+from qcf_studio.engine.campaign.driver import CampaignRunner
+from qcf_studio.engine.campaign.plan import CampaignPlan
+from qcf_studio.engine.run.cluster import close, local_client
+from qcf_studio.engine.spec import Spec, default_spec, parse_spec
 
 __all__ = ["bench_campaign"]
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from benchmarks.bench import bench_gan, bench_sampler
-from engine.run.devices import resolve_device
+from qcf_studio.benchmarks.bench import bench_gan, bench_sampler
+from qcf_studio.engine.run.devices import resolve_device
 
 __all__ = ["run"]
 
@@ -23,11 +23,11 @@ def run(args: Any) -> int:
     elif args.what == "gan" and args.members is None:
         out = bench_gan(args.problem, args.events, args.width, args.depth, repeats=args.repeats, device=device)
     elif args.what == "campaign":  # on LocalClusters
-        from benchmarks.campaign import bench_campaign
+        from qcf_studio.benchmarks.campaign import bench_campaign
 
         out = bench_campaign(args.problem, args.method, args.replicas, args.steps, args.ranks)
     else:  # on a LocalCluster: imports Dask
-        from benchmarks.scaleout import bench_data_parallel, bench_ensemble, bench_gan_members
+        from qcf_studio.benchmarks.scaleout import bench_data_parallel, bench_ensemble, bench_gan_members
 
         if args.what == "gan":
             out = bench_gan_members(

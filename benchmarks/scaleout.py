@@ -11,7 +11,7 @@
 
 Wall times are taken from submission to the last result, without the cluster's start-up; each
 worker uses one torch thread, as in the dashboard's embedded cluster. ``device`` is the runs'
-``cluster.device``; with ``cuda`` the embedded cluster has one worker per GPU (``engine.run.cluster``).
+``cluster.device``; with ``cuda`` the embedded cluster has one worker per GPU (``qcf_studio.engine.run.cluster``).
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from typing import Any
 
 import torch
 
-from benchmarks.bench import bench_data, disc_label, gan_batch, gan_trainer
-from engine.gan.accelerator import tune_process
-from engine.problems import get_problem
-from engine.run.cluster import close, local_client
-from engine.run.distributed import start_run
-from engine.run.runner import measured_data
-from engine.spec import Spec, default_spec, parse_spec
+from qcf_studio.benchmarks.bench import bench_data, disc_label, gan_batch, gan_trainer
+from qcf_studio.engine.gan.accelerator import tune_process
+from qcf_studio.engine.problems import get_problem
+from qcf_studio.engine.run.cluster import close, local_client
+from qcf_studio.engine.run.distributed import start_run
+from qcf_studio.engine.run.runner import measured_data
+from qcf_studio.engine.spec import Spec, default_spec, parse_spec
 
 __all__ = ["bench_ensemble", "bench_data_parallel", "bench_gan_members"]
 

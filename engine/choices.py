@@ -1,7 +1,8 @@
 """The fixed sets of values that spec fields take, as ``Literal`` types (the JSON Schema's enums) and tuples.
 
 Torch-free, so that validating a spec imports no torch; the modules that act on these values
-(:mod:`engine.run.parallel`, :mod:`engine.run.devices`, :mod:`engine.samplers`, :mod:`engine.detector`) import
+(:mod:`qcf_studio.engine.run.parallel`, :mod:`qcf_studio.engine.run.devices`, :mod:`qcf_studio.engine.samplers`,
+:mod:`qcf_studio.engine.detector`) import
 them here.
 """
 

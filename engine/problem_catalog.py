@@ -1,8 +1,8 @@
 """What each proxy problem *is*, as plain data: parameter names, standard truth, bounds, domain, defaults.
 
-Torch-free, so that a spec validates without importing torch. The torch classes of :mod:`engine.problems`
+Torch-free, so that a spec validates without importing torch. The torch classes of :mod:`qcf_studio.engine.problems`
 take these facts from here (``class Proxy1D(Problem, info=PROXY1D)``), and a problem a user registers
-there (:func:`engine.problems.register_problem`) is described here too, so the facts live in one place.
+there (:func:`qcf_studio.engine.problems.register_problem`) is described here too, so the facts live in one place.
 The numbers are those of the design's "Proxy problems" section.
 """
 
@@ -19,7 +19,7 @@ __all__ = ["ProblemInfo", "PROXY1D", "PROXY2D", "MULTISET2D", "GAUSS6", "describ
 @dataclass(frozen=True)
 class ProblemInfo:
     """The data of one problem; each field is the class attribute of the same name of
-    :class:`engine.problems.Problem` (see its docstring for what each means)."""
+    :class:`qcf_studio.engine.problems.Problem` (see its docstring for what each means)."""
 
     kind: str
     param_names: tuple[str, ...]
@@ -60,7 +60,7 @@ class ProblemInfo:
 
 def domain_of(x_range: tuple[float, float], y_range: tuple[float, float] | None) -> tuple[tuple[float, float], ...]:
     """The ranges of an event's coordinates: ``(x_range,)``, or ``(x_range, y_range)`` for 2D events. One definition
-    for :class:`ProblemInfo` and :class:`~engine.problems.base.Problem`."""
+    for :class:`ProblemInfo` and :class:`~qcf_studio.engine.problems.base.Problem`."""
     return (x_range,) if y_range is None else (x_range, y_range)
 
 
@@ -146,7 +146,7 @@ _registry_loaded = False
 
 
 def describe(info: ProblemInfo) -> None:
-    """Add ``info`` to the catalog (:func:`engine.problems.register_problem` does, for every problem)."""
+    """Add ``info`` to the catalog (:func:`qcf_studio.engine.problems.register_problem` does, for every problem)."""
     _CATALOG[info.kind] = info
 
 
@@ -156,7 +156,7 @@ def _load_registry() -> None:
     global _registry_loaded
     if not _registry_loaded:
         _registry_loaded = True
-        import engine.problems  # noqa: F401
+        import qcf_studio.engine.problems  # noqa: F401
 
 
 def problem_info(kind: str) -> ProblemInfo:

@@ -2,8 +2,9 @@
 
 Unknown keys are errors, every error names the field (``problem.truth.Nu``) and what is wrong,
 and a validated :class:`Spec` is frozen into every result file as YAML. The sections' fields and types are in
-:mod:`engine.spec_sections` (the detector's in :mod:`engine.spec_detector`); here are the checks that need more
-than one field or the problem (:mod:`engine.problem_catalog`). Nothing here imports torch.
+:mod:`qcf_studio.engine.spec_sections` (the detector's in :mod:`qcf_studio.engine.spec_detector`); here are the checks
+that need more
+than one field or the problem (:mod:`qcf_studio.engine.problem_catalog`). Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -16,15 +17,22 @@ from typing import Any, get_type_hints
 import yaml
 from pydantic import with_config
 
-from engine.campaign.section import CampaignSpec, parse_campaign
-from engine.choices import CLUSTER_MODES, DEVICES, GRID_SPACING_CHOICES, METHODS, SCHEDULES
-from engine.problem_catalog import problem_info, problem_kinds
-from engine.safe_yaml import MAX_YAML_BYTES, YAMLRefused, load_yaml
-from engine.spec_data import parse_columns, parse_xsec
-from engine.spec_detector import detector_settings, parse_detector
-from engine.spec_sections import ClusterSpec, DetectorSpec, EnsembleSpec, LimitsSpec, ProblemSpec, TrainingSpec
-from engine.specfields import SECTION_CONFIG, OptionalFlag, SpecError, at_most, fill_section, number
-from engine.textlimits import clip, shown
+from qcf_studio.engine.campaign.section import CampaignSpec, parse_campaign
+from qcf_studio.engine.choices import CLUSTER_MODES, DEVICES, GRID_SPACING_CHOICES, METHODS, SCHEDULES
+from qcf_studio.engine.problem_catalog import problem_info, problem_kinds
+from qcf_studio.engine.safe_yaml import MAX_YAML_BYTES, YAMLRefused, load_yaml
+from qcf_studio.engine.spec_data import parse_columns, parse_xsec
+from qcf_studio.engine.spec_detector import detector_settings, parse_detector
+from qcf_studio.engine.spec_sections import (
+    ClusterSpec,
+    DetectorSpec,
+    EnsembleSpec,
+    LimitsSpec,
+    ProblemSpec,
+    TrainingSpec,
+)
+from qcf_studio.engine.specfields import SECTION_CONFIG, OptionalFlag, SpecError, at_most, fill_section, number
+from qcf_studio.engine.textlimits import clip, shown
 
 __all__ = [
     "Spec",
@@ -111,7 +119,7 @@ def parse_spec(raw: Any, base_dir: Path | None = None, max_limits: LimitsSpec | 
     ``max_limits``: the most a spec's ``limits`` section may raise the limits to (the dashboard passes
     the defaults, so specs typed in a browser cannot raise them); ``None``: no bound (the command line).
     Whether ``problem.data`` is a readable file of measured data is checked where it is read
-    (:func:`engine.run.runner.measured_data`, once, where the run starts), not here: workers are sent this
+    (:func:`qcf_studio.engine.run.runner.measured_data`, once, where the run starts), not here: workers are sent this
     :class:`Spec` and the data read there, and never open the file themselves. Imports no torch.
     """
     if not isinstance(raw, dict):
@@ -321,7 +329,7 @@ def load_spec(path: str | Path) -> Spec:
 
 def parse_spec_text(text: str, base_dir: Path | None = None, max_limits: LimitsSpec | None = None) -> Spec:
     """Validate a spec given as YAML text; refuses over-large, deeply nested or alias-bomb documents
-    (:mod:`engine.safe_yaml`) before building them."""
+    (:mod:`qcf_studio.engine.safe_yaml`) before building them."""
     try:
         raw = load_yaml(text)
     except YAMLRefused as e:

@@ -11,7 +11,7 @@ problem:
 ```
 
 Checked here as far as the spec alone allows (names, types, every observable present); whether the file has
-those trees and columns is checked where it is read (:mod:`engine.data.datafiles`). Torch-free.
+those trees and columns is checked where it is read (:mod:`qcf_studio.engine.data.datafiles`). Torch-free.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from typing import Any
 
 from pydantic import with_config
 
-from engine.problem_catalog import ProblemInfo
-from engine.specfields import SECTION_CONFIG, SpecError, Text, fill_section, number
-from engine.textlimits import shown
+from qcf_studio.engine.problem_catalog import ProblemInfo
+from qcf_studio.engine.specfields import SECTION_CONFIG, SpecError, Text, fill_section, number
+from qcf_studio.engine.textlimits import shown
 
 __all__ = ["DataColumns", "parse_columns", "parse_xsec", "MAX_COLUMN_NAME_CHARS"]
 

@@ -1,5 +1,6 @@
 """The spec's ``detector`` section: its keys and values, checked without torch, and the settings they resolve
-to on a problem's domain (:func:`detector_settings`), from which :func:`engine.detector.build_detector` builds
+to on a problem's domain (:func:`detector_settings`), from which :func:`qcf_studio.engine.detector.build_detector`
+builds
 the torch modules.
 
 All keys are optional; an absent or null key switches its effect off. Effects run in the order smearing
@@ -14,9 +15,9 @@ from typing import Annotated, Any
 
 from pydantic import WithJsonSchema, with_config
 
-from engine.choices import BackgroundShape
-from engine.specfields import SECTION_CONFIG, Number, Range, SpecError, Whole, fill_section, number
-from engine.textlimits import shown
+from qcf_studio.engine.choices import BackgroundShape
+from qcf_studio.engine.specfields import SECTION_CONFIG, Number, Range, SpecError, Whole, fill_section, number
+from qcf_studio.engine.textlimits import shown
 
 __all__ = [
     "DetectorConfigError",

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from engine.problem_catalog import problem_info, problem_kinds
+from qcf_studio.engine.problem_catalog import problem_info, problem_kinds
 
 __all__ = ["spec_json_schema"]
 
@@ -20,8 +20,8 @@ SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 def spec_json_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of a run spec, with every registered problem kind as a choice."""
-    from engine.gan.config import TrainingConfig
-    from engine.spec import SPEC_VERSION, Spec  # here: engine.spec imports nothing of this module
+    from qcf_studio.engine.gan.config import TrainingConfig
+    from qcf_studio.engine.spec import SPEC_VERSION, Spec  # here: engine.spec imports nothing of this module
 
     schema = TypeAdapter(Spec).json_schema()
     # pydantic reads the docstrings under the fields of the class it validates, not of its bases

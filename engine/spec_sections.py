@@ -1,7 +1,7 @@
 """The sections of a run spec as dataclasses: each field's type says what a spec may give it (checked by
-:func:`engine.specfields.fill_section`, described in the JSON Schema by the docstring under it).
+:func:`qcf_studio.engine.specfields.fill_section`, described in the JSON Schema by the docstring under it).
 
-Checks that need more than one field, or the problem, live in :mod:`engine.spec`.
+Checks that need more than one field, or the problem, live in :mod:`qcf_studio.engine.spec`.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from typing import Annotated
 from annotated_types import Len
 from pydantic import with_config
 
-from engine.choices import ClusterMode, Device, Method, Schedule
-from engine.gan.config import TrainingConfig
-from engine.spec_data import DataColumns
-from engine.spec_detector import DetectorSpec
-from engine.specfields import SECTION_CONFIG, Flag, Number, Range, Text, Whole
+from qcf_studio.engine.choices import ClusterMode, Device, Method, Schedule
+from qcf_studio.engine.gan.config import TrainingConfig
+from qcf_studio.engine.spec_data import DataColumns
+from qcf_studio.engine.spec_detector import DetectorSpec
+from qcf_studio.engine.specfields import SECTION_CONFIG, Flag, Number, Range, Text, Whole
 
 __all__ = ["ProblemSpec", "DetectorSpec", "TrainingSpec", "EnsembleSpec", "ClusterSpec", "LimitsSpec", "Bounds"]
 
@@ -81,7 +81,7 @@ class EnsembleSpec:
 @with_config(SECTION_CONFIG)
 @dataclass
 class ClusterSpec:
-    """Where and how members train; see ``engine.run.distributed`` and ``engine.run.parallel``."""
+    """Where and how members train; see ``qcf_studio.engine.run.distributed`` and ``qcf_studio.engine.run.parallel``."""
 
     workers: Annotated[Whole, Range(1)] = 2
     """Processes of the embedded LocalCluster (ignored with a remote scheduler)."""
@@ -108,7 +108,7 @@ class ClusterSpec:
 class LimitsSpec:
     """Upper bounds that validation checks, so that a typo or a hostile spec cannot ask for more than a
     machine has (``events: 1e12``). A spec may raise them (``limits: {members: 500}``) where a cluster really
-    needs more; specs typed in the dashboard may not (see ``app.dashboard.runs``)."""
+    needs more; specs typed in the dashboard may not (see ``qcf_studio.app.dashboard.runs``)."""
 
     events: Annotated[Whole, Range(1)] = 5_000_000
     """problem.events, per observable."""

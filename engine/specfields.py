@@ -3,7 +3,7 @@ the field types of the spec's sections and :func:`fill_section`, which checks on
 
 The sections are plain dataclasses whose annotations say what each field takes (``Whole``, ``Number``,
 ``Flag``, a ``Literal`` of choices, a :class:`Range`); pydantic checks them (strictly: ``"3"``, ``3.0`` and
-``true`` are not whole numbers) and writes the JSON Schema (:mod:`engine.spec_schema`), and its first error
+``true`` are not whole numbers) and writes the JSON Schema (:mod:`qcf_studio.engine.spec_schema`), and its first error
 becomes one :class:`SpecError` worded as the rest of the spec's messages. Torch-free.
 """
 
@@ -19,7 +19,7 @@ from pydantic import AllowInfNan, ConfigDict, GetCoreSchemaHandler, GetJsonSchem
 from pydantic import ValidationError as _ValidationError
 from pydantic_core import PydanticCustomError, core_schema
 
-from engine.textlimits import clip, shown
+from qcf_studio.engine.textlimits import clip, shown
 
 __all__ = [
     "SpecError",

@@ -1,4 +1,4 @@
-"""HoloViews plots of a closure campaign's summary (:mod:`engine.campaign.summary`), and its tables.
+"""HoloViews plots of a closure campaign's summary (:mod:`qcf_studio.engine.campaign.summary`), and its tables.
 
 Each factory takes the summary Dataset and draws one panel from small arrays (a histogram of pulls, a few
 curves), so redrawing while fits finish is cheap; :func:`campaign_plots` wraps them in DynamicMaps fed by
@@ -26,9 +26,9 @@ import pandas as pd
 import xarray as xr
 from scipy.stats import binom, norm
 
-from engine.campaign.stats import ONE_SIGMA
-from engine.campaign.summary import R_BV_RANGE
-from layouts.live import COLORS
+from qcf_studio.engine.campaign.stats import ONE_SIGMA
+from qcf_studio.engine.campaign.summary import R_BV_RANGE
+from qcf_studio.layouts.live import COLORS
 
 __all__ = [
     "PULL_EDGES",

@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from engine.data.marginals import qcf_marginal_x
-from engine.results import estimate
-from layouts.live import COLORS, SIDE_LEGEND
-from layouts.ranges import padded_range
+from qcf_studio.engine.data.marginals import qcf_marginal_x
+from qcf_studio.engine.results import estimate
+from qcf_studio.layouts.live import COLORS, SIDE_LEGEND
+from qcf_studio.layouts.ranges import padded_range
 
 __all__ = ["check_comparable", "compare_qcfs", "parameter_table", "parameter_display", "round_to_error"]
 

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 import xarray as xr
 
-from engine.problems import Problem
-from engine.results import estimate
-from layouts.live import LivePlots
+from qcf_studio.engine.problems import Problem
+from qcf_studio.engine.results import estimate
+from qcf_studio.layouts.live import LivePlots
 
 __all__ = [
     "RATIO_RANGE",

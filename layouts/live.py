@@ -13,7 +13,7 @@ Snapshots (QCF bands, histograms) are drawn by HoloViews DynamicMaps fed by a
 :class:`holoviews.streams.Pipe`.
 
 Losses and accuracies are drawn twice, faint as reported and solid smoothed (TensorBoard's slider:
-:func:`layouts.smoothing.ema`); the smoothed columns travel in the same sources, computed as rows arrive.
+:func:`qcf_studio.layouts.smoothing.ema`); the smoothed columns travel in the same sources, computed as rows arrive.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ import pandas as pd
 from bokeh.models import BasicTickFormatter, ColumnDataSource, Span
 from bokeh.plotting import figure
 
-from layouts.ranges import padded_range
-from layouts.smoothing import EmaState, ema
+from qcf_studio.layouts.ranges import padded_range
+from qcf_studio.layouts.smoothing import EmaState, ema
 
 __all__ = ["DEFAULT_SMOOTHING", "MAX_DRAWN_MEMBERS", "MAX_DRAWN_RANKS", "LivePlots", "METRIC_COLUMNS"]
 
@@ -76,7 +76,7 @@ class LivePlots:
             has its own discriminator; the first :data:`MAX_DRAWN_RANKS` are drawn), parameters and
             snapshots are rank 0's (the shared generator).
         method: ``gan`` (losses and discriminator accuracy) or ``mle`` (the negative log-likelihood).
-        smoothing: the weight of :func:`layouts.smoothing.ema` for losses and accuracies (0: raw).
+        smoothing: the weight of :func:`qcf_studio.layouts.smoothing.ema` for losses and accuracies (0: raw).
     """
 
     def __init__(
@@ -275,7 +275,7 @@ class LivePlots:
     def qcfs(self, qcf_true: dict[str, tuple[np.ndarray, np.ndarray]] | None) -> list[hv.DynamicMap]:
         """One panel per QCF: each member's mean and 68% band over its generator, the truth dashed.
 
-        The y axis holds the whole truth and every band (:func:`layouts.ranges.padded_range`). Each QCF has
+        The y axis holds the whole truth and every band (:func:`qcf_studio.layouts.ranges.padded_range`). Each QCF has
         its own value dimension: Panel links the axes of panels sharing a dimension name, and the last one
         redrawn set the range of all (u(x) was cut at d(x)'s maximum).
         """

@@ -8,8 +8,8 @@ from typing import Any
 import holoviews as hv
 import panel as pn
 
-from layouts.live import LivePlots
-from layouts.results import QcfCurves
+from qcf_studio.layouts.live import LivePlots
+from qcf_studio.layouts.results import QcfCurves
 
 __all__ = ["PRODUCT", "grid", "live_panels", "metric_panels", "page_template"]
 

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 import xarray as xr
 
-from engine.data.marginals import histogram_marginal_x, qcf_marginal_x
-from engine.problems import Problem, get_problem
-from engine.safe_yaml import load_yaml
-from layouts.live import METRIC_COLUMNS, LivePlots
+from qcf_studio.engine.data.marginals import histogram_marginal_x, qcf_marginal_x
+from qcf_studio.engine.problems import Problem, get_problem
+from qcf_studio.engine.safe_yaml import load_yaml
+from qcf_studio.layouts.live import METRIC_COLUMNS, LivePlots
 
 __all__ = [
     "QcfCurves",
@@ -138,7 +138,7 @@ def _bounds(ds: xr.Dataset, problem: Problem) -> tuple[list[float], list[float]]
 def replay(ds: xr.Dataset) -> tuple[LivePlots, QcfCurves | None]:
     """A :class:`LivePlots` holding the finished run ``ds`` and its true QCFs for :meth:`LivePlots.qcfs`.
 
-    Lay it out like the live view with :func:`layouts.page.live_panels`.
+    Lay it out like the live view with :func:`qcf_studio.layouts.page.live_panels`.
     """
     problem = get_problem(str(ds.attrs["problem"]))
     truth = ds["params_true"].values.tolist() if "params_true" in ds else None

@@ -2,7 +2,8 @@
 run a closure campaign, export figures, and the dashboard's views as notebook components.
 
 A thin layer: each function is the ``qcf-studio`` command or the dashboard view of the same name, called from
-Python (:mod:`app.cli`, :mod:`app.dashboard`, :mod:`app.export`, :mod:`engine`). Importing it is cheap; torch,
+Python (:mod:`qcf_studio.app.cli`, :mod:`qcf_studio.app.dashboard`, :mod:`qcf_studio.app.export`, :mod:`engine`).
+Importing it is cheap; torch,
 Dask and Panel are imported by the functions that need them.
 
 Example::
@@ -28,16 +29,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine import __version__
-from engine.specfields import SpecError
+from qcf_studio.engine import __version__
+from qcf_studio.engine.specfields import SpecError
 
 if TYPE_CHECKING:
     import panel as pn
     import xarray as xr
     from distributed import Client
 
-    from app.notebook import Fit
-    from engine.spec import Spec
+    from qcf_studio.app.notebook import Fit
+    from qcf_studio.engine.spec import Spec
 
 __all__ = [
     "__version__",
@@ -55,7 +56,7 @@ __all__ = [
 
 
 def validate(spec: str | Path | dict[str, Any] | Spec) -> Spec:
-    """The validated :class:`~engine.spec.Spec`, every default written out.
+    """The validated :class:`~qcf_studio.engine.spec.Spec`, every default written out.
 
     Arguments:
         spec: a YAML file's path, YAML text, the spec as a dict, or a ``Spec`` (validated again: it may have
@@ -70,7 +71,7 @@ def validate(spec: str | Path | dict[str, Any] | Spec) -> Spec:
         >>> spec.training.method
         'gan'
     """
-    from engine.spec import Spec, load_spec, parse_spec, parse_spec_text
+    from qcf_studio.engine.spec import Spec, load_spec, parse_spec, parse_spec_text
 
     if isinstance(spec, Spec):
         return parse_spec(spec.to_dict())
@@ -112,9 +113,9 @@ def run(
         >>> ds.attrs["status"], ds.encoding["source"]
         ('completed', 'runs/closure-1d-20261206-101500.nc')
     """
-    from app.cli.run import train
-    from app.notebook import finished_results
-    from app.signals import Interrupted
+    from qcf_studio.app.cli.run import train
+    from qcf_studio.app.notebook import finished_results
+    from qcf_studio.app.signals import Interrupted
 
     checked = validate(spec)
     try:
@@ -128,7 +129,7 @@ def run(
 def start(
     spec: str | Path | dict[str, Any] | Spec, cluster: str | Client | None = None, out: str | Path | None = None
 ) -> Fit:
-    """Start training ``spec`` in the background and return at once: a :class:`~app.notebook.Fit` with
+    """Start training ``spec`` in the background and return at once: a :class:`~qcf_studio.app.notebook.Fit` with
     ``.view()`` (its live plots, a Panel object for a notebook cell), ``.result()`` (waits; the Dataset),
     ``.stop()``, ``.status`` and ``.path``. ``cluster`` and ``out`` as for :func:`run` (an embedded cluster is
     closed when the run ends).
@@ -139,9 +140,9 @@ def start(
         >>> fit.view()        # in a notebook cell: losses, parameters, QCFs filling in
         >>> ds = fit.result()
     """
-    from app.cluster import connect
-    from app.notebook import Fit
-    from engine.results.files import check_writable, remove_stale_parts
+    from qcf_studio.app.cluster import connect
+    from qcf_studio.app.notebook import Fit
+    from qcf_studio.engine.results.files import check_writable, remove_stale_parts
 
     checked = validate(spec)
     out_dir = None
@@ -155,7 +156,8 @@ def start(
 
 def open_run(path: str | Path) -> xr.Dataset:
     """The results file at ``path`` as a Dataset in memory (file closed), checked against the results contract
-    (:func:`app.catalog.load_run`, the reader the dashboard and the export use); ``ValueError`` if it is none.
+    (:func:`qcf_studio.app.catalog.load_run`, the reader the dashboard and the export use); ``ValueError`` if it is
+    none.
     ``ds.encoding["source"]`` is ``path``.
 
     Example::
@@ -163,7 +165,7 @@ def open_run(path: str | Path) -> xr.Dataset:
         >>> ds = qcf_studio.open_run("runs/closure-1d-20261206-101500.nc")
         >>> float(ds.pull.max())
     """
-    from app.catalog import load_run
+    from qcf_studio.app.catalog import load_run
 
     ds = load_run(path)
     ds.encoding["source"] = str(path)  # as for run(): the file the Dataset came from
@@ -191,8 +193,8 @@ def campaign(
         >>> summary = qcf_studio.campaign("sample_data/closure-1d-mle.yaml", "runs", replicas=30)
         >>> summary.attrs["verdict_mle"]
     """
-    from app.cli.campaign import fit_campaign
-    from app.signals import Interrupted
+    from qcf_studio.app.cli.campaign import fit_campaign
+    from qcf_studio.app.signals import Interrupted
 
     checked = validate(spec)
     try:
@@ -229,7 +231,7 @@ def export(
         >>> qcf_studio.export("runs/closure-1d-20261206-101500.nc", "out", format="grid")
         [PosixPath('out/closure-1d-20261206-101500-grid/closure-1d-20261206-101500-replicas.nc'), ...]
     """
-    from app.export import export_any
+    from qcf_studio.app.export import export_any
 
     chosen = format if format is not None else formats
     return export_any(path, chosen if isinstance(chosen, str) else list(chosen), out_dir)
@@ -243,15 +245,15 @@ def live_view(fit_or_path: Fit | str | Path) -> pn.viewable.Viewer | pn.Column:
 
         >>> qcf_studio.live_view("runs/closure-1d-20261206-101500.nc")
     """
-    from app.extras import require_extra
-    from app.notebook import Fit
+    from qcf_studio.app.extras import require_extra
+    from qcf_studio.app.notebook import Fit
 
     if isinstance(fit_or_path, Fit):
         return fit_or_path.view()
     require_extra("dashboard", "qcf_studio.live_view")
     import panel as pn
 
-    from app.dashboard.views import run_panels
+    from qcf_studio.app.dashboard.views import run_panels
 
     return pn.Column(*run_panels(Path(fit_or_path)), sizing_mode="stretch_width")
 
@@ -264,10 +266,10 @@ def runs_view(runs_dir: str | Path = "runs", open: str | Path | None = None) -> 
 
         >>> qcf_studio.runs_view("runs")
     """
-    from app.extras import require_extra
+    from qcf_studio.app.extras import require_extra
 
     require_extra("dashboard", "qcf_studio.runs_view")
-    from app.dashboard.views import RunsBrowser
+    from qcf_studio.app.dashboard.views import RunsBrowser
 
     view = RunsBrowser(runs_dir)
     if open is not None:
@@ -284,10 +286,10 @@ def compare_view(runs_dir: str | Path = "runs", runs: Sequence[str | Path] = ())
 
         >>> qcf_studio.compare_view("runs", runs=[gan.encoding["source"], mle.encoding["source"]])
     """
-    from app.extras import require_extra
+    from qcf_studio.app.extras import require_extra
 
     require_extra("dashboard", "qcf_studio.compare_view")
-    from app.dashboard.views import CompareView
+    from qcf_studio.app.dashboard.views import CompareView
 
     view = CompareView(runs_dir)
     if runs:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.cli.commands import main
+from qcf_studio.app.cli.commands import main
 
 HERE = Path(__file__).resolve().parent
 
@@ -21,8 +21,8 @@ def write_sweighted_root(path: Path, seed: int = 21) -> None:
     and 4 000 more at −1 per observable, in the trees ``proton`` and ``neutron`` (branches ``xB``, ``sw``)."""
     import uproot
 
-    from engine.data.pseudodata import make_pseudo_data
-    from engine.problems import get_problem
+    from qcf_studio.engine.data.pseudodata import make_pseudo_data
+    from qcf_studio.engine.problems import get_problem
 
     p = get_problem("proxy1d")
     signal = make_pseudo_data(p, np.asarray(p.truth), 20_000, seed=seed)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.data.pseudodata import make_pseudo_data
-from engine.problems import get_problem
-from engine.spec import parse_spec
+from qcf_studio.engine.data.pseudodata import make_pseudo_data
+from qcf_studio.engine.problems import get_problem
+from qcf_studio.engine.spec import parse_spec
 from tests.run_files import runs  # noqa: F401 (a fixture: results files for the view tests)
 
 
@@ -37,7 +37,7 @@ def proxy1d_data():
 
 @pytest.fixture(scope="session")
 def dask_client():
-    from app.cluster import close, connect
+    from qcf_studio.app.cluster import close, connect
 
     client = connect(workers=2)
     yield client

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from engine.mle import MLEFit
+from qcf_studio.engine.mle import MLEFit
 
 
 def lbfgs_fit(f: MLEFit, max_iterations: int = 1500) -> tuple[torch.Tensor, torch.Tensor]:

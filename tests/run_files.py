@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import xarray as xr
 
-from engine.results import build_results
-from engine.results.files import write_netcdf_atomic
-from engine.run.runner import measured_data, train_member
-from engine.run.sinks import HistorySink
-from engine.spec import parse_spec
+from qcf_studio.engine.results import build_results
+from qcf_studio.engine.results.files import write_netcdf_atomic
+from qcf_studio.engine.run.runner import measured_data, train_member
+from qcf_studio.engine.run.sinks import HistorySink
+from qcf_studio.engine.spec import parse_spec
 
 T0 = 1_800_000_000  # file mtimes, seconds: the catalogue sorts by them
 

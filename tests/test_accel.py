@@ -1,5 +1,5 @@
 """The speed machinery is removable: the plain step (autograd, torch's Adam) trains to the same numbers up to
-floating-point rounding, ``QCF_ACCEL=0`` chooses it, and with ``engine.accel`` gone the engine still trains.
+floating-point rounding, ``QCF_ACCEL=0`` chooses it, and with ``qcf_studio.engine.accel`` gone the engine still trains.
 Each speed-up is pinned bit for bit to its own reference in test_accel_threads, test_native and test_optim,
 and the hand-written pass to autograd in test_models."""
 
@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from engine.data.pseudodata import make_pseudo_data
-from engine.detector import Acceptance, DetectorChain
-from engine.gan.accelerator import ACCEL_ENV, PlainAccelerator
-from engine.gan.trainer import GANTrainer, TrainingConfig
-from engine.problems import get_problem
+from qcf_studio.engine.data.pseudodata import make_pseudo_data
+from qcf_studio.engine.detector import Acceptance, DetectorChain
+from qcf_studio.engine.gan.accelerator import ACCEL_ENV, PlainAccelerator
+from qcf_studio.engine.gan.trainer import GANTrainer, TrainingConfig
+from qcf_studio.engine.problems import get_problem
 
 
 def _trainer(kind: str, acceptance: bool = False) -> GANTrainer:
@@ -65,13 +65,13 @@ def test_without_the_accel_package_the_engine_trains_and_checkpoints_on_the_plai
     set-up all go on without it."""
     code = """
 import json, sys
-sys.modules["engine.accel"] = None  # import engine.accel now raises ImportError, as with the folder deleted
+sys.modules["qcf_studio.engine.accel"] = None  # import engine.accel now raises ImportError, as with the folder deleted
 import numpy as np, torch
-from engine.gan.accelerator import tune_process
-from engine.gan.checkpoint import load_checkpoint, save_checkpoint
-from engine.problems import get_problem
-from engine.data.pseudodata import make_pseudo_data
-from engine.gan.trainer import GANTrainer, TrainingConfig
+from qcf_studio.engine.gan.accelerator import tune_process
+from qcf_studio.engine.gan.checkpoint import load_checkpoint, save_checkpoint
+from qcf_studio.engine.problems import get_problem
+from qcf_studio.engine.data.pseudodata import make_pseudo_data
+from qcf_studio.engine.gan.trainer import GANTrainer, TrainingConfig
 problem = get_problem("proxy1d")
 data = make_pseudo_data(problem, np.asarray(problem.truth), 2000, seed=1)
 config = TrainingConfig(steps=6, batch_params=4, events_per_param=100, grid_points=24, xsec_start=0.0)
@@ -88,7 +88,7 @@ for _ in range(3):
     resumed.train_step()
 same = all(torch.equal(a, b) for a, b in zip(straight.generator.parameters(), resumed.generator.parameters()))
 print(json.dumps({"name": straight.accelerator.name, "tuned": tune_process(), "resumed_exactly": same,
-                  "loss_d": metrics[-1]["loss_d"], "accel_loaded": any(m.startswith("engine.accel.")
+                  "loss_d": metrics[-1]["loss_d"], "accel_loaded": any(m.startswith("qcf_studio.engine.accel.")
                   for m in sys.modules)}))
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
@@ -99,7 +99,7 @@ print(json.dumps({"name": straight.accelerator.name, "tuned": tune_process(), "r
 
 
 def test_bench_gan_says_which_path_ran(monkeypatch, capsys):
-    from app.cli.commands import main
+    from qcf_studio.app.cli.commands import main
 
     monkeypatch.setenv(ACCEL_ENV, "0")
     assert main(["bench", "gan", "--problem", "proxy1d", "--events", "1000", "--repeats", "2", "--json"]) == 0

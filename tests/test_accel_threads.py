@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-import engine.accel.handpass as handpass
-from engine.accel.threads import PassThreads
-from engine.data.pseudodata import make_pseudo_data
-from engine.detector import Acceptance, DetectorChain
-from engine.gan.checkpoint import load_checkpoint, save_checkpoint
-from engine.gan.trainer import GANTrainer, TrainingConfig
-from engine.problems import get_problem
+import qcf_studio.engine.accel.handpass as handpass
+from qcf_studio.engine.accel.threads import PassThreads
+from qcf_studio.engine.data.pseudodata import make_pseudo_data
+from qcf_studio.engine.detector import Acceptance, DetectorChain
+from qcf_studio.engine.gan.checkpoint import load_checkpoint, save_checkpoint
+from qcf_studio.engine.gan.trainer import GANTrainer, TrainingConfig
+from qcf_studio.engine.problems import get_problem
 
 pytestmark = pytest.mark.skipif(not PassThreads.available(), reason="TorchScript cannot compile the pass here")
 
@@ -108,7 +108,7 @@ def test_pass_threads_are_refused_where_they_cannot_run():
 def test_finishing_a_pass_does_not_wait_for_other_work_queued_on_the_helper():
     # The trainer queues the next real batch on the helper before finishing a pass; the helper call
     # that finish() queues behind it has no block left to do and must not hold the caller up.
-    from engine.gan.models import mlp
+    from qcf_studio.engine.gan.models import mlp
 
     torch.manual_seed(0)
     net = mlp(2, 16, 2, 1)

@@ -7,13 +7,13 @@ import pytest
 import torch
 import xarray as xr
 
-from engine.data.pseudodata import make_pseudo_data
-from engine.gan.models import Discriminator
-from engine.problems import get_problem
-from engine.results import ensemble_estimate
-from engine.run.runner import make_trainer, measured_data, member_data
-from engine.run.sinks import HistorySink
-from engine.spec import SpecError, parse_spec
+from qcf_studio.engine.data.pseudodata import make_pseudo_data
+from qcf_studio.engine.gan.models import Discriminator
+from qcf_studio.engine.problems import get_problem
+from qcf_studio.engine.results import ensemble_estimate
+from qcf_studio.engine.run.runner import make_trainer, measured_data, member_data
+from qcf_studio.engine.run.sinks import HistorySink
+from qcf_studio.engine.spec import SpecError, parse_spec
 
 
 def _gauss6_data(events: int = 2000):

@@ -206,8 +206,8 @@ def test_a_bad_form_field_shows_its_message_beside_it_and_uploads_are_checked(se
     assert "events: 3000" in page.locator("textarea").input_value()  # the form wrote the spec
 
     # Measured data uploaded as CSV: a malformed file is refused with its name and line, a good one is used.
-    from engine.data.pseudodata import make_pseudo_data
-    from engine.problems import get_problem
+    from qcf_studio.engine.data.pseudodata import make_pseudo_data
+    from qcf_studio.engine.problems import get_problem
 
     p = get_problem("proxy1d")
     data = make_pseudo_data(p, np.asarray(p.truth), 200, seed=2)
@@ -290,11 +290,11 @@ def test_configure_and_start_a_proxy2d_run_in_the_form_and_watch_the_cluster(ser
 
 
 def _finished_run(runs: Path, seed: int) -> Path:
-    from engine.results import build_results
-    from engine.results.files import write_netcdf_atomic
-    from engine.run.runner import measured_data, train_member
-    from engine.run.sinks import HistorySink
-    from engine.spec import parse_spec
+    from qcf_studio.engine.results import build_results
+    from qcf_studio.engine.results.files import write_netcdf_atomic
+    from qcf_studio.engine.run.runner import measured_data, train_member
+    from qcf_studio.engine.run.sinks import HistorySink
+    from qcf_studio.engine.spec import parse_spec
 
     spec = parse_spec(
         {
@@ -377,7 +377,7 @@ def test_markup_in_results_files_and_their_names_shows_as_text_and_runs_no_scrip
     with xr.open_dataset(path, engine="h5netcdf") as ds:
         hostile = ds.load().assign_attrs(method=evil, name=evil, errors=f"```\n{evil}\n```")
     path.unlink()
-    from engine.results.files import write_netcdf_atomic
+    from qcf_studio.engine.results.files import write_netcdf_atomic
 
     write_netcdf_atomic(hostile, runs / "<b class=qcf-injected>seed5.nc")  # a file name with markup, too
     page.goto(url)

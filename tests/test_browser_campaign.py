@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from engine.spec import parse_spec
+from qcf_studio.engine.spec import parse_spec
 from tests.test_browser import _tab, browser_type_launch_args, served  # noqa: F401 (a fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

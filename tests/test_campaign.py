@@ -18,9 +18,9 @@ import pytest
 import xarray as xr
 import yaml
 
-from engine.campaign.plan import CampaignPlan, FitKey, campaign_of, replica_truth
-from engine.run.runner import measured_data
-from engine.spec import SpecError, parse_spec
+from qcf_studio.engine.campaign.plan import CampaignPlan, FitKey, campaign_of, replica_truth
+from qcf_studio.engine.run.runner import measured_data
+from qcf_studio.engine.spec import SpecError, parse_spec
 
 EXE = Path(sys.executable).parent / "qcf-studio"
 
@@ -93,7 +93,7 @@ SAMPLE_SPECS = sorted((Path(__file__).parents[1] / "sample_data").glob("*.yaml")
 
 @pytest.mark.parametrize("path", SAMPLE_SPECS, ids=lambda p: p.name)
 def test_every_sample_spec_is_valid_and_the_campaign_one_fits_both_methods(path):
-    from engine.spec import load_spec
+    from qcf_studio.engine.spec import load_spec
 
     spec = load_spec(path)
     if path.name.startswith("campaign"):
@@ -266,8 +266,8 @@ def _poisoned_problem():
     """gauss6 whose pseudo-data are NaN (every likelihood non-finite) when the truth's p0 is above 3.4."""
     import torch
 
-    from engine.problems import register_problem
-    from engine.problems.gauss6 import Gauss6
+    from qcf_studio.engine.problems import register_problem
+    from qcf_studio.engine.problems.gauss6 import Gauss6
 
     @register_problem
     class Gauss6Poisoned(Gauss6):
@@ -284,7 +284,7 @@ def _poisoned_problem():
 def test_a_failing_fit_is_marked_failed_and_the_campaign_completes_the_rest(tmp_path):
     from distributed import Client, LocalCluster
 
-    from engine.campaign.driver import CampaignRunner
+    from qcf_studio.engine.campaign.driver import CampaignRunner
 
     _poisoned_problem()
     raw = {

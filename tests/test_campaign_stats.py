@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from engine.campaign import stats
+from qcf_studio.engine.campaign import stats
 
 
 def _fits(rng, n, p=3, scale_error=1.0, shift=0.0):

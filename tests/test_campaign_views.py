@@ -14,15 +14,23 @@ import pytest
 import xarray as xr
 from bokeh.models import ColumnDataSource
 
-from app.campaign_files import NotACampaignError, list_campaigns, load_summary, open_campaign
-from app.dashboard.campaigns import CampaignManager
-from app.dashboard.runs import RunBusyError, RunManager
-from app.export.campaign import CAMPAIGN_DOWNLOADS, campaign_download, export_campaign
-from engine.campaign.plan import CampaignPlan
-from engine.campaign.summary import build_summary
-from engine.results.files import write_netcdf_atomic
-from engine.spec import parse_spec
-from layouts.campaign import PULL_EDGES, campaign_plots, coverage_plot, fits_table, r_bv_plot, verdict_table, xi_plot
+from qcf_studio.app.campaign_files import NotACampaignError, list_campaigns, load_summary, open_campaign
+from qcf_studio.app.dashboard.campaigns import CampaignManager
+from qcf_studio.app.dashboard.runs import RunBusyError, RunManager
+from qcf_studio.app.export.campaign import CAMPAIGN_DOWNLOADS, campaign_download, export_campaign
+from qcf_studio.engine.campaign.plan import CampaignPlan
+from qcf_studio.engine.campaign.summary import build_summary
+from qcf_studio.engine.results.files import write_netcdf_atomic
+from qcf_studio.engine.spec import parse_spec
+from qcf_studio.layouts.campaign import (
+    PULL_EDGES,
+    campaign_plots,
+    coverage_plot,
+    fits_table,
+    r_bv_plot,
+    verdict_table,
+    xi_plot,
+)
 from tests.conftest import small_spec
 
 hv.extension("bokeh", logo=False)
@@ -223,7 +231,7 @@ def test_export_writes_png_svg_pdf_and_html(finished, tmp_path):
 
 
 def test_the_tab_reopens_a_campaign_escapes_its_text_and_opens_a_fit(finished, tmp_path):
-    from app.dashboard.campaign_view import CampaignView
+    from qcf_studio.app.dashboard.campaign_view import CampaignView
 
     runs, campaigns, live, _ = finished
     opened: list[Path] = []
@@ -250,7 +258,7 @@ def test_the_tab_reopens_a_campaign_escapes_its_text_and_opens_a_fit(finished, t
 
 
 def test_the_form_applies_to_the_editor_spec(finished):
-    from app.dashboard.campaign_view import CampaignView
+    from qcf_studio.app.dashboard.campaign_view import CampaignView
 
     spec = small_spec()  # proxy1d, gan, no campaign section
     view = CampaignView(finished[1], get_spec=lambda: spec, open_fit=lambda p: None, period_ms=None)

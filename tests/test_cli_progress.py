@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from app.cli.progress import Progress, ProgressBarSink
-from engine.data.pseudodata import make_pseudo_data
-from engine.problems import get_problem
-from engine.run.runner import train_member
-from engine.spec import METHODS, parse_spec
+from qcf_studio.app.cli.progress import Progress, ProgressBarSink
+from qcf_studio.engine.data.pseudodata import make_pseudo_data
+from qcf_studio.engine.problems import get_problem
+from qcf_studio.engine.run.runner import train_member
+from qcf_studio.engine.spec import METHODS, parse_spec
 
 EXE = Path(sys.executable).parent / "qcf-studio"
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.results import build_results
-from engine.run.runner import measured_data, reference_fit, train_member
-from engine.run.sinks import HistorySink
-from engine.spec import parse_spec
+from qcf_studio.engine.results import build_results
+from qcf_studio.engine.run.runner import measured_data, reference_fit, train_member
+from qcf_studio.engine.run.sinks import HistorySink
+from qcf_studio.engine.spec import parse_spec
 
 
 def _closure(raw: dict, members: int = 2):
@@ -36,8 +36,8 @@ def test_reduced_gauss6_closure_with_an_mle_reference():
     np.testing.assert_allclose(ds["params_mle_err"], np.sqrt(np.diag(np.linalg.inv(5000 * c.T @ c))), rtol=1e-3)
     assert float(ds["error_ratio"].min()) > 0 and "closure_max_error_ratio" in ds.attrs
     # A reference fit without errors (HESSE failed at a bound) leaves the ratio unjudged, not the closure failed.
-    from engine.problems import get_problem
-    from engine.results import closure_metrics, closure_variables
+    from qcf_studio.engine.problems import get_problem
+    from qcf_studio.engine.results import closure_metrics, closure_variables
 
     no_errors = ds.assign(params_mle_err=ds["params_mle_err"] * np.nan)
     no_errors = no_errors.assign(closure_variables(no_errors))

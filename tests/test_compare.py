@@ -7,7 +7,7 @@ import holoviews as hv
 import numpy as np
 import pytest
 
-from app.catalog import load_run
+from qcf_studio.app.catalog import load_run
 from tests.run_files import copy_to, open_results
 
 hv.extension("bokeh", logo=False)
@@ -16,7 +16,7 @@ hv.extension("bokeh", logo=False)
 
 
 def test_compare_refuses_runs_of_different_problems_and_names_them(runs):
-    from layouts.compare import compare_qcfs
+    from qcf_studio.layouts.compare import compare_qcfs
 
     with pytest.raises(ValueError, match="different problems") as err:
         compare_qcfs({"gan 1d": load_run(runs["gan"]), "the 2d one": load_run(runs["proxy2d"])})
@@ -24,7 +24,7 @@ def test_compare_refuses_runs_of_different_problems_and_names_them(runs):
 
 
 def test_compare_overlays_runs_with_bands_against_the_truth_and_ratio_panels(runs):
-    from layouts.compare import compare_qcfs
+    from qcf_studio.layouts.compare import compare_qcfs
 
     gan, mle = open_results(runs["gan"]), open_results(runs["mle"])
     panels = compare_qcfs({"gan": load_run(runs["gan"]), "mle": load_run(runs["mle"])})
@@ -46,7 +46,7 @@ def test_compare_overlays_runs_with_bands_against_the_truth_and_ratio_panels(run
 
 
 def test_parameter_table_pulls_and_error_ratio_come_from_the_runs(runs):
-    from layouts.compare import parameter_table
+    from qcf_studio.layouts.compare import parameter_table
 
     gan, mle = open_results(runs["gan"]), open_results(runs["mle"])
     table = parameter_table({"gan": load_run(runs["gan"]), "mle": load_run(runs["mle"])})
@@ -64,7 +64,7 @@ def test_parameter_table_pulls_and_error_ratio_come_from_the_runs(runs):
 
 
 def test_round_to_error_keeps_two_significant_digits_of_the_error():
-    from layouts.compare import round_to_error
+    from qcf_studio.layouts.compare import round_to_error
 
     assert round_to_error(2.18749, 0.0523) == "2.187" and round_to_error(0.0523, 0.0523) == "0.052"
     assert round_to_error(12345.6, 560.0) == "12350" and round_to_error(1.0, 0.1) == "1.00"
@@ -74,7 +74,7 @@ def test_round_to_error_keeps_two_significant_digits_of_the_error():
 
 
 def test_compare_table_shows_numbers_rounded_to_their_errors_and_no_empty_columns(runs, tmp_path):
-    from app.dashboard.views import CompareView
+    from qcf_studio.app.dashboard.views import CompareView
 
     gan = open_results(runs["gan"])
     view = CompareView(runs["gan"].parent, period_ms=None)
@@ -106,7 +106,7 @@ def test_compare_table_shows_numbers_rounded_to_their_errors_and_no_empty_column
 
 
 def test_compare_view_plots_two_runs_and_explains_when_they_cannot_be_compared(runs):
-    from app.dashboard.views import CompareView
+    from qcf_studio.app.dashboard.views import CompareView
 
     view = CompareView(runs["gan"].parent, period_ms=None)
     view.__panel__()

@@ -11,10 +11,10 @@ import pytest
 import torch
 import xarray as xr
 
-from engine.run.distributed import start_run
-from engine.run.runner import measured_data
-from engine.run.sinks import HistorySink
-from engine.spec import load_spec
+from qcf_studio.engine.run.distributed import start_run
+from qcf_studio.engine.run.runner import measured_data
+from qcf_studio.engine.run.sinks import HistorySink
+from qcf_studio.engine.spec import load_spec
 from tests.conftest import small_spec
 
 
@@ -34,7 +34,7 @@ def test_members_run_as_dask_tasks_and_stream_metrics(dask_client):
 
 
 def test_stop_event_ends_members_early_and_keeps_results(dask_client):
-    from app.cluster import worker_rows
+    from qcf_studio.app.cluster import worker_rows
 
     spec = small_spec(steps=100_000)
     handle = start_run(dask_client, spec, measured_data(spec))
@@ -80,10 +80,11 @@ def test_cli_run_writes_results_and_prints_the_path(tmp_path):
 def _refuse_specs_and_data_files(refuse: bool) -> int:
     """On a worker: every engine function that parses a spec or reads measured data raises from now on
     (``refuse=False``: they are put back). Returns how many names it replaced."""
-    import engine.data.datafiles
-    import engine.run.distributed
-    import engine.run.runner
-    import engine.spec
+    import qcf_studio.engine.data.datafiles  # noqa: F401 (read as engine.data.datafiles)
+    import qcf_studio.engine.run.distributed  # noqa: F401 (read as engine.run.distributed)
+    import qcf_studio.engine.run.runner  # noqa: F401 (read as engine.run.runner)
+    import qcf_studio.engine.spec  # noqa: F401 (read as engine.spec)
+    from qcf_studio import engine
 
     targets = [
         engine.spec.parse_spec,
@@ -103,7 +104,7 @@ def _refuse_specs_and_data_files(refuse: bool) -> int:
 
     replaced = 0
     for name, module in list(sys.modules.items()):
-        if name.split(".")[0] not in ("engine", "app"):
+        if not name.startswith(("qcf_studio.engine", "qcf_studio.app")):
             continue
         for attr, value in list(vars(module).items()):
             if refuse and any(value is t for t in targets):
@@ -120,7 +121,7 @@ def test_workers_train_on_the_data_the_client_read_even_when_they_cannot_see_its
     """Tasks get the validated spec object and the data read on the client, never YAML or a path: with the
     data file gone after the client read it (a remote worker that cannot see the client's files) and every
     spec parser and data reader refused on the workers, the run completes bit for bit as with the file."""
-    from engine.results import build_results
+    from qcf_studio.engine.results import build_results
 
     sample = Path(__file__).parents[1] / "sample_data"
     for name in ("closure-1d-measured.yaml", "closure-1d-small.nc"):
@@ -181,8 +182,8 @@ def test_a_member_that_dies_is_marked_failed_and_the_run_still_writes(dask_clien
 
     import numpy as np
 
-    from engine.results import build_results
-    from engine.results.files import write_netcdf_atomic
+    from qcf_studio.engine.results import build_results
+    from qcf_studio.engine.results.files import write_netcdf_atomic
 
     spec = small_spec(steps=40)
     good = measured_data(spec)
@@ -202,7 +203,7 @@ def _temporaries_faults_before_and_after_task_setup() -> tuple[float, float]:
     training tasks' set-up."""
     import resource
 
-    from engine.run.distributed import _task_setup
+    from qcf_studio.engine.run.distributed import _task_setup
 
     torch.set_num_threads(1)
     x = torch.rand(1_000_000)

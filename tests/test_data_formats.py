@@ -13,20 +13,21 @@ import torch
 import uproot
 import yaml
 
-import engine.data.parquetfiles
-import engine.data.rootfiles
-from app.cli.commands import main as cli_main
-from app.dashboard.upload import read_measured_upload
-from engine.data.datafiles import DataFileError, read_measured_file, read_spec_data
-from engine.data.histograms import data_counts, data_edges
-from engine.data.pseudodata import MeasuredData, make_pseudo_data
-from engine.gan.trainer import GANTrainer, TrainingConfig
-from engine.mle import MLEFit
-from engine.problems import get_problem
-from engine.run.runner import make_trainer
-from engine.run.sinks import HistorySink
-from engine.spec import SpecError, parse_spec
-from engine.spec_data import DataColumns
+import qcf_studio.engine.data.parquetfiles  # noqa: F401 (read as engine.data.parquetfiles)
+import qcf_studio.engine.data.rootfiles  # noqa: F401 (read as engine.data.rootfiles)
+from qcf_studio import engine
+from qcf_studio.app.cli.commands import main as cli_main
+from qcf_studio.app.dashboard.upload import read_measured_upload
+from qcf_studio.engine.data.datafiles import DataFileError, read_measured_file, read_spec_data
+from qcf_studio.engine.data.histograms import data_counts, data_edges
+from qcf_studio.engine.data.pseudodata import MeasuredData, make_pseudo_data
+from qcf_studio.engine.gan.trainer import GANTrainer, TrainingConfig
+from qcf_studio.engine.mle import MLEFit
+from qcf_studio.engine.problems import get_problem
+from qcf_studio.engine.run.runner import make_trainer
+from qcf_studio.engine.run.sinks import HistorySink
+from qcf_studio.engine.spec import SpecError, parse_spec
+from qcf_studio.engine.spec_data import DataColumns
 
 P = get_problem("proxy1d")
 TRUTH = np.asarray(P.truth)
@@ -335,8 +336,8 @@ def test_reading_root_or_parquet_without_the_io_extra_says_what_to_install(tmp_p
 
 
 def test_the_dashboard_reads_a_root_upload_by_the_forms_columns_and_refuses_its_negative_weights_for_the_gan(tmp_path):
-    from app.dashboard.page import Dashboard
-    from app.dashboard.runs import RunManager
+    from qcf_studio.app.dashboard.page import Dashboard
+    from qcf_studio.app.dashboard.runs import RunManager
 
     events, weights, signal = _subtracted(seed=23, n=1000, m=200)
     trees = {"t": {"a": events[0], "wa": weights[0]}, "u": {"b": events[1], "wb": weights[1]}}

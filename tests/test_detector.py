@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from engine.detector import (
+from qcf_studio.engine.detector import (
     Acceptance,
     Background,
     DetectorChain,

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from engine.data.pseudodata import make_pseudo_data
-from engine.detector import build_detector
-from engine.gan.trainer import GANTrainer, TrainingConfig
-from engine.problems import get_problem, problem_kinds
-from engine.run.devices import cuda_index, resolve_device
-from engine.run.parallel import backend_for
-from engine.samplers import SAMPLERS
+from qcf_studio.engine.data.pseudodata import make_pseudo_data
+from qcf_studio.engine.detector import build_detector
+from qcf_studio.engine.gan.trainer import GANTrainer, TrainingConfig
+from qcf_studio.engine.problems import get_problem, problem_kinds
+from qcf_studio.engine.run.devices import cuda_index, resolve_device
+from qcf_studio.engine.run.parallel import backend_for
+from qcf_studio.engine.samplers import SAMPLERS
 
 # noise_final and average_last: the bootstrap's shrinking noise and averaged point estimate are exercised too
 SMALL = TrainingConfig(steps=4, batch_params=8, events_per_param=16, grid_points=32, noise_final=0.0, average_last=0.5)
@@ -188,7 +188,7 @@ def as_gpu_checkpoint(blob: bytes) -> bytes:
 def test_a_checkpoint_taken_on_a_gpu_resumes_on_a_cpu_trainer():
     import io
 
-    from engine.gan.checkpoint import load_checkpoint, save_checkpoint
+    from qcf_studio.engine.gan.checkpoint import load_checkpoint, save_checkpoint
 
     first = small_trainer("proxy1d")
     for _ in range(3):

@@ -4,13 +4,13 @@ import numpy as np
 import torch
 import xarray as xr
 
-from engine.data.pseudodata import MeasuredData, make_pseudo_data
-from engine.detector import ResolutionSmearing
-from engine.gan.trainer import GANTrainer, TrainingConfig
-from engine.problems import get_problem, problem_kinds
-from engine.results import build_results
-from engine.results.files import write_netcdf_atomic
-from engine.run.runner import train_member
+from qcf_studio.engine.data.pseudodata import MeasuredData, make_pseudo_data
+from qcf_studio.engine.detector import ResolutionSmearing
+from qcf_studio.engine.gan.trainer import GANTrainer, TrainingConfig
+from qcf_studio.engine.problems import get_problem, problem_kinds
+from qcf_studio.engine.results import build_results
+from qcf_studio.engine.results.files import write_netcdf_atomic
+from qcf_studio.engine.run.runner import train_member
 from tests.conftest import small_spec
 
 
@@ -125,9 +125,9 @@ def test_pseudo_data_are_smeared_by_the_spec_resolution(proxy1d):
 
 def test_training_through_a_full_detector_chain():
     # Acceptance weights, background and smearing act on generated events and on the pseudo-data alike.
-    from engine.run.runner import measured_data
-    from engine.run.sinks import HistorySink
-    from engine.spec import parse_spec
+    from qcf_studio.engine.run.runner import measured_data
+    from qcf_studio.engine.run.sinks import HistorySink
+    from qcf_studio.engine.spec import parse_spec
 
     spec = parse_spec(
         {
@@ -158,7 +158,7 @@ def test_retained_freed_memory_stops_large_temporaries_from_page_faulting():
 
     code = """
 import resource, torch
-from engine.accel.malloc import retain_freed_memory
+from qcf_studio.engine.accel.malloc import retain_freed_memory
 torch.set_num_threads(1)
 x = torch.rand(10_000_000)
 def work():
@@ -182,7 +182,7 @@ print(default, faults())
 
 
 def test_x_marginals_of_results_files_are_the_engines_and_a_failed_member_stays_blank():
-    from engine.data.marginals import histogram_marginal_x, marginal_x, qcf_marginal_x
+    from qcf_studio.engine.data.marginals import histogram_marginal_x, marginal_x, qcf_marginal_x
 
     rng = np.random.default_rng(0)
     edges = np.stack([np.stack([np.linspace(0, 1, 5), np.sort(rng.uniform(0, 2, 5))]) for _ in range(2)])  # (O, 2, 5)

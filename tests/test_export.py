@@ -14,15 +14,23 @@ import xarray as xr
 import yaml
 from matplotlib.image import imread
 
-from app.cli.commands import main
-from app.export import run as export_module
-from app.export.report import PULLS, QCF, STATUS, closure_report, closure_verdict, report_markdown, verdict_text
-from app.export.run import export_run, figures, markdown_to_html, open_results
-from engine.results import build_results
-from engine.results.files import write_netcdf_atomic
-from engine.run.runner import measured_data, reference_fit, train_member
-from engine.run.sinks import HistorySink
-from engine.spec import parse_spec
+from qcf_studio.app.cli.commands import main
+from qcf_studio.app.export import run as export_module
+from qcf_studio.app.export.report import (
+    PULLS,
+    QCF,
+    STATUS,
+    closure_report,
+    closure_verdict,
+    report_markdown,
+    verdict_text,
+)
+from qcf_studio.app.export.run import export_run, figures, markdown_to_html, open_results
+from qcf_studio.engine.results import build_results
+from qcf_studio.engine.results.files import write_netcdf_atomic
+from qcf_studio.engine.run.runner import measured_data, reference_fit, train_member
+from qcf_studio.engine.run.sinks import HistorySink
+from qcf_studio.engine.spec import parse_spec
 
 TINY = {"metrics_every": 5, "snapshot_every": 10, "batch_params": 16, "events_per_param": 32}
 
@@ -282,7 +290,7 @@ def test_dashboard_downloads_give_valid_files_and_leave_nothing_behind(runs, tmp
     import tempfile
     import zipfile
 
-    from app.export.run import DOWNLOADS, download_filename, export_download
+    from qcf_studio.app.export.run import DOWNLOADS, download_filename, export_download
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the exports are made
     path = runs["gan1d"]

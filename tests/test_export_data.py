@@ -15,13 +15,13 @@ import yaml
 from hepdata_validator.full_submission_validator import FullSubmissionValidator
 
 import qcf_studio
-from app.cli.commands import main
-from app.export import hepdata as hepdata_module
-from app.export.grid import Q_KNOTS, export_grid
-from app.export.hepdata import export_hepdata
-from engine.results import build_results, estimate
-from engine.results.files import write_netcdf_atomic
-from engine.run.runner import measured_data
+from qcf_studio.app.cli.commands import main
+from qcf_studio.app.export import hepdata as hepdata_module
+from qcf_studio.app.export.grid import Q_KNOTS, export_grid
+from qcf_studio.app.export.hepdata import export_hepdata
+from qcf_studio.engine.results import build_results, estimate
+from qcf_studio.engine.results.files import write_netcdf_atomic
+from qcf_studio.engine.run.runner import measured_data
 from tests.run_files import _train, copy_to, open_results, run_spec
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.problems import get_problem, problem_kinds
-from engine.problems.gridbias import parameter_shift
+from qcf_studio.engine.problems import get_problem, problem_kinds
+from qcf_studio.engine.problems.gridbias import parameter_shift
 
 EVENTS = 100_000  # the standard pseudo-data size per observable
 

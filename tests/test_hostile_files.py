@@ -14,17 +14,17 @@ import panel as pn
 import pytest
 import xarray as xr
 
-from app.catalog import NotARunError, list_runs, load_run
-from app.cli.commands import main as cli_main
-from app.dashboard.upload import UploadError, read_measured_upload, save_upload
-from engine.data.datafiles import DataFileError, read_measured_file
-from engine.data.pseudodata import make_pseudo_data
-from engine.problems import get_problem
-from engine.results import build_results
-from engine.results.files import netcdf_bytes, write_netcdf_atomic
-from engine.run.runner import train_member
-from engine.run.sinks import HistorySink
-from engine.spec import parse_spec
+from qcf_studio.app.catalog import NotARunError, list_runs, load_run
+from qcf_studio.app.cli.commands import main as cli_main
+from qcf_studio.app.dashboard.upload import UploadError, read_measured_upload, save_upload
+from qcf_studio.engine.data.datafiles import DataFileError, read_measured_file
+from qcf_studio.engine.data.pseudodata import make_pseudo_data
+from qcf_studio.engine.problems import get_problem
+from qcf_studio.engine.results import build_results
+from qcf_studio.engine.results.files import netcdf_bytes, write_netcdf_atomic
+from qcf_studio.engine.run.runner import train_member
+from qcf_studio.engine.run.sinks import HistorySink
+from qcf_studio.engine.spec import parse_spec
 
 SECRET = "the-server-secret-4711"
 
@@ -220,7 +220,7 @@ def _rendered_html(pane: pn.pane.Markdown) -> str:
 
 
 def test_markup_in_a_results_file_is_shown_as_text_never_as_html(result, tmp_path):
-    from app.dashboard.views import RunsBrowser
+    from qcf_studio.app.dashboard.views import RunsBrowser
 
     evil = "<img src=x onerror=alert(1)>"
     ds = result.copy()
@@ -258,7 +258,7 @@ def test_markup_in_a_results_file_is_shown_as_text_never_as_html(result, tmp_pat
 def test_inconsistent_results_files_get_a_message_in_the_runs_tab_and_from_export(
     result, tmp_path, edit, words, capsys
 ):
-    from app.dashboard.views import RunsBrowser
+    from qcf_studio.app.dashboard.views import RunsBrowser
 
     path = write_netcdf_atomic(edit(result.copy()), tmp_path / "odd.nc")
     with pytest.raises(NotARunError, match="odd.nc") as err:

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from app.cli.commands import main as cli_main
-from engine.spec import LimitsSpec, SpecError, load_spec, parse_spec, parse_spec_text
+from qcf_studio.app.cli.commands import main as cli_main
+from qcf_studio.engine.spec import LimitsSpec, SpecError, load_spec, parse_spec, parse_spec_text
 
 LEVELS = 9  # 9 ** 9 = 387 million strings once expanded
 
@@ -37,9 +37,9 @@ def test_a_few_aliases_that_expand_to_little_are_fine():
 
 
 def test_the_dashboard_validator_refuses_an_alias_bomb_at_once(tmp_path):
-    from app.dashboard.page import Dashboard
-    from app.dashboard.runs import RunManager
-    from engine.spec import default_spec
+    from qcf_studio.app.dashboard.page import Dashboard
+    from qcf_studio.app.dashboard.runs import RunManager
+    from qcf_studio.engine.spec import default_spec
 
     dash = Dashboard(RunManager(None, tmp_path / "runs", tmp_path), default_spec().to_yaml())
     start = time.perf_counter()

@@ -9,20 +9,28 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("engine", "app", "layouts", "benchmarks", "qcf_studio")
+PACKAGES = ("engine", "app", "layouts", "benchmarks")  # installed as qcf_studio.engine, ... (symlinks in qcf_studio/)
 WEB = ("panel", "holoviews", "bokeh")
 DASK = ("dask", "distributed")
 # the engine's modules that may import Dask: running fits on a cluster
-ENGINE_DASK = {"engine.run.distributed", "engine.run.stream", "engine.run.cluster", "engine.campaign.driver"}
+ENGINE_DASK = {
+    "qcf_studio.engine.run.distributed",
+    "qcf_studio.engine.run.stream",
+    "qcf_studio.engine.run.cluster",
+    "qcf_studio.engine.campaign.driver",
+}
 
 
 def _module_name(path: Path) -> str:
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[0] != "qcf_studio":
+        parts.insert(0, "qcf_studio")
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
 def _modules() -> dict[str, Path]:
-    return {_module_name(p): p for pkg in PACKAGES for p in sorted((ROOT / pkg).rglob("*.py"))}
+    found = {_module_name(p): p for pkg in PACKAGES for p in sorted((ROOT / pkg).rglob("*.py"))}
+    return {"qcf_studio": ROOT / "qcf_studio" / "__init__.py", **found}
 
 
 def _top_level_imports(path: Path, name: str, known: set[str]) -> set[str]:
@@ -64,7 +72,12 @@ def graph() -> dict[str, set[str]]:
 
 
 def _root(module: str) -> str:
-    return module.split(".")[0]
+    """The layer a module belongs to: ``engine``, ``app``, ``layouts``, ``benchmarks``, ``qcf_studio`` (the public
+    API itself), or a third-party package's top-level name."""
+    parts = module.split(".")
+    if parts[0] == "qcf_studio" and len(parts) > 1 and parts[1] in PACKAGES:
+        return parts[1]
+    return parts[0]
 
 
 def test_no_module_imports_itself_in_a_circle(graph):
@@ -113,10 +126,10 @@ def test_the_engine_imports_neither_the_app_nor_the_web_stack_and_its_core_no_da
 
 
 def test_only_the_accelerator_interface_reaches_the_speed_machinery(graph):
-    outside = {m: deps for m, deps in graph.items() if not m.startswith("engine.accel")}
-    assert {m for m, deps in outside.items() if any(d.startswith("engine.accel") for d in deps)} == set()
+    outside = {m: deps for m, deps in graph.items() if not m.startswith("qcf_studio.engine.accel")}
+    assert {m for m, deps in outside.items() if any(d.startswith("qcf_studio.engine.accel") for d in deps)} == set()
     source = (ROOT / "engine" / "gan" / "accelerator.py").read_text()
-    assert "import engine.accel" in source  # lazily, inside a function: the folder may be deleted
+    assert "import qcf_studio.engine.accel" in source  # lazily, inside a function: the folder may be deleted
 
 
 def test_benchmarks_and_layouts_do_not_reach_into_the_app(graph):
@@ -125,9 +138,32 @@ def test_benchmarks_and_layouts_do_not_reach_into_the_app(graph):
 
 
 def test_nothing_in_the_project_imports_the_public_api(graph):
-    # qcf_studio is the outermost layer (a thin re-export for users): the rest never depends on it
-    reach = {m for m, deps in graph.items() if _root(m) != "qcf_studio" and any(_root(d) == "qcf_studio" for d in deps)}
-    assert reach == set()
+    # qcf_studio's own functions are the outermost layer (a thin re-export for users): the rest never depends on
+    # them, only on the packages installed under its name (qcf_studio.engine, ...)
+    reach = set()
+    for name, path in _modules().items():
+        if name == "qcf_studio":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import) and any(a.name == "qcf_studio" for a in node.names):
+                reach.add(name)
+            if isinstance(node, ast.ImportFrom) and node.module == "qcf_studio":
+                if any(a.name not in PACKAGES for a in node.names):
+                    reach.add(name)
+    assert len(graph) > 100 and reach == set()
+
+
+def test_no_module_imports_the_old_top_level_names():
+    # a stray `import engine` would load a second copy of the engine beside qcf_studio.engine (or a user's engine/)
+    stray = set()
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            if any(n.split(".")[0] in PACKAGES for n in names):
+                stray.add(name)
+    assert stray == set()
 
 
 # A worker-only install (no [dashboard] extra) has neither the web stack nor matplotlib: the headless commands (every
@@ -135,9 +171,19 @@ def test_nothing_in_the_project_imports_the_public_api(graph):
 # neither, at import or in the functions they call. Commands that need them (serve, credentials, export) and the
 # notebook views check first and name the extra (app.extras).
 DASHBOARD = (*WEB, "matplotlib")
-HEADLESS = ("app.cli", "app.cli.commands", "qcf_studio", "app.notebook")  # imported for every command, or by users
+HEADLESS = (
+    "qcf_studio.app.cli",
+    "qcf_studio.app.cli.commands",
+    "qcf_studio",
+    "qcf_studio.app.notebook",
+)  # imported for every command, or by users
 # the modules whose functions run the headless commands: every import in them counts, lazy ones included
-HEADLESS_CALLS = ("app.cli.common", "app.cli.run", "app.cli.campaign", "app.cli.progress")
+HEADLESS_CALLS = (
+    "qcf_studio.app.cli.common",
+    "qcf_studio.app.cli.run",
+    "qcf_studio.app.cli.campaign",
+    "qcf_studio.app.cli.progress",
+)
 
 
 def _imports_anywhere(name: str, known: set[str]) -> set[str]:
@@ -170,7 +216,16 @@ def test_the_headless_commands_and_api_import_neither_the_web_stack_nor_matplotl
     for name in HEADLESS_CALLS:
         start |= {name} | _imports_anywhere(name, set(graph))
     reached = _reached(graph, start)
-    assert {"app.cli.run", "app.cluster", "engine.run.drive", "engine.campaign.driver"} <= reached  # found them
+    assert {
+        "qcf_studio.app.cli.run",
+        "qcf_studio.app.cluster",
+        "qcf_studio.engine.run.drive",
+        "qcf_studio.engine.campaign.driver",
+    } <= reached  # found them
     assert sorted(m for m in reached if _root(m) in DASHBOARD) == []
-    gui = sorted(m for m in reached if m.startswith(("app.dashboard.", "app.export", "layouts")))
-    assert gui == ["app.dashboard.runs"]  # the run control that qcf_studio.start shares with the dashboard: no Panel
+    gui = sorted(
+        m for m in reached if m.startswith(("qcf_studio.app.dashboard.", "qcf_studio.app.export", "qcf_studio.layouts"))
+    )
+    assert gui == [
+        "qcf_studio.app.dashboard.runs"
+    ]  # the run control that qcf_studio.start shares with the dashboard: no Panel

@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from engine import samplers
-from engine.data.pseudodata import make_pseudo_data
-from engine.gan.trainer import GANTrainer, TrainingConfig
-from engine.mle import MLEFit, clustered_grid, fold_matrix, trapezoid_weights
-from engine.problems import get_problem
-from engine.problems.gauss6 import COEFFS
-from engine.run.sinks import HistorySink
+from qcf_studio.engine import samplers
+from qcf_studio.engine.data.pseudodata import make_pseudo_data
+from qcf_studio.engine.gan.trainer import GANTrainer, TrainingConfig
+from qcf_studio.engine.mle import MLEFit, clustered_grid, fold_matrix, trapezoid_weights
+from qcf_studio.engine.problems import get_problem
+from qcf_studio.engine.problems.gauss6 import COEFFS
+from qcf_studio.engine.run.sinks import HistorySink
 
 needs_2d_sampler = pytest.mark.skipif(
-    not hasattr(samplers, "sample_loits_2d"), reason="engine.samplers.sample_loits_2d is not there yet"
+    not hasattr(samplers, "sample_loits_2d"), reason="qcf_studio.engine.samplers.sample_loits_2d is not there yet"
 )
 
 
@@ -222,8 +222,8 @@ def test_stop_requested_ends_the_fit_early():
 
 
 def test_runner_swaps_in_the_mle_fit():
-    from engine.run.runner import make_trainer
-    from engine.spec import parse_spec
+    from qcf_studio.engine.run.runner import make_trainer
+    from qcf_studio.engine.spec import parse_spec
 
     spec = parse_spec(
         {

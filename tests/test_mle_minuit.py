@@ -12,16 +12,16 @@ import torch
 import xarray as xr
 from mle_lbfgs import lbfgs_fit
 
-from app.export.report import LIKELIHOOD_FIT, closure_report, report_markdown
-from engine.data.pseudodata import make_pseudo_data
-from engine.gan.config import TrainingConfig
-from engine.mle import MLEFit
-from engine.problems import get_problem
-from engine.results import ResultsContractError, build_results, check_results
-from engine.results.fit_quality import FIT_QUALITY_ATTRS, FIT_QUALITY_DIMS
-from engine.run.runner import make_trainer, measured_data
-from engine.run.sinks import HistorySink
-from engine.spec import SpecError, parse_spec
+from qcf_studio.app.export.report import LIKELIHOOD_FIT, closure_report, report_markdown
+from qcf_studio.engine.data.pseudodata import make_pseudo_data
+from qcf_studio.engine.gan.config import TrainingConfig
+from qcf_studio.engine.mle import MLEFit
+from qcf_studio.engine.problems import get_problem
+from qcf_studio.engine.results import ResultsContractError, build_results, check_results
+from qcf_studio.engine.results.fit_quality import FIT_QUALITY_ATTRS, FIT_QUALITY_DIMS
+from qcf_studio.engine.run.runner import make_trainer, measured_data
+from qcf_studio.engine.run.sinks import HistorySink
+from qcf_studio.engine.spec import SpecError, parse_spec
 
 # Events per observable (data set) and pseudo-data seed: enough events that every parameter lies several σ inside
 # its bounds, where HESSE's errors and the autograd Hessian's must agree.

@@ -8,9 +8,9 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from engine.accel.handpass import networks_pass
-from engine.gan.judging import judge
-from engine.gan.models import Discriminator
+from qcf_studio.engine.accel.handpass import networks_pass
+from qcf_studio.engine.gan.judging import judge
+from qcf_studio.engine.gan.models import Discriminator
 
 K, N = 3, 40  # observables (data sets), rows of each kind (real, generated) per observable
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-import engine.accel.blocks as blocks
-import engine.accel.handpass as handpass
-import engine.accel.native as native
-from engine.gan.models import mlp
+import qcf_studio.engine.accel.blocks as blocks
+import qcf_studio.engine.accel.handpass as handpass
+import qcf_studio.engine.accel.native as native
+from qcf_studio.engine.gan.models import mlp
 
 pytestmark = pytest.mark.skipif(not native.native_enabled(), reason="QCF_NATIVE=0: native code switched off")
 

@@ -1,10 +1,10 @@
-"""engine.accel.optim.adam_step: the same update as the fused Adam's own step(), with its state."""
+"""qcf_studio.engine.accel.optim.adam_step: the same update as the fused Adam's own step(), with its state."""
 
 import pytest
 import torch
 
-from engine.accel.optim import adam_step
-from engine.gan.models import mlp
+from qcf_studio.engine.accel.optim import adam_step
+from qcf_studio.engine.gan.models import mlp
 
 
 def _train(step, steps=12, **adam):

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-import engine
-from app.cli.commands import main
+from qcf_studio import engine
+from qcf_studio.app.cli.commands import main
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -25,7 +25,7 @@ def test_the_version_has_one_place_and_the_command_prints_it(capsys):
         assert project["version"] == engine.__version__
     else:
         assert "version" in project["dynamic"]
-        assert PYPROJECT["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "engine.__version__"}
+        assert PYPROJECT["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "qcf_studio.engine.__version__"}
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0
@@ -48,11 +48,14 @@ def test_the_licence_is_bsd_3_clause_of_the_developers():
 
 def test_typed_packages_ship_their_marker():
     data = PYPROJECT["tool"]["setuptools"]["package-data"]
-    for package in ("engine", "qcf_studio"):
-        assert (ROOT / package / "py.typed").is_file()
+    for package in ("qcf_studio.engine", "qcf_studio"):
+        assert (ROOT.joinpath(*package.split(".")) / "py.typed").is_file()
         assert "py.typed" in data[package]
-    assert "qcf_studio*" in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
-    assert "qcf_studio" in PYPROJECT["tool"]["mypy"]["files"]
+    # one import name: the engine, app, layouts and benchmarks are installed under it (symlinks in qcf_studio/)
+    assert PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"] == ["qcf_studio*"]
+    for folder in ("engine", "app", "layouts", "benchmarks"):
+        assert (ROOT / "qcf_studio" / folder).resolve() == ROOT / folder
+    assert {"qcf_studio/__init__.py", "qcf_studio/engine"} <= set(PYPROJECT["tool"]["mypy"]["files"])
 
 
 def _name(requirement: str) -> str:
@@ -72,7 +75,7 @@ def test_torch_is_a_range_and_the_makefile_pins_it_through_the_constraints_file(
 
 
 def test_the_core_leaves_the_dashboard_to_its_extra():
-    from app.extras import EXTRAS
+    from qcf_studio.app.extras import EXTRAS
 
     core = {_name(r) for r in PYPROJECT["project"]["dependencies"]}
     extras = PYPROJECT["project"]["optional-dependencies"]
@@ -96,7 +99,7 @@ def test_a_command_without_its_extra_says_what_to_install(argv, monkeypatch, tmp
 
 def test_the_notebook_views_without_the_dashboard_say_what_to_install(monkeypatch, tmp_path):
     import qcf_studio
-    from app.extras import MissingExtraError
+    from qcf_studio.app.extras import MissingExtraError
 
     monkeypatch.setitem(sys.modules, "panel", None)
     for view in (qcf_studio.runs_view, qcf_studio.compare_view, qcf_studio.live_view):

@@ -14,10 +14,10 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from engine.gan.checkpoint import MemoryCheckpointStore, load_checkpoint, save_checkpoint
-from engine.run.parallel import GradientSharing, ShareSchedule
-from engine.run.runner import make_trainer, measured_data, train_member
-from engine.run.sinks import HistorySink
+from qcf_studio.engine.gan.checkpoint import MemoryCheckpointStore, load_checkpoint, save_checkpoint
+from qcf_studio.engine.run.parallel import GradientSharing, ShareSchedule
+from qcf_studio.engine.run.runner import make_trainer, measured_data, train_member
+from qcf_studio.engine.run.sinks import HistorySink
 from tests.conftest import small_spec
 
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from engine.data.pseudodata import MeasuredData, make_pseudo_data
-from engine.problems import Problem, get_problem, problem_kinds, register_problem
-from engine.spec import default_spec, parse_spec
+from qcf_studio.engine.data.pseudodata import MeasuredData, make_pseudo_data
+from qcf_studio.engine.problems import Problem, get_problem, problem_kinds, register_problem
+from qcf_studio.engine.spec import default_spec, parse_spec
 
 
 @pytest.mark.parametrize("kind", problem_kinds())
@@ -109,6 +109,6 @@ def test_a_user_problem_registers_with_one_class():
         data = make_pseudo_data(get_problem("test-exponential"), np.array([1.5]), 20_000, seed=0)
         assert abs(data.events.mean() - (1 / 1.5 - 5 * math.exp(-7.5) / (1 - math.exp(-7.5)))) < 0.02
     finally:
-        from engine.problems import _REGISTRY
+        from qcf_studio.engine.problems import _REGISTRY
 
         _REGISTRY.pop("test-exponential")

@@ -46,6 +46,22 @@ def test_importing_it_imports_neither_torch_nor_dask_nor_panel():
     assert out.stdout.strip() == "[]"
 
 
+def test_a_users_engine_folder_or_app_module_does_not_shadow_the_package(tmp_path):
+    # a notebook's working folder is first on sys.path: names like engine/ and app.py are common there
+    (tmp_path / "engine").mkdir()
+    (tmp_path / "engine" / "__init__.py").write_text("raise RuntimeError('the user engine was imported')\n")
+    for name in ("app", "layouts", "benchmarks"):
+        (tmp_path / f"{name}.py").write_text(f"raise RuntimeError('the user {name} was imported')\n")
+    spec = ROOT / "sample_data" / "closure-1d-mle.yaml"
+    code = (
+        "import qcf_studio; from qcf_studio.engine.run.runner import measured_data; "
+        f"spec = qcf_studio.validate({str(spec)!r}); print(spec.name, measured_data(spec).events.shape)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[0] == "closure-1d-mle"
+
+
 def test_validate_takes_a_file_yaml_text_a_dict_or_a_spec_and_names_the_bad_field(tmp_path):
     path = ROOT / "sample_data" / "closure-1d.yaml"
     from_file = qcf_studio.validate(path)
@@ -76,7 +92,8 @@ def test_run_on_a_client_returns_the_results_saves_them_and_leaves_the_client_op
 def test_run_without_a_cluster_starts_an_embedded_one_and_closes_it_and_saves_nothing_without_out(
     tmp_path, monkeypatch, capsys
 ):
-    import app.cluster
+    import qcf_studio.app.cluster  # noqa: F401 (read as app.cluster)
+    from qcf_studio import app
 
     closed = []
     close = app.cluster.close

@@ -15,9 +15,9 @@ import param
 import pytest
 from bokeh.models import Legend, LinearScale, LogScale
 
-from engine.problems import get_problem
-from layouts.live import LivePlots
-from layouts.smoothing import ema
+from qcf_studio.engine.problems import get_problem
+from qcf_studio.layouts.live import LivePlots
+from qcf_studio.layouts.smoothing import ema
 
 hv.extension("bokeh", logo=False)
 
@@ -85,7 +85,7 @@ def test_loss_and_accuracy_curves_are_smoothed_with_the_raw_curve_faint_behind()
     assert set(item.renderers) == {faint, smooth}  # one entry hides both
 
     # The slider (on release) smooths every curve again; 0 is the raw curve.
-    from layouts.page import metric_panels
+    from qcf_studio.layouts.page import metric_panels
 
     panel = metric_panels(plots)
     slider = next(iter(panel.select(pn.widgets.FloatSlider)))
@@ -100,8 +100,8 @@ def test_loss_and_accuracy_curves_are_smoothed_with_the_raw_curve_faint_behind()
 def test_dashboard_draws_an_mle_specs_likelihood_and_keeps_the_sessions_smoothing(tmp_path):
     from pathlib import Path
 
-    from app.dashboard.page import Dashboard
-    from app.dashboard.runs import RunManager
+    from qcf_studio.app.dashboard.page import Dashboard
+    from qcf_studio.app.dashboard.runs import RunManager
 
     mle_text = (Path(__file__).parent.parent / "sample_data" / "closure-1d-mle.yaml").read_text()
     dash = Dashboard(RunManager(None, tmp_path / "runs", tmp_path), mle_text)
@@ -120,7 +120,7 @@ def test_dashboard_draws_an_mle_specs_likelihood_and_keeps_the_sessions_smoothin
 
 
 def test_loss_panel_has_a_log_scale_toggle_and_mle_fits_plot_their_likelihood():
-    from layouts.page import metric_panels
+    from qcf_studio.layouts.page import metric_panels
 
     plots = _plots()
     plots.push_metrics(_noisy_rows(10))
@@ -146,7 +146,7 @@ def test_loss_panel_has_a_log_scale_toggle_and_mle_fits_plot_their_likelihood():
 
 
 def test_legends_sit_beside_the_plots_in_small_type_and_panels_repeat_no_heading():
-    from layouts.page import live_panels
+    from qcf_studio.layouts.page import live_panels
 
     plots = _plots(members=2)
     for fig in (plots.losses(), plots.accuracy(), plots.parameters()):
@@ -181,8 +181,8 @@ def _snapshot(qcf_true, scale: float) -> dict:
 
 def test_live_qcf_panels_show_the_whole_truth_and_band_each_on_its_own_axis():
     """u(x) reaches 5 at x = 0.1: the live panel cut it at 2.5, d(x)'s range (Panel linked the two axes)."""
-    from layouts.page import grid
-    from layouts.results import true_qcf_projections
+    from qcf_studio.layouts.page import grid
+    from qcf_studio.layouts.results import true_qcf_projections
 
     p = get_problem("proxy1d")
     plots = _plots()
@@ -202,7 +202,7 @@ def test_live_qcf_panels_show_the_whole_truth_and_band_each_on_its_own_axis():
 def test_compared_qcfs_show_the_whole_truth_and_bands_on_their_own_axes(tmp_path):
     import xarray as xr
 
-    from layouts.compare import compare_qcfs
+    from qcf_studio.layouts.compare import compare_qcfs
 
     x = np.linspace(0.1, 0.99, 50)
     truth = np.vstack([5.0 * (1 - x) ** 3, 2.0 * (1 - x) ** 4])
@@ -252,7 +252,7 @@ def http_server():
 
 
 def test_cluster_tab_links_to_dasks_own_dashboard_when_the_scheduler_serves_one(http_server, monkeypatch):
-    import app.dashboard.cluster_view as cluster_view
+    import qcf_studio.app.dashboard.cluster_view as cluster_view
 
     monkeypatch.setattr(cluster_view, "worker_rows", lambda client, names: [])
 
@@ -284,7 +284,7 @@ def test_cluster_tab_links_to_dasks_own_dashboard_when_the_scheduler_serves_one(
 
 
 def test_the_header_names_the_cluster_and_leaves_the_clients_worker_records_alone(dask_client):
-    from app.cluster import cluster_headline
+    from qcf_studio.app.cluster import cluster_headline
 
     workers = dask_client.scheduler_info(n_workers=-1)["workers"]
     line = cluster_headline(dask_client)

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-import app.dashboard.runs as runs
-from app.dashboard.runs import LiveRun, RunManager
-from engine.spec import SpecError, parse_spec
+import qcf_studio.app.dashboard.runs as runs
+from qcf_studio.app.dashboard.runs import LiveRun, RunManager
+from qcf_studio.engine.spec import SpecError, parse_spec
 from tests.conftest import small_spec
 
 
@@ -26,7 +26,7 @@ def test_sessions_pull_only_new_metrics_and_memory_stays_bounded(monkeypatch):
 
 
 def test_browser_specs_read_data_only_under_the_data_and_runs_dirs(tmp_path, proxy1d_data):
-    from engine.results.files import write_netcdf_atomic
+    from qcf_studio.engine.results.files import write_netcdf_atomic
 
     data_dir, runs_dir = tmp_path / "data", tmp_path / "runs"
     data_dir.mkdir()
@@ -59,7 +59,7 @@ def test_browser_specs_are_refused_data_files_that_are_not_measured_data(tmp_pat
 def test_live_curves_stream_only_new_rows_to_the_browser_and_stay_bounded(monkeypatch):
     from bokeh.models import ColumnDataSource
 
-    import layouts.live as live
+    import qcf_studio.layouts.live as live
 
     monkeypatch.setattr(live, "BUFFER_LENGTH", 50)
     streamed = []
@@ -88,8 +88,8 @@ def test_live_curves_stream_only_new_rows_to_the_browser_and_stay_bounded(monkey
 
 
 def test_live_view_draws_a_loss_curve_for_every_data_parallel_rank():
-    from engine.run.stream import replay
-    from layouts.live import LivePlots
+    from qcf_studio.engine.run.stream import replay
+    from qcf_studio.layouts.live import LivePlots
 
     spec = parse_spec(
         {
@@ -117,7 +117,7 @@ def test_live_view_draws_a_loss_curve_for_every_data_parallel_rank():
 
 
 def test_cluster_view_names_the_run_member_and_rank_of_each_task():
-    from app.cluster import describe_task
+    from qcf_studio.app.cluster import describe_task
 
     names = {"0123456789ab": "closure-2d"}
     assert describe_task("member-1-0123456789ab", names) == "closure-2d · member 1"
@@ -128,7 +128,7 @@ def test_cluster_view_names_the_run_member_and_rank_of_each_task():
 
 
 def test_the_keys_start_run_gives_its_tasks_read_back_as_their_run_member_and_rank():
-    from engine.run.task_keys import RunTask, member_key, new_run_id, parse_task_key, reference_key
+    from qcf_studio.engine.run.task_keys import RunTask, member_key, new_run_id, parse_task_key, reference_key
 
     run = new_run_id()
     assert parse_task_key(member_key(run, 3)) == RunTask(run, 3)
@@ -140,9 +140,9 @@ def test_the_keys_start_run_gives_its_tasks_read_back_as_their_run_member_and_ra
 def test_large_ensembles_draw_curves_of_the_first_members_only_and_say_so():
     import panel as pn
 
-    from engine.problems import get_problem
-    from layouts.live import MAX_DRAWN_MEMBERS, LivePlots
-    from layouts.page import live_panels
+    from qcf_studio.engine.problems import get_problem
+    from qcf_studio.layouts.live import MAX_DRAWN_MEMBERS, LivePlots
+    from qcf_studio.layouts.page import live_panels
 
     p = get_problem("proxy1d")
     plots = LivePlots(p.param_names, p.qcf_names, p.observable_names, p.truth, 64, (p.lo, p.hi))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.samplers import SAMPLERS, cumulative_trapezoid, draw, sample_inverse_cdf, sample_loits_2d
+from qcf_studio.engine.samplers import SAMPLERS, cumulative_trapezoid, draw, sample_inverse_cdf, sample_loits_2d
 
 
 def _beta_density(theta: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
@@ -94,7 +94,7 @@ def test_cell_search_matches_searchsorted_in_heavy_tails():
 def test_branch_free_bisection_matches_searchsorted(width):
     """The small-draw cell search agrees with searchsorted (right) on random edges with ties,
     at u = 0 and just below 1, for widths that are and are not powers of two."""
-    from engine.samplers.cellsearch import _bisect
+    from qcf_studio.engine.samplers.cellsearch import _bisect
 
     g = torch.Generator().manual_seed(width)
     rows, n = 5, 300
@@ -349,7 +349,7 @@ def test_loits_local_gradient_is_what_finite_differences_see_but_misses_the_allo
 def test_the_transport_backward_takes_gradients_through_the_running_integrals_as_autograd_would():
     """LOITS's backward maps table gradients to the density by hand (one autograd node); check
     that adjoint against autograd of ``cumulative_trapezoid`` on an uneven grid, along both axes."""
-    from engine.samplers.loits import _cumulative_trapezoid_adjoint
+    from qcf_studio.engine.samplers.loits import _cumulative_trapezoid_adjoint
 
     gen = torch.Generator().manual_seed(3)
     grid = torch.sort(torch.rand(9, generator=gen, dtype=torch.float64)).values

@@ -15,9 +15,9 @@ import pytest
 import torch
 import xarray as xr
 
-from engine.run.distributed import start_run
-from engine.run.runner import measured_data
-from engine.spec import parse_spec
+from qcf_studio.engine.run.distributed import start_run
+from qcf_studio.engine.run.runner import measured_data
+from qcf_studio.engine.spec import parse_spec
 from tests.conftest import small_spec
 
 EXE = Path(sys.executable).parent / "qcf-studio"
@@ -51,7 +51,7 @@ def kill_worker(client, address: str) -> None:
 @pytest.fixture
 def fresh_client():
     """A cluster of its own: these tests kill workers."""
-    from app.cluster import close, connect
+    from qcf_studio.app.cluster import close, connect
 
     client = connect(workers=2)
     yield client
@@ -90,7 +90,7 @@ def test_data_parallel_closes_reduced_proxy1d(dask_client, schedule):
     data = measured_data(spec)
     handle = start_run(dask_client, spec, data)
     members = handle.results(timeout=600)
-    from engine.results import build_results
+    from qcf_studio.engine.results import build_results
 
     ds = build_results(spec, data, members, handle.wall_seconds)
     assert ds.attrs["status"] == "completed"
@@ -272,7 +272,7 @@ def test_cli_refuses_cuda_on_an_embedded_cluster_without_gpus(tmp_path):
 def test_the_embedded_cluster_gives_each_gpu_a_worker_offering_it():
     from distributed import Client
 
-    from engine.run.cluster import local_cluster
+    from qcf_studio.engine.run.cluster import local_cluster
 
     with local_cluster(workers=3, gpus=1) as cluster, Client(cluster) as client:
         [worker] = client.scheduler_info(n_workers=-1)["workers"].values()

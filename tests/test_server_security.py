@@ -23,9 +23,15 @@ import torch.distributed as dist
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
-from app.dashboard.auth import CredentialsError, HashedPasswordProvider, read_credentials, set_user, verify_password
-from app.dashboard.server import SECURITY_HEADERS, Access, _auth_options, websocket_origins
-from engine.run.parallel import GradientSharing, host_store
+from qcf_studio.app.dashboard.auth import (
+    CredentialsError,
+    HashedPasswordProvider,
+    read_credentials,
+    set_user,
+    verify_password,
+)
+from qcf_studio.app.dashboard.server import SECURITY_HEADERS, Access, _auth_options, websocket_origins
+from qcf_studio.engine.run.parallel import GradientSharing, host_store
 
 EXE = Path(sys.executable).parent / "qcf-studio"
 
@@ -207,9 +213,9 @@ def test_a_page_request_builds_a_placeholder_and_the_dashboard_waits_for_the_bro
     from bokeh.document import Document
     from panel.io.state import set_curdoc
 
-    from app.dashboard.runs import RunManager
-    from app.dashboard.server import dashboard_page
-    from engine.spec import default_spec
+    from qcf_studio.app.dashboard.runs import RunManager
+    from qcf_studio.app.dashboard.server import dashboard_page
+    from qcf_studio.engine.spec import default_spec
 
     page = dashboard_page(RunManager(None, tmp_path / "runs", tmp_path), default_spec().to_yaml())
     doc = Document()

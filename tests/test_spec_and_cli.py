@@ -8,8 +8,8 @@ import pytest
 import torch
 import xarray as xr
 
-from app.cli.commands import main
-from engine.spec import SpecError, default_spec, load_spec, parse_spec
+from qcf_studio.app.cli.commands import main
+from qcf_studio.engine.spec import SpecError, default_spec, load_spec, parse_spec
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_data" / "closure-1d.yaml"
@@ -24,7 +24,7 @@ def test_sample_spec_is_the_default_closure_spec():
 
 def test_spec_roundtrips_through_yaml():
     spec = load_spec(SAMPLE)
-    from engine.spec import parse_spec_text
+    from qcf_studio.engine.spec import parse_spec_text
 
     assert parse_spec_text(spec.to_yaml()).to_dict() == spec.to_dict()
 
@@ -74,9 +74,9 @@ def test_bad_spec_values_name_the_field(raw, field, words):
 
 def test_grid_spacing_reaches_the_trainer():
     """auto takes the problem's grid (proxy2d: clustered 64); a spec may ask for another."""
-    from engine.data.pseudodata import make_pseudo_data
-    from engine.gan.trainer import GANTrainer
-    from engine.problems import get_problem
+    from qcf_studio.engine.data.pseudodata import make_pseudo_data
+    from qcf_studio.engine.gan.trainer import GANTrainer
+    from qcf_studio.engine.problems import get_problem
 
     problem = get_problem("proxy2d")
     data = make_pseudo_data(problem, problem.truth_tensor(torch.float64).numpy(), 1000, seed=0)
@@ -179,7 +179,7 @@ def test_bench_gan_reports_the_reference_and_the_problems_own_discriminator(caps
     assert out["disc"] == "6-64-64-1"  # 2 coordinates + 4 labels, one shared network
     assert out["disc_problem"] == "4 × 6-64-64-1"  # a network per data set, 3 features per coordinate
     assert out["events_per_second_problem_disc"] > 0
-    from engine.accel.native import native_enabled
+    from qcf_studio.engine.accel.native import native_enabled
 
     assert out["pass_block"] == ("native" if native_enabled() else "torchscript")  # how the blocks ran
     assert out["accelerator"].startswith("accel (")
@@ -239,9 +239,9 @@ def test_bench_rejects_an_unknown_problem(capsys):
 
 
 def test_disc_per_observable_defaults_to_the_problem_and_a_spec_overrides_it():
-    from engine.data.pseudodata import make_pseudo_data
-    from engine.gan.trainer import GANTrainer
-    from engine.problems import get_problem
+    from qcf_studio.engine.data.pseudodata import make_pseudo_data
+    from qcf_studio.engine.gan.trainer import GANTrainer
+    from qcf_studio.engine.problems import get_problem
 
     problem = get_problem("multiset2d")
     data = make_pseudo_data(problem, problem.truth_tensor(torch.float64).numpy(), 500, seed=0)

@@ -6,8 +6,8 @@ from dataclasses import fields
 
 import panel as pn
 
-from app.dashboard.spec_form import SpecForm
-from engine.spec import Spec, SpecError, default_spec, parse_spec
+from qcf_studio.app.dashboard.spec_form import SpecForm
+from qcf_studio.engine.spec import Spec, SpecError, default_spec, parse_spec
 
 
 def _form():

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import main
-from engine.problem_catalog import ProblemInfo, problem_info
-from engine.safe_yaml import load_yaml
-from engine.spec import SpecError, parse_spec
-from engine.spec_schema import spec_json_schema
+from qcf_studio.app.cli import main
+from qcf_studio.engine.problem_catalog import ProblemInfo, problem_info
+from qcf_studio.engine.safe_yaml import load_yaml
+from qcf_studio.engine.spec import SpecError, parse_spec
+from qcf_studio.engine.spec_schema import spec_json_schema
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = sorted((REPO / "sample_data").glob("*.yaml"))
@@ -27,7 +27,7 @@ def test_validating_every_sample_spec_imports_no_torch():
         "from app.cli import main\n"
         f"for path in {[str(p) for p in SAMPLES]!r}:\n"
         "    assert main(['validate', path]) == 0, path\n"
-        "engine.spec.parse_spec({'problem': {'kind': 'proxy2d'}, 'detector': {'resolution': 0.1,"
+        "qcf_studio.engine.spec.parse_spec({'problem': {'kind': 'proxy2d'}, 'detector': {'resolution': 0.1,"
         " 'acceptance': {'width': [0.1, 0.2]}, 'background': {}, 'surrogate': {}}})\n"
         "heavy = sorted(m for m in ('torch', 'panel') if m in sys.modules)\n"
         "assert not heavy, heavy\n"
@@ -38,7 +38,7 @@ def test_validating_every_sample_spec_imports_no_torch():
 
 
 def test_the_torch_problems_read_their_data_from_the_catalog():
-    from engine.problems import get_problem, problem_kinds
+    from qcf_studio.engine.problems import get_problem, problem_kinds
 
     for kind in problem_kinds():
         problem, info = get_problem(kind), problem_info(kind)

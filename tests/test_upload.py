@@ -11,18 +11,18 @@ import pytest
 import torch
 import xarray as xr
 
-from app.cli.commands import main as cli_main
-from app.dashboard.upload import UploadError, read_measured_upload, save_upload, upload_summary
-from engine.accel.handpass import adversarial_pass
-from engine.data.histograms import data_counts, density_histograms, histogram_edges
-from engine.data.pseudodata import MeasuredData, make_pseudo_data
-from engine.gan.models import mlp
-from engine.gan.trainer import GANTrainer, TrainingConfig
-from engine.mle import MLEFit
-from engine.problems import get_problem
-from engine.run.runner import make_trainer, measured_data
-from engine.run.sinks import HistorySink
-from engine.spec import parse_spec
+from qcf_studio.app.cli.commands import main as cli_main
+from qcf_studio.app.dashboard.upload import UploadError, read_measured_upload, save_upload, upload_summary
+from qcf_studio.engine.accel.handpass import adversarial_pass
+from qcf_studio.engine.data.histograms import data_counts, density_histograms, histogram_edges
+from qcf_studio.engine.data.pseudodata import MeasuredData, make_pseudo_data
+from qcf_studio.engine.gan.models import mlp
+from qcf_studio.engine.gan.trainer import GANTrainer, TrainingConfig
+from qcf_studio.engine.mle import MLEFit
+from qcf_studio.engine.problems import get_problem
+from qcf_studio.engine.run.runner import make_trainer, measured_data
+from qcf_studio.engine.run.sinks import HistorySink
+from qcf_studio.engine.spec import parse_spec
 
 
 def _spec(kind: str = "proxy1d", events: int = 1000, data: str | None = None, **training):

@@ -12,8 +12,8 @@ import pytest
 import xarray as xr
 from bokeh.model import Model as BokehModel
 
-import app.catalog as catalog
-from app.catalog import NotARunError, list_runs, load_run
+import qcf_studio.app.catalog as catalog
+from qcf_studio.app.catalog import NotARunError, list_runs, load_run
 from tests.run_files import T0, copy_to, open_results
 
 hv.extension("bokeh", logo=False)
@@ -116,7 +116,7 @@ def _sources(obj) -> list[dict]:
 
 
 def test_replayed_gan_run_pushes_each_members_history_and_the_loss_plot_draws_it(runs):
-    from layouts.results import replay
+    from qcf_studio.layouts.results import replay
 
     ref = open_results(runs["gan"])
     plots, qcf_true = replay(load_run(runs["gan"]))
@@ -146,7 +146,7 @@ def test_replayed_gan_run_pushes_each_members_history_and_the_loss_plot_draws_it
 
 
 def test_replayed_mle_run_has_no_losses_but_its_parameters(runs):
-    from layouts.results import replay
+    from qcf_studio.layouts.results import replay
 
     ref = open_results(runs["mle"])
     plots, _ = replay(load_run(runs["mle"]))
@@ -157,8 +157,8 @@ def test_replayed_mle_run_has_no_losses_but_its_parameters(runs):
 
 
 def test_replayed_2d_run_shows_x_projections_like_the_live_view(runs):
-    from engine.problems import get_problem
-    from layouts.results import replay, true_qcf_projections
+    from qcf_studio.engine.problems import get_problem
+    from qcf_studio.layouts.results import replay, true_qcf_projections
 
     ref = open_results(runs["proxy2d"])
     plots, qcf_true = replay(load_run(runs["proxy2d"]))
@@ -180,7 +180,7 @@ def test_replayed_2d_run_shows_x_projections_like_the_live_view(runs):
 
 
 def test_heatmap_ratio_is_prediction_over_truth_and_masked_where_the_truth_vanishes():
-    from layouts.heatmaps import qcf_heatmaps
+    from qcf_studio.layouts.heatmaps import qcf_heatmaps
 
     x, y = np.linspace(0.0, 1.0, 11), np.linspace(0.0, 1.0, 21)
     truth = np.outer(x * (1 - x), np.ones_like(y)) + 0.0  # zero along x = 0 and x = 1
@@ -202,7 +202,7 @@ def test_heatmap_ratio_is_prediction_over_truth_and_masked_where_the_truth_vanis
 
 
 def test_multiset2d_heatmaps_have_one_row_per_density_and_one_per_data_set(runs):
-    from layouts.heatmaps import observable_heatmaps, results_heatmaps
+    from qcf_studio.layouts.heatmaps import observable_heatmaps, results_heatmaps
 
     ds = load_run(runs["multiset2d"])
     qcfs = results_heatmaps(ds)
@@ -219,9 +219,9 @@ def test_multiset2d_heatmaps_have_one_row_per_density_and_one_per_data_set(runs)
 
 
 def test_live_heatmaps_follow_the_snapshot_stream(runs):
-    from engine.problems import get_problem
-    from layouts.heatmaps import live_heatmaps, true_qcfs_2d
-    from layouts.results import replay
+    from qcf_studio.engine.problems import get_problem
+    from qcf_studio.layouts.heatmaps import live_heatmaps, true_qcfs_2d
+    from qcf_studio.layouts.results import replay
 
     ds = load_run(runs["proxy2d"])
     x, y, truth = true_qcfs_2d(get_problem("proxy2d"), ds["params_true"].values)
@@ -241,8 +241,8 @@ def test_live_heatmaps_follow_the_snapshot_stream(runs):
 def test_replayed_mle_run_draws_its_negative_log_likelihood_and_no_discriminator(runs):
     import panel as pn
 
-    from layouts.page import live_panels
-    from layouts.results import replay
+    from qcf_studio.layouts.page import live_panels
+    from qcf_studio.layouts.results import replay
 
     ref = open_results(runs["mle"])
     plots, qcf_true = replay(load_run(runs["mle"]))
@@ -260,7 +260,7 @@ def test_replayed_mle_run_draws_its_negative_log_likelihood_and_no_discriminator
 
 
 def test_runs_browser_opens_the_selected_run_below_the_table(runs):
-    from app.dashboard.views import RunsBrowser
+    from qcf_studio.app.dashboard.views import RunsBrowser
 
     d = runs["gan"].parent
     browser = RunsBrowser(d, period_ms=None)
@@ -283,7 +283,7 @@ def test_runs_browser_opens_the_selected_run_below_the_table(runs):
 
 
 def test_runs_browser_refresh_shows_new_runs_and_keeps_the_selection(runs, tmp_path):
-    from app.dashboard.views import RunsBrowser
+    from qcf_studio.app.dashboard.views import RunsBrowser
 
     copy_to(runs["mle"], tmp_path / "old.nc")
     os.utime(tmp_path / "old.nc", (T0, T0))

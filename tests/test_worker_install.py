@@ -99,9 +99,13 @@ def worker(source: Path) -> Path:
 def test_a_worker_install_trains_and_runs_campaigns_without_the_dashboard(worker: Path, tmp_path: Path):
     bin_dir = worker.parent
     found = f"[m for m in {DASHBOARD!r} if u.find_spec(m)]"
-    probe = f"import importlib.util as u, json, engine; print(json.dumps([engine.__file__, {found}]))"
-    where, present = json.loads(_ok(_run([worker, "-c", probe], cwd=tmp_path)))
+    probe = (
+        "import importlib.util as u, json; from qcf_studio import engine; "
+        f"print(json.dumps([engine.__file__, {found}, [m for m in ('engine', 'app') if u.find_spec(m)]]))"
+    )
+    where, present, top_level = json.loads(_ok(_run([worker, "-c", probe], cwd=tmp_path)))
     assert where.startswith(str(worker.parent.parent)) and present == []  # the venv's copy, no web stack
+    assert top_level == []  # installed under one name: nothing called engine or app in site-packages
     (tmp_path / "run.yaml").write_text(TINY_RUN)
     (tmp_path / "campaign.yaml").write_text(TINY_CAMPAIGN)
     qcf = bin_dir / "qcf-studio"

@@ -18,15 +18,15 @@ import psutil
 import pytest
 import xarray as xr
 
-from app.cli.commands import main as cli_main
-from engine.results.files import (
+from qcf_studio.app.cli.commands import main as cli_main
+from qcf_studio.engine.results.files import (
     netcdf_bytes,
     remove_stale_parts,
     save_run,
     write_netcdf_atomic,
     write_netcdf_unique,
 )
-from engine.spec import parse_spec
+from qcf_studio.engine.spec import parse_spec
 
 EXE = Path(sys.executable).parent / "qcf-studio"
 
@@ -103,7 +103,7 @@ def test_two_cli_runs_of_one_spec_into_one_folder_keep_both_results(tmp_path):
 
 
 def test_stale_temporaries_are_removed_and_fresh_ones_kept(tmp_path):
-    from app.dashboard.runs import RunManager
+    from qcf_studio.app.dashboard.runs import RunManager
 
     (tmp_path / "uploads").mkdir()
     stale = [tmp_path / ".old-run-abcd.nc.part", tmp_path / "uploads" / ".up-1234.nc.part"]
@@ -288,7 +288,7 @@ def test_the_embedded_workers_leave_stop_signals_to_the_client(dask_client):
 
 @pytest.mark.slow
 def test_shutting_the_server_down_saves_the_run_in_progress_as_stopped(dask_client, tmp_path):
-    from app.dashboard.runs import RunManager
+    from qcf_studio.app.dashboard.runs import RunManager
 
     manager = RunManager(dask_client, tmp_path)
     run = manager.start(

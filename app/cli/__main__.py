@@ -1,7 +1,7 @@
-"""``python -m app.cli``: the ``qcf-studio`` command."""
+"""``python -m qcf_studio.app.cli``: the ``qcf-studio`` command."""
 
 import sys
 
-from app.cli import main
+from qcf_studio.app.cli import main
 
 sys.exit(main())

@@ -1,4 +1,5 @@
-"""``qcf-studio campaign``: a closure campaign from the command line (:mod:`engine.campaign`), with a progress bar
+"""``qcf-studio campaign``: a closure campaign from the command line (:mod:`qcf_studio.engine.campaign`), with a
+progress bar
 over the fits on stderr and the summary's path as the last line of stdout. Exit codes as ``qcf-studio run``.
 :func:`fit_campaign` is its work, which the Python API (:func:`qcf_studio.campaign`) shares."""
 
@@ -13,14 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.cli.common import fail, load_spec_arg, tls_from_args
-from app.cli.progress import Progress
+from qcf_studio.app.cli.common import fail, load_spec_arg, tls_from_args
+from qcf_studio.app.cli.progress import Progress
 
 if TYPE_CHECKING:
     import xarray as xr
 
-    from engine.campaign.plan import CampaignPlan
-    from engine.spec import Spec
+    from qcf_studio.engine.campaign.plan import CampaignPlan
+    from qcf_studio.engine.spec import Spec
 
 __all__ = ["run_campaign", "fit_campaign", "Campaigned", "CampaignBar"]
 
@@ -49,13 +50,14 @@ def fit_campaign(
     """Fit ``spec``'s campaign (``replicas`` and ``methods`` replace its own) in ``out/<name>/``, resumable; the
     fits' progress on stderr. ``cluster``: a scheduler address, a ``distributed.Client`` (left open) or ``None``
     (an embedded cluster of ``workers`` processes, default the spec's). The first SIGINT or SIGTERM keeps the
-    finished fits and drops those in flight. Raises :class:`app.signals.Interrupted` when a signal came before the
+    finished fits and drops those in flight. Raises :class:`qcf_studio.app.signals.Interrupted` when a signal came
+    before the
     campaign started, and ``ValueError`` for a bad request (its folder holds another spec's campaign, ...)."""
-    from app.cluster import client_for
-    from app.signals import Interrupted, StopSignals
-    from engine.campaign.driver import CampaignRunner
-    from engine.campaign.plan import CampaignPlan, campaign_of
-    from engine.results.files import check_writable
+    from qcf_studio.app.cluster import client_for
+    from qcf_studio.app.signals import Interrupted, StopSignals
+    from qcf_studio.engine.campaign.driver import CampaignRunner
+    from qcf_studio.engine.campaign.plan import CampaignPlan, campaign_of
+    from qcf_studio.engine.results.files import check_writable
 
     if replicas is not None and replicas < 2:
         raise ValueError(f"replicas: a campaign needs at least 2 replicas, got {replicas}")
@@ -107,7 +109,7 @@ def fit_campaign(
 
 def run_campaign(args: argparse.Namespace) -> int:
     """``qcf-studio campaign``: fit the spec's replicas on the cluster, resumable; the summary's path last."""
-    from app.signals import Interrupted, exit_code
+    from qcf_studio.app.signals import Interrupted, exit_code
 
     if args.replicas is not None and args.replicas < 2:
         return fail(f"--replicas: a campaign needs at least 2 replicas, got {args.replicas}")
@@ -136,7 +138,8 @@ def run_campaign(args: argparse.Namespace) -> int:
 
 
 class CampaignBar:
-    """The campaign's :class:`~app.cli.progress.Progress` over its fits, with the time left and the failures."""
+    """The campaign's :class:`~qcf_studio.app.cli.progress.Progress` over its fits, with the time left and the
+    failures."""
 
     def __init__(self, total: int, done: int, desc: str, quiet: bool = False) -> None:
         # initial: fits of earlier sessions count as done but not into the rate and the time left

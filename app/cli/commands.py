@@ -10,9 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from app.cli.common import fail, load_spec_arg
-from app.cli.run import cmd_run
-from app.cli.serve import cmd_credentials, cmd_serve
+from qcf_studio.app.cli.common import fail, load_spec_arg
+from qcf_studio.app.cli.run import cmd_run
+from qcf_studio.app.cli.serve import cmd_credentials, cmd_serve
 
 __all__ = ["main"]
 
@@ -20,7 +20,7 @@ __all__ = ["main"]
 def cmd_validate(args: argparse.Namespace) -> int:
     spec = load_spec_arg(args.spec)
     if spec.problem.data:  # read and checked as `run` would read it, so that `run` cannot refuse it later
-        from engine.data.datafiles import read_spec_data  # torch-free, as the rest of validation
+        from qcf_studio.engine.data.datafiles import read_spec_data  # torch-free, as the rest of validation
 
         data = read_spec_data(spec)
         counts = data.event_counts
@@ -44,15 +44,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_schema(args: argparse.Namespace) -> int:
     import json
 
-    from engine.spec_schema import spec_json_schema
+    from qcf_studio.engine.spec_schema import spec_json_schema
 
     print(json.dumps(spec_json_schema(), indent=2, ensure_ascii=False))
     return 0
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from engine.results.files import write_netcdf_atomic
-    from engine.run.runner import measured_data
+    from qcf_studio.engine.results.files import write_netcdf_atomic
+    from qcf_studio.engine.run.runner import measured_data
 
     spec = load_spec_arg(args.spec)
     out = Path(args.out)
@@ -77,14 +77,14 @@ EXPORT_FORMATS = "png,pdf,html"  # figures for slides, for papers (+ multipage r
 
 
 def cmd_campaign(args: argparse.Namespace) -> int:
-    from app.cli.campaign import run_campaign
+    from qcf_studio.app.cli.campaign import run_campaign
 
     return run_campaign(args)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from app.export import export_any
-    from app.export.staging import MissingExtraError
+    from qcf_studio.app.export import export_any
+    from qcf_studio.app.export.staging import MissingExtraError
 
     try:
         written = export_any(args.run, args.format, args.out)
@@ -96,8 +96,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from benchmarks.cli import run
-    from engine.problems import problem_kinds
+    from qcf_studio.benchmarks.cli import run
+    from qcf_studio.engine.problems import problem_kinds
 
     if args.problem not in problem_kinds():
         return fail(f"--problem: unknown problem {args.problem!r}; choose one of {', '.join(problem_kinds())}")
@@ -144,7 +144,7 @@ def _add_cluster_args(p: argparse.ArgumentParser, default_workers: int | None) -
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from engine import __version__
+    from qcf_studio.engine import __version__
 
     parser = argparse.ArgumentParser(prog="qcf-studio", description=__doc__.splitlines()[0].replace("``", ""))
     parser.add_argument("--version", action="version", version=f"qcf-studio {__version__}")
@@ -309,11 +309,11 @@ def main(argv: list[str] | None = None) -> int:
     # torch work in this process (not serve's web server, nor a campaign's client: only its workers train, and with
     # many threads deserialising results the retained arenas grew a campaign's client to gigabytes)
     if args.func in (cmd_run, cmd_data, cmd_bench):
-        from engine.gan.accelerator import tune_process
+        from qcf_studio.engine.gan.accelerator import tune_process
 
         tune_process()
-    from app.extras import MissingExtraError
-    from engine.spec import SpecError
+    from qcf_studio.app.extras import MissingExtraError
+    from qcf_studio.engine.spec import SpecError
 
     try:
         return args.func(args)

@@ -16,13 +16,13 @@ def fail(message: str, code: int = 2) -> int:
 
 
 def load_spec_arg(path: str) -> Any:  # -> Spec, imported lazily so that `--help` is instant
-    from engine.spec import load_spec
+    from qcf_studio.engine.spec import load_spec
 
     return load_spec(path)
 
 
 def tls_from_args(args: argparse.Namespace) -> Any:
     """The ``--tls-*`` options as a Dask ``Security`` (or Dask's own TLS config when none is given)."""
-    from app.cluster import tls_security
+    from qcf_studio.app.cluster import tls_security
 
     return tls_security(args.tls_ca_file, args.tls_cert, args.tls_key)

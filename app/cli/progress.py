@@ -128,7 +128,8 @@ class ProgressBarSink:
         pass
 
     def finish(self, members: Iterable[Any]) -> None:
-        """The members' results are in (:class:`~engine.gan.trainer.MemberResult`): a completed one did all its
+        """The members' results are in (:class:`~qcf_studio.engine.gan.trainer.MemberResult`): a completed one did all
+        its
         work, whatever its step count."""
         for result in members:
             if result.status == "completed":

@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.cli.common import fail, load_spec_arg, tls_from_args
+from qcf_studio.app.cli.common import fail, load_spec_arg, tls_from_args
 
 if TYPE_CHECKING:
     import xarray as xr
 
-    from engine.results.files import SavedRun
-    from engine.spec import Spec
+    from qcf_studio.engine.results.files import SavedRun
+    from qcf_studio.engine.spec import Spec
 
 __all__ = ["Trained", "train", "cmd_run"]
 
@@ -45,20 +45,21 @@ def train(
     Arguments:
         cluster: a scheduler address, a ``distributed.Client`` (used and left open), or ``None`` for an embedded
             cluster of ``workers`` processes (default: the spec's ``cluster.workers``), closed at the end.
-        security: TLS for a remote scheduler (:func:`app.cluster.tls_security`).
+        security: TLS for a remote scheduler (:func:`qcf_studio.app.cluster.tls_security`).
         progress: a progress bar (or lines, where stderr is no terminal) over the members' steps on stderr.
         out_label: how messages name ``out`` (the option or argument it came from).
 
     ``out`` is checked (and ``.part`` files a killed run left there removed) before anything starts. Raises
-    :class:`app.signals.Interrupted` when a signal came before the members were training (nothing to save), and
+    :class:`qcf_studio.app.signals.Interrupted` when a signal came before the members were training (nothing to save),
+    and
     ``ValueError`` when the cluster cannot host the spec.
     """
-    from app.cli.progress import ProgressBarSink
-    from app.cluster import client_for
-    from app.signals import Interrupted, StopSignals
-    from engine.results.files import check_writable, remove_stale_parts
-    from engine.run.drive import run_results, run_to_file
-    from engine.run.runner import measured_data
+    from qcf_studio.app.cli.progress import ProgressBarSink
+    from qcf_studio.app.cluster import client_for
+    from qcf_studio.app.signals import Interrupted, StopSignals
+    from qcf_studio.engine.results.files import check_writable, remove_stale_parts
+    from qcf_studio.engine.run.drive import run_results, run_to_file
+    from qcf_studio.engine.run.runner import measured_data
 
     out_dir = None
     if out is not None:
@@ -106,8 +107,8 @@ def train(
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``qcf-studio run``: :func:`train`, then the closure numbers on stderr and the results file last on stdout."""
-    from app.signals import Interrupted, exit_code
-    from engine.results import closure_summary
+    from qcf_studio.app.signals import Interrupted, exit_code
+    from qcf_studio.engine.results import closure_summary
 
     spec = load_spec_arg(args.spec)
     try:

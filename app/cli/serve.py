@@ -7,15 +7,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from app.cli.common import fail, load_spec_arg, tls_from_args
-from app.extras import require_extra
+from qcf_studio.app.cli.common import fail, load_spec_arg, tls_from_args
+from qcf_studio.app.extras import require_extra
 
 __all__ = ["cmd_serve", "cmd_credentials"]
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     require_extra("dashboard", "qcf-studio serve")
-    from app.dashboard.server import Access, serve
+    from qcf_studio.app.dashboard.server import Access, serve
 
     spec = load_spec_arg(args.spec) if args.spec else None
     extra = None
@@ -58,7 +58,7 @@ def cmd_credentials(args: argparse.Namespace) -> int:
     import getpass
 
     require_extra("dashboard", "qcf-studio credentials")
-    from app.dashboard.auth import CredentialsError, set_user
+    from qcf_studio.app.dashboard.auth import CredentialsError, set_user
 
     try:
         if args.password_stdin:

@@ -1,9 +1,12 @@
 """The dashboard's Campaign tab: start a closure campaign of the spec in the editor, watch its pulls, coverage,
 R_bv and ξ_1σ fill in as fits finish, read the verdicts, open single fits, reopen and export past campaigns.
 
-Thin: the campaign runs in :class:`app.dashboard.campaigns.CampaignManager` (shared by every session, polled here),
-past campaigns come from :mod:`app.campaign_files`, plots from :mod:`layouts.campaign`, exports from
-:mod:`app.export.campaign`. Every text from a file goes through :mod:`app.dashboard.markup` before it is Markdown.
+Thin: the campaign runs in :class:`qcf_studio.app.dashboard.campaigns.CampaignManager` (shared by every session, polled
+here),
+past campaigns come from :mod:`qcf_studio.app.campaign_files`, plots from :mod:`qcf_studio.layouts.campaign`, exports
+from
+:mod:`qcf_studio.app.export.campaign`. Every text from a file goes through :mod:`qcf_studio.app.dashboard.markup` before
+it is Markdown.
 """
 
 from __future__ import annotations
@@ -18,13 +21,13 @@ import holoviews as hv
 import panel as pn
 import xarray as xr
 
-from app.campaign_files import NotACampaignError, fit_path, list_campaigns, open_campaign
-from app.dashboard.campaigns import CampaignManager, LiveCampaign
-from app.dashboard.markup import md_block, md_code, md_text
-from app.dashboard.runs import RunBusyError
-from app.export.campaign import CAMPAIGN_DOWNLOADS, campaign_download, campaign_download_name
-from engine.spec import LimitsSpec, Spec, SpecError, parse_spec
-from layouts.campaign import campaign_plots, fits_table, plotted_fits, verdict_table
+from qcf_studio.app.campaign_files import NotACampaignError, fit_path, list_campaigns, open_campaign
+from qcf_studio.app.dashboard.campaigns import CampaignManager, LiveCampaign
+from qcf_studio.app.dashboard.markup import md_block, md_code, md_text
+from qcf_studio.app.dashboard.runs import RunBusyError
+from qcf_studio.app.export.campaign import CAMPAIGN_DOWNLOADS, campaign_download, campaign_download_name
+from qcf_studio.engine.spec import LimitsSpec, Spec, SpecError, parse_spec
+from qcf_studio.layouts.campaign import campaign_plots, fits_table, plotted_fits, verdict_table
 
 __all__ = ["CampaignView"]
 

@@ -1,6 +1,7 @@
 """Campaign control shared by every browser session: one closure campaign at a time on the run manager's cluster.
 
-No Panel imports. As with single runs (:mod:`app.dashboard.runs`), sessions poll a :class:`LiveCampaign` for what
+No Panel imports. As with single runs (:mod:`qcf_studio.app.dashboard.runs`), sessions poll a :class:`LiveCampaign` for
+what
 changed since they last looked: its record version, progress, status, and a summary Dataset that a
 background thread rebuilds from the records at most every :data:`SUMMARY_EVERY_S` seconds when new fits
 finished (so a poll never builds one, however many sessions watch). A campaign and a single run never
@@ -21,12 +22,12 @@ from pathlib import Path
 
 import xarray as xr
 
-from app.campaign_files import campaigns_dir
-from app.dashboard.runs import RunBusyError, RunManager
-from engine.campaign.driver import CampaignRunner, Progress
-from engine.campaign.plan import CampaignPlan
-from engine.campaign.summary import FitRecord, build_summary
-from engine.spec import Spec
+from qcf_studio.app.campaign_files import campaigns_dir
+from qcf_studio.app.dashboard.runs import RunBusyError, RunManager
+from qcf_studio.engine.campaign.driver import CampaignRunner, Progress
+from qcf_studio.engine.campaign.plan import CampaignPlan
+from qcf_studio.engine.campaign.summary import FitRecord, build_summary
+from qcf_studio.engine.spec import Spec
 
 __all__ = ["CampaignManager", "LiveCampaign", "shared_campaigns", "SUMMARY_EVERY_S"]
 
@@ -108,8 +109,8 @@ class CampaignManager:
 
     def start(self, spec: Spec) -> LiveCampaign:
         """Start (or resume) the campaign of ``spec``, which has a campaign section. Raises
-        :class:`~app.dashboard.runs.RunBusyError` while a run or a campaign is active, and
-        :class:`~engine.spec.SpecError` when its folder holds a campaign of another spec."""
+        :class:`~qcf_studio.app.dashboard.runs.RunBusyError` while a run or a campaign is active, and
+        :class:`~qcf_studio.engine.spec.SpecError` when its folder holds a campaign of another spec."""
         if spec.campaign is None:
             raise ValueError("the spec has no campaign section")
         with self._lock:

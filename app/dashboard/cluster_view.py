@@ -14,9 +14,9 @@ from urllib.parse import urlsplit
 import pandas as pd
 import panel as pn
 
-from app.cluster import worker_rows
-from app.dashboard.markup import md_text
-from app.dashboard.runs import RunManager
+from qcf_studio.app.cluster import worker_rows
+from qcf_studio.app.dashboard.markup import md_text
+from qcf_studio.app.dashboard.runs import RunManager
 
 __all__ = ["ClusterView", "dask_dashboard_link"]
 
@@ -50,7 +50,8 @@ def dask_dashboard_link(client: Any) -> str | None:
     """The address of Dask's own dashboard for ``client``'s scheduler, or ``None`` when it serves none.
 
     ``Client.dashboard_link`` alone does not tell: a scheduler started without the dashboard (the embedded
-    LocalCluster, ``dashboard_address=None`` in :mod:`engine.run.cluster`) still runs its HTTP server (its health
+    LocalCluster, ``dashboard_address=None`` in :mod:`qcf_studio.engine.run.cluster`) still runs its HTTP server (its
+    health
     route only) under the service name "dashboard", and the link's ``/status`` answers 404. A scheduler given
     with ``--scheduler`` usually serves one. Only an http(s) address is offered.
     """

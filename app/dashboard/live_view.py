@@ -1,4 +1,4 @@
-"""The live view of one run (:class:`~app.dashboard.runs.LiveRun`): the plots of the dashboard's Live tab
+"""The live view of one run (:class:`~qcf_studio.app.dashboard.runs.LiveRun`): the plots of the dashboard's Live tab
 (:class:`LiveView`), its status line (:func:`status_text`), and the two together as a notebook cell's view of a
 run in the background (:class:`RunWatch`, :func:`qcf_studio.start`).
 
@@ -14,15 +14,15 @@ from typing import Any
 
 import panel as pn
 
-from app.dashboard.markup import md_block, md_code
-from app.dashboard.runs import LiveRun
-from engine.problems import get_problem
-from engine.results import closure_summary
-from engine.spec import Spec
-from layouts.heatmaps import live_heatmaps, true_qcfs_2d
-from layouts.live import DEFAULT_SMOOTHING, LivePlots
-from layouts.page import grid, live_panels
-from layouts.results import true_qcf_projections
+from qcf_studio.app.dashboard.markup import md_block, md_code
+from qcf_studio.app.dashboard.runs import LiveRun
+from qcf_studio.engine.problems import get_problem
+from qcf_studio.engine.results import closure_summary
+from qcf_studio.engine.spec import Spec
+from qcf_studio.layouts.heatmaps import live_heatmaps, true_qcfs_2d
+from qcf_studio.layouts.live import DEFAULT_SMOOTHING, LivePlots
+from qcf_studio.layouts.page import grid, live_panels
+from qcf_studio.layouts.results import true_qcf_projections
 
 __all__ = ["LiveView", "RunWatch", "status_text", "SNAPSHOT_S", "POLL_MS"]
 

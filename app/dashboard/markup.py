@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import re
 
-from engine.textlimits import clip
+from qcf_studio.engine.textlimits import clip
 
 __all__ = ["md_text", "md_code", "md_block"]
 

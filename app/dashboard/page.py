@@ -1,6 +1,6 @@
 """The dashboard: the spec (form and YAML), Start/Stop, progress, the live plots of the current run, the runs,
 their comparison, the cluster, and closure campaigns; :meth:`Dashboard.header`, :meth:`~Dashboard.sidebar` and
-:meth:`~Dashboard.main` fill the page template's areas (:func:`layouts.page.page_template`)."""
+:meth:`~Dashboard.main` fill the page template's areas (:func:`qcf_studio.layouts.page.page_template`)."""
 
 from __future__ import annotations
 
@@ -14,15 +14,15 @@ import holoviews as hv
 import panel as pn
 import yaml
 
-from app.cluster import cluster_headline
-from app.dashboard.campaign_view import CampaignView
-from app.dashboard.campaigns import CampaignManager, shared_campaigns
-from app.dashboard.cluster_view import ClusterView
-from app.dashboard.live_view import POLL_MS, LiveView, status_text
-from app.dashboard.markup import md_code, md_text
-from app.dashboard.runs import LiveRun, RunBusyError, RunManager
-from app.dashboard.spec_form import SpecForm
-from app.dashboard.upload import (
+from qcf_studio.app.cluster import cluster_headline
+from qcf_studio.app.dashboard.campaign_view import CampaignView
+from qcf_studio.app.dashboard.campaigns import CampaignManager, shared_campaigns
+from qcf_studio.app.dashboard.cluster_view import ClusterView
+from qcf_studio.app.dashboard.live_view import POLL_MS, LiveView, status_text
+from qcf_studio.app.dashboard.markup import md_code, md_text
+from qcf_studio.app.dashboard.runs import LiveRun, RunBusyError, RunManager
+from qcf_studio.app.dashboard.spec_form import SpecForm
+from qcf_studio.app.dashboard.upload import (
     MAX_UPLOAD_BYTES,
     UploadError,
     file_label,
@@ -31,10 +31,10 @@ from app.dashboard.upload import (
     upload_layout,
     upload_summary,
 )
-from app.dashboard.views import CompareView, RunsBrowser
-from engine.problems import get_problem
-from engine.safe_yaml import YAMLRefused, load_yaml
-from engine.spec import LimitsSpec, Spec, SpecError, default_spec, parse_spec_text
+from qcf_studio.app.dashboard.views import CompareView, RunsBrowser
+from qcf_studio.engine.problems import get_problem
+from qcf_studio.engine.safe_yaml import YAMLRefused, load_yaml
+from qcf_studio.engine.spec import LimitsSpec, Spec, SpecError, default_spec, parse_spec_text
 
 __all__ = ["Dashboard"]
 

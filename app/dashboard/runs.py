@@ -17,15 +17,15 @@ from typing import Any
 import xarray as xr
 from distributed import Client
 
-from engine.data.datafiles import DataFileError, check_methods, negative_weights, read_measured_file
-from engine.data.histograms import data_histograms
-from engine.data.marginals import marginal_x
-from engine.problems import get_problem
-from engine.results.files import remove_stale_parts
-from engine.run.distributed import RunHandle
-from engine.run.drive import run_results, run_to_file
-from engine.run.runner import measured_data
-from engine.spec import Spec, SpecError
+from qcf_studio.engine.data.datafiles import DataFileError, check_methods, negative_weights, read_measured_file
+from qcf_studio.engine.data.histograms import data_histograms
+from qcf_studio.engine.data.marginals import marginal_x
+from qcf_studio.engine.problems import get_problem
+from qcf_studio.engine.results.files import remove_stale_parts
+from qcf_studio.engine.run.distributed import RunHandle
+from qcf_studio.engine.run.drive import run_results, run_to_file
+from qcf_studio.engine.run.runner import measured_data
+from qcf_studio.engine.spec import Spec, SpecError
 
 __all__ = ["LiveRun", "RunManager", "RunBusyError", "drive"]
 
@@ -142,7 +142,7 @@ class RunManager:
 
     def check_readable(self, spec: Spec) -> None:
         """Specs from the browser may only read measured data under the data or runs directory, and only
-        files that are measured data of their problem (:mod:`engine.data.datafiles`; remembered per file
+        files that are measured data of their problem (:mod:`qcf_studio.engine.data.datafiles`; remembered per file
         version, since the page validates on every edit). A path outside those directories gets the same
         message whether or not it exists, so the page cannot be used to probe the server's files."""
         if spec.problem.data is None:

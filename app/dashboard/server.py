@@ -11,7 +11,7 @@
 - Every script, stylesheet and font of the page is served by this server (Bokeh's "server" resources, pinned
   here even if ``BOKEH_RESOURCES`` says ``cdn``): it works offline and tells no other site who opened it.
 - SIGINT and SIGTERM stop the server, stop the run in progress at the members' next check and save it
-  (``stopped``) before the process exits; the embedded workers ignore both signals (``engine.run.cluster``).
+  (``stopped``) before the process exits; the embedded workers ignore both signals (``qcf_studio.engine.run.cluster``).
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ import panel as pn
 from bokeh.settings import settings as bokeh_settings
 from tornado.web import OutputTransform
 
-from app.cluster import close, connect
-from app.dashboard.runs import RunManager
-from app.dashboard.upload import MAX_UPLOAD_BYTES
-from engine.spec import Spec, default_spec
+from qcf_studio.app.cluster import close, connect
+from qcf_studio.app.dashboard.runs import RunManager
+from qcf_studio.app.dashboard.upload import MAX_UPLOAD_BYTES
+from qcf_studio.engine.spec import Spec, default_spec
 
 __all__ = ["serve", "Access", "dashboard_page", "is_loopback", "websocket_origins", "SECURITY_HEADERS"]
 
@@ -95,7 +95,7 @@ class SecurityHeaders(OutputTransform):
 def _auth_options(access: Access, address: str) -> dict[str, Any]:
     """``pn.serve`` keyword arguments for ``access``; ``ValueError`` when the combination is unsafe or
     incomplete (checked before Dask or the server start)."""
-    from app.dashboard.auth import HashedPasswordProvider, read_credentials
+    from qcf_studio.app.dashboard.auth import HashedPasswordProvider, read_credentials
 
     if access.auth not in AUTH_CHOICES:
         raise ValueError(f"--auth: choose one of {', '.join(AUTH_CHOICES)}")
@@ -126,12 +126,12 @@ def _auth_options(access: Access, address: str) -> dict[str, Any]:
 
 
 def dashboard_page(manager: RunManager, spec_text: str) -> Callable[[], pn.template.BaseTemplate]:
-    """The function that makes each session's page: the page template (:func:`layouts.page.page_template`)
+    """The function that makes each session's page: the page template (:func:`qcf_studio.layouts.page.page_template`)
     with placeholders in its header, sidebar and main area, filled with the dashboard once the browser's
     websocket has connected. Building the dashboard costs about a second of CPU; a request that never opens
     the page (a script, a scanner) costs only the template and its placeholders."""
-    from app.dashboard.page import Dashboard  # imported once, here: holoviews' extension and the page's code
-    from layouts.page import page_template
+    from qcf_studio.app.dashboard.page import Dashboard  # imported once, here: holoviews' extension and the page's code
+    from qcf_studio.layouts.page import page_template
 
     def page() -> pn.template.BaseTemplate:
         # The page's JavaScript is chosen now, before the dashboard exists: the tables need Tabulator's.
@@ -223,7 +223,7 @@ def serve(
 def _shut_down(manager: RunManager, client: Any) -> None:
     """Stop and save the run in progress, stop the campaign in progress (its finished fits and summary are
     kept), then close the cluster."""
-    from app.dashboard.campaigns import shared_campaigns
+    from qcf_studio.app.dashboard.campaigns import shared_campaigns
 
     if shared_campaigns(manager).busy:
         print("qcf-studio: stopping the campaign in progress (finished fits are kept) ...", file=sys.stderr)

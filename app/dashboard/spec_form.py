@@ -1,8 +1,8 @@
 """A form for every field of the spec, generated from the spec's dataclasses (no hand-written field list).
 
 Each field's widget follows its value's type in the validated spec: whole numbers, numbers, true/false,
-a choice (``engine.spec.FIELD_CHOICES``; true/off/the problem's default for
-``engine.spec.OPTIONAL_BOOL_FIELDS``), per-parameter numbers (truth) and ``[low, high]`` pairs
+a choice (``qcf_studio.engine.spec.FIELD_CHOICES``; true/off/the problem's default for
+``qcf_studio.engine.spec.OPTIONAL_BOOL_FIELDS``), per-parameter numbers (truth) and ``[low, high]`` pairs
 (bounds); anything else (optional detector effects, lists) is edited as inline YAML. The form does not
 validate by itself: it reports each edit as the whole spec mapping, and the page shows the validator's
 message next to the field it names (:meth:`SpecForm.show_error`).
@@ -16,10 +16,10 @@ from typing import Any
 import panel as pn
 import yaml
 
-from app.dashboard.markup import md_code, md_text
-from engine.problems import problem_kinds
-from engine.safe_yaml import YAMLRefused, load_yaml
-from engine.spec import FIELD_CHOICES, OPTIONAL_BOOL_FIELDS, Spec
+from qcf_studio.app.dashboard.markup import md_code, md_text
+from qcf_studio.engine.problems import problem_kinds
+from qcf_studio.engine.safe_yaml import YAMLRefused, load_yaml
+from qcf_studio.engine.spec import FIELD_CHOICES, OPTIONAL_BOOL_FIELDS, Spec
 
 __all__ = ["SpecForm"]
 

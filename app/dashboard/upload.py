@@ -1,4 +1,5 @@
-"""Measured data uploaded in the browser: read with :mod:`engine.data.datafiles`, saved under the runs directory.
+"""Measured data uploaded in the browser: read with :mod:`qcf_studio.engine.data.datafiles`, saved under the runs
+directory.
 
 No Panel here: the dashboard hands over the file's name and bytes, shows :class:`UploadError`'s message
 as it is, and saves the result with :func:`save_upload` where a spec's ``problem.data`` can name it.
@@ -12,15 +13,15 @@ import re
 from pathlib import Path
 from typing import Any
 
-from engine.data.datafiles import MAX_UPLOAD_BYTES, MIN_EVENTS, file_label, read_measured
-from engine.data.datafiles import DataFileError as UploadError
-from engine.data.pseudodata import MeasuredData
-from engine.problem_catalog import problem_info
-from engine.problems import get_problem
-from engine.results.files import write_netcdf_unique
-from engine.safe_yaml import YAMLRefused, load_yaml
-from engine.spec import LimitsSpec, Spec, default_spec
-from engine.spec_data import parse_columns, parse_xsec
+from qcf_studio.engine.data.datafiles import MAX_UPLOAD_BYTES, MIN_EVENTS, file_label, read_measured
+from qcf_studio.engine.data.datafiles import DataFileError as UploadError
+from qcf_studio.engine.data.pseudodata import MeasuredData
+from qcf_studio.engine.problem_catalog import problem_info
+from qcf_studio.engine.problems import get_problem
+from qcf_studio.engine.results.files import write_netcdf_unique
+from qcf_studio.engine.safe_yaml import YAMLRefused, load_yaml
+from qcf_studio.engine.spec import LimitsSpec, Spec, default_spec
+from qcf_studio.engine.spec_data import parse_columns, parse_xsec
 
 __all__ = [
     "UploadError",
@@ -46,7 +47,7 @@ def upload_layout(spec: Spec | None, text: str) -> dict[str, Any]:
     """How an upload is read: the problem kind, ``problem.columns``, ``problem.xsec`` and ``limits.events`` of the
     page's spec, as keyword arguments of :func:`read_measured_upload`. While the spec is invalid (columns typed
     before there is a file to name them in ``problem.data``, say) these fields are read from its YAML ``text``
-    alone; a :class:`~engine.specfields.SpecError` names the field when they are wrong."""
+    alone; a :class:`~qcf_studio.engine.specfields.SpecError` names the field when they are wrong."""
     if spec is not None:
         p = spec.problem
         return {"kind": p.kind, "columns": p.columns, "xsec": p.xsec, "max_events": spec.limits.events}

@@ -1,6 +1,6 @@
 """Panel views of finished runs: the runs browser and the comparison of several runs.
 
-Thin on purpose: what is listed comes from :mod:`app.catalog`, what is drawn from :mod:`layouts`.
+Thin on purpose: what is listed comes from :mod:`qcf_studio.app.catalog`, what is drawn from :mod:`layouts`.
 """
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ import panel as pn
 import param
 import xarray as xr
 
-from app.catalog import NotARunError, RunInfo, list_runs, load_run
-from app.dashboard.markup import md_block, md_code, md_text
-from app.export.report import report_markdown
-from app.export.run import DOWNLOADS, download_filename, export_download, markdown_to_html
-from engine.results import closure_summary
-from layouts.compare import DISPLAY_COLUMNS, compare_qcfs, parameter_display, parameter_table
-from layouts.heatmaps import observable_heatmaps, results_heatmaps
-from layouts.page import live_panels
-from layouts.results import replay
+from qcf_studio.app.catalog import NotARunError, RunInfo, list_runs, load_run
+from qcf_studio.app.dashboard.markup import md_block, md_code, md_text
+from qcf_studio.app.export.report import report_markdown
+from qcf_studio.app.export.run import DOWNLOADS, download_filename, export_download, markdown_to_html
+from qcf_studio.engine.results import closure_summary
+from qcf_studio.layouts.compare import DISPLAY_COLUMNS, compare_qcfs, parameter_display, parameter_table
+from qcf_studio.layouts.heatmaps import observable_heatmaps, results_heatmaps
+from qcf_studio.layouts.page import live_panels
+from qcf_studio.layouts.results import replay
 
 __all__ = ["RunsBrowser", "CompareView", "REFRESH_MS", "runs_frame", "run_panels"]
 
@@ -70,7 +70,8 @@ def _summary(ds: xr.Dataset, path: Path) -> str:
 
 
 def downloads(path: Path) -> pn.FlexBox:
-    """A button per export of :data:`app.export.run.DOWNLOADS` (made when clicked, on the server, with matplotlib)."""
+    """A button per export of :data:`qcf_studio.app.export.run.DOWNLOADS` (made when clicked, on the server, with
+    matplotlib)."""
 
     def button(label: str) -> pn.widgets.FileDownload:
         return pn.widgets.FileDownload(

@@ -2,8 +2,8 @@
 as data for others (a HEPData submission, a replica grid).
 
 :func:`export_any` takes either kind of file (``qcf-studio export`` and :func:`qcf_studio.export`); the work is in
-:mod:`app.export.run` (one run's figures), :mod:`app.export.campaign` (a campaign's summary),
-:mod:`app.export.hepdata` and :mod:`app.export.grid`.
+:mod:`qcf_studio.app.export.run` (one run's figures), :mod:`qcf_studio.app.export.campaign` (a campaign's summary),
+:mod:`qcf_studio.app.export.hepdata` and :mod:`qcf_studio.app.export.grid`.
 """
 
 from __future__ import annotations
@@ -21,39 +21,40 @@ def export_any(path: str | Path, formats: str | Sequence[str], out_dir: str | Pa
     """Export the run or the campaign summary at ``path`` into ``out_dir`` in ``formats`` (any of png, svg, pdf,
     html; for a run also hepdata and grid); returns what was written (files, and the folders of hepdata and grid).
     Raises ``ValueError`` (unknown format, not a results file), ``FileNotFoundError`` or
-    :class:`app.export.staging.MissingExtraError` (hepdata without hepdata_lib) before anything is written."""
+    :class:`qcf_studio.app.export.staging.MissingExtraError` (hepdata without hepdata_lib) before anything is
+    written."""
     fmts = parse_formats(formats, FORMATS + DATA_FORMATS)  # before the file, so a bad flag never reaches the disk
     figures, data = [f for f in fmts if f in FORMATS], [f for f in fmts if f in DATA_FORMATS]
     if figures:
-        from app.extras import require_extra
+        from qcf_studio.app.extras import require_extra
 
         require_extra("dashboard", "export")  # matplotlib draws the figures; a campaign's tables come from layouts
     if "hepdata" in data:
-        from app.export.hepdata import require_hepdata_lib
+        from qcf_studio.app.export.hepdata import require_hepdata_lib
 
         require_hepdata_lib()
     if is_campaign_summary(path):
         if data:
             raise ValueError(f"--format {','.join(data)}: exports a run, and {path} is a campaign's summary")
-        from app.export.campaign import export_campaign
+        from qcf_studio.app.export.campaign import export_campaign
 
         return export_campaign(path, figures, out_dir)
     grid = None
     if "grid" in data:  # a run without replicas is refused before any format writes
-        from app.export.grid import replica_grid
+        from qcf_studio.app.export.grid import replica_grid
 
         grid = replica_grid(path)
     written = []
     if figures:
-        from app.export.run import export_run
+        from qcf_studio.app.export.run import export_run
 
         written = export_run(path, figures, out_dir)
     if "hepdata" in data:
-        from app.export.hepdata import export_hepdata
+        from qcf_studio.app.export.hepdata import export_hepdata
 
         written += export_hepdata(path, out_dir)
     if grid is not None:
-        from app.export.grid import export_grid
+        from qcf_studio.app.export.grid import export_grid
 
         written += export_grid(path, out_dir, grid)
     return written

@@ -1,8 +1,9 @@
 """A closure campaign's figures and report: PNG, SVG, PDF and standalone HTML, from its ``summary.nc``.
 
-As :mod:`app.export.run` does for one run: everything is made first, written to temporary files in the output
+As :mod:`qcf_studio.app.export.run` does for one run: everything is made first, written to temporary files in the output
 directory and renamed into place together, so a failure leaves no partial files; figures come from
-:mod:`app.export.campaign_figures` (matplotlib, no pyplot); the HTML holds the figures inline as SVG and refers to
+:mod:`qcf_studio.app.export.campaign_figures` (matplotlib, no pyplot); the HTML holds the figures inline as SVG and
+refers to
 nothing outside itself, and every value from the file in it is escaped. No Panel here.
 """
 
@@ -18,12 +19,12 @@ from pathlib import Path
 import xarray as xr
 from matplotlib.backends.backend_pdf import PdfPages
 
-from app.campaign_files import load_summary
-from app.export import parse_formats
-from app.export.campaign_figures import CAMPAIGN_CAPTIONS, campaign_figures, campaign_title, verdict_page
-from app.export.run import REPORT_CSS, AtomicFiles, out_folder, save_figure, svg_inline, write_figures
-from engine.results.files import netcdf_bytes
-from layouts.campaign import verdict_table
+from qcf_studio.app.campaign_files import load_summary
+from qcf_studio.app.export import parse_formats
+from qcf_studio.app.export.campaign_figures import CAMPAIGN_CAPTIONS, campaign_figures, campaign_title, verdict_page
+from qcf_studio.app.export.run import REPORT_CSS, AtomicFiles, out_folder, save_figure, svg_inline, write_figures
+from qcf_studio.engine.results.files import netcdf_bytes
+from qcf_studio.layouts.campaign import verdict_table
 
 __all__ = [
     "export_campaign",

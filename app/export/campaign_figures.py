@@ -1,6 +1,6 @@
-"""Static (matplotlib, no pyplot) figures of a closure campaign's summary, for :mod:`app.export.campaign`.
+"""Static (matplotlib, no pyplot) figures of a closure campaign's summary, for :mod:`qcf_studio.app.export.campaign`.
 
-The same panels as the dashboard's Campaign tab (:mod:`layouts.campaign`): pulls against N(0, 1), coverage
+The same panels as the dashboard's Campaign tab (:mod:`qcf_studio.layouts.campaign`): pulls against N(0, 1), coverage
 against the nominal level, R_bv with its interval, ξ_1σ(x) per QCF; and a text page with the verdicts.
 Names from the file are shown as plain text (``$`` escaped, so mathtext never parses them).
 """
@@ -14,10 +14,10 @@ import xarray as xr
 from matplotlib.figure import Figure
 from scipy.stats import norm
 
-from app.export.figures import FIGSIZE, text_table
-from engine.campaign.stats import ONE_SIGMA
-from engine.campaign.summary import R_BV_RANGE
-from layouts.campaign import NOMINAL_LEVELS, PULL_EDGES, binomial_band, plotted_fits, verdict_table, xi_curve
+from qcf_studio.app.export.figures import FIGSIZE, text_table
+from qcf_studio.engine.campaign.stats import ONE_SIGMA
+from qcf_studio.engine.campaign.summary import R_BV_RANGE
+from qcf_studio.layouts.campaign import NOMINAL_LEVELS, PULL_EDGES, binomial_band, plotted_fits, verdict_table, xi_curve
 
 __all__ = ["campaign_figures", "CAMPAIGN_CAPTIONS", "verdict_page", "campaign_title", "plain"]
 

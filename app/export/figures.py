@@ -14,9 +14,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from app.export.report import core_range
-from engine.data.marginals import histogram_marginal_x, qcf_marginal_x
-from engine.results import ERROR_RATIO_LIMIT, QCF_FLOOR, ensemble_estimate, estimate, is_bootstrap
+from qcf_studio.app.export.report import core_range
+from qcf_studio.engine.data.marginals import histogram_marginal_x, qcf_marginal_x
+from qcf_studio.engine.results import ERROR_RATIO_LIMIT, QCF_FLOOR, ensemble_estimate, estimate, is_bootstrap
 
 __all__ = ["figures", "FIGSIZE", "CAPTIONS", "text_table"]
 

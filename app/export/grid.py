@@ -3,7 +3,8 @@
 ``<stem>-grid/`` holds:
 
 - ``<stem>-replicas.nc``: ``qcf_replicas`` (replica, qcf, x[, y]) and ``params_replicas`` (replica, param), replicas
-  1..N as :func:`engine.results.replicas.qcf_replicas` makes them (the members of a bootstrap ensemble, else draws of
+  1..N as :func:`qcf_studio.engine.results.replicas.qcf_replicas` makes them (the members of a bootstrap ensemble, else
+  draws of
   the members' parameter distributions: either way their spread is the run's error) and replica 0 their mean, as
   LHAPDF's ``ErrorType: replicas`` sets have it; ``qcf_true`` and ``params_true`` where known; what they are in the
   attributes.
@@ -13,7 +14,7 @@
   need at least two), one flavour: a PDG quark or gluon code for a QCF of that name (proxy1d's u → 2, d → 1), else
   81, 82, ... (PDG's codes for generator-internal objects: nothing physical). docs/results.md says more.
 
-The folder is built in a staging folder and renamed into place whole (:class:`app.export.staging.Staging`).
+The folder is built in a staging folder and renamed into place whole (:class:`qcf_studio.app.export.staging.Staging`).
 """
 
 from __future__ import annotations
@@ -25,12 +26,12 @@ import numpy as np
 import xarray as xr
 import yaml
 
-from app.catalog import load_run
-from app.export.staging import Staging
-from engine import __version__
-from engine.results.files import netcdf_bytes
-from engine.results.replicas import qcf_replicas
-from engine.textlimits import clip
+from qcf_studio.app.catalog import load_run
+from qcf_studio.app.export.staging import Staging
+from qcf_studio.engine import __version__
+from qcf_studio.engine.results.files import netcdf_bytes
+from qcf_studio.engine.results.replicas import qcf_replicas
+from qcf_studio.engine.textlimits import clip
 
 __all__ = [
     "Q_KNOTS",
@@ -157,7 +158,8 @@ def write_lhapdf_set(directory: Path, set_name: str, grid: xr.Dataset, qcf: str,
 
 def replica_grid(path: str | Path) -> xr.Dataset:
     """The replica grid of the run at ``path`` (:func:`replica_dataset`), its ``lhapdf`` attribute saying whether
-    LHAPDF sets go with it; ``ValueError`` (not a run; no replicas: :class:`engine.results.replicas.NoReplicasError`)
+    LHAPDF sets go with it; ``ValueError`` (not a run; no replicas:
+    :class:`qcf_studio.engine.results.replicas.NoReplicasError`)
     or ``FileNotFoundError`` otherwise. Nothing is written."""
     grid = replica_dataset(load_run(path), str(path))
     refusal = lhapdf_refusal(grid)
@@ -169,7 +171,7 @@ def export_grid(path: str | Path, out_dir: str | Path, grid: xr.Dataset | None =
     """Write ``<stem>-grid/`` for the run at ``path`` into ``out_dir`` (``grid``: its :func:`replica_grid` if made
     already); returns its NetCDF file and its LHAPDF sets' folders. Raises as :func:`replica_grid` does, before
     anything is written."""
-    from app.export.run import out_folder
+    from qcf_studio.app.export.run import out_folder
 
     path, out = Path(path), Path(out_dir)
     grid = replica_grid(path) if grid is None else grid

@@ -5,7 +5,7 @@ resource ``<stem>-spec.yaml``), one table per QCF (``qcf_<name>.yaml``: x, and y
 variables; the ensemble-mean QCF with its symmetric 1σ error, and the truth where known) and ``parameters.yaml``
 (estimate ± error, truth, pull, the likelihood reference). ``<stem>-hepdata.tar.gz`` beside it is the same files
 as HEPData's upload takes them. The submission is checked with hepdata-validator before it is renamed into place
-(:class:`app.export.staging.Staging`): nothing half-written or invalid is left behind.
+(:class:`qcf_studio.app.export.staging.Staging`): nothing half-written or invalid is left behind.
 
 hepdata_lib is an optional extra (``qcf-studio[io]``); without it :func:`require_hepdata_lib` says what to install.
 """
@@ -22,11 +22,11 @@ import numpy as np
 import xarray as xr
 import yaml
 
-from app.catalog import load_run
-from app.export.staging import MissingExtraError, Staging
-from engine import __version__
-from engine.results import closure_summary, estimate, is_bootstrap
-from engine.textlimits import clip
+from qcf_studio.app.catalog import load_run
+from qcf_studio.app.export.staging import MissingExtraError, Staging
+from qcf_studio.engine import __version__
+from qcf_studio.engine.results import closure_summary, estimate, is_bootstrap
+from qcf_studio.engine.textlimits import clip
 
 if TYPE_CHECKING:
     from hepdata_lib import Table
@@ -50,7 +50,7 @@ def _fitted_members(ds: xr.Dataset) -> int:
 
 def error_kind(ds: xr.Dataset) -> tuple[str, str]:
     """The run's 1σ error as HEPData's short error label and a sentence saying how it is made (as
-    :func:`engine.results.ensemble_estimate` makes it)."""
+    :func:`qcf_studio.engine.results.ensemble_estimate` makes it)."""
     n, mle = _fitted_members(ds), ds.attrs.get("method") == "mle"
     if is_bootstrap(ds):
         return f"bootstrap 1 sigma ({n} members)", (
@@ -272,7 +272,7 @@ def export_hepdata(path: str | Path, out_dir: str | Path, validate: bool = True)
     both. Raises :class:`MissingExtraError` without hepdata_lib, ``ValueError`` or ``FileNotFoundError`` for a file
     that is not a run, before anything is written. ``validate``: check the submission with hepdata-validator first
     (about half the time of a 2D problem's export) and write nothing if it fails."""
-    from app.export.run import out_folder
+    from qcf_studio.app.export.run import out_folder
 
     require_hepdata_lib()
     path, out = Path(path), Path(out_dir)

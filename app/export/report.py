@@ -15,10 +15,17 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from engine.results import ERROR_RATIO_LIMIT, PULL_LIMIT, QCF_SIGMA_LIMIT, estimate, is_bootstrap, qcf_deviation
-from engine.results.fit_quality import fit_quality_findings
-from engine.safe_yaml import load_yaml
-from engine.textlimits import clip, shown
+from qcf_studio.engine.results import (
+    ERROR_RATIO_LIMIT,
+    PULL_LIMIT,
+    QCF_SIGMA_LIMIT,
+    estimate,
+    is_bootstrap,
+    qcf_deviation,
+)
+from qcf_studio.engine.results.fit_quality import fit_quality_findings
+from qcf_studio.engine.safe_yaml import load_yaml
+from qcf_studio.engine.textlimits import clip, shown
 
 __all__ = [
     "Criterion",
@@ -109,7 +116,7 @@ def _status(ds: xr.Dataset) -> Criterion:
 
 def core_range(ds: xr.Dataset) -> tuple[float, float]:
     """Where QCFs are judged along x: the problem's core range (the whole grid for an unregistered problem)."""
-    from engine.problems import get_problem
+    from qcf_studio.engine.problems import get_problem
 
     try:
         lo, hi = get_problem(str(ds.attrs.get("problem"))).core_range

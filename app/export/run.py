@@ -3,7 +3,7 @@ a copy of its NetCDF file and its spec.
 
 Everything is checked before anything is written, and every file is first written to a temporary file in
 the output directory and renamed into place only once all of them were made, so a failure leaves no
-partial files. Figures come from :mod:`app.export.figures` (matplotlib, no pyplot); the HTML has the figures
+partial files. Figures come from :mod:`qcf_studio.app.export.figures` (matplotlib, no pyplot); the HTML has the figures
 inline as SVG and refers to nothing outside itself. No Panel here.
 """
 
@@ -24,10 +24,10 @@ import xarray as xr
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
-from app.catalog import load_run
-from app.export import parse_formats
-from app.export.figures import CAPTIONS, figures, text_table
-from app.export.report import (
+from qcf_studio.app.catalog import load_run
+from qcf_studio.app.export import parse_formats
+from qcf_studio.app.export.figures import CAPTIONS, figures, text_table
+from qcf_studio.app.export.report import (
     Criterion,
     closure_report,
     closure_verdict,
@@ -60,7 +60,8 @@ DPI = 150
 
 
 def open_results(path: str | Path) -> xr.Dataset:
-    """A results file written by ``qcf-studio run``, loaded into memory and checked (:func:`app.catalog.load_run`:
+    """A results file written by ``qcf-studio run``, loaded into memory and checked
+    (:func:`qcf_studio.app.catalog.load_run`:
     the same reader as the Runs tab); errors name the file."""
     return load_run(path)
 
@@ -164,7 +165,8 @@ def _inline(text: str) -> str:
 
 
 def markdown_to_html(md: str) -> str:
-    """The Markdown subset that :func:`app.export.report.report_markdown` writes (headings, paragraphs, lists,
+    """The Markdown subset that :func:`qcf_studio.app.export.report.report_markdown` writes (headings, paragraphs,
+    lists,
     tables)."""
     out: list[str] = []
     blocks = re.split(r"\n\s*\n", md.strip())
@@ -237,7 +239,8 @@ def report_html(ds: xr.Dataset, markdown: str, svgs: dict[str, bytes]) -> str:
 def export_run(path: str | Path, formats: str | Sequence[str], out_dir: str | Path) -> list[Path]:
     """Export one run into ``out_dir``; returns the files written.
 
-    - ``png``, ``svg``, ``pdf``: ``<stem>-<figure>.<fmt>`` for every figure of :func:`app.export.figures.figures`;
+    - ``png``, ``svg``, ``pdf``: ``<stem>-<figure>.<fmt>`` for every figure of
+    :func:`qcf_studio.app.export.figures.figures`;
       ``png`` and ``svg`` also ``<stem>-report.<fmt>``: the report's verdict and criteria as one page;
     - ``pdf`` also ``<stem>-report.pdf``: the report's text page, then every figure;
     - ``html``: ``<stem>-report.html``, standalone (figures inline as SVG, the parameter table, the spec);

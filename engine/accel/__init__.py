@@ -1,15 +1,15 @@
-"""The speed machinery of GAN training, behind :class:`engine.gan.accelerator.Accelerator`.
+"""The speed machinery of GAN training, behind :class:`qcf_studio.engine.gan.accelerator.Accelerator`.
 
-- :mod:`~engine.accel.handpass`: the discriminator's forward and backward pass by hand, both losses from
-  one pass (the same gradients as :mod:`engine.gan.judging`'s autograd);
-- :mod:`~engine.accel.blocks`: one block of rows of that pass, in Python, TorchScript or C++
-  (:mod:`~engine.accel.native`), bit-identical;
-- :mod:`~engine.accel.threads`: the pass's blocks on helper threads while the caller generates events;
-- :mod:`~engine.accel.optim`: Adam's fused kernel called directly, bit-identical to ``step()``;
-- :mod:`~engine.accel.malloc`: the process keeps freed heap memory (no page faults per temporary).
+- :mod:`~qcf_studio.engine.accel.handpass`: the discriminator's forward and backward pass by hand, both losses from
+  one pass (the same gradients as :mod:`qcf_studio.engine.gan.judging`'s autograd);
+- :mod:`~qcf_studio.engine.accel.blocks`: one block of rows of that pass, in Python, TorchScript or C++
+  (:mod:`~qcf_studio.engine.accel.native`), bit-identical;
+- :mod:`~qcf_studio.engine.accel.threads`: the pass's blocks on helper threads while the caller generates events;
+- :mod:`~qcf_studio.engine.accel.optim`: Adam's fused kernel called directly, bit-identical to ``step()``;
+- :mod:`~qcf_studio.engine.accel.malloc`: the process keeps freed heap memory (no page faults per temporary).
 
 :class:`Accelerated` puts them together for one trainer. Delete this folder (or set ``QCF_ACCEL=0``) and
-training runs the plain path of :mod:`engine.gan.accelerator`, slower; ``tests/test_accel.py`` pins each
+training runs the plain path of :mod:`qcf_studio.engine.gan.accelerator`, slower; ``tests/test_accel.py`` pins each
 speed-up to it.
 """
 
@@ -22,12 +22,19 @@ from concurrent.futures import Future
 import torch
 from torch import Tensor, nn
 
-from engine.accel.blocks import pass_block_kind
-from engine.accel.handpass import AdversarialPass, mean_over_networks, network_rows, networks_pass, rows_of, split_pass
-from engine.accel.optim import adam_step
-from engine.accel.threads import PassThreads, PendingPass
-from engine.gan.judging import Judgement
-from engine.gan.models import Discriminator
+from qcf_studio.engine.accel.blocks import pass_block_kind
+from qcf_studio.engine.accel.handpass import (
+    AdversarialPass,
+    mean_over_networks,
+    network_rows,
+    networks_pass,
+    rows_of,
+    split_pass,
+)
+from qcf_studio.engine.accel.optim import adam_step
+from qcf_studio.engine.accel.threads import PassThreads, PendingPass
+from qcf_studio.engine.gan.judging import Judgement
+from qcf_studio.engine.gan.models import Discriminator
 
 __all__ = ["Accelerated", "pass_block_kind"]
 
@@ -35,7 +42,7 @@ RealBatch = tuple[Tensor, Tensor | None]
 
 
 def _judgement(ev: AdversarialPass, fake: Tensor, weights: Tensor | None) -> Judgement:
-    """The pass as a :class:`~engine.gan.judging.Judgement`: a generator loss whose value is the pass's and
+    """The pass as a :class:`~qcf_studio.engine.gan.judging.Judgement`: a generator loss whose value is the pass's and
     whose gradient w.r.t. the generated rows (and their weights) is the one the pass computed."""
     surrogate = (fake * ev.grad_inputs).sum()
     if weights is not None and ev.grad_weights is not None:
@@ -49,7 +56,7 @@ class Accelerated:
 
     With helpers, a step's measured-event blocks start before the generator runs, and the next step's
     batch is drawn by a helper and its blocks begun on the updated discriminator while the generator
-    backpropagates. The numbers are those of the pass on one thread (:mod:`engine.accel.threads`).
+    backpropagates. The numbers are those of the pass on one thread (:mod:`qcf_studio.engine.accel.threads`).
     """
 
     def __init__(

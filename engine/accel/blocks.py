@@ -1,8 +1,8 @@
 """One block of the discriminator's hand-written pass: forward and backward of a block of rows.
 
 :func:`pass_block` is the reference, in Python; :func:`fast_block` picks the fastest version of it that
-runs without Python's global interpreter lock (the C++ one of :mod:`engine.accel.native`, the same
-numbers, or the TorchScript-compiled one), which the helper threads of :mod:`engine.accel.threads` need.
+runs without Python's global interpreter lock (the C++ one of :mod:`qcf_studio.engine.accel.native`, the same
+numbers, or the TorchScript-compiled one), which the helper threads of :mod:`qcf_studio.engine.accel.threads` need.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from engine.accel.native import pass_block as native_block
+from qcf_studio.engine.accel.native import pass_block as native_block
 
 __all__ = ["pass_block", "fast_block", "compiled_block", "pass_block_kind", "scratch", "WEIGHT_GRAD_SPLIT"]
 
@@ -131,7 +131,7 @@ def compiled_block() -> Callable[..., None] | None:
 @functools.cache
 def fast_block() -> Callable[..., None] | None:
     """The fastest block function that runs without the interpreter lock: the native block
-    (:func:`engine.accel.native.pass_block`, the same numbers as :func:`pass_block`) for float32 rows, with
+    (:func:`qcf_studio.engine.accel.native.pass_block`, the same numbers as :func:`pass_block`) for float32 rows, with
     the TorchScript one for other rows; or the TorchScript one alone; ``None`` if neither builds.
 
     The native block does the same products without the per-operation overhead of some fifty

@@ -1,10 +1,10 @@
 """The event discriminator's forward and backward pass by hand: both GAN losses from one pass.
 
-The plain step (:mod:`engine.gan.judging`) runs the discriminator through autograd. :func:`adversarial_pass`
+The plain step (:mod:`qcf_studio.engine.gan.judging`) runs the discriminator through autograd. :func:`adversarial_pass`
 computes the same gradients with one forward and one hand-written backward pass over blocks of rows
 (see there for why that is exact), and :func:`network_pass` does it for a
-:class:`~engine.gan.models.Discriminator` with a network per observable. The blocks are
-:mod:`engine.accel.blocks`; :mod:`engine.accel.threads` runs them on helper threads.
+:class:`~qcf_studio.engine.gan.models.Discriminator` with a network per observable. The blocks are
+:mod:`qcf_studio.engine.accel.blocks`; :mod:`qcf_studio.engine.accel.threads` runs them on helper threads.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from engine.accel.blocks import WEIGHT_GRAD_SPLIT, fast_block, pass_block
+from qcf_studio.engine.accel.blocks import WEIGHT_GRAD_SPLIT, fast_block, pass_block
 
 __all__ = [
     "AdversarialPass",
@@ -161,7 +161,8 @@ def adversarial_pass(
     workspace: dict[str, Tensor] | None = None,
     real_weights: Tensor | None = None,
 ) -> AdversarialPass:
-    """Both GAN losses of an :func:`~engine.gan.models.mlp` discriminator from one forward and one backward pass.
+    """Both GAN losses of an :func:`~qcf_studio.engine.gan.models.mlp` discriminator from one forward and one backward
+    pass.
 
     Sets the ``.grad`` of every parameter of ``net`` to ``∂ loss_d / ∂ parameter`` and returns the
     losses, the logits and the generator's gradient w.r.t. the generated inputs (to be chained
@@ -178,7 +179,8 @@ def adversarial_pass(
     step would cost more in page faults than the arithmetic.
 
     Arguments:
-        net: ``Linear`` layers with ``LeakyReLU`` between them (from :func:`~engine.gan.models.mlp`), one output.
+        net: ``Linear`` layers with ``LeakyReLU`` between them (from :func:`~qcf_studio.engine.gan.models.mlp`), one
+        output.
         inputs: ``(N, F)``: ``n_real`` rows of real events, then the generated ones.
         n_real: rows of real events.
         weights: optional per-event weights of the generated rows ``(N − n_real,)`` (e.g. detector

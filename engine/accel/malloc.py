@@ -9,7 +9,7 @@ page fault for every 4 KiB of each, every call. The process keeps the freed memo
 
 The thresholds are the process's: they apply to every thread's arena, and override the environment's
 ``MALLOC_TRIM_THRESHOLD_``, which Dask sets to 64 KiB for the workers it starts (the training tasks
-make this call through :func:`engine.gan.accelerator.tune_process`). A no-op where the C library is not
+make this call through :func:`qcf_studio.engine.gan.accelerator.tune_process`). A no-op where the C library is not
 glibc.
 """
 

@@ -6,7 +6,7 @@ whichever thread ran which block. :class:`PassThreads` uses that to run the bloc
 while the calling thread generates the events the later blocks need (the real rows' blocks need nothing
 from the generator): :meth:`PassThreads.begin` starts the real blocks, :meth:`PendingPass.finish` adds
 the generated rows and joins in. The block function runs without holding Python's global interpreter
-lock (:func:`~engine.accel.blocks.fast_block`).
+lock (:func:`~qcf_studio.engine.accel.blocks.fast_block`).
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import TypeVar
 import torch
 from torch import Tensor, nn
 
-from engine.accel import handpass
-from engine.accel.blocks import fast_block
-from engine.accel.handpass import AdversarialPass, NetPass
+from qcf_studio.engine.accel import handpass
+from qcf_studio.engine.accel.blocks import fast_block
+from qcf_studio.engine.accel.handpass import AdversarialPass, NetPass
 
 T = TypeVar("T")
 
@@ -32,7 +32,7 @@ class PassThreads:
     """Helper threads that run discriminator blocks while the calling thread generates events.
 
     Each helper and the caller run torch with one thread of their own (the caller must set
-    ``torch.set_num_threads(1)`` for the duration, see :meth:`~engine.gan.trainer.GANTrainer.train_step`),
+    ``torch.set_num_threads(1)`` for the duration, see :meth:`~qcf_studio.engine.gan.trainer.GANTrainer.train_step`),
     and take blocks from one queue: the real rows' blocks first, then the generated rows' ones once
     :meth:`PendingPass.finish` supplies them. Results are bit-identical to a pass on the calling
     thread alone with the same blocks.
@@ -64,7 +64,8 @@ class PassThreads:
         block_rows: int | None = None,
     ) -> PendingPass:
         """Start the real rows' blocks of each network's pass on the helpers (``real[i]`` for ``nets[i]``;
-        blocks of :data:`~engine.accel.handpass.PASS_BLOCK_ROWS_PER_THREAD` rows by default, as one thread's pass)."""
+        blocks of :data:`~qcf_studio.engine.accel.handpass.PASS_BLOCK_ROWS_PER_THREAD` rows by default, as one thread's
+        pass)."""
         rows = block_rows or handpass.PASS_BLOCK_ROWS_PER_THREAD
         return PendingPass(self, [NetPass(n, r, w, rows) for n, r, w in zip(nets, real, real_weights)])
 

@@ -1,6 +1,7 @@
 """Running a campaign's fits on a Dask cluster: as many at once as the workers take, resumable, one failure at a time.
 
-Each fit is an ordinary run (:func:`engine.run.distributed.start_run`: its members as tasks, checkpoints, retries
+Each fit is an ordinary run (:func:`qcf_studio.engine.run.distributed.start_run`: its members as tasks, checkpoints,
+retries
 of a dead worker's task, data-parallel ranks); the driver keeps enough fits in flight to keep every worker
 slot busy and one more queued behind them, so a worker that finishes a fit starts the next at once.
 
@@ -25,13 +26,13 @@ from pathlib import Path
 import xarray as xr
 from distributed import Client
 
-from engine.campaign.plan import CampaignPlan, FitKey, fit_files
-from engine.campaign.summary import FitRecord, build_summary, fit_record, missing_record, read_fit
-from engine.data.pseudodata import MeasuredData
-from engine.results import build_results
-from engine.results.files import netcdf_bytes, remove_stale_parts, replace_file, save_run, write_new_file
-from engine.run.distributed import RunHandle, start_run
-from engine.run.runner import measured_data
+from qcf_studio.engine.campaign.plan import CampaignPlan, FitKey, fit_files
+from qcf_studio.engine.campaign.summary import FitRecord, build_summary, fit_record, missing_record, read_fit
+from qcf_studio.engine.data.pseudodata import MeasuredData
+from qcf_studio.engine.results import build_results
+from qcf_studio.engine.results.files import netcdf_bytes, remove_stale_parts, replace_file, save_run, write_new_file
+from qcf_studio.engine.run.distributed import RunHandle, start_run
+from qcf_studio.engine.run.runner import measured_data
 
 __all__ = ["CampaignRunner", "Progress"]
 

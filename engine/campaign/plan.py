@@ -11,7 +11,7 @@ The folder ``<out>/<spec name>/`` holds
   widened when a rerun asks for more replicas or another method;
 - ``<method>-r<replica>.nc``: one results file per finished fit (written atomically, never overwritten);
 - ``failed/``: results of fits that failed (a rerun fits them again), and files set aside as unreadable;
-- ``summary.nc``: the summary (:mod:`engine.campaign.summary`), replaced as fits finish.
+- ``summary.nc``: the summary (:mod:`qcf_studio.engine.campaign.summary`), replaced as fits finish.
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from typing import cast
 
 import numpy as np
 
-from engine.campaign.section import CampaignSpec
-from engine.choices import Method
-from engine.results.files import replace_file, write_new_file
-from engine.safe_yaml import YAMLRefused, load_yaml
-from engine.spec import Spec, SpecError, parse_spec
-from engine.textlimits import clip
+from qcf_studio.engine.campaign.section import CampaignSpec
+from qcf_studio.engine.choices import Method
+from qcf_studio.engine.results.files import replace_file, write_new_file
+from qcf_studio.engine.safe_yaml import YAMLRefused, load_yaml
+from qcf_studio.engine.spec import Spec, SpecError, parse_spec
+from qcf_studio.engine.textlimits import clip
 
 __all__ = ["FitKey", "CampaignPlan", "fit_files", "replica_seed", "replica_truth", "campaign_of", "FIT_FILE"]
 
@@ -167,7 +167,7 @@ class CampaignPlan:
 
     def prepare(self) -> None:
         """Create the folder, or check that the campaign already in it is this spec's; raise
-        :class:`~engine.spec.SpecError` (``campaign``) when it holds another spec's fits."""
+        :class:`~qcf_studio.engine.spec.SpecError` (``campaign``) when it holds another spec's fits."""
         self.folder.mkdir(parents=True, exist_ok=True)
         text = self.spec.to_yaml()
         if self.spec_path.exists():

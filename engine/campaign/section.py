@@ -8,8 +8,8 @@ campaign:
   methods: [gan, mle]     # every replica fitted by each (default: [training.method])
 ```
 
-Validated like the rest of a spec (:mod:`engine.specfields`): unknown keys and bad values raise a
-:class:`~engine.specfields.SpecError` naming the field, before anything is dispatched.
+Validated like the rest of a spec (:mod:`qcf_studio.engine.specfields`): unknown keys and bad values raise a
+:class:`~qcf_studio.engine.specfields.SpecError` naming the field, before anything is dispatched.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import Annotated, Any
 
 from pydantic import WithJsonSchema, with_config
 
-from engine.choices import METHODS, TRUTHS, Truths
-from engine.specfields import SECTION_CONFIG, Range, SpecError, Whole, fill_section, number
-from engine.textlimits import clip, shown
+from qcf_studio.engine.choices import METHODS, TRUTHS, Truths
+from qcf_studio.engine.specfields import SECTION_CONFIG, Range, SpecError, Whole, fill_section, number
+from qcf_studio.engine.textlimits import clip, shown
 
 __all__ = ["CampaignSpec", "TRUTHS", "parse_campaign"]
 

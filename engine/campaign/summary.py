@@ -27,11 +27,11 @@ import numpy as np
 import xarray as xr
 from scipy.stats import norm
 
-from engine.campaign import stats
-from engine.campaign.plan import CampaignPlan, FitKey, replica_truth
-from engine.data.safe_hdf5 import open_netcdf
-from engine.problems import get_problem
-from engine.results import (
+from qcf_studio.engine.campaign import stats
+from qcf_studio.engine.campaign.plan import CampaignPlan, FitKey, replica_truth
+from qcf_studio.engine.data.safe_hdf5 import open_netcdf
+from qcf_studio.engine.problems import get_problem
+from qcf_studio.engine.results import (
     QCF_FLOOR,
     ResultsContractError,
     check_results,
@@ -40,7 +40,7 @@ from engine.results import (
     package_versions,
     qcf_grids,
 )
-from engine.textlimits import clip
+from qcf_studio.engine.textlimits import clip
 
 __all__ = [
     "FitRecord",
@@ -108,7 +108,8 @@ def missing_record(key: FitKey, status: str = "missing", message: str = "") -> F
 
 
 def read_fit(path: Path, key: FitKey, plan: CampaignPlan) -> FitRecord:
-    """The record of the fit file ``path`` (opened through :mod:`engine.data.safe_hdf5`, checked against the results
+    """The record of the fit file ``path`` (opened through :mod:`qcf_studio.engine.data.safe_hdf5`, checked against the
+    results
     contract and the campaign's parameters and QCF grid); never raises and never touches the file. A file that
     cannot be read, or does not fit the campaign, gives a ``failed`` record whose ``path`` is ``None``."""
     label = clip(str(path))

@@ -1,4 +1,5 @@
-"""Measured events from CSV text (the format is described in :mod:`engine.data.datafiles`): a header naming the
+"""Measured events from CSV text (the format is described in :mod:`qcf_studio.engine.data.datafiles`): a header naming
+the
 columns, one event per line, ``# xsec:`` and ``# resolution:`` comments; each refusal names the line and
 column at fault."""
 
@@ -11,10 +12,10 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from engine.data.filechecks import DataFileError, check_counts, check_cross_sections, check_domain
-from engine.data.measured import MeasuredData
-from engine.problem_catalog import ProblemInfo
-from engine.textlimits import shown
+from qcf_studio.engine.data.filechecks import DataFileError, check_counts, check_cross_sections, check_domain
+from qcf_studio.engine.data.measured import MeasuredData
+from qcf_studio.engine.problem_catalog import ProblemInfo
+from qcf_studio.engine.textlimits import shown
 
 __all__ = ["read_csv", "parse_cross_sections"]
 

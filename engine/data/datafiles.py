@@ -3,9 +3,9 @@
 One reader for uploads (:func:`read_measured`, given the file's bytes) and for the files a spec's
 ``problem.data`` names (:func:`read_measured_file`, :func:`read_spec_data`): both apply the same checks. The
 format is told by the file's first bytes (HDF5's signature: NetCDF-4; ``PAR1``: Parquet; ``root``: ROOT;
-anything else is read as CSV text). NetCDF files are opened through :mod:`engine.data.safe_hdf5` (no external
+anything else is read as CSV text). NetCDF files are opened through :mod:`qcf_studio.engine.data.safe_hdf5` (no external
 storage, links or virtual datasets; declared sizes bounded before anything is read), Parquet and ROOT files
-through :mod:`engine.data.parquetfiles` and :mod:`engine.data.rootfiles` (the optional extra
+through :mod:`qcf_studio.engine.data.parquetfiles` and :mod:`qcf_studio.engine.data.rootfiles` (the optional extra
 ``qcf-studio[io]``; declared sizes bounded, read in chunks). Every refusal is a :class:`DataFileError` naming
 the file and the line, column, branch or variable at fault; no message echoes more than a few characters of
 the file.
@@ -32,9 +32,9 @@ Formats:
   resolution the events were smeared with: it lets events lie up to 6 resolution widths past the domain's
   ends (as smeared pseudo-data do); without it every event must lie inside the domain.
 - **Parquet**: the CSV schema as a table (or the columns ``problem.columns`` names), see
-  :mod:`engine.data.parquetfiles`.
+  :mod:`qcf_studio.engine.data.parquetfiles`.
 - **ROOT**: a TTree per observable (or the trees and branches ``problem.columns`` names), see
-  :mod:`engine.data.rootfiles`.
+  :mod:`qcf_studio.engine.data.rootfiles`.
 
 Every observable needs at least :data:`MIN_EVENTS` events; observables (data sets) may have different numbers
 (see :attr:`MeasuredData.counts`). Weights must be finite with a positive sum per observable; negative weights
@@ -49,19 +49,25 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engine.data.csvfiles import read_csv
-from engine.data.filechecks import MIN_EVENTS, DataFileError, check_counts, check_cross_sections, check_domain
-from engine.data.measured import MeasuredData
-from engine.data.parquetfiles import PARQUET_SIGNATURE, read_parquet
-from engine.data.rootfiles import ROOT_SIGNATURE, read_root
-from engine.data.safe_hdf5 import HDF5_SIGNATURE, open_netcdf
-from engine.problem_catalog import ProblemInfo, problem_info, problem_kinds
-from engine.spec_data import DataColumns
-from engine.specfields import SpecError
-from engine.textlimits import clip, shown
+from qcf_studio.engine.data.csvfiles import read_csv
+from qcf_studio.engine.data.filechecks import (
+    MIN_EVENTS,
+    DataFileError,
+    check_counts,
+    check_cross_sections,
+    check_domain,
+)
+from qcf_studio.engine.data.measured import MeasuredData
+from qcf_studio.engine.data.parquetfiles import PARQUET_SIGNATURE, read_parquet
+from qcf_studio.engine.data.rootfiles import ROOT_SIGNATURE, read_root
+from qcf_studio.engine.data.safe_hdf5 import HDF5_SIGNATURE, open_netcdf
+from qcf_studio.engine.problem_catalog import ProblemInfo, problem_info, problem_kinds
+from qcf_studio.engine.spec_data import DataColumns
+from qcf_studio.engine.specfields import SpecError
+from qcf_studio.engine.textlimits import clip, shown
 
 if TYPE_CHECKING:
-    from engine.spec import Spec
+    from qcf_studio.engine.spec import Spec
 
 __all__ = [
     "DataFileError",
@@ -177,8 +183,9 @@ def _read(
 def read_spec_data(spec: Spec) -> MeasuredData:
     """The measured data a spec's ``problem.data`` names (:func:`read_measured_file` with the spec's
     ``problem.columns``, ``problem.xsec`` and ``limits.events``), checked against the spec's methods
-    (:func:`check_methods`). What is wrong is a :class:`~engine.specfields.SpecError` naming the field
-    (``problem.data`` for the file itself): ``qcf-studio validate`` and :func:`engine.run.runner.measured_data`
+    (:func:`check_methods`). What is wrong is a :class:`~qcf_studio.engine.specfields.SpecError` naming the field
+    (``problem.data`` for the file itself): ``qcf-studio validate`` and
+    :func:`qcf_studio.engine.run.runner.measured_data`
     check a spec's data so, before dispatch."""
     p = spec.problem
     if p.data is None:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from engine.problem_catalog import ProblemInfo
+from qcf_studio.engine.problem_catalog import ProblemInfo
 
 __all__ = ["DataFileError", "MIN_EVENTS", "SMEARING_SIGMAS", "check_counts", "check_domain", "check_cross_sections"]
 

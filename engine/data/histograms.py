@@ -1,12 +1,12 @@
 """Histograms of events for the closure and monitoring numbers: common bin edges for data and generated
 events, (weighted) counts, unit-integral densities and the χ²/ndf of two histograms' shapes (their
-x-marginals: :mod:`engine.data.marginals`)."""
+x-marginals: :mod:`qcf_studio.engine.data.marginals`)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from engine.data.pseudodata import MeasuredData
+from qcf_studio.engine.data.pseudodata import MeasuredData
 
 __all__ = [
     "HIST_BINS",

@@ -1,7 +1,8 @@
 """Measured data as plain arrays: events per observable, integrated cross sections, optional per-event weights.
 
-Torch-free (numpy; xarray only to convert), so that data files are checked (:mod:`engine.data.datafiles`) as a spec
-is validated, without torch. Pseudo-data are made in :mod:`engine.data.pseudodata`.
+Torch-free (numpy; xarray only to convert), so that data files are checked (:mod:`qcf_studio.engine.data.datafiles`) as
+a spec
+is validated, without torch. Pseudo-data are made in :mod:`qcf_studio.engine.data.pseudodata`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engine.problem_catalog import problem_info
+from qcf_studio.engine.problem_catalog import problem_info
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -53,7 +54,7 @@ def check_weights(
     """``weights`` as float64 ``shape (O, N)``, padding (events past ``counts``) set to 0; a ``ValueError`` names
     ``source``, the variable ``weights`` and the observable when they are misshapen, not finite, or when an
     observable's weights do not sum to a positive number. Negative weights (sWeights) are allowed here: which
-    fits can use them is decided where the method is known (:func:`engine.data.datafiles.read_spec_data`)."""
+    fits can use them is decided where the method is known (:func:`qcf_studio.engine.data.datafiles.read_spec_data`)."""
     w = np.asarray(weights, dtype=np.float64)
     if w.shape != tuple(shape):
         raise ValueError(f"{source}: variable 'weights' has shape {w.shape}, the events need {tuple(shape)}")

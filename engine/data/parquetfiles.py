@@ -14,7 +14,7 @@ The cross sections are ``problem.xsec`` or the file's key-value metadata ``xsec`
 read the schema is checked (every column there, numbers where numbers belong) and the declared sizes are
 bounded: rows against ``limits.events``, each row group's uncompressed columns against
 :data:`MAX_ROW_GROUP_BYTES`. Then row groups are read one at a time and each is checked as it arrives
-(:class:`~engine.data.tables.Gathered`), so a file of any size is read in bounded memory, or refused at the
+(:class:`~qcf_studio.engine.data.tables.Gathered`), so a file of any size is read in bounded memory, or refused at the
 first fault with the file, the column and the row.
 """
 
@@ -26,12 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from engine.data.filechecks import DataFileError
-from engine.data.measured import MeasuredData
-from engine.data.tables import Gathered, measured_from, optional_module, quoted, standard_columns
-from engine.problem_catalog import ProblemInfo
-from engine.spec_data import DataColumns
-from engine.textlimits import clip, shown
+from qcf_studio.engine.data.filechecks import DataFileError
+from qcf_studio.engine.data.measured import MeasuredData
+from qcf_studio.engine.data.tables import Gathered, measured_from, optional_module, quoted, standard_columns
+from qcf_studio.engine.problem_catalog import ProblemInfo
+from qcf_studio.engine.spec_data import DataColumns
+from qcf_studio.engine.textlimits import clip, shown
 
 __all__ = ["read_parquet", "PARQUET_SIGNATURE", "MAX_ROW_GROUP_BYTES", "file_setting"]
 

@@ -9,7 +9,7 @@ Measured data may carry per-event weights ``(O, N)`` (finite, negative ones allo
 observable) and observables of different lengths (``counts``); ``None`` means unweighted (equal lengths), and every
 result is then exactly what it was before weights (unequal lengths) existed. How the fits use them:
 :meth:`MeasuredData.normalised_weights`. :class:`MeasuredData` itself lives in the torch-free
-:mod:`engine.data.measured` (data files are checked without torch); it is re-exported here.
+:mod:`qcf_studio.engine.data.measured` (data files are checked without torch); it is re-exported here.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from engine.data.measured import MeasuredData, check_weights, normalise_weights
-from engine.detector import DetectorChain, ResolutionSmearing
-from engine.problems import Problem
+from qcf_studio.engine.data.measured import MeasuredData, check_weights, normalise_weights
+from qcf_studio.engine.detector import DetectorChain, ResolutionSmearing
+from qcf_studio.engine.problems import Problem
 
 __all__ = ["MeasuredData", "make_pseudo_data", "check_weights", "normalise_weights"]
 

@@ -12,7 +12,8 @@ the streamer list) declares at most :data:`MAX_ROOT_OBJECT_BYTES` uncompressed, 
 more than its entries need (so a small file cannot decompress into gigabytes); trees hold at most
 ``limits.events`` entries; branches hold plain numbers (not jagged arrays, strings or objects). Branches are
 read by name, never as uproot expressions (which would evaluate the spec's text as code). Every failure of
-uproot on a damaged or truncated file becomes a :class:`~engine.data.filechecks.DataFileError` naming the file,
+uproot on a damaged or truncated file becomes a :class:`~qcf_studio.engine.data.filechecks.DataFileError` naming the
+file,
 the tree and the branch, without the file's contents.
 """
 
@@ -25,13 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from engine.data.filechecks import DataFileError
-from engine.data.measured import MeasuredData
-from engine.data.parquetfiles import file_resolution, file_setting
-from engine.data.tables import Gathered, measured_from, optional_module, quoted, standard_columns
-from engine.problem_catalog import ProblemInfo
-from engine.spec_data import DataColumns
-from engine.textlimits import clip
+from qcf_studio.engine.data.filechecks import DataFileError
+from qcf_studio.engine.data.measured import MeasuredData
+from qcf_studio.engine.data.parquetfiles import file_resolution, file_setting
+from qcf_studio.engine.data.tables import Gathered, measured_from, optional_module, quoted, standard_columns
+from qcf_studio.engine.problem_catalog import ProblemInfo
+from qcf_studio.engine.spec_data import DataColumns
+from qcf_studio.engine.textlimits import clip
 
 __all__ = ["read_root", "ROOT_SIGNATURE", "MAX_ROOT_OBJECT_BYTES"]
 

@@ -22,7 +22,7 @@ from typing import IO
 import h5py
 import xarray as xr
 
-from engine.textlimits import clip
+from qcf_studio.engine.textlimits import clip
 
 __all__ = [
     "UnsafeFileError",

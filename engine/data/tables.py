@@ -1,7 +1,8 @@
-"""What the chunked readers of columnar files (:mod:`engine.data.rootfiles`, :mod:`engine.data.parquetfiles`) share:
+"""What the chunked readers of columnar files (:mod:`qcf_studio.engine.data.rootfiles`,
+:mod:`qcf_studio.engine.data.parquetfiles`) share:
 the optional packages behind them, an observable's events gathered chunk by chunk with every chunk checked as it
 arrives (finite, inside the domain, not past the event limit), the cross sections from the spec or the file, and
-the :class:`~engine.data.measured.MeasuredData` they make.
+the :class:`~qcf_studio.engine.data.measured.MeasuredData` they make.
 
 Messages name the file, the observable and the column (branch) at fault, and where (row or entry); they show at
 most a clipped name from the file, never its values beyond the one number at fault.
@@ -16,12 +17,12 @@ from types import ModuleType
 
 import numpy as np
 
-from engine.data.csvfiles import parse_cross_sections
-from engine.data.filechecks import DataFileError, check_counts, check_cross_sections, check_domain
-from engine.data.measured import MeasuredData
-from engine.problem_catalog import ProblemInfo
-from engine.spec_data import DataColumns
-from engine.textlimits import clip, shown
+from qcf_studio.engine.data.csvfiles import parse_cross_sections
+from qcf_studio.engine.data.filechecks import DataFileError, check_counts, check_cross_sections, check_domain
+from qcf_studio.engine.data.measured import MeasuredData
+from qcf_studio.engine.problem_catalog import ProblemInfo
+from qcf_studio.engine.spec_data import DataColumns
+from qcf_studio.engine.textlimits import clip, shown
 
 __all__ = ["optional_module", "Gathered", "measured_from", "standard_columns", "quoted", "XSEC_HINT"]
 

@@ -31,13 +31,13 @@ Modules, one job each:
 
 from __future__ import annotations
 
-from engine.detector._common import Domain as Domain
-from engine.detector.acceptance import Acceptance
-from engine.detector.background import Background
-from engine.detector.chain import DetectorChain
-from engine.detector.config import DetectorConfigError, build_detector
-from engine.detector.smearing import ResolutionSmearing
-from engine.detector.surrogate import SurrogateSmearing
+from qcf_studio.engine.detector._common import Domain as Domain
+from qcf_studio.engine.detector.acceptance import Acceptance
+from qcf_studio.engine.detector.background import Background
+from qcf_studio.engine.detector.chain import DetectorChain
+from qcf_studio.engine.detector.config import DetectorConfigError, build_detector
+from qcf_studio.engine.detector.smearing import ResolutionSmearing
+from qcf_studio.engine.detector.surrogate import SurrogateSmearing
 
 __all__ = [
     "Acceptance",

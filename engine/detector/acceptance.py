@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from engine.detector._common import _check_events, _coord_axis, _per_coord, _thin
+from qcf_studio.engine.detector._common import _check_events, _coord_axis, _per_coord, _thin
 
 __all__ = ["Acceptance"]
 

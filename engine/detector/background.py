@@ -9,8 +9,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from engine.choices import BACKGROUND_SHAPES
-from engine.detector._common import Domain, _check_events, _coord_axis, _domain_tensors, _per_coord
+from qcf_studio.engine.choices import BACKGROUND_SHAPES
+from qcf_studio.engine.detector._common import Domain, _check_events, _coord_axis, _domain_tensors, _per_coord
 
 __all__ = ["Background"]
 

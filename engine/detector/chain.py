@@ -9,13 +9,13 @@ from typing import Protocol, cast
 import torch
 from torch import Tensor, nn
 
-from engine.detector.acceptance import Acceptance
+from qcf_studio.engine.detector.acceptance import Acceptance
 
 __all__ = ["DetectorChain"]
 
 
 class _Effect(Protocol):
-    """The pseudo-data half of an effect's interface (see :mod:`engine.detector`)."""
+    """The pseudo-data half of an effect's interface (see :mod:`qcf_studio.engine.detector`)."""
 
     def apply_to_data(self, events: Tensor, generator: torch.Generator | None = None) -> Tensor: ...
 

@@ -1,5 +1,6 @@
-""":func:`build_detector`, which builds the :class:`~engine.detector.chain.DetectorChain` that the spec's
-``detector`` section describes (its keys and values are checked torch-free by :mod:`engine.spec_detector`)."""
+""":func:`build_detector`, which builds the :class:`~qcf_studio.engine.detector.chain.DetectorChain` that the spec's
+``detector`` section describes (its keys and values are checked torch-free by
+:mod:`qcf_studio.engine.spec_detector`)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine.detector._common import Domain, _coord_axis, _domain_tensors
-from engine.detector.acceptance import Acceptance
-from engine.detector.background import Background
-from engine.detector.chain import DetectorChain
-from engine.detector.smearing import ResolutionSmearing
-from engine.detector.surrogate import SurrogateSmearing
-from engine.spec_detector import DetectorConfigError, DetectorSpec, detector_settings
+from qcf_studio.engine.detector._common import Domain, _coord_axis, _domain_tensors
+from qcf_studio.engine.detector.acceptance import Acceptance
+from qcf_studio.engine.detector.background import Background
+from qcf_studio.engine.detector.chain import DetectorChain
+from qcf_studio.engine.detector.smearing import ResolutionSmearing
+from qcf_studio.engine.detector.surrogate import SurrogateSmearing
+from qcf_studio.engine.spec_detector import DetectorConfigError, DetectorSpec, detector_settings
 
 __all__ = ["DetectorConfigError", "build_detector"]
 
@@ -29,9 +30,10 @@ def build_detector(
     validate_only: bool = False,
 ) -> DetectorChain:
     """Build the detector chain from the ``detector`` section of a spec (validated here, torch-free, by
-    :func:`engine.spec_detector.detector_settings`, unless it is a validated :class:`DetectorSpec` already).
+    :func:`qcf_studio.engine.spec_detector.detector_settings`, unless it is a validated :class:`DetectorSpec` already).
 
-    Keys, their defaults and ranges: the dataclasses of :mod:`engine.spec_detector` (and the spec's JSON Schema).
+    Keys, their defaults and ranges: the dataclasses of :mod:`qcf_studio.engine.spec_detector` (and the spec's JSON
+    Schema).
 
     Arguments:
         cfg: the section (``None`` or ``{}``: no detector effects).

@@ -11,7 +11,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-from engine.detector._common import Domain, _check_events, _coord_axis, _detect, _domain_tensors
+from qcf_studio.engine.detector._common import Domain, _check_events, _coord_axis, _detect, _domain_tensors
 
 __all__ = ["SurrogateSmearing"]
 

@@ -1,12 +1,13 @@
 """The speed machinery's one interface: what a GAN trainer asks of it, the plain answers, and the choice.
 
-A trainer (:class:`~engine.gan.trainer.GANTrainer`) does the same physics whichever accelerator it has; the
+A trainer (:class:`~qcf_studio.engine.gan.trainer.GANTrainer`) does the same physics whichever accelerator it has; the
 accelerator decides how three things run: the discriminators' judgement of each step's events
-(:mod:`engine.gan.judging` with autograd, or the hand-written pass of :mod:`engine.accel`, on helper threads
+(:mod:`qcf_studio.engine.gan.judging` with autograd, or the hand-written pass of :mod:`qcf_studio.engine.accel`, on
+helper threads
 that start on the next step's measured events early), the Adam updates (torch's ``step()``, or its
 fused kernel called directly) and the process's heap (left alone, or tuned to keep freed memory).
 
-:func:`make_accelerator` gives :mod:`engine.accel`'s when it is installed and ``QCF_ACCEL`` is not
+:func:`make_accelerator` gives :mod:`qcf_studio.engine.accel`'s when it is installed and ``QCF_ACCEL`` is not
 ``0``, the plain one otherwise: with the ``engine/accel`` folder deleted the engine still trains, slower.
 """
 
@@ -21,8 +22,8 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
-from engine.gan.judging import Judgement, judge
-from engine.gan.models import Discriminator
+from qcf_studio.engine.gan.judging import Judgement, judge
+from qcf_studio.engine.gan.models import Discriminator
 
 __all__ = ["Accelerator", "PlainAccelerator", "make_accelerator", "accel_enabled", "tune_process", "ACCEL_ENV"]
 
@@ -79,7 +80,7 @@ class Accelerator(Protocol):
 
 
 class PlainAccelerator:
-    """Autograd (:func:`engine.gan.judging.judge`) and torch's Adam, one step after the other."""
+    """Autograd (:func:`qcf_studio.engine.gan.judging.judge`) and torch's Adam, one step after the other."""
 
     name = "plain"
     helpers = 0
@@ -119,7 +120,7 @@ class PlainAccelerator:
 
 
 def accel_enabled() -> bool:
-    """Whether :mod:`engine.accel` may be used: not with ``QCF_ACCEL=0``."""
+    """Whether :mod:`qcf_studio.engine.accel` may be used: not with ``QCF_ACCEL=0``."""
     return os.environ.get(ACCEL_ENV, "1").strip() != "0"
 
 
@@ -127,7 +128,7 @@ def _accel() -> ModuleType | None:
     if not accel_enabled():
         return None
     try:
-        import engine.accel as accel
+        import qcf_studio.engine.accel as accel
     except ImportError:  # deleted, or not shipped
         return None
     return accel
@@ -143,7 +144,7 @@ def make_accelerator(
     """The best accelerator at hand for a trainer of ``discriminator`` on ``device``.
 
     ``draw_real()`` draws a batch of measured events from ``real_rng``. ``pass_threads``: run the
-    discriminator's pass on helper threads (:class:`engine.accel.threads.PassThreads`); ``None``: where
+    discriminator's pass on helper threads (:class:`qcf_studio.engine.accel.threads.PassThreads`); ``None``: where
     they help (the CPU with more than one torch thread).
     """
     accel = _accel()
@@ -156,10 +157,10 @@ def make_accelerator(
 
 
 def tune_process() -> bool:
-    """Keep freed heap memory in this process (:mod:`engine.accel.malloc`), where the accelerator is in use;
+    """Keep freed heap memory in this process (:mod:`qcf_studio.engine.accel.malloc`), where the accelerator is in use;
     ``True`` if that took effect."""
     if _accel() is None:
         return False
-    from engine.accel.malloc import retain_freed_memory
+    from qcf_studio.engine.accel.malloc import retain_freed_memory
 
     return retain_freed_memory()

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 
 if TYPE_CHECKING:
-    from engine.gan.trainer import GANTrainer
+    from qcf_studio.engine.gan.trainer import GANTrainer
 
 __all__ = ["CheckpointStore", "MemoryCheckpointStore", "save_checkpoint", "load_checkpoint", "CHECKPOINT_FORMAT"]
 

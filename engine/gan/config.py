@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 
 from pydantic import with_config
 
-from engine.choices import GridSpacingChoice
-from engine.specfields import SECTION_CONFIG, Flag, Number, OptionalFlag, Range, Whole
+from qcf_studio.engine.choices import GridSpacingChoice
+from qcf_studio.engine.specfields import SECTION_CONFIG, Flag, Number, OptionalFlag, Range, Whole
 
 if TYPE_CHECKING:  # numpy only for MemberResult's annotations: validating a spec imports no numpy
     import numpy as np
@@ -25,8 +25,8 @@ PARAM_DRAWS = 100
 class TrainingConfig:
     """Hyperparameters of GAN training (the ``training`` section of a spec, less ``method``).
 
-    Each field's type says what a spec may give it (:mod:`engine.specfields`); the docstring under it
-    is its description in the spec's JSON Schema. The likelihood fit (:class:`~engine.mle.MLEFit`) reads
+    Each field's type says what a spec may give it (:mod:`qcf_studio.engine.specfields`); the docstring under it
+    is its description in the spec's JSON Schema. The likelihood fit (:class:`~qcf_studio.engine.mle.MLEFit`) reads
     ``metrics_every`` and ``minos`` only.
     """
 

@@ -1,7 +1,7 @@
 """How a discriminator judges a step's events: its loss and gradients, and the generator's loss.
 
 The plain autograd version of the GAN's two losses, for a discriminator of one network or one per
-observable (:attr:`~engine.gan.models.Discriminator.networks`):
+observable (:attr:`~qcf_studio.engine.gan.models.Discriminator.networks`):
 
 - the discriminator's loss ``BCE(real, 1) + BCE(generated, 0)``: means over the rows, a weighted mean
   over the generated rows when they carry weights (e.g. detector acceptances) and the mean of weight ×
@@ -10,7 +10,7 @@ observable (:attr:`~engine.gan.models.Discriminator.networks`):
 
 With a network per observable the rows come in equal blocks, one per network in order, and each loss
 is the mean over the networks of each one's. Both losses see the discriminator as it is before its
-update (simultaneous updates). :mod:`engine.accel.handpass` computes the same numbers faster.
+update (simultaneous updates). :mod:`qcf_studio.engine.accel.handpass` computes the same numbers faster.
 """
 
 from __future__ import annotations

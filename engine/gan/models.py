@@ -1,7 +1,7 @@
 """The generator (noise → bounded parameters) and the discriminator (events → real/fake logit).
 
-How a step's events are judged by the discriminator: :mod:`engine.gan.judging` (and, faster,
-:mod:`engine.accel`).
+How a step's events are judged by the discriminator: :mod:`qcf_studio.engine.gan.judging` (and, faster,
+:mod:`qcf_studio.engine.accel`).
 """
 
 from __future__ import annotations

@@ -19,21 +19,21 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from engine.data.histograms import (
+from qcf_studio.engine.data.histograms import (
     chi2_per_ndf,
     data_counts,
     data_edges,
     density_histograms,
     histogram_counts,
 )
-from engine.data.pseudodata import MeasuredData
-from engine.detector import DetectorChain, ResolutionSmearing
-from engine.gan.accelerator import Accelerator, make_accelerator
-from engine.gan.config import PARAM_DRAWS, MemberResult, TrainingConfig
-from engine.gan.models import Discriminator, Generator, mlp
-from engine.problems import Problem
-from engine.run.parallel import GradientSharing
-from engine.run.sinks import MetricsSink, live_snapshot
+from qcf_studio.engine.data.pseudodata import MeasuredData
+from qcf_studio.engine.detector import DetectorChain, ResolutionSmearing
+from qcf_studio.engine.gan.accelerator import Accelerator, make_accelerator
+from qcf_studio.engine.gan.config import PARAM_DRAWS, MemberResult, TrainingConfig
+from qcf_studio.engine.gan.models import Discriminator, Generator, mlp
+from qcf_studio.engine.problems import Problem
+from qcf_studio.engine.run.parallel import GradientSharing
+from qcf_studio.engine.run.sinks import MetricsSink, live_snapshot
 
 __all__ = ["TrainingConfig", "GANTrainer", "MemberResult"]
 
@@ -60,24 +60,24 @@ class GANTrainer:
         device: where every tensor of training lives (networks, measured events, grids, random
             stream); :meth:`predict` and :meth:`snapshot` return CPU arrays and lists.
         pass_threads: run the discriminator's pass on helper threads while the generator works
-            (:class:`~engine.accel.threads.PassThreads`): by default on the CPU when torch has more
+            (:class:`~qcf_studio.engine.accel.threads.PassThreads`): by default on the CPU when torch has more
             than one thread here (``torch.get_num_threads()`` when the trainer is made), with
             ``T − 1`` helpers for ``T`` threads; the results are the same up to the order of
             floating-point sums. How a step runs is :attr:`accelerator`'s business
-            (:func:`~engine.gan.accelerator.make_accelerator`: ``QCF_ACCEL=0`` for the plain path).
+            (:func:`~qcf_studio.engine.gan.accelerator.make_accelerator`: ``QCF_ACCEL=0`` for the plain path).
 
     Observables (data sets) may have different numbers of events (``data.counts``): each step draws the
     same number of real events from each, uniformly from its own.
 
     Weighted measured data (``data.weights``): each real event's term in the discriminator loss is
     multiplied by its weight, normalised to mean 1 per observable over the events this trainer sees
-    (:meth:`~engine.data.pseudodata.MeasuredData.normalised_weights`; so a batch's real term estimates the
+    (:meth:`~qcf_studio.engine.data.pseudodata.MeasuredData.normalised_weights`; so a batch's real term estimates the
     weighted expectation without bias); the data histograms and χ²/ndf use weighted counts with
     sum-of-squared-weights variances. The cross sections are the file's, as given. Negative weights
     (sWeights) are refused: a real term ``−w log D(x)`` with ``w < 0`` is unbounded below, so the
     discriminator could win by driving ``D`` to 0 at such events rather than by telling data from model.
 
-    Set :attr:`sharing` (a :class:`~engine.run.parallel.GradientSharing`) to share the generator's
+    Set :attr:`sharing` (a :class:`~qcf_studio.engine.run.parallel.GradientSharing`) to share the generator's
     gradients with other ranks.
     """
 
@@ -254,10 +254,10 @@ class GANTrainer:
         The event discriminator judges a batch of measured events against the generated ones: its
         gradients are those of ``BCE(real, 1) + BCE(generated, 0)``, and the generator's loss is the
         non-saturating ``BCE(generated, 1)``, whose gradient autograd carries back through the
-        detector, the sampler and the theory to the generator (:mod:`engine.gan.judging`). Both losses see
+        detector, the sampler and the theory to the generator (:mod:`qcf_studio.engine.gan.judging`). Both losses see
         the discriminator as it was before this step. The cross sections are judged alike by their
         own small discriminator. :attr:`accelerator` runs the judging and the updates (faster with
-        :mod:`engine.accel`, the same numbers up to the order of floating-point sums).
+        :mod:`qcf_studio.engine.accel`, the same numbers up to the order of floating-point sums).
         """
         c, speed = self.config, self.accelerator
         with speed.step():

@@ -7,7 +7,7 @@ The negative log-likelihood of the measured events is
 with ``p_j`` the density of observable ``j`` normalised over its domain; the Gaussian
 cross-section term enters for problems with ``normalisation_params`` (event shapes alone cannot
 fix normalisations). Densities are exact where the problem has an analytic
-:meth:`~engine.problems.Problem.log_density` and no detector smearing (``gauss6``); otherwise the
+:meth:`~qcf_studio.engine.problems.Problem.log_density` and no detector smearing (``gauss6``); otherwise the
 observables are tabulated in float64 on a fine grid clustered towards the domain's ends (power
 laws), folded numerically with the resolution smearing ``x → x (1 − R)``, normalised with the
 trapezoid rule (the exact integral of the linear interpolant) and interpolated linearly (bilinearly
@@ -44,13 +44,15 @@ grid extends ``fold_sigmas`` resolution widths past the domain's ends (and cover
 The fit runs on the CPU in float64, also on GPU workers (``cluster.device`` applies to GAN training
 only; ``cuda`` with ``method: mle`` is refused by the spec's validation).
 
-Layout: :mod:`engine.mle.likelihood` (the forward model on its grid and the NLL), :mod:`engine.mle.minuit` (the
-NLL as MINUIT's objective, MIGRAD, MINOS, bound flags), :mod:`engine.mle.errors` (HESSE errors and the predictions
-drawn with them) and :mod:`engine.mle.fit` (:class:`MLEFit`: the data, the starts and the member result).
+Layout: :mod:`qcf_studio.engine.mle.likelihood` (the forward model on its grid and the NLL),
+:mod:`qcf_studio.engine.mle.minuit` (the
+NLL as MINUIT's objective, MIGRAD, MINOS, bound flags), :mod:`qcf_studio.engine.mle.errors` (HESSE errors and the
+predictions
+drawn with them) and :mod:`qcf_studio.engine.mle.fit` (:class:`MLEFit`: the data, the starts and the member result).
 """
 
-from engine.mle.fit import MLEFit
-from engine.mle.likelihood import fold_matrix
-from engine.samplers import clustered_grid, trapezoid_weights
+from qcf_studio.engine.mle.fit import MLEFit
+from qcf_studio.engine.mle.likelihood import fold_matrix
+from qcf_studio.engine.samplers import clustered_grid, trapezoid_weights
 
 __all__ = ["MLEFit", "clustered_grid", "trapezoid_weights", "fold_matrix"]

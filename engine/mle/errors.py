@@ -1,4 +1,5 @@
-"""Errors of :class:`~engine.mle.MLEFit` from MINUIT's HESSE (the sandwich for weighted data), and the predictions at
+"""Errors of :class:`~qcf_studio.engine.mle.MLEFit` from MINUIT's HESSE (the sandwich for weighted data), and the
+predictions at
 the optimum drawn with them."""
 
 from __future__ import annotations
@@ -10,15 +11,15 @@ import torch
 from iminuit import Minuit
 from torch import Tensor
 
-from engine.data.histograms import chi2_per_ndf, density_histograms, histogram_counts
-from engine.detector import ResolutionSmearing
-from engine.gan.config import PARAM_DRAWS
-from engine.mle.likelihood import _F64, LikelihoodModel
-from engine.mle.minuit import Objective, at_bound, hesse_covariance, hesse_holding
+from qcf_studio.engine.data.histograms import chi2_per_ndf, density_histograms, histogram_counts
+from qcf_studio.engine.detector import ResolutionSmearing
+from qcf_studio.engine.gan.config import PARAM_DRAWS
+from qcf_studio.engine.mle.likelihood import _F64, LikelihoodModel
+from qcf_studio.engine.mle.minuit import Objective, at_bound, hesse_covariance, hesse_holding
 
 
 class ErrorsAndPredictions(LikelihoodModel):
-    """HESSE errors and predictions of :class:`~engine.mle.MLEFit`, which sets the attributes below."""
+    """HESSE errors and predictions of :class:`~qcf_studio.engine.mle.MLEFit`, which sets the attributes below."""
 
     rng: torch.Generator
     qcf_grids: tuple[Tensor, ...]

@@ -1,6 +1,7 @@
-"""The fit: :class:`MLEFit` minimises the NLL of :mod:`engine.mle.likelihood` with MINUIT (:mod:`engine.mle.minuit`)
-from several starts and reports its errors and predictions (:mod:`engine.mle.errors`) as a
-:class:`~engine.gan.trainer.MemberResult`. The method is described in :mod:`engine.mle`."""
+"""The fit: :class:`MLEFit` minimises the NLL of :mod:`qcf_studio.engine.mle.likelihood` with MINUIT
+(:mod:`qcf_studio.engine.mle.minuit`)
+from several starts and reports its errors and predictions (:mod:`qcf_studio.engine.mle.errors`) as a
+:class:`~qcf_studio.engine.gan.trainer.MemberResult`. The method is described in :mod:`qcf_studio.engine.mle`."""
 
 from __future__ import annotations
 
@@ -14,15 +15,15 @@ import torch
 from iminuit import Minuit
 from torch import Tensor
 
-from engine.data.histograms import data_counts, data_edges
-from engine.data.pseudodata import MeasuredData
-from engine.gan.config import MemberResult, TrainingConfig
-from engine.mle.errors import ErrorsAndPredictions
-from engine.mle.likelihood import _F64
-from engine.mle.minuit import FitStopped, MinosInterval, Objective, at_bound, migrad, minos, near_a_bound
-from engine.problems import Problem
-from engine.run.sinks import MetricsSink, live_snapshot
-from engine.samplers import clustered_grid
+from qcf_studio.engine.data.histograms import data_counts, data_edges
+from qcf_studio.engine.data.pseudodata import MeasuredData
+from qcf_studio.engine.gan.config import MemberResult, TrainingConfig
+from qcf_studio.engine.mle.errors import ErrorsAndPredictions
+from qcf_studio.engine.mle.likelihood import _F64
+from qcf_studio.engine.mle.minuit import FitStopped, MinosInterval, Objective, at_bound, migrad, minos, near_a_bound
+from qcf_studio.engine.problems import Problem
+from qcf_studio.engine.run.sinks import MetricsSink, live_snapshot
+from qcf_studio.engine.samplers import clustered_grid
 
 
 class MLEFit(ErrorsAndPredictions):
@@ -225,7 +226,7 @@ class MLEFit(ErrorsAndPredictions):
             self.warnings.append(f"MINOS found no valid interval for {', '.join(self.intervals.invalid)}")
 
     def snapshot(self) -> dict[str, Any]:
-        """The GAN's live-plot view (:func:`~engine.run.sinks.live_snapshot`): the same keys from the same
+        """The GAN's live-plot view (:func:`~qcf_studio.engine.run.sinks.live_snapshot`): the same keys from the same
         predict() outputs."""
         return live_snapshot(self)
 

@@ -1,4 +1,4 @@
-"""The likelihood model of :class:`~engine.mle.MLEFit`: the problem's densities on a grid, folded with the
+"""The likelihood model of :class:`~qcf_studio.engine.mle.MLEFit`: the problem's densities on a grid, folded with the
 resolution smearing, normalised and interpolated at the events; the negative log-likelihood."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import math
 import torch
 from torch import Tensor
 
-from engine.problems import Problem
-from engine.samplers import trapezoid_weights
+from qcf_studio.engine.problems import Problem
+from qcf_studio.engine.samplers import trapezoid_weights
 
 _F64 = torch.float64
 _TINY = 1e-300
@@ -42,7 +42,7 @@ def fold_matrix(truth_grid: Tensor, folded_grid: Tensor, sigma: float) -> Tensor
 
 
 class LikelihoodModel:
-    """The forward model and the NLL of :class:`~engine.mle.MLEFit`, which sets the attributes below."""
+    """The forward model and the NLL of :class:`~qcf_studio.engine.mle.MLEFit`, which sets the attributes below."""
 
     problem: Problem
     resolution: float

@@ -1,4 +1,5 @@
-"""MINUIT (iminuit) on the NLL of :mod:`engine.mle.likelihood`: the objective it calls, MIGRAD from one start, HESSE,
+"""MINUIT (iminuit) on the NLL of :mod:`qcf_studio.engine.mle.likelihood`: the objective it calls, MIGRAD from one
+start, HESSE,
 MINOS where a parameter is near a bound, and which parameters sit at one.
 
 References:

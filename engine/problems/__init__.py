@@ -6,8 +6,8 @@ A user adds a problem by subclassing :class:`Problem` and decorating it with
 
 from __future__ import annotations
 
-from engine.problem_catalog import describe
-from engine.problems.base import Problem
+from qcf_studio.engine.problem_catalog import describe
+from qcf_studio.engine.problems.base import Problem
 
 __all__ = ["Problem", "register_problem", "get_problem", "problem_kinds"]
 
@@ -16,7 +16,7 @@ _REGISTRY: dict[str, type[Problem]] = {}
 
 def register_problem(cls: type[Problem]) -> type[Problem]:
     """Class decorator that makes ``cls`` available as ``problem.kind: cls.kind``; its data go to the
-    torch-free catalog (:mod:`engine.problem_catalog`) that specs are validated against."""
+    torch-free catalog (:mod:`qcf_studio.engine.problem_catalog`) that specs are validated against."""
     try:
         info = cls.describe()  # checks that truth and bounds have a value per parameter, lo < hi
     except ValueError as e:
@@ -39,7 +39,7 @@ def problem_kinds() -> list[str]:
 
 
 # Built-in problems register themselves on import.
-from engine.problems import gauss6, proxy1d, proxy2d  # noqa: E402,F401
+from qcf_studio.engine.problems import gauss6, proxy1d, proxy2d  # noqa: E402,F401
 
 
 def _load_user_problems() -> None:

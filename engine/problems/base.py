@@ -9,9 +9,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from engine import samplers
-from engine.problem_catalog import ProblemInfo, domain_of
-from engine.samplers import cumulative_trapezoid, sample_inverse_cdf
+from qcf_studio.engine import samplers
+from qcf_studio.engine.problem_catalog import ProblemInfo, domain_of
+from qcf_studio.engine.samplers import cumulative_trapezoid, sample_inverse_cdf
 
 
 class Problem:
@@ -51,7 +51,7 @@ class Problem:
         spec_defaults: spec sections that differ from the generic defaults in this problem's
             standard closure spec (e.g. ``{"name": "closure-x", "training": {"steps": 800}}``).
 
-    A subclass may take all of these from a torch-free :class:`~engine.problem_catalog.ProblemInfo`
+    A subclass may take all of these from a torch-free :class:`~qcf_studio.engine.problem_catalog.ProblemInfo`
     (``class Proxy1D(Problem, info=PROXY1D)``), which the spec validates against without torch.
     """
 

@@ -11,9 +11,9 @@ import math
 import torch
 from torch import Tensor
 
-from engine.problem_catalog import GAUSS6
-from engine.problems import register_problem
-from engine.problems.base import Problem
+from qcf_studio.engine.problem_catalog import GAUSS6
+from qcf_studio.engine.problems import register_problem
+from qcf_studio.engine.problems.base import Problem
 
 COEFFS = ((1.0, 1.0), (-2.0, 2.0), (-9.46, 1.67), (4.20, 0.74), (0.921, 1.98), (-1.10, 1.90))
 

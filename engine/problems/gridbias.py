@@ -1,7 +1,7 @@
 """How far a tabulation grid moves the fit: the pseudo-true parameter shift of the sampled density.
 
 The training sampler draws from an interpolant of the density tabulated on a grid (constant inside
-a 1D cell, bilinear inside a 2D cell; see :mod:`engine.samplers`), not from the density itself. A
+a 1D cell, bilinear inside a 2D cell; see :mod:`qcf_studio.engine.samplers`), not from the density itself. A
 perfect fit to data from the exact density therefore lands, for large samples, where the sampled
 distribution's expected score vanishes: at θ* with
 
@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from engine.problems import Problem
-from engine.samplers import clustered_grid, trapezoid_weights
+from qcf_studio.engine.problems import Problem
+from qcf_studio.engine.samplers import clustered_grid, trapezoid_weights
 
 __all__ = ["parameter_shift"]
 
@@ -71,9 +71,9 @@ def parameter_shift(
     ``events`` events per observable, ``(P,)``, at ``theta`` (the problem's truth if ``None``).
 
     Arguments:
-        problem: a 1D or 2D problem; its :meth:`~engine.problems.Problem.observables` are
+        problem: a 1D or 2D problem; its :meth:`~qcf_studio.engine.problems.Problem.observables` are
             evaluated in float64.
-        grids: the tabulation grids, as from :meth:`~engine.problems.Problem.tabulation_grids`.
+        grids: the tabulation grids, as from :meth:`~qcf_studio.engine.problems.Problem.tabulation_grids`.
         theta: parameters ``(P,)``.
         events: events per observable that set the statistical error.
         fine_points: points per axis of the clustered part of the fine grid.

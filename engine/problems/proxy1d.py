@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from engine.problem_catalog import PROXY1D
-from engine.problems import register_problem
-from engine.problems.base import Problem
+from qcf_studio.engine.problem_catalog import PROXY1D
+from qcf_studio.engine.problems import register_problem
+from qcf_studio.engine.problems.base import Problem
 
 # (1 - x) is clamped so that x = 1 gives a finite log and finite gradients w.r.t. the exponents.
 _TINY = 1e-12

@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from engine.problem_catalog import MULTISET2D, PROXY2D
-from engine.problems import register_problem
-from engine.problems.base import Problem
+from qcf_studio.engine.problem_catalog import MULTISET2D, PROXY2D
+from qcf_studio.engine.problems import register_problem
+from qcf_studio.engine.problems.base import Problem
 
 _TINY = 1e-12
 MIXING = ((0.78, 0.11, 0.11), (0.175, 0.65, 0.175), (0.065, 0.065, 0.87), (0.38, 0.31, 0.31))

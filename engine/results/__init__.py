@@ -11,13 +11,13 @@ import numpy as np
 import torch
 import xarray as xr
 
-from engine.data.histograms import data_histograms
-from engine.data.pseudodata import MeasuredData
-from engine.gan.trainer import MemberResult
-from engine.problems import get_problem
-from engine.results.contract import STATUSES, ResultsContractError, attribute_number, check_results
-from engine.results.fit_quality import fit_quality
-from engine.spec import Spec
+from qcf_studio.engine.data.histograms import data_histograms
+from qcf_studio.engine.data.pseudodata import MeasuredData
+from qcf_studio.engine.gan.trainer import MemberResult
+from qcf_studio.engine.problems import get_problem
+from qcf_studio.engine.results.contract import STATUSES, ResultsContractError, attribute_number, check_results
+from qcf_studio.engine.results.fit_quality import fit_quality
+from qcf_studio.engine.spec import Spec
 
 __all__ = [
     "ERROR_RATIO_LIMIT",
@@ -72,7 +72,7 @@ def build_results(
     ``reference`` is an optional maximum-likelihood fit of the same data: its parameters and
     HESSE errors are stored as ``params_mle``/``params_mle_err`` and give the GAN/MLE error ratio. MINUIT's
     summary of a likelihood fit (validity, EDM, calls, parameters at a bound, MINOS errors) is stored as
-    :mod:`engine.results.fit_quality` describes.
+    :mod:`qcf_studio.engine.results.fit_quality` describes.
     """
     problem = get_problem(spec.problem.kind)
     grids = qcf_grids(spec)

@@ -7,10 +7,10 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from engine.problems import problem_kinds
-from engine.results.fit_quality import FIT_QUALITY_ATTRS, FIT_QUALITY_DIMS
-from engine.safe_yaml import MAX_YAML_BYTES
-from engine.textlimits import shown
+from qcf_studio.engine.problems import problem_kinds
+from qcf_studio.engine.results.fit_quality import FIT_QUALITY_ATTRS, FIT_QUALITY_DIMS
+from qcf_studio.engine.safe_yaml import MAX_YAML_BYTES
+from qcf_studio.engine.textlimits import shown
 
 __all__ = ["STATUSES", "ResultsContractError", "attribute_number", "check_results"]
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from engine.gan.config import MemberResult
+from qcf_studio.engine.gan.config import MemberResult
 
 __all__ = ["FIT_QUALITY_DIMS", "FIT_QUALITY_ATTRS", "fit_quality", "fit_quality_findings"]
 

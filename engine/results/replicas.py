@@ -1,7 +1,8 @@
 """Replicas of a run's QCFs whose spread is the run's own error: what a replica grid (``export --format grid``)
 holds, in the way NNPDF-style Monte Carlo PDF sets hold their replicas.
 
-Which replicas reproduce a run's error depends on how the run defines it (:func:`engine.results.ensemble_estimate`):
+Which replicas reproduce a run's error depends on how the run defines it
+(:func:`qcf_studio.engine.results.ensemble_estimate`):
 
 - a **bootstrap** ensemble (``uncertainty: bootstrap``): σ is the spread of the members' estimates, so the replicas
   are the members, one each (their ``qcf_pred``);
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from engine.problems import get_problem
+from qcf_studio.engine.problems import get_problem
 
 __all__ = ["MAX_REPLICAS", "NoReplicasError", "Replicas", "qcf_replicas"]
 

@@ -6,7 +6,8 @@ Its scheduler and workers listen on loopback only and speak TLS with a certifica
 scheduler runs whatever code its clients send. Their HTTP servers (no TLS) serve ``/health`` only. Each
 worker runs one task at a time with one torch thread, at lower priority, ignoring SIGINT and SIGTERM.
 Glibc's malloc thresholds are not set here: every training task sets them on its worker
-(``engine.run.distributed``), on any cluster. Connecting to a remote scheduler is ``app.cluster``'s.
+(``qcf_studio.engine.run.distributed``), on any cluster. Connecting to a remote scheduler is
+``qcf_studio.app.cluster``'s.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def local_client(workers: int = 2, device: str = "auto") -> Client:
 
     Where this machine has CUDA GPUs and ``device`` (``cluster.device``) is not ``cpu``, the cluster has one
     worker per GPU instead of ``workers``, each offering the resource ``GPU=1``; worker k trains on GPU k
-    (:func:`engine.run.devices.cuda_index`). Its workers ignore SIGINT and SIGTERM (:class:`IgnoreStopSignals`),
+    (:func:`qcf_studio.engine.run.devices.cuda_index`). Its workers ignore SIGINT and SIGTERM
+    (:class:`IgnoreStopSignals`),
     so that a terminal's Ctrl-C or a batch system's SIGTERM reaches the client, which stops the members and
     saves what they have, instead of killing the workers with it.
     """
@@ -89,7 +91,7 @@ class IgnoreStopSignals(WorkerPlugin):
 
     They are children of the client's process, so a terminal's Ctrl-C (sent to the whole process group)
     and a batch system's SIGTERM reach them too, and used to kill them with the members' work. The client
-    handles both signals (``app.signals``); the workers still end with it, since Dask's nanny ends its
+    handles both signals (``qcf_studio.app.signals``); the workers still end with it, since Dask's nanny ends its
     worker when the parent goes away, and kills it (SIGKILL) if it does not stop when asked.
     """
 
@@ -125,6 +127,6 @@ class PreloadEngine(WorkerPlugin):
     def setup(self, worker: Worker) -> None:
         import torch
 
-        import engine.run.distributed  # noqa: F401
+        import qcf_studio.engine.run.distributed  # noqa: F401
 
         torch.optim.Adam([torch.zeros(1, requires_grad=True)])

@@ -11,7 +11,7 @@ import re
 
 import torch
 
-from engine.choices import DEVICES
+from qcf_studio.engine.choices import DEVICES
 
 __all__ = ["DEVICES", "resolve_device", "cuda_index"]
 

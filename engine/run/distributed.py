@@ -1,6 +1,6 @@
 """Running members on Dask: tasks, metrics streamed back, stop via a Dask Event, checkpoints, ranks.
 
-With :mod:`engine.run.cluster` (the embedded cluster), the engine module that imports Dask. Two modes
+With :mod:`qcf_studio.engine.run.cluster` (the embedded cluster), the engine module that imports Dask. Two modes
 (``cluster.mode``):
 
 - ``ensemble``: each member is one task with its own seed, placed on its own worker when there
@@ -8,7 +8,7 @@ With :mod:`engine.run.cluster` (the embedded cluster), the engine module that im
   ``Variable`` on the scheduler; if its worker dies, Dask runs the task again elsewhere and it
   resumes from there (its metric history up to the checkpoint kept).
 - ``data_parallel``: each member is ``ranks`` tasks on distinct workers that train one generator
-  together (``engine.run.parallel``). Rank 0 opens a ``TCPStore`` on its worker's host and publishes
+  together (``qcf_studio.engine.run.parallel``). Rank 0 opens a ``TCPStore`` on its worker's host and publishes
   its address in a Dask ``Variable``; the other ranks read it from there (the rendezvous). Rank 0
   streams the member's metrics and returns its result. A rank that fails or disappears aborts the
   group; its peers raise at once or after ``cluster.timeout`` seconds, never hang.
@@ -16,13 +16,13 @@ With :mod:`engine.run.cluster` (the embedded cluster), the engine module that im
 Each worker reports through :class:`DaskEventSink` (``Worker.log_event``) on the run's topic,
 which the client follows with ``Client.subscribe_topic``.
 
-What a task receives: the validated :class:`~engine.spec.Spec` object (pickled with the task, ~1.5 kB)
-and the :class:`~engine.data.pseudodata.MeasuredData` the client read from ``problem.data`` or generated from
+What a task receives: the validated :class:`~qcf_studio.engine.spec.Spec` object (pickled with the task, ~1.5 kB)
+and the :class:`~qcf_studio.engine.data.pseudodata.MeasuredData` the client read from ``problem.data`` or generated from
 the truth, scattered once per run to every worker. No worker parses a spec or opens ``problem.data``:
 a remote worker that cannot see the client's files trains on the same data all the same.
 
 Devices (``cluster.device``): each task resolves the device on its worker
-(:func:`engine.run.devices.resolve_device`: ``auto`` is CUDA where the worker has it). With ``cuda``
+(:func:`qcf_studio.engine.run.devices.resolve_device`: ``auto`` is CUDA where the worker has it). With ``cuda``
 the tasks ask for the worker resource ``GPU`` (one unit each), so they run only on workers started
 with ``--resources GPU=1``, one per GPU; a cluster without such workers is refused before anything
 is submitted. Data-parallel ranks on CUDA share gradients with NCCL (gloo on the CPU).
@@ -43,16 +43,16 @@ import torch
 import torch.distributed as dist
 from distributed import Client, Event, Future, Variable, get_worker, wait
 
-from engine.data.pseudodata import MeasuredData
-from engine.gan.accelerator import tune_process
-from engine.gan.trainer import MemberResult
-from engine.run.devices import resolve_device
-from engine.run.parallel import GradientSharing, ShareSchedule, host_store
-from engine.run.runner import failed_member, reference_fit, train_member, train_rank
-from engine.run.sinks import HistorySink, MetricsSink
-from engine.run.stream import DaskCheckpointStore, DaskEventSink, RankEventSink, replay, topic_for
-from engine.run.task_keys import member_key, new_run_id, reference_key
-from engine.spec import Spec
+from qcf_studio.engine.data.pseudodata import MeasuredData
+from qcf_studio.engine.gan.accelerator import tune_process
+from qcf_studio.engine.gan.trainer import MemberResult
+from qcf_studio.engine.run.devices import resolve_device
+from qcf_studio.engine.run.parallel import GradientSharing, ShareSchedule, host_store
+from qcf_studio.engine.run.runner import failed_member, reference_fit, train_member, train_rank
+from qcf_studio.engine.run.sinks import HistorySink, MetricsSink
+from qcf_studio.engine.run.stream import DaskCheckpointStore, DaskEventSink, RankEventSink, replay, topic_for
+from qcf_studio.engine.run.task_keys import member_key, new_run_id, reference_key
+from qcf_studio.engine.spec import Spec
 
 __all__ = ["RunHandle", "start_run"]
 
@@ -72,7 +72,8 @@ def _worker_device(spec: Spec) -> torch.device:
 
 def _task_setup() -> None:
     """What every training task does first on its worker: torch gets as many threads as the worker has,
-    and the process keeps freed memory (:func:`engine.gan.accelerator.tune_process`; the one place workers get it,
+    and the process keeps freed memory (:func:`qcf_studio.engine.gan.accelerator.tune_process`; the one place workers
+    get it,
     on any cluster). Dask's nannies (the embedded cluster's, ``dask worker``, dask-jobqueue) set
     ``MALLOC_TRIM_THRESHOLD_=65536``, under which glibc trims the task thread's heap after each large free
     (docs/benchmarks.md, "Numbers behind engine/accel"); the thresholds set here override that variable."""
@@ -105,7 +106,7 @@ def _worker_host() -> str:
 
 
 def _rendezvous(run_id: str, member: int, rank: int, ranks: int, timeout: float) -> dist.Store:
-    """Rank 0 hosts a TCPStore on its worker's interface (:func:`engine.run.parallel.host_store`); the others
+    """Rank 0 hosts a TCPStore on its worker's interface (:func:`qcf_studio.engine.run.parallel.host_store`); the others
     find its address in a Dask Variable."""
     address = Variable(f"qcf-rendezvous-{run_id}-{member}")
     wait_for = timedelta(seconds=timeout)

@@ -1,7 +1,7 @@
 """One run from start to its results, as ``qcf-studio run``, the dashboard and the Python API drive it: submit the
-members (:func:`engine.run.distributed.start_run`), collect what they return, build the results Dataset
-(:func:`engine.results.build_results`: :func:`run_results`) and save it under a new name
-(:func:`engine.results.files.save_run`: :func:`run_to_file`).
+members (:func:`qcf_studio.engine.run.distributed.start_run`), collect what they return, build the results Dataset
+(:func:`qcf_studio.engine.results.build_results`: :func:`run_results`) and save it under a new name
+(:func:`qcf_studio.engine.results.files.save_run`: :func:`run_to_file`).
 
 What differs between the two is passed in: where the members' reports go (a progress bar, the dashboard's
 live view) and how the run is waited for and stopped (the command line stops it on a signal; the dashboard
@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING
 
 import xarray as xr
 
-from engine.data.pseudodata import MeasuredData
-from engine.gan.trainer import MemberResult
-from engine.results import build_results
-from engine.results.files import SavedRun, save_run
-from engine.run.distributed import RunHandle, start_run
-from engine.run.runner import run_name
-from engine.run.sinks import MetricsSink
-from engine.spec import Spec
+from qcf_studio.engine.data.pseudodata import MeasuredData
+from qcf_studio.engine.gan.trainer import MemberResult
+from qcf_studio.engine.results import build_results
+from qcf_studio.engine.results.files import SavedRun, save_run
+from qcf_studio.engine.run.distributed import RunHandle, start_run
+from qcf_studio.engine.run.runner import run_name
+from qcf_studio.engine.run.sinks import MetricsSink
+from qcf_studio.engine.spec import Spec
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -65,12 +65,14 @@ def run_to_file(
 
     Arguments:
         sink: receives the members' metrics and snapshots as they arrive.
-        started: called with the run's :class:`~engine.run.distributed.RunHandle` once its members are submitted
-            (to stop it from elsewhere with :meth:`~engine.run.distributed.RunHandle.stop`).
+        started: called with the run's :class:`~qcf_studio.engine.run.distributed.RunHandle` once its members are
+        submitted
+            (to stop it from elsewhere with :meth:`~qcf_studio.engine.run.distributed.RunHandle.stop`).
         collect: waits for the members and returns their results (default: until every member returns);
             a caller that stops the run on some event waits here, stops it and collects again.
 
-    Returns the results Dataset and where it was saved (:class:`~engine.results.files.SavedRun`: never raises for
+    Returns the results Dataset and where it was saved (:class:`~qcf_studio.engine.results.files.SavedRun`: never raises
+    for
     I/O; a run that cannot be written to ``out_dir`` is rescued elsewhere or reported lost). Raises
     ``ValueError`` before anything is submitted when the cluster cannot host the spec.
     """

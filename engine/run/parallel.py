@@ -13,7 +13,7 @@ shares only what concerns the one generator they train together. Two schedules:
 The groups are ``ProcessGroupGloo`` objects for CPU ranks and ``ProcessGroupNCCL`` for CUDA ranks
 (:func:`backend_for`; the NCCL path has not been run on a GPU by this project), built on a
 store the caller provides (a ``TCPStore`` whose address the Dask scheduler passes around, see
-``engine.run.distributed``), not the process-wide default group: a Dask worker may host ranks of
+``qcf_studio.engine.run.distributed``), not the process-wide default group: a Dask worker may host ranks of
 several runs, one after another or at once. This module does not import Dask.
 
 References:
@@ -34,7 +34,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from engine.choices import SCHEDULES
+from qcf_studio.engine.choices import SCHEDULES
 
 __all__ = ["SCHEDULES", "ShareSchedule", "GradientSharing", "backend_for", "host_store"]
 

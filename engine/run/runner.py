@@ -10,20 +10,20 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from engine.data.datafiles import read_spec_data
-from engine.data.histograms import HIST_BINS, HIST_BINS_2D
-from engine.data.pseudodata import MeasuredData, make_pseudo_data
-from engine.detector import DetectorChain, build_detector
-from engine.gan.checkpoint import CheckpointStore, load_checkpoint, save_checkpoint
-from engine.gan.trainer import GANTrainer, MemberResult
-from engine.problems import get_problem
-from engine.results import qcf_grids
-from engine.run.sinks import HistorySink, MetricsSink, MultiSink
-from engine.spec import Spec
+from qcf_studio.engine.data.datafiles import read_spec_data
+from qcf_studio.engine.data.histograms import HIST_BINS, HIST_BINS_2D
+from qcf_studio.engine.data.pseudodata import MeasuredData, make_pseudo_data
+from qcf_studio.engine.detector import DetectorChain, build_detector
+from qcf_studio.engine.gan.checkpoint import CheckpointStore, load_checkpoint, save_checkpoint
+from qcf_studio.engine.gan.trainer import GANTrainer, MemberResult
+from qcf_studio.engine.problems import get_problem
+from qcf_studio.engine.results import qcf_grids
+from qcf_studio.engine.run.sinks import HistorySink, MetricsSink, MultiSink
+from qcf_studio.engine.spec import Spec
 
 if TYPE_CHECKING:
-    from engine.mle import MLEFit
-    from engine.run.parallel import GradientSharing
+    from qcf_studio.engine.mle import MLEFit
+    from qcf_studio.engine.run.parallel import GradientSharing
 
 __all__ = [
     "measured_data",
@@ -43,7 +43,7 @@ __all__ = [
 def measured_data(spec: Spec) -> MeasuredData:
     """The spec's measured data: its file (NetCDF, CSV, Parquet or ROOT) if given, else pseudo-data from its truth.
 
-    Raises :class:`~engine.spec.SpecError` for ``problem.data``, naming the file and what is wrong with
+    Raises :class:`~qcf_studio.engine.spec.SpecError` for ``problem.data``, naming the file and what is wrong with
     it, when it is not measured data of the spec's problem: the check a spec's data get before dispatch."""
     problem = get_problem(spec.problem.kind)
     if spec.problem.data:  # checked as an upload is (engine.data.datafiles): no external storage, sizes bounded
@@ -91,7 +91,7 @@ def make_trainer(
     grids = tuple(torch.as_tensor(g, dtype=torch.float32) for g in qcf_grids(spec))
     bounds = (torch.tensor(lo), torch.tensor(hi))
     if method == "mle":
-        from engine.mle import MLEFit  # noqa: F811  (only the mle method needs it)
+        from qcf_studio.engine.mle import MLEFit  # noqa: F811  (only the mle method needs it)
 
         return MLEFit(
             problem, data, config, resolution=spec.detector.resolution, seed=seed, qcf_grids=grids, bounds=bounds
@@ -207,6 +207,7 @@ def failed_member(spec: Spec, member: int, metrics: dict[str, list[float]], erro
 
 
 def run_name(spec: Spec) -> str:
-    """``<spec name>-<UTC time>``: the stem of a run's file (:func:`engine.results.files.save_run` adds ``-2``, ...
+    """``<spec name>-<UTC time>``: the stem of a run's file (:func:`qcf_studio.engine.results.files.save_run` adds
+    ``-2``, ...
     when another run of the same second took it)."""
     return f"{re.sub(r'[^A-Za-z0-9._-]', '_', spec.name)}-{datetime.now(UTC):%Y%m%d-%H%M%S}"

@@ -2,9 +2,9 @@
 
 The training loop calls :meth:`MetricsSink.log_metrics` every few steps and
 :meth:`MetricsSink.log_snapshot` less often. Implementations: :class:`HistorySink` (the metric
-history written into results), the Dask event stream (``engine.run.stream.DaskEventSink``, on
+history written into results), the Dask event stream (``qcf_studio.engine.run.stream.DaskEventSink``, on
 workers), and on the client the console progress bar and the dashboard's live run, which receive
-the same calls replayed from the stream (``engine.run.stream.replay``).
+the same calls replayed from the stream (``qcf_studio.engine.run.stream.replay``).
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from engine.data.marginals import marginal_x
+from qcf_studio.engine.data.marginals import marginal_x
 
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from engine.problems import Problem
+    from qcf_studio.engine.problems import Problem
 
 __all__ = ["MetricsSink", "MultiSink", "HistorySink", "Predictor", "live_snapshot"]
 
@@ -66,7 +66,7 @@ class HistorySink:
 
 
 class Predictor(Protocol):
-    """What :func:`live_snapshot` reads: a :class:`GANTrainer` or an :class:`~engine.mle.MLEFit`."""
+    """What :func:`live_snapshot` reads: a :class:`GANTrainer` or an :class:`~qcf_studio.engine.mle.MLEFit`."""
 
     @property
     def problem(self) -> Problem: ...

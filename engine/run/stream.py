@@ -8,7 +8,7 @@ from typing import Any
 
 from distributed import Client, Variable, get_worker
 
-from engine.run.sinks import MetricsSink
+from qcf_studio.engine.run.sinks import MetricsSink
 
 __all__ = ["DaskEventSink", "RankEventSink", "DaskCheckpointStore", "replay", "topic_for"]
 

@@ -1,5 +1,6 @@
-"""The Dask keys of a run's tasks, made here for :func:`engine.run.distributed.start_run` and read back here for
-views of the cluster (``app.cluster.describe_task``: which run, member and rank a worker is busy with).
+"""The Dask keys of a run's tasks, made here for :func:`qcf_studio.engine.run.distributed.start_run` and read back here
+for
+views of the cluster (``qcf_studio.app.cluster.describe_task``: which run, member and rank a worker is busy with).
 
 A run id is 12 hex digits; a member's task is ``member-<m>-<run id>``, a data-parallel rank's
 ``member-<m>-rank-<r>-<run id>`` and the maximum-likelihood reference fit's ``mle-reference-<run id>``.

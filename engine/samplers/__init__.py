@@ -32,7 +32,7 @@ Known biases, measured against exact densities with 2^18 scrambled Sobol points 
   a uniform 129² grid over [0.001, 0.999]²: marginal CDFs within 1.2e-3, integral −1.9e-3,
   covariance of (x, y) within 2.4e-3 (relative), gradients of expectations within 0.3 %; most of
   it from the first cells, where y^0.3 and x^0.5 are steep. Small as they look, such biases move a
-  fit of 100k events by up to 1.7 standard errors (:mod:`engine.problems.gridbias`); the 2D problems
+  fit of 100k events by up to 1.7 standard errors (:mod:`qcf_studio.engine.problems.gridbias`); the 2D problems
   therefore train on clustered grids (:func:`clustered_grid`, dense at both ends), 64² of which
   move it by at most 0.2.
   3D, x^1.5 (1−x)^3 y^1.3 (1−y)^4 z^1.8 (1−z)^2.5 (1 + 0.75 x y z), 49³ points: marginal CDFs
@@ -72,26 +72,26 @@ from __future__ import annotations
 # The private names stay reachable as engine.samplers._locate etc. Each module looks up what it
 # imported in its own namespace: to monkeypatch, patch the module that uses the name (for
 # instance engine.samplers.inverse_cdf._locate), not this package.
-from engine.samplers.cellsearch import _bucket_count as _bucket_count
-from engine.samplers.cellsearch import _locate as _locate
-from engine.samplers.grids import (
+from qcf_studio.engine.samplers.cellsearch import _bucket_count as _bucket_count
+from qcf_studio.engine.samplers.cellsearch import _locate as _locate
+from qcf_studio.engine.samplers.grids import (
     GRID_SPACINGS,
     clustered_grid,
     cumulative_trapezoid,
     tabulation_grid,
     trapezoid_weights,
 )
-from engine.samplers.inverse_cdf import _CellAffine as _CellAffine
-from engine.samplers.inverse_cdf import sample_inverse_cdf
-from engine.samplers.loits import _Cell as _Cell
-from engine.samplers.loits import _linear_inverse as _linear_inverse
-from engine.samplers.loits import _Transport as _Transport
-from engine.samplers.loits import sample_loits_2d
-from engine.samplers.registry import SAMPLERS, Sampler, draw, register_sampler
-from engine.samplers.registry import _inverse_cdf_1d as _inverse_cdf_1d
-from engine.samplers.sequential import _interpolate as _interpolate
-from engine.samplers.sequential import _times as _times
-from engine.samplers.sequential import sample_sequential_nd
+from qcf_studio.engine.samplers.inverse_cdf import _CellAffine as _CellAffine
+from qcf_studio.engine.samplers.inverse_cdf import sample_inverse_cdf
+from qcf_studio.engine.samplers.loits import _Cell as _Cell
+from qcf_studio.engine.samplers.loits import _linear_inverse as _linear_inverse
+from qcf_studio.engine.samplers.loits import _Transport as _Transport
+from qcf_studio.engine.samplers.loits import sample_loits_2d
+from qcf_studio.engine.samplers.registry import SAMPLERS, Sampler, draw, register_sampler
+from qcf_studio.engine.samplers.registry import _inverse_cdf_1d as _inverse_cdf_1d
+from qcf_studio.engine.samplers.sequential import _interpolate as _interpolate
+from qcf_studio.engine.samplers.sequential import _times as _times
+from qcf_studio.engine.samplers.sequential import sample_sequential_nd
 
 __all__ = [
     "GRID_SPACINGS",

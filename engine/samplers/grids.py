@@ -8,7 +8,7 @@ import math
 import torch
 from torch import Tensor
 
-from engine.choices import GRID_SPACINGS
+from qcf_studio.engine.choices import GRID_SPACINGS
 
 __all__ = ["GRID_SPACINGS", "clustered_grid", "tabulation_grid", "trapezoid_weights", "cumulative_trapezoid"]
 

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from engine.samplers.cellsearch import _locate
-from engine.samplers.grids import cumulative_trapezoid
+from qcf_studio.engine.samplers.cellsearch import _locate
+from qcf_studio.engine.samplers.grids import cumulative_trapezoid
 
 __all__ = ["sample_inverse_cdf"]
 

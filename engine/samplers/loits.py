@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from engine.samplers.cellsearch import _locate
-from engine.samplers.grids import cumulative_trapezoid
+from qcf_studio.engine.samplers.cellsearch import _locate
+from qcf_studio.engine.samplers.grids import cumulative_trapezoid
 
 __all__ = ["sample_loits_2d"]
 
@@ -43,7 +43,7 @@ def sample_loits_2d(
        is linear in y.
 
     So there is no within-cell independence bias; the grid-resolution bias is that of bilinear
-    interpolation (see :mod:`engine.samplers` for measured sizes).
+    interpolation (see :mod:`qcf_studio.engine.samplers` for measured sizes).
 
     Arguments:
         density: non-negative values ``(B, Gx, Gy)`` on the grid ``grid_x (Gx,) × grid_y (Gy,)``.

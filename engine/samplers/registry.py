@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from engine.samplers.inverse_cdf import sample_inverse_cdf
-from engine.samplers.loits import sample_loits_2d
-from engine.samplers.sequential import sample_sequential_nd
+from qcf_studio.engine.samplers.inverse_cdf import sample_inverse_cdf
+from qcf_studio.engine.samplers.loits import sample_loits_2d
+from qcf_studio.engine.samplers.sequential import sample_sequential_nd
 
 __all__ = ["Sampler", "SAMPLERS", "register_sampler", "draw"]
 

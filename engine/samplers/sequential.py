@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from engine.samplers.grids import cumulative_trapezoid
+from qcf_studio.engine.samplers.grids import cumulative_trapezoid
 
 __all__ = ["sample_sequential_nd"]
 

@@ -56,7 +56,7 @@ def native_enabled() -> bool:
 
 @functools.cache
 def pass_block() -> Callable[..., None] | None:
-    """The discriminator pass's block, :func:`engine.accel.blocks.pass_block` in C++ (bit-identical;
+    """The discriminator pass's block, :func:`qcf_studio.engine.accel.blocks.pass_block` in C++ (bit-identical;
     float32, contiguous rows, CPU), or ``None`` where it cannot be built."""
     if not native_enabled():
         return None

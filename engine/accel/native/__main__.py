@@ -1,11 +1,12 @@
-"""``python -m engine.accel.native``: build the native parts now (``make install`` does), and say how it went."""
+"""``python -m qcf_studio.engine.accel.native``: build the native parts now (``make install`` does), and say how it
+went."""
 
 from __future__ import annotations
 
 import sys
 import time
 
-from engine.accel.native import pass_block
+from qcf_studio.engine.accel.native import pass_block
 
 
 def main() -> int:
@@ -13,11 +14,15 @@ def main() -> int:
     block = pass_block()
     if block is None:
         print(
-            "engine.accel.native: not built; the discriminator pass uses its TorchScript block (same numbers, slower)",
+            "qcf_studio.engine.accel.native: not built; the discriminator pass uses its TorchScript block (same "
+            "numbers, slower)",
             file=sys.stderr,
         )
     else:
-        print(f"engine.accel.native: the discriminator pass block is ready ({time.perf_counter() - start:.1f} s)")
+        print(
+            "qcf_studio.engine.accel.native: the discriminator pass block is ready "
+            f"({time.perf_counter() - start:.1f} s)"
+        )
     return 0  # a missing compiler slows training down; it does not stop the installation
 
 
