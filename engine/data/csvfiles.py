@@ -9,6 +9,7 @@ import csv
 import io
 import re
 from collections.abc import Callable, Iterator
+from typing import IO
 
 import numpy as np
 
@@ -17,69 +18,58 @@ from qcf_studio.engine.data.measured import MeasuredData
 from qcf_studio.engine.problem_catalog import ProblemInfo
 from qcf_studio.engine.textlimits import shown
 
-__all__ = ["read_csv", "parse_cross_sections"]
+__all__ = ["read_csv", "parse_cross_sections", "BLOCK_BYTES", "MAX_LINE_BYTES"]
+
+BLOCK_BYTES = 2**20  # text read at a time (whole lines): what the reader holds of the file besides its events
+MAX_LINE_BYTES = 2**20  # one line (a CSV event line has tens of bytes)
 
 _PLUS_MINUS = re.compile(r"\s*(?:±|\+/-|\+-)\s*")
 
 
-def read_csv(label: str, content: bytes, problem: ProblemInfo) -> MeasuredData:
+def read_csv(label: str, stream: IO[bytes], problem: ProblemInfo, max_events: int, prefix: bytes = b"") -> MeasuredData:
+    """The measured data of ``problem`` in the CSV text ``prefix`` + ``stream``, read :data:`BLOCK_BYTES` at a time
+    (whole lines): the text is never held whole, only the events (at most ``max_events`` per observable, refused
+    at the first block past that) and their line numbers, for messages."""
     kind = problem.kind
-    try:
-        text = content.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = content[: e.start].count(b"\n") + 1
-        raise DataFileError(
-            f"{label}: not UTF-8 text (line {line}, byte {e.start}); a CSV must be UTF-8, a NetCDF file NetCDF-4"
-        ) from None
-    if "\x00" in text:
-        raise DataFileError(f"{label}: binary data, not CSV text")
+    names = problem.observable_names
+    coords = ["x"] if problem.event_dims == 1 else ["x", "y"]
     settings: dict[str, tuple[int, str]] = {}
-    rows: list[str] = []
-    numbers: list[int] = []
-    for i, row in enumerate(text.splitlines(), start=1):
-        stripped = row.strip()
-        if not stripped:
-            continue
-        if stripped.startswith("#"):
-            m = re.match(r"#\s*(xsec|resolution)\s*:(.*)$", stripped, re.IGNORECASE)
-            if m:
-                settings[m.group(1).lower()] = (i, m.group(2).strip())
-            continue
-        rows.append(row)
-        numbers.append(i)
-    if not rows:
+    header: list[str] | None = None
+    parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {n: [] for n in names}  # (values, lines) per block
+    counts = dict.fromkeys(names, 0)
+    text = False
+    for start, lines in _blocks(label, prefix, stream):
+        rows: list[str] = []
+        numbers: list[int] = []
+        for i, row in enumerate(lines, start=start):
+            stripped = row.strip()
+            if not stripped:
+                continue
+            text = True
+            if stripped.startswith("#"):
+                m = re.match(r"#\s*(xsec|resolution)\s*:(.*)$", stripped, re.IGNORECASE)
+                if m:
+                    settings[m.group(1).lower()] = (i, m.group(2).strip())
+                continue
+            rows.append(row)
+            numbers.append(i)
+        if header is None and rows:
+            header = _header(label, problem, rows[0], numbers[0])
+            del rows[0], numbers[0]
+        if rows and header is not None:
+            _add_block(label, problem, header, rows, numbers, parts, counts, max_events)
+    if not text:
+        raise DataFileError(f"{label}: the file is empty")
+    if header is None:
         raise DataFileError(f"{label}: no header and no events (only comments or blank lines)")
 
-    coords = ["x"] if problem.event_dims == 1 else ["x", "y"]
-    allowed = ["observable", *coords, "weight"]
-    reader = csv.reader(rows)
-    header = [h.strip().lower() for h in next(reader)]
-    unknown = [h for h in header if h not in allowed]
-    if unknown:
-        raise DataFileError(
-            f"{label}: line {numbers[0]}: unknown column {shown(unknown[0])}; {kind} event columns are "
-            f"{', '.join(allowed)} (weight optional)"
-        )
-    dup = [h for h in header if header.count(h) > 1]
-    if dup:
-        raise DataFileError(f"{label}: line {numbers[0]}: column {shown(dup[0])} appears twice")
-    missing = [h for h in allowed[:-1] if h not in header]
-    if missing:
-        raise DataFileError(
-            f"{label}: line {numbers[0]}: the header lacks column(s) {', '.join(missing)}; {kind} "
-            f"events need {', '.join(allowed[:-1])} (and optionally weight)"
-        )
-    names = problem.observable_names
-    col_obs = header.index("observable")
-    numeric = [(c, header.index(c)) for c in [*coords, "weight"] if c in header]
-    n_fields = len(header)
-    parsed = _parse_rows_fast(rows[1:], header, [c for c, _ in numeric], names)
-    if parsed is None:  # something is wrong: the line-by-line reader finds the first fault and says where
-        parsed = _parse_rows_slowly(label, kind, reader, numbers[1:], n_fields, col_obs, numeric, names)
-    per_obs, line_numbers = parsed
-    lines_of = {n: np.asarray(numbers[1:])[line_numbers[n]] for n in names}
-
-    check_counts(label, {n: len(v) for n, v in per_obs.items()})
+    check_counts(label, counts)
+    columns = len([c for c in [*coords, "weight"] if c in header])
+    per_obs: dict[str, np.ndarray] = {}
+    lines_of: dict[str, np.ndarray] = {}
+    for n in names:  # each block's arrays let go as they are joined
+        per_obs[n] = np.concatenate([v for v, _ in parts[n]]).reshape(-1, columns)
+        lines_of[n] = np.concatenate([k for _, k in parts.pop(n)])
     d = len(coords)
     events = [per_obs[n][:, :d] for n in names]  # (N_o, D) per observable; the counts may differ
     weights = [per_obs[n][:, d] for n in names] if "weight" in header else None
@@ -105,6 +95,102 @@ def read_csv(label: str, content: bytes, problem: ProblemInfo) -> MeasuredData:
         return MeasuredData.from_observables(kind, events, xsec, xsec_err, weights)
     except ValueError as e:
         raise DataFileError(f"{label}: {e}") from None
+
+
+def _blocks(label: str, prefix: bytes, stream: IO[bytes]) -> Iterator[tuple[int, list[str]]]:
+    """The text's lines, :data:`BLOCK_BYTES` at a time, with the line number of each block's first line: each block
+    ends at a line break (so a UTF-8 character or a CRLF is never split), no line may exceed
+    :data:`MAX_LINE_BYTES`, and the text must be UTF-8 without NUL characters."""
+    rest, line, offset, first = prefix, 1, 0, True
+    while True:
+        try:
+            data = stream.read(BLOCK_BYTES)
+        except (OSError, ValueError) as e:
+            raise DataFileError(f"{label}: cannot read ({getattr(e, 'strerror', None) or type(e).__name__})") from None
+        buf = rest + data
+        cut = buf.rfind(b"\n") + 1 if data else len(buf)
+        block, rest = buf[:cut], buf[cut:]
+        if len(rest) > MAX_LINE_BYTES:
+            at = line + block.count(b"\n")
+            raise DataFileError(f"{label}: line {at} is longer than {MAX_LINE_BYTES // 2**20} MiB; not CSV events")
+        if not block:
+            if not data:
+                return
+            continue
+        try:
+            text = block.decode("utf-8-sig" if first else "utf-8")
+        except UnicodeDecodeError as e:
+            at = line + block[: e.start].count(b"\n")
+            raise DataFileError(
+                f"{label}: not UTF-8 text (line {at}, byte {offset + e.start}); a CSV must be UTF-8, a NetCDF file "
+                f"NetCDF-4"
+            ) from None
+        if "\x00" in text:
+            raise DataFileError(f"{label}: binary data, not CSV text")
+        lines = text.splitlines()
+        yield line, lines
+        line, offset, first = line + len(lines), offset + cut, False
+
+
+def _header(label: str, problem: ProblemInfo, row: str, line: int) -> list[str]:
+    """The header's column names, checked: the observable, the coordinates, optionally the weight."""
+    kind = problem.kind
+    coords = ["x"] if problem.event_dims == 1 else ["x", "y"]
+    allowed = ["observable", *coords, "weight"]
+    header = [h.strip().lower() for h in next(csv.reader([row]), [])]
+    unknown = [h for h in header if h not in allowed]
+    if unknown:
+        raise DataFileError(
+            f"{label}: line {line}: unknown column {shown(unknown[0])}; {kind} event columns are "
+            f"{', '.join(allowed)} (weight optional)"
+        )
+    dup = [h for h in header if header.count(h) > 1]
+    if dup:
+        raise DataFileError(f"{label}: line {line}: column {shown(dup[0])} appears twice")
+    missing = [h for h in allowed[:-1] if h not in header]
+    if missing:
+        raise DataFileError(
+            f"{label}: line {line}: the header lacks column(s) {', '.join(missing)}; {kind} "
+            f"events need {', '.join(allowed[:-1])} (and optionally weight)"
+        )
+    return header
+
+
+def _add_block(
+    label: str,
+    problem: ProblemInfo,
+    header: list[str],
+    rows: list[str],
+    numbers: list[int],
+    parts: dict[str, list[tuple[np.ndarray, np.ndarray]]],
+    counts: dict[str, int],
+    max_events: int,
+) -> None:
+    """Parse one block's event lines into ``parts`` (values and line numbers per observable); refuse an observable
+    past ``max_events`` at this block."""
+    names = problem.observable_names
+    coords = ["x"] if problem.event_dims == 1 else ["x", "y"]
+    numeric = [(c, header.index(c)) for c in [*coords, "weight"] if c in header]
+    parsed = _parse_rows_fast(rows, header, [c for c, _ in numeric], names)
+    if parsed is None:  # something is wrong: the line-by-line reader finds the first fault and says where
+        reader = csv.reader(rows)
+        parsed = _parse_rows_slowly(
+            label, problem.kind, reader, numbers, len(header), header.index("observable"), numeric, names
+        )
+    per_obs, index = parsed
+    lines = np.asarray(numbers, dtype=np.int32 if numbers[-1] < 2**31 else np.int64)
+    for n in names:
+        k = len(index[n])
+        if not k:
+            continue
+        if counts[n] + k > max_events:
+            at = int(lines[index[n][max_events - counts[n]]])
+            raise DataFileError(
+                f"{label}: observable {n!r} has more than {max_events:,} events, the limit (limits.events), by line "
+                f"{at}; a spec may raise limits.events where the machine has the memory"
+            )
+        counts[n] += k
+        parts[n].append((per_obs[n], lines[index[n]]))
 
 
 def _line_of(lines: np.ndarray) -> Callable[[int], str]:

@@ -43,24 +43,18 @@ Every observable needs at least :data:`MIN_EVENTS` events; observables (data set
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-import numpy as np
+from typing import IO, TYPE_CHECKING
 
 from qcf_studio.engine.data.csvfiles import read_csv
-from qcf_studio.engine.data.filechecks import (
-    MIN_EVENTS,
-    DataFileError,
-    check_counts,
-    check_cross_sections,
-    check_domain,
-)
+from qcf_studio.engine.data.filechecks import MIN_EVENTS, DataFileError
 from qcf_studio.engine.data.measured import MeasuredData
+from qcf_studio.engine.data.netcdffiles import MAX_DATA_ARRAY_BYTES, read_netcdf
 from qcf_studio.engine.data.parquetfiles import PARQUET_SIGNATURE, read_parquet
 from qcf_studio.engine.data.rootfiles import ROOT_SIGNATURE, read_root
-from qcf_studio.engine.data.safe_hdf5 import HDF5_SIGNATURE, open_netcdf
+from qcf_studio.engine.data.safe_hdf5 import HDF5_SIGNATURE
 from qcf_studio.engine.problem_catalog import ProblemInfo, problem_info, problem_kinds
 from qcf_studio.engine.spec_data import DataColumns
 from qcf_studio.engine.specfields import SpecError
@@ -78,16 +72,13 @@ __all__ = [
     "negative_weights",
     "file_label",
     "MAX_UPLOAD_BYTES",
-    "MAX_DATA_FILE_BYTES",
     "MAX_DATA_ARRAY_BYTES",
     "MAX_EVENTS",
     "MIN_EVENTS",
 ]
 
 MAX_UPLOAD_BYTES = 50 * 2**20  # a file uploaded in the browser
-MAX_DATA_FILE_BYTES = 2**30  # a NetCDF or CSV file named by problem.data (Parquet and ROOT: any size, in chunks)
-MAX_DATA_ARRAY_BYTES = 2**30  # what a NetCDF file's datasets may declare (uncompressed), whatever its size
-MAX_EVENTS = 5_000_000  # per observable in a Parquet or ROOT file: limits.events' default
+MAX_EVENTS = 5_000_000  # per observable in a problem.data file (limits.events' default); files of any size
 _NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf", ".h5", ".hdf5")
 _SIGNATURE_BYTES = max(len(HDF5_SIGNATURE), len(PARQUET_SIGNATURE), len(ROOT_SIGNATURE))
 
@@ -126,34 +117,33 @@ def read_measured(
 def read_measured_file(
     path: str | Path,
     kind: str,
-    max_bytes: int = MAX_DATA_FILE_BYTES,
     *,
     columns: Mapping[str, DataColumns] | None = None,
     xsec: Mapping[str, Sequence[float]] | None = None,
     max_events: int = MAX_EVENTS,
 ) -> MeasuredData:
     """The measured data of problem ``kind`` in the file at ``path`` (``problem.data``): the checks of
-    :func:`read_measured`. NetCDF, Parquet and ROOT files are checked before their values are read and never
-    read into memory whole; Parquet and ROOT files may have any size (read in chunks, at most ``max_events``
-    events per observable), NetCDF and CSV files at most ``max_bytes``."""
+    :func:`read_measured`. Files of any size, never read into memory whole: at most ``max_events`` events per
+    observable, NetCDF, Parquet and ROOT files checked on their declared sizes before any value is read, then
+    every format read in chunks, each checked as it arrives."""
     label = clip(str(path), 200)
     problem = _problem(label, kind)
     try:
         with open(path, "rb") as f:
             head = f.read(_SIGNATURE_BYTES)
-            binary = head.startswith((HDF5_SIGNATURE, PARQUET_SIGNATURE, ROOT_SIGNATURE))
-            # binary formats are read by their own readers; text is read here, never past the limit
-            content = b"" if binary else head + f.read(max_bytes + 1 - len(head))
+            if not head.startswith((HDF5_SIGNATURE, PARQUET_SIGNATURE, ROOT_SIGNATURE)):  # text: streamed from f
+                return _read(label, f, head, problem, MAX_UPLOAD_BYTES, columns, xsec, max_events)
     except (OSError, ValueError) as e:
+        if isinstance(e, DataFileError):
+            raise
         raise DataFileError(f"{label}: cannot read ({getattr(e, 'strerror', None) or type(e).__name__})") from None
-    if not binary and len(content) > max_bytes:
-        raise DataFileError(f"{label}: more than the limit of {max_bytes / 2**20:,.0f} MiB")
-    return _read(label, Path(path) if binary else content, head, problem, max_bytes, columns, xsec, max_events)
+    # binary formats are opened by their own readers
+    return _read(label, Path(path), head, problem, MAX_UPLOAD_BYTES, columns, xsec, max_events)
 
 
 def _read(
     label: str,
-    source: bytes | Path,
+    source: bytes | Path | IO[bytes],
     head: bytes,
     problem: ProblemInfo,
     max_bytes: int,
@@ -161,7 +151,10 @@ def _read(
     xsec: Mapping[str, Sequence[float]] | None,
     max_events: int,
 ) -> MeasuredData:
-    """Dispatch on the file's signature ``head``; ``source`` is the file's bytes or (binary formats) its path."""
+    """Dispatch on the file's signature ``head``; ``source`` is the file's bytes (an upload of at most
+    ``max_bytes``), a binary format's path, or a text file open past ``head``."""
+    if not isinstance(source, (bytes, Path)):
+        return _read_text(label, head, source, problem, max_events)
     if head.startswith(PARQUET_SIGNATURE):
         return read_parquet(label, source, problem, columns, xsec, max_events)
     if head.startswith(ROOT_SIGNATURE):
@@ -174,10 +167,10 @@ def _read(
                 f"{label} is {kind} file: {what}; problem.{key} is for ROOT and Parquet files", f"problem.{key}"
             )
     if head.startswith(HDF5_SIGNATURE):
-        return _read_netcdf(label, source, problem, max_bytes)
-    if isinstance(source, Path):  # not reached: text is read into memory by the callers
+        return read_netcdf(label, source, problem, max_bytes, max_events)
+    if isinstance(source, Path):  # not reached: text files are passed open
         raise DataFileError(f"{label}: not a data file")
-    return _read_text(label, source, problem)
+    return _read_text(label, b"", io.BytesIO(source), problem, max_events)
 
 
 def read_spec_data(spec: Spec) -> MeasuredData:
@@ -232,110 +225,12 @@ def _problem(label: str, kind: str) -> ProblemInfo:
         ) from None
 
 
-def _read_text(label: str, content: bytes, problem: ProblemInfo) -> MeasuredData:
-    if not content.strip():
-        raise DataFileError(f"{label}: the file is empty")
-    if content.startswith(b"CDF\x01") or content.startswith(b"CDF\x02"):
+def _read_text(label: str, head: bytes, stream: IO[bytes], problem: ProblemInfo, max_events: int) -> MeasuredData:
+    """CSV text: ``head`` (what was read to tell the format) and then ``stream``, read in blocks."""
+    if not head:
+        head = stream.read(_SIGNATURE_BYTES)
+    if head.startswith(b"CDF\x01") or head.startswith(b"CDF\x02"):
         raise DataFileError(f"{label}: classic NetCDF-3 files are not read here; write NetCDF-4 (as `qcf-studio data`)")
-    if label.lower().endswith(_NETCDF_SUFFIXES):
+    if label.lower().endswith(_NETCDF_SUFFIXES) and head.strip():
         raise DataFileError(f"{label}: not a NetCDF-4 file (no HDF5 signature); CSV files should end in .csv")
-    return read_csv(label, content, problem)
-
-
-# NetCDF ---------------------------------------------------------------------------------------------
-
-
-def _read_netcdf(label: str, source: bytes | Path, problem: ProblemInfo, max_bytes: int) -> MeasuredData:
-    kind = problem.kind
-    try:
-        ds = open_netcdf(
-            source, label, max_file_bytes=max_bytes, max_data_bytes=min(4 * max_bytes, MAX_DATA_ARRAY_BYTES)
-        )
-    except (ValueError, OSError) as e:
-        raise DataFileError(str(e)) from None
-    if "events" not in ds:
-        what = "a run result" if "params_pred" in ds else "not measured events data"
-        have = clip(", ".join(map(str, ds.data_vars)) or "none")
-        raise DataFileError(f"{label}: {what}: no variable 'events' (variables: {have})")
-    stored = ds.attrs.get("problem")
-    if stored is not None and (not isinstance(stored, str) or stored != kind):  # an array would compare per item
-        raise DataFileError(f"{label}: the data are for problem {shown(stored)}, not {kind!r}")
-    names = list(problem.observable_names)
-    if "observable" not in ds["events"].dims:
-        raise DataFileError(
-            f"{label}: variable 'events' has dimensions {shown(ds['events'].dims)}, needs "
-            f"(observable, event{', coord' if problem.event_dims == 2 else ''})"
-        )
-    if "observable" in ds.coords:
-        listed = [str(v) for v in ds["observable"].values]
-        unknown = [n for n in listed if n not in names]
-        missing = [n for n in names if n not in listed]
-        if unknown or missing or len(listed) != len(names):
-            raise DataFileError(
-                f"{label}: observables {clip(', '.join(listed))} do not match {kind}'s {', '.join(names)}"
-            )
-        ds = ds.sel(observable=names)
-    expected = ("observable", "event") if problem.event_dims == 1 else ("observable", "event", "coord")
-    if ds["events"].dims != expected:
-        raise DataFileError(
-            f"{label}: variable 'events' has dimensions {shown(ds['events'].dims)}; {kind} events need {expected}"
-        )
-    if problem.event_dims == 2 and "coord" in ds.coords and [str(c) for c in ds["coord"].values] != ["x", "y"]:
-        raise DataFileError(
-            f"{label}: coordinate 'coord' is {shown(list(ds['coord'].values))}; {kind} events need ['x', 'y']"
-        )
-    for var in ("xsec", "xsec_err"):
-        if var not in ds:
-            raise DataFileError(f"{label}: variable {var!r} (integrated cross section per observable) is missing")
-        if ds[var].dims != ("observable",):
-            raise DataFileError(f"{label}: variable {var!r} has dimensions {shown(ds[var].dims)}, needs (observable,)")
-    if "weights" in ds and ds["weights"].dims != ("observable", "event"):
-        raise DataFileError(
-            f"{label}: variable 'weights' has dimensions {shown(ds['weights'].dims)}, needs (observable, event)"
-        )
-    if "counts" in ds and ds["counts"].dims != ("observable",):
-        raise DataFileError(
-            f"{label}: variable 'counts' has dimensions {shown(ds['counts'].dims)}, needs (observable,)"
-        )
-    for var in ("events", "xsec", "xsec_err", "weights"):  # text or complex values would fail later, in a worker
-        if var in ds and not _real_numbers(ds[var].dtype):
-            raise DataFileError(f"{label}: variable {var!r} holds {_value_kind(ds[var].dtype)}, not real numbers")
-    ds.attrs["problem"] = kind
-    try:
-        data = MeasuredData.from_xarray(ds, source=label)
-    except ValueError as e:
-        raise DataFileError(str(e)) from None
-    if data.truth is not None and (
-        data.truth.shape != (len(problem.param_names),) or not _real_numbers(data.truth.dtype)
-    ):
-        data.truth = None  # not this problem's parameters: the data are still usable
-    resolution = ds.attrs.get("resolution", 0.0)
-    check_cross_sections(label, data.xsec, data.xsec_err, problem, "variable 'xsec'")
-    counts = data.event_counts  # the events past an observable's count are padding (variable 'counts')
-    for o, n in enumerate(names):
-        bad = ~np.isfinite(data.events[o, : counts[o]]).all(axis=-1)
-        if bad.any():
-            raise DataFileError(
-                f"{label}: variable 'events' of observable {n!r}: event {int(np.argmax(bad))} is not a finite number"
-            )
-    check_counts(label, dict(zip(names, counts.tolist())))
-    try:
-        resolution = float(resolution)
-    except (TypeError, ValueError):
-        resolution = 0.0
-    for o, n in enumerate(names):
-        check_domain(label, problem, n, data.events[o, : counts[o]], resolution, lambda i: f"event {i}")
-    return data
-
-
-def _real_numbers(dtype: np.dtype) -> bool:
-    return np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)
-
-
-def _value_kind(dtype: np.dtype) -> str:
-    return {"O": "text", "U": "text", "S": "text", "c": "complex numbers", "b": "true/false values"}.get(
-        dtype.kind, f"values of type {dtype.name}"
-    )
-
-
-# CSV ------------------------------------------------------------------------------------------------
+    return read_csv(label, stream, problem, max_events, prefix=head)

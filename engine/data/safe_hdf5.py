@@ -6,14 +6,15 @@ names an object in another file. Any of these in an uploaded file would let it r
 read. Compressed datasets can also declare far more data than the file holds. :func:`check_hdf5` walks the
 whole file through its links without following them and refuses all of that *before any value is read*;
 :func:`open_netcdf` checks and then loads the file with xarray from the same open file (no second lookup of
-the path). Messages name the file and the object, never its contents.
+the path); :func:`opened_netcdf` gives the same file lazily, for readers that read a large dataset in slices.
+Messages name the file and the object, never its contents.
 """
 
 from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from stat import S_ISREG
@@ -29,6 +30,7 @@ __all__ = [
     "check_hdf5",
     "checked_hdf5",
     "open_netcdf",
+    "opened_netcdf",
     "HDF5_SIGNATURE",
     "ALLOWED_FILTERS",
     "MAX_OBJECTS",
@@ -46,8 +48,12 @@ class UnsafeFileError(ValueError):
     """A file that is refused before any of its values is read; the message names the file and why."""
 
 
-def check_hdf5(f: h5py.File, label: str, max_data_bytes: int) -> int:
+def check_hdf5(f: h5py.File, label: str, max_data_bytes: int, bounded_apart: Collection[str] = ()) -> int:
     """Walk every link of the open file ``f``; return the bytes its datasets declare.
+
+    The datasets at the paths ``bounded_apart`` (e.g. ``"/events"``) are checked like every other but do not count
+    towards ``max_data_bytes``: the caller bounds their declared shape and type itself before reading any of
+    their values (and reads them in slices). A second name for such a dataset counts as any dataset does.
 
     Raises :class:`UnsafeFileError` (naming ``label`` and the object) for external links, soft links,
     externally stored or virtual datasets, filters other than :data:`ALLOWED_FILTERS`, more than
@@ -84,14 +90,17 @@ def check_hdf5(f: h5py.File, label: str, max_data_bytes: int) -> int:
                 raise UnsafeFileError(f"{label}: {clip(where)} is a soft link; links are refused")
             obj = group.get(name)
             key = _address(obj)
-            if key in seen:
+            apart = where in bounded_apart  # not marked seen: under a second name it counts as any dataset
+            if key in seen and not apart:
                 continue  # the same object under a second name: checked once
-            seen.add(key)
+            if not apart:
+                seen.add(key)
             attributes(obj, where)
             if isinstance(obj, h5py.Group):
                 pending.append((where, obj))
             elif isinstance(obj, h5py.Dataset):
-                declared += _check_dataset(obj, label, where)
+                size = _check_dataset(obj, label, where)
+                declared += 0 if apart else size
                 if declared > max_data_bytes:
                     raise UnsafeFileError(
                         f"{label}: its datasets declare more than {max_data_bytes / 2**20:,.0f} MiB "
@@ -157,6 +166,32 @@ def open_netcdf(source: str | Path | bytes, label: str, *, max_file_bytes: int, 
             raise
         except Exception as e:  # h5py/h5netcdf raise many types for damaged files; their text is clipped
             raise ValueError(f"{label}: not a readable NetCDF-4 file ({type(e).__name__}: {clip(str(e))})") from None
+
+
+@contextmanager
+def opened_netcdf(
+    source: str | Path | bytes,
+    label: str,
+    *,
+    max_file_bytes: int,
+    max_data_bytes: int,
+    bounded_apart: Collection[str] = (),
+) -> Iterator[xr.Dataset]:
+    """The NetCDF-4 file ``source``, checked by :func:`check_hdf5` (``bounded_apart`` as there), open lazily:
+    only its metadata and index coordinates are read; values are read when the caller asks (and must be within
+    this ``with``). Raises as :func:`open_netcdf` does; errors reading values later are the caller's to catch."""
+    with _opened(source, label, max_file_bytes) as fobj:
+        try:
+            with h5py.File(fobj, "r") as f:
+                check_hdf5(f, label, max_data_bytes, bounded_apart)
+            fobj.seek(0)
+            ds = xr.open_dataset(fobj, engine="h5netcdf", phony_dims="sort")
+        except UnsafeFileError:
+            raise
+        except Exception as e:  # h5py/h5netcdf raise many types for damaged files; their text is clipped
+            raise ValueError(f"{label}: not a readable NetCDF-4 file ({type(e).__name__}: {clip(str(e))})") from None
+        with ds:
+            yield ds
 
 
 @contextmanager
