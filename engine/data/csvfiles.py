@@ -23,6 +23,7 @@ __all__ = ["read_csv", "parse_cross_sections", "BLOCK_BYTES", "MAX_LINE_BYTES"]
 BLOCK_BYTES = 2**20  # text read at a time (whole lines): what the reader holds of the file besides its events
 MAX_LINE_BYTES = 2**20  # one line (a CSV event line has tens of bytes)
 
+_Part = tuple[np.ndarray, np.ndarray, np.ndarray]  # one block's values of an observable; index and line outside
 _PLUS_MINUS = re.compile(r"\s*(?:±|\+/-|\+-)\s*")
 
 
@@ -35,7 +36,7 @@ def read_csv(label: str, stream: IO[bytes], problem: ProblemInfo, max_events: in
     coords = ["x"] if problem.event_dims == 1 else ["x", "y"]
     settings: dict[str, tuple[int, str]] = {}
     header: list[str] | None = None
-    parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {n: [] for n in names}  # (values, lines) per block
+    parts: dict[str, list[_Part]] = {n: [] for n in names}  # per block
     counts = dict.fromkeys(names, 0)
     text = False
     for start, lines in _blocks(label, prefix, stream):
@@ -64,18 +65,26 @@ def read_csv(label: str, stream: IO[bytes], problem: ProblemInfo, max_events: in
         raise DataFileError(f"{label}: no header and no events (only comments or blank lines)")
 
     check_counts(label, counts)
-    columns = len([c for c in [*coords, "weight"] if c in header])
-    per_obs: dict[str, np.ndarray] = {}
-    lines_of: dict[str, np.ndarray] = {}
-    for n in names:  # each block's arrays let go as they are joined
-        per_obs[n] = np.concatenate([v for v, _ in parts[n]]).reshape(-1, columns)
-        lines_of[n] = np.concatenate([k for _, k in parts.pop(n)])
-    d = len(coords)
-    events = [per_obs[n][:, :d] for n in names]  # (N_o, D) per observable; the counts may differ
-    weights = [per_obs[n][:, d] for n in names] if "weight" in header else None
-    for n, w in zip(names, weights or ()):
-        if not w.sum() > 0:
-            what = "are all zero" if not w.any() else f"sum to {w.sum():.6g}, not above 0"
+    d, c = len(coords), np.asarray([counts[n] for n in names], dtype=np.int64)
+    table = np.empty((len(names), int(c.max()), d))  # padded past each observable's count (MeasuredData.counts)
+    w = np.zeros(table.shape[:2]) if "weight" in header else None
+    lines_of: dict[str, Callable[[int], str]] = {}
+    for o, n in enumerate(names):  # each block's arrays let go as they are copied in
+        k, outside = 0, []
+        while parts[n]:
+            values, *where = parts[n].pop(0)
+            table[o, k : k + len(values)] = values[:, :d]
+            if w is not None:
+                w[o, k : k + len(values)] = values[:, d]
+            outside.append(where)
+            k += len(values)
+        table[o, k:] = table[o, 0]
+        lines_of[n] = _line_of(*(np.concatenate(a) for a in zip(*outside)))
+    events = [table[o, : c[o]] for o in range(len(names))]  # (N_o, D) per observable; the counts may differ
+    weights = None if w is None else [w[o, : c[o]] for o in range(len(names))]
+    for n, wo in zip(names, weights or ()):
+        if not wo.sum() > 0:
+            what = "are all zero" if not wo.any() else f"sum to {wo.sum():.6g}, not above 0"
             raise DataFileError(f"{label}: column 'weight': the weights of observable {n!r} {what}")
     resolution = 0.0
     if "resolution" in settings:
@@ -87,12 +96,12 @@ def read_csv(label: str, stream: IO[bytes], problem: ProblemInfo, max_events: in
         if not 0.0 <= resolution < 1.0:
             raise DataFileError(f"{label}: line {line}: resolution {shown(value)} must be a number in [0, 1)")
     for o, n in enumerate(names):
-        check_domain(label, problem, n, events[o], resolution, _line_of(lines_of[n]))
+        check_domain(label, problem, n, events[o], resolution, lines_of[n])
     setting = settings.get("xsec")
     where = f"line {setting[0]}" if setting else None
     xsec, xsec_err = parse_cross_sections(label, setting[1] if setting else None, problem, events, weights, where)
     try:
-        return MeasuredData.from_observables(kind, events, xsec, xsec_err, weights)
+        return MeasuredData(kind, table, xsec, xsec_err, None, w, c)
     except ValueError as e:
         raise DataFileError(f"{label}: {e}") from None
 
@@ -162,12 +171,13 @@ def _add_block(
     header: list[str],
     rows: list[str],
     numbers: list[int],
-    parts: dict[str, list[tuple[np.ndarray, np.ndarray]]],
+    parts: dict[str, list[_Part]],
     counts: dict[str, int],
     max_events: int,
 ) -> None:
-    """Parse one block's event lines into ``parts`` (values and line numbers per observable); refuse an observable
-    past ``max_events`` at this block."""
+    """Parse one block's event lines into ``parts`` (per observable: the values, and the index and line of each event
+    outside the problem's domain before widening: only these can lie outside the domain a resolution widens);
+    refuse an observable past ``max_events`` at this block."""
     names = problem.observable_names
     coords = ["x"] if problem.event_dims == 1 else ["x", "y"]
     numeric = [(c, header.index(c)) for c in [*coords, "weight"] if c in header]
@@ -189,13 +199,19 @@ def _add_block(
                 f"{label}: observable {n!r} has more than {max_events:,} events, the limit (limits.events), by line "
                 f"{at}; a spec may raise limits.events where the machine has the memory"
             )
+        values = per_obs[n]
+        out = np.zeros(k, dtype=bool)
+        for axis, (a, b) in enumerate(problem.domain):
+            out |= (values[:, axis] < a) | (values[:, axis] > b)
+        i = np.flatnonzero(out)
+        parts[n].append((values, counts[n] + i, lines[index[n][i]]))
         counts[n] += k
-        parts[n].append((per_obs[n], lines[index[n]]))
 
 
-def _line_of(lines: np.ndarray) -> Callable[[int], str]:
-    """Where event ``i`` of an observable is, for messages: its line in the file."""
-    return lambda i: f"line {lines[i]}"
+def _line_of(index: np.ndarray, lines: np.ndarray) -> Callable[[int], str]:
+    """Where event ``i`` of an observable is, for messages: its line in the file (``i`` one of ``index``, the events
+    outside the unwidened domain, whose ``lines`` were kept)."""
+    return lambda i: f"line {lines[np.searchsorted(index, i)]}"
 
 
 def _parse_rows_slowly(
