@@ -20,7 +20,7 @@ from qcf_studio.engine.textlimits import shown
 
 __all__ = ["read_csv", "parse_cross_sections", "BLOCK_BYTES", "MAX_LINE_BYTES"]
 
-BLOCK_BYTES = 2**20  # text read at a time (whole lines): what the reader holds of the file besides its events
+BLOCK_BYTES = 2**18  # text read at a time (whole lines): what the reader holds of the file besides its events
 MAX_LINE_BYTES = 2**20  # one line (a CSV event line has tens of bytes)
 
 _Part = tuple[np.ndarray, np.ndarray, np.ndarray]  # one block's values of an observable; index and line outside

@@ -26,7 +26,7 @@ from qcf_studio.engine.textlimits import clip, shown
 __all__ = ["read_netcdf", "MAX_DATA_ARRAY_BYTES", "EVENT_SLICE"]
 
 MAX_DATA_ARRAY_BYTES = 2**30  # what a NetCDF file's datasets other than the events may declare (uncompressed)
-EVENT_SLICE = 1 << 20  # events per observable read at a time
+EVENT_SLICE = 1 << 18  # events per observable read at a time
 _ANY_SIZE = 2**62  # a problem.data path: the file's size is not what bounds the reading
 _SMALL = ("xsec", "xsec_err", "counts", "params_true")  # the variables read besides the events and weights
 _MAX_TRUTH = 1_000  # params_true values read at most (a problem has a handful of parameters)
@@ -44,7 +44,7 @@ def read_netcdf(
             label,
             max_file_bytes=max_bytes if upload else _ANY_SIZE,
             max_data_bytes=min(4 * max_bytes, MAX_DATA_ARRAY_BYTES) if upload else MAX_DATA_ARRAY_BYTES,
-            bounded_apart=() if upload else ("/events", "/weights"),
+            bounded_apart=None if upload else _event_bounds(problem, max_events),
         ) as ds:
             ds, resolution = _checked_layout(label, ds, problem, max_events)
             counts = _declared_counts(ds)
@@ -77,6 +77,13 @@ def read_netcdf(
     for o, n in enumerate(names):
         check_domain(label, problem, n, data.events[o, : counts[o]], resolution, lambda i: f"event {i}")
     return data
+
+
+def _event_bounds(problem: ProblemInfo, max_events: int) -> dict[str, tuple[int, str]]:
+    """The most values the events, weights and event index of a file may declare: ``max_events`` per observable."""
+    o, d = len(problem.observable_names), problem.event_dims
+    why = f"that limits.events allows ({max_events:,} events per observable); a spec may raise limits.events"
+    return {"/events": (o * max_events * d, why), "/weights": (o * max_events, why), "/event": (max_events, why)}
 
 
 def _checked_layout(label: str, ds: xr.Dataset, problem: ProblemInfo, max_events: int) -> tuple[xr.Dataset, float]:

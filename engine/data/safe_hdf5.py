@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from stat import S_ISREG
@@ -48,12 +48,15 @@ class UnsafeFileError(ValueError):
     """A file that is refused before any of its values is read; the message names the file and why."""
 
 
-def check_hdf5(f: h5py.File, label: str, max_data_bytes: int, bounded_apart: Collection[str] = ()) -> int:
+def check_hdf5(
+    f: h5py.File, label: str, max_data_bytes: int, bounded_apart: Mapping[str, tuple[int, str]] | None = None
+) -> int:
     """Walk every link of the open file ``f``; return the bytes its datasets declare.
 
-    The datasets at the paths ``bounded_apart`` (e.g. ``"/events"``) are checked like every other but do not count
-    towards ``max_data_bytes``: the caller bounds their declared shape and type itself before reading any of
-    their values (and reads them in slices). A second name for such a dataset counts as any dataset does.
+    The datasets at the paths of ``bounded_apart`` (e.g. ``{"/events": (10_000_000, "limits.events ...")}``) are
+    checked like every other but do not count towards ``max_data_bytes``: each may declare at most the number of
+    values given (the text says why, in the message), whatever its type; the caller checks their shape and type
+    before reading any of their values (in slices). A second name for such a dataset counts as any dataset does.
 
     Raises :class:`UnsafeFileError` (naming ``label`` and the object) for external links, soft links,
     externally stored or virtual datasets, filters other than :data:`ALLOWED_FILTERS`, more than
@@ -90,7 +93,7 @@ def check_hdf5(f: h5py.File, label: str, max_data_bytes: int, bounded_apart: Col
                 raise UnsafeFileError(f"{label}: {clip(where)} is a soft link; links are refused")
             obj = group.get(name)
             key = _address(obj)
-            apart = where in bounded_apart  # not marked seen: under a second name it counts as any dataset
+            apart = bounded_apart is not None and where in bounded_apart  # under a second name: as any dataset
             if key in seen and not apart:
                 continue  # the same object under a second name: checked once
             if not apart:
@@ -100,6 +103,12 @@ def check_hdf5(f: h5py.File, label: str, max_data_bytes: int, bounded_apart: Col
                 pending.append((where, obj))
             elif isinstance(obj, h5py.Dataset):
                 size = _check_dataset(obj, label, where)
+                if apart and bounded_apart is not None:
+                    most, why = bounded_apart[where]
+                    if obj.size > most:
+                        raise UnsafeFileError(
+                            f"{label}: {clip(where)} declares {obj.size:,} values, more than the {most:,} {why}"
+                        )
                 declared += 0 if apart else size
                 if declared > max_data_bytes:
                     raise UnsafeFileError(
@@ -175,7 +184,7 @@ def opened_netcdf(
     *,
     max_file_bytes: int,
     max_data_bytes: int,
-    bounded_apart: Collection[str] = (),
+    bounded_apart: Mapping[str, tuple[int, str]] | None = None,
 ) -> Iterator[xr.Dataset]:
     """The NetCDF-4 file ``source``, checked by :func:`check_hdf5` (``bounded_apart`` as there), open lazily:
     only its metadata and index coordinates are read; values are read when the caller asks (and must be within
