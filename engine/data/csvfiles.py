@@ -72,11 +72,11 @@ def read_csv(label: str, stream: IO[bytes], problem: ProblemInfo, max_events: in
     for o, n in enumerate(names):  # each block's arrays let go as they are copied in
         k, outside = 0, []
         while parts[n]:
-            values, *where = parts[n].pop(0)
+            values, *kept = parts[n].pop(0)
             table[o, k : k + len(values)] = values[:, :d]
             if w is not None:
                 w[o, k : k + len(values)] = values[:, d]
-            outside.append(where)
+            outside.append(kept)
             k += len(values)
         table[o, k:] = table[o, 0]
         lines_of[n] = _line_of(*(np.concatenate(a) for a in zip(*outside)))
