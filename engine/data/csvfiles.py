@@ -13,7 +13,13 @@ from typing import IO
 
 import numpy as np
 
-from qcf_studio.engine.data.filechecks import DataFileError, check_counts, check_cross_sections, check_domain
+from qcf_studio.engine.data.filechecks import (
+    DataFileError,
+    check_counts,
+    check_cross_sections,
+    check_domain,
+    file_resolution,
+)
 from qcf_studio.engine.data.measured import MeasuredData
 from qcf_studio.engine.problem_catalog import ProblemInfo
 from qcf_studio.engine.textlimits import shown
@@ -89,12 +95,7 @@ def read_csv(label: str, stream: IO[bytes], problem: ProblemInfo, max_events: in
     resolution = 0.0
     if "resolution" in settings:
         line, value = settings["resolution"]
-        try:
-            resolution = float(value)
-        except ValueError:
-            resolution = -1.0
-        if not 0.0 <= resolution < 1.0:
-            raise DataFileError(f"{label}: line {line}: resolution {shown(value)} must be a number in [0, 1)")
+        resolution = file_resolution(label, value, f"line {line}: resolution")
     for o, n in enumerate(names):
         check_domain(label, problem, n, events[o], resolution, lines_of[n])
     setting = settings.get("xsec")

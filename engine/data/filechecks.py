@@ -9,6 +9,7 @@ from collections.abc import Callable
 import numpy as np
 
 from qcf_studio.engine.problem_catalog import ProblemInfo
+from qcf_studio.engine.textlimits import shown
 
 __all__ = ["DataFileError", "MIN_EVENTS", "SMEARING_SIGMAS", "check_counts", "check_domain", "check_cross_sections"]
 
@@ -62,3 +63,17 @@ def check_domain(
                 f"{problem.kind} "
                 f"domain {coord} ∈ {span}; first at {where(i)}: {coord} = {v[i]:.6g}"
             )
+
+
+def file_resolution(label: str, text: str | None, what: str = "the file's 'resolution'") -> float:
+    """A file's ``resolution`` setting (0 without one), a number in [0, 1); ``what`` names it in the refusal (for a
+    CSV file, its line)."""
+    if text is None:
+        return 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value < 1.0:
+        raise DataFileError(f"{label}: {what} {shown(text)} must be a number in [0, 1)")
+    return value

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from qcf_studio.engine.data.filechecks import DataFileError
+from qcf_studio.engine.data.filechecks import DataFileError, file_resolution
 from qcf_studio.engine.data.measured import MeasuredData
 from qcf_studio.engine.data.tables import Gathered, measured_from, optional_module, quoted, standard_columns
 from qcf_studio.engine.problem_catalog import ProblemInfo
@@ -51,19 +51,6 @@ def file_setting(label: str, name: str, value: bytes | str | None) -> str | None
             raise DataFileError(f"{label}: the file's {name!r} is not UTF-8 text") from None
     if len(value) > 10_000:
         raise DataFileError(f"{label}: the file's {name!r} has {len(value):,} characters; at most 10,000")
-    return value
-
-
-def file_resolution(label: str, text: str | None) -> float:
-    """The file's ``resolution`` setting (0 without one), a number in [0, 1)."""
-    if text is None:
-        return 0.0
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 <= value < 1.0:
-        raise DataFileError(f"{label}: the file's 'resolution' {shown(text)} must be a number in [0, 1)")
     return value
 
 

@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from qcf_studio.engine.data.filechecks import DataFileError
+from qcf_studio.engine.data.filechecks import DataFileError, file_resolution
 from qcf_studio.engine.data.measured import MeasuredData
-from qcf_studio.engine.data.parquetfiles import file_resolution, file_setting
+from qcf_studio.engine.data.parquetfiles import file_setting
 from qcf_studio.engine.data.tables import Gathered, measured_from, optional_module, quoted, standard_columns
 from qcf_studio.engine.problem_catalog import ProblemInfo
 from qcf_studio.engine.spec_data import DataColumns
