@@ -23,8 +23,8 @@ SAMPLES = sorted((REPO / "sample_data").glob("*.yaml"))
 
 def test_validating_every_sample_spec_imports_no_torch():
     code = (
-        "import sys, engine.spec, engine.data.datafiles\n"
-        "from app.cli import main\n"
+        "import sys, qcf_studio.engine.spec, qcf_studio.engine.data.datafiles\n"
+        "from qcf_studio.app.cli import main\n"
         f"for path in {[str(p) for p in SAMPLES]!r}:\n"
         "    assert main(['validate', path]) == 0, path\n"
         "qcf_studio.engine.spec.parse_spec({'problem': {'kind': 'proxy2d'}, 'detector': {'resolution': 0.1,"

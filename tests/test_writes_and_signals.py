@@ -206,8 +206,9 @@ def test_a_full_disk_saves_the_run_in_the_rescue_folder_and_exits_1(tmp_path, fu
 @pytest.mark.slow
 def test_an_upload_to_a_full_disk_is_a_message_and_leaves_nothing(tmp_path, full):
     script = (
-        "import numpy as np; from app.dashboard.upload import UploadError, save_upload; "
-        "from engine.problems import get_problem; from engine.data.pseudodata import make_pseudo_data; "
+        "import numpy as np; from qcf_studio.app.dashboard.upload import UploadError, save_upload; "
+        "from qcf_studio.engine.problems import get_problem; "
+        "from qcf_studio.engine.data.pseudodata import make_pseudo_data; "
         "p = get_problem('proxy1d'); d = make_pseudo_data(p, np.asarray(p.truth), 20000, seed=1)\n"
         f"try:\n    save_upload(d, '{full}', 'big.csv')\n"
         "except UploadError as e:\n    print(e); raise SystemExit(3)"
