@@ -79,7 +79,8 @@ class ErrorsAndPredictions(LikelihoodModel):
         limit MINUIT's bounded transform leaves the NLL no curvature it can use, so HESSE quotes a vanishing error
         for that parameter or forces its matrix positive definite (and then every error is lost). Those parameters
         get their MINOS error towards the inside of the bounds (``minos_errors``, ``(P, 2)``), uncorrelated with the
-        others. NaN, with a warning, where HESSE still finds no covariance or MINOS no error.
+        others (for weighted data MINOS's error is the weighted NLL's, without the sandwich). NaN, with a warning,
+        where HESSE still finds no covariance or MINOS no error.
         """
         n = len(self.lo)
         theta = np.asarray(m.values, dtype=np.float64)
@@ -99,7 +100,7 @@ class ErrorsAndPredictions(LikelihoodModel):
             lower, upper = minos_errors[k]
             inside = -lower if self.hi[k] - theta[k] < theta[k] - self.lo[k] else upper
             if not np.isfinite(inside) or inside <= 0:
-                self.warnings.append(f"MINOS found no error for {names[0]} at its limit: errors are NaN")
+                self.warnings.append(f"MINOS found no error for {m.parameters[k]} at its limit: errors are NaN")
                 return
             cov[k, k] = float(inside) ** 2
         self.cov = cov
