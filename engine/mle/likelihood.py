@@ -118,20 +118,18 @@ class LikelihoodModel:
         self.weights = [trapezoid_weights(g) for g in self.grids]
         obs = torch.arange(self.n_obs).repeat_interleave(self.n_events)
         self.frac: Tensor | tuple[Tensor, Tensor]  # one axis: the fraction along it; two: along x and along y
-        if len(self.grids) == 1:
-            g = len(self.grids[0])
-            self.base = obs * g + index[0]
-            self.frac = frac[0]
-            corners: tuple[Tensor, ...] = (self.base, self.base + 1)
-        else:
-            gx, gy = len(self.grids[0]), len(self.grids[1])
-            self.base = obs * gx * gy + index[0] * gy + index[1]
-            self.frac = (frac[0], frac[1])
-            self.stride_x = gy
-            corners = (self.base, self.base + 1, self.base + gy, self.base + gy + 1)
         # the cells' corner nodes and the complements 1 − f, computed once: the NLL gathers at them every call
         # (index_select: a third of the time of indexing with a tensor)
-        self.corners = corners
+        self.corners: tuple[Tensor, ...]
+        if len(self.grids) == 1:
+            base = obs * len(self.grids[0]) + index[0]
+            self.frac = frac[0]
+            self.corners = (base, base + 1)
+        else:
+            gx, gy = len(self.grids[0]), len(self.grids[1])
+            base = obs * gx * gy + index[0] * gy + index[1]
+            self.frac = (frac[0], frac[1])
+            self.corners = (base, base + 1, base + gy, base + gy + 1)
         self.frac_rest = tuple(1.0 - f for f in frac)
 
     def densities(self, theta: Tensor) -> tuple[Tensor, Tensor]:
