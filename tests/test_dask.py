@@ -232,3 +232,24 @@ def test_training_tasks_keep_freed_memory_on_their_worker():
             default, retained = client.submit(_temporaries_faults_before_and_after_task_setup, pure=False).result()
     assert default > 500  # 3 900 here: each 4 MB temporary's 1 000 pages, in again
     assert retained < 50
+
+
+def test_the_client_uses_one_torch_thread_while_its_embedded_cluster_fills_the_cores():
+    """The client's pseudo-data and results beside workers at nice 10: with a thread per core its torch spun
+    against them (a campaign's pseudo-data took 20 times as long). The number it had comes back at close."""
+    from qcf_studio.engine.run import cluster
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        client = cluster.local_client(1, "cpu")
+        try:
+            assert torch.get_num_threads() == 1
+            data = measured_data(small_spec())  # the client's own torch work runs with it
+            assert data.events.shape[0] == 2
+        finally:
+            cluster.close(client)
+        # another embedded cluster of this process (the session's) still up: it keeps one thread
+        assert torch.get_num_threads() == (1 if cluster._embedded["count"] else 2)
+    finally:
+        torch.set_num_threads(before)

@@ -34,7 +34,8 @@ def local_client(workers: int = 2, device: str = "auto") -> Client:
     (:func:`qcf_studio.engine.run.devices.cuda_index`). Its workers ignore SIGINT and SIGTERM
     (:class:`IgnoreStopSignals`),
     so that a terminal's Ctrl-C or a batch system's SIGTERM reaches the client, which stops the members and
-    saves what they have, instead of killing the workers with it.
+    saves what they have, instead of killing the workers with it. While the cluster is up, this process's torch
+    works with one thread (its share beside workers that fill the cores); :func:`close` gives back the number it had.
     """
     if workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}")
@@ -47,7 +48,30 @@ def local_client(workers: int = 2, device: str = "auto") -> Client:
     client.register_plugin(IgnoreStopSignals())
     client.register_plugin(LowerPriority(10))
     client.register_plugin(PreloadEngine())
+    _client_threads_down()
     return client
+
+
+# The client's own torch work (pseudo-data, results) runs beside workers that fill every core at nice 10: with
+# torch's default of a thread per core it spun against them at normal priority, and a campaign's pseudo-data
+# took 20 times as long (docs/benchmarks.md, "Closure campaigns"). One thread while an embedded cluster is up.
+_embedded = {"count": 0, "threads": 0}
+_embedded_lock = threading.Lock()
+
+
+def _client_threads_down() -> None:
+    with _embedded_lock:
+        if _embedded["count"] == 0:
+            _embedded["threads"] = torch.get_num_threads()
+        _embedded["count"] += 1
+        torch.set_num_threads(1)
+
+
+def _client_threads_restored() -> None:
+    with _embedded_lock:
+        _embedded["count"] -= 1
+        if _embedded["count"] == 0:
+            torch.set_num_threads(_embedded["threads"])
 
 
 def local_cluster(workers: int, gpus: int = 0) -> LocalCluster:
@@ -83,7 +107,10 @@ def close(client: Client) -> None:
     cluster = getattr(client, "_qcf_owned_cluster", None)
     client.close()
     if cluster is not None:
-        cluster.close()
+        try:
+            cluster.close()
+        finally:
+            _client_threads_restored()
 
 
 class IgnoreStopSignals(WorkerPlugin):
