@@ -71,8 +71,8 @@ class EnsembleSpec:
 
     members: Annotated[Whole, Range(1)] = 2
     """Ensemble members."""
-    # The ensemble's errors are then the spread of the members' estimates, the statistical error of
-    # the GAN estimator (see engine.results).
+    # The ensemble's errors then come from the spread of the members' estimates, the statistical error of
+    # the GAN estimator (see engine.results.ensemble_estimate).
     bootstrap: Flag = False
     """Train each member on its own bootstrap replica of the measured data (Poisson(1) event weights,
     cross sections redrawn within their errors)."""

@@ -54,7 +54,8 @@ def error_kind(ds: xr.Dataset) -> tuple[str, str]:
     n, mle = _fitted_members(ds), ds.attrs.get("method") == "mle"
     if is_bootstrap(ds):
         return f"bootstrap 1 sigma ({n} members)", (
-            f"the standard deviation of the estimates of {n} members, each fitted to a bootstrap replica of the data"
+            f"the standard deviation of the estimates of {n} members, each fitted to a bootstrap replica of the data, "
+            f"times sqrt(1 + 1/{n}): the error of their mean"
         )
     if n == 1 and mle:
         return "Hessian 1 sigma (HESSE)", (

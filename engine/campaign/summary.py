@@ -91,8 +91,10 @@ def fit_record(ds: xr.Dataset, key: FitKey, path: Path | None = None) -> FitReco
     record.truth = np.asarray(ds["params_true"], dtype=float)
     if status != "completed":
         return record
-    record.estimate = np.asarray(ds["params_ensemble"], dtype=float)
-    record.error = np.asarray(ds["params_ensemble_err"], dtype=float)
+    # Recomputed from the members, like the QCFs (not the file's params_ensemble_err): every fit of a campaign,
+    # those written by an earlier version included, is judged with today's definition of its errors.
+    p_mean, p_err = estimate(ds, "params")
+    record.estimate, record.error = np.asarray(p_mean, dtype=float), np.asarray(p_err, dtype=float)
     q_mean, q_err = estimate(ds, "qcf")
     record.qcf_estimate, record.qcf_error = np.asarray(q_mean, dtype=float), np.asarray(q_err, dtype=float)
     record.qcf_truth = np.asarray(ds["qcf_true"], dtype=float)

@@ -4,8 +4,9 @@ holds, in the way NNPDF-style Monte Carlo PDF sets hold their replicas.
 Which replicas reproduce a run's error depends on how the run defines it
 (:func:`qcf_studio.engine.results.ensemble_estimate`):
 
-- a **bootstrap** ensemble (``uncertainty: bootstrap``): σ is the spread of the members' estimates, so the replicas
-  are the members, one each (their ``qcf_pred``);
+- a **bootstrap** ensemble (``uncertainty: bootstrap``): σ is the spread of the members' estimates times
+  ``sqrt(1 + 1/n)``, so the replicas are the members, one each (their ``qcf_pred``), each one's distance from their
+  mean widened by that factor;
 - otherwise (GAN generators, a likelihood fit): σ² is the mean of each member's own variance plus the variance
   between members, which is the variance of the members' parameter distributions pooled. The replicas are the
   QCFs at the ``params_draws`` of every member (100 draws each of the generator's distribution, or of a likelihood
@@ -64,12 +65,14 @@ def qcf_replicas(ds: xr.Dataset, label: str) -> Replicas:
                 f"{label}: a bootstrap ensemble with {n_ok} fitted member(s) has no spread to make replicas of "
                 "(ensemble.members ≥ 2)"
             )
+        widen = np.sqrt(1.0 + 1.0 / n_ok)  # the error of the members' mean (ensemble_estimate)
+        qcf, params = (ds[v].values[ok].astype(np.float64) for v in ("qcf_pred", "params_pred"))
         return Replicas(
-            qcf=ds["qcf_pred"].values[ok].astype(np.float64),
-            params=ds["params_pred"].values[ok].astype(np.float64),
+            qcf=qcf.mean(0) + widen * (qcf - qcf.mean(0)),
+            params=params.mean(0) + widen * (params - params.mean(0)),
             source="members",
             description=f"one replica per bootstrap member ({n_ok} members fitted to bootstrap replicas of the "
-            "data): their spread is the run's error",
+            f"data), its distance from their mean widened by sqrt(1 + 1/{n_ok}): their spread is the run's error",
         )
     draws = ds.get("params_draws")
     if draws is None or draws.dims != ("member", "draw", "param") or not np.issubdtype(draws.dtype, np.number):
