@@ -309,3 +309,26 @@ def test_dashboard_downloads_give_valid_files_and_leave_nothing_behind(runs, tmp
     assert b"<svg" in got["HTML report"][1] and got["NetCDF"][1] == path.read_bytes()
     assert got["Spec (YAML)"][1].decode() == _load(path).attrs["spec"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_calibration_note_of_a_bootstrap_run_depends_on_whether_a_campaign_used_its_settings(runs):
+    from qcf_studio.engine.campaign.findings import FINDINGS
+
+    base = _load(runs["gan1d"])
+
+    def as_run_of(finding, **changes):
+        ds = base.copy()
+        spec = yaml.safe_load(ds.attrs["spec"])
+        for dotted, value in {**finding.settings, **changes}.items():
+            section, key = dotted.split(".")
+            spec[section][key] = value
+        ds.attrs.update(spec=yaml.safe_dump(spec), uncertainty="bootstrap")
+        return _criterion(closure_report(ds), "Error calibration").text
+
+    for finding in [f for f in FINDINGS if (f.problem, f.method, f.errors) == ("proxy1d", "gan", "bootstrap")]:
+        text = as_run_of(finding)
+        verdict = "calibrated" if finding.calibrated else "uncalibrated"
+        assert "with this run's settings" in text and f"found them {verdict}" in text, text
+        assert finding.numbers in text
+        other = as_run_of(finding, **{"training.steps": finding.settings["training.steps"] + 1})
+        assert "no campaign was made with this run's settings" in other and finding.describe() in other

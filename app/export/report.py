@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
+from qcf_studio.engine.campaign.findings import findings_for, settings_of
 from qcf_studio.engine.results import (
     ERROR_RATIO_LIMIT,
     PULL_LIMIT,
@@ -264,22 +265,69 @@ def _errors(ds: xr.Dataset) -> Criterion:
 
 
 def _calibration(ds: xr.Dataset) -> Criterion:
-    """What closure campaigns found about this kind of error (docs/campaigns.md, "What campaigns measured"): one
-    data set cannot show whether errors are right, and the GAN's were found not to be."""
+    """What closure campaigns found about this kind of error (:mod:`qcf_studio.engine.campaign.findings`): one data
+    set cannot show whether errors are right, so the report says whether campaigns of the same problem and method,
+    made the way this run was, found them right."""
     check = "`qcf-studio campaign` with this spec fits many replicas and says whether these errors are."
-    if ds.attrs.get("method") == "mle":
+    problem, method = str(ds.attrs.get("problem", "")), str(ds.attrs.get("method", ""))
+    if method == "mle":
+        found = findings_for(problem, "mle", "hessian")
+        if not found:
+            text = f"Error calibration: no campaign of {problem} is on record for the likelihood fit. "
+        elif found[0].calibrated:
+            text = (
+                f"Error calibration: the likelihood fit's HESSE errors were found calibrated by a campaign of "
+                f"{problem} ({found[0].numbers}; docs/campaigns.md). "
+            )
+        else:
+            text = (
+                f"Error calibration: a campaign of {problem} found the likelihood fit's HESSE errors not all "
+                f"calibrated ({found[0].numbers}; docs/campaigns.md). "
+            )
+        return Criterion(CALIBRATION, None, None, None, text + check, decisive=False)
+    if not is_bootstrap(ds):
         text = (
-            "Error calibration: the likelihood fit's HESSE errors were found calibrated by campaigns of "
-            "proxy1d, proxy2d and gauss6 (docs/campaigns.md). " + check
+            "Error calibration: these errors are the generators' spread, which is not a statistical error; a single "
+            "data set cannot show whether they are right, and campaigns of proxy1d found them uncalibrated "
+            "(docs/campaigns.md): a passing closure here does not mean the errors cover the truth. An ensemble with "
+            "ensemble.bootstrap gives errors campaigns can calibrate. " + check
         )
-    else:
-        kind = "the spread of bootstrap members" if is_bootstrap(ds) else "the generators' spread"
+        return Criterion(CALIBRATION, None, None, None, text, decisive=False)
+    found = findings_for(problem, "gan", "bootstrap")
+    settings = settings_of(_spec_mapping(ds))
+    covering = [f for f in found if f.covers(settings)]
+    if covering:
+        f = covering[0]
+        verdict = "calibrated" if f.calibrated else "uncalibrated"
         text = (
-            f"Error calibration: these errors are {kind}; a single data set cannot show whether they are right, "
-            "and campaigns of proxy1d found the GAN's errors uncalibrated, bootstrap ones included "
-            "(docs/campaigns.md): a passing closure here does not mean the errors cover the truth. " + check
+            f"Error calibration: these errors are the spread of bootstrap members; a campaign of {problem} made "
+            f"with this run's settings ({f.describe()}) found them {verdict}: {f.numbers} (docs/campaigns.md). "
         )
+        if not f.calibrated:
+            text += "A passing closure here does not mean the errors cover the truth. "
+        return Criterion(CALIBRATION, None, None, None, text + check, decisive=False)
+    text = (
+        "Error calibration: these errors are the spread of bootstrap members, and no campaign was made with this "
+        "run's settings, so whether they cover the truth is not known"
+    )
+    if found:
+        text += (
+            "; campaigns of "
+            + problem
+            + " with other settings found: "
+            + "; ".join(f"{f.describe()}: {'calibrated' if f.calibrated else 'uncalibrated'}" for f in found)
+        )
+    text += " (docs/campaigns.md). " + check
     return Criterion(CALIBRATION, None, None, None, text, decisive=False)
+
+
+def _spec_mapping(ds: xr.Dataset) -> dict:
+    """The run's spec as a mapping, or an empty one when the file's spec cannot be read."""
+    try:
+        spec = load_yaml(str(ds.attrs.get("spec", "")))
+    except Exception:  # noqa: BLE001 (a results file from someone else: no spec, no settings to match)
+        return {}
+    return spec if isinstance(spec, dict) else {}
 
 
 def has_truth(ds: xr.Dataset) -> bool:
