@@ -83,7 +83,18 @@ PROXY1D = ProblemInfo(
     observable_names=("sigma1", "sigma2"),
     x_range=(0.1, 1.0),
     core_range=(0.1, 0.9),
-    spec_defaults={"name": "closure-1d"},
+    # The GAN settings a 30-replica campaign found about calibrated (docs/campaigns.md); engine.campaign.findings
+    spec_defaults={
+        "name": "closure-1d",
+        "training": {
+            "steps": 6000,
+            "batch_params": 8,
+            "events_per_param": 256,
+            "noise_final": 0.0,
+            "average_last": 0.25,
+        },
+        "ensemble": {"members": 4, "bootstrap": True},
+    },
 )
 PROXY2D = ProblemInfo(
     kind="proxy2d",
