@@ -300,14 +300,14 @@ def _calibration(ds: xr.Dataset) -> Criterion:
         f = covering[0]
         verdict = "calibrated" if f.calibrated else "uncalibrated"
         text = (
-            f"Error calibration: these errors are the spread of bootstrap members; a campaign of {problem} made "
+            f"Error calibration: these errors come from the spread of bootstrap members; a campaign of {problem} made "
             f"with this run's settings ({f.describe()}) found them {verdict}: {f.numbers} (docs/campaigns.md). "
         )
         if not f.calibrated:
             text += "A passing closure here does not mean the errors cover the truth. "
         return Criterion(CALIBRATION, None, None, None, text + check, decisive=False)
     text = (
-        "Error calibration: these errors are the spread of bootstrap members, and no campaign was made with this "
+        "Error calibration: these errors come from the spread of bootstrap members, and no campaign was made with this "
         "run's settings, so whether they cover the truth is not known"
     )
     if found:

@@ -57,8 +57,12 @@ class Finding:
         return (
             f"{s.get('ensemble.members')} {kind} × {s.get('training.steps')} steps, "
             f"{s.get('training.batch_params')} × {s.get('training.events_per_param')} events a step, "
-            f"{s.get('problem.events')} events an observable"
+            f"{_count(s.get('problem.events'))} events an observable"
         )
+
+
+def _count(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) else str(value)
 
 
 def _gan(events: int, steps: int, batch: int, per: int, members: int, bootstrap: bool, **extra: Any) -> dict:
