@@ -54,7 +54,7 @@ def local_client(workers: int = 2, device: str = "auto") -> Client:
 
 # The client's own torch work (pseudo-data, results) runs beside workers that fill every core at nice 10: with
 # torch's default of a thread per core it spun against them at normal priority, and a campaign's pseudo-data
-# took 20 times as long (docs/benchmarks.md, "Closure campaigns"). One thread while an embedded cluster is up.
+# took 20 times as long (docs/benchmarks.md, "GAN calibration campaigns"). One thread while an embedded cluster is up.
 _embedded = {"count": 0, "threads": 0}
 _embedded_lock = threading.Lock()
 
