@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from qcf_studio.engine.campaign.findings import findings_for, settings_of
+from qcf_studio.engine.campaign.findings import FINDINGS, findings_for, settings_of
 from qcf_studio.engine.results import (
     ERROR_RATIO_LIMIT,
     PULL_LIMIT,
@@ -286,10 +286,11 @@ def _calibration(ds: xr.Dataset) -> Criterion:
             )
         return Criterion(CALIBRATION, None, None, None, text + check, decisive=False)
     if not is_bootstrap(ds):
+        measured = "; ".join(f"{f.problem}: {f.numbers}" for f in FINDINGS if f.errors == "generator")
         text = (
             "Error calibration: these errors are the generators' spread, which is not a statistical error; a single "
-            "data set cannot show whether they are right, and campaigns of proxy1d found them uncalibrated "
-            "(docs/campaigns.md): a passing closure here does not mean the errors cover the truth. An ensemble with "
+            f"data set cannot show whether they are right, and campaigns found them uncalibrated ({measured}; "
+            "docs/campaigns.md): a passing closure here does not mean the errors cover the truth. An ensemble with "
             "ensemble.bootstrap gives errors campaigns can calibrate. " + check
         )
         return Criterion(CALIBRATION, None, None, None, text, decisive=False)
