@@ -103,8 +103,9 @@ def _status(ds: xr.Dataset) -> Criterion:
     if "steps_done" in ds:
         lo, hi = int(ds["steps_done"].min()), int(ds["steps_done"].max())
         done = f" after {lo}" if lo == hi else f" after {lo}–{hi}"
+        training = _spec_mapping(ds).get("training")
         try:
-            done += f" of {int(load_yaml(ds.attrs['spec'])['training']['steps'])} steps"
+            done += f" of {int(training['steps'])} steps"
         except (KeyError, TypeError, ValueError):
             done += " steps"
     why = {"stopped": "it was stopped", "failed": "it failed"}.get(status, f"its status is {shown(status)}")
