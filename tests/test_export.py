@@ -332,3 +332,13 @@ def test_the_calibration_note_of_a_bootstrap_run_depends_on_whether_a_campaign_u
         assert finding.numbers in text
         other = as_run_of(finding, **{"training.steps": finding.settings["training.steps"] + 1})
         assert "no campaign was made with this run's settings" in other and finding.describe() in other
+
+
+def test_proxy1d_default_spec_is_the_settings_a_campaign_found_calibrated():
+    """The recipe lives in the problem's defaults and in the findings table: they must not drift apart."""
+    from qcf_studio.engine.campaign.findings import findings_for, settings_of
+    from qcf_studio.engine.spec import default_spec
+
+    settings = settings_of(default_spec("proxy1d").to_dict())
+    covering = [f for f in findings_for("proxy1d", "gan", "bootstrap") if f.covers(settings)]
+    assert len(covering) == 1 and covering[0].calibrated
