@@ -211,6 +211,9 @@ def load_summary(path: str | Path) -> xr.Dataset:
             raise NotACampaignError(f"{label}: variable {name!r} missing or without dimensions {dims}")
         if name != "status" and not np.issubdtype(ds[name].dtype, np.number):
             raise NotACampaignError(f"{label}: variable {name!r} is not numeric")
+    dof = ds.get("error_dof")  # optional: summaries written before it was kept draw N(0, 1)
+    if dof is not None and (dof.dims != ("method", "replica") or not np.issubdtype(dof.dtype, np.number)):
+        raise NotACampaignError(f"{label}: variable 'error_dof' is not numbers over (method, replica)")
     xi = ds.get("qcf_xi_1sigma")
     if xi is None or xi.dims[:3] != ("method", "qcf", "x") or xi.ndim > 4 or not np.issubdtype(xi.dtype, np.number):
         raise NotACampaignError(f"{label}: variable 'qcf_xi_1sigma' missing or not (method, qcf, x[, y])")

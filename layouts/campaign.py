@@ -5,14 +5,18 @@ curves), so redrawing while fits finish is cheap; :func:`campaign_plots` wraps t
 one :class:`holoviews.streams.Pipe`, so a new summary updates the glyphs' data in place.
 
 - pulls: per parameter, the histogram of (estimate − truth) / error of every method's completed fits
-  (counts; pulls beyond ±4 in the outer bins) against N(0, 1) scaled to each method's number of fits;
+  (counts; pulls beyond ±4 in the outer bins) against what a calibrated method gives, scaled to each
+  method's number of fits: N(0, 1), or Student's t where the errors come from few bootstrap members
+  (:func:`reference`);
 - coverage: per method, the observed fraction of fits whose Gaussian interval at each nominal level covers
-  the truth, one curve per parameter, the diagonal, and a grey band where the observed coverage of a
-  calibrated method falls with 95% probability for the method's number of fits (binomial, around the
-  nominal level; the per-point Clopper–Pearson intervals are ``coverage_interval``, in the tables);
+  the truth, one curve per parameter, the diagonal, what a calibrated method covers (the diagonal unless its
+  errors come from few bootstrap members), and a grey band where the observed coverage of a calibrated
+  method falls with 95% probability for the method's number of fits (binomial, around that expectation;
+  the per-point Clopper–Pearson intervals are ``coverage_interval``, in the tables);
 - R_bv: per parameter and method with its 95% bootstrap interval, a line at 1 and the band [0.8, 1.25];
 - ξ_1σ(x): per QCF and method, the fraction of fits whose QCF lies within 1σ of the truth at x (core range
-  only), a line at 0.683; 2D QCFs are shown averaged over y (the mean over the y values with a value).
+  only), a line at 0.683 and one at each method's expected 1σ coverage; 2D QCFs are shown averaged over y
+  (the mean over the y values with a value).
 """
 
 from __future__ import annotations
@@ -24,9 +28,9 @@ import holoviews as hv
 import numpy as np
 import pandas as pd
 import xarray as xr
-from scipy.stats import binom, norm
+from scipy.stats import binom
 
-from qcf_studio.engine.campaign.stats import ONE_SIGMA
+from qcf_studio.engine.campaign.stats import ONE_SIGMA, expected_coverage, expected_pull_pdf
 from qcf_studio.engine.campaign.summary import R_BV_RANGE
 from qcf_studio.layouts.live import COLORS
 
@@ -34,6 +38,8 @@ __all__ = [
     "PULL_EDGES",
     "NOMINAL_LEVELS",
     "binomial_band",
+    "error_dofs",
+    "reference",
     "pull_histogram",
     "coverage_plot",
     "r_bv_plot",
@@ -61,13 +67,32 @@ def _color(i: int) -> str:
     return COLORS[i % len(COLORS)]
 
 
+def error_dofs(ds: xr.Dataset, method: str) -> np.ndarray:
+    """Degrees of freedom of each of a method's errors (``error_dof``: n − 1 for n bootstrap members, inf where
+    the error is known, NaN for fits not done); ``[inf]`` for a summary without them."""
+    if "error_dof" not in ds or ds["error_dof"].dims != ("method", "replica"):
+        return np.array([np.inf])
+    return ds["error_dof"].sel({"method": method}).values.astype(float)
+
+
+def reference(dofs: np.ndarray) -> str:
+    """The pulls' distribution for a calibrated method with errors of ``dofs`` in words: ``N(0,1)``, ``t(3)``
+    (errors from 4 bootstrap members) or ``t(2–3)``."""
+    d = dofs[~np.isnan(dofs) & (dofs > 0)]
+    if d.size == 0 or np.all(np.isinf(d)):
+        return "N(0,1)"
+    lo, hi = float(d.min()), float(d.max())
+    return f"t({lo:g})" if lo == hi else f"t({lo:g}–{hi:g})"
+
+
 def plotted_fits(ds: xr.Dataset) -> dict[str, int]:
     """Completed fits per method in ``ds`` (what the plots show)."""
     return {m: int(n) for m, n in zip(_names(ds, "method"), ds["n_fits"].values)}
 
 
 def pull_histogram(ds: xr.Dataset, param: str) -> hv.Overlay:
-    """Histogram of one parameter's pulls per method (counts, vdim ``fits``) against n·Δ·N(0, 1)."""
+    """Histogram of one parameter's pulls per method (counts, vdim ``fits``) against n·Δ·(N(0, 1) or the
+    Student's t of the method's errors)."""
     width = PULL_EDGES[1] - PULL_EDGES[0]
     x = np.linspace(PULL_EDGES[0], PULL_EDGES[-1], 161)
     items = []
@@ -80,10 +105,11 @@ def pull_histogram(ds: xr.Dataset, param: str) -> hv.Overlay:
                 color=_color(i), alpha=0.45, line_color=_color(i), framewise=True
             )
         )
+        dofs = error_dofs(ds, m)
         items.append(
-            hv.Curve((x, pulls.size * width * norm.pdf(x)), "pull", "fits", label=f"{m}: N(0,1)").opts(
-                color=_color(i), line_dash="dashed", framewise=True
-            )
+            hv.Curve(
+                (x, pulls.size * width * expected_pull_pdf(x, dofs)), "pull", "fits", label=f"{m}: {reference(dofs)}"
+            ).opts(color=_color(i), line_dash="dashed", framewise=True)
         )
     return hv.Overlay(items).opts(
         title=f"pulls of {param}",
@@ -95,23 +121,30 @@ def pull_histogram(ds: xr.Dataset, param: str) -> hv.Overlay:
     )
 
 
-def binomial_band(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Central 95% range of k/n for k ~ Binomial(n, level), at every level of :data:`NOMINAL_LEVELS`."""
+def binomial_band(n: int, expected: np.ndarray = NOMINAL_LEVELS) -> tuple[np.ndarray, np.ndarray]:
+    """Central 95% range of k/n for k ~ Binomial(n, p), at every ``expected`` coverage p (by default the
+    levels of :data:`NOMINAL_LEVELS` themselves)."""
     if n <= 0:
-        return NOMINAL_LEVELS, NOMINAL_LEVELS
-    return binom.ppf(0.025, n, NOMINAL_LEVELS) / n, binom.ppf(0.975, n, NOMINAL_LEVELS) / n
+        return expected, expected
+    return binom.ppf(0.025, n, expected) / n, binom.ppf(0.975, n, expected) / n
 
 
 def coverage_plot(ds: xr.Dataset, method: str) -> hv.Overlay:
-    """Observed vs nominal coverage of one method, a curve per parameter, the diagonal and the binomial band."""
+    """Observed vs nominal coverage of one method, a curve per parameter, the diagonal, a calibrated method's
+    expectation and the binomial band around it."""
     n = int(ds["n_fits"].sel({"method": method}))
-    lo, hi = binomial_band(n)
+    dofs = error_dofs(ds, method)
+    expected = expected_coverage(NOMINAL_LEVELS, dofs)
+    lo, hi = binomial_band(n, expected)
     items: list[hv.Element] = [
         hv.Area((NOMINAL_LEVELS, lo, hi), "nominal", ["observed", "observed_hi"], label="95% range if calibrated").opts(
             color="gray", alpha=0.25, line_alpha=0
         ),
         hv.Curve((NOMINAL_LEVELS, NOMINAL_LEVELS), "nominal", "observed", label="observed = nominal").opts(
             color="black", line_dash="dashed", line_width=1
+        ),
+        hv.Curve((NOMINAL_LEVELS, expected), "nominal", "observed", label=f"calibrated, pulls {reference(dofs)}").opts(
+            color="gray", line_dash="dotdash", line_width=1.5
         ),
     ]
     levels = ds["level"].values.astype(float)
@@ -179,12 +212,15 @@ def xi_curve(ds: xr.Dataset, method: str, qcf: str) -> np.ndarray:
 
 
 def xi_plot(ds: xr.Dataset, qcf: str) -> hv.Overlay:
-    """ξ_1σ(x) of one QCF per method, with the line at 0.683."""
+    """ξ_1σ(x) of one QCF per method, with the line at 0.683 and one at each method's expected 1σ coverage."""
     x = ds["x"].values.astype(float)
     two_d = ds["qcf_xi_1sigma"].ndim == 4
     items: list[hv.Element] = [
         hv.HLine(ONE_SIGMA).opts(color="black", line_dash="dashed", line_width=1, framewise=True)
     ]
+    for i, m in enumerate(_names(ds, "method")):
+        level = float(expected_coverage(ONE_SIGMA, error_dofs(ds, m)))
+        items.append(hv.HLine(level).opts(color=_color(i), line_dash="dotted", line_width=1, framewise=True))
     curves = [xi_curve(ds, m, qcf) for m in _names(ds, "method")]
     judged = np.any([np.isfinite(c) for c in curves], axis=0)  # the core range: no value outside it
     if judged.any():

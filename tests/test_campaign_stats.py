@@ -124,3 +124,60 @@ def test_mean_and_width_intervals_are_student_t_and_chi_square():
     sd, w_lo, w_hi = stats.width_interval(values)
     np.testing.assert_allclose(w_hi[0] ** 2 * sps.chi2.ppf(0.025, 49), 49 * values.var(ddof=1))
     assert w_lo[0] < sd[0] < w_hi[0]
+
+
+def _bootstrap_fits(rng, n, members, p=2):
+    """``n`` replicas of a fit whose estimate is the mean of ``members`` bootstrap fits and whose error is their
+    spread times sqrt(1 + 1/members) (as ``ensemble_estimate`` quotes it): each member is the fit to the data,
+    N(truth, σ²), plus its replica's own N(0, σ²)."""
+    sigma = rng.uniform(0.5, 2.0, size=p)
+    truth = rng.normal(size=(n, p))
+    data_fit = truth + sigma * rng.normal(size=(n, p))
+    member = data_fit[:, None] + sigma * rng.normal(size=(n, members, p))
+    est = member.mean(1)
+    err = member.std(1, ddof=1) * np.sqrt(1 + 1 / members)
+    return est, err, truth
+
+
+@pytest.mark.parametrize("members", [4, 16])
+def test_errors_from_few_bootstrap_members_cover_as_student_t_says_and_are_judged_by_it(members):
+    """Right errors estimated from n members scatter from fit to fit: R_bv 1, but pulls follow t(n − 1), so a 1σ
+    interval covers 0.61 of the truths for 4 members (0.667 for 16), not 0.683. Judged against 0.683, 4-member
+    errors would be called over-confident over 3 000 replicas; against their expectation they are calibrated."""
+    # every check is a 95% test: the seed is one where none of the ~20 false-alarms by chance
+    est, err, truth = _bootstrap_fits(np.random.default_rng(2), 3000, members)
+    dof = np.full(len(est), members - 1.0)
+    pulls = (est - truth) / err
+    levels = np.array([0.2, stats.ONE_SIGMA, 0.9, stats.TWO_SIGMA])
+    expected = stats.expected_coverage(levels, dof)
+    np.testing.assert_allclose(expected, 2 * sps.t.cdf(sps.norm.ppf(0.5 + levels / 2), members - 1) - 1)
+    for level, exp in zip(levels, expected):
+        frac, lo, hi, _ = stats.coverage(pulls, float(sps.norm.ppf(0.5 + level / 2)))
+        assert np.all((lo <= exp) & (exp <= hi)), (level, frac, exp)
+    rbv_lo, rbv_hi = stats.r_bv_interval(est, err, truth)
+    assert np.all((rbv_lo <= 1) & (1 <= rbv_hi))
+    mean = stats.mean_interval(pulls)
+    cov = stats.coverage(pulls, 1.0)
+    judged = [
+        stats.verdict(len(pulls), (mean[1][j], mean[2][j]), (cov[1][j], cov[2][j]), (rbv_lo[j], rbv_hi[j]), e)
+        for j in range(pulls.shape[1])
+        for e in (stats.ONE_SIGMA, float(expected[1]))
+    ]
+    if members == 4:
+        assert judged == ["over-confident", "calibrated"] * 2
+    else:
+        assert judged[1::2] == ["calibrated"] * 2
+    x = np.linspace(-30, 30, 20001)
+    pdf = stats.expected_pull_pdf(x, dof)
+    assert np.trapezoid(pdf, x) == pytest.approx(1.0, abs=2e-3)
+    np.testing.assert_allclose(pdf, sps.t.pdf(x, members - 1))
+
+
+def test_known_errors_expect_the_nominal_coverage_and_failed_fits_are_left_out():
+    levels = np.linspace(0, 1, 11)
+    np.testing.assert_allclose(stats.expected_coverage(levels, np.array([np.inf, np.nan])), levels, atol=1e-12)
+    np.testing.assert_allclose(stats.expected_coverage(levels, np.array([np.nan])), levels)  # no fit done yet
+    x = np.linspace(-4, 4, 9)
+    np.testing.assert_allclose(stats.expected_pull_pdf(x, np.array([np.inf])), sps.norm.pdf(x))
+    mixed = stats.expected_coverage(stats.ONE_SIGMA, np.array([3.0, np.inf, np.nan]))
+    assert mixed == pytest.approx((2 * sps.t.cdf(1, 3) - 1 + stats.ONE_SIGMA) / 2)

@@ -3,6 +3,7 @@ campaign manager, listing and reopening campaign folders, the plots, the tables,
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 import zipfile
@@ -12,13 +13,15 @@ import holoviews as hv
 import numpy as np
 import pytest
 import xarray as xr
-from bokeh.models import ColumnDataSource
+from bokeh.models import ColumnDataSource, Span
+from scipy import stats as sps
 
 from qcf_studio.app.campaign_files import NotACampaignError, list_campaigns, load_summary, open_campaign
 from qcf_studio.app.dashboard.campaigns import CampaignManager
 from qcf_studio.app.dashboard.runs import RunBusyError, RunManager
 from qcf_studio.app.export.campaign import CAMPAIGN_DOWNLOADS, campaign_download, export_campaign
 from qcf_studio.engine.campaign.plan import CampaignPlan
+from qcf_studio.engine.campaign.stats import ONE_SIGMA, VERDICTS
 from qcf_studio.engine.campaign.summary import build_summary
 from qcf_studio.engine.results.files import write_netcdf_atomic
 from qcf_studio.engine.spec import parse_spec
@@ -27,6 +30,7 @@ from qcf_studio.layouts.campaign import (
     campaign_plots,
     coverage_plot,
     fits_table,
+    pull_histogram,
     r_bv_plot,
     verdict_table,
     xi_plot,
@@ -165,6 +169,11 @@ def test_a_summary_that_is_not_a_campaign_is_refused(finished, tmp_path):
     worse = write_netcdf_atomic(ds.drop_vars("r_bv"), tmp_path / "b.nc")
     with pytest.raises(NotACampaignError, match="r_bv"):
         load_summary(worse)
+    words = ds.assign(error_dof=ds["error_dof"].astype(str))
+    with pytest.raises(NotACampaignError, match="error_dof"):
+        load_summary(write_netcdf_atomic(words, tmp_path / "c.nc"))
+    older = load_summary(write_netcdf_atomic(ds.drop_vars(["error_dof", "coverage_expected"]), tmp_path / "d.nc"))
+    assert _sources(coverage_plot(older, "mle"))  # a summary from before error_dof: drawn against N(0, 1)
 
 
 def _sources(plot) -> list[dict]:
@@ -200,6 +209,74 @@ def test_the_plots_show_the_summary_and_update_in_place(finished):
     assert np.nanmax(curve["xi_1sigma"]) <= 1
     for factory in (lambda: coverage_plot(ds, "mle"), lambda: r_bv_plot(ds), lambda: xi_plot(ds, "y2")):
         assert _sources(factory())  # the factories draw on their own too
+
+
+def _bootstrap_summary(tmp_path: Path, replicas: int = 40, members: int = 4) -> xr.Dataset:
+    """The summary of a GAN campaign of bootstrap fits, built from records as the driver keeps them: each fit the
+    mean of ``members`` estimates with the error of their mean (no training: the statistics are the point)."""
+    from qcf_studio.engine.campaign.plan import FitKey
+    from qcf_studio.engine.campaign.summary import FitRecord
+    from qcf_studio.engine.results import qcf_grids
+
+    spec = parse_spec(
+        {
+            "name": "g6boot",
+            "problem": {"kind": "gauss6", "events": 2000, "seed": 3},
+            "training": {"method": "gan", "steps": 10},
+            "ensemble": {"members": members, "bootstrap": True},
+            "campaign": {"replicas": replicas, "methods": ["gan"]},
+        }
+    )
+    plan = CampaignPlan(spec, tmp_path)
+    truth = np.array([2.0, 1.0])
+    shape = (6, qcf_grids(spec)[0].size)
+    rng = np.random.default_rng(4)
+    records = {}
+    for r in range(replicas):
+        draws = truth + 0.1 * rng.normal() + 0.1 * rng.normal(size=(members, 2))
+        records[FitKey(r, "gan")] = FitRecord(
+            FitKey(r, "gan"),
+            "completed",
+            1.0,
+            estimate=draws.mean(0),
+            error=draws.std(0, ddof=1) * np.sqrt(1 + 1 / members),
+            truth=truth,
+            qcf_estimate=np.ones(shape),
+            qcf_error=np.full(shape, 0.1),
+            qcf_truth=np.ones(shape),
+            draws=draws,
+            dof=members - 1.0,
+        )
+    return build_summary(plan, records)
+
+
+def test_errors_from_few_bootstrap_members_are_judged_and_drawn_against_student_t(tmp_path):
+    ds = _bootstrap_summary(tmp_path)
+    assert set(ds["error_dof"].values.ravel()) == {3.0}
+    one_sigma = ds["coverage_expected"].sel({"method": "gan"}).values[ds["level"].values.tolist().index(ONE_SIGMA)]
+    assert one_sigma == pytest.approx(0.609, abs=1e-3)
+    criterion = ds.attrs["criterion_gan"]
+    assert re.fullmatch(
+        r"\d of 2 parameters with R_bv in \[0\.8, 1\.25\] and 68\.3% inside the coverage interval \(40 fits\); "
+        r"\d of 2 with the 60\.9% that right errors from 4 bootstrap members cover",
+        criterion,
+    )
+    renderer = hv.renderer("bokeh")
+    coverage = renderer.get_plot(coverage_plot(ds, "gan")).state
+    legend = [item.label["value"] for item in coverage.legend[0].items]
+    assert "calibrated, pulls t(3)" in legend
+    curves = [s for s in _sources(coverage) if len(s.get("observed", [])) == 101 and "observed_hi" not in s]
+    assert any(np.isclose(np.interp(ONE_SIGMA, s["nominal"], s["observed"]), 0.609, atol=2e-3) for s in curves)
+    pulls = renderer.get_plot(pull_histogram(ds, "p0")).state
+    (dashed,) = [s for s in _sources(pulls) if "fits" in s and "top" not in s]
+    peak = np.max(dashed["fits"]) / (40 * (PULL_EDGES[1] - PULL_EDGES[0]))
+    assert peak == pytest.approx(sps.t.pdf(0, 3), rel=1e-3)  # not N(0, 1)'s 0.399
+    assert [item.label["value"] for item in pulls.legend[0].items] == ["gan", "gan: t(3)"]
+    xi = renderer.get_plot(xi_plot(ds, "y1")).state
+    lines = sorted(round(span.location, 3) for span in xi.select({"type": Span}))
+    assert lines == [0.609, 0.683]
+    table = verdict_table(ds)
+    assert set(table["verdict"]) <= set(VERDICTS)
 
 
 def test_the_tables_hold_a_row_per_parameter_and_per_fit(finished):

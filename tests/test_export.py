@@ -342,3 +342,18 @@ def test_proxy1d_default_spec_is_the_settings_a_campaign_found_calibrated():
     settings = settings_of(default_spec("proxy1d").to_dict())
     covering = [f for f in findings_for("proxy1d", "gan", "bootstrap") if f.covers(settings)]
     assert len(covering) == 1 and covering[0].calibrated
+
+
+def test_the_coverage_of_a_bootstrap_run_is_compared_with_student_t_for_its_members(runs):
+    base = _load(runs["gan1d"])  # 2 members
+    generator = _criterion(closure_report(base), "Coverage")
+    assert "(expected 68% and 95%)" in generator.text and generator.limit == pytest.approx(0.6827, abs=1e-4)
+    boot = base.copy()
+    boot.attrs["uncertainty"] = "bootstrap"
+    coverage = _criterion(closure_report(boot), "Coverage")
+    # t with 1 degree of freedom (Cauchy) covers 2·arctan(z)/π: 0.5 within 1σ, 0.705 within 2σ
+    assert "(expected 50% and 70% for errors from 2 bootstrap members" in coverage.text, coverage.text
+    assert coverage.limit == pytest.approx(0.5)
+    one_failed = boot.copy()
+    one_failed["params_pred"] = boot["params_pred"].where(boot["member"] == 0)  # member 1 failed: no error at all
+    assert "(expected 68% and 95%)" in _criterion(closure_report(one_failed), "Coverage").text

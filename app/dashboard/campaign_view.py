@@ -303,16 +303,22 @@ class CampaignView(pn.viewable.Viewer):
 
         two_d = ds["qcf_xi_1sigma"].ndim == 4
         self.plot_area[:] = [
-            pn.pane.Markdown("### Pulls against N(0, 1) (dashed: N(0, 1) scaled to each method's fits)"),
+            pn.pane.Markdown(
+                "### Pulls (dashed: a calibrated method's, scaled to its fits: N(0, 1), or Student's t for errors "
+                "from few bootstrap members)"
+            ),
             grid(plots["pulls"], 3),
             pn.pane.Markdown(
-                "### Coverage: observed vs nominal level (grey: 95% range of a calibrated method for "
-                "this number of fits, binomial around the nominal level)"
+                "### Coverage: observed vs nominal level (dash-dot: a calibrated method's; grey: its 95% range "
+                "for this number of fits, binomial)"
             ),
             grid(plots["coverage"], 2),
             pn.pane.Markdown("### R_bv per parameter with 95% bootstrap intervals (green: the criterion [0.8, 1.25])"),
             grid(plots["r_bv"], 1),
-            pn.pane.Markdown("### ξ_1σ(x) per QCF (dashed: 0.683)" + (", averaged over y" if two_d else "")),
+            pn.pane.Markdown(
+                "### ξ_1σ(x) per QCF (dashed: 0.683; dotted: each method's expectation)"
+                + (", averaged over y" if two_d else "")
+            ),
             grid(plots["xi"], 3),
         ]
 

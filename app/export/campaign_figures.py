@@ -1,7 +1,8 @@
 """Static (matplotlib, no pyplot) figures of a closure campaign's summary, for :mod:`qcf_studio.app.export.campaign`.
 
-The same panels as the dashboard's Campaign tab (:mod:`qcf_studio.layouts.campaign`): pulls against N(0, 1), coverage
-against the nominal level, R_bv with its interval, ξ_1σ(x) per QCF; and a text page with the verdicts.
+The same panels as the dashboard's Campaign tab (:mod:`qcf_studio.layouts.campaign`): pulls against what a calibrated
+method gives (N(0, 1), or Student's t for errors from few bootstrap members), coverage against the nominal level,
+R_bv with its interval, ξ_1σ(x) per QCF; and a text page with the verdicts.
 Names from the file are shown as plain text (``$`` escaped, so mathtext never parses them).
 """
 
@@ -12,25 +13,36 @@ import textwrap
 import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
-from scipy.stats import norm
 
 from qcf_studio.app.export.figures import FIGSIZE, text_table
-from qcf_studio.engine.campaign.stats import ONE_SIGMA
+from qcf_studio.engine.campaign.stats import ONE_SIGMA, expected_coverage, expected_pull_pdf
 from qcf_studio.engine.campaign.summary import R_BV_RANGE
-from qcf_studio.layouts.campaign import NOMINAL_LEVELS, PULL_EDGES, binomial_band, plotted_fits, verdict_table, xi_curve
+from qcf_studio.layouts.campaign import (
+    NOMINAL_LEVELS,
+    PULL_EDGES,
+    binomial_band,
+    error_dofs,
+    plotted_fits,
+    reference,
+    verdict_table,
+    xi_curve,
+)
 
 __all__ = ["campaign_figures", "CAMPAIGN_CAPTIONS", "verdict_page", "campaign_title", "plain"]
 
 CAMPAIGN_CAPTIONS = {
     "pulls": "Pulls (estimate − truth)/error of every completed fit per parameter (pulls beyond ±4 in the outer "
-    "bins), one histogram per method, against N(0, 1) scaled to the method's number of fits (dashed).",
+    "bins), one histogram per method, against what a calibrated method gives scaled to its number of fits "
+    "(dashed): N(0, 1), or Student's t with n − 1 degrees of freedom for errors from n bootstrap members.",
     "coverage": "Observed fraction of fits whose Gaussian interval at each nominal level covers the truth, per "
-    "parameter; grey: where the observed coverage of a calibrated method falls with 95% probability "
-    "for this number of fits (binomial around the nominal level).",
+    "parameter; dashed: the diagonal; dash-dotted: what a calibrated method covers (below the diagonal for "
+    "errors from few bootstrap members, Student's t); grey: where the observed coverage of a calibrated method "
+    "falls with 95% probability for this number of fits (binomial around that expectation).",
     "r_bv": "Bias–variance ratio R_bv = sqrt(mean (estimate − truth)² / mean error²) per parameter and method with "
     "its 95% bootstrap interval; 1 when the errors are right, the band [0.8, 1.25] is the closure criterion.",
     "xi_1sigma": "ξ_1σ(x): fraction of fits whose QCF lies within 1σ of the truth at x (core range only), per "
-    "method; 0.683 expected. 2D QCFs are averaged over y.",
+    "method; dashed: 0.683, dotted: each method's expectation (lower for errors from few bootstrap members). "
+    "2D QCFs are averaged over y.",
 }
 
 
@@ -63,14 +75,15 @@ def _pulls(ds: xr.Dataset) -> Figure:
         for i, m in enumerate(methods):
             pulls = ds["pull"].sel({"method": m, "param": p}).values.astype(float)
             pulls = pulls[np.isfinite(pulls)]
+            dofs = error_dofs(ds, m)
             ax.hist(
                 np.clip(pulls, PULL_EDGES[0] + 1e-9, PULL_EDGES[-1] - 1e-9),
                 PULL_EDGES,
                 color=_color(i),
                 alpha=0.45,
-                label=f"{plain(m)} ({pulls.size} fits)",
+                label=f"{plain(m)} ({pulls.size} fits) vs {reference(dofs)}",
             )
-            ax.plot(x, pulls.size * width * norm.pdf(x), color=_color(i), ls="--", lw=1.2)
+            ax.plot(x, pulls.size * width * expected_pull_pdf(x, dofs), color=_color(i), ls="--", lw=1.2)
         ax.set_title(plain(p), fontsize=10)
         ax.set_xlabel("pull")
         ax.set_ylabel("fits")
@@ -84,11 +97,14 @@ def _coverage(ds: xr.Dataset) -> Figure:
     levels = ds["level"].values.astype(float)
     for ax, m in zip(axes, methods):
         n = int(ds["n_fits"].sel({"method": m}))
-        lo, hi = binomial_band(n)
+        dofs = error_dofs(ds, m)
+        expected = expected_coverage(NOMINAL_LEVELS, dofs)
+        lo, hi = binomial_band(n, expected)
         ax.fill_between(
             NOMINAL_LEVELS, lo, hi, color="0.6", alpha=0.35, lw=0, label=f"95% range, calibrated ({n} fits)"
         )
         ax.plot([0, 1], [0, 1], color="black", ls="--", lw=1)
+        ax.plot(NOMINAL_LEVELS, expected, color="0.35", ls="-.", lw=1.2, label=f"calibrated, pulls {reference(dofs)}")
         for j, p in enumerate(params):
             ax.plot(
                 levels,
@@ -143,6 +159,7 @@ def _xi(ds: xr.Dataset) -> Figure:
     for ax, q in zip(axes, qcfs):
         ax.axhline(ONE_SIGMA, color="black", ls="--", lw=0.8)
         for i, m in enumerate(methods):
+            ax.axhline(float(expected_coverage(ONE_SIGMA, error_dofs(ds, m))), color=_color(i), ls=":", lw=0.8)
             ax.plot(x, xi_curve(ds, m, q), color=_color(i), label=plain(m))
         ax.set_ylim(0, 1.02)
         ax.set_title(f"{plain(q)}" + (" (mean over y)" if two_d else ""), fontsize=10)

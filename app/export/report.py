@@ -16,6 +16,7 @@ import numpy as np
 import xarray as xr
 
 from qcf_studio.engine.campaign.findings import FINDINGS, findings_for, settings_of
+from qcf_studio.engine.campaign.stats import ONE_SIGMA, TWO_SIGMA, expected_coverage
 from qcf_studio.engine.results import (
     ERROR_RATIO_LIMIT,
     PULL_LIMIT,
@@ -181,20 +182,33 @@ def _pulls(ds: xr.Dataset) -> Criterion:
     return Criterion(PULLS, worst, PULL_LIMIT, passed, text)
 
 
+def _expected_coverage(ds: xr.Dataset) -> tuple[float, float, str]:
+    """What right errors of this result cover at 1σ and 2σ, and why when not 68% and 95%: errors from n bootstrap
+    members make the pulls Student's t with n − 1 degrees of freedom (:mod:`qcf_studio.engine.campaign.stats`)."""
+    if is_bootstrap(ds) and "params_pred" in ds and "member" in ds["params_pred"].dims:
+        pred = ds["params_pred"].transpose("member", ...).values.reshape(ds.sizes["member"], -1)
+        n = int(np.isfinite(pred).all(axis=1).sum())
+        if n >= 2:
+            e1, e2 = expected_coverage(np.array([ONE_SIGMA, TWO_SIGMA]), float(n - 1))
+            return float(e1), float(e2), f" for errors from {n} bootstrap members, whose pulls follow Student's t"
+    return ONE_SIGMA, TWO_SIGMA, ""
+
+
 def _coverage(ds: xr.Dataset, dev: xr.DataArray | None) -> Criterion:
     absp = np.abs(ds["pull"].values)
     n = absp.size
     f1, f2 = float(np.mean(absp <= 1)), float(np.mean(absp <= 2))
-    tol = 2 * math.sqrt(0.68 * 0.32 / n)  # two binomial standard deviations at 68%
-    if f1 > 0.68 + tol:
+    e1, e2, why = _expected_coverage(ds)
+    tol = 2 * math.sqrt(e1 * (1 - e1) / n)  # two binomial standard deviations at the expected 1σ coverage
+    if f1 > e1 + tol:
         verdict = "over-covers (errors look too large)"
-    elif f1 < 0.68 - tol:
+    elif f1 < e1 - tol:
         verdict = "under-covers (errors look too small)"
     else:
-        verdict = "is consistent with 68%"
+        verdict = f"is consistent with {_pct(e1)}"
     text = (
         f"Coverage: {_pct(f1)} of the {n} parameters lie within 1σ of the truth and {_pct(f2)} within 2σ "
-        f"(expected 68% and 95%); the parameter coverage {verdict}."
+        f"(expected {_pct(e1)} and {_pct(e2)}{why}); the parameter coverage {verdict}."
     )
     if dev is not None and bool(dev.notnull().any()):
         v = dev.values[~np.isnan(dev.values)]
@@ -203,7 +217,7 @@ def _coverage(ds: xr.Dataset, dev: xr.DataArray | None) -> Criterion:
             f" Of the {v.size} judged QCF points, {_pct(q1)} lie within 1σ and {_pct(q2)} within 2σ "
             "(neighbouring points are correlated, so this is indicative)."
         )
-    return Criterion(COVERAGE, f1, 0.68, None, text, decisive=False)
+    return Criterion(COVERAGE, f1, e1, None, text, decisive=False)
 
 
 def _chi2(ds: xr.Dataset) -> Criterion:

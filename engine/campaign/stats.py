@@ -2,7 +2,10 @@
 
 A method's quoted errors are right when, over many pseudo-data replicas from a known truth, the estimates
 scatter around the truth as the errors say: pulls ``(estimate − truth) / error`` distributed as N(0, 1),
-a fraction 68.3% (95.4%) of the truth within 1σ (2σ), and a bias–variance ratio R_bv = 1.
+a fraction 68.3% (95.4%) of the truth within 1σ (2σ), and a bias–variance ratio R_bv = 1. Errors that are
+themselves estimated from n bootstrap members are right on average (R_bv = 1) but scatter from fit to fit, so
+their pulls follow Student's t with n − 1 degrees of freedom: :func:`expected_coverage` and
+:func:`expected_pull_pdf` give what a calibrated method's coverage and pulls are then.
 
 Every interval here is a central 95% interval (``LEVEL``).
 
@@ -34,6 +37,8 @@ __all__ = [
     "mean_interval",
     "width_interval",
     "ks_normal_pvalue",
+    "expected_coverage",
+    "expected_pull_pdf",
     "sbc_ranks",
     "rank_uniformity_pvalue",
     "verdict",
@@ -143,6 +148,39 @@ def ks_normal_pvalue(values: np.ndarray) -> np.ndarray:
     return np.asarray(out, dtype=float).reshape(values.shape[1:])
 
 
+def _dof_weights(dof: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct degrees of freedom of the fits (NaN and non-positive left out), and the share of fits of each."""
+    d = np.atleast_1d(np.asarray(dof, dtype=float)).ravel()
+    values, counts = np.unique(d[~np.isnan(d) & (d > 0)], return_counts=True)
+    return values, counts / max(counts.sum(), 1)
+
+
+def expected_coverage(levels: np.ndarray | float, dof: np.ndarray | float) -> np.ndarray:
+    """Coverage of a calibrated method's Gaussian intervals at each nominal level, averaged over its fits.
+
+    ``dof``: each fit's degrees of freedom of its error (``inf`` where the error is known, as a Hessian's is;
+    n − 1 for the spread of n bootstrap members; NaN for fits that did not complete, left out). A fit's pull is
+    then Student's t with ``dof``, and its interval at level L, ±Φ⁻¹((1 + L)/2)·error, covers the truth with
+    probability 2·F_t(Φ⁻¹((1 + L)/2); dof) − 1 (below L). Without any finite dof the levels themselves.
+    """
+    lv = np.asarray(levels, dtype=float)
+    d, w = _dof_weights(dof)
+    if d.size == 0:
+        return lv.copy()
+    z = stats.norm.ppf(0.5 + lv / 2)[..., None]
+    return np.asarray((2 * stats.t.cdf(z, d) - 1) @ w)
+
+
+def expected_pull_pdf(x: np.ndarray, dof: np.ndarray | float) -> np.ndarray:
+    """Density of a calibrated method's pulls at ``x``: the mean over fits of Student's t with each fit's
+    ``dof`` (N(0, 1) where every dof is ``inf``, or none is known)."""
+    xv = np.asarray(x, dtype=float)
+    d, w = _dof_weights(dof)
+    if d.size == 0:
+        return np.asarray(stats.norm.pdf(xv))
+    return np.asarray(stats.t.pdf(xv[..., None], d) @ w)
+
+
 def sbc_ranks(draws: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """Rank of ``truth`` (P,) among ``draws`` (L, P): how many draws lie below it, 0..L (SBC, Talts et al.)."""
     return (draws < truth[None]).sum(0)
@@ -168,14 +206,19 @@ def verdict(
     pull_mean_interval: tuple[float, float],
     coverage_interval: tuple[float, float],
     r_bv_bounds: tuple[float, float],
+    expected_1sigma: float = ONE_SIGMA,
 ) -> str:
     """A method's errors for one parameter in words, judged against the 95% intervals:
 
     - ``biased``: the pulls' mean is away from 0 (its interval excludes 0) and that is why the errors fall
       short, or the errors are otherwise consistent;
-    - ``over-confident``: errors too small (R_bv above 1, or 1σ coverage below 68.3%, beyond the intervals);
-    - ``under-confident``: errors too large (R_bv below 1, or coverage above 68.3%);
+    - ``over-confident``: errors too small (R_bv above 1, or 1σ coverage below ``expected_1sigma``, beyond the
+      intervals);
+    - ``under-confident``: errors too large (R_bv below 1, or coverage above ``expected_1sigma``);
     - ``calibrated``: all consistent; ``too few fits (n)`` below :data:`MIN_FITS_FOR_VERDICT`.
+
+    ``expected_1sigma``: what right errors cover at 1σ, 68.3% unless they are estimated from few bootstrap
+    members (:func:`expected_coverage`).
 
     Each is a test at 95%: over many parameters a calibrated method is called otherwise now and then.
     """
@@ -185,8 +228,8 @@ def verdict(
     shifted = lo > 0 or hi < 0
     c_lo, c_hi = coverage_interval
     r_lo, r_hi = r_bv_bounds
-    if r_lo > 1 or c_hi < ONE_SIGMA:
+    if r_lo > 1 or c_hi < expected_1sigma:
         return "biased" if shifted else "over-confident"
-    if r_hi < 1 or c_lo > ONE_SIGMA:
+    if r_hi < 1 or c_lo > expected_1sigma:
         return "under-confident"
     return "biased" if shifted else "calibrated"
