@@ -21,6 +21,7 @@ from qcf_studio.engine.results import (
     ERROR_RATIO_LIMIT,
     PULL_LIMIT,
     QCF_SIGMA_LIMIT,
+    error_dof,
     estimate,
     is_bootstrap,
     qcf_deviation,
@@ -185,12 +186,14 @@ def _pulls(ds: xr.Dataset) -> Criterion:
 def _expected_coverage(ds: xr.Dataset) -> tuple[float, float, str]:
     """What right errors of this result cover at 1σ and 2σ, and why when not 68% and 95%: errors from n bootstrap
     members make the pulls Student's t with n − 1 degrees of freedom (:mod:`qcf_studio.engine.campaign.stats`)."""
-    if is_bootstrap(ds) and "params_pred" in ds and "member" in ds["params_pred"].dims:
-        pred = ds["params_pred"].transpose("member", ...).values.reshape(ds.sizes["member"], -1)
-        n = int(np.isfinite(pred).all(axis=1).sum())
-        if n >= 2:
-            e1, e2 = expected_coverage(np.array([ONE_SIGMA, TWO_SIGMA]), float(n - 1))
-            return float(e1), float(e2), f" for errors from {n} bootstrap members, whose pulls follow Student's t"
+    dof = error_dof(ds)
+    if 0 < dof < float("inf"):
+        e1, e2 = expected_coverage(np.array([ONE_SIGMA, TWO_SIGMA]), dof)
+        return (
+            float(e1),
+            float(e2),
+            f" for errors from {int(dof) + 1} bootstrap members, whose pulls follow Student's t",
+        )
     return ONE_SIGMA, TWO_SIGMA, ""
 
 

@@ -39,6 +39,7 @@ from qcf_studio.engine.results import (
     QCF_FLOOR,
     ResultsContractError,
     check_results,
+    error_dof,
     estimate,
     is_bootstrap,
     package_versions,
@@ -103,10 +104,9 @@ def fit_record(ds: xr.Dataset, key: FitKey, path: Path | None = None) -> FitReco
     q_mean, q_err = estimate(ds, "qcf")
     record.qcf_estimate, record.qcf_error = np.asarray(q_mean, dtype=float), np.asarray(q_err, dtype=float)
     record.qcf_truth = np.asarray(ds["qcf_true"], dtype=float)
+    record.dof = error_dof(ds)
     if is_bootstrap(ds):
         record.draws = np.asarray(ds["params_pred"], dtype=float)  # (member, param)
-        # the members estimate() uses: those with every parameter finite
-        record.dof = float(np.isfinite(record.draws).all(axis=1).sum() - 1)
     elif "params_draws" in ds:
         record.draws = np.asarray(ds["params_draws"], dtype=float).reshape(-1, ds.sizes["param"])
     return record

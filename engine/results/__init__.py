@@ -34,6 +34,7 @@ __all__ = [
     "closure_variables",
     "ensemble_estimate",
     "estimate",
+    "error_dof",
     "is_bootstrap",
     "qcf_deviation",
     "qcf_grids",
@@ -207,6 +208,15 @@ def ensemble_estimate(
 def is_bootstrap(ds: xr.Dataset) -> bool:
     """Whether the members of a result were trained on bootstrap replicas (``uncertainty`` attribute)."""
     return ds.attrs.get("uncertainty") == "bootstrap"
+
+
+def error_dof(ds: xr.Dataset) -> float:
+    """Degrees of freedom of a result's parameter errors: n − 1 for n bootstrap members (those with every parameter
+    finite, the ones :func:`ensemble_estimate` uses), ``inf`` for errors that are not estimated from a spread."""
+    if not is_bootstrap(ds) or "params_pred" not in ds or "member" not in ds["params_pred"].dims:
+        return float("inf")
+    pred = ds["params_pred"].transpose("member", ...).values.reshape(ds.sizes["member"], -1)
+    return float(np.isfinite(pred).all(axis=1).sum() - 1)
 
 
 def estimate(ds: xr.Dataset, what: str) -> tuple[xr.DataArray, xr.DataArray]:
