@@ -24,7 +24,7 @@ from qcf_studio.engine.campaign.summary import build_summary, read_fit
 from qcf_studio.engine.data.safe_hdf5 import open_netcdf
 from qcf_studio.engine.safe_yaml import YAMLRefused, load_yaml
 from qcf_studio.engine.spec import METHODS, Spec, SpecError, parse_spec
-from qcf_studio.engine.textlimits import clip
+from qcf_studio.engine.textlimits import clip, clip_path
 
 __all__ = [
     "CampaignInfo",
@@ -108,12 +108,12 @@ def read_campaign_spec(folder: Path) -> Spec:
         with open(path, "rb") as f:
             content = f.read(MAX_SPEC_BYTES + 1)
         if len(content) > MAX_SPEC_BYTES:
-            raise NotACampaignError(f"{clip(str(path))}: more than {MAX_SPEC_BYTES:,} bytes")
+            raise NotACampaignError(f"{clip_path(path)}: more than {MAX_SPEC_BYTES:,} bytes")
         spec = parse_spec(load_yaml(content.decode("utf-8", "replace")))
     except (OSError, YAMLRefused, SpecError) as e:
-        raise NotACampaignError(f"{clip(str(path))}: not a campaign spec ({clip(str(e))})") from None
+        raise NotACampaignError(f"{clip_path(path)}: not a campaign spec ({clip(str(e))})") from None
     if spec.campaign is None:
-        raise NotACampaignError(f"{clip(str(path))}: no campaign section")
+        raise NotACampaignError(f"{clip_path(path)}: no campaign section")
     return spec
 
 
@@ -199,7 +199,7 @@ def list_campaigns(runs_dir: str | Path) -> list[CampaignInfo]:
 def load_summary(path: str | Path) -> xr.Dataset:
     """A campaign's ``summary.nc``, loaded and checked: the kind attribute and every variable the views draw."""
     path = Path(path)
-    label = clip(str(path), 200)
+    label = clip_path(path, 200)
     try:
         ds = open_netcdf(path, label, max_file_bytes=MAX_SUMMARY_BYTES, max_data_bytes=MAX_SUMMARY_BYTES)
     except (ValueError, OSError) as e:

@@ -32,7 +32,7 @@ from qcf_studio.engine.spec_sections import (
     TrainingSpec,
 )
 from qcf_studio.engine.specfields import SECTION_CONFIG, OptionalFlag, SpecError, at_most, fill_section, number
-from qcf_studio.engine.textlimits import clip, shown
+from qcf_studio.engine.textlimits import clip_path, shown
 
 __all__ = [
     "Spec",
@@ -317,13 +317,13 @@ def load_spec(path: str | Path) -> Spec:
         with open(path, "rb") as f:
             content = f.read(MAX_YAML_BYTES + 1)
     except OSError as e:
-        raise SpecError("spec", f"cannot read {clip(str(path))}: {e.strerror}") from None
+        raise SpecError("spec", f"cannot read {clip_path(path)}: {e.strerror}") from None
     if len(content) > MAX_YAML_BYTES:
-        raise SpecError("spec", f"{clip(str(path))}: more than {MAX_YAML_BYTES:,} bytes; a spec is a short YAML file")
+        raise SpecError("spec", f"{clip_path(path)}: more than {MAX_YAML_BYTES:,} bytes; a spec is a short YAML file")
     try:
         text = content.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise SpecError("spec", f"{clip(str(path))}: not UTF-8 text (byte {e.start})") from None
+        raise SpecError("spec", f"{clip_path(path)}: not UTF-8 text (byte {e.start})") from None
     return parse_spec_text(text, base_dir=path.parent)
 
 

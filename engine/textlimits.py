@@ -10,7 +10,7 @@ from __future__ import annotations
 import reprlib
 from typing import Any
 
-__all__ = ["shown", "clip", "SHOWN_CHARS"]
+__all__ = ["shown", "clip", "clip_path", "SHOWN_CHARS"]
 
 SHOWN_CHARS = 100
 
@@ -25,6 +25,15 @@ def clip(text: str, limit: int = SHOWN_CHARS) -> str:
     if len(text) > limit:
         text = text[: max(limit - 3, 0)] + "..."
     return "".join(c if c.isprintable() or c in " " else repr(c)[1:-1] for c in text)
+
+
+def clip_path(path: Any, limit: int = SHOWN_CHARS) -> str:
+    """A file's path in at most ``limit`` characters: its end kept (the file's name says most), ``...`` in front when
+    cut, control characters escaped."""
+    text = str(path)
+    if len(text) > limit:
+        text = "..." + text[len(text) - max(limit - 3, 0) :]
+    return clip(text, limit)
 
 
 def shown(value: Any, limit: int = SHOWN_CHARS) -> str:

@@ -139,3 +139,16 @@ def test_a_five_thousand_character_data_path_is_a_message_not_a_traceback(tmp_pa
     assert cli_main(["validate", str(spec)]) == 2
     err = capsys.readouterr().err
     assert "problem.data" in err and len(err) < 400
+
+
+def test_a_long_path_in_a_message_keeps_its_file_name_and_stays_short(tmp_path):
+    from qcf_studio.engine.textlimits import clip_path
+
+    deep = tmp_path.joinpath(*["a-rather-long-folder-name"] * 12, "missing\x1bspec.yaml")
+    with pytest.raises(SpecError) as err:
+        load_spec(deep)
+    message = err.value.message
+    assert "missing\\x1bspec.yaml" in message and "\x1b" not in message  # the name kept, its escape shown
+    assert message.startswith("cannot read ...") and len(message) < 160, message
+    assert clip_path("/short/spec.yaml") == "/short/spec.yaml"
+    assert clip_path("x" * 500 + "/spec.yaml", 20) == "..." + ("x" * 500 + "/spec.yaml")[-17:]

@@ -30,7 +30,7 @@ from qcf_studio.engine.choices import Method
 from qcf_studio.engine.results.files import replace_file, write_new_file
 from qcf_studio.engine.safe_yaml import YAMLRefused, load_yaml
 from qcf_studio.engine.spec import Spec, SpecError, parse_spec
-from qcf_studio.engine.textlimits import clip
+from qcf_studio.engine.textlimits import clip, clip_path
 
 __all__ = ["FitKey", "CampaignPlan", "fit_files", "replica_seed", "replica_truth", "campaign_of", "FIT_FILE"]
 
@@ -177,14 +177,14 @@ class CampaignPlan:
             except (SpecError, YAMLRefused, OSError) as e:
                 raise SpecError(
                     "campaign",
-                    f"{clip(str(self.spec_path))} is not a campaign spec ({clip(str(e))}); use another output folder",
+                    f"{clip_path(self.spec_path)} is not a campaign spec ({clip(str(e))}); use another output folder",
                 ) from None
             a, b = _comparable(theirs), _comparable(self.spec)
             if a != b:
                 where = _first_difference(a, b)
                 raise SpecError(
                     "campaign",
-                    f"{clip(str(self.folder))} holds a campaign of another spec ({where} "
+                    f"{clip_path(self.folder)} holds a campaign of another spec ({where} "
                     f"differs); use another output folder or spec name",
                 )
             assert theirs.campaign is not None

@@ -45,7 +45,7 @@ from qcf_studio.engine.results import (
     package_versions,
     qcf_grids,
 )
-from qcf_studio.engine.textlimits import clip
+from qcf_studio.engine.textlimits import clip, clip_path
 
 __all__ = [
     "FitRecord",
@@ -121,7 +121,7 @@ def read_fit(path: Path, key: FitKey, plan: CampaignPlan) -> FitRecord:
     results
     contract and the campaign's parameters and QCF grid); never raises and never touches the file. A file that
     cannot be read, or does not fit the campaign, gives a ``failed`` record whose ``path`` is ``None``."""
-    label = clip(str(path))
+    label = clip_path(path)
     try:
         with open_netcdf(path, label, max_file_bytes=MAX_FIT_BYTES, max_data_bytes=MAX_FIT_BYTES) as ds:
             check_results(ds, label)

@@ -58,7 +58,7 @@ from qcf_studio.engine.data.safe_hdf5 import HDF5_SIGNATURE
 from qcf_studio.engine.problem_catalog import ProblemInfo, problem_info, problem_kinds
 from qcf_studio.engine.spec_data import DataColumns
 from qcf_studio.engine.specfields import SpecError
-from qcf_studio.engine.textlimits import clip, shown
+from qcf_studio.engine.textlimits import clip, clip_path, shown
 
 if TYPE_CHECKING:
     from qcf_studio.engine.spec import Spec
@@ -126,7 +126,7 @@ def read_measured_file(
     :func:`read_measured`. Files of any size, never read into memory whole: at most ``max_events`` events per
     observable, NetCDF, Parquet and ROOT files checked on their declared sizes before any value is read, then
     every format read in chunks, each checked as it arrives."""
-    label = clip(str(path), 200)
+    label = clip_path(path, 200)
     problem = _problem(label, kind)
     try:
         with open(path, "rb") as f:
@@ -210,7 +210,7 @@ def check_methods(spec: Spec, negative: str) -> None:
     if negative and spec.training.method == "gan":
         raise SpecError(
             "training.method",
-            f"gan cannot use negative event weights (sWeights), and problem.data {clip(str(spec.problem.data), 80)} "
+            f"gan cannot use negative event weights (sWeights), and problem.data {clip_path(spec.problem.data, 80)} "
             f"has them ({clip(negative, 200)}): the discriminator's loss is unbounded below with them. Fit these "
             f"data with training.method mle (weighted likelihood, sandwich errors), or use weights ≥ 0",
         )
