@@ -114,7 +114,18 @@ PROXY2D = ProblemInfo(
     # those, the bootstrap members agreed on p0 to half the likelihood error around a biased value
     # (closure-2d: pull −2.27, −3.02 with 5% smearing); without, pulls ≤ 1.41 and QCFs within 0.93 σ.
     edge_features=False,
-    spec_defaults={"name": "closure-2d", "training": {"steps": 1500}},
+    # The GAN settings a 30-replica campaign found calibrated (docs/campaigns.md); engine.campaign.findings
+    spec_defaults={
+        "name": "closure-2d",
+        "training": {
+            "steps": 12000,
+            "batch_params": 8,
+            "events_per_param": 256,
+            "noise_final": 0.0,
+            "average_last": 0.25,
+        },
+        "ensemble": {"members": 4, "bootstrap": True},
+    },
 )
 MULTISET2D = ProblemInfo(
     kind="multiset2d",

@@ -77,7 +77,7 @@ def test_reduced_gauss6_bootstrap_ensemble_has_errors_near_the_statistical_limit
 
 @pytest.mark.slow
 def test_reduced_proxy2d_bootstrap_closes_its_qcf():
-    """proxy2d, 4 bootstrap members of 800 steps on 100k events (the full test: closure-2d.yaml, 8 × 3000).
+    """proxy2d, 4 bootstrap members of 800 steps on 100k events (the full test: closure-2d.yaml, 4 × 12000).
 
     The QCF and p0-p3 close; the coupling p4 is left out of the pulls: short runs put it +0.2 above the
     likelihood fit with members that agree closely (data seed 3: pull 5.1, error ratio 0.16; see README,

@@ -334,14 +334,18 @@ def test_the_calibration_note_of_a_bootstrap_run_depends_on_whether_a_campaign_u
         assert "no campaign was made with this run's settings" in other and finding.describe() in other
 
 
-def test_proxy1d_default_spec_is_the_settings_a_campaign_found_calibrated():
-    """The recipe lives in the problem's defaults and in the findings table: they must not drift apart."""
+@pytest.mark.parametrize("kind", ["proxy1d", "proxy2d"])
+def test_default_spec_is_the_settings_a_campaign_found_calibrated(kind):
+    """The recipe lives in the problem's defaults, the sample closure spec and the findings table: they must not
+    drift apart."""
     from qcf_studio.engine.campaign.findings import findings_for, settings_of
-    from qcf_studio.engine.spec import default_spec
+    from qcf_studio.engine.spec import default_spec, load_spec
 
-    settings = settings_of(default_spec("proxy1d").to_dict())
-    covering = [f for f in findings_for("proxy1d", "gan", "bootstrap") if f.covers(settings)]
-    assert len(covering) == 1 and covering[0].calibrated
+    sample = Path(__file__).parents[1] / "sample_data" / f"closure-{kind[-2:]}.yaml"
+    for spec in (default_spec(kind), load_spec(sample)):
+        settings = settings_of(spec.to_dict())
+        covering = [f for f in findings_for(kind, "gan", "bootstrap") if f.covers(settings)]
+        assert len(covering) == 1 and covering[0].calibrated, (sample, settings)
 
 
 def test_the_coverage_of_a_bootstrap_run_is_compared_with_student_t_for_its_members(runs):
