@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CHROMIUM ?= /usr/bin/chromium
+# test processes (pytest-xdist): two keep both cores of a 2-core machine busy while one test waits on a browser or
+# a cluster; TEST_WORKERS=0 runs the suite in this process
+TEST_WORKERS ?= 2
 
 .PHONY: serve test install lint chromium sample-data clean
 
@@ -28,7 +31,7 @@ test: $(STAMP) chromium
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
