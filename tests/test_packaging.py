@@ -37,7 +37,12 @@ def test_the_citation_file_is_cff_1_2_with_this_version_and_licence():
     assert cff["cff-version"] == "1.2.0"
     assert {"message", "title", "authors", "version", "license"} <= set(cff)
     assert str(cff["version"]) == engine.__version__
-    assert cff["license"] == "BSD-3-Clause" == PYPROJECT["project"]["license"]["text"]
+    assert cff["license"] == "BSD-3-Clause" == PYPROJECT["project"]["license"]  # an SPDX expression (PEP 639)
+    assert PYPROJECT["project"]["license-files"] == ["LICENSE"]
+    from importlib.metadata import metadata
+
+    installed = metadata("qcf-studio")  # what pip wrote from it
+    assert installed["License-Expression"] == "BSD-3-Clause" and "LICENSE" in installed.get_all("License-File")
     assert cff["authors"] == [{"name": "The qcf-studio developers"}]
 
 
