@@ -21,7 +21,7 @@ def export_any(path: str | Path, formats: str | Sequence[str], out_dir: str | Pa
     """Export the run or the campaign summary at ``path`` into ``out_dir`` in ``formats`` (any of png, svg, pdf,
     html; for a run also hepdata and grid); returns what was written (files, and the folders of hepdata and grid).
     Raises ``ValueError`` (unknown format, not a results file), ``FileNotFoundError`` or
-    :class:`qcf_studio.app.export.staging.MissingExtraError` (hepdata without hepdata_lib) before anything is
+    :class:`qcf_studio.app.extras.MissingExtraError` (hepdata without hepdata_lib) before anything is
     written."""
     fmts = parse_formats(formats, FORMATS + DATA_FORMATS)  # before the file, so a bad flag never reaches the disk
     figures, data = [f for f in fmts if f in FORMATS], [f for f in fmts if f in DATA_FORMATS]

@@ -23,7 +23,8 @@ import xarray as xr
 import yaml
 
 from qcf_studio.app.catalog import load_run
-from qcf_studio.app.export.staging import MissingExtraError, Staging
+from qcf_studio.app.export.staging import Staging
+from qcf_studio.app.extras import MissingExtraError
 from qcf_studio.engine import __version__
 from qcf_studio.engine.results import closure_summary, estimate, is_bootstrap
 from qcf_studio.engine.textlimits import clip

@@ -1,7 +1,5 @@
 """Folders written all or nothing: the data exports (``hepdata``, ``grid``) fill a hidden staging folder in the
 output directory and rename each finished output into place, so a failure leaves nothing half-written.
-
-Also :class:`MissingExtraError`, what an export that needs an optional package raises without it.
 """
 
 from __future__ import annotations
@@ -11,11 +9,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["MissingExtraError", "Staging"]
-
-
-class MissingExtraError(ImportError):
-    """An export needs a package of an optional extra that is not installed; the message says what to install."""
+__all__ = ["Staging"]
 
 
 class Staging:
