@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import tarfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -308,7 +309,42 @@ def test_dashboard_downloads_give_valid_files_and_leave_nothing_behind(runs, tmp
     assert pdf.startswith(b"%PDF-") and _pdf_pages(pdf) == len(figures_only) + 1  # the report, then every figure
     assert b"<svg" in got["HTML report"][1] and got["NetCDF"][1] == path.read_bytes()
     assert got["Spec (YAML)"][1].decode() == _load(path).attrs["spec"]
+    with tarfile.open(fileobj=io.BytesIO(got["HEPData (tar.gz)"][1])) as tar:
+        submission = yaml.safe_load_all(tar.extractfile("submission.yaml").read())
+        assert any("data_file" in doc for doc in submission)  # a HEPData submission with its tables
+    with zipfile.ZipFile(io.BytesIO(got["QCF replicas (zip)"][1])) as z:
+        names = z.namelist()
+        assert f"{path.stem}-grid/{path.stem}-replicas.nc" in names
+        with xr.open_dataset(io.BytesIO(z.read(f"{path.stem}-grid/{path.stem}-replicas.nc")), engine="h5netcdf") as g:
+            assert g["qcf_replicas"].sizes["replica"] > 2  # replica 0 (the mean) and the replicas
+        assert any(n.endswith(".info") for n in names)  # proxy1d's QCFs as LHAPDF sets, in their folders
     assert list(tmp_path.iterdir()) == []
+
+
+def test_downloads_a_run_cannot_give_are_disabled_and_say_why(runs, tmp_path, monkeypatch):
+    import sys
+
+    import panel as pn
+
+    from qcf_studio.app.dashboard.views import downloads
+    from qcf_studio.app.export.run import download_refusal
+
+    ds = _load(runs["gan1d"])
+    assert download_refusal(ds, runs["gan1d"], "QCF replicas (zip)") is None
+    bare = ds.drop_vars("params_draws")  # a generator's spread with no draws of it: no replicas to give
+    path = write_netcdf_atomic(bare, tmp_path / "nodraws.nc")
+    why = download_refusal(bare, path, "QCF replicas (zip)")
+    assert why is not None and "nodraws.nc" in why and "params_draws" in why
+    monkeypatch.setitem(sys.modules, "hepdata_lib", None)  # import hepdata_lib raises ImportError
+    assert "qcf-studio[io]" in download_refusal(bare, path, "HEPData (tar.gz)")
+    assert download_refusal(bare, path, "PDF report") is None
+
+    panel = downloads(path, bare)
+    buttons = {b.label: b for b in panel.select(pn.widgets.FileDownload)}
+    assert buttons["QCF replicas (zip)"].disabled and buttons["HEPData (tar.gz)"].disabled
+    assert not buttons["PDF report"].disabled and not buttons["NetCDF"].disabled
+    (note,) = [m for m in panel.select(pn.pane.Markdown) if "downloads-refused" in m.css_classes]
+    assert note.visible and "QCF replicas (zip)" in note.object and "params\\_draws" in note.object
 
 
 def test_the_calibration_note_of_a_bootstrap_run_depends_on_whether_a_campaign_used_its_settings(runs):

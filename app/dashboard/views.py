@@ -19,7 +19,13 @@ import xarray as xr
 from qcf_studio.app.catalog import NotARunError, RunInfo, list_runs, load_run
 from qcf_studio.app.dashboard.markup import md_block, md_code, md_text
 from qcf_studio.app.export.report import report_markdown
-from qcf_studio.app.export.run import DOWNLOADS, download_filename, export_download, markdown_to_html
+from qcf_studio.app.export.run import (
+    DOWNLOADS,
+    download_filename,
+    download_refusal,
+    export_download,
+    markdown_to_html,
+)
 from qcf_studio.engine.results import closure_summary
 from qcf_studio.layouts.compare import DISPLAY_COLUMNS, compare_qcfs, parameter_display, parameter_table
 from qcf_studio.layouts.heatmaps import observable_heatmaps, results_heatmaps
@@ -69,9 +75,10 @@ def _summary(ds: xr.Dataset, path: Path) -> str:
     return text
 
 
-def downloads(path: Path) -> pn.FlexBox:
-    """A button per export of :data:`qcf_studio.app.export.run.DOWNLOADS` (made when clicked, on the server, with
-    matplotlib)."""
+def downloads(path: Path, ds: xr.Dataset) -> pn.Column:
+    """A button per export of :data:`qcf_studio.app.export.run.DOWNLOADS` of the run ``ds`` read from ``path`` (made
+    when clicked, on the server); one that cannot be made for this run is disabled, and a line below says why."""
+    refusals = {label: download_refusal(ds, path, label) for label in DOWNLOADS}
 
     def button(label: str) -> pn.widgets.FileDownload:
         return pn.widgets.FileDownload(
@@ -80,10 +87,16 @@ def downloads(path: Path) -> pn.FlexBox:
             label=label,
             width=170,
             button_type="light",
+            disabled=refusals[label] is not None,
             css_classes=["download"],
         )
 
-    return pn.FlexBox(*(button(label) for label in DOWNLOADS), css_classes=["run-downloads"])
+    why = [f"- {md_text(label)}: {md_text(text, 400)}" for label, text in refusals.items() if text]
+    return pn.Column(
+        pn.FlexBox(*(button(label) for label in DOWNLOADS), css_classes=["run-downloads"]),
+        pn.pane.Markdown("\n".join(why), visible=bool(why), css_classes=["downloads-refused"]),
+        sizing_mode="stretch_width",
+    )
 
 
 def run_panels(path: Path) -> list[pn.viewable.Viewable]:
@@ -101,7 +114,7 @@ def run_panels(path: Path) -> list[pn.viewable.Viewable]:
     )
     items: list[pn.viewable.Viewable] = [
         pn.pane.Markdown(_summary(ds, path), sizing_mode="stretch_width"),
-        downloads(path),
+        downloads(path, ds),
         report,
         *live_panels(plots, qcf_true, two_d),
     ]

@@ -42,6 +42,7 @@ from qcf_studio.app.export.report import (
 __all__ = [
     "DOWNLOADS",
     "download_filename",
+    "download_refusal",
     "export_download",
     "export_run",
     "figures",
@@ -302,6 +303,8 @@ DOWNLOADS = {  # the dashboard's download buttons: label -> format exported, and
     "HTML report": "html",
     "NetCDF": "nc",
     "Spec (YAML)": "spec",
+    "HEPData (tar.gz)": "hepdata",
+    "QCF replicas (zip)": "grid",
 }
 
 
@@ -313,12 +316,34 @@ def download_filename(path: str | Path, label: str) -> str:
         "spec": f"{stem}-spec.yaml",
         "png": f"{stem}-figures-png.zip",
         "svg": f"{stem}-figures-svg.zip",
+        "hepdata": f"{stem}-hepdata.tar.gz",
+        "grid": f"{stem}-grid.zip",
     }.get(kind, f"{stem}-report.{kind}")
+
+
+def download_refusal(ds: xr.Dataset, path: str | Path, label: str) -> str | None:
+    """Why the download ``label`` of :data:`DOWNLOADS` cannot be made for the run ``ds`` read from ``path`` (a
+    sentence), or None when it can: the HEPData submission needs hepdata_lib, the replicas a run that has them."""
+    kind = DOWNLOADS[label]
+    if kind == "hepdata":
+        from qcf_studio.app.export.hepdata import require_hepdata_lib
+        from qcf_studio.app.extras import MissingExtraError
+
+        try:
+            require_hepdata_lib()
+        except MissingExtraError as e:
+            return str(e)
+    if kind == "grid":
+        from qcf_studio.engine.results.replicas import replicas_refusal
+
+        return replicas_refusal(ds, Path(path).name)
+    return None
 
 
 def export_download(path: str | Path, label: str) -> tuple[str, bytes]:
     """One download of :data:`DOWNLOADS` for the run at ``path``: ``(file name, content)``. Figures come
-    as one zip; reports are made by :func:`export_run` in a temporary directory (nothing is left behind)."""
+    as one zip, the replica grid's folder too, the HEPData submission as its tar.gz; all are made in a temporary
+    directory (nothing is left behind). Raises as the export would (:func:`download_refusal` says why first)."""
     import zipfile
 
     path, kind = Path(path), DOWNLOADS[label]
@@ -329,6 +354,21 @@ def export_download(path: str | Path, label: str) -> tuple[str, bytes]:
     if kind == "spec":
         return name, str(ds.attrs["spec"]).encode("utf-8")
     with tempfile.TemporaryDirectory(prefix="qcf-export-") as tmp:
+        if kind == "hepdata":
+            from qcf_studio.app.export.hepdata import export_hepdata
+
+            export_hepdata(path, tmp)
+            return name, (Path(tmp) / name).read_bytes()
+        if kind == "grid":  # the folder <stem>-grid/ (replicas NetCDF, LHAPDF sets) as one zip
+            from qcf_studio.app.export.grid import export_grid
+
+            export_grid(path, tmp)
+            buf = io.BytesIO()
+            with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+                for f in sorted((Path(tmp) / f"{path.stem}-grid").rglob("*")):
+                    if f.is_file():
+                        z.write(f, f.relative_to(tmp).as_posix())
+            return name, buf.getvalue()
         files = export_run(path, [kind], tmp)
         if kind in ("png", "svg"):
             buf = io.BytesIO()
