@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 import urllib.request
 from pathlib import Path
@@ -341,7 +342,7 @@ def test_compare_two_finished_runs_and_export_png_and_pdf(server, page, tmp_path
     row.locator("input[type=checkbox]").click()
     # the report in words: the pulls criterion's own item (the verdict line may name it too)
     page.locator(".closure-report li", has_text="Parameter pulls:").wait_for(timeout=30_000)
-    for label, check in (("PNG figures (zip)", "png"), ("PDF report", "pdf")):
+    for label, check in (("PNG figures (zip)", "png"), ("PDF report", "pdf"), ("HEPData (tar.gz)", "hepdata")):
         with page.expect_download(timeout=60_000) as info:
             page.locator(".run-downloads").get_by_text(label).click()
         target = tmp_path / info.value.suggested_filename
@@ -350,6 +351,9 @@ def test_compare_two_finished_runs_and_export_png_and_pdf(server, page, tmp_path
         if check == "png":
             with zipfile.ZipFile(target) as z:
                 assert z.namelist() and all(z.read(n).startswith(b"\x89PNG\r\n\x1a\n") for n in z.namelist())
+        elif check == "hepdata":
+            with tarfile.open(target) as tar:
+                assert "submission.yaml" in tar.getnames()
         else:
             assert data.startswith(b"%PDF-") and data.rstrip().endswith(b"%%EOF")
     assert first.exists() and second.exists()
