@@ -155,6 +155,20 @@ def test_hostile_values_deep_in_a_later_chunk_are_named_by_event_or_line(data, s
             read_measured_file(tmp_path / name, "proxy1d")
 
 
+def test_a_quoted_field_continued_on_the_next_line_is_refused_by_its_line(data, small_chunks, tmp_path):
+    """The csv module would join ``"sig`` and ``ma2",0.5,1.0`` into one event of sigma2 and count lines wrongly after
+    it; one event per line is the format."""
+    lines = _csv_lines(data)
+    at = _csv_line(lines, "sigma2", 2345)
+    text = "\n".join([*lines[: at - 1], '"sig', 'ma2",0.5,1.0', *lines[at + 1 :]]) + "\n"
+    (tmp_path / "quote.csv").write_text(text)
+    with pytest.raises(DataFileError, match=rf"quote\.csv: line {at}: a quoted field does not end on its line"):
+        read_measured_file(tmp_path / "quote.csv", "proxy1d")
+    fine = "\n".join([*lines[: at - 1], '"sigma2",0.5,"1.0"', *lines[at:]]) + "\n"  # quotes on one line are CSV
+    (tmp_path / "quoted.csv").write_text(fine)
+    assert read_measured_file(tmp_path / "quoted.csv", "proxy1d").event_counts[1] == 2500
+
+
 def test_unrelated_netcdf_datasets_are_refused_over_1_gib_declared_or_left_unread(data, tmp_path):
     path = tmp_path / "junk.nc"
     data.to_xarray().to_netcdf(path, engine="h5netcdf")

@@ -1,6 +1,5 @@
 """Measured events from CSV text (the format is described in :mod:`qcf_studio.engine.data.datafiles`): a header naming
-the
-columns, one event per line, ``# xsec:`` and ``# resolution:`` comments; each refusal names the line and
+the columns, one event per line, ``# xsec:`` and ``# resolution:`` comments; each refusal names the line and
 column at fault."""
 
 from __future__ import annotations
@@ -184,9 +183,8 @@ def _add_block(
     numeric = [(c, header.index(c)) for c in [*coords, "weight"] if c in header]
     parsed = _parse_rows_fast(rows, header, [c for c, _ in numeric], names)
     if parsed is None:  # something is wrong: the line-by-line reader finds the first fault and says where
-        reader = csv.reader(rows)
         parsed = _parse_rows_slowly(
-            label, problem.kind, reader, numbers, len(header), header.index("observable"), numeric, names
+            label, problem.kind, rows, numbers, len(header), header.index("observable"), numeric, names
         )
     per_obs, index = parsed
     lines = np.asarray(numbers, dtype=np.int32 if numbers[-1] < 2**31 else np.int64)
@@ -218,17 +216,21 @@ def _line_of(index: np.ndarray, lines: np.ndarray) -> Callable[[int], str]:
 def _parse_rows_slowly(
     label: str,
     kind: str,
-    reader: Iterator[list[str]],
+    rows: list[str],
     numbers: list[int],
     n_fields: int,
     col_obs: int,
     numeric: list[tuple[str, int]],
     names: tuple[str, ...],
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Events per observable ``(N, columns)`` and their row indices, reading line by line (exact messages)."""
+    """Events per observable ``(N, columns)`` and their row indices, reading line by line (exact messages). Each
+    line is one event: a quoted field is never continued on the next line (the csv module would join them)."""
     per_obs: dict[str, list[list[float]]] = {n: [] for n in names}
     rows_of: dict[str, list[int]] = {n: [] for n in names}
-    for k, (fields, line) in enumerate(zip(reader, numbers)):
+    for k, (row, line) in enumerate(zip(rows, numbers)):
+        if row.count('"') % 2:
+            raise DataFileError(f"{label}: line {line}: a quoted field does not end on its line; one event per line")
+        fields = next(csv.reader([row]), [])
         if len(fields) != n_fields:
             raise DataFileError(f"{label}: line {line}: {len(fields)} fields, the header has {n_fields}")
         obs = fields[col_obs].strip()
