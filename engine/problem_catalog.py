@@ -71,6 +71,24 @@ _RHO_LO = (-0.5, 2.75, 0.0, 3.0, 0.0)
 _RHO_HI = (1.0, 4.0, 1.3, 4.5, 1.5)
 _UNIT = (0.001, 0.999)
 
+
+def _calibrated_gan(name: str, steps: int) -> dict[str, Any]:
+    """A problem's standard closure spec with the GAN settings a 30-replica campaign found calibrated
+    (docs/campaigns.md; :mod:`qcf_studio.engine.campaign.findings` holds the numbers): a bootstrap ensemble of 4
+    point estimates, ``steps`` steps of 8 parameter sets × 256 events, the estimate averaged over the last quarter."""
+    return {
+        "name": name,
+        "training": {
+            "steps": steps,
+            "batch_params": 8,
+            "events_per_param": 256,
+            "noise_final": 0.0,
+            "average_last": 0.25,
+        },
+        "ensemble": {"members": 4, "bootstrap": True},
+    }
+
+
 PROXY1D = ProblemInfo(
     kind="proxy1d",
     description="SAGIPS 1D demo: u, d → σ1 = 4u + d, σ2 = 4d + u on [0.1, 1]",
@@ -83,18 +101,7 @@ PROXY1D = ProblemInfo(
     observable_names=("sigma1", "sigma2"),
     x_range=(0.1, 1.0),
     core_range=(0.1, 0.9),
-    # The GAN settings a 30-replica campaign found about calibrated (docs/campaigns.md); engine.campaign.findings
-    spec_defaults={
-        "name": "closure-1d",
-        "training": {
-            "steps": 6000,
-            "batch_params": 8,
-            "events_per_param": 256,
-            "noise_final": 0.0,
-            "average_last": 0.25,
-        },
-        "ensemble": {"members": 4, "bootstrap": True},
-    },
+    spec_defaults=_calibrated_gan("closure-1d", steps=6000),
 )
 PROXY2D = ProblemInfo(
     kind="proxy2d",
@@ -114,18 +121,7 @@ PROXY2D = ProblemInfo(
     # those, the bootstrap members agreed on p0 to half the likelihood error around a biased value
     # (closure-2d: pull −2.27, −3.02 with 5% smearing); without, pulls ≤ 1.41 and QCFs within 0.93 σ.
     edge_features=False,
-    # The GAN settings a 30-replica campaign found calibrated (docs/campaigns.md); engine.campaign.findings
-    spec_defaults={
-        "name": "closure-2d",
-        "training": {
-            "steps": 12000,
-            "batch_params": 8,
-            "events_per_param": 256,
-            "noise_final": 0.0,
-            "average_last": 0.25,
-        },
-        "ensemble": {"members": 4, "bootstrap": True},
-    },
+    spec_defaults=_calibrated_gan("closure-2d", steps=12000),  # proxy1d's 6000 left p4's errors too large
 )
 MULTISET2D = ProblemInfo(
     kind="multiset2d",
