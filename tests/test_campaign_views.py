@@ -261,6 +261,8 @@ def test_errors_from_few_bootstrap_members_are_judged_and_drawn_against_student_
         r"\d of 2 with the 60\.9% that right errors from 4 bootstrap members cover",
         criterion,
     )
+    few = _bootstrap_summary(tmp_path / "few", replicas=6).attrs["criterion_gan"]  # counts, but not yet a claim
+    assert few.startswith("too few fits to judge (6, at least 10); so far ") and "(6 fits)" in few, few
     renderer = hv.renderer("bokeh")
     coverage = renderer.get_plot(coverage_plot(ds, "gan")).state
     legend = [item.label["value"] for item in coverage.legend[0].items]

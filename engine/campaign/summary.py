@@ -310,6 +310,11 @@ def build_summary(plan: CampaignPlan, records: dict[FitKey, FitRecord]) -> xr.Da
                 f"; {_criterion_met(rbv[i], cov_iv, exp1)} of {n_p} with the {100 * exp1:.1f}% that right errors from "
                 f"{_members_text(dof[i])} cover"
             )
+        if n < stats.MIN_FITS_FOR_VERDICT:  # the counts so far, for watching; not yet a claim (as the verdicts)
+            ds.attrs[f"criterion_{m}"] = (
+                f"too few fits to judge ({n}, at least {stats.MIN_FITS_FOR_VERDICT}); so far "
+                + ds.attrs[f"criterion_{m}"]
+            )
     ds.attrs.update(
         {
             "kind": "qcf-studio campaign",
