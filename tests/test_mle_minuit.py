@@ -118,6 +118,22 @@ def test_a_parameter_at_its_bound_takes_its_minos_error_and_the_others_hesse_wit
     assert np.isfinite(result.qcf_pred_std).all()
 
 
+def test_a_weighted_fit_scales_a_held_parameters_minos_error_by_the_sandwich():
+    """A bootstrap replica's Poisson(1) weights have E[w²] = 2: the sandwich widens the weighted likelihood's errors
+    by about √2, for the parameter held at its limit (its MINOS error) as for the others (HESSE's)."""
+    spec = parse_spec(_bound_spec())
+    data = measured_data(parse_spec({"name": "data", "problem": {"kind": "gauss6", "events": 500, "seed": 1}}))
+    f = make_trainer(spec, data.bootstrap_replica(7), 0, "mle")
+    result = f.fit(0, HistorySink())
+    assert f.event_w is not None and list(result.at_bound) == [True, False]
+    held = result.params_pred_std[0] / -result.minos_errors[0][0]
+    hessian = torch.autograd.functional.hessian(f.nll, f.theta_hat.clone())
+    free = result.params_pred_std[1] * float(hessian[1, 1]) ** 0.5  # p1's error given p0 held, against H's
+    print(f"sandwich / weighted likelihood: held p0 {held:.3f}, p1 {free:.3f}")
+    assert held == pytest.approx(np.sqrt(2), rel=0.15) and free == pytest.approx(np.sqrt(2), rel=0.15), (held, free)
+    assert "errors of p0 from MINOS scaled by the sandwich" in result.error
+
+
 def test_the_bound_is_in_the_results_file_and_the_report_says_so(at_bound_run, tmp_path):
     spec, data, result = at_bound_run
     build_results(spec, data, [result], 1.0).to_netcdf(tmp_path / "run.nc", engine="h5netcdf")

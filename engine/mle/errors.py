@@ -79,8 +79,8 @@ class ErrorsAndPredictions(LikelihoodModel):
         limit MINUIT's bounded transform leaves the NLL no curvature it can use, so HESSE quotes a vanishing error
         for that parameter or forces its matrix positive definite (and then every error is lost). Those parameters
         get their MINOS error towards the inside of the bounds (``minos_errors``, ``(P, 2)``), uncorrelated with the
-        others (for weighted data MINOS's error is the weighted NLL's, without the sandwich). NaN, with a warning,
-        where HESSE still finds no covariance or MINOS no error.
+        others; for weighted data scaled by the sandwich's ratio to ``H⁻¹`` on that parameter
+        (:meth:`held_sandwich_scale`). NaN, with a warning, where HESSE still finds no covariance or MINOS no error.
         """
         n = len(self.lo)
         theta = np.asarray(m.values, dtype=np.float64)
@@ -93,19 +93,43 @@ class ErrorsAndPredictions(LikelihoodModel):
             self.warnings.append(f"HESSE found no covariance at the minimum{held} (it {why}): errors are NaN")
             return
         cov = torch.as_tensor(hesse)
+        scale = np.ones(n)
         if self.event_w is not None:
-            cov = cov @ self.score_covariance(self.event_w) @ cov
+            v = self.score_covariance(self.event_w)
+            cov = cov @ v @ cov
             cov = 0.5 * (cov + cov.T)
+            scale = self.held_sandwich_scale(v) if names else scale
+            if not np.isfinite(scale[fixed]).all():
+                self.warnings.append(
+                    f"no sandwich for {', '.join(names)} at its limit (the NLL's Hessian there is not positive "
+                    "definite): its error is the weighted likelihood's MINOS error"
+                )
+                scale = np.ones(n)
         for k in np.flatnonzero(fixed):
             lower, upper = minos_errors[k]
             inside = -lower if self.hi[k] - theta[k] < theta[k] - self.lo[k] else upper
             if not np.isfinite(inside) or inside <= 0:
                 self.warnings.append(f"MINOS found no error for {m.parameters[k]} at its limit: errors are NaN")
                 return
-            cov[k, k] = float(inside) ** 2
+            cov[k, k] = float(inside * scale[k]) ** 2
         self.cov = cov
         if names:
-            self.warnings.append(f"errors of {', '.join(names)} from MINOS, the others' from HESSE{held}")
+            scaled = " scaled by the sandwich" if self.event_w is not None and not np.all(scale == 1) else ""
+            self.warnings.append(f"errors of {', '.join(names)} from MINOS{scaled}, the others' from HESSE{held}")
+
+    def held_sandwich_scale(self, v: Tensor) -> np.ndarray:
+        """Per parameter, ``sqrt((H⁻¹ V H⁻¹)_kk / (H⁻¹)_kk)`` at θ̂ with ``H`` the weighted NLL's Hessian (by autograd,
+        in the parameters themselves, where MINUIT's bounded transform does not reach) and ``v`` the scores'
+        covariance (:meth:`score_covariance`): how much the sandwich widens an error of the weighted likelihood (√2 for
+        weights that are all 2). NaN where ``H`` is not positive definite."""
+        h = torch.autograd.functional.hessian(self.nll, self.theta_hat.detach().clone())
+        h = 0.5 * (h + h.T)
+        if not bool(torch.isfinite(h).all()) or float(torch.linalg.eigvalsh(h).min()) <= 0:
+            return np.full(len(self.lo), math.nan)
+        bread = torch.linalg.inv(h)
+        sandwich = bread @ v @ bread
+        ratio = (torch.diagonal(sandwich) / torch.diagonal(bread)).numpy()
+        return np.where(ratio > 0, np.sqrt(np.abs(ratio)), math.nan)
 
     # Predictions --------------------------------------------------------------------------------
 
