@@ -120,8 +120,8 @@ class ErrorsAndPredictions(LikelihoodModel):
     def held_sandwich_scale(self, v: Tensor) -> np.ndarray:
         """Per parameter, ``sqrt((H⁻¹ V H⁻¹)_kk / (H⁻¹)_kk)`` at θ̂ with ``H`` the weighted NLL's Hessian (by autograd,
         in the parameters themselves, where MINUIT's bounded transform does not reach) and ``v`` the scores'
-        covariance (:meth:`score_covariance`): how much the sandwich widens an error of the weighted likelihood (√2 for
-        weights that are all 2). NaN where ``H`` is not positive definite."""
+        covariance (:meth:`score_covariance`): how much the sandwich widens an error of the weighted likelihood (about
+        √2 for a bootstrap replica's Poisson weights, whose E[w²] is 2). NaN where ``H`` is not positive definite."""
         h = torch.autograd.functional.hessian(self.nll, self.theta_hat.detach().clone())
         h = 0.5 * (h + h.T)
         if not bool(torch.isfinite(h).all()) or float(torch.linalg.eigvalsh(h).min()) <= 0:
