@@ -26,7 +26,7 @@ from qcf_studio.app.catalog import load_run
 from qcf_studio.app.export.staging import Staging
 from qcf_studio.app.extras import MissingExtraError
 from qcf_studio.engine import __version__
-from qcf_studio.engine.results import closure_summary, estimate, is_bootstrap
+from qcf_studio.engine.results import closure_summary, estimate, fitted_members, is_bootstrap
 from qcf_studio.engine.textlimits import clip
 
 if TYPE_CHECKING:
@@ -45,14 +45,10 @@ def require_hepdata_lib() -> None:
         ) from None
 
 
-def _fitted_members(ds: xr.Dataset) -> int:
-    return int(ds["params_pred"].notnull().all("param").sum())  # failed members (NaN) are left out of estimates
-
-
 def error_kind(ds: xr.Dataset) -> tuple[str, str]:
     """The run's 1σ error as HEPData's short error label and a sentence saying how it is made (as
     :func:`qcf_studio.engine.results.ensemble_estimate` makes it)."""
-    n, mle = _fitted_members(ds), ds.attrs.get("method") == "mle"
+    n, mle = fitted_members(ds), ds.attrs.get("method") == "mle"
     if is_bootstrap(ds):
         return f"bootstrap 1 sigma ({n} members)", (
             f"the standard deviation of the estimates of {n} members, each fitted to a bootstrap replica of the data, "
@@ -90,7 +86,7 @@ def _qualify(var: Any, ds: xr.Dataset) -> None:
     a = ds.attrs
     var.add_qualifier("problem", clip(str(a.get("problem", "")), 60))
     var.add_qualifier("method", clip(str(a.get("method", "")), 20))
-    var.add_qualifier("members", _fitted_members(ds))
+    var.add_qualifier("members", fitted_members(ds))
     var.add_qualifier("run", clip(str(a.get("name", "")), 60))
 
 
@@ -201,7 +197,7 @@ def provenance(ds: xr.Dataset, source: str, spec_name: str) -> str:
     )
     return clip(
         f"QCFs fitted with qcf-studio {__version__}: problem {a.get('problem')}, method {a.get('method')}, run "
-        f"'{a.get('name', '')}' (file {source}), status {a.get('status', '?')}, {_fitted_members(ds)} fitted "
+        f"'{a.get('name', '')}' (file {source}), status {a.get('status', '?')}, {fitted_members(ds)} fitted "
         f"member(s) of {ds.sizes['member']}, wall time {float(a.get('wall_seconds', float('nan'))):.1f} s. {closure} "
         f"The run's spec (validated, every default written out) is the additional resource {spec_name}. "
         f"Packages of the run: {versions}.",

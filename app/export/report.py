@@ -23,6 +23,7 @@ from qcf_studio.engine.results import (
     QCF_SIGMA_LIMIT,
     error_dof,
     estimate,
+    fitted_members,
     is_bootstrap,
     qcf_deviation,
 )
@@ -265,7 +266,7 @@ def _errors(ds: xr.Dataset) -> Criterion:
     worst = float(ratio.max())
     name = str(ratio["param"].values[int(np.nanargmax(ratio.values))])
     passed = worst <= ERROR_RATIO_LIMIT
-    fitted = int(ds["params_pred"].notnull().all("param").sum())  # failed members (NaN) are left out of the spread
+    fitted = fitted_members(ds)  # failed members (NaN) are left out of the spread
     source = (
         f"the spread of {fitted} members fitted to bootstrap replicas"
         if is_bootstrap(ds)

@@ -35,6 +35,7 @@ __all__ = [
     "ensemble_estimate",
     "estimate",
     "error_dof",
+    "fitted_members",
     "is_bootstrap",
     "qcf_deviation",
     "qcf_grids",
@@ -210,13 +211,18 @@ def is_bootstrap(ds: xr.Dataset) -> bool:
     return ds.attrs.get("uncertainty") == "bootstrap"
 
 
+def fitted_members(ds: xr.Dataset) -> int:
+    """Members whose every parameter is finite: the ones :func:`ensemble_estimate` uses (a failed member's are NaN)."""
+    pred = ds["params_pred"].transpose("member", ...).values.reshape(ds.sizes["member"], -1)
+    return int(np.isfinite(pred).all(axis=1).sum())
+
+
 def error_dof(ds: xr.Dataset) -> float:
-    """Degrees of freedom of a result's parameter errors: n − 1 for n bootstrap members (those with every parameter
-    finite, the ones :func:`ensemble_estimate` uses), ``inf`` for errors that are not estimated from a spread."""
+    """Degrees of freedom of a result's parameter errors: n − 1 for n bootstrap members (:func:`fitted_members`),
+    ``inf`` for errors that are not estimated from a spread."""
     if not is_bootstrap(ds) or "params_pred" not in ds or "member" not in ds["params_pred"].dims:
         return float("inf")
-    pred = ds["params_pred"].transpose("member", ...).values.reshape(ds.sizes["member"], -1)
-    return float(np.isfinite(pred).all(axis=1).sum() - 1)
+    return float(fitted_members(ds) - 1)
 
 
 def estimate(ds: xr.Dataset, what: str) -> tuple[xr.DataArray, xr.DataArray]:
