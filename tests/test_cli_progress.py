@@ -6,12 +6,14 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from qcf_studio.app.cli.progress import Progress, ProgressBarSink
+from qcf_studio.engine.campaign.driver import Progress as CampaignProgress
 from qcf_studio.engine.data.pseudodata import make_pseudo_data
 from qcf_studio.engine.problems import get_problem
 from qcf_studio.engine.run.runner import train_member
@@ -130,3 +132,59 @@ def test_a_campaign_logged_to_a_file_writes_plain_lines(tmp_path):
     assert "\r" not in log and log.endswith("\n") and "Traceback" not in log
     assert 3 <= len(lines) <= 22, lines
     assert "20/20 fits (100%)" in lines[-1] and "failed=0" in lines[-1]
+
+
+def test_a_campaigns_time_left_weighs_each_fit_by_its_methods_cost():
+    """A GAN fit costing nine likelihood fits: the time left counts the fits still to do at their methods' cost
+    (280 s below, where counting fits alike says 120 s)."""
+    progress = CampaignProgress(total=8, left={"gan": 4, "mle": 4})
+    progress.started = time.monotonic() - 120.0
+    assert progress.eta_seconds() is None  # nothing finished in this session yet
+    progress.count("gan", "completed", 90.0)
+    # the likelihood fits' cost is not known yet: weighed as a GAN fit's, i.e. every fit alike
+    assert progress.eta_seconds() == pytest.approx(120.0 / 1 * 7, rel=1e-3)
+    progress.count("mle", "completed", 10.0)
+    progress.count("mle", "completed", 10.0)
+    progress.count("mle", "failed")  # its cost unknown: that of its method
+    # done: 90 + 3 × 10 compute seconds in 120 s; left: 3 GAN and 1 likelihood fit, 280 compute seconds
+    assert progress.eta_seconds() == pytest.approx(120.0 * 280.0 / 120.0, rel=1e-3)
+    assert (progress.done, progress.failed, progress.done_here, progress.left) == (3, 1, 4, {"gan": 3, "mle": 1})
+
+
+def test_the_progress_line_shows_the_callers_time_left_when_it_has_one():
+    log = io.StringIO()
+    left = {"seconds": None}
+    progress = Progress(10, "camp", "fit", stream=log, time_left=lambda: left["seconds"])
+    progress.line_seconds = 0.0
+    progress.set(1)
+    assert "left" not in log.getvalue()  # not known yet: nothing rather than a guess from the rate
+    left["seconds"] = 9000.0
+    progress.set(2)
+    assert log.getvalue().splitlines()[-1].startswith("camp: 2/10 fits (20%)")
+    assert "about 2:30:00 left" in log.getvalue().splitlines()[-1]
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    term = Terminal()
+    progress = Progress(10, "camp", "fit", stream=term, time_left=lambda: 9000.0)
+    progress.set(3, {"failed": 0})
+    progress.bar.refresh()
+    assert "left=2:30:00" in term.getvalue() and "failed=0" in term.getvalue()
+    progress.close()
+
+
+def test_the_dashboards_durations_read_as_seconds_minutes_or_hours():
+    from qcf_studio.app.dashboard.durations import duration_text
+
+    assert [duration_text(s) for s in (0.4, 42.0, 119.4, 725.0, 3599.0, 10_260.0, 3_600.0 * 30)] == [
+        "0 s",
+        "42 s",
+        "119 s",
+        "12 min 5 s",
+        "59 min 59 s",
+        "2 h 51 min",
+        "30 h 0 min",
+    ]
+    assert duration_text(float("nan")) == "unknown" and duration_text(-3.0) == "0 s"

@@ -10,6 +10,7 @@ import io
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,7 +70,9 @@ def fit_campaign(
         with client_for(cluster, count, spec.cluster.device, security) as client:
             runner = CampaignRunner(client, plan)
             done = runner.load_finished()
-            bar = CampaignBar(len(plan.keys), len(done), spec.name, quiet=not progress)
+            bar = CampaignBar(
+                len(plan.keys), len(done), spec.name, quiet=not progress, time_left=runner.progress.eta_seconds
+            )
             runner.on_record = bar.update
             signals.notice = lambda text: bar.write(f"qcf-studio: {text}")
             outcome: dict[str, Any] = {}
@@ -141,11 +144,15 @@ class CampaignBar:
     """The campaign's :class:`~qcf_studio.app.cli.progress.Progress` over its fits, with the time left and the
     failures."""
 
-    def __init__(self, total: int, done: int, desc: str, quiet: bool = False) -> None:
+    def __init__(
+        self, total: int, done: int, desc: str, quiet: bool = False, time_left: Callable[[], float | None] | None = None
+    ) -> None:
         # initial: fits of earlier sessions count as done but not into the rate and the time left
         # quiet: no bar nor progress lines (they go to a buffer); messages (failed fits, signals) still to stderr
+        # time_left: the runner's estimate (its fits weighed by their method's cost), else one from the fits' rate
         self.quiet = quiet
-        self.progress = Progress(total, desc, "fit", initial=done, stream=io.StringIO() if quiet else None)
+        stream = io.StringIO() if quiet else None
+        self.progress = Progress(total, desc, "fit", initial=done, stream=stream, time_left=time_left)
 
     def update(self, record: Any, progress: Any) -> None:
         if record.status == "failed":

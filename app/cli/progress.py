@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
 __all__ = ["Progress", "ProgressBarSink"]
@@ -26,13 +26,24 @@ class Progress:
         unit: the unit's name ("step", "fit").
         initial: work done before this process started (a resumed campaign's fits); not counted into the rate.
         stream: where it goes; a bar only where this is a terminal.
+        time_left: seconds left, when the caller knows better than the rate of units (a campaign whose GAN fits
+            cost fifty likelihood fits each); ``None`` from it: not known yet.
     """
 
     line_fraction = 0.1  # without a terminal: a line once another tenth of the work is done,
     line_seconds = 30.0  # or once this long has passed since the last line, whichever comes first
 
-    def __init__(self, total: int, desc: str, unit: str, initial: int = 0, stream: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        total: int,
+        desc: str,
+        unit: str,
+        initial: int = 0,
+        stream: TextIO | None = None,
+        time_left: Callable[[], float | None] | None = None,
+    ) -> None:
         self.stream = stream if stream is not None else sys.stderr
+        self.time_left = time_left
         self.total, self.desc, self.unit = total, desc, unit
         self.done = self.initial = initial
         self.postfix: dict[str, Any] = {}
@@ -50,6 +61,8 @@ class Progress:
                 desc=desc,
                 mininterval=0.5,
                 dynamic_ncols=True,
+                # the caller's time left goes into the postfix, tqdm's own estimate (from the rate) is left out
+                bar_format=None if time_left is None else "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",
             )
 
     def set(self, done: int, postfix: dict[str, Any] | None = None) -> None:
@@ -59,8 +72,12 @@ class Progress:
         self.done = done
         if self.bar is not None:
             self.bar.update(done - self.bar.n)
-            if postfix is not None:
-                self.bar.set_postfix(postfix, refresh=False)
+            if postfix is not None or self.time_left is not None:
+                left = self._left()
+                shown = dict(self.postfix)
+                if left is not None:
+                    shown["left"] = left
+                self.bar.set_postfix(shown, refresh=False)
         elif self._line_due():
             self._line()
 
@@ -90,12 +107,26 @@ class Progress:
         elapsed = now - self.started
         percent = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
         parts = [f"{self.desc}: {self.done}/{self.total} {self.unit}s{percent}", tqdm.format_interval(elapsed)]
-        rate = (self.done - self.initial) / elapsed if elapsed > 0 else 0.0
-        if 0 < self.done < self.total and rate > 0:
-            parts[-1] += f", about {tqdm.format_interval((self.total - self.done) / rate)} left"
+        left = self._left()
+        if left is not None:
+            parts[-1] += f", about {left} left"
         parts += [f"{k}={v}" for k, v in self.postfix.items()]
         print(", ".join(parts), file=self.stream, flush=True)
         self.last_line_time, self.last_line_done = now, self.done
+
+    def _left(self) -> str | None:
+        """The time left as ``h:mm:ss`` (``None``: not known, or nothing left)."""
+        from tqdm import tqdm
+
+        if not 0 < self.done < self.total:
+            return None
+        if self.time_left is not None:
+            seconds = self.time_left()
+        else:
+            elapsed = time.monotonic() - self.started
+            rate = (self.done - self.initial) / elapsed if elapsed > 0 else 0.0
+            seconds = (self.total - self.done) / rate if rate > 0 else None
+        return None if seconds is None or not seconds >= 0 else tqdm.format_interval(seconds)
 
 
 def _is_terminal(stream: TextIO) -> bool:

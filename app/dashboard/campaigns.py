@@ -23,6 +23,7 @@ from pathlib import Path
 import xarray as xr
 
 from qcf_studio.app.campaign_files import campaigns_dir
+from qcf_studio.app.dashboard.durations import duration_text
 from qcf_studio.app.dashboard.runs import RunBusyError, RunManager
 from qcf_studio.engine.campaign.driver import CampaignRunner, Progress
 from qcf_studio.engine.campaign.plan import CampaignPlan
@@ -70,9 +71,9 @@ class LiveCampaign:
         if self.failed:
             text += f" · {self.failed} failed"
         if self.active and self.eta_seconds is not None:
-            text += f" · about {self.eta_seconds:.0f} s left"
+            text += f" · about {duration_text(self.eta_seconds)} left"
         elapsed = (self.finished or time.time()) - self.started
-        return text + f" · elapsed {elapsed:.0f} s"
+        return text + f" · elapsed {duration_text(elapsed)}"
 
     def _set_summary(self, ds: xr.Dataset, version: int) -> None:
         with self.lock:

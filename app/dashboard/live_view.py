@@ -14,6 +14,7 @@ from typing import Any
 
 import panel as pn
 
+from qcf_studio.app.dashboard.durations import duration_text
 from qcf_studio.app.dashboard.markup import md_block, md_code
 from qcf_studio.app.dashboard.runs import LiveRun
 from qcf_studio.engine.problems import get_problem
@@ -110,9 +111,9 @@ def status_text(run: LiveRun) -> str:
     eta = run.eta_seconds()
     elapsed = (run.finished or time.time()) - run.started
     text = f"**{run.status}** — step {done:,} of {total:,} ({per_member or 'waiting for workers'})"
-    text += f" · elapsed {elapsed:.0f} s"
+    text += f" · elapsed {duration_text(elapsed)}"
     if eta is not None:
-        text += f" · about {eta:.0f} s left"
+        text += f" · about {duration_text(eta)} left"
     if run.result_path is not None:
         text += f"\n\nSaved: {md_code(run.result_path)}"
     if run.closure:

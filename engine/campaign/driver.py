@@ -18,9 +18,9 @@ import math
 import threading
 import time
 import traceback
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import xarray as xr
@@ -42,19 +42,46 @@ POLL_SECONDS = 0.2  # a fit's results file (as app.catalog reads results)
 
 @dataclass
 class Progress:
-    """Where a campaign stands: fits done of ``total`` (finished before this session included)."""
+    """Where a campaign stands: fits done of ``total`` (finished before this session included).
+
+    The time left weighs each fit still to do by what a fit of its method has cost in this session (its members'
+    compute seconds): a GAN fit of a campaign may cost fifty likelihood fits, so counting fits alike would put the
+    time left of a ``[gan, mle]`` campaign off by up to a factor of two."""
 
     total: int
     done: int = 0  # completed, in all sessions
     failed: int = 0
     done_here: int = 0  # completed or failed in this session
     started: float = 0.0
+    left: dict[str, int] = field(default_factory=dict)  # fits still to do in this session, by method
+    costs: dict[str, list[float]] = field(default_factory=dict)  # compute seconds of this session's fits, by method
+
+    def count(self, method: str, status: str, compute_seconds: float = float("nan")) -> None:
+        """A fit of ``method`` ended with ``status``; ``compute_seconds``: its members' time (NaN if unknown)."""
+        if status not in ("completed", "failed"):
+            return
+        if status == "completed":
+            self.done += 1
+        else:
+            self.failed += 1
+        self.done_here += 1
+        if self.left.get(method, 0) > 0:
+            self.left[method] -= 1
+        self.costs.setdefault(method, []).append(compute_seconds)
 
     def eta_seconds(self) -> float | None:
         """Seconds left at this session's pace; ``None`` before the first fit of the session finished."""
         if self.done_here == 0:
             return None
-        return (time.monotonic() - self.started) / self.done_here * (self.total - self.done - self.failed)
+        elapsed = time.monotonic() - self.started
+        known = {m: [c for c in v if math.isfinite(c) and c > 0] for m, v in self.costs.items()}
+        mean = {m: sum(v) / len(v) for m, v in known.items() if v}
+        if not mean or not self.left:  # nothing to weigh with: every fit alike
+            return elapsed / self.done_here * (self.total - self.done - self.failed)
+        other = sum(mean.values()) / len(mean)  # a method with no fit yet this session
+        done = sum(c if math.isfinite(c) and c > 0 else mean.get(m, other) for m, v in self.costs.items() for c in v)
+        todo = sum(n * mean.get(m, other) for m, n in self.left.items())
+        return elapsed * todo / done
 
 
 @dataclass
@@ -152,6 +179,8 @@ class CampaignRunner:
         self._order = {k: i for i, k in enumerate(self.plan.keys)}
         todo = deque(k for k in self.plan.keys if k not in self.records or self.records[k].status != "completed")
         self.progress.started = time.monotonic()
+        self.progress.left = dict(Counter(k.method for k in todo))
+        self.progress.costs = {}
         active: list[_InFlight] = []
         limit = self.slots_in_flight()
         self._names = {}
@@ -221,7 +250,7 @@ class CampaignRunner:
         record = fit_record(ds, key, path)
         if status == "completed" and path is None:
             record.status, record.message = "failed", "finished but could not be saved (see the log)"
-        self._record(record)
+        self._record(record, sum(float(getattr(m, "wall_seconds", math.nan)) for m in members))
 
     def _save_completed(self, ds: xr.Dataset, key: FitKey) -> Path | None:
         content = netcdf_bytes(ds)
@@ -234,16 +263,10 @@ class CampaignRunner:
             saved = save_run(ds, self.plan.folder, key.stem)  # rescued where it can be, never lost silently
             return saved.path
 
-    def _record(self, record: FitRecord) -> None:
+    def _record(self, record: FitRecord, compute_seconds: float = float("nan")) -> None:
         with self._lock:
             self.records[record.key] = record
-            p = self.progress
-            if record.status == "completed":
-                p.done += 1
-                p.done_here += 1
-            elif record.status == "failed":
-                p.failed += 1
-                p.done_here += 1
+            self.progress.count(record.key.method, record.status, compute_seconds)
         self.on_record(record, self.progress)
         if time.monotonic() - self._last_summary > self.summary_every:
             self.write_summary()
