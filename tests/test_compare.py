@@ -115,7 +115,7 @@ def test_compare_view_plots_two_runs_and_explains_when_they_cannot_be_compared(r
     assert view.message.visible and not view.table.visible
     view.picker.value = [str(runs["gan"]), str(runs["mle"])]
     assert not view.message.visible and len(view.plot_area) == 2
-    assert view.table.visible and len(view.table.value) == 12 and view.table.name == "compare-table"
+    assert view.table.visible and len(view.table.value) == 12 and "compare-table" in view.table.css_classes
     view.picker.value = [str(runs["gan"]), str(runs["proxy2d"])]
     assert view.message.visible and "different problems" in view.message.object
     assert len(view.plot_area) == 0 and not view.table.visible

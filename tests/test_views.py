@@ -265,7 +265,7 @@ def test_runs_browser_opens_the_selected_run_below_the_table(runs):
     d = runs["gan"].parent
     browser = RunsBrowser(d, period_ms=None)
     browser.__panel__()
-    assert browser.table.name == "runs-table"
+    assert "runs-table" in browser.table.css_classes
     names = list(browser.table.value["name"])
     assert names[:2] == ["multiset2d-gan", "proxy2d-gan"]
     assert {"name", "problem", "method", "status", "duration", "closure", "modified"} <= set(browser.table.value)

@@ -51,11 +51,11 @@ class CampaignView(pn.viewable.Viewer):
     ) -> None:
         super().__init__(**params)
         self.campaigns, self.get_spec, self.open_fit, self.is_shown = campaigns, get_spec, open_fit, is_shown
-        self.replicas = pn.widgets.IntInput(name="Replicas", value=50, start=2, width=110)
-        self.truths = pn.widgets.RadioButtonGroup(name="Truths", options=["fixed", "prior"], value="fixed", width=150)
-        self.methods = pn.widgets.CheckBoxGroup(name="Methods", options=["gan", "mle"], value=["gan"], inline=True)
-        self.start_button = pn.widgets.Button(name="Start campaign", button_type="primary", width=150)
-        self.stop_button = pn.widgets.Button(name="Stop campaign", button_type="danger", width=150, disabled=True)
+        self.replicas = pn.widgets.IntInput(label="Replicas", value=50, start=2, width=110)
+        self.truths = pn.widgets.RadioButtonGroup(label="Truths", options=["fixed", "prior"], value="fixed", width=150)
+        self.methods = pn.widgets.CheckBoxGroup(label="Methods", options=["gan", "mle"], value=["gan"], inline=True)
+        self.start_button = pn.widgets.Button(label="Start campaign", color="primary", width=150)
+        self.stop_button = pn.widgets.Button(label="Stop campaign", color="danger", width=150, disabled=True)
         self.start_button.on_click(self._on_start)
         self.stop_button.on_click(lambda _: self.campaigns.stop())
         self.message = pn.pane.Alert(
@@ -64,7 +64,7 @@ class CampaignView(pn.viewable.Viewer):
         self.progress = pn.indicators.Progress(value=0, max=1, sizing_mode="stretch_width", bar_color="primary")
         self.status = pn.pane.Markdown("No campaign yet.", css_classes=["campaign-status"], sizing_mode="stretch_width")
         self.picker = pn.widgets.Select(
-            name="Campaigns in the runs directory", options=[_NONE], width=520, css_classes=["campaign-picker"]
+            label="Campaigns in the runs directory", options=[_NONE], width=520, css_classes=["campaign-picker"]
         )
         self.picker.param.watch(self._on_pick, "value")
         self.heading = pn.pane.Markdown("", css_classes=["campaign-heading"], sizing_mode="stretch_width")
@@ -74,14 +74,12 @@ class CampaignView(pn.viewable.Viewer):
         )
         self.criteria = pn.pane.Markdown("", sizing_mode="stretch_width", css_classes=["campaign-criteria"])
         self.verdicts = pn.widgets.Tabulator(
-            name="campaign-verdicts",
             css_classes=["campaign-verdicts"],
             disabled=True,
             show_index=False,
             sizing_mode="stretch_width",
         )
         self.fits = pn.widgets.Tabulator(
-            name="campaign-fits",
             css_classes=["campaign-fits"],
             disabled=True,
             selectable=1,
@@ -329,7 +327,7 @@ class CampaignView(pn.viewable.Viewer):
             return io.BytesIO(campaign_download(self._ds, self._folder.name, label)[1])
 
         return pn.widgets.FileDownload(
-            callback=make, filename="campaign", label=label, width=170, button_type="light", css_classes=["download"]
+            callback=make, filename="campaign", label=label, width=170, color="light", css_classes=["download"]
         )
 
     def _on_fit(self, event: Any) -> None:

@@ -76,7 +76,6 @@ class ClusterView(pn.viewable.Viewer):
         self._link_shown = False
         self.table = pn.widgets.Tabulator(
             pd.DataFrame(columns=list(_TITLES)),
-            name="workers-table",
             css_classes=["workers-table"],
             disabled=True,
             show_index=False,

@@ -70,17 +70,17 @@ class Dashboard(pn.viewable.Viewer):
             is_shown=lambda: self.tabs.active == CAMPAIGN_TAB,
         )
         self.editor = pn.widgets.TextAreaInput(
-            name="Spec (YAML)",
+            label="Spec (YAML)",
             value=spec_text,
             height=330,
             sizing_mode="stretch_width",
             stylesheets=[":host textarea { font-family: monospace; font-size: 12px; }"],
         )
         self.form = SpecForm(on_edit=self._on_form_edit)
-        self.spec_file = pn.widgets.FileInput(accept=".yaml,.yml", name="Load spec", multiple=False)
+        self.spec_file = pn.widgets.FileInput(accept=".yaml,.yml", label="Load spec", multiple=False)
         self.spec_file.param.watch(self._on_spec_file, "value")
         self.data_file = pn.widgets.FileInput(
-            accept=".nc,.csv,.parquet,.root", name="Upload measured data", multiple=False
+            accept=".nc,.csv,.parquet,.root", label="Upload measured data", multiple=False
         )
         self.data_file.param.watch(self._on_data_file, "value")
         self.data_note = pn.pane.Markdown("", sizing_mode="stretch_width", css_classes=["upload-note"])
@@ -88,15 +88,15 @@ class Dashboard(pn.viewable.Viewer):
             callback=self._spec_download,
             filename="spec.yaml",
             label="Save spec (YAML)",
-            button_type="default",
+            color="default",
             width=200,
         )
         self.summary = pn.pane.Markdown(sizing_mode="stretch_width", css_classes=["spec-summary"])
         self.message = pn.pane.Alert(
             "", alert_type="danger", visible=False, sizing_mode="stretch_width", css_classes=["spec-error"]
         )
-        self.start_button = pn.widgets.Button(name="Start", button_type="primary", width=110)
-        self.stop_button = pn.widgets.Button(name="Stop", button_type="danger", width=110, disabled=True)
+        self.start_button = pn.widgets.Button(label="Start", color="primary", width=110)
+        self.stop_button = pn.widgets.Button(label="Stop", color="danger", width=110, disabled=True)
         self.progress = pn.indicators.Progress(value=0, max=1, sizing_mode="stretch_width", bar_color="primary")
         self.status = pn.pane.Markdown("Ready.", css_classes=["run-status"], sizing_mode="stretch_width")
         self.start_button.on_click(self._on_start)

@@ -86,7 +86,7 @@ def downloads(path: Path, ds: xr.Dataset) -> pn.Column:
             filename=download_filename(path, label),
             label=label,
             width=170,
-            button_type="light",
+            color="light",
             disabled=refusals[label] is not None,
             css_classes=["download"],
         )
@@ -139,7 +139,6 @@ class RunsBrowser(pn.viewable.Viewer):
         self.runs: list[RunInfo] = []
         self.table = pn.widgets.Tabulator(
             runs_frame([]),
-            name="runs-table",
             css_classes=["runs-table"],
             selectable="checkbox",
             disabled=True,
@@ -148,7 +147,7 @@ class RunsBrowser(pn.viewable.Viewer):
             page_size=20,
             sizing_mode="stretch_width",
         )
-        self.refresh_button = pn.widgets.Button(name="Refresh", width=100)
+        self.refresh_button = pn.widgets.Button(label="Refresh", width=100)
         self.refresh_button.on_click(lambda _: self.refresh())
         self.message = pn.pane.Alert(
             "", alert_type="danger", visible=False, sizing_mode="stretch_width", css_classes=["runs-error"]
@@ -224,7 +223,7 @@ class CompareView(pn.viewable.Viewer):
         super().__init__(**params)
         self.runs_dir = Path(runs_dir)
         self.picker = pn.widgets.MultiChoice(
-            name="Runs to compare", options={}, css_classes=["compare-picker"], sizing_mode="stretch_width"
+            label="Runs to compare", options={}, css_classes=["compare-picker"], sizing_mode="stretch_width"
         )
         self.message = pn.pane.Alert(
             "Pick at least two runs of the same problem.",
@@ -235,7 +234,6 @@ class CompareView(pn.viewable.Viewer):
         self.plot_area = pn.Column(sizing_mode="stretch_width", css_classes=["compare-plots"])
         self.table = pn.widgets.Tabulator(
             parameter_table({}),
-            name="compare-table",
             css_classes=["compare-table"],
             disabled=True,
             show_index=False,
