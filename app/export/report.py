@@ -27,6 +27,7 @@ from qcf_studio.engine.results import (
     is_bootstrap,
     qcf_deviation,
 )
+from qcf_studio.engine.results.bounds import REACH, errors_at_bound
 from qcf_studio.engine.results.fit_quality import fit_quality_findings
 from qcf_studio.engine.safe_yaml import load_yaml
 from qcf_studio.engine.textlimits import clip, shown
@@ -42,6 +43,7 @@ __all__ = [
     "parameter_table",
     "value_error",
     "CALIBRATION",
+    "AT_BOUND",
     "PULL_LIMIT",
     "QCF_SIGMA_LIMIT",
     "ERROR_RATIO_LIMIT",
@@ -50,7 +52,7 @@ __all__ = [
 # The limits (PULL_LIMIT, QCF_SIGMA_LIMIT, ERROR_RATIO_LIMIT) are engine.results', which judges closure_passed by them.
 
 # Criterion names (stable: the dashboard and tests look criteria up by them).
-STATUS, QCF, PULLS, COVERAGE, CHI2, ERRORS, CALIBRATION, LIKELIHOOD_FIT = (
+STATUS, QCF, PULLS, COVERAGE, CHI2, ERRORS, CALIBRATION, LIKELIHOOD_FIT, AT_BOUND = (
     "Run status",
     "QCF closure",
     "Parameter pulls",
@@ -59,6 +61,7 @@ STATUS, QCF, PULLS, COVERAGE, CHI2, ERRORS, CALIBRATION, LIKELIHOOD_FIT = (
     "GAN/MLE errors",
     "Error calibration",
     "Likelihood fit",
+    "Errors at a bound",
 )
 
 
@@ -356,7 +359,8 @@ def has_truth(ds: xr.Dataset) -> bool:
 
 def closure_report(ds: xr.Dataset) -> list[Criterion]:
     """The closure criteria of design.md for one result, in the order status, QCF, pulls, coverage,
-    χ²/ndf, GAN/MLE errors, MINUIT's verdict on the likelihood fit (where the file has one) and what closure
+    χ²/ndf, GAN/MLE errors, MINUIT's verdict on the likelihood fit (where the file has one), a GAN's errors that
+    reach a bound of their range (where there are such) and what closure
     campaigns found about this kind of error.
 
     Without a truth (a fit of measured data) the QCF, pull and coverage criteria say that closure
@@ -379,8 +383,30 @@ def closure_report(ds: xr.Dataset) -> list[Criterion]:
     found = fit_quality_findings(ds)  # MINUIT's verdict on the likelihood fit or reference: invalid, at a bound
     if found is not None:
         out.append(Criterion(LIKELIHOOD_FIT, None, None, found[0], found[1], decisive=False))
+    near = _at_bound(ds)
+    if near is not None:
+        out.append(near)
     out.append(_calibration(ds))
     return out
+
+
+def _at_bound(ds: xr.Dataset) -> Criterion | None:
+    """A GAN run's parameters whose error interval reaches a bound of their range
+    (:mod:`qcf_studio.engine.results.bounds`)."""
+    near = errors_at_bound(ds)
+    if not near:
+        return None
+    listed = [f"{clip(name, 40)} {value_error(m, e)} (bound {_fmt(b)})" for name, (b, m, e) in list(near.items())[:6]]
+    more = f" and {len(near) - 6} more" if len(near) > 6 else ""
+    text = (
+        f"Errors at a bound: {'; '.join(listed)}{more} lie within {REACH:g} errors of a bound of their range, "
+        "or have members at it. "
+        "Members whose data pull a parameter past its bound pile up at it, so their spread may understate its "
+        "error and those of the parameters correlated with it: multiset2d's campaign found such errors "
+        "over-confident (docs/campaigns.md). The likelihood "
+        "fit's MINOS interval allows for a bound; a wider range, where the physics allows it, avoids the question."
+    )
+    return Criterion(AT_BOUND, float(len(near)), None, False, text, decisive=False)
 
 
 def closure_verdict(criteria: list[Criterion]) -> bool | None:
