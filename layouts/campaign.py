@@ -259,7 +259,8 @@ def _iv(values: np.ndarray) -> str:
 
 
 def verdict_table(ds: xr.Dataset) -> pd.DataFrame:
-    """One row per (method, parameter): R_bv, 1σ coverage and pulls with their 95% intervals, and the verdict."""
+    """One row per (method, parameter): R_bv, 1σ coverage and pulls with their 95% intervals, the verdict, and
+    how many fits had an error reaching a bound of the parameter's range (``at_bound``, where the summary has it)."""
     try:
         verdicts = json.loads(str(ds.attrs.get("verdicts", "{}")))
     except ValueError:
@@ -283,6 +284,8 @@ def verdict_table(ds: xr.Dataset) -> pd.DataFrame:
                     "pull_mean_interval": _iv(ds["pull_mean_interval"].sel(sel).values),
                     "pull_width": float(ds["pull_width"].sel(sel)),
                     "pull_width_interval": _iv(ds["pull_width_interval"].sel(sel).values),
+                    # fits whose error reaches a bound of the range (summaries written before it: not known)
+                    **({"at_bound": int(ds["at_bound"].sel(sel).sum())} if "at_bound" in ds else {}),
                 }
             )
     return pd.DataFrame(rows).round(3)

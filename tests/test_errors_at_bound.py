@@ -6,11 +6,15 @@ from __future__ import annotations
 import pytest
 
 from qcf_studio.app.export.report import AT_BOUND, closure_report
+from qcf_studio.engine.campaign.plan import CampaignPlan, FitKey
+from qcf_studio.engine.campaign.summary import build_summary, fit_record, missing_record
 from qcf_studio.engine.results import build_results
 from qcf_studio.engine.results.bounds import EDGE, errors_at_bound, spec_bounds
 from qcf_studio.engine.run.runner import measured_data, train_member
 from qcf_studio.engine.run.sinks import HistorySink
+from qcf_studio.engine.safe_yaml import load_yaml
 from qcf_studio.engine.spec import parse_spec
+from qcf_studio.layouts.campaign import verdict_table
 
 
 def _run(p0_range: list[float]):
@@ -62,3 +66,17 @@ def test_a_range_that_leaves_room_flags_nothing():
     # a likelihood fit is MINUIT's to judge, and a file without a readable spec has no bounds
     assert errors_at_bound(ds.assign_attrs(method="mle")) == {}
     assert spec_bounds(ds.assign_attrs(spec="{")) == {} and errors_at_bound(ds.assign_attrs(spec="")) == {}
+
+
+def test_a_campaign_counts_the_fits_whose_error_reaches_a_bound(against_the_bound, tmp_path):
+    ds = against_the_bound
+    spec = parse_spec({**load_yaml(ds.attrs["spec"]), "campaign": {"replicas": 2, "methods": ["gan"]}})
+    plan = CampaignPlan(spec, tmp_path)
+    record = fit_record(ds, FitKey(0, "gan"))
+    assert record.at_bound.tolist() == [True, False]
+    summary = build_summary(plan, {FitKey(0, "gan"): record, FitKey(1, "gan"): missing_record(FitKey(1, "gan"))})
+    assert summary["at_bound"].sel({"method": "gan"}).values.tolist() == [[1, 0], [0, 0]]
+    table = verdict_table(summary).set_index("param")
+    assert table.loc["p0", "at_bound"] == 1 and table.loc["p1", "at_bound"] == 0
+    # a summary written before the flag was kept has no such column, and still opens
+    assert "at_bound" not in verdict_table(summary.drop_vars("at_bound")).columns

@@ -45,6 +45,7 @@ from qcf_studio.engine.results import (
     package_versions,
     qcf_grids,
 )
+from qcf_studio.engine.results.bounds import errors_at_bound
 from qcf_studio.engine.textlimits import clip, clip_path
 
 __all__ = [
@@ -80,6 +81,7 @@ class FitRecord:
     qcf_truth: np.ndarray | None = None
     draws: np.ndarray | None = None  # (draw, param): bootstrap members' estimates or the fit's parameter draws
     dof: float = float("inf")  # of the error: n − 1 for n bootstrap members, inf where it is known
+    at_bound: np.ndarray | None = None  # (param,) bool: the fit's error reaches a bound of the parameter's range
     path: Path | None = None
     message: str = ""
 
@@ -105,11 +107,23 @@ def fit_record(ds: xr.Dataset, key: FitKey, path: Path | None = None) -> FitReco
     record.qcf_estimate, record.qcf_error = np.asarray(q_mean, dtype=float), np.asarray(q_err, dtype=float)
     record.qcf_truth = np.asarray(ds["qcf_true"], dtype=float)
     record.dof = error_dof(ds)
+    record.at_bound = _at_bound(ds)
     if is_bootstrap(ds):
         record.draws = np.asarray(ds["params_pred"], dtype=float)  # (member, param)
     elif "params_draws" in ds:
         record.draws = np.asarray(ds["params_draws"], dtype=float).reshape(-1, ds.sizes["param"])
     return record
+
+
+def _at_bound(ds: xr.Dataset) -> np.ndarray:
+    """Per parameter, whether the fit's error reaches a bound of its range: MINUIT's flag for a likelihood fit
+    (any member), :func:`~qcf_studio.engine.results.bounds.errors_at_bound` for a GAN."""
+    names = [str(p) for p in ds["param"].values]
+    if "params_at_bound" in ds:
+        flags = np.asarray(ds["params_at_bound"].transpose("member", "param").values, dtype=float)
+        return np.nan_to_num(flags).any(axis=0)
+    near = errors_at_bound(ds)
+    return np.asarray([n in near for n in names], dtype=bool)
 
 
 def missing_record(key: FitKey, status: str = "missing", message: str = "") -> FitRecord:
@@ -179,6 +193,7 @@ def build_summary(plan: CampaignPlan, records: dict[FitKey, FitRecord]) -> xr.Da
         m: {r.draws.shape[0] for k, r in records.items() if k.method == m and r.draws is not None} for m in methods
     }
     sbc = np.full((n_m, n_rep, n_p), np.nan)
+    at_bound = np.zeros((n_m, n_rep, n_p), dtype=np.int8)
     for r in range(n_rep):
         truth[r] = list(replica_truth(spec, r).values())
     for key, rec in records.items():
@@ -189,6 +204,8 @@ def build_summary(plan: CampaignPlan, records: dict[FitKey, FitRecord]) -> xr.Da
         if rec.status != "completed" or rec.estimate is None:
             continue
         est[i, r], err[i, r], dof[i, r] = rec.estimate, rec.error, rec.dof
+        if rec.at_bound is not None and np.shape(rec.at_bound) == (n_p,):
+            at_bound[i, r] = rec.at_bound
         q_est[i, r], q_err[i, r], q_true[r] = rec.qcf_estimate, rec.qcf_error, rec.qcf_truth
         if rec.draws is not None and len(draws_n[key.method]) == 1:
             sbc[i, r] = stats.sbc_ranks(rec.draws, truth[r])
@@ -216,6 +233,11 @@ def build_summary(plan: CampaignPlan, records: dict[FitKey, FitRecord]) -> xr.Da
     ds["status"] = (("method", "replica"), status.astype(str))
     ds["wall_seconds"] = (("method", "replica"), wall)
     ds["n_fits"] = (("method",), (status == "completed").sum(1).astype(np.int64))
+    ds["at_bound"] = (("method", "replica", "param"), at_bound)
+    ds["at_bound"].attrs["description"] = (
+        "1 where the fit's error reaches a bound of the parameter's range: MINUIT's at-limit flag for a likelihood "
+        "fit; for a GAN, an estimate within 2 errors of a bound or a member at it (engine.results.bounds)"
+    )
 
     # Per method and parameter: the pulls over the replicas are axis 1 of (method, replica, param).
     cov1, cov2, curve = [], [], []
