@@ -113,3 +113,31 @@ def test_a_build_lock_left_by_an_interrupted_build_is_removed_and_the_block_load
     finally:
         stale.unlink(missing_ok=True)
         native.pass_block.cache_clear()
+
+
+def test_a_young_build_lock_is_waited_on_for_a_while_then_the_python_block_is_used(monkeypatch):
+    """A build killed a minute ago leaves a lock too young to be called stale: a load waits LOCK_WAIT_SECONDS
+    for it, then goes on with the Python block instead of hanging in torch's wait."""
+    import os
+    import time
+    from pathlib import Path
+
+    from torch.utils.cpp_extension import get_default_build_root
+
+    name = native.extension_name(Path(native.__file__).with_name("pass_block.cpp"))
+    native.pass_block.cache_clear()
+    assert native.pass_block() is not None  # built (make install builds it)
+    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
+    lock = [*root.glob(f"*/{name}"), *root.glob(name)][0] / "lock"
+    monkeypatch.setattr(native, "LOCK_WAIT_SECONDS", 1.0)
+    lock.touch()
+    native.pass_block.cache_clear()
+    try:
+        started = time.monotonic()
+        with pytest.warns(RuntimeWarning, match="held its lock for over 1 s"):
+            assert native.pass_block() is None
+        assert time.monotonic() - started < 30 and lock.exists()  # not removed: it may be a live build
+    finally:
+        lock.unlink(missing_ok=True)
+        native.pass_block.cache_clear()
+    assert native.pass_block() is not None  # the lock gone, the block loads

@@ -8,7 +8,9 @@ after the source's hash (two versions of the source never rebuild over each othe
 does it, so that the first training does not wait for it.
 
 A build interrupted (Ctrl-C, a killed worker) leaves torch's build lock behind, and every later load
-would wait on it forever: a lock older than :data:`STALE_LOCK_SECONDS` is removed, with a warning.
+would wait on it forever: a lock older than :data:`STALE_LOCK_SECONDS` is removed, with a warning. A younger
+lock is waited on for at most :data:`LOCK_WAIT_SECONDS` (another process's build finishes in that time); past
+it the process goes on with the Python block, with a warning, rather than hang.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["pass_block", "native_enabled", "extension_name", "STALE_LOCK_SECONDS"]
+__all__ = ["pass_block", "native_enabled", "extension_name", "STALE_LOCK_SECONDS", "LOCK_WAIT_SECONDS"]
 
 STALE_LOCK_SECONDS = 600  # a build takes about 30 s; a lock this old was left by a build that was interrupted
+LOCK_WAIT_SECONDS = 120.0  # how long a load waits on a younger lock before it goes on without the native block
 
 
 def extension_name(source: Path) -> str:
@@ -35,7 +38,7 @@ def extension_name(source: Path) -> str:
 
 def _remove_stale_locks(root: Path, name: str) -> None:
     """Remove build locks of ``name`` under ``root`` older than :data:`STALE_LOCK_SECONDS`."""
-    for lock in [*root.glob(f"*/{name}/lock"), *root.glob(f"{name}/lock")]:
+    for lock in _locks(root, name):
         try:
             age = time.time() - lock.stat().st_mtime
             if age > STALE_LOCK_SECONDS:
@@ -47,6 +50,21 @@ def _remove_stale_locks(root: Path, name: str) -> None:
                 )
         except OSError:  # removed meanwhile, or not ours to remove: torch's own wait follows
             pass
+
+
+def _locks(root: Path, name: str) -> list[Path]:
+    return [*root.glob(f"*/{name}/lock"), *root.glob(f"{name}/lock")]
+
+
+def _wait_for_locks(root: Path, name: str) -> bool:
+    """Wait until no build lock of ``name`` is left under ``root``, for at most :data:`LOCK_WAIT_SECONDS`;
+    ``False`` if one is still there."""
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while _locks(root, name):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.5)
+    return True
 
 
 def native_enabled() -> bool:
@@ -71,6 +89,15 @@ def pass_block() -> Callable[..., None] | None:
         root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
         name = extension_name(source)
         _remove_stale_locks(root, name)
+        if not _wait_for_locks(root, name):  # torch's load would wait on it with no end
+            warnings.warn(
+                f"the discriminator pass runs without its native block: another build of it has held its lock for "
+                f"over {LOCK_WAIT_SECONDS:.0f} s (a build killed less than {STALE_LOCK_SECONDS // 60} min ago "
+                "leaves one; it is removed after that)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return None
         if not any(root.glob(f"*/{name}/{name}*.so")) and not any(root.glob(f"{name}/*.so")):
             print("qcf-studio: building the discriminator pass's C++ block (once, about 30 s)", file=sys.stderr)
         module = load(name=name, sources=[str(source)], extra_cflags=["-O3"], verbose=False)
