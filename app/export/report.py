@@ -402,8 +402,8 @@ def _at_bound(ds: xr.Dataset) -> Criterion | None:
         f"Errors at a bound: {'; '.join(listed)}{more} lie within {REACH:g} errors of a bound of their range, "
         "or have members at it. "
         "Members whose data pull a parameter past its bound pile up at it, so their spread may understate its "
-        "error and those of the parameters correlated with it: multiset2d's campaign found such errors "
-        "over-confident (docs/campaigns.md). The likelihood "
+        "error and those of the parameters correlated with it, as multiset2d's campaign found on B_p4 "
+        "(docs/campaigns.md). The likelihood "
         "fit's MINOS interval allows for a bound; a wider range, where the physics allows it, avoids the question."
     )
     return Criterion(AT_BOUND, float(len(near)), None, False, text, decisive=False)
