@@ -384,6 +384,18 @@ def test_default_spec_is_the_settings_a_campaign_found_calibrated(kind):
         assert len(covering) == 1 and covering[0].calibrated, (sample, settings)
 
 
+@pytest.mark.parametrize("name", ["campaign-1d", "campaign-2d", "campaign-multiset2d", "closure-gauss6"])
+def test_every_sample_gan_campaign_has_its_finding(name):
+    """A campaign shipped as a sample was run, and what it found is in the findings table under its settings."""
+    from qcf_studio.engine.campaign.findings import findings_for, settings_of
+    from qcf_studio.engine.spec import load_spec
+
+    spec = load_spec(Path(__file__).parents[1] / "sample_data" / f"{name}.yaml")
+    settings = settings_of(spec.to_dict())
+    covering = [f for f in findings_for(spec.problem.kind, "gan", "bootstrap") if f.covers(settings)]
+    assert len(covering) == 1 and covering[0].numbers, (name, settings)
+
+
 def test_the_coverage_of_a_bootstrap_run_is_compared_with_student_t_for_its_members(runs):
     base = _load(runs["gan1d"])  # 2 members
     generator = _criterion(closure_report(base), "Coverage")
