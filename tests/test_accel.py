@@ -42,14 +42,27 @@ def test_the_plain_step_trains_to_the_accelerated_numbers(kind, acceptance, monk
     plain = _trainer(kind, acceptance)
     assert isinstance(plain.accelerator, PlainAccelerator)
     assert not plain.opt_g.param_groups[0]["fused"]  # torch's own Adam, called through step()
+    start = _weights(plain)
+    # The discriminator's accuracy counts events on either side of logit 0: a rounding difference may put one
+    # event (1/n of the accuracy) on the other side. Losses and parameters are continuous and agree closely.
+    one_event = 1.0 / plain.labels.shape[0]
     for _ in range(8):
         a, b = fast.train_step(), plain.train_step()
         assert a.keys() == b.keys()
         for key in a:
-            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-5), key
-    for x, y in zip(_weights(fast), _weights(plain)):
-        torch.testing.assert_close(x, y, rtol=1e-3, atol=1e-4)
-    assert any(not torch.equal(x, y) for x, y in zip(_weights(fast), _weights(plain)))  # two paths, really
+            if key.startswith("d_acc"):
+                assert abs(a[key] - b[key]) <= 1.5 * one_event, key
+            else:
+                assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-5), key
+    # Adam steps a weight whose gradient is near 0 by about its learning rate whatever the gradient's rounding,
+    # so single weights may differ by a step; each network as a whole must land where the other path took it,
+    # within 1% of how far training moved it.
+    fast_w, plain_w, n_g = _weights(fast), _weights(plain), len(list(plain.generator.parameters()))
+    for name, part in (("generator", slice(0, n_g)), ("discriminator", slice(n_g, None))):
+        apart = torch.cat([(x - y).flatten() for x, y in zip(fast_w[part], plain_w[part])]).norm()
+        moved = torch.cat([(y - s).flatten() for y, s in zip(plain_w[part], start[part])]).norm()
+        assert moved > 0 and apart <= 1e-2 * moved, (name, float(apart), float(moved))
+    assert any(not torch.equal(x, y) for x, y in zip(fast_w, plain_w))  # two paths, really
 
 
 def test_pass_threads_are_refused_on_the_plain_path(monkeypatch):
