@@ -141,3 +141,20 @@ def test_a_young_build_lock_is_waited_on_for_a_while_then_the_python_block_is_us
         lock.unlink(missing_ok=True)
         native.pass_block.cache_clear()
     assert native.pass_block() is not None  # the lock gone, the block loads
+
+
+def test_each_torch_installation_builds_its_own_copy(monkeypatch, tmp_path):
+    """Two venvs (a checkout's and a fresh clone's) built into one folder would rebuild it back and forth:
+    the folder's name follows the torch it is built against as well as the source."""
+    from pathlib import Path
+
+    import torch
+
+    source = Path(native.__file__).with_name("pass_block.cpp")
+    here = native.extension_name(source)
+    assert native.extension_name(source) == here  # stable for one source and one torch
+    edited = tmp_path / "pass_block.cpp"
+    edited.write_bytes(source.read_bytes() + b"\n")
+    assert native.extension_name(edited) != here
+    monkeypatch.setattr(torch, "__file__", str(tmp_path / "other-venv" / "torch" / "__init__.py"))
+    assert native.extension_name(source) != here

@@ -4,7 +4,8 @@ Each loader returns the compiled function, or ``None`` where it cannot be built 
 no ninja, ``QCF_NATIVE=0`` in the environment); callers then use the Python version, which gives the
 same numbers, only slower. The build takes about 30 s once per torch version and source change and
 is kept under ``TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``), in a folder named
-after the source's hash (two versions of the source never rebuild over each other); ``make install``
+after the hash of the source and of the torch installation (two versions of the source, or two venvs, never
+rebuild over each other); ``make install``
 does it, so that the first training does not wait for it.
 
 A build interrupted (Ctrl-C, a killed worker) leaves torch's build lock behind, and every later load
@@ -32,8 +33,14 @@ LOCK_WAIT_SECONDS = 120.0  # how long a load waits on a younger lock before it g
 
 
 def extension_name(source: Path) -> str:
-    """The extension's name: ``qcf_pass_block_`` and the first 12 hex digits of the source's SHA-256."""
-    return "qcf_pass_block_" + hashlib.sha256(source.read_bytes()).hexdigest()[:12]
+    """The extension's name: ``qcf_pass_block_`` and the first 12 hex digits of the SHA-256 of the source and of
+    the torch it is built against (its folder and version: two venvs on one machine, each with its own torch,
+    build their own copies instead of rebuilding one over the other's)."""
+    import torch
+
+    digest = hashlib.sha256(source.read_bytes())
+    digest.update(f"\0{Path(torch.__file__).resolve().parent}\0{torch.__version__}".encode())
+    return "qcf_pass_block_" + digest.hexdigest()[:12]
 
 
 def _remove_stale_locks(root: Path, name: str) -> None:
