@@ -391,3 +391,32 @@ def shutil_which(name: str) -> str | None:
     import shutil
 
     return shutil.which(name)
+
+
+def test_a_websocket_closed_by_the_browser_is_not_reported_but_other_errors_are(caplog):
+    """A tab closed while the server wrote a plot update to it left asyncio's "Task exception was never
+    retrieved" traceback in the server's output; a real error in a task still is reported."""
+    import gc
+
+    from tornado.iostream import StreamClosedError
+    from tornado.websocket import WebSocketClosedError
+
+    from qcf_studio.app.dashboard.server import quiet_closed_sockets
+
+    async def fails(error: Exception) -> None:
+        raise error
+
+    loop = asyncio.new_event_loop()
+    try:
+        quiet_closed_sockets(loop)
+        for error in (WebSocketClosedError(), StreamClosedError(), RuntimeError("a real bug")):
+            task = loop.create_task(fails(error))
+            loop.run_until_complete(asyncio.sleep(0.01))
+            assert task.done()
+            del task  # never retrieved: asyncio reports it when the task is collected
+            gc.collect()
+    finally:
+        loop.close()
+    reported = [r for r in caplog.records if r.name == "asyncio"]
+    assert len(reported) == 1 and "never retrieved" in reported[0].getMessage()
+    assert isinstance(reported[0].exc_info[1], RuntimeError)

@@ -12,10 +12,13 @@
   here even if ``BOKEH_RESOURCES`` says ``cdn``): it works offline and tells no other site who opened it.
 - SIGINT and SIGTERM stop the server, stop the run in progress at the members' next check and save it
   (``stopped``) before the process exits; the embedded workers ignore both signals (``qcf_studio.engine.run.cluster``).
+- A browser tab closed while the server was writing to it is not reported as an error (Bokeh drops its
+  session anyway); every other error on the server's event loop is, as before.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
 import secrets
@@ -29,14 +32,24 @@ from typing import Any
 
 import panel as pn
 from bokeh.settings import settings as bokeh_settings
+from tornado.iostream import StreamClosedError
 from tornado.web import OutputTransform
+from tornado.websocket import WebSocketClosedError
 
 from qcf_studio.app.cluster import close, connect
 from qcf_studio.app.dashboard.runs import RunManager
 from qcf_studio.app.dashboard.upload import MAX_UPLOAD_BYTES
 from qcf_studio.engine.spec import Spec, default_spec
 
-__all__ = ["serve", "Access", "dashboard_page", "is_loopback", "websocket_origins", "SECURITY_HEADERS"]
+__all__ = [
+    "serve",
+    "Access",
+    "dashboard_page",
+    "is_loopback",
+    "websocket_origins",
+    "SECURITY_HEADERS",
+    "quiet_closed_sockets",
+]
 
 SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
@@ -210,6 +223,7 @@ def serve(
         server.io_loop.asyncio_loop.call_soon_threadsafe(server.io_loop.stop)
 
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    quiet_closed_sockets(server.io_loop.asyncio_loop)
     try:
         server.start()
         server.io_loop.start()
@@ -218,6 +232,18 @@ def serve(
         for s, handler in previous.items():
             signal.signal(s, handler)
     return 0
+
+
+def quiet_closed_sockets(loop: asyncio.AbstractEventLoop) -> None:
+    """Drop asyncio's "Task exception was never retrieved" traceback for a write to a websocket the browser has
+    closed (a tab closed or reloaded while a plot update was on its way); other errors reach the loop's
+    default handler."""
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if not isinstance(context.get("exception"), (WebSocketClosedError, StreamClosedError)):
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
 
 
 def _shut_down(manager: RunManager, client: Any) -> None:
