@@ -258,7 +258,7 @@ def test_configure_and_start_a_proxy2d_run_in_the_form_and_watch_the_cluster(ser
         time.sleep(0.2)
     _set_field(page, "problem.events", "3000", summary="3,000 per observable")
     page.locator(".form-training .card-header").first.click()  # the training section starts collapsed
-    _set_field(page, "training.steps", "600", summary="gan, 600 steps")
+    _set_field(page, "training.steps", "300", summary="gan, 300 steps")
     _set_field(page, "training.snapshot_every", "20")
     # a true/false/null field shows its null as a choice ("problem's default"), not as a blank select
     per_obs = page.locator(".field-training-disc_per_observable select")
@@ -273,7 +273,7 @@ def test_configure_and_start_a_proxy2d_run_in_the_form_and_watch_the_cluster(ser
         assert time.time() < deadline, page.locator("textarea").input_value()
         time.sleep(0.2)
     text = page.locator("textarea").input_value()
-    assert "kind: proxy2d" in text and "events: 3000" in text and "steps: 600" in text, text
+    assert "kind: proxy2d" in text and "events: 3000" in text and "steps: 300" in text, text
     page.get_by_role("button", name="Start").click()
     _wait_status(page, "running", timeout=60)
     # live heat maps: the predicted density rho(x, y) arrives with the first snapshot (zeros before)
