@@ -161,7 +161,7 @@ def test_start_streams_live_plots_to_two_sessions_and_stop_saves_the_run(server,
     other.wait_for_function(f"() => ({_COLUMN_LENGTH})('loss_g') >= 2", timeout=60_000)
     other.get_by_role("button", name="Stop").click()
     # "stopping"/"stopped": the click got through while both cores train (on a 2-core machine that also runs
-    # another test, the server answers a click within seconds but may take tens of them)
+    # another test, Chromium, drawing both pages' plot updates, may take tens of seconds to send it)
     _wait_status(other, "stop", timeout=60)
     page.bring_to_front()  # the first session's page went to the background, where Chromium may defer rendering
     _wait_status(page, "stop", timeout=60)

@@ -2,11 +2,10 @@
 
 Each loader returns the compiled function, or ``None`` where it cannot be built (no C++ compiler,
 no ninja, ``QCF_NATIVE=0`` in the environment); callers then use the Python version, which gives the
-same numbers, only slower. The build takes about 30 s once per torch version and source change and
-is kept under ``TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``), in a folder named
-after the hash of the source and of the torch installation (two versions of the source, or two venvs, never
-rebuild over each other); ``make install``
-does it, so that the first training does not wait for it.
+same numbers, only slower. The build takes about 30 s once per torch installation and source change and
+is kept under ``TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``), in a folder named after the
+hash of the source and of the torch installation (two versions of the source, or two venvs, never rebuild
+over each other); ``make install`` does it, so that the first training does not wait for it.
 
 A build interrupted (Ctrl-C, a killed worker) leaves torch's build lock behind, and every later load
 would wait on it forever: a lock older than :data:`STALE_LOCK_SECONDS` is removed, with a warning. A younger
