@@ -406,17 +406,27 @@ def test_a_websocket_closed_by_the_browser_is_not_reported_but_other_errors_are(
     async def fails(error: Exception) -> None:
         raise error
 
-    loop = asyncio.new_event_loop()
-    try:
-        quiet_closed_sockets(loop)
-        for error in (WebSocketClosedError(), StreamClosedError(), RuntimeError("a real bug")):
-            task = loop.create_task(fails(error))
-            loop.run_until_complete(asyncio.sleep(0.01))
-            assert task.done()
-            del task  # never retrieved: asyncio reports it when the task is collected
-            gc.collect()
-    finally:
-        loop.close()
+    problems: list[BaseException] = []
+
+    def serve_a_while() -> None:  # in a thread of its own, as another test may have left a loop running in this one
+        loop = asyncio.new_event_loop()
+        try:
+            quiet_closed_sockets(loop)
+            for error in (WebSocketClosedError(), StreamClosedError(), RuntimeError("a real bug")):
+                task = loop.create_task(fails(error))
+                loop.run_until_complete(asyncio.sleep(0.01))
+                assert task.done()
+                del task  # never retrieved: asyncio reports it when the task is collected
+                gc.collect()
+        except BaseException as e:  # noqa: BLE001 (raised again in the test's thread)
+            problems.append(e)
+        finally:
+            loop.close()
+
+    server = threading.Thread(target=serve_a_while)
+    server.start()
+    server.join(30)
+    assert not server.is_alive() and not problems, problems
     reported = [r for r in caplog.records if r.name == "asyncio"]
     assert len(reported) == 1 and "never retrieved" in reported[0].getMessage()
     assert isinstance(reported[0].exc_info[1], RuntimeError)
