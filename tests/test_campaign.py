@@ -177,9 +177,14 @@ def test_campaign_cli_writes_fits_and_a_summary_and_a_rerun_skips_them(tmp_path)
         np.testing.assert_allclose(fit["params_true"], ds["truth"].sel(replica=3))
 
     before = _files(folder)
-    r = _cli("campaign", str(spec), "--out", str(out))
+    summary_path.unlink()
+    # nothing left to fit: the summary is rebuilt without a cluster (nothing listens on the discard port)
+    r = _cli("campaign", str(spec), "--out", str(out), "--scheduler", "tcp://127.0.0.1:9")
     assert r.returncode == 0 and "12 of 12 fits done already" in r.stderr, r.stderr
+    assert "fitting the rest" not in r.stderr and r.stdout.strip().splitlines()[-1] == str(summary_path)
     assert _files(folder) == before  # nothing refitted or rewritten
+    with xr.open_dataset(summary_path, engine="h5netcdf") as again:
+        xr.testing.assert_identical(again["estimate"].load(), ds["estimate"])
 
     r = _cli("campaign", str(spec), "--out", str(out), "--replicas", "14")  # grown: only the new replicas fitted
     assert r.returncode == 0 and "12 of 14 fits done already" in r.stderr, r.stderr[-2000:]

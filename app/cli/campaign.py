@@ -51,7 +51,8 @@ def fit_campaign(
     """Fit ``spec``'s campaign (``replicas`` and ``methods`` replace its own) in ``out/<name>/``, resumable; the
     fits' progress on stderr. ``cluster``: a scheduler address, a ``distributed.Client`` (left open) or ``None``
     (an embedded cluster of ``workers`` processes, default the spec's). The first SIGINT or SIGTERM keeps the
-    finished fits and drops those in flight. Raises :class:`qcf_studio.app.signals.Interrupted` when a signal came
+    finished fits and drops those in flight. With every fit finished already it only rebuilds the summary, and
+    starts or contacts no cluster. Raises :class:`qcf_studio.app.signals.Interrupted` when a signal came
     before the
     campaign started, and ``ValueError`` for a bad request (its folder holds another spec's campaign, ...)."""
     from qcf_studio.app.cluster import client_for
@@ -65,11 +66,16 @@ def fit_campaign(
     spec = campaign_of(spec, replicas, methods)
     plan = CampaignPlan(spec, check_writable(out, out_label))
     plan.prepare()  # a folder holding another spec's campaign is refused before a cluster starts
+    runner = CampaignRunner(None, plan)
+    done = runner.load_finished()
+    if len(done) == len(plan.keys):  # a rerun of a finished campaign: its summary, rebuilt, and no cluster
+        if progress:
+            print(f"qcf-studio: {plan.folder}: {len(done)} of {len(done)} fits done already", file=sys.stderr)
+        return Campaigned(runner.write_summary(), plan, None)
     with StopSignals() as signals:
         count = workers if workers is not None else spec.cluster.workers
         with client_for(cluster, count, spec.cluster.device, security) as client:
-            runner = CampaignRunner(client, plan)
-            done = runner.load_finished()
+            runner.client = client
             bar = CampaignBar(
                 len(plan.keys), len(done), spec.name, quiet=not progress, time_left=runner.progress.eta_seconds
             )

@@ -102,11 +102,12 @@ class _InFlight:
 
 class CampaignRunner:
     """Fits ``plan`` on ``client``; ``on_record(record, progress)`` is called (from the thread that calls
-    :meth:`run`) as each fit finishes. :meth:`stop` may be called from any thread."""
+    :meth:`run`) as each fit finishes. :meth:`stop` may be called from any thread. Without a client (``None``,
+    until one is set) it reads the finished fits and writes the summary, and fits nothing."""
 
     def __init__(
         self,
-        client: Client,
+        client: Client | None,
         plan: CampaignPlan,
         on_record: Callable[[FitRecord, Progress], None] | None = None,
         in_flight: int | None = None,
@@ -165,6 +166,7 @@ class CampaignRunner:
         """Fits at once: enough for every worker slot, and one more queued behind them."""
         if self._in_flight is not None:
             return max(1, self._in_flight)
+        assert self.client is not None, "a campaign's fits need a Dask client"
         info = self.client.scheduler_info(n_workers=-1)["workers"]
         slots = sum(w["nthreads"] for w in info.values()) or 1
         spec = self.plan.spec
@@ -176,6 +178,8 @@ class CampaignRunner:
 
         Raises ``ValueError`` when the cluster cannot host the fits (data-parallel ranks, CUDA without
         GPUs), before any fit ran."""
+        if self.client is None:
+            raise ValueError("a campaign's fits need a Dask client")
         self._order = {k: i for i, k in enumerate(self.plan.keys)}
         todo = deque(k for k in self.plan.keys if k not in self.records or self.records[k].status != "completed")
         self.progress.started = time.monotonic()
@@ -227,6 +231,7 @@ class CampaignRunner:
         except Exception as e:  # noqa: BLE001 (a fit that cannot start is a failed fit; the campaign goes on)
             self._record(missing_record(key, "failed", f"{type(e).__name__}: {str(e)[:300]}"))
             return None
+        assert self.client is not None  # run() checked
         # earlier fits' members first, so that fits finish one after another
         return _InFlight(key, start_run(self.client, spec, data, priority=-1000 * self._order[key]), data)
 
