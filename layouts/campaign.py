@@ -4,7 +4,8 @@ Each factory takes the summary Dataset and draws one panel from small arrays (a 
 curves), so redrawing while fits finish is cheap; :func:`campaign_plots` wraps them in DynamicMaps fed by
 one :class:`holoviews.streams.Pipe`, so a new summary updates the glyphs' data in place.
 
-- pulls: per parameter, the histogram of (estimate − truth) / error of every method's completed fits
+- pulls: per parameter, the histogram of (estimate − truth) / error of every method's completed fits (the error on
+  the truth's side where the fit quotes an asymmetric MINOS interval)
   (counts; pulls beyond ±4 in the outer bins) against what a calibrated method gives, scaled to each
   method's number of fits: N(0, 1), or Student's t where the errors come from few bootstrap members
   (:func:`reference`);

@@ -166,8 +166,11 @@ def test_campaign_cli_writes_fits_and_a_summary_and_a_rerun_skips_them(tmp_path)
         assert ds[name].dims == dims, name
     assert list(ds["status"].values[0]) == ["completed"] * 12
     assert ds["truth"].std("replica").min() > 0  # prior truths differ
-    pulls = (ds["estimate"] - ds["truth"]) / ds["error"]
+    pulls = (ds["estimate"] - ds["truth"]) / ds["error_toward_truth"]
     np.testing.assert_allclose(ds["pull"], pulls)
+    for r, j in zip(*np.nonzero(ds["error_toward_truth"].values[0] != ds["error"].values[0])):
+        with xr.open_dataset(folder / f"mle-r{r:04d}.nc", engine="h5netcdf") as fit:  # MINOS ran there
+            assert np.isfinite(float(fit["params_minos_upper"].values[0, j]))
     assert set(ds["sbc_rank"].values.ravel()) <= set(range(101))
     verdicts = yaml.safe_load(ds.attrs["verdicts"])
     assert set(verdicts["mle"]) == {"p0", "p1"}
@@ -320,3 +323,52 @@ def test_a_failing_fit_is_marked_failed_and_the_campaign_completes_the_rest(tmp_
     assert sorted(p.name for p in plan.folder.glob("mle-r*.nc")) == [
         f"mle-r{r:04d}.nc" for r in range(10) if r not in poisoned
     ]
+
+
+def test_an_asymmetric_minos_interval_is_judged_as_quoted(tmp_path):
+    """Estimates that scatter 0.5 below the truth and 2.0 above it (a split normal, as near a bound): an interval
+    of 2.0 below the estimate and 0.5 above it covers the truth 68% of the time. The pulls divide by the error on
+    the truth's side, so such a fit is calibrated, where its symmetric error of 1 would give R_bv 1.46."""
+    from qcf_studio.engine.campaign.summary import FitRecord, build_summary
+    from qcf_studio.engine.results import qcf_grids
+
+    n = 400
+    spec = parse_spec(
+        {
+            "name": "asym",
+            "problem": {"kind": "gauss6", "events": 2000, "seed": 3},
+            "training": {"method": "mle"},
+            "ensemble": {"members": 1},
+            "campaign": {"replicas": n, "methods": ["mle"]},
+        }
+    )
+    plan = CampaignPlan(spec, tmp_path)
+    truth = np.asarray(list(replica_truth(spec, 0).values()), dtype=float)
+    z = np.random.default_rng(11).normal(size=(n, 2))
+    shape = (6, qcf_grids(spec)[0].size)
+    records = {}
+    for r in range(n):
+        est = truth + np.where(z[r] > 0, 2.0, 0.5) * z[r]
+        est[1] = truth[1] + z[r, 1]  # no MINOS for p1: its symmetric error, right for its normal scatter
+        records[FitKey(r, "mle")] = FitRecord(
+            FitKey(r, "mle"),
+            "completed",
+            1.0,
+            estimate=est,
+            error=np.ones(2),
+            truth=truth,
+            qcf_estimate=np.ones(shape),
+            qcf_error=np.ones(shape),
+            qcf_truth=np.ones(shape),
+            below=np.array([2.0, np.nan]),
+            above=np.array([0.5, np.nan]),
+        )
+    ds = build_summary(plan, records).sel({"method": "mle"})
+    np.testing.assert_allclose(ds["pull"].values, z)  # exactly the unit normal the estimates came from
+    np.testing.assert_allclose(ds["error_toward_truth"].sel(param="p1"), 1.0)
+    assert float(ds["r_bv"].sel(param="p0")) == pytest.approx(1.0, abs=0.1)
+    low, high = ds["coverage_1sigma_interval"].sel(param="p0").values
+    assert low <= 0.683 <= high
+    assert json.loads(ds.attrs["verdicts"])["mle"]["p0"] == "calibrated"
+    symmetric = np.sqrt(np.mean((ds["estimate"].sel(param="p0") - truth[0]) ** 2))
+    assert float(symmetric) == pytest.approx(np.sqrt((0.25 + 4) / 2), rel=0.15)  # what error = 1 would be judged

@@ -5,6 +5,9 @@ hundreds of fits fits in memory); :func:`build_summary` turns the records into t
 (design.md, "Campaigns"):
 
 - ``estimate``, ``error``, ``pull`` (method, replica, param); ``truth`` (replica, param);
+  ``error_toward_truth`` (method, replica, param): the error a fit quotes on the truth's side of its estimate,
+  MINOS's lower or upper error where the likelihood fit ran MINOS (near a bound), else ``error``; the pulls, the
+  coverage and R_bv judge it, so that an asymmetric interval is judged as quoted;
 - ``status``, ``wall_seconds`` (method, replica); ``n_fits`` (method): completed fits;
 - ``coverage_1sigma``, ``coverage_2sigma`` (method, param) with Clopper–Pearson ``*_interval`` (…, bound);
 - ``coverage`` (method, param, level) observed vs nominal Gaussian level, with its interval;
@@ -82,6 +85,8 @@ class FitRecord:
     draws: np.ndarray | None = None  # (draw, param): bootstrap members' estimates or the fit's parameter draws
     dof: float = float("inf")  # of the error: n − 1 for n bootstrap members, inf where it is known
     at_bound: np.ndarray | None = None  # (param,) bool: the fit's error reaches a bound of the parameter's range
+    below: np.ndarray | None = None  # (param,) MINOS's distances of its interval's ends below and above the
+    above: np.ndarray | None = None  # estimate (> 0), NaN where MINOS did not run
     path: Path | None = None
     message: str = ""
 
@@ -108,6 +113,9 @@ def fit_record(ds: xr.Dataset, key: FitKey, path: Path | None = None) -> FitReco
     record.qcf_truth = np.asarray(ds["qcf_true"], dtype=float)
     record.dof = error_dof(ds)
     record.at_bound = _at_bound(ds)
+    if "params_minos_lower" in ds and "params_minos_upper" in ds:  # a likelihood fit (one member)
+        record.below = -np.asarray(ds["params_minos_lower"].isel(member=0), dtype=float)
+        record.above = np.asarray(ds["params_minos_upper"].isel(member=0), dtype=float)
     if is_bootstrap(ds):
         record.draws = np.asarray(ds["params_pred"], dtype=float)  # (member, param)
     elif "params_draws" in ds:
@@ -182,6 +190,7 @@ def build_summary(plan: CampaignPlan, records: dict[FitKey, FitRecord]) -> xr.Da
 
     est = np.full((n_m, n_rep, n_p), np.nan)
     err = np.full_like(est, np.nan)
+    below, above = np.full_like(est, np.nan), np.full_like(est, np.nan)
     truth = np.full((n_rep, n_p), np.nan)
     status = np.full((n_m, n_rep), "missing", dtype=object)
     wall = np.full((n_m, n_rep), np.nan)
@@ -204,14 +213,18 @@ def build_summary(plan: CampaignPlan, records: dict[FitKey, FitRecord]) -> xr.Da
         if rec.status != "completed" or rec.estimate is None:
             continue
         est[i, r], err[i, r], dof[i, r] = rec.estimate, rec.error, rec.dof
+        if rec.below is not None and rec.above is not None:
+            below[i, r], above[i, r] = rec.below, rec.above
         if rec.at_bound is not None and np.shape(rec.at_bound) == (n_p,):
             at_bound[i, r] = rec.at_bound
         q_est[i, r], q_err[i, r], q_true[r] = rec.qcf_estimate, rec.qcf_error, rec.qcf_truth
         if rec.draws is not None and len(draws_n[key.method]) == 1:
             sbc[i, r] = stats.sbc_ranks(rec.draws, truth[r])
 
+    toward = np.where(est > truth[None], below, above)  # MINOS's error on the truth's side, where it ran
+    toward = np.where(np.isfinite(toward) & (toward > 0), toward, err)
     with np.errstate(invalid="ignore", divide="ignore"):
-        pull = (est - truth[None]) / err
+        pull = (est - truth[None]) / toward
     dims_q = ("qcf", "x", "y")[: len(qshape)]
     coords = {
         "method": methods,
@@ -228,8 +241,13 @@ def build_summary(plan: CampaignPlan, records: dict[FitKey, FitRecord]) -> xr.Da
     ds["estimate"] = (("method", "replica", "param"), est)
     ds["error"] = (("method", "replica", "param"), err)
     ds["truth"] = (("replica", "param"), truth)
+    ds["error_toward_truth"] = (("method", "replica", "param"), toward)
+    ds["error_toward_truth"].attrs["description"] = (
+        "the fit's error on the truth's side of its estimate: MINOS's lower or upper error where the likelihood fit "
+        "ran MINOS (near a bound), else error"
+    )
     ds["pull"] = (("method", "replica", "param"), pull)
-    ds["pull"].attrs["description"] = "(estimate − truth) / error"
+    ds["pull"].attrs["description"] = "(estimate − truth) / error_toward_truth"
     ds["status"] = (("method", "replica"), status.astype(str))
     ds["wall_seconds"] = (("method", "replica"), wall)
     ds["n_fits"] = (("method",), (status == "completed").sum(1).astype(np.int64))
@@ -266,11 +284,11 @@ def build_summary(plan: CampaignPlan, records: dict[FitKey, FitRecord]) -> xr.Da
         "coverage of a calibrated method at each level, given its errors' degrees of freedom (Student's t)"
     )
 
-    rbv = np.stack([stats.r_bv(est[i], err[i], truth) for i in range(n_m)])
-    rbv_iv = np.stack([_interval(*stats.r_bv_interval(est[i], err[i], truth, seed=i)) for i in range(n_m)])
+    rbv = np.stack([stats.r_bv(est[i], toward[i], truth) for i in range(n_m)])
+    rbv_iv = np.stack([_interval(*stats.r_bv_interval(est[i], toward[i], truth, seed=i)) for i in range(n_m)])
     ds["r_bv"] = (("method", "param"), rbv)
     ds["r_bv_interval"] = (("method", "param", "bound"), rbv_iv)
-    ds["r_bv"].attrs["description"] = "sqrt(mean (estimate − truth)² / mean error²) over the replicas"
+    ds["r_bv"].attrs["description"] = "sqrt(mean (estimate − truth)² / mean error_toward_truth²) over the replicas"
     means = [stats.mean_interval(pull[i]) for i in range(n_m)]
     widths = [stats.width_interval(pull[i]) for i in range(n_m)]
     ds["pull_mean"] = (("method", "param"), np.stack([m[0] for m in means]))
