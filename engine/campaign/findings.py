@@ -87,7 +87,7 @@ FINDINGS: tuple[Finding, ...] = (
         "mle",
         "hessian",
         False,
-        "13 of 15 parameters meet the criterion over 30 replicas; C_p4 and C_p0 under-confident (R_bv 0.57, 0.68), "
+        "13 of 15 parameters meet the criterion over 30 replicas; C_p4 and C_p0 under-confident (R_bv 0.54, 0.68), "
         "B_p2 biased",
     ),
     Finding(
