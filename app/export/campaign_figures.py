@@ -31,8 +31,9 @@ from qcf_studio.layouts.campaign import (
 __all__ = ["campaign_figures", "CAMPAIGN_CAPTIONS", "verdict_page", "campaign_title", "plain"]
 
 CAMPAIGN_CAPTIONS = {
-    "pulls": "Pulls (estimate − truth)/error of every completed fit per parameter (pulls beyond ±4 in the outer "
-    "bins), one histogram per method, against what a calibrated method gives scaled to its number of fits "
+    "pulls": "Pulls (estimate − truth)/error of every completed fit per parameter (the error on the truth's side "
+    "where a likelihood fit quotes MINOS's asymmetric interval; pulls beyond ±4 in the outer bins), one histogram "
+    "per method, against what a calibrated method gives scaled to its number of fits "
     "(dashed): N(0, 1), or Student's t with n − 1 degrees of freedom for errors from n bootstrap members.",
     "coverage": "Observed fraction of fits whose Gaussian interval at each nominal level covers the truth, per "
     "parameter; dashed: the diagonal; dash-dotted: what a calibrated method covers (below the diagonal for "
