@@ -66,13 +66,13 @@ def fit_campaign(
     spec = campaign_of(spec, replicas, methods)
     plan = CampaignPlan(spec, check_writable(out, out_label))
     plan.prepare()  # a folder holding another spec's campaign is refused before a cluster starts
-    runner = CampaignRunner(None, plan)
-    done = runner.load_finished()
-    if len(done) == len(plan.keys):  # a rerun of a finished campaign: its summary, rebuilt, and no cluster
-        if progress:
-            print(f"qcf-studio: {plan.folder}: {len(done)} of {len(done)} fits done already", file=sys.stderr)
-        return Campaigned(runner.write_summary(), plan, None)
     with StopSignals() as signals:
+        runner = CampaignRunner(None, plan)
+        done = runner.load_finished()
+        if len(done) == len(plan.keys):  # a rerun of a finished campaign: its summary, rebuilt, and no cluster
+            if progress:
+                print(f"qcf-studio: {plan.folder}: {len(done)} of {len(done)} fits done already", file=sys.stderr)
+            return Campaigned(runner.write_summary(), plan, None)
         count = workers if workers is not None else spec.cluster.workers
         with client_for(cluster, count, spec.cluster.device, security) as client:
             runner.client = client
