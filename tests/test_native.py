@@ -99,7 +99,7 @@ def test_a_build_lock_left_by_an_interrupted_build_is_removed_and_the_block_load
     native.pass_block.cache_clear()
     assert native.pass_block() is not None  # built (make install builds it)
     root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
-    folders = [*root.glob(f"*/{name}"), *root.glob(name)]
+    folders = native.build_folders(root, name)
     assert folders
     stale = folders[0] / "lock"
     stale.touch()
@@ -128,7 +128,7 @@ def test_a_young_build_lock_is_waited_on_for_a_while_then_the_python_block_is_us
     native.pass_block.cache_clear()
     assert native.pass_block() is not None  # built (make install builds it)
     root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
-    lock = [*root.glob(f"*/{name}"), *root.glob(name)][0] / "lock"
+    lock = native.build_folders(root, name)[0] / "lock"
     monkeypatch.setattr(native, "LOCK_WAIT_SECONDS", 1.0)
     lock.touch()
     native.pass_block.cache_clear()

@@ -166,8 +166,7 @@ class CampaignRunner:
         """Fits at once: enough for every worker slot, and one more queued behind them."""
         if self._in_flight is not None:
             return max(1, self._in_flight)
-        assert self.client is not None, "a campaign's fits need a Dask client"
-        info = self.client.scheduler_info(n_workers=-1)["workers"]
+        info = self._dask().scheduler_info(n_workers=-1)["workers"]
         slots = sum(w["nthreads"] for w in info.values()) or 1
         spec = self.plan.spec
         tasks = [spec.ensemble.members * spec.cluster.ranks if m == "gan" else 1 for m in self.plan.campaign.methods]
@@ -178,8 +177,7 @@ class CampaignRunner:
 
         Raises ``ValueError`` when the cluster cannot host the fits (data-parallel ranks, CUDA without
         GPUs), before any fit ran."""
-        if self.client is None:
-            raise ValueError("a campaign's fits need a Dask client")
+        self._dask()  # before any fit starts
         self._order = {k: i for i, k in enumerate(self.plan.keys)}
         todo = deque(k for k in self.plan.keys if k not in self.records or self.records[k].status != "completed")
         self.progress.started = time.monotonic()
@@ -219,6 +217,11 @@ class CampaignRunner:
             self.records.setdefault(key, missing_record(key, "stopped" if self.stopping else "missing"))
         return self.write_summary()
 
+    def _dask(self) -> Client:
+        if self.client is None:
+            raise ValueError("a campaign's fits need a Dask client")
+        return self.client
+
     def run_names(self) -> dict[str, str]:
         """The run id of each fit in flight (as its Dask task keys carry it) -> ``<campaign> <method>-r<replica>``
         (for a view of the cluster's tasks; any thread)."""
@@ -231,9 +234,8 @@ class CampaignRunner:
         except Exception as e:  # noqa: BLE001 (a fit that cannot start is a failed fit; the campaign goes on)
             self._record(missing_record(key, "failed", f"{type(e).__name__}: {str(e)[:300]}"))
             return None
-        assert self.client is not None  # run() checked
         # earlier fits' members first, so that fits finish one after another
-        return _InFlight(key, start_run(self.client, spec, data, priority=-1000 * self._order[key]), data)
+        return _InFlight(key, start_run(self._dask(), spec, data, priority=-1000 * self._order[key]), data)
 
     def _finish(self, fit: _InFlight) -> None:
         key, handle = fit.key, fit.handle

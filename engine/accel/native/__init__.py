@@ -25,7 +25,14 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["pass_block", "native_enabled", "extension_name", "STALE_LOCK_SECONDS", "LOCK_WAIT_SECONDS"]
+__all__ = [
+    "pass_block",
+    "native_enabled",
+    "extension_name",
+    "build_folders",
+    "STALE_LOCK_SECONDS",
+    "LOCK_WAIT_SECONDS",
+]
 
 STALE_LOCK_SECONDS = 600  # a build takes about 30 s; a lock this old was left by a build that was interrupted
 LOCK_WAIT_SECONDS = 120.0  # how long a load waits on a younger lock before it goes on without the native block
@@ -58,8 +65,14 @@ def _remove_stale_locks(root: Path, name: str) -> None:
             pass
 
 
+def build_folders(root: Path, name: str) -> list[Path]:
+    """The build folders of ``name`` under ``root``: ``root/<python and device tag>/name`` (torch's default
+    root) or ``root/name`` (``TORCH_EXTENSIONS_DIR``)."""
+    return [*root.glob(f"*/{name}"), *root.glob(name)]
+
+
 def _locks(root: Path, name: str) -> list[Path]:
-    return [*root.glob(f"*/{name}/lock"), *root.glob(f"{name}/lock")]
+    return [lock for folder in build_folders(root, name) if (lock := folder / "lock").exists()]
 
 
 def _wait_for_locks(root: Path, name: str) -> bool:
@@ -104,7 +117,7 @@ def pass_block() -> Callable[..., None] | None:
                 stacklevel=2,
             )
             return None
-        if not any(root.glob(f"*/{name}/{name}*.so")) and not any(root.glob(f"{name}/*.so")):
+        if not any(any(folder.glob("*.so")) for folder in build_folders(root, name)):
             print("qcf-studio: building the discriminator pass's C++ block (once, about 30 s)", file=sys.stderr)
         module = load(name=name, sources=[str(source)], extra_cflags=["-O3"], verbose=False)
     except Exception as err:  # noqa: BLE001 - any failure means: the Python block
